@@ -1,0 +1,162 @@
+"""Token shards: the on-disk format between the tokenizer and the trainer.
+
+A token dataset is a folder:
+
+    meta.json                 {"format": "lmforge-tokens-v1", "dtype": "uint16"|"uint32",
+                               "vocab_size": int, "eos_id": int|null, "domains": [str, ...],
+                               "shards": [{"name": str, "split": "train"|"val", "n_tokens": int,
+                                           "n_docs": int}, ...]}
+    NAME.tokens               flat token ids, dtype as above
+    NAME.docs                 int64, n_docs + 1 document start offsets (last = n_tokens)
+    NAME.domains              uint16, one domain index (into meta["domains"]) per document
+
+All three arrays are raw little-endian binaries readable with `numpy.memmap`, so a
+reader maps terabytes without loading them. `meta.json` is written last: a folder
+without it is incomplete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "lmforge-tokens-v1"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+class ShardWriter:
+    """Appends documents to one shard; `close()` returns its meta entry."""
+
+    def __init__(self, folder: str | Path, name: str, vocab_size: int, split: str = "train"):
+        self.folder, self.name, self.split = Path(folder), name, split
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.dtype = token_dtype(vocab_size)
+        self._tokens = open(self.folder / f"{name}.tokens", "wb")
+        self._starts = [0]
+        self._domains: list[int] = []
+
+    def add(self, tokens, domain: int = 0) -> None:
+        arr = np.asarray(tokens, dtype=self.dtype)
+        if arr.size == 0:
+            return
+        self._tokens.write(arr.tobytes())
+        self._starts.append(self._starts[-1] + arr.size)
+        self._domains.append(domain)
+
+    def close(self) -> dict:
+        self._tokens.close()
+        np.asarray(self._starts, dtype=np.int64).tofile(self.folder / f"{self.name}.docs")
+        np.asarray(self._domains, dtype=np.uint16).tofile(self.folder / f"{self.name}.domains")
+        return {"name": self.name, "split": self.split, "n_tokens": int(self._starts[-1]),
+                "n_docs": len(self._domains)}
+
+
+def write_meta(folder: str | Path, shards: list[dict], vocab_size: int, domains: list[str],
+               eos_id: int | None = None, extra: dict | None = None) -> None:
+    """Write meta.json last (atomically): it marks the dataset complete."""
+    folder = Path(folder)
+    meta = {"format": FORMAT, "dtype": token_dtype(vocab_size).name, "vocab_size": vocab_size,
+            "eos_id": eos_id, "domains": list(domains), "shards": shards, **(extra or {})}
+    tmp = folder / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, folder / "meta.json")
+
+
+def write_dataset(folder: str | Path, docs: list, vocab_size: int, domains: list[str] | None = None,
+                  eos_id: int | None = None, split: str = "train", name: str | None = None) -> None:
+    """Small helper (tests, examples): docs is a list of token lists or (tokens, domain) pairs."""
+    folder = Path(folder)
+    w = ShardWriter(folder, name or f"{split}-00000", vocab_size, split)
+    for d in docs:
+        toks, dom = d if isinstance(d, tuple) else (d, 0)
+        w.add(toks, dom)
+    entry = w.close()
+    existing = []
+    if (folder / "meta.json").exists():
+        existing = [s for s in json.loads((folder / "meta.json").read_text())["shards"]
+                    if s["name"] != entry["name"]]
+    write_meta(folder, existing + [entry], vocab_size, domains or ["default"], eos_id)
+
+
+@dataclass
+class Shard:
+    name: str
+    split: str
+    tokens: np.ndarray   # memmap
+    starts: np.ndarray   # int64, n_docs + 1
+    domains: np.ndarray  # uint16, n_docs
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.domains)
+
+    def doc(self, i: int) -> np.ndarray:
+        return self.tokens[self.starts[i]:self.starts[i + 1]]
+
+
+class TokenDataset:
+    """Read side of a token folder: shards of one split, memory-mapped."""
+
+    def __init__(self, folder: str | Path, split: str = "train"):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.folder}: not a token dataset (no meta.json; "
+                                    f"run `lmforge tokenizer encode` to make one)")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: unknown format {self.meta.get('format')!r}, expected {FORMAT}")
+        self.split = split
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.domain_names: list[str] = list(self.meta["domains"])
+        self.shards: list[Shard] = []
+        for s in self.meta["shards"]:
+            if s["split"] != split or s["n_docs"] == 0:
+                continue
+            base = self.folder / s["name"]
+            tokens = np.memmap(f"{base}.tokens", dtype=self.dtype, mode="r", shape=(s["n_tokens"],))
+            starts = np.fromfile(f"{base}.docs", dtype=np.int64)
+            domains = np.fromfile(f"{base}.domains", dtype=np.uint16)
+            if len(starts) != s["n_docs"] + 1 or len(domains) != s["n_docs"] or starts[-1] != s["n_tokens"]:
+                raise ValueError(f"{base}: shard index does not match meta.json (truncated shard?)")
+            self.shards.append(Shard(s["name"], split, tokens, starts, domains))
+        # Global document table: (shard index, doc index) for every document, and its domain.
+        self.doc_shard = np.concatenate([np.full(s.n_docs, i, dtype=np.int32) for i, s in enumerate(self.shards)]
+                                        or [np.zeros(0, np.int32)])
+        self.doc_local = np.concatenate([np.arange(s.n_docs, dtype=np.int64) for s in self.shards]
+                                        or [np.zeros(0, np.int64)])
+        self.doc_domain = np.concatenate([s.domains.astype(np.int64) for s in self.shards]
+                                         or [np.zeros(0, np.int64)])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_shard)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(sum(s.starts[-1] for s in self.shards))
+
+    def doc(self, i: int) -> np.ndarray:
+        return self.shards[self.doc_shard[i]].doc(int(self.doc_local[i]))
+
+    def doc_len(self, i: int) -> int:
+        s = self.shards[self.doc_shard[i]]
+        j = int(self.doc_local[i])
+        return int(s.starts[j + 1] - s.starts[j])
+
+    def fingerprint(self) -> str:
+        """Identifies the data: shard names, splits and sizes (not a full content hash)."""
+        key = json.dumps([(s["name"], s["split"], s["n_tokens"], s["n_docs"]) for s in self.meta["shards"]]
+                         + [self.meta["domains"], self.meta["vocab_size"]])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]

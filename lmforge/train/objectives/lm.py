@@ -1,0 +1,90 @@
+"""Next-token prediction on packed token shards (pretraining, continued pretraining)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.shards import TokenDataset
+from lmforge.train.loader import PackedLoader, domain_loaders, train_loader
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, z_loss: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Sum over target tokens of cross-entropy (+ z_loss * log(Z)^2, PaLM), in float32.
+
+    Padded vocabulary columns arrive as -inf from the model, so they carry no probability.
+    Labels of -100 are ignored.
+    """
+    logits = logits.float().flatten(0, -2)
+    labels = labels.flatten()
+    mask = labels != -100
+    ce = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    metrics = {"ce_sum": ce.detach()}
+    if z_loss > 0:
+        log_z = torch.logsumexp(logits[mask], dim=-1)
+        zl = z_loss * (log_z ** 2).sum()
+        metrics["z_loss_sum"] = zl.detach()
+        ce = ce + zl
+    return ce, metrics
+
+
+class LMObjective:
+    name = "lm"
+
+    def __init__(self, data_path: str, seq_len: int, micro_batch_size: int, seed: int,
+                 z_loss: float = 0.0, eval_batches: int = 4, loader: PackedLoader | None = None):
+        self.train_set = TokenDataset(data_path, "train")
+        if self.train_set.n_docs == 0:
+            raise ValueError(f"{data_path}: the train split has no documents")
+        self.val_set = TokenDataset(data_path, "val")
+        self.seq_len, self.mbs, self.z_loss, self.eval_batches = seq_len, micro_batch_size, z_loss, eval_batches
+        self.loader = loader or train_loader(self.train_set, seq_len, micro_batch_size, seed)
+        self.seed = seed
+
+    def next_batch(self):
+        return self.loader.next_batch()
+
+    def weight(self, batch) -> float:
+        return float((batch["labels"] != -100).sum())
+
+    def loss(self, model, batch):
+        logits = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
+        return token_loss_sum(logits, batch["labels"], self.z_loss)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Mean loss per token on each domain's validation documents (Skywork monitors these)."""
+        device = next(model.parameters()).device
+        out = {}
+        for domain, loader in domain_loaders(self.val_set, self.seq_len, self.mbs).items():
+            total, n = 0.0, 0.0
+            for _ in range(self.eval_batches):
+                batch = loader.next_batch()
+                if batch is None:
+                    break
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss_sum, _ = token_loss_sum(model(batch["input_ids"], position_ids=batch["position_ids"],
+                                                   doc_ids=batch["doc_ids"]), batch["labels"])
+                total, n = total + float(loss_sum), n + self.weight(batch)
+            if n > 0:
+                out[f"val/{domain}"] = total / n
+        if out:
+            out["val/mean"] = sum(out.values()) / len(out)
+            out["val/ppl"] = math.exp(min(out["val/mean"], 50.0))
+        return out
+
+    def state_dict(self) -> dict:
+        return {"loader": self.loader.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state["loader"])
+
+    def fingerprint(self) -> str:
+        key = json.dumps([self.train_set.fingerprint(), self.seq_len, self.mbs, self.seed])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def domain_tokens(self) -> dict[str, int]:
+        return {n: int(c) for n, c in zip(self.train_set.domain_names, self.loader.tokens_by_domain) if c}

@@ -1,0 +1,103 @@
+"""`lmforge pretrain`: next-token training on token shards, resumable at any moment.
+
+Two ways to start from existing weights, kept apart on purpose (users of other tools get
+bitten by one silently acting as the other):
+- resume: the out_dir already holds a complete checkpoint of THIS run; weights,
+  optimizer, schedule position, loader position and RNG are all restored, and the data
+  fingerprint must match.
+- init.from_checkpoint: a new run (fresh schedule, fresh loader) that starts from another
+  run's weights, optionally with its optimizer state (`init.load_optimizer`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lmforge.config import ConfigError, check, to_dict
+from lmforge.model import ModelConfig, Transformer
+from lmforge.model.flops import flops_per_token, peak_flops
+from lmforge.shards import TokenDataset
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.objectives.lm import LMObjective
+from lmforge.train.trainer import TrainConfig, Trainer, resolve_device
+
+
+@dataclass
+class InitConfig:
+    from_checkpoint: str | None = None   # a step-N folder, or a run folder (its latest checkpoint)
+    load_optimizer: bool = False
+
+
+@dataclass
+class PretrainConfig:
+    data: str = ""                        # token dataset folder (lmforge tokenizer encode output)
+    out_dir: str = "runs/pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    z_loss: float = 0.0                   # PaLM z-loss coefficient (e.g. 1e-4); StableLM 2 found it unhelpful
+
+    def __post_init__(self):
+        check(bool(self.data), "data", "set the token dataset folder (e.g. --set data=runs/tokens)")
+        check(self.z_loss >= 0, "z_loss", "must be >= 0")
+        check(self.train.seq_len <= self.model.max_seq_len, "train.seq_len",
+              f"{self.train.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A step-N folder as given, or the newest complete checkpoint under a run folder."""
+    p = Path(path)
+    if ckpt.is_complete(p):
+        return p
+    for cand in (p / "checkpoints", p):
+        found = ckpt.latest(cand)
+        if found:
+            return found
+    raise FileNotFoundError(f"{path}: no complete checkpoint found")
+
+
+def validate_data(cfg: PretrainConfig) -> TokenDataset:
+    try:
+        ds = TokenDataset(cfg.data, "train")
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data: {e}") from None
+    if ds.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the data's vocabulary "
+                          f"{ds.vocab_size} ({cfg.data}/meta.json)")
+    return ds
+
+
+def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
+    validate_data(cfg)
+    torch.manual_seed(cfg.train.seed)
+    model = Transformer(cfg.model)
+    objective = LMObjective(cfg.data, cfg.train.seq_len, cfg.train.micro_batch_size, cfg.train.seed,
+                            z_loss=cfg.z_loss, eval_batches=cfg.train.eval_batches)
+    device = resolve_device(cfg.train.device)
+    return Trainer(model, objective, cfg.train, cfg.out_dir, run_config=to_dict(cfg),
+                   flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
+                   peak_flops=peak_flops(device), progress=progress)
+
+
+def run(cfg: PretrainConfig, progress: bool = True) -> dict:
+    out = Path(cfg.out_dir)
+    done = out / "DONE.json"
+    if done.exists():
+        return {**json.loads(done.read_text()), "skipped": True}
+    trainer = build(cfg, progress)
+    latest = ckpt.latest(trainer.ckpt_dir)
+    if latest is not None:
+        trainer.resume(latest)
+        print(f"resuming from {latest} (step {trainer.step})")
+    elif cfg.init.from_checkpoint:
+        src = resolve_checkpoint(cfg.init.from_checkpoint)
+        trainer.init_from(src, cfg.init.load_optimizer)
+        print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    summary = trainer.fit()
+    done.write_text(json.dumps(summary, indent=1))
+    return summary

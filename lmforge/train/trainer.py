@@ -1,0 +1,240 @@
+"""The one training loop: pretraining, SFT, DPO and C-RLFT all run through `Trainer.fit`.
+
+Per step: fetch `grad_accum` micro-batches, normalise the loss by the step's total target
+count, backward under autocast (bf16 on CUDA), measure the gradient norm (and the LM
+head's share of it, which Norm-Head is meant to tame), skip the update if anything is
+non-finite, clip, step AdamW at the LR the schedule gives for this step, log, evaluate,
+checkpoint. Everything needed to continue exactly is in the checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from lmforge.config import check
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.objectives.base import Objective
+from lmforge.train.optim import OptimConfig, build_optimizer
+from lmforge.train.schedules import ScheduleConfig, lr_at
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is left intact."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    micro_batch_size: int = 8
+    grad_accum: int = 1
+    seq_len: int = 512
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    device: str = "auto"
+    log_every: int = 10           # progress-bar refresh; metrics.jsonl gets every step
+    eval_every: int = 0           # 0: evaluate only at the end
+    eval_batches: int = 4
+    ckpt_every: int = 100
+    keep_last: int = 2
+    max_bad_steps: int = 5        # non-finite steps in a row before the run stops
+
+    def __post_init__(self):
+        for name in ("steps", "micro_batch_size", "grad_accum", "seq_len", "max_bad_steps"):
+            check(getattr(self, name) > 0, name, "must be > 0")
+        for name in ("eval_every", "ckpt_every", "keep_last", "eval_batches", "log_every"):
+            check(getattr(self, name) >= 0, name, "must be >= 0")
+        check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
+              f"unknown device {self.device!r} (auto, cpu, cuda, cuda:N)")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    head = getattr(model, "lm_head", None)
+    return list(head.parameters()) if head is not None else []
+
+
+def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, objective: Objective, cfg: TrainConfig, out_dir: str | Path,
+                 run_config: dict | None = None, flops_per_token: float | None = None,
+                 peak_flops: float | None = None, progress: bool = True):
+        self.cfg, self.objective, self.out_dir = cfg, objective, Path(out_dir)
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.run_config = run_config or {}
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.progress = progress
+        self.total_steps = cfg.schedule.total_steps(cfg.steps)
+        self.step, self.tokens_seen, self.bad_steps, self.bad_in_a_row = 0, 0, 0, 0
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+    # -- state ----------------------------------------------------------------------------
+    def trainer_state(self) -> dict:
+        return {"tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
+                "objective": self.objective.state_dict(), "fingerprint": self.objective.fingerprint(),
+                "objective_name": self.objective.name, "config": self.run_config}
+
+    def save_checkpoint(self) -> Path:
+        path = ckpt.save(self.ckpt_dir, self.step, self.model, self.optimizer, self.trainer_state())
+        ckpt.prune(self.ckpt_dir, self.cfg.keep_last)
+        return path
+
+    def resume(self, path: Path) -> None:
+        """Full resume: weights, optimizer, step, loader position, RNG. Refuses other data."""
+        state = ckpt.load_trainer_state(path)
+        if state.get("fingerprint") != self.objective.fingerprint():
+            raise ValueError(
+                f"{path}: checkpoint was trained on other data or loader settings (fingerprint "
+                f"{state.get('fingerprint')} != {self.objective.fingerprint()}); to start on new data from "
+                f"these weights use `init.from_checkpoint` with a new out_dir instead of resuming")
+        ckpt.load_weights(path, self.model)
+        ckpt.load_optimizer(path, self.optimizer)
+        self.objective.load_state_dict(state["objective"])
+        self.step, self.tokens_seen, self.bad_steps = state["step"], state["tokens_seen"], state["bad_steps"]
+        ckpt.load_rng(path, state["rng"])
+        self._truncate_metrics(self.step)
+
+    def init_from(self, path: Path, load_optimizer: bool = False) -> None:
+        """Continue from weights (and optionally the optimizer) with a fresh schedule and data."""
+        ckpt.load_weights(path, self.model)
+        if load_optimizer:
+            ckpt.load_optimizer(path, self.optimizer)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
+        if not self.metrics_path.exists():
+            return
+        keep = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in keep))
+
+    # -- one step -------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def train_step(self) -> dict | None:
+        batches = []
+        for _ in range(self.cfg.grad_accum):
+            b = self.objective.next_batch()
+            if b is None:
+                break
+            batches.append(b)
+        if not batches:
+            return None
+        total_weight = sum(self.objective.weight(b) for b in batches)
+        lr = lr_at(self.cfg.schedule, self.step, self.total_steps, self.cfg.optim.lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_total, extra = 0.0, {}
+        for b in batches:
+            b = {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+            with self._autocast():
+                loss_sum, metrics = self.objective.loss(self.forward_model, b)
+            (loss_sum / max(total_weight, 1.0)).backward()
+            loss_total += float(loss_sum.detach())
+            for k, v in metrics.items():
+                extra[k] = extra.get(k, 0.0) + float(v)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        head_norm = float(grad_norm(head_parameters(self.model)))
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        loss = loss_total / max(total_weight, 1.0)
+        finite = math.isfinite(loss) and math.isfinite(norm)
+        if finite:
+            self.optimizer.step()
+            self.bad_in_a_row = 0
+        else:
+            self.bad_steps += 1
+            self.bad_in_a_row += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        n_tokens = sum(int(b["input_ids"].numel()) for b in batches)
+        self.tokens_seen += n_tokens
+        out = {"loss": loss, "lr": lr, "grad_norm": norm,
+               "head_grad_share": (head_norm / norm) ** 2 if finite and norm > 0 else float("nan"),
+               "tokens": n_tokens, "skipped": not finite}
+        out.update({k: v / max(total_weight, 1.0) for k, v in extra.items() if k.endswith("_sum")})
+        return out
+
+    # -- the loop -------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def evaluate(self) -> dict:
+        self.model.eval()
+        try:
+            with self._autocast():
+                return self.objective.evaluate(self.model)
+        finally:
+            self.model.train()
+
+    def fit(self) -> dict:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
+                   desc=f"{self.objective.name}", unit="step", dynamic_ncols=True)
+        last: dict = {}
+        t0 = time.perf_counter()
+        while self.step < self.total_steps:
+            out = self.train_step()
+            if out is None:  # a finite objective ran out of data
+                break
+            dt, t0 = time.perf_counter() - t0, time.perf_counter()
+            out["tokens_per_s"] = out["tokens"] / dt if dt > 0 else 0.0
+            if self.flops_per_token and self.peak_flops:
+                out["mfu"] = out["tokens_per_s"] * self.flops_per_token / self.peak_flops
+            self.step += 1
+            record = {"step": self.step, **out, "tokens_seen": self.tokens_seen}
+            if self.bad_in_a_row >= self.cfg.max_bad_steps:
+                self._log(record)
+                raise TrainingDiverged(
+                    f"{self.bad_in_a_row} non-finite steps in a row (loss {out['loss']}, grad norm "
+                    f"{out['grad_norm']}) at step {self.step}; last good checkpoint: {ckpt.latest(self.ckpt_dir)}. "
+                    f"Lower the LR or check the data.")
+            if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.total_steps:
+                record.update(self.evaluate())
+            self._log(record)
+            last = record
+            if self.progress and (self.step % max(self.cfg.log_every, 1) == 0 or self.step == self.total_steps):
+                bar.set_postfix(loss=f"{out['loss']:.3f}", lr=f"{out['lr']:.2e}",
+                                tok_s=f"{out['tokens_per_s']:.0f}")
+            bar.update(1)
+            if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+            t0 = time.perf_counter()  # checkpoint and eval time are not training throughput
+        bar.close()
+        final_eval = self.evaluate()
+        if final_eval:
+            self._log({"step": self.step, **final_eval})
+        path = self.save_checkpoint()
+        summary = {"step": self.step, "tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
+                   "checkpoint": str(path), "final_loss": last.get("loss"), **final_eval}
+        return summary

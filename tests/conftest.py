@@ -1,0 +1,30 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from lmforge.shards import write_dataset
+
+# Two cores on CI: keep torch from oversubscribing them, and make runs repeatable.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def make_token_dataset(folder, n_docs=60, vocab=128, seed=0, domains=("prose", "code"), min_len=3, max_len=90,
+                       val_docs=6):
+    """A small token dataset with learnable structure: each document repeats a short motif."""
+    rng = np.random.default_rng(seed)
+    def doc():
+        motif = rng.integers(3, vocab, size=rng.integers(2, 6))
+        n = int(rng.integers(min_len, max_len))
+        return np.resize(motif, n).tolist() + [1]  # 1 = eos
+    train = [(doc(), i % len(domains)) for i in range(n_docs)]
+    val = [(doc(), i % len(domains)) for i in range(val_docs)]
+    write_dataset(folder, train, vocab, list(domains), eos_id=1, split="train")
+    write_dataset(folder, val, vocab, list(domains), eos_id=1, split="val")
+    return folder
+
+
+@pytest.fixture
+def token_data(tmp_path):
+    return make_token_dataset(tmp_path / "tokens")
