@@ -12,12 +12,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 def make_token_dataset(folder, n_docs=60, vocab=128, seed=0, domains=("prose", "code"), min_len=3, max_len=90,
                        val_docs=6):
-    """A small token dataset with learnable structure: each document repeats a short motif."""
+    """A small token dataset with learnable structure: each document counts up from a random
+    start in steps of 1 or 2 (mod the vocab), so the next token follows from the last two."""
     rng = np.random.default_rng(seed)
     def doc():
-        motif = rng.integers(3, vocab, size=rng.integers(2, 6))
+        start, stride = int(rng.integers(0, vocab - 3)), int(rng.integers(1, 3))
         n = int(rng.integers(min_len, max_len))
-        return np.resize(motif, n).tolist() + [1]  # 1 = eos
+        return [3 + (start + stride * k) % (vocab - 3) for k in range(n)] + [1]  # 1 = eos
     train = [(doc(), i % len(domains)) for i in range(n_docs)]
     val = [(doc(), i % len(domains)) for i in range(val_docs)]
     write_dataset(folder, train, vocab, list(domains), eos_id=1, split="train")

@@ -10,6 +10,7 @@ bitten by one silently acting as the other):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,10 @@ from lmforge.model import ModelConfig, Transformer
 from lmforge.model.flops import flops_per_token, peak_flops
 from lmforge.shards import TokenDataset
 from lmforge.train import checkpoint as ckpt
+from lmforge.train import mixture
+from lmforge.train.mixture import MixtureConfig, StageConfig
 from lmforge.train.objectives.lm import LMObjective
+from lmforge.train.schedules import ScheduleConfig
 from lmforge.train.trainer import TrainConfig, Trainer, resolve_device
 
 
@@ -39,12 +43,38 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     init: InitConfig = field(default_factory=InitConfig)
     z_loss: float = 0.0                   # PaLM z-loss coefficient (e.g. 1e-4); StableLM 2 found it unhelpful
+    mixture: MixtureConfig | None = None  # one-stage domain mixture (None: shuffled passes over all documents)
+    stages: list[StageConfig] = field(default_factory=list)  # curriculum: each stage its steps, mixture, LR
 
     def __post_init__(self):
         check(bool(self.data), "data", "set the token dataset folder (e.g. --set data=runs/tokens)")
         check(self.z_loss >= 0, "z_loss", "must be >= 0")
         check(self.train.seq_len <= self.model.max_seq_len, "train.seq_len",
               f"{self.train.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+        if self.stages:
+            check(self.mixture is None, "mixture", "with stages, give each stage its own mixture")
+            check(self.train.schedule == ScheduleConfig(), "train.schedule",
+                  "with stages, give each stage its own schedule (stages[i].schedule)")
+            total = sum(s.steps for s in self.stages)
+            check(self.train.steps in (total, TrainConfig().steps), "train.steps",
+                  f"with stages the run is their total ({total} steps); leave train.steps unset")
+            names = [s.name for s in self.stages if s.name]
+            check(len(names) == len(set(names)), "stages", "stage names must be unique")
+
+    def effective_stages(self) -> list[StageConfig]:
+        if self.stages:
+            return self.stages
+        if self.mixture is not None:
+            return [StageConfig(name="main", steps=self.train.steps, mixture=self.mixture)]
+        return []
+
+    def effective_train(self) -> TrainConfig:
+        """TrainConfig with the stages' schedules joined into one multistage schedule."""
+        if not self.stages:
+            return self.train
+        sched = ScheduleConfig(kind="multistage", stages=[
+            dataclasses.replace(s.schedule, steps=s.steps) for s in self.stages])
+        return dataclasses.replace(self.train, schedule=sched, steps=sched.total_steps(0))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -67,17 +97,25 @@ def validate_data(cfg: PretrainConfig) -> TokenDataset:
     if ds.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the data's vocabulary "
                           f"{ds.vocab_size} ({cfg.data}/meta.json)")
+    counts = mixture.domain_token_counts(ds)
+    for i, st in enumerate(cfg.effective_stages()):
+        mixture.validate(st.mixture, counts, f"stages[{i}].mixture" if cfg.stages else "mixture")
     return ds
 
 
 def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
-    validate_data(cfg)
-    torch.manual_seed(cfg.train.seed)
+    ds = validate_data(cfg)
+    train = cfg.effective_train()
+    stages = cfg.effective_stages()
+    if stages and progress:
+        tokens_per_step = train.seq_len * train.micro_batch_size * train.grad_accum
+        print(mixture.format_plan(mixture.plan(stages, mixture.domain_token_counts(ds), tokens_per_step)))
+    torch.manual_seed(train.seed)
     model = Transformer(cfg.model)
-    objective = LMObjective(cfg.data, cfg.train.seq_len, cfg.train.micro_batch_size, cfg.train.seed,
-                            z_loss=cfg.z_loss, eval_batches=cfg.train.eval_batches)
-    device = resolve_device(cfg.train.device)
-    return Trainer(model, objective, cfg.train, cfg.out_dir, run_config=to_dict(cfg),
+    objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed,
+                            z_loss=cfg.z_loss, eval_batches=train.eval_batches, stages=stages)
+    device = resolve_device(train.device)
+    return Trainer(model, objective, train, cfg.out_dir, run_config=to_dict(cfg),
                    flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
                    peak_flops=peak_flops(device), progress=progress)
 

@@ -30,6 +30,24 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
+class BatchGrowthConfig:
+    """Yi-9B: grow the global batch (here: micro-batches per step) on a schedule, or
+    whenever the validation loss stops falling, at a fixed LR."""
+    schedule: dict[int, int] = field(default_factory=dict)  # step -> grad_accum from that step on
+    plateau_patience: int = 0      # > 0: multiply by `factor` after this many evals without improvement
+    factor: int = 2
+    max_grad_accum: int = 64
+    min_delta: float = 0.0         # an eval must beat the best val loss by this much to count as progress
+
+    def __post_init__(self):
+        for k, v in self.schedule.items():
+            check(k >= 0 and v > 0, f"schedule.{k}", "steps >= 0 and grad_accum > 0")
+        check(self.plateau_patience >= 0, "plateau_patience", "must be >= 0")
+        check(self.factor >= 1, "factor", "must be >= 1")
+        check(self.max_grad_accum >= 1, "max_grad_accum", "must be >= 1")
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000
     micro_batch_size: int = 8
@@ -47,6 +65,7 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_last: int = 2
     max_bad_steps: int = 5        # non-finite steps in a row before the run stops
+    batch_growth: BatchGrowthConfig = field(default_factory=BatchGrowthConfig)
 
     def __post_init__(self):
         for name in ("steps", "micro_batch_size", "grad_accum", "seq_len", "max_bad_steps"):
@@ -55,6 +74,8 @@ class TrainConfig:
             check(getattr(self, name) >= 0, name, "must be >= 0")
         check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
               f"unknown device {self.device!r} (auto, cpu, cuda, cuda:N)")
+        check(not self.batch_growth.plateau_patience or self.eval_every > 0, "batch_growth.plateau_patience",
+              "needs train.eval_every > 0 (growth is decided on validation loss)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,6 +110,7 @@ class Trainer:
         self.progress = progress
         self.total_steps = cfg.schedule.total_steps(cfg.steps)
         self.step, self.tokens_seen, self.bad_steps, self.bad_in_a_row = 0, 0, 0, 0
+        self.growth = {"mult": 1, "best": None, "since_best": 0}  # batch-growth-on-plateau state
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         self.ckpt_dir = self.out_dir / "checkpoints"
@@ -96,7 +118,7 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------
     def trainer_state(self) -> dict:
-        return {"tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
+        return {"tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps, "growth": self.growth,
                 "objective": self.objective.state_dict(), "fingerprint": self.objective.fingerprint(),
                 "objective_name": self.objective.name, "config": self.run_config}
 
@@ -117,6 +139,7 @@ class Trainer:
         ckpt.load_optimizer(path, self.optimizer)
         self.objective.load_state_dict(state["objective"])
         self.step, self.tokens_seen, self.bad_steps = state["step"], state["tokens_seen"], state["bad_steps"]
+        self.growth = state["growth"]
         ckpt.load_rng(path, state["rng"])
         self._truncate_metrics(self.step)
 
@@ -130,8 +153,13 @@ class Trainer:
         """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
         if not self.metrics_path.exists():
             return
-        keep = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except ValueError:  # a line cut short by a kill
+                continue
         self.metrics_path.write_text("".join(line + "\n" for line in keep))
 
     # -- one step -------------------------------------------------------------------------
@@ -140,9 +168,32 @@ class Trainer:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    def grad_accum(self) -> int:
+        g = self.cfg.batch_growth
+        accum = self.cfg.grad_accum
+        for start, value in sorted(g.schedule.items()):
+            if self.step >= start:
+                accum = value
+        return min(accum * self.growth["mult"], max(g.max_grad_accum, self.cfg.grad_accum))
+
+    def _grow_on_plateau(self, val_loss: float | None) -> None:
+        g = self.cfg.batch_growth
+        if not g.plateau_patience or val_loss is None:
+            return
+        best = self.growth["best"]
+        if best is None or val_loss < best - g.min_delta:
+            self.growth.update(best=val_loss, since_best=0)
+            return
+        self.growth["since_best"] += 1
+        if self.growth["since_best"] >= g.plateau_patience:
+            self.growth.update(mult=self.growth["mult"] * g.factor, since_best=0, best=val_loss)
+
     def train_step(self) -> dict | None:
+        on_step = getattr(self.objective, "on_step", None)
+        if on_step:
+            on_step(self.step)
         batches = []
-        for _ in range(self.cfg.grad_accum):
+        for _ in range(self.grad_accum()):
             b = self.objective.next_batch()
             if b is None:
                 break
@@ -179,7 +230,7 @@ class Trainer:
         self.tokens_seen += n_tokens
         out = {"loss": loss, "lr": lr, "grad_norm": norm,
                "head_grad_share": (head_norm / norm) ** 2 if finite and norm > 0 else float("nan"),
-               "tokens": n_tokens, "skipped": not finite}
+               "tokens": n_tokens, "skipped": not finite, "grad_accum": len(batches)}
         out.update({k: v / max(total_weight, 1.0) for k, v in extra.items() if k.endswith("_sum")})
         return out
 
@@ -221,6 +272,7 @@ class Trainer:
                     f"Lower the LR or check the data.")
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.total_steps:
                 record.update(self.evaluate())
+                self._grow_on_plateau(record.get("val/mean"))
             self._log(record)
             last = record
             if self.progress and (self.step % max(self.cfg.log_every, 1) == 0 or self.step == self.total_steps):
@@ -235,6 +287,8 @@ class Trainer:
         if final_eval:
             self._log({"step": self.step, **final_eval})
         path = self.save_checkpoint()
+        if hasattr(self.objective, "realised_mixture"):
+            (self.out_dir / "mixture.json").write_text(json.dumps(self.objective.realised_mixture(), indent=1))
         summary = {"step": self.step, "tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
                    "checkpoint": str(path), "final_loss": last.get("loss"), **final_eval}
         return summary

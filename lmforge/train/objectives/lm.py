@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from lmforge.shards import TokenDataset
 from lmforge.train.loader import PackedLoader, domain_loaders, train_loader
+from lmforge.train.mixture import MixtureSampler, StageConfig, shares
+from lmforge.train.schedules import ScheduleConfig, stage_at
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, z_loss: float = 0.0) -> tuple[torch.Tensor, dict]:
@@ -35,17 +37,38 @@ class LMObjective:
     name = "lm"
 
     def __init__(self, data_path: str, seq_len: int, micro_batch_size: int, seed: int,
-                 z_loss: float = 0.0, eval_batches: int = 4, loader: PackedLoader | None = None):
+                 z_loss: float = 0.0, eval_batches: int = 4, stages: list[StageConfig] | None = None):
         self.train_set = TokenDataset(data_path, "train")
         if self.train_set.n_docs == 0:
             raise ValueError(f"{data_path}: the train split has no documents")
         self.val_set = TokenDataset(data_path, "val")
         self.seq_len, self.mbs, self.z_loss, self.eval_batches = seq_len, micro_batch_size, z_loss, eval_batches
-        self.loader = loader or train_loader(self.train_set, seq_len, micro_batch_size, seed)
-        self.seed = seed
+        self.seed, self.stages = seed, list(stages or [])
+        if self.stages:  # domain mixture, possibly changing by stage
+            self.sampler = MixtureSampler(self.train_set, seed)
+            self.loader = PackedLoader(self.train_set, seq_len, micro_batch_size, self.sampler)
+            self._stage_schedule = ScheduleConfig(kind="multistage", stages=[
+                ScheduleConfig(kind="constant", steps=s.steps) for s in self.stages])
+        else:  # plain shuffled passes over all documents
+            self.loader = train_loader(self.train_set, seq_len, micro_batch_size, seed)
+        self.stage = 0
+        self.stage_tokens = [[0] * len(self.train_set.domain_names) for _ in self.stages or [None]]
+
+    def on_step(self, step: int) -> None:
+        """Called by the loop before each step: set the mixture for this step's stage."""
+        if not self.stages:
+            return
+        self.stage, local = stage_at(self._stage_schedule, step)
+        st = self.stages[self.stage]
+        self.sampler.set_shares(shares(st.mixture, self.sampler.counts, local / max(st.steps - 1, 1)))
 
     def next_batch(self):
-        return self.loader.next_batch()
+        before = self.loader.tokens_by_domain.copy()
+        batch = self.loader.next_batch()
+        row = self.stage_tokens[self.stage]
+        for d, n in enumerate(self.loader.tokens_by_domain - before):
+            row[d] += int(n)
+        return batch
 
     def weight(self, batch) -> float:
         return float((batch["labels"] != -100).sum())
@@ -77,14 +100,23 @@ class LMObjective:
         return out
 
     def state_dict(self) -> dict:
-        return {"loader": self.loader.state_dict()}
+        return {"loader": self.loader.state_dict(), "stage_tokens": self.stage_tokens}
 
     def load_state_dict(self, state: dict) -> None:
         self.loader.load_state_dict(state["loader"])
+        self.stage_tokens = state["stage_tokens"]
+
+    def realised_mixture(self) -> list[dict]:
+        """Tokens per domain actually trained on, by stage (logged and checked by tests)."""
+        names = [s.name or f"stage{i}" for i, s in enumerate(self.stages)] or ["all"]
+        out = []
+        for name, row in zip(names, self.stage_tokens):
+            total = sum(row) or 1
+            out.append({"stage": name, "tokens": dict(zip(self.train_set.domain_names, row)),
+                        "share": {d: n / total for d, n in zip(self.train_set.domain_names, row)}})
+        return out
 
     def fingerprint(self) -> str:
-        key = json.dumps([self.train_set.fingerprint(), self.seq_len, self.mbs, self.seed])
+        key = json.dumps([self.train_set.fingerprint(), self.seq_len, self.mbs, self.seed,
+                          [repr(s.mixture) for s in self.stages]])
         return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def domain_tokens(self) -> dict[str, int]:
-        return {n: int(c) for n, c in zip(self.train_set.domain_names, self.loader.tokens_by_domain) if c}

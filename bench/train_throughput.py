@@ -1,0 +1,122 @@
+"""Training-step throughput: lmforge's model vs Hugging Face transformers' LlamaForCausalLM.
+
+Both models get the same shape (converted config), the same random token batches and the
+same AdamW step, in the same process, so the table's ratio is meaningful even on a noisy
+machine. Rows:
+  - hf-llama (causal):   transformers LlamaForCausalLM, SDPA attention, plain causal mask
+  - lmforge (causal):    our model, plain causal mask
+  - lmforge (packed):    our model with packed documents (block-diagonal causal mask and
+                         per-document positions), what pretraining actually runs
+On CUDA: bf16 autocast, optional torch.compile of our model (--compile), and MFU with
+FLOPs/token = 6*N_matmul + 12*n_layers*d_model*seq_len (PaLM, appendix B).
+
+    python bench/train_throughput.py                       # CPU, tiny preset
+    python bench/train_throughput.py --preset small-125m --seq-len 2048 --batch 8 --compile   # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+
+from lmforge import config
+from lmforge.model import ModelConfig, Transformer
+from lmforge.model.convert import hf_config_dict
+from lmforge.model.flops import flops_per_token, peak_flops
+
+
+def packed_doc_ids(batch: int, seq_len: int, mean_doc: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random document boundaries (about `mean_doc` tokens each); returns (doc_ids, position_ids)."""
+    doc_ids = torch.zeros(batch, seq_len, dtype=torch.long)
+    pos = torch.zeros(batch, seq_len, dtype=torch.long)
+    for b in range(batch):
+        t, d = 0, 0
+        while t < seq_len:
+            n = int(torch.randint(mean_doc // 2, mean_doc * 3 // 2 + 1, (1,), generator=gen))
+            n = min(n, seq_len - t)
+            doc_ids[b, t:t + n] = d
+            pos[b, t:t + n] = torch.arange(n)
+            t, d = t + n, d + 1
+    return doc_ids, pos
+
+
+def timed_steps(step_fn, warmup: int, steps: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step_fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step_fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def make_step(model, forward, batch_kwargs, labels, device, vocab):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+
+    def step():
+        with amp:
+            logits = forward(**batch_kwargs)
+        loss = torch.nn.functional.cross_entropy(logits[..., :vocab].float().flatten(0, 1), labels.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--mean-doc", type=int, default=200, help="mean packed document length")
+    ap.add_argument("--compile", action="store_true", help="torch.compile our model")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    cfg = config.from_dict(ModelConfig, {"preset": args.preset, "max_seq_len": max(args.seq_len, 64)})
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len + 1), generator=gen)
+    inputs, labels = ids[:, :-1].to(device), ids[:, 1:].to(device)
+    doc_ids, pos = (t.to(device) for t in packed_doc_ids(args.batch, args.seq_len, args.mean_doc, gen))
+    tokens = args.batch * args.seq_len
+    fpt = flops_per_token(cfg, args.seq_len)
+    peak = peak_flops(device)
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+    hf_cfg = hf_config_dict(cfg)
+    hf_cfg.pop("architectures", None)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(**{**hf_cfg, "attn_implementation": "sdpa"})).to(device)
+    ours = Transformer(cfg).to(device)
+    fwd = torch.compile(ours) if args.compile else ours
+
+    rows = []
+    def bench(name, model, forward, kwargs):
+        s = timed_steps(make_step(model, forward, kwargs, labels, device, cfg.vocab_size), args.warmup, args.steps, device)
+        rows.append((name, tokens / s, tokens / s * fpt / peak if peak else None))
+
+    bench("hf-llama (causal)", hf, lambda input_ids: hf(input_ids=input_ids).logits, {"input_ids": inputs})
+    bench("lmforge (causal)", ours, fwd, {"input_ids": inputs})
+    bench("lmforge (packed)", ours, fwd, {"input_ids": inputs, "position_ids": pos, "doc_ids": doc_ids})
+
+    base = rows[0][1]
+    print(f"\ndevice={device} preset={args.preset} params={cfg.n_params() / 1e6:.1f}M seq_len={args.seq_len} "
+          f"batch={args.batch} compile={args.compile}")
+    print(f"FLOPs/token = 6*N_matmul + 12*L*d*T = {fpt / 1e6:.1f} MFLOP" + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
+    print(f"{'model':<22}{'tokens/s':>12}{'vs hf':>8}{'MFU':>8}")
+    for name, tps, mfu in rows:
+        print(f"{name:<22}{tps:>12.0f}{tps / base:>7.2f}x{(f'{mfu * 100:.1f}%' if mfu is not None else '-'):>8}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Typed config of `lmforge data CONFIG.yaml`.
+
+    input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, txt, html)
+    output: runs/data
+    steps: [extract, filters, langid, quality, minhash, substring, topics, code]
+    filters: {min_units: 50}      each step's settings live under its own name,
+    minhash: {threshold: 0.8}     so `--set minhash.threshold=0.7` works
+
+Steps run in the listed order; each may appear once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import check
+
+StepName = Literal["extract", "filters", "langid", "quality", "minhash", "substring", "topics",
+                   "code"]
+
+
+@dataclass
+class ExtractConfig:
+    backend: Literal["resiliparse", "trafilatura"] = "resiliparse"
+    main_content: bool = True  # drop navigation, headers, footers
+    min_chars: int = 1  # an extraction shorter than this is rejected as extract_empty
+
+    def __post_init__(self):
+        check(self.min_chars >= 0, "min_chars", "must be >= 0")
+
+
+@dataclass
+class FilterConfig:
+    """Heuristic filters (Gopher / C4 rules, CJK-aware). A threshold of null disables a rule.
+
+    "units" are words for space-separated scripts and characters for CJK text.
+    """
+    min_units: int | None = 50
+    max_units: int | None = 200_000
+    min_mean_word_len: float | None = 3.0  # over non-CJK words only
+    max_mean_word_len: float | None = 10.0
+    max_symbol_ratio: float | None = 0.25  # non-alphanumeric, non-punctuation chars / non-space chars
+    max_digit_ratio: float | None = 0.3
+    min_alpha_word_ratio: float | None = 0.8  # Gopher: 80% of words contain a letter
+    max_bullet_line_ratio: float | None = 0.9
+    max_ellipsis_line_ratio: float | None = 0.3
+    max_dup_line_ratio: float | None = 0.30  # Gopher repetition thresholds
+    max_dup_para_ratio: float | None = 0.30
+    max_dup_line_char_ratio: float | None = 0.20
+    max_dup_para_char_ratio: float | None = 0.20
+    max_top_ngram_ratio: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    max_dup_ngram_ratio: dict[int, float] = field(default_factory=lambda: {
+        5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+    remove_boilerplate_lines: bool = True
+    boilerplate_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_BOILERPLATE))
+    max_boilerplate_line_ratio: float | None = 0.5  # more than this -> the page is boilerplate
+
+    def __post_init__(self):
+        for name in ("max_symbol_ratio", "max_digit_ratio", "min_alpha_word_ratio",
+                     "max_bullet_line_ratio", "max_ellipsis_line_ratio", "max_dup_line_ratio",
+                     "max_dup_para_ratio", "max_dup_line_char_ratio", "max_dup_para_char_ratio",
+                     "max_boilerplate_line_ratio"):
+            v = getattr(self, name)
+            check(v is None or 0.0 <= v <= 1.0, name, f"must be in [0, 1], got {v}")
+        for name in ("max_top_ngram_ratio", "max_dup_ngram_ratio"):
+            for n, v in getattr(self, name).items():
+                check(n >= 1 and 0.0 <= v <= 1.0, f"{name}.{n}", "needs n >= 1 and a ratio in [0, 1]")
+        if self.min_units is not None and self.max_units is not None:
+            check(self.min_units <= self.max_units, "min_units", "must be <= max_units")
+        import re
+
+        for i, p in enumerate(self.boilerplate_patterns):
+            try:
+                re.compile(p)
+            except re.error as e:
+                check(False, f"boilerplate_patterns[{i}]", f"invalid regex: {e}")
+
+
+DEFAULT_BOILERPLATE = (
+    r"(?i)\b(accept|use|uses) (all )?cookies\b", r"(?i)\bcookie (policy|settings)\b",
+    r"(?i)\bprivacy policy\b", r"(?i)\bterms (of use|of service|and conditions)\b",
+    r"(?i)\ball rights reserved\b", r"(?i)^\s*(sign in|log ?in|sign up|register|subscribe)\s*$",
+    r"(?i)\benable javascript\b", r"(?i)^\s*(share|tweet|like)( this)?\s*[:|]?\s*$",
+    r"(?i)\bclick here\b", r"(?i)^\s*(home|menu|next|previous|back to top)\s*$",
+    r"版权所有", r"免责声明", r"^\s*(登录|注册|首页|返回顶部)\s*$",
+)
+
+
+@dataclass
+class LangidConfig:
+    allowed: list[str] = field(default_factory=lambda: ["en", "zh"])  # empty: tag only
+    min_score: float = 0.5  # normalised probability of the top language
+    max_chars: int = 2000  # identify on the first characters only (speed)
+
+    def __post_init__(self):
+        check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")
+        check(self.max_chars > 0, "max_chars", "must be > 0")
+
+
+@dataclass
+class QualityConfig:
+    """Skywork's quality classifier: positives = reference text, negatives = raw corpus sample."""
+    positive: list[str] = field(default_factory=list)  # files/folders of reference-quality text
+    model: str | None = None  # a trained model folder to reuse instead of training
+    negatives_per_positive: float = 1.0
+    max_train_docs: int = 20_000  # per class
+    heldout_fraction: float = 0.2
+    n_features: int = 1 << 18
+    char_ngrams: list[int] = field(default_factory=lambda: [2, 4])
+    word_ngrams: list[int] = field(default_factory=lambda: [1, 2])
+    C: float = 1.0
+    threshold: float = 0.5
+    mode: Literal["filter", "tag"] = "filter"
+    seed: int = 0
+
+    def __post_init__(self):
+        check(bool(self.positive) or self.model is not None, "positive",
+              "give reference-quality files/folders (or quality.model)")
+        check(0.0 < self.heldout_fraction < 1.0, "heldout_fraction", "must be in (0, 1)")
+        check(0.0 <= self.threshold <= 1.0, "threshold", "must be in [0, 1]")
+        check(self.negatives_per_positive > 0, "negatives_per_positive", "must be > 0")
+        check(self.n_features >= 16, "n_features", "must be >= 16")
+        for name in ("char_ngrams", "word_ngrams"):
+            v = getattr(self, name)
+            check(len(v) == 2 and 1 <= v[0] <= v[1], name, "must be [min_n, max_n] with 1 <= min <= max")
+        check(self.C > 0, "C", "must be > 0")
+
+
+@dataclass
+class MinhashConfig:
+    threshold: float = 0.8  # Jaccard similarity regarded as duplicate
+    num_perm: int = 128
+    ngram: int = 5  # word n-grams; CJK characters count as words (character n-grams)
+    bands: int | None = None  # bands/rows default to datasketch's optimum for the threshold
+    rows: int | None = None
+    fp_weight: float = 0.5
+    fn_weight: float = 0.5
+    verify: bool = True  # drop LSH candidate pairs whose signature similarity < threshold
+    lowercase: bool = True
+    seed: int = 1
+
+    def __post_init__(self):
+        check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
+        check(self.num_perm >= 2, "num_perm", "must be >= 2")
+        check(self.ngram >= 1, "ngram", "must be >= 1")
+        check((self.bands is None) == (self.rows is None), "bands", "set bands and rows together")
+        if self.bands is not None:
+            check(self.bands * self.rows <= self.num_perm, "bands", "bands * rows must be <= num_perm")
+        check(abs(self.fp_weight + self.fn_weight - 1.0) < 1e-9, "fp_weight",
+              "fp_weight + fn_weight must be 1")
+
+
+@dataclass
+class SubstringConfig:
+    """Exact substring dedup (suffix array). Memory: ~17 bytes per input byte per part
+    (text + int64 suffix array + int64 LCP); parts pairs need twice that."""
+    min_bytes: int = 100  # K: repeated spans at least this long are removed
+    min_chars_left: int = 20  # documents shorter than this after removal are dropped
+    part_bytes: int = 1 << 30  # corpus bytes per suffix array; larger corpora run pairwise
+
+    def __post_init__(self):
+        check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
+        check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")
+        check(self.part_bytes >= 1024, "part_bytes", "must be >= 1024")
+
+
+@dataclass
+class TopicsConfig:
+    clusters: int = 20
+    max_features: int = 50_000
+    fit_docs: int = 50_000  # documents sampled to fit TF-IDF and k-means
+    samples_per_cluster: int = 5
+    sample_chars: int = 300
+    top_terms: int = 10
+    embeddings: Literal["tfidf", "minilm"] = "tfidf"
+    weights: dict[int, float] = field(default_factory=dict)  # cluster id -> keep probability
+    term_weights: dict[str, float] = field(default_factory=dict)  # top term -> keep probability
+    seed: int = 0
+
+    def __post_init__(self):
+        check(self.clusters >= 1, "clusters", "must be >= 1")
+        for k, w in self.weights.items():
+            check(0.0 <= w <= 1.0, f"weights.{k}", "a keep probability must be in [0, 1] "
+                  "(upsampling belongs to the training mixture)")
+            check(0 <= k < self.clusters, f"weights.{k}", f"no cluster {k} (clusters={self.clusters})")
+        for k, w in self.term_weights.items():
+            check(0.0 <= w <= 1.0, f"term_weights.{k}", "a keep probability must be in [0, 1]")
+
+
+@dataclass
+class CodeConfig:
+    """Skywork keeps only some JSON/YAML in code data: they are mostly data, not code."""
+    json_yaml_keep: float = 0.1  # share of JSON/YAML files kept
+    domain: str = "code"  # applies to documents whose meta.domain is this ("" = all)
+    seed: int = 0
+
+    def __post_init__(self):
+        check(0.0 <= self.json_yaml_keep <= 1.0, "json_yaml_keep", "must be in [0, 1]")
+
+
+@dataclass
+class DataConfig:
+    input: list[str] = field(default_factory=list)
+    output: str = "runs/data"
+    steps: list[StepName] = field(default_factory=lambda: ["filters", "minhash"])
+    workers: int = 2
+    format: Literal["jsonl.zst", "parquet"] = "jsonl.zst"
+    docs_per_shard: int = 20_000
+    max_doc_bytes: int = 64 * 1024 * 1024
+    write_rejected: bool = True
+    progress: bool = True
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    langid: LangidConfig = field(default_factory=LangidConfig)
+    quality: QualityConfig | None = None  # required only when "quality" is a step
+    minhash: MinhashConfig = field(default_factory=MinhashConfig)
+    substring: SubstringConfig = field(default_factory=SubstringConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
+
+    def __post_init__(self):
+        check(len(self.input) > 0, "input", "give at least one input file or folder")
+        check(len(set(self.steps)) == len(self.steps), "steps", "each step may appear once")
+        check(self.workers >= 1, "workers", "must be >= 1")
+        check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
+        check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
+        check("quality" not in self.steps or self.quality is not None, "quality",
+              "the quality step needs a quality: section (at least quality.positive)")

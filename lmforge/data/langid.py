@@ -1,0 +1,40 @@
+"""Language identification with py3langid (offline model): tag meta["lang"], filter.
+
+The top language's normalised probability goes to meta["lang_score"]. A document in
+a language outside `allowed` is dropped as "lang_<code>" (so stats show which
+languages were removed); one whose score is below `min_score` as "lang_uncertain".
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .pipeline import Step
+
+
+@lru_cache(maxsize=1)
+def identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def detect(text: str, max_chars: int = 2000) -> tuple[str, float]:
+    lang, score = identifier().classify(text[:max_chars])
+    return lang, float(score)
+
+
+class LangidStep(Step):
+    def open_shard(self, ctx, index):
+        allowed = set(self.cfg.allowed)
+
+        def apply(i, doc):
+            if not doc["text"].strip():
+                return None, "lang_empty"
+            lang, score = detect(doc["text"], self.cfg.max_chars)
+            doc["meta"]["lang"], doc["meta"]["lang_score"] = lang, round(score, 4)
+            if allowed and lang not in allowed:
+                return None, f"lang_{lang}"
+            if score < self.cfg.min_score:
+                return None, "lang_uncertain"
+            return doc, None
+        return apply
