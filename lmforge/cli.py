@@ -14,6 +14,7 @@ from lmforge.config import ConfigError
 
 # Modules that provide `register(subparsers)`, in the order of the pipeline.
 STAGES = [
+    "lmforge.corpus.cli",
     "lmforge.data.cli",
     "lmforge.tokenizer.cli",
     "lmforge.train.cli",

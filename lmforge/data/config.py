@@ -152,8 +152,8 @@ class MinhashConfig:
 
 @dataclass
 class SubstringConfig:
-    """Exact substring dedup (suffix array). Memory: ~17 bytes per input byte per part
-    (text + int64 suffix array + int64 LCP); parts pairs need twice that."""
+    """Exact substring dedup (suffix array). Memory: ~17 bytes per corpus byte for one
+    part (int32 indices); a corpus above part_bytes runs part pairs, twice that."""
     min_bytes: int = 100  # K: repeated spans at least this long are removed
     min_chars_left: int = 20  # documents shorter than this after removal are dropped
     part_bytes: int = 1 << 30  # corpus bytes per suffix array; larger corpora run pairwise
@@ -172,7 +172,6 @@ class TopicsConfig:
     samples_per_cluster: int = 5
     sample_chars: int = 300
     top_terms: int = 10
-    embeddings: Literal["tfidf", "minilm"] = "tfidf"
     weights: dict[int, float] = field(default_factory=dict)  # cluster id -> keep probability
     term_weights: dict[str, float] = field(default_factory=dict)  # top term -> keep probability
     seed: int = 0

@@ -15,10 +15,16 @@ Backends:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+# Compiled lazily on first call (plain functions, so an outer torch.compile inlines them).
+# Uncompiled flex_attention is a slow reference path; compiled create_block_mask never
+# materialises the dense [B, T, T] mask.
+_compiled_flex = torch.compile(flex_attention, dynamic=False)
+_compiled_create_block_mask = torch.compile(create_block_mask)
 
 
 def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
@@ -60,16 +66,14 @@ def doc_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _flex_block_mask(doc_ids: torch.Tensor | None, B: int, T: int, device: torch.device):
-    from torch.nn.attention.flex_attention import create_block_mask
-
     if doc_ids is None:
         def mask_mod(b, h, q_idx, kv_idx):
             return kv_idx <= q_idx
-        return create_block_mask(mask_mod, None, None, T, T, device=device, _compile=True)
+        return _compiled_create_block_mask(mask_mod, None, None, T, T, device=device)
 
     def mask_mod(b, h, q_idx, kv_idx):
         return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (kv_idx <= q_idx)
-    return create_block_mask(mask_mod, B, None, T, T, device=device, _compile=True)
+    return _compiled_create_block_mask(mask_mod, B, None, T, T, device=device)
 
 
 def build_mask(backend: str, doc_ids: torch.Tensor | None, B: int, T: int, device: torch.device) -> AttnMask:
@@ -79,18 +83,11 @@ def build_mask(backend: str, doc_ids: torch.Tensor | None, B: int, T: int, devic
     return AttnMask("sdpa", dense=None if doc_ids is None else doc_causal_mask(doc_ids))
 
 
-@lru_cache(maxsize=1)
-def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-    # uncompiled flex_attention is a slow reference implementation; compile once per process
-    return torch.compile(flex_attention, dynamic=False)
-
-
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask) -> torch.Tensor:
     """q [B, H, T, D], k/v [B, Hkv, T, D] -> [B, H, T, D]. Hkv < H is grouped-query attention."""
     gqa = k.shape[1] != q.shape[1]
     if mask.backend == "flex":
-        return _compiled_flex()(q, k, v, block_mask=mask.block, enable_gqa=gqa)
+        return _compiled_flex(q, k, v, block_mask=mask.block, enable_gqa=gqa)
     if mask.dense is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense, enable_gqa=gqa)

@@ -12,8 +12,8 @@ or randomness, so a document stays in the same split across runs, reorderings an
 re-encodings with another tokenizer:
 - `val_fraction`: a document is in val when its hash falls in the lowest fraction;
 - `val_docs_per_domain`: the N documents with the lowest hashes of each domain, kept
-  in a bounded heap while streaming; a domain keeps at least half its documents for
-  training (a 3-document domain gives 1 to val, not 3).
+  in a bounded heap while streaming, capped at a tenth of the domain (at least one
+  document when it has two or more), so a small domain is not emptied into val.
 Documents with no tokens (empty text) are not written; they are counted, with their
 ids, in `stats.json`. Shards are closed at `shard_tokens` (a document is never split, so
 a single longer document makes a shard of its own). `stats.json`, then `meta.json` are
@@ -46,7 +46,8 @@ class EncodeConfig:
     tokenizer: str = ""             # tokenizer folder (or tokenizer.json)
     out_dir: str = ""
     workers: int = 0                # encoding processes; 0 = one per CPU core
-    batch_docs: int = 256           # documents per task sent to a worker
+    batch_docs: int = 256           # a task sent to a worker holds at most this many documents
+    batch_bytes: int = 1_000_000    # ... and about this much text (load balance with big documents)
     shard_tokens: int = 100_000_000  # a shard is closed before it would exceed this
     val_fraction: float = 0.0       # either a fraction of each domain's documents ...
     val_docs_per_domain: int = 50   # ... or a fixed number per domain (0 and 0.0 = no val)
@@ -63,6 +64,7 @@ class EncodeConfig:
         check(bool(self.out_dir), "out_dir", "required (the token folder to write)")
         check(self.workers >= 0, "workers", "must be >= 0 (0 = one per core)")
         check(self.batch_docs >= 1, "batch_docs", "must be >= 1")
+        check(self.batch_bytes >= 1, "batch_bytes", "must be >= 1")
         check(self.shard_tokens >= 1, "shard_tokens", "must be >= 1")
         check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         check(self.val_docs_per_domain >= 0, "val_docs_per_domain", "must be >= 0")
@@ -111,47 +113,57 @@ def _work(texts: list[str]):
 
 
 class _Encoder:
-    """Ordered, bounded parallel map of `encode_texts` over batches (in-process for 1 worker)."""
+    """Ordered, bounded parallel map of `encode_texts` over batches (in-process for 1 worker).
+
+    ProcessPoolExecutor rather than multiprocessing.Pool: a worker that dies (out of
+    memory, failed start) raises BrokenProcessPool here instead of being respawned
+    forever while the stage waits.
+    """
 
     def __init__(self, tok_path: str, workers: int, specials_in_text: bool):
         self.workers = workers
         self.pool = None
         if workers > 1:
             import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
             # spawn: the caller may hold threads (torch, tokenizers' rayon) that fork would copy
-            self.pool = mp.get_context("spawn").Pool(
-                workers, initializer=_init_worker, initargs=(tok_path, specials_in_text))
+            self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                            initializer=_init_worker, initargs=(tok_path, specials_in_text))
         else:
             self.tok = _load(tok_path, specials_in_text)
 
     def map(self, batches) -> Iterator[tuple]:
         """batches: iterable of (payload, texts) -> yields (payload, (flat, lens)) in order."""
+        from concurrent.futures.process import BrokenProcessPool
+        try:
+            yield from self._map(batches)
+        except BrokenProcessPool as e:
+            raise RuntimeError(
+                f"encode worker processes died ({e}); out of memory, or a script without an "
+                f"`if __name__ == '__main__':` guard (workers are spawned); workers=1 runs in-process"
+            ) from None
+
+    def _map(self, batches) -> Iterator[tuple]:
         if self.pool is None:
             for payload, texts in batches:
                 yield payload, encode_texts(self.tok, texts)
             return
         pending: deque = deque()
         for payload, texts in batches:
-            pending.append((payload, self.pool.apply_async(_work, (texts,))))
-            if len(pending) >= 2 * self.workers + 1:
-                p, r = pending.popleft()
-                yield p, r.get()
+            pending.append((payload, self.pool.submit(_work, texts)))
+            if len(pending) >= 2 * self.workers + 1:  # bounded: input is read only this far ahead
+                p, fut = pending.popleft()
+                yield p, fut.result()
         while pending:
-            p, r = pending.popleft()
-            yield p, r.get()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
+            p, fut = pending.popleft()
+            yield p, fut.result()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.pool is not None and exc[0] is not None:
-            self.pool.terminate()
-        self.close()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
 
 # ---------------------------------------------------------------- split and output
@@ -191,7 +203,8 @@ class ValSplit:
         out = []
         for dom in sorted(self.heaps):
             items = sorted(self.heaps[dom], key=lambda it: (-it[0], -it[1]))
-            k = min(self.per_domain, self.seen[dom] // 2)
+            n = self.seen[dom]
+            k = min(self.per_domain, max(1, n // 10) if n >= 2 else 0)
             train = sorted(items[k:], key=lambda it: -it[1])
             val = sorted(items[:k], key=lambda it: -it[1])
             out += [("train", dom, it[2]) for it in train] + [("val", dom, it[2]) for it in val]
@@ -238,19 +251,21 @@ def _clear_partial(out: Path) -> None:
 # ---------------------------------------------------------------- the stage
 
 
-def _doc_batches(docs, size: int, default_domain: str, max_docs: int):
+def _doc_batches(docs, size: int, max_bytes: int, default_domain: str, max_docs: int):
     """(payload, texts) batches; payload = [(doc id, domain name, utf-8 bytes)]."""
-    payload, texts = [], []
+    payload, texts, nbytes = [], [], 0
     for i, doc in enumerate(docs):
         if max_docs and i >= max_docs:
             break
         dom = doc["meta"].get("domain")
         dom = default_domain if dom is None or dom == "" else str(dom)
-        payload.append((doc["id"], dom, len(doc["text"].encode("utf-8"))))
+        n = len(doc["text"].encode("utf-8"))
+        payload.append((doc["id"], dom, n))
         texts.append(doc["text"])
-        if len(texts) >= size:
+        nbytes += n
+        if len(texts) >= size or nbytes >= max_bytes:
             yield payload, texts
-            payload, texts = [], []
+            payload, texts, nbytes = [], [], 0
     if texts:
         yield payload, texts
 
@@ -299,8 +314,8 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
             d[f"{split}_tokens"] += len(toks)
 
     t0 = time.perf_counter()
-    batches = _doc_batches(iter_documents(cfg.inputs, errors), cfg.batch_docs, cfg.default_domain,
-                           cfg.max_docs)
+    batches = _doc_batches(iter_documents(cfg.inputs, errors), cfg.batch_docs, cfg.batch_bytes,
+                           cfg.default_domain, cfg.max_docs)
     with _Encoder(str(tok_path), workers, cfg.specials_in_text) as enc, \
             tqdm(unit="doc", desc="encode", disable=not progress, smoothing=0.1) as bar:
         for payload, (flat, lens) in enc.map(batches):

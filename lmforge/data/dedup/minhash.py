@@ -27,7 +27,7 @@ from ..text import UNIT_RE
 MERSENNE = np.uint64((1 << 61) - 1)
 MAX32 = np.uint64(0xFFFFFFFF)
 EMPTY = np.uint32(0xFFFFFFFF)
-_CHUNK = 32768  # shingles per vectorised batch (fits in cache: num_perm * _CHUNK * 8 bytes)
+_CHUNK = 1 << 14  # shingles per vectorised batch: num_perm * _CHUNK * 8 bytes of scratch (16 MB)
 # fixed odd 64-bit multipliers for combining unit hashes into n-gram hashes
 _POLY = np.random.default_rng(0x5EED).integers(1, 1 << 63, size=64, dtype=np.uint64) | np.uint64(1)
 

@@ -11,16 +11,15 @@ import re
 class Boilerplate:
     def __init__(self, cfg):
         self.cfg = cfg
-        self.pattern = re.compile("|".join(f"(?:{p})" for p in cfg.boilerplate_patterns)) \
-            if cfg.boilerplate_patterns else None
+        self.patterns = [re.compile(p) for p in cfg.boilerplate_patterns]
 
     def __call__(self, text: str) -> tuple[str, str | None]:
         """(cleaned text, reason or None)."""
-        if self.pattern is None:
+        if not self.patterns:
             return text, None
         lines = text.split("\n")
         nonempty = [l for l in lines if l.strip()]
-        bad = [bool(self.pattern.search(l)) for l in lines]
+        bad = [any(p.search(l) for p in self.patterns) for l in lines]
         n_bad = sum(bad)
         if not n_bad:
             return text, None

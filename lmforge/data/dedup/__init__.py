@@ -1,0 +1,1 @@
+"""Deduplication: document-level MinHash LSH (minhash.py) and exact substrings (substring.py)."""
