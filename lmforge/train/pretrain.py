@@ -20,6 +20,7 @@ import torch
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.flops import flops_per_token, peak_flops
+from lmforge.model.load import copy_tokenizer, resolve_checkpoint
 from lmforge.shards import TokenDataset
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import mixture
@@ -77,18 +78,6 @@ class PretrainConfig:
         return dataclasses.replace(self.train, schedule=sched, steps=sched.total_steps(0))
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A step-N folder as given, or the newest complete checkpoint under a run folder."""
-    p = Path(path)
-    if ckpt.is_complete(p):
-        return p
-    for cand in (p / "checkpoints", p):
-        found = ckpt.latest(cand)
-        if found:
-            return found
-    raise FileNotFoundError(f"{path}: no complete checkpoint found")
-
-
 def validate_data(cfg: PretrainConfig) -> TokenDataset:
     try:
         ds = TokenDataset(cfg.data, "train")
@@ -135,6 +124,8 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
         trainer.init_from(src, cfg.init.load_optimizer)
         print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else ""))
     out.mkdir(parents=True, exist_ok=True)
+    tok = Path(trainer.objective.train_set.meta.get("tokenizer") or "")
+    copy_tokenizer(tok.parent if tok.suffix == ".json" else tok, out)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     summary = trainer.fit()
     done.write_text(json.dumps(summary, indent=1))
