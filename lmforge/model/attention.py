@@ -91,3 +91,65 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask) ->
     if mask.dense is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense, enable_gqa=gqa)
+
+
+# ------------------------------------------------------------------ KV cache (generation)
+
+
+class KVCache:
+    """Keys/values of every layer for incremental decoding, preallocated to `capacity` slots.
+
+    Slot j of row b holds the token fed j-th to that row (prompt, then generated tokens).
+    `key_valid[b, j]` is False for left-padding slots, so a batch of prompts of different
+    lengths shares one slot counter while each row attends only to its own tokens.
+    Keys are stored after RoPE, at the position ids the caller passed (per-sequence
+    positions make a left-padded row compute what it would compute alone).
+    """
+
+    def __init__(self, n_layers: int, batch: int, capacity: int, n_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        shape = (n_layers, batch, n_kv_heads, capacity, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.key_valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        self.length = 0          # slots filled (same for every row)
+        self.capacity = capacity
+
+    @classmethod
+    def for_model(cls, model, batch: int, capacity: int) -> "KVCache":
+        p = next(model.parameters())
+        cfg = model.cfg
+        return cls(cfg.n_layers, batch, capacity, cfg.kv_heads, cfg.head_dim, p.dtype, p.device)
+
+    def step_mask(self, new_valid: torch.Tensor) -> AttnMask:
+        """Record validity of the next T slots and return the mask of their queries.
+
+        Query slot s = length + i may see key slot j <= s that is valid; a padding query
+        also sees itself, so no row is all-masked (SDPA would return NaN there).
+        """
+        B, T = new_valid.shape
+        start, end = self.length, self.length + T
+        if end > self.capacity:
+            raise ValueError(f"KV cache full: {end} slots needed, capacity {self.capacity}")
+        self.key_valid[:, start:end] = new_valid
+        q_slot = torch.arange(start, end, device=new_valid.device)[:, None]       # [T, 1]
+        k_slot = torch.arange(end, device=new_valid.device)[None, :]              # [1, S]
+        causal = k_slot <= q_slot                                                 # [T, S]
+        allowed = causal[None] & self.key_valid[:, None, :end]                    # [B, T, S]
+        allowed = allowed | (k_slot == q_slot)[None]
+        return AttnMask("sdpa", dense=allowed[:, None])
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new k/v [B, Hkv, T, D] at slots length..length+T; return all filled slots."""
+        start, end = self.length, self.length + k.shape[2]
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, T: int) -> None:
+        self.length += T
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (e.g. drop finished sequences from the batch)."""
+        self.k, self.v = self.k[:, index], self.v[:, index]
+        self.key_valid = self.key_valid[index]

@@ -9,11 +9,17 @@ Presets are applied by `lmforge.config.from_dict` through `ModelConfig._base`. B
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from lmforge.config import check, from_dict
+from lmforge.config import ConfigError, check, from_dict
+
+# RoPE angles are computed in float32 from the position ids: integers are exact only up
+# to 2^24, beyond that neighbouring positions collide.
+MAX_POSITIONS = 2 ** 24
+_FLOAT32_MAX = 3.4028234663852886e38
 
 # name -> field values. Counts from ModelConfig.n_params() at the vocab_size given here
 # ("total" counts every parameter once; "non-embedding" leaves out the vocab-sized
@@ -39,6 +45,26 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
+class RopeScaling:
+    """Training-free context extension at inference (Index-1.9B-32K compares these).
+
+    dynamic: Dynamic NTK (transformers' "dynamic"): for a forward over seq_len > orig
+             tokens the base becomes base * (factor * seq_len / orig - (factor - 1)) ** (d / (d - 2)).
+    linear:  position interpolation: every frequency divided by factor.
+    "Naive extrapolation" is no rope_scaling at all, run past max_seq_len.
+    """
+    type: Literal["dynamic", "linear"] = "dynamic"
+    factor: float = 8.0
+    original_max_position_embeddings: int | None = None   # None: the model's max_seq_len
+
+    def __post_init__(self):
+        check(math.isfinite(self.factor) and self.factor >= 1.0, "factor", f"must be >= 1, got {self.factor}")
+        o = self.original_max_position_embeddings
+        check(o is None or 1 <= o <= MAX_POSITIONS, "original_max_position_embeddings",
+              f"must be in [1, {MAX_POSITIONS}], got {o}")
+
+
+@dataclass
 class ModelConfig:
     preset: str | None = None          # name in PRESETS; its values become defaults, explicit keys override
     vocab_size: int = 4096             # real tokenizer vocab
@@ -50,6 +76,9 @@ class ModelConfig:
     ffn_hidden: int | None = None      # SwiGLU hidden size; None = 8/3*d rounded up to a multiple of 64
     max_seq_len: int = 2048
     rope_theta: float = 10000.0
+    # Dynamic NTK / linear at inference; None = plain RoPE. A dict is converted in __post_init__
+    # (so a bad value is reported as rope_scaling.<key>, not as a failed union match).
+    rope_scaling: RopeScaling | dict[str, Any] | None = None
     rotary_pct: float = 1.0            # fraction of head dims rotated, the FIRST ones (GPT-NeoX style)
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
@@ -70,6 +99,8 @@ class ModelConfig:
         return from_dict(cls, {"preset": name, **overrides})
 
     def __post_init__(self):
+        if isinstance(self.rope_scaling, dict):
+            self.rope_scaling = from_dict(RopeScaling, self.rope_scaling, prefix="rope_scaling")
         check(self.preset is None or self.preset in PRESETS, "preset",
               f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         for name in ("vocab_size", "pad_vocab_multiple", "d_model", "n_layers", "n_heads", "max_seq_len"):
@@ -84,9 +115,20 @@ class ModelConfig:
         check(self.rotary_dim >= 2 and self.rotary_dim % 2 == 0, "rotary_pct",
               f"rotary_pct {self.rotary_pct} x head_dim {self.head_dim} = {self.rotary_dim} dims; "
               "need an even number >= 2")
-        check(self.rope_theta > 1.0, "rope_theta", f"must be > 1, got {self.rope_theta}")
+        check(1.0 < self.rope_theta < _FLOAT32_MAX, "rope_theta",
+              f"must be > 1 and finite in float32, got {self.rope_theta}")
+        check(self.max_seq_len <= MAX_POSITIONS, "max_seq_len",
+              f"{self.max_seq_len} > {MAX_POSITIONS}: float32 RoPE angles cannot tell positions apart beyond 2^24")
+        check(self.rope_scaling is None or self.rope_scaling.type != "dynamic" or self.rotary_dim >= 4,
+              "rope_scaling", f"dynamic NTK needs >= 4 rotary dims (exponent d/(d-2)), have {self.rotary_dim}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
+
+    @property
+    def rope_original_len(self) -> int:
+        """The length the RoPE scaling is relative to (its original_max_position_embeddings)."""
+        rs = self.rope_scaling
+        return (rs.original_max_position_embeddings or self.max_seq_len) if rs else self.max_seq_len
 
     @property
     def padded_vocab_size(self) -> int:
@@ -128,3 +170,31 @@ class ModelConfig:
             return body
         vocab = self.padded_vocab_size * self.d_model
         return body + vocab * (1 if self.tie_embeddings else 2)
+
+
+@dataclass
+class ContextOverrides:
+    """The ModelConfig fields a run may change when it starts from another run's weights:
+    RoPE and length only (no shape change, so the weights still fit). Used by long-context
+    continued pretraining (Index-32K: base 32*10000, 32768 tokens) and long SFT.
+    None = keep the checkpoint's value."""
+    rope_theta: float | None = None
+    max_seq_len: int | None = None
+    rope_scaling: RopeScaling | None = None
+    drop_rope_scaling: bool = False        # remove the checkpoint's rope_scaling (train with plain RoPE)
+    attn_backend: Literal["auto", "sdpa", "flex"] | None = None
+
+    def __post_init__(self):
+        check(not (self.drop_rope_scaling and self.rope_scaling), "drop_rope_scaling",
+              "cannot both set rope_scaling and drop it")
+
+    def apply(self, cfg: ModelConfig, prefix: str = "model") -> ModelConfig:
+        """cfg with these overrides, validated (ConfigError names `prefix`.key)."""
+        changes = {k: getattr(self, k) for k in ("rope_theta", "max_seq_len", "rope_scaling", "attn_backend")
+                   if getattr(self, k) is not None}
+        if self.drop_rope_scaling:
+            changes["rope_scaling"] = None
+        try:
+            return dataclasses.replace(cfg, **changes)
+        except ConfigError as e:   # from ModelConfig.__post_init__: "key: message"
+            raise ConfigError(f"{prefix}.{e}") from None

@@ -17,9 +17,8 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from lmforge.model.config import ModelConfig
+from lmforge.model.config import ModelConfig, RopeScaling
 from lmforge.model.transformer import Transformer
 
 _LAYER_KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -44,6 +43,13 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict
     """config.json for LlamaForCausalLM (full rotary) or Phi3ForCausalLM (partial rotary)."""
     arch = hf_arch(cfg)
     rope = {"rope_type": "default", "rope_theta": float(cfg.rope_theta)}
+    rs = cfg.rope_scaling
+    if rs is not None:
+        if arch != "llama":
+            # Phi3Config accepts only default/longrope RoPE; exporting would silently change outputs
+            raise ValueError(f"rope_scaling {rs.type!r} with partial rotary (rotary_pct {cfg.rotary_pct}) "
+                             "cannot be exported: transformers' Phi-3 refuses that rope type")
+        rope.update(rope_type=rs.type, factor=float(rs.factor))
     out = {
         "architectures": ["LlamaForCausalLM" if arch == "llama" else "Phi3ForCausalLM"],
         "model_type": arch,
@@ -55,11 +61,13 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict
         "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.head_dim,
         "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
+        # transformers' dynamic NTK scales relative to max_position_embeddings
+        "max_position_embeddings": cfg.rope_original_len if rs and rs.type == "dynamic" else cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         "initializer_range": cfg.init_std,
         "rope_parameters": rope,
         "rope_theta": float(cfg.rope_theta),      # the pre-5.0 spelling, for older readers
+        **({"rope_scaling": {"type": rs.type, "rope_type": rs.type, "factor": float(rs.factor)}} if rs else {}),
         # a folded Norm-Head cannot share its matrix with the embedding
         "tie_word_embeddings": cfg.tie_embeddings and not cfg.norm_head,
         "attention_dropout": 0.0,
@@ -107,8 +115,11 @@ def _model_config_from_hf(config: dict, overrides: dict) -> ModelConfig:
         raise ValueError(f"config.json: model_type {arch!r} is not supported (llama, phi3)")
     rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (only default RoPE)")
+    if rope_type not in ("default", "dynamic", "linear"):
+        raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (default, dynamic, linear)")
+    scaling = None
+    if rope_type != "default":   # dynamic NTK in transformers is relative to max_position_embeddings
+        scaling = RopeScaling(type=rope_type, factor=float(rope["factor"]))
     theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
     factor = rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
     if arch == "llama" and factor != 1.0:
@@ -124,7 +135,7 @@ def _model_config_from_hf(config: dict, overrides: dict) -> ModelConfig:
         vocab_size=config["vocab_size"], d_model=d, n_layers=config["num_hidden_layers"], n_heads=heads,
         n_kv_heads=config.get("num_key_value_heads") or heads, ffn_hidden=config["intermediate_size"],
         max_seq_len=config.get("max_position_embeddings", 2048), rope_theta=float(theta),
-        rotary_pct=float(factor), norm_eps=config.get("rms_norm_eps", 1e-6),
+        rope_scaling=scaling, rotary_pct=float(factor), norm_eps=config.get("rms_norm_eps", 1e-6),
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
         init_std=config.get("initializer_range", 0.02),
     )
@@ -135,7 +146,11 @@ def _ours_from_hf_keys(hf: dict[str, torch.Tensor], cfg: ModelConfig, arch: str)
     """HF names -> ours, splitting Phi-3's fused projections; refuses missing/extra keys."""
     hf = dict(hf)
     out = {}
-    take = lambda k: hf.pop(k) if k in hf else (_ for _ in ()).throw(KeyError(k))  # noqa: E731
+
+    def take(key: str) -> torch.Tensor:
+        if key not in hf:
+            raise KeyError(key)
+        return hf.pop(key)
     try:
         out["embed_tokens.weight"] = take("model.embed_tokens.weight")
         out["norm.weight"] = take("model.norm.weight")

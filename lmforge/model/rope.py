@@ -21,14 +21,34 @@ def base_inv_freq(rotary_dim: int, theta: float, device=None) -> torch.Tensor:
     return 1.0 / (theta ** exponent)
 
 
+def scaled_theta(cfg: ModelConfig, seq_len: int | None) -> float:
+    """The RoPE base for a forward over `seq_len` tokens (Dynamic NTK raises it past the original length).
+
+    Same formula as transformers' "dynamic" rope type (there orig = max_position_embeddings):
+        base * (factor * L / orig - (factor - 1)) ** (d / (d - 2)),  L = max(seq_len, orig)
+    so the lowest frequency is stretched by about L / orig while the highest barely moves.
+    """
+    rs = cfg.rope_scaling
+    if rs is None or rs.type != "dynamic" or seq_len is None:
+        return cfg.rope_theta
+    orig = cfg.rope_original_len
+    length = max(int(seq_len), orig)
+    d = cfg.rotary_dim
+    return cfg.rope_theta * ((rs.factor * length / orig) - (rs.factor - 1)) ** (d / (d - 2))
+
+
 def compute_inv_freq(cfg: ModelConfig, seq_len: int | None = None, device=None) -> torch.Tensor:
     """Inverse frequencies for a forward pass over `seq_len` tokens.
 
-    The seam for context extension: a Dynamic-NTK variant (Index-32K compares against
-    it) changes theta here as a function of seq_len / cfg.max_seq_len. Plain RoPE
-    ignores seq_len.
+    `seq_len` is the length the positions span (max position + 1): with a KV cache, the
+    cached tokens plus the new ones. Plain RoPE ignores it; Dynamic NTK (cfg.rope_scaling
+    type "dynamic") changes the base once seq_len exceeds the original length; linear
+    scaling (position interpolation) divides every frequency by the factor.
     """
-    return base_inv_freq(cfg.rotary_dim, cfg.rope_theta, device)
+    inv_freq = base_inv_freq(cfg.rotary_dim, scaled_theta(cfg, seq_len), device)
+    if cfg.rope_scaling is not None and cfg.rope_scaling.type == "linear":
+        inv_freq = inv_freq / cfg.rope_scaling.factor
+    return inv_freq
 
 
 def rope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):

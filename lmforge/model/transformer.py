@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmforge.model.attention import AttnMask, attend, build_mask, positions_from_doc_ids
+from lmforge.model.attention import AttnMask, KVCache, attend, build_mask, positions_from_doc_ids
 from lmforge.model.config import ModelConfig
 from lmforge.model.rope import apply_rope, compute_inv_freq, rope_cos_sin
 
@@ -45,12 +45,15 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask,
+                cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:   # attend over the cached keys too (mask is [B, 1, T, S])
+            k, v = cache.update(layer_idx, k, v)
         y = attend(q, k, v, mask)                                   # [B, H, T, D]
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
@@ -74,8 +77,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, cache: KVCache | None = None, layer_idx: int = 0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer_idx)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -142,6 +145,31 @@ class Transformer(nn.Module):
             hidden.append(x)
         logits = self.logits(x)
         return (logits, hidden) if return_hidden else logits
+
+    def forward_cached(self, input_ids: torch.Tensor, cache: KVCache, position_ids: torch.Tensor | None = None,
+                       valid: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """Incremental forward for generation: feed T new tokens per row, reuse cached keys.
+
+        input_ids [B, T] fill cache slots cache.length..+T. `valid` [B, T] (default all
+        True) marks left padding, which no real token attends to. position_ids default to
+        the slot numbers; pass per-sequence positions for left-padded rows. Returns logits
+        [B, T, V], or [B, 1, V] for the last token only (prefill of a long prompt).
+        """
+        B, T = input_ids.shape
+        start = cache.length
+        if position_ids is None:
+            position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
+        if valid is None:
+            valid = torch.ones(B, T, dtype=torch.bool, device=input_ids.device)
+        x = self.embed_tokens(input_ids)
+        # seq_len = slots so far, what a full recomputation over the same rows would pass
+        inv_freq = compute_inv_freq(self.cfg, start + T, device=x.device)
+        cos, sin = rope_cos_sin(position_ids, inv_freq, x.dtype)
+        mask = cache.step_mask(valid)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        cache.advance(T)
+        return self.logits(x[:, -1:] if last_only else x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head on a last-layer output, padded vocab columns set to -inf."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 _STEP = re.compile(r"^step-(\d+)$")
 
@@ -60,29 +60,47 @@ def set_rng_state(tensors: dict, plain: dict) -> None:
 
 
 def save(ckpt_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-         trainer_state: dict) -> Path:
+         trainer_state: dict, dist_info=None) -> Path:
+    """Write step-N atomically. Under torchrun every rank calls this: each writes its DCP
+    shards (model + optimizer, reshardable), rank 0 also the full safetensors and the rest."""
+    from lmforge.train import distributed
+
     ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = ckpt_dir / f"step-{step}"
-    tmp = ckpt_dir / f".tmp-step-{step}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) weights
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    tensors, plain = rng_state()
-    torch.save(tensors, tmp / "rng.pt")
-    (tmp / "trainer.json").write_text(json.dumps({**trainer_state, "step": step, "rng": plain}))
-    sizes = {p.name: p.stat().st_size for p in tmp.iterdir()}
-    for p in tmp.iterdir():  # data on disk before the marker says it is
-        with open(p, "rb") as f:
-            os.fsync(f.fileno())
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "complete": True, "files": sizes}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(ckpt_dir)
+    main = dist_info is None or dist_info.is_main
+    final, tmp = ckpt_dir / f"step-{step}", ckpt_dir / f".tmp-step-{step}"
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if dist_info is not None and dist_info.enabled:
+        distributed.barrier(dist_info)
+        distributed.save_sharded(tmp / "dcp", model, optimizer)
+        full = distributed.full_model_state(model)  # collective: every rank takes part
+        if main:
+            if getattr(getattr(model, "cfg", None), "tie_embeddings", False):
+                full.pop("lm_head.weight", None)  # stored once, as save_model does
+            save_file({k: v.contiguous() for k, v in full.items()}, str(tmp / "model.safetensors"))
+    else:
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) weights
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if main:
+        tensors, plain = rng_state()
+        torch.save(tensors, tmp / "rng.pt")
+        (tmp / "trainer.json").write_text(json.dumps({**trainer_state, "step": step, "rng": plain}))
+        sizes = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+        for p in tmp.rglob("*"):  # data on disk before the marker says it is
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        (tmp / "meta.json").write_text(json.dumps({"step": step, "complete": True, "files": sizes}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(ckpt_dir)
+    if dist_info is not None:
+        distributed.barrier(dist_info)
     return final
 
 
@@ -129,6 +147,10 @@ def load_weights(path: Path, model: torch.nn.Module, strict: bool = True) -> Non
                                      device=str(next(model.parameters()).device))
     if strict and (missing or unexpected):
         raise ValueError(f"{path}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+
+
+def is_sharded(path: Path) -> bool:
+    return (Path(path) / "dcp").is_dir()
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:

@@ -148,8 +148,11 @@ class PackedLoader:
         return {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
 
 
-def train_loader(dataset: TokenDataset, seq_len: int, batch_size: int, seed: int) -> PackedLoader:
-    return PackedLoader(dataset, seq_len, batch_size, ShuffledDocs(np.arange(dataset.n_docs), seed))
+def train_loader(dataset: TokenDataset, seq_len: int, batch_size: int, seed: int,
+                 doc_ids: np.ndarray | None = None) -> PackedLoader:
+    """Shuffled passes over all documents, or over `doc_ids` only (e.g. the long-document subset)."""
+    ids = np.arange(dataset.n_docs) if doc_ids is None else np.asarray(doc_ids, dtype=np.int64)
+    return PackedLoader(dataset, seq_len, batch_size, ShuffledDocs(ids, seed))
 
 
 def domain_loaders(dataset: TokenDataset, seq_len: int, batch_size: int) -> dict[str, PackedLoader]:

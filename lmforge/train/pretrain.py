@@ -115,18 +115,23 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
     if done.exists():
         return {**json.loads(done.read_text()), "skipped": True}
     trainer = build(cfg, progress)
+    main = trainer.dist.is_main
     latest = ckpt.latest(trainer.ckpt_dir)
     if latest is not None:
         trainer.resume(latest)
-        print(f"resuming from {latest} (step {trainer.step})")
+        if main:
+            print(f"resuming from {latest} (step {trainer.step})")
     elif cfg.init.from_checkpoint:
         src = resolve_checkpoint(cfg.init.from_checkpoint)
         trainer.init_from(src, cfg.init.load_optimizer)
-        print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else ""))
-    out.mkdir(parents=True, exist_ok=True)
-    tok = Path(trainer.objective.train_set.meta.get("tokenizer") or "")
-    copy_tokenizer(tok.parent if tok.suffix == ".json" else tok, out)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        if main:
+            print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else ""))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        tok = Path(trainer.objective.train_set.meta.get("tokenizer") or "")
+        copy_tokenizer(tok.parent if tok.suffix == ".json" else tok, out)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     summary = trainer.fit()
-    done.write_text(json.dumps(summary, indent=1))
+    if main:
+        done.write_text(json.dumps(summary, indent=1))
     return summary

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from lmforge.config import check
 from lmforge.train import checkpoint as ckpt
+from lmforge.train import distributed
 from lmforge.train.objectives.base import Objective
 from lmforge.train.optim import OptimConfig, build_optimizer
 from lmforge.train.schedules import ScheduleConfig, lr_at
@@ -65,6 +66,7 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_last: int = 2
     max_bad_steps: int = 5        # non-finite steps in a row before the run stops
+    activation_checkpointing: bool = False  # recompute each block in backward (torchrun/FSDP2 runs)
     batch_growth: BatchGrowthConfig = field(default_factory=BatchGrowthConfig)
 
     def __post_init__(self):
@@ -90,10 +92,11 @@ def head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    """L2 norm of the gradients (whole tensors also when FSDP shards them)."""
+    norms = [distributed.to_local(torch.linalg.vector_norm(p.grad.float())) for p in params if p.grad is not None]
+    if not norms:
         return torch.tensor(0.0)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 class Trainer:
@@ -102,12 +105,17 @@ class Trainer:
                  peak_flops: float | None = None, progress: bool = True):
         self.cfg, self.objective, self.out_dir = cfg, objective, Path(out_dir)
         self.device = resolve_device(cfg.device)
+        self.dist = distributed.setup(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.model = model.to(self.device)
+        if self.dist.enabled:
+            distributed.shard(self.model, self.device.type, cfg.activation_checkpointing)
         self.forward_model = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.run_config = run_config or {}
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
-        self.progress = progress
+        self.progress = progress and self.dist.is_main
         self.total_steps = cfg.schedule.total_steps(cfg.steps)
         self.step, self.tokens_seen, self.bad_steps, self.bad_in_a_row = 0, 0, 0, 0
         self.growth = {"mult": 1, "best": None, "since_best": 0}  # batch-growth-on-plateau state
@@ -123,9 +131,25 @@ class Trainer:
                 "objective_name": self.objective.name, "config": self.run_config}
 
     def save_checkpoint(self) -> Path:
-        path = ckpt.save(self.ckpt_dir, self.step, self.model, self.optimizer, self.trainer_state())
-        ckpt.prune(self.ckpt_dir, self.cfg.keep_last)
+        path = ckpt.save(self.ckpt_dir, self.step, self.model, self.optimizer, self.trainer_state(), self.dist)
+        if self.dist.is_main:
+            ckpt.prune(self.ckpt_dir, self.cfg.keep_last)
+        distributed.barrier(self.dist)
         return path
+
+    def _load_state(self, path: Path, optimizer: bool) -> None:
+        """Weights (+ optimizer) from a single-process or a sharded (torchrun) checkpoint."""
+        if optimizer and ckpt.is_sharded(path):
+            distributed.load_sharded(path / "dcp", self.model, self.optimizer)  # reshards to any world size
+        elif self.dist.enabled:
+            if optimizer:
+                raise ValueError(f"{path}: optimizer state of a single-process checkpoint cannot be loaded under "
+                                 f"torchrun; continue with one process, or start from its weights only")
+            distributed.load_full_weights(path, self.model)
+        else:
+            ckpt.load_weights(path, self.model)
+            if optimizer:
+                ckpt.load_optimizer(path, self.optimizer)
 
     def resume(self, path: Path) -> None:
         """Full resume: weights, optimizer, step, loader position, RNG. Refuses other data."""
@@ -135,8 +159,7 @@ class Trainer:
                 f"{path}: checkpoint was trained on other data or loader settings (fingerprint "
                 f"{state.get('fingerprint')} != {self.objective.fingerprint()}); to start on new data from "
                 f"these weights use `init.from_checkpoint` with a new out_dir instead of resuming")
-        ckpt.load_weights(path, self.model)
-        ckpt.load_optimizer(path, self.optimizer)
+        self._load_state(path, optimizer=True)
         self.objective.load_state_dict(state["objective"])
         self.step, self.tokens_seen, self.bad_steps = state["step"], state["tokens_seen"], state["bad_steps"]
         self.growth = state["growth"]
@@ -145,13 +168,11 @@ class Trainer:
 
     def init_from(self, path: Path, load_optimizer: bool = False) -> None:
         """Continue from weights (and optionally the optimizer) with a fresh schedule and data."""
-        ckpt.load_weights(path, self.model)
-        if load_optimizer:
-            ckpt.load_optimizer(path, self.optimizer)
+        self._load_state(path, optimizer=load_optimizer)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
-        if not self.metrics_path.exists():
+        if not self.metrics_path.exists() or not self.dist.is_main:
             return
         keep = []
         for line in self.metrics_path.read_text().splitlines():
@@ -205,18 +226,22 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_total, extra = 0.0, {}
+        # FSDP averages gradients over ranks; each rank's share of the loss is scaled up to match.
+        scale = self.dist.world / max(total_weight, 1.0)
         for b in batches:
-            b = {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+            b = {k: v.to(self.device, non_blocking=True) for k, v in distributed.local_rows(b, self.dist).items()}
             with self._autocast():
                 loss_sum, metrics = self.objective.loss(self.forward_model, b)
-            (loss_sum / max(total_weight, 1.0)).backward()
+            (loss_sum * scale).backward()
             loss_total += float(loss_sum.detach())
             for k, v in metrics.items():
                 extra[k] = extra.get(k, 0.0) + float(v)
         params = [p for p in self.model.parameters() if p.grad is not None]
         head_norm = float(grad_norm(head_parameters(self.model)))
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        norm = float(distributed.to_local(torch.nn.utils.clip_grad_norm_(params, clip)))
+        loss_total = distributed.all_reduce_sum(loss_total, self.dist, self.device)
+        extra = {k: distributed.all_reduce_sum(v, self.dist, self.device) for k, v in extra.items()}
         loss = loss_total / max(total_weight, 1.0)
         finite = math.isfinite(loss) and math.isfinite(norm)
         if finite:
@@ -236,6 +261,8 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

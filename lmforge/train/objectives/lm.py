@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,20 +38,26 @@ class LMObjective:
     name = "lm"
 
     def __init__(self, data_path: str, seq_len: int, micro_batch_size: int, seed: int,
-                 z_loss: float = 0.0, eval_batches: int = 4, stages: list[StageConfig] | None = None):
+                 z_loss: float = 0.0, eval_batches: int = 4, stages: list[StageConfig] | None = None,
+                 doc_subset=None):
+        """doc_subset: train only on these global document indices (e.g. long documents for
+        long-context training); not combinable with stages."""
         self.train_set = TokenDataset(data_path, "train")
         if self.train_set.n_docs == 0:
             raise ValueError(f"{data_path}: the train split has no documents")
         self.val_set = TokenDataset(data_path, "val")
         self.seq_len, self.mbs, self.z_loss, self.eval_batches = seq_len, micro_batch_size, z_loss, eval_batches
         self.seed, self.stages = seed, list(stages or [])
+        self.doc_subset = None if doc_subset is None else np.asarray(doc_subset, dtype=np.int64)
+        if self.doc_subset is not None and (self.stages or len(self.doc_subset) == 0):
+            raise ValueError("doc_subset: must be non-empty and cannot be combined with stages")
         if self.stages:  # domain mixture, possibly changing by stage
             self.sampler = MixtureSampler(self.train_set, seed)
             self.loader = PackedLoader(self.train_set, seq_len, micro_batch_size, self.sampler)
             self._stage_schedule = ScheduleConfig(kind="multistage", stages=[
                 ScheduleConfig(kind="constant", steps=s.steps) for s in self.stages])
         else:  # plain shuffled passes over all documents
-            self.loader = train_loader(self.train_set, seq_len, micro_batch_size, seed)
+            self.loader = train_loader(self.train_set, seq_len, micro_batch_size, seed, self.doc_subset)
         self.stage = 0
         self.stage_tokens = [[0] * len(self.train_set.domain_names) for _ in self.stages or [None]]
 
@@ -117,6 +124,9 @@ class LMObjective:
         return out
 
     def fingerprint(self) -> str:
-        key = json.dumps([self.train_set.fingerprint(), self.seq_len, self.mbs, self.seed,
-                          [repr(s.mixture) for s in self.stages]])
+        parts = [self.train_set.fingerprint(), self.seq_len, self.mbs, self.seed,
+                 [repr(s.mixture) for s in self.stages]]
+        if self.doc_subset is not None:   # only when set, so earlier runs' fingerprints are unchanged
+            parts.append(hashlib.sha256(self.doc_subset.tobytes()).hexdigest())
+        key = json.dumps(parts)
         return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,0 +1,144 @@
+"""Preference pairs for DPO: jsonl -> filtered, tokenized (prompt, chosen, rejected).
+
+Record (one per line):
+    {"prompt": str | [messages], "chosen": str | [messages], "rejected": str | [messages],
+     "score_chosen": float?, "score_rejected": float?}
+A string prompt is one user message. A message-list `chosen`/`rejected` (Zephyr /
+UltraFeedback-binarized style) must end with the assistant reply; without `prompt`, the
+prompt is the messages before that reply.
+
+Filters (StableLM 2 on Zephyr-style data), every dropped pair counted by reason in
+stats.json, malformed lines written to rejects.jsonl with file and line:
+  malformed        not JSON / missing or invalid fields
+  tie              chosen == rejected text, or equal scores
+  inverted         score_chosen < score_rejected (the labels contradict the scores)
+  low_score        score_chosen under `min_score_chosen` (StableLM 2: below 8 of 10)
+  duplicate        the same (prompt, chosen, rejected) seen before
+  too_long         prompt + reply longer than the context
+
+No preference data ships offline. `lmforge corpus build` makes dpo.jsonl from the SFT
+dialogs: prompt = the conversation up to an assistant turn, chosen = the real reply,
+rejected = a reply from another conversation (off-topic), or the real reply truncated or
+word-shuffled, with scores 1.0 vs 0.0 / 0.25 / 0.1 so the filters have something to do
+(see lmforge/corpus/preference.py). Any SFT jsonl can be turned into pairs the same way
+with `lmforge.corpus.preference.make_pairs`. Index-1.9B prefers model-generated rejected
+replies to hand-written ones: `self_sampled_rejected` replaces `rejected` by the model's
+own sample (uses lmforge.export.generate).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from lmforge.align.chat_template import encode_chat, message_error
+from lmforge.align.sft_data import iter_jsonl
+from lmforge.data.documents import ErrorSink
+
+
+@dataclass
+class Pair:
+    chosen: np.ndarray            # int32 ids: prompt + chosen reply + <|im_end|>\n
+    chosen_mask: np.ndarray       # bool: targets (the reply and its <|im_end|>)
+    rejected: np.ndarray
+    rejected_mask: np.ndarray
+
+
+def _reply(value, key: str) -> tuple[list | None, str]:
+    """(prompt messages from a message-list value or None, reply text); raises ValueError."""
+    if isinstance(value, str):
+        return None, value
+    err = message_error(value)
+    if err:
+        raise ValueError(f"{key}: {err}")
+    if value[-1]["role"] != "assistant":
+        raise ValueError(f"{key}: the last message must be the assistant reply")
+    return value[:-1], value[-1]["content"]
+
+
+def normalise(rec: dict) -> tuple[list[dict], str, str, float | None, float | None]:
+    """(prompt messages, chosen, rejected, score_chosen, score_rejected); raises ValueError."""
+    p_c, chosen = _reply(rec.get("chosen"), "chosen")
+    _, rejected = _reply(rec.get("rejected"), "rejected")
+    prompt = rec.get("prompt", p_c)
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    err = message_error(prompt)
+    if err:
+        raise ValueError(f"prompt: {err}")
+    scores = []
+    for key in ("score_chosen", "score_rejected"):
+        v = rec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{key}: not a number")
+        scores.append(None if v is None else float(v))
+    return prompt, chosen, rejected, scores[0], scores[1]
+
+
+def drop_reason(chosen: str, rejected: str, sc: float | None, sr: float | None,
+                min_score_chosen: float | None) -> str | None:
+    if chosen.strip() == rejected.strip() or (sc is not None and sr is not None and sc == sr):
+        return "tie"
+    if sc is not None and sr is not None and sc < sr:
+        return "inverted"
+    if min_score_chosen is not None and sc is not None and sc < min_score_chosen:
+        return "low_score"
+    return None
+
+
+def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
+    c, cm = encode_chat(tok, [*prompt, {"role": "assistant", "content": chosen}], "last")
+    r, rm = encode_chat(tok, [*prompt, {"role": "assistant", "content": rejected}], "last")
+    return Pair(c, cm, r, rm)
+
+
+def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
+               progress: bool = False) -> tuple[list[Pair], dict]:
+    stats: Counter = Counter()
+    seen: set[str] = set()
+    out: list[Pair] = []
+    for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
+        try:
+            prompt, chosen, rejected, sc, sr = normalise(rec)
+        except ValueError as e:
+            stats["malformed"] += 1
+            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=str(e))
+            continue
+        reason = drop_reason(chosen, rejected, sc, sr, min_score_chosen)
+        key = json.dumps([prompt, chosen, rejected], ensure_ascii=False, sort_keys=True)
+        if reason is None and key in seen:
+            reason = "duplicate"
+        if reason is None:
+            pair = encode_pair(tok, prompt, chosen, rejected)
+            if max(len(pair.chosen), len(pair.rejected)) > seq_len:
+                reason = "too_long"
+        if reason:
+            stats[reason] += 1
+            continue
+        seen.add(key)
+        stats["kept"] += 1
+        out.append(pair)
+    dropped = sum(v for k, v in stats.items() if k not in ("records", "kept"))
+    assert stats["kept"] + dropped == stats["records"], stats
+    return out, dict(stats)
+
+
+def self_sampled_rejected(model, tok, records: list[dict], generate_fn, **gen_kwargs) -> list[dict]:
+    """Replace each record's `rejected` by the model's own sample for its prompt (Index-1.9B
+    prefers model-generated rejected replies); `generate_fn` = lmforge.export.generate.generate."""
+    from lmforge.align.chat_template import render
+
+    out = []
+    prompts = []
+    for rec in records:
+        prompt, *_ = normalise(rec)
+        prompts.append(render(prompt, add_generation_prompt=True))
+    samples = generate_fn(model, tok, prompts, **gen_kwargs)
+    for rec, s in zip(records, samples):
+        text = s if isinstance(s, str) else getattr(s, "text", str(s))
+        out.append({**rec, "rejected": text, "score_rejected": None,
+                    "meta": {**(rec.get("meta") or {}), "rejected_kind": "model_sample"}})
+    return out

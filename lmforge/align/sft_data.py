@@ -1,0 +1,170 @@
+"""SFT conversations: jsonl -> tokenized, filtered, packed rows.
+
+Input: jsonl files with one conversation per line, `{"messages": [{"role", "content"}...]}`
+(the default corpus's sft.jsonl has this shape; extra keys are kept aside). Optional
+`"class"` (C-RLFT source class) is read when asked for.
+
+Every line ends up in exactly one bucket of the stats (never silently dropped):
+  kept                conversations trained on (or held out for validation: `val`)
+  malformed           not JSON / not a valid conversation -> rejects.jsonl with file + line
+  no_assistant        nothing to learn from
+  too_many_turns      more than `max_turns` assistant replies (StableLM 2 drops > 8)
+  too_long            longer than the context (`seq_len`) once tokenized
+  unknown_class       (C-RLFT) a class with no configured weight
+
+Packing: whole conversations are put into rows of `seq_len` tokens in a shuffled order
+(next-fit: a conversation that does not fit starts a new row; the tail is padding).
+Each conversation keeps its own document id, so attention and position ids restart at
+it, exactly as for pretraining documents (Index-1.9B's reset masks apply to SFT too).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lmforge.align.chat_template import encode_chat, message_error, n_turns
+from lmforge.data.documents import ErrorSink
+
+
+@dataclass
+class Conversation:
+    ids: np.ndarray      # int32 [n]
+    mask: np.ndarray     # bool [n]: token is a target
+    cls: int = 0         # C-RLFT class index
+
+
+def iter_jsonl(paths: list[str], errors: ErrorSink, stats: Counter):
+    """(file, line number, record dict) for each parseable line; bad lines go to `errors`."""
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        with open(p, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                stats["records"] += 1
+                try:
+                    rec = json.loads(line)
+                except ValueError as e:
+                    stats["malformed"] += 1
+                    errors.add(p, n, "malformed", raw=line, detail=f"invalid JSON: {e}")
+                    continue
+                if not isinstance(rec, dict):
+                    stats["malformed"] += 1
+                    errors.add(p, n, "malformed", raw=line, detail="not a JSON object")
+                    continue
+                yield p, n, rec
+
+
+def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, errors: ErrorSink,
+                       system_prompt: str | None = None, classes: dict[str, int] | None = None,
+                       progress: bool = False) -> tuple[list[Conversation], dict]:
+    """Tokenize and filter; returns (conversations, stats). max_turns 0 = no limit."""
+    stats: Counter = Counter()
+    out: list[Conversation] = []
+    for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="sft data", unit="conv", disable=not progress):
+        msgs = rec.get("messages")
+        err = message_error(msgs)
+        if err:
+            stats["malformed"] += 1
+            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False), detail=err)
+            continue
+        if system_prompt and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": system_prompt}, *msgs]
+        turns = n_turns(msgs)
+        if turns == 0:
+            stats["no_assistant"] += 1
+            continue
+        if max_turns and turns > max_turns:
+            stats["too_many_turns"] += 1
+            continue
+        cls = 0
+        if classes is not None:
+            name = rec.get("class")
+            if name not in classes:
+                stats["unknown_class"] += 1
+                errors.add(p, n, "unknown_class", detail=f"class {name!r} not in {sorted(classes)}")
+                continue
+            cls = classes[name]
+        ids, mask = encode_chat(tok, msgs, "all")
+        if len(ids) > seq_len:
+            stats["too_long"] += 1
+            continue
+        stats["kept"] += 1
+        out.append(Conversation(ids, mask, cls))
+    dropped = sum(v for k, v in stats.items() if k not in ("records", "kept"))
+    assert stats["kept"] + dropped == stats["records"], stats  # every line is in one bucket
+    return out, dict(stats)
+
+
+def split_val(convs: list[Conversation], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): a seeded random `fraction` held out (at least one when fraction > 0)."""
+    if fraction <= 0 or len(convs) < 2:
+        return convs, []
+    perm = np.random.default_rng([seed, 7]).permutation(len(convs))
+    n_val = min(max(1, round(fraction * len(convs))), len(convs) - 1)
+    val = set(perm[:n_val].tolist())
+    return ([c for i, c in enumerate(convs) if i not in val], [c for i, c in enumerate(convs) if i in val])
+
+
+def pack(lengths: np.ndarray, order: np.ndarray, seq_len: int) -> list[list[int]]:
+    """Next-fit packing of conversations (in `order`) into rows of at most seq_len tokens."""
+    rows, cur, used = [], [], 0
+    for i in order.tolist():
+        n = int(lengths[i])
+        if cur and used + n > seq_len:
+            rows.append(cur)
+            cur, used = [], 0
+        cur.append(i)
+        used += n
+    if cur:
+        rows.append(cur)
+    return rows
+
+
+def plan_rows(convs: list[Conversation], seq_len: int, epochs: int, seed: int) -> list[list[int]]:
+    """All rows of the whole run, epoch after epoch, each epoch in a fresh (seed, epoch) order."""
+    lengths = np.asarray([len(c.ids) for c in convs])
+    rows = []
+    for epoch in range(epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(convs))
+        rows.extend(pack(lengths, order, seq_len))
+    return rows
+
+
+def build_row(convs: list[Conversation], idxs: list[int], seq_len: int, pad_id: int,
+              class_weights: list[float] | None = None) -> dict[str, np.ndarray]:
+    """One packed row: input_ids, labels (-100 = no target), position_ids, doc_ids (-1 = pad)
+    and, for C-RLFT, token_weight (the class weight of each target)."""
+    ids = np.full(seq_len, pad_id, dtype=np.int64)
+    labels = np.full(seq_len, -100, dtype=np.int64)
+    pos = np.zeros(seq_len, dtype=np.int64)
+    doc = np.full(seq_len, -1, dtype=np.int64)
+    weight = np.zeros(seq_len, dtype=np.float32)
+    at = 0
+    for k, i in enumerate(idxs):
+        c = convs[i]
+        n = len(c.ids)
+        ids[at:at + n] = c.ids
+        # position t predicts token t+1 when that token is a target (never across conversations)
+        lab = np.where(c.mask[1:], c.ids[1:], -100)
+        labels[at:at + n - 1] = lab
+        pos[at:at + n] = np.arange(n)
+        doc[at:at + n] = k
+        if class_weights is not None:
+            weight[at:at + n - 1] = np.where(c.mask[1:], class_weights[c.cls], 0.0)
+        at += n
+    row = {"input_ids": ids, "labels": labels, "position_ids": pos, "doc_ids": doc}
+    if class_weights is not None:
+        row["token_weight"] = weight
+    return row
+
+
+def n_targets(convs: list[Conversation], idxs: list[int]) -> int:
+    return int(sum(int(convs[i].mask[1:].sum()) for i in idxs))

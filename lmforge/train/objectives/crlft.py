@@ -1,0 +1,59 @@
+"""C-RLFT (OpenChat, Wang et al. 2023), as StableLM 2 uses it for self-knowledge.
+
+Conditioned-RL fine-tuning is SFT where
+- every conversation carries its source class as a condition the model sees (a class tag
+  in the system prompt, e.g. `<class:good>`; lmforge.align.self_knowledge adds it), so at
+  inference the good class is asked for by its tag;
+- the loss of each target token is weighted by its class's weight (the coarse reward:
+  e.g. good 1.0, bad 0.1);
+- a KL term to a frozen reference model (the initial policy) keeps the policy close:
+      loss = sum_t w_class(t) * CE_t + kl_coef * sum_t KL(pi(.|x<t) || ref(.|x<t))
+  over the target tokens t, normalised by the step's target count like all objectives.
+  The KL is the exact one over the vocabulary (zero when policy == reference).
+Packing, pretraining mix and NEFTune work as for SFT (this is an SFTObjective).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.train.objectives.sft import SFTObjective
+
+
+def token_kl_sum(logits: torch.Tensor, ref_logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """sum over rows of KL(softmax(logits) || softmax(ref_logits)), float32, real vocab only
+    (padded columns are -inf in both: 0 * (-inf - -inf) would be NaN)."""
+    logp = F.log_softmax(logits[..., :vocab_size].float(), dim=-1)
+    ref_logp = F.log_softmax(ref_logits[..., :vocab_size].float(), dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum()
+
+
+class CRLFTObjective(SFTObjective):
+    name = "crlft"
+
+    def __init__(self, *args, reference: torch.nn.Module | None = None, kl_coef: float = 0.0,
+                 vocab_size: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if kl_coef > 0 and reference is None:
+            raise ValueError("kl_coef > 0 needs a reference model")
+        self.reference, self.kl_coef, self.vocab_size = reference, kl_coef, vocab_size
+        if reference is not None:
+            reference.eval().requires_grad_(False)
+
+    def loss(self, model, batch):
+        logits = self.logits(model, batch)
+        labels = batch["labels"]
+        sel = labels != -100
+        ce = F.cross_entropy(logits[sel].float(), labels[sel], reduction="none")
+        w = batch["token_weight"][sel]
+        weighted = (w * ce).sum()
+        metrics = {"ce_sum": ce.sum().detach(), "weighted_ce_sum": weighted.detach()}
+        loss = weighted
+        if self.kl_coef > 0:
+            self.reference.to(logits.device)
+            with torch.no_grad():
+                ref_logits = self.logits(self.reference, batch)[sel]
+            kl = token_kl_sum(logits[sel], ref_logits, self.vocab_size)
+            metrics["kl_sum"] = kl.detach()
+            loss = loss + self.kl_coef * kl
+        return loss, metrics

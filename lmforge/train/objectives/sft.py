@@ -1,0 +1,172 @@
+"""Supervised fine-tuning: loss on assistant tokens of packed ChatML conversations.
+
+- Rows come from `lmforge.align.sft_data` (whole conversations packed per row, attention
+  and positions reset per conversation). The whole run's rows (all epochs) are planned up
+  front, so the number of steps is known before training starts and `next_batch()`
+  returns None after the last epoch.
+- Pretraining text mixed in (Index-1.9B: 4 pretraining : 6 response tokens): whole rows
+  from a token dataset are interleaved with SFT rows. Before each row the objective
+  compares the target tokens trained so far and takes a pretraining row whenever the
+  pretraining share is below `mix_share` (0.4 for 4:6), so the realised ratio tracks the
+  target to within one row at every point of the run (reported in mixture.json).
+- NEFTune (Jain et al. 2023; Yi): uniform noise U(-1, 1) * alpha / sqrt(L * d) added to the
+  input embeddings in training mode only. L = the row's non-pad tokens (as Hugging Face
+  computes it from the attention mask; with packing this is ~seq_len), d = d_model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmforge.align.sft_data import Conversation, build_row, n_targets
+from lmforge.train.loader import PackedLoader
+from lmforge.train.objectives.lm import token_loss_sum
+
+
+class NEFTune:
+    """Forward hook on `model.embed_tokens`: noise on the embeddings while training."""
+
+    def __init__(self, alpha: float, pad_id: int):
+        self.alpha, self.pad_id = float(alpha), pad_id
+
+    def attach(self, model: torch.nn.Module):
+        return model.embed_tokens.register_forward_hook(self)
+
+    def scale(self, input_ids: torch.Tensor, d_model: int) -> torch.Tensor:
+        """alpha / sqrt(L * d) per row, shape [B, 1, 1]."""
+        L = (input_ids != self.pad_id).sum(-1).clamp(min=1).to(torch.float32)
+        return (self.alpha / torch.sqrt(L * d_model))[:, None, None]
+
+    def __call__(self, module, inputs, output):
+        if not module.training or self.alpha <= 0:
+            return output
+        scale = self.scale(inputs[0], output.shape[-1]).to(output.device)
+        noise = torch.empty_like(output).uniform_(-1.0, 1.0)  # global RNG: saved in checkpoints
+        return output + (noise * scale).to(output.dtype)
+
+
+def stack_rows(rows: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
+
+
+class SFTObjective:
+    name = "sft"
+
+    def __init__(self, convs: list[Conversation], rows: list[list[int]], seq_len: int, micro_batch_size: int,
+                 pad_id: int, val_convs: list[Conversation] | None = None, val_rows: list[list[int]] | None = None,
+                 eval_batches: int = 4, mix_loader: PackedLoader | None = None, mix_share: float = 0.0,
+                 mix_fingerprint: str = "", class_weights: list[float] | None = None):
+        self.convs, self.rows, self.seq_len, self.mbs, self.pad_id = convs, rows, seq_len, micro_batch_size, pad_id
+        self.val_convs, self.val_rows = val_convs or [], val_rows or []
+        self.eval_batches = eval_batches
+        self.mix_loader, self.mix_share, self.mix_fingerprint = mix_loader, mix_share, mix_fingerprint
+        self.class_weights = class_weights
+        self.cursor = 0                              # next SFT row
+        self.sft_targets, self.pt_targets = 0, 0     # target tokens trained so far, by kind
+
+    # -- data ---------------------------------------------------------------------------
+    def _want_pretraining(self) -> bool:
+        if self.mix_loader is None or self.mix_share <= 0:
+            return False
+        total = self.sft_targets + self.pt_targets
+        return total > 0 and self.pt_targets < self.mix_share * total
+
+    def _pt_row(self) -> dict[str, np.ndarray]:
+        b = self.mix_loader.next_batch()  # endless (shuffled epochs): never None
+        row = {k: v[0].numpy() for k, v in b.items()}
+        if self.class_weights is not None:
+            row["token_weight"] = (row["labels"] != -100).astype(np.float32)
+        return row
+
+    def next_batch(self) -> dict[str, torch.Tensor] | None:
+        rows, is_pt = [], []
+        while len(rows) < self.mbs and self.cursor < len(self.rows):
+            if self._want_pretraining():
+                row = self._pt_row()
+                self.pt_targets += int((row["labels"] != -100).sum())
+                is_pt.append(True)
+            else:
+                idxs = self.rows[self.cursor]
+                self.cursor += 1
+                row = build_row(self.convs, idxs, self.seq_len, self.pad_id, self.class_weights)
+                self.sft_targets += n_targets(self.convs, idxs)
+                is_pt.append(False)
+            rows.append(row)
+        if not rows:
+            return None
+        batch = stack_rows(rows)
+        batch["is_pt"] = torch.tensor(is_pt)
+        return batch
+
+    def weight(self, batch) -> float:
+        return float((batch["labels"] != -100).sum())
+
+    # -- loss ---------------------------------------------------------------------------
+    def logits(self, model, batch) -> torch.Tensor:
+        return model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
+
+    def loss(self, model, batch):
+        logits = self.logits(model, batch)
+        loss, metrics = token_loss_sum(logits, batch["labels"])
+        metrics.update(self._split_metrics(logits, batch))
+        return loss, metrics
+
+    @torch.no_grad()
+    def _split_metrics(self, logits, batch) -> dict:
+        """Response loss and pretraining loss separately (logged as share of the step's targets:
+        response loss per token = sft_ce_sum / sft_targets_sum)."""
+        if not bool(batch["is_pt"].any()):
+            return {"sft_ce_sum": token_loss_sum(logits, batch["labels"])[0].detach(),
+                    "sft_targets_sum": (batch["labels"] != -100).sum()}
+        out = {}
+        for name, sel in (("sft", ~batch["is_pt"]), ("pt", batch["is_pt"])):
+            labels = batch["labels"][sel]
+            out[f"{name}_ce_sum"] = token_loss_sum(logits[sel], labels)[0].detach() if labels.numel() else 0.0
+            out[f"{name}_targets_sum"] = (labels != -100).sum()
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Mean response loss per target token on the held-out conversations."""
+        if not self.val_rows:
+            return {}
+        device = next(model.parameters()).device
+        total, n = 0.0, 0.0
+        for start in range(0, min(len(self.val_rows), self.eval_batches * self.mbs), self.mbs):
+            rows = [build_row(self.val_convs, r, self.seq_len, self.pad_id)
+                    for r in self.val_rows[start:start + self.mbs]]
+            batch = {k: v.to(device) for k, v in stack_rows(rows).items()}
+            loss_sum, _ = token_loss_sum(self.logits(model, batch), batch["labels"])
+            total, n = total + float(loss_sum), n + self.weight(batch)
+        return {"val/sft_loss": total / max(n, 1.0), "val/sft_ppl": math.exp(min(total / max(n, 1.0), 50.0))}
+
+    # -- state --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"cursor": self.cursor, "sft_targets": self.sft_targets, "pt_targets": self.pt_targets,
+                "mix_loader": self.mix_loader.state_dict() if self.mix_loader else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cursor, self.sft_targets, self.pt_targets = state["cursor"], state["sft_targets"], state["pt_targets"]
+        if self.mix_loader is not None:
+            self.mix_loader.load_state_dict(state["mix_loader"])
+
+    def realised_mixture(self) -> dict:
+        total = self.sft_targets + self.pt_targets
+        return {"sft_target_tokens": self.sft_targets, "pretraining_target_tokens": self.pt_targets,
+                "pretraining_share": self.pt_targets / total if total else 0.0,
+                "target_pretraining_share": self.mix_share if self.mix_loader is not None else 0.0}
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for c in self.convs:
+            h.update(c.ids.tobytes())
+            h.update(c.mask.tobytes())
+            h.update(bytes([c.cls % 256]))
+        h.update(json.dumps([self.rows, self.seq_len, self.mbs, self.mix_share, self.mix_fingerprint,
+                             self.class_weights]).encode())
+        return h.hexdigest()[:16]
