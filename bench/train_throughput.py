@@ -6,7 +6,9 @@ machine. Rows:
   - hf-llama (causal):   transformers LlamaForCausalLM, SDPA attention, plain causal mask
   - lmforge (causal):    our model, plain causal mask
   - lmforge (packed):    our model with packed documents (block-diagonal causal mask and
-                         per-document positions), what pretraining actually runs
+                         per-document positions), loss on full materialised logits
+  - lmforge (packed, fused CE): the same with the chunked fused head + cross-entropy
+                         (lmforge/model/fused_loss.py), what pretraining actually runs
 On CUDA: bf16 autocast, optional torch.compile of our model (--compile), and MFU with
 FLOPs/token = 6*N_matmul + 12*n_layers*d_model*seq_len (PaLM, appendix B).
 
@@ -55,14 +57,18 @@ def timed_steps(step_fn, warmup: int, steps: int, device: torch.device) -> float
     return (time.perf_counter() - t0) / steps
 
 
-def make_step(model, forward, batch_kwargs, labels, device, vocab):
+def make_step(model, forward, batch_kwargs, labels, device, vocab, fused=False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
 
     def step():
         with amp:
-            logits = forward(**batch_kwargs)
-        loss = torch.nn.functional.cross_entropy(logits[..., :vocab].float().flatten(0, 1), labels.flatten())
+            if fused:
+                loss = forward(**batch_kwargs, labels=labels)[0] / labels.numel()
+            else:
+                logits = forward(**batch_kwargs)
+        if not fused:
+            loss = torch.nn.functional.cross_entropy(logits[..., :vocab].float().flatten(0, 1), labels.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -101,21 +107,28 @@ def main() -> None:
     fwd = torch.compile(ours) if args.compile else ours
 
     rows = []
-    def bench(name, model, forward, kwargs):
-        s = timed_steps(make_step(model, forward, kwargs, labels, device, cfg.vocab_size), args.warmup, args.steps, device)
-        rows.append((name, tokens / s, tokens / s * fpt / peak if peak else None))
+    def bench(name, model, forward, kwargs, fused=False):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        s = timed_steps(make_step(model, forward, kwargs, labels, device, cfg.vocab_size, fused),
+                        args.warmup, args.steps, device)
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        rows.append((name, tokens / s, tokens / s * fpt / peak if peak else None, mem))
 
     bench("hf-llama (causal)", hf, lambda input_ids: hf(input_ids=input_ids).logits, {"input_ids": inputs})
     bench("lmforge (causal)", ours, fwd, {"input_ids": inputs})
     bench("lmforge (packed)", ours, fwd, {"input_ids": inputs, "position_ids": pos, "doc_ids": doc_ids})
+    bench("lmforge (packed, fused CE)", ours, fwd, {"input_ids": inputs, "position_ids": pos, "doc_ids": doc_ids},
+          fused=True)
 
     base = rows[0][1]
     print(f"\ndevice={device} preset={args.preset} params={cfg.n_params() / 1e6:.1f}M seq_len={args.seq_len} "
           f"batch={args.batch} compile={args.compile}")
     print(f"FLOPs/token = 6*N_matmul + 12*L*d*T = {fpt / 1e6:.1f} MFLOP" + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
-    print(f"{'model':<22}{'tokens/s':>12}{'vs hf':>8}{'MFU':>8}")
-    for name, tps, mfu in rows:
-        print(f"{name:<22}{tps:>12.0f}{tps / base:>7.2f}x{(f'{mfu * 100:.1f}%' if mfu is not None else '-'):>8}")
+    print(f"{'model':<28}{'tokens/s':>12}{'vs hf':>8}{'MFU':>8}{'peak GiB':>10}")
+    for name, tps, mfu, mem in rows:
+        print(f"{name:<28}{tps:>12.0f}{tps / base:>7.2f}x{(f'{mfu * 100:.1f}%' if mfu is not None else '-'):>8}"
+              f"{(f'{mem:.1f}' if mem is not None else '-'):>10}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from lmforge.model.attention import AttnMask, KVCache, attend, build_mask, positions_from_doc_ids
 from lmforge.model.config import ModelConfig
+from lmforge.model.fused_loss import linear_cross_entropy
 from lmforge.model.rope import apply_rope, compute_inv_freq, rope_cos_sin
 
 
@@ -121,9 +122,13 @@ class Transformer(nn.Module):
         return F.normalize(w, dim=-1) if self.cfg.norm_head else w
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                doc_ids: torch.Tensor | None = None, return_hidden: bool = False):
+                doc_ids: torch.Tensor | None = None, return_hidden: bool = False,
+                labels: torch.Tensor | None = None, z_loss: float = 0.0):
         """Logits [B, T, padded_vocab_size]; with return_hidden also the n_layers + 1 residual
         states (each layer's input, then the last layer's output before the final norm).
+
+        With labels: (loss_sum, metrics) from the chunked fused head + cross-entropy instead
+        of logits (computed inside forward so FSDP has the head's parameters gathered).
 
         position_ids default to arange(T), or to positions restarting at each document when
         doc_ids is given (pass them explicitly to choose otherwise).
@@ -143,6 +148,8 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, mask)
         if return_hidden:
             hidden.append(x)
+        if labels is not None:
+            return linear_cross_entropy(self.norm(x), self.head_weight(), labels, self.cfg.vocab_size, z_loss)
         logits = self.logits(x)
         return (logits, hidden) if return_hidden else logits
 

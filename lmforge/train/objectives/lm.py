@@ -81,8 +81,9 @@ class LMObjective:
         return float((batch["labels"] != -100).sum())
 
     def loss(self, model, batch):
-        logits = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
-        return token_loss_sum(logits, batch["labels"], self.z_loss)
+        # fused chunked head + CE: never the whole batch's float32 logits at once
+        return model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
+                     labels=batch["labels"], z_loss=self.z_loss)
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
@@ -96,8 +97,8 @@ class LMObjective:
                 if batch is None:
                     break
                 batch = {k: v.to(device) for k, v in batch.items()}
-                loss_sum, _ = token_loss_sum(model(batch["input_ids"], position_ids=batch["position_ids"],
-                                                   doc_ids=batch["doc_ids"]), batch["labels"])
+                loss_sum, _ = model(batch["input_ids"], position_ids=batch["position_ids"],
+                                    doc_ids=batch["doc_ids"], labels=batch["labels"])
                 total, n = total + float(loss_sum), n + self.weight(batch)
             if n > 0:
                 out[f"val/{domain}"] = total / n
