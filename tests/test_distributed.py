@@ -36,7 +36,8 @@ def run(c):
 
 def test_fsdp_two_processes_match_one(token_data, tmp_path):
     run(cmd(1, token_data, tmp_path / "one", "train.steps=6"))
-    run(cmd(2, token_data, tmp_path / "two", "train.steps=6", "train.ckpt_every=3"))
+    run(cmd(2, token_data, tmp_path / "two", "train.steps=6", "train.ckpt_every=3",
+            "train.activation_checkpointing=true"))
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(a) == len(b) == 6
     assert b == pytest.approx(a, rel=2e-4)

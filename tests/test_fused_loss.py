@@ -57,3 +57,20 @@ def test_model_labels_path_equals_logits_path_with_norm_head():
     torch.testing.assert_close(loss, ref, rtol=1e-9, atol=1e-9)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    cfg = config.from_dict(ModelConfig, {"vocab_size": 100, "d_model": 32, "n_layers": 3, "n_heads": 4,
+                                         "max_seq_len": 32})
+    torch.manual_seed(0)
+    model = Transformer(cfg).double()
+    ids = torch.randint(0, 100, (2, 16))
+    doc_ids = torch.tensor([[0] * 5 + [1] * 11, [0] * 16])
+
+    def grads():
+        loss, _ = model(ids, doc_ids=doc_ids, labels=torch.roll(ids, -1, 1))
+        return torch.autograd.grad(loss, list(model.parameters()))
+    plain = grads()
+    model.activation_checkpointing = True
+    for a, b in zip(grads(), plain):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

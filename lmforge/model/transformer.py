@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from lmforge.model.attention import AttnMask, KVCache, attend, build_mask, positions_from_doc_ids
 from lmforge.model.config import ModelConfig
@@ -90,6 +91,7 @@ class Transformer(nn.Module):
         V, d = cfg.padded_vocab_size, cfg.d_model
         self.embed_tokens = nn.Embedding(V, d)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.activation_checkpointing = False   # set by the trainer (train.activation_checkpointing)
         self.norm = RMSNorm(d, cfg.norm_eps)
         self.lm_head = nn.Linear(d, V, bias=False)
         if cfg.tie_embeddings:
@@ -142,10 +144,14 @@ class Transformer(nn.Module):
         cos, sin = rope_cos_sin(position_ids, inv_freq, x.dtype)
         mask = build_mask(self.cfg.attn_backend, doc_ids, B, T, x.device)   # once, shared by all layers
         hidden = []
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
             if return_hidden:
                 hidden.append(x)
-            x = layer(x, cos, sin, mask)
+            if recompute:   # keep only block inputs; recompute the block in backward
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask)
         if return_hidden:
             hidden.append(x)
         if labels is not None:

@@ -58,11 +58,9 @@ def shard(model: torch.nn.Module, device_type: str, activation_checkpointing: bo
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if device_type == "cuda" else MixedPrecisionPolicy())
     layers = model.layers
+    # recomputation lives in Transformer.forward (parameter names stay unwrapped)
+    model.activation_checkpointing = activation_checkpointing
     for i, block in enumerate(layers):
-        if activation_checkpointing:
-            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-            block = checkpoint_wrapper(block)
-            layers[i] = block
         # the last block's parameters are needed right away in backward: no point resharding
         fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(layers) - 1)
     fully_shard(model, mp_policy=mp)

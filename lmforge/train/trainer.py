@@ -66,7 +66,7 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_last: int = 2
     max_bad_steps: int = 5        # non-finite steps in a row before the run stops
-    activation_checkpointing: bool = False  # recompute each block in backward (torchrun/FSDP2 runs)
+    activation_checkpointing: bool = False  # recompute each block in backward: memory for compute
     batch_growth: BatchGrowthConfig = field(default_factory=BatchGrowthConfig)
 
     def __post_init__(self):
@@ -109,6 +109,7 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.model = model.to(self.device)
+        self.model.activation_checkpointing = cfg.activation_checkpointing
         if self.dist.enabled:
             distributed.shard(self.model, self.device.type, cfg.activation_checkpointing)
         self.forward_model = torch.compile(self.model) if cfg.compile else self.model
