@@ -185,3 +185,38 @@ def test_kill_9_then_resume_matches_straight_run(token_data, tmp_path):
     done = subprocess.run(cmd(killed), env=env, check=True, capture_output=True, text=True)
     assert "resuming from" in done.stdout
     assert losses(killed) == losses(straight)
+
+
+def test_init_takes_the_checkpoint_architecture_and_refuses_a_different_one(token_data, tmp_path):
+    run(cfg_for(token_data, tmp_path / "a", "train.steps=2", "model.n_layers=3"))
+    b = config.load(PretrainConfig, None, [f"data={token_data}", f"out_dir={tmp_path / 'b'}", "train.steps=2",
+                                           "train.seq_len=32", "train.micro_batch_size=2",
+                                           f"init.from_checkpoint={tmp_path / 'a'}"])
+    run(b)   # model left unset: 3 layers from the checkpoint
+    from lmforge.model.load import load_checkpoint
+    model, _ = load_checkpoint(tmp_path / "b")
+    assert model.cfg.n_layers == 3
+    bad = cfg_for(token_data, tmp_path / "c", "train.steps=2", "model.n_layers=2",
+                  f"init.from_checkpoint={tmp_path / 'a'}")
+    with pytest.raises(ConfigError, match="n_layers"):
+        run(bad)
+
+
+def test_extended_vocabulary_gets_mean_initialised_rows(tmp_path):
+    from safetensors.torch import load_file
+    from lmforge.model.load import load_checkpoint
+    from conftest import make_token_dataset
+    small, big = tmp_path / "small", tmp_path / "big"
+    make_token_dataset(small, vocab=100)
+    make_token_dataset(big, vocab=120)
+    run(cfg_for(small, tmp_path / "a", "train.steps=2", "model.vocab_size=100"))
+    b = config.load(PretrainConfig, None, [f"data={big}", f"out_dir={tmp_path / 'b'}", "train.steps=1",
+                                           "train.seq_len=32", "train.micro_batch_size=2", "train.optim.lr=0",
+                                           f"init.from_checkpoint={tmp_path / 'a'}"])
+    run(b)
+    old = load_file(str(ckpt.latest(tmp_path / "a" / "checkpoints") / "model.safetensors"))["embed_tokens.weight"]
+    model, _ = load_checkpoint(tmp_path / "b")
+    new = model.embed_tokens.weight.detach()
+    assert model.cfg.vocab_size == 120
+    torch.testing.assert_close(new[:100], old[:100])
+    torch.testing.assert_close(new[100:120], old[:100].mean(0).expand(20, -1))

@@ -6,7 +6,10 @@ bitten by one silently acting as the other):
   optimizer, schedule position, loader position and RNG are all restored, and the data
   fingerprint must match.
 - init.from_checkpoint: a new run (fresh schedule, fresh loader) that starts from another
-  run's weights, optionally with its optimizer state (`init.load_optimizer`).
+  run's weights, optionally with its optimizer state (`init.load_optimizer`). Leave `model`
+  unset to take the checkpoint's architecture (e.g. after `lmforge grow`). When the new
+  data's tokenizer is larger (an extended vocabulary, Skywork), the embedding and head get
+  new rows initialised to the mean of the existing rows; old token ids keep their rows.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.flops import flops_per_token, peak_flops
-from lmforge.model.load import copy_tokenizer, resolve_checkpoint
+from lmforge.model.load import copy_tokenizer, model_config_of, resolve_checkpoint
 from lmforge.shards import TokenDataset
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import mixture
@@ -92,7 +95,50 @@ def validate_data(cfg: PretrainConfig) -> TokenDataset:
     return ds
 
 
+def resolve_model(cfg: PretrainConfig) -> tuple[PretrainConfig, int | None]:
+    """The model config this run trains, and the source vocab size when it must grow.
+
+    Resuming: the run's own checkpoint decides. From init.from_checkpoint: the source's
+    architecture, unless `model` was given (then it must match the source's)."""
+    own = ckpt.latest(Path(cfg.out_dir) / "checkpoints")
+    if own is not None:
+        return dataclasses.replace(cfg, model=model_config_of(own)), None
+    if not cfg.init.from_checkpoint:
+        return cfg, None
+    try:
+        src_cfg = model_config_of(resolve_checkpoint(cfg.init.from_checkpoint))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"init.from_checkpoint: {e}") from None
+    given, source = to_dict(cfg.model), to_dict(src_cfg)
+    diff = sorted(k for k, v in given.items() if k != "preset" and source.get(k) != v)
+    if cfg.model != ModelConfig() and diff:
+        raise ConfigError(f"model: differs from the checkpoint's architecture in {', '.join(diff)} "
+                          f"({cfg.init.from_checkpoint}); leave model unset to continue from it")
+    ds_vocab = TokenDataset(cfg.data, "train").vocab_size
+    if ds_vocab > src_cfg.vocab_size:
+        check(not cfg.init.load_optimizer, "init.load_optimizer",
+              "cannot reuse the optimizer state when the vocabulary grows")
+        return dataclasses.replace(cfg, model=dataclasses.replace(src_cfg, vocab_size=ds_vocab)), src_cfg.vocab_size
+    return dataclasses.replace(cfg, model=src_cfg), None
+
+
+@torch.no_grad()
+def grow_vocab(model: Transformer, state: dict[str, torch.Tensor], old_vocab: int) -> None:
+    """Load weights of a smaller vocabulary; new embedding/head rows = mean of the old rows."""
+    own, new_vocab = model.state_dict(), model.cfg.vocab_size
+    for name, w in state.items():
+        target = own[name]
+        if name in ("embed_tokens.weight", "lm_head.weight"):   # [padded vocab, d]
+            target[:old_vocab] = w[:old_vocab]
+            target[old_vocab:new_vocab] = w[:old_vocab].mean(0)
+        else:
+            target.copy_(w)
+
+
 def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
+    cfg, old_vocab = resolve_model(cfg)
+    check(cfg.train.seq_len <= cfg.model.max_seq_len, "train.seq_len",
+          f"{cfg.train.seq_len} exceeds the model's max_seq_len {cfg.model.max_seq_len}")
     ds = validate_data(cfg)
     train = cfg.effective_train()
     stages = cfg.effective_stages()
@@ -101,6 +147,11 @@ def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
         print(mixture.format_plan(mixture.plan(stages, mixture.domain_token_counts(ds), tokens_per_step)))
     torch.manual_seed(train.seed)
     model = Transformer(cfg.model)
+    if old_vocab is not None:
+        from safetensors.torch import load_file
+        src = resolve_checkpoint(cfg.init.from_checkpoint)
+        grow_vocab(model, load_file(str(src / "model.safetensors")), old_vocab)
+        model.grown_from = src
     objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed,
                             z_loss=cfg.z_loss, eval_batches=train.eval_batches, stages=stages)
     device = resolve_device(train.device)
@@ -121,6 +172,10 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
         trainer.resume(latest)
         if main:
             print(f"resuming from {latest} (step {trainer.step})")
+    elif getattr(trainer.model, "grown_from", None) is not None:
+        if main:
+            print(f"initialised from {trainer.model.grown_from} with the vocabulary grown to "
+                  f"{trainer.model.cfg.vocab_size} (new rows = mean of the old ones)")
     elif cfg.init.from_checkpoint:
         src = resolve_checkpoint(cfg.init.from_checkpoint)
         trainer.init_from(src, cfg.init.load_optimizer)
@@ -130,7 +185,7 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         tok = Path(trainer.objective.train_set.meta.get("tokenizer") or "")
         copy_tokenizer(tok.parent if tok.suffix == ".json" else tok, out)
-        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        (out / "config.json").write_text(json.dumps(trainer.run_config, indent=1))
     summary = trainer.fit()
     if main:
         done.write_text(json.dumps(summary, indent=1))
