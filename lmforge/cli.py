@@ -18,6 +18,13 @@ STAGES = [
     "lmforge.data.cli",
     "lmforge.tokenizer.cli",
     "lmforge.train.cli",
+    "lmforge.grow.cli",
+    "lmforge.train.longctx_cli",
+    "lmforge.align.cli",
+    "lmforge.eval.cli",
+    "lmforge.export.cli",
+    "lmforge.report.cli",
+    "lmforge.recipe.cli",
 ]
 
 

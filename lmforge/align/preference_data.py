@@ -20,10 +20,11 @@ No preference data ships offline. `lmforge corpus build` makes dpo.jsonl from th
 dialogs: prompt = the conversation up to an assistant turn, chosen = the real reply,
 rejected = a reply from another conversation (off-topic), or the real reply truncated or
 word-shuffled, with scores 1.0 vs 0.0 / 0.25 / 0.1 so the filters have something to do
-(see lmforge/corpus/preference.py). Any SFT jsonl can be turned into pairs the same way
-with `lmforge.corpus.preference.make_pairs`. Index-1.9B prefers model-generated rejected
-replies to hand-written ones: `self_sampled_rejected` replaces `rejected` by the model's
-own sample (uses lmforge.export.generate).
+(see lmforge/corpus/preference.py). Any SFT jsonl is turned into pairs the same way by
+`pairs_from_sft` (used by `lmforge dpo --build-pairs FILE` / `pairs_from_sft.files`).
+Index-1.9B prefers model-generated rejected replies to hand-written ones:
+`self_sampled_rejected` replaces `rejected` by the model's own sample
+(`pairs_from_sft.rejected: model`; uses lmforge.export.generate).
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
 
 def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
                progress: bool = False) -> tuple[list[Pair], dict]:
-    stats: Counter = Counter()
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "tie", "inverted", "low_score",
+                                             "duplicate", "too_long")})
     seen: set[str] = set()
     out: list[Pair] = []
     for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
@@ -142,3 +144,28 @@ def self_sampled_rejected(model, tok, records: list[dict], generate_fn, **gen_kw
         out.append({**rec, "rejected": text, "score_rejected": None,
                     "meta": {**(rec.get("meta") or {}), "rejected_kind": "model_sample"}})
     return out
+
+
+def pairs_from_sft(paths: list[str], seed: str, errors: ErrorSink) -> tuple[list[dict], dict]:
+    """Preference records built from SFT conversations (no preference data ships offline):
+    for each assistant turn, prompt = the messages before it, chosen = the real reply,
+    rejected = another conversation's reply, or the real reply truncated or word-shuffled
+    (lmforge.corpus.preference.make_pairs; scores 1.0 vs 0.0/0.25/0.1). Deterministic in
+    `seed`. Returns (records, stats); unusable lines go to `errors`."""
+    from lmforge.corpus.preference import make_pairs
+
+    stats: Counter = Counter()
+    convs = []
+    for p, n, rec in iter_jsonl(paths, errors, stats):
+        err = message_error(rec.get("messages"))
+        if err:
+            stats["malformed"] += 1
+            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=err)
+            continue
+        meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+        stats["conversations"] += 1
+        convs.append({"id": str(rec.get("id", f"{p.name}:{n}")), "messages": rec["messages"],
+                      "meta": {**meta, "lang": meta.get("lang", "en")}})
+    pairs = make_pairs(convs, seed)
+    stats["pairs"] = len(pairs)
+    return pairs, dict(stats)

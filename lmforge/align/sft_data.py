@@ -62,11 +62,25 @@ def iter_jsonl(paths: list[str], errors: ErrorSink, stats: Counter):
                 yield p, n, rec
 
 
+def add_class_tag(msgs: list[dict], tag: str) -> list[dict]:
+    """C-RLFT condition: the class tag opens the system message (one is added if absent)."""
+    if msgs[0]["role"] == "system":
+        return [{**msgs[0], "content": f"{tag}\n{msgs[0]['content']}"}, *msgs[1:]]
+    return [{"role": "system", "content": tag}, *msgs]
+
+
 def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, errors: ErrorSink,
                        system_prompt: str | None = None, classes: dict[str, int] | None = None,
-                       progress: bool = False) -> tuple[list[Conversation], dict]:
-    """Tokenize and filter; returns (conversations, stats). max_turns 0 = no limit."""
-    stats: Counter = Counter()
+                       progress: bool = False, path_classes: dict[str, str] | None = None,
+                       tag_format: str | None = None) -> tuple[list[Conversation], dict]:
+    """Tokenize and filter; returns (conversations, stats). max_turns 0 = no limit.
+
+    C-RLFT: `classes` maps class name -> index; a record's class is its "class" key, else
+    `path_classes[its file]`. With `tag_format` (e.g. "<class:{name}>") the class tag is
+    put at the start of the system message, so the model sees its condition.
+    """
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "no_assistant", "too_many_turns",
+                                             "too_long", *(["unknown_class"] if classes is not None else []))})
     out: list[Conversation] = []
     for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="sft data", unit="conv", disable=not progress):
         msgs = rec.get("messages")
@@ -86,12 +100,15 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
             continue
         cls = 0
         if classes is not None:
-            name = rec.get("class")
+            name = rec.get("class", (path_classes or {}).get(str(p)))
             if name not in classes:
                 stats["unknown_class"] += 1
-                errors.add(p, n, "unknown_class", detail=f"class {name!r} not in {sorted(classes)}")
+                errors.add(p, n, "unknown_class", raw=json.dumps(rec, ensure_ascii=False)[:2000],
+                           detail=f"class {name!r} not in {sorted(classes)}")
                 continue
             cls = classes[name]
+            if tag_format:
+                msgs = add_class_tag(msgs, tag_format.format(name=name))
         ids, mask = encode_chat(tok, msgs, "all")
         if len(ids) > seq_len:
             stats["too_long"] += 1

@@ -202,7 +202,9 @@ class DataConfig:
     input: list[str] = field(default_factory=list)
     output: str = "runs/data"
     steps: list[StepName] = field(default_factory=lambda: ["filters", "minhash"])
-    workers: int = 2
+    workers: int = 2  # local processes; with executor: ray and no ray_address, local Ray CPUs
+    executor: Literal["local", "ray"] = "local"  # ray: per-shard tasks on a cluster (docs/scale.md)
+    ray_address: str | None = None  # None: start a local Ray; "auto": join `ray start`'s cluster
     format: Literal["jsonl.zst", "parquet"] = "jsonl.zst"
     docs_per_shard: int = 20_000
     max_doc_bytes: int = 64 * 1024 * 1024
@@ -221,6 +223,13 @@ class DataConfig:
         check(len(self.input) > 0, "input", "give at least one input file or folder")
         check(len(set(self.steps)) == len(self.steps), "steps", "each step may appear once")
         check(self.workers >= 1, "workers", "must be >= 1")
+        check(self.executor == "ray" or self.ray_address is None, "ray_address",
+              "only used with executor: ray")
+        if self.executor == "ray":
+            import importlib.util
+
+            from .executor import RAY_MISSING
+            check(importlib.util.find_spec("ray") is not None, "executor", RAY_MISSING)
         check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
         check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
         check("quality" not in self.steps or self.quality is not None, "quality",

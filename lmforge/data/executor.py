@@ -1,16 +1,46 @@
-"""Run per-shard tasks in worker processes on one machine, with a progress bar.
+"""Run per-shard tasks with a progress bar: in worker processes on one machine (local) or
+as Ray tasks on a cluster (ray, see ray_executor.py and docs/scale.md).
 
 Tasks return a dict with "docs" and "bytes" (what they processed); the bar shows
 shards done and the running documents/s and MB/s. `workers=1` runs in-process
-(easier to debug, and no fork cost in tests). Results come back in task order.
+(easier to debug, and no fork cost in tests). Results come back in task order, so
+every executor writes the same files.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from tqdm import tqdm
+
+RAY_MISSING = "Ray is not installed (executor: ray needs it): pip install 'lmforge[ray]'"
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], desc: str = "") -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Progress:
+    """Shards done, with running documents/s and MB/s from the tasks' result dicts."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = tqdm(total=total, desc=desc, unit="shard", disable=not enabled,
+                        dynamic_ncols=True)
+        self.start, self.docs, self.nbytes = time.perf_counter(), 0, 0
+
+    def done(self, res) -> None:
+        if isinstance(res, dict):
+            self.docs += int(res.get("docs", 0))
+            self.nbytes += int(res.get("bytes", 0))
+        dt = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{self.docs / dt:,.0f} docs/s, {self.nbytes / dt / 1e6:,.2f} MB/s")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _call(args):
@@ -27,30 +57,31 @@ class LocalExecutor:
         results: list[Any] = [None] * len(tasks)
         if not tasks:
             return results
-        bar = tqdm(total=len(tasks), desc=desc, unit="shard", disable=not self.progress,
-                   dynamic_ncols=True)
-        start, docs, nbytes = time.perf_counter(), 0, 0
-
-        def done(i, res):
-            nonlocal docs, nbytes
-            results[i] = res
-            if isinstance(res, dict):
-                docs += int(res.get("docs", 0))
-                nbytes += int(res.get("bytes", 0))
-            dt = max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix_str(f"{docs / dt:,.0f} docs/s, {nbytes / dt / 1e6:,.2f} MB/s")
-            bar.update(1)
-
+        bar = Progress(len(tasks), desc, self.progress)
         try:
             if self.workers == 1 or len(tasks) == 1:
                 for i, t in enumerate(tasks):
-                    done(i, fn(*t))
+                    results[i] = fn(*t)
+                    bar.done(results[i])
             else:
                 ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp
                 with ctx.Pool(min(self.workers, len(tasks))) as pool:
                     it = pool.imap(_call, [(fn, t) for t in tasks])
                     for i, res in enumerate(it):
-                        done(i, res)
+                        results[i] = res
+                        bar.done(res)
         finally:
             bar.close()
         return results
+
+    def close(self) -> None:
+        pass
+
+
+def make_executor(data) -> Executor:
+    """The executor a DataConfig asks for (`executor: local|ray`)."""
+    if getattr(data, "executor", "local") == "ray":
+        from .ray_executor import RayExecutor  # raises ImportError(RAY_MISSING) without Ray
+
+        return RayExecutor(address=data.ray_address, num_cpus=data.workers, progress=data.progress)
+    return LocalExecutor(data.workers, data.progress)

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 from ..config import to_dict
 from .config import DataConfig
 from .documents import ErrorSink, doc_bytes
-from .executor import LocalExecutor
+from .executor import Executor, make_executor
 from .readers import iter_documents, iter_file, list_files
 from .writers import DocWriter, ShardedWriter, shard_suffix
 
@@ -98,7 +98,7 @@ class StepContext:
     dir: Path
     inputs: list[Path]  # input shards, in global order
     data: DataConfig
-    executor: LocalExecutor
+    executor: Executor
 
     @property
     def work(self) -> Path:
@@ -258,7 +258,7 @@ def _finish_step(step_dir: Path, fp: str, name: str, extra: dict, seconds: float
 
 
 def run_step(name: str, step_dir: Path, inputs: list[Path], data: DataConfig, fp: str,
-             executor: LocalExecutor, log=print) -> dict:
+             executor: Executor, log=print) -> dict:
     if _is_done(step_dir, fp):
         log(f"[data] {step_dir.name}: done, skipped")
         return json.loads((step_dir / "stats.json").read_text())
@@ -293,20 +293,23 @@ def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> 
     sink.close()
     if not files:
         raise FileNotFoundError(f"input: no readable input files in {data.input}")
-    executor = LocalExecutor(data.workers, data.progress)
+    executor = make_executor(data)  # local processes or Ray tasks: the same files
     fp = _input_fingerprint(data, files)
     summary = {"input_problems": dict(sink.counts), "steps": []}
     inputs: list[Path] = files
-    for i, name in enumerate(["read", *data.steps]):
-        if name != "read":
-            fp = _fingerprint(fp, name, getattr(data, name))
-        step_dir = out / f"{i:02d}-{name}"
-        stats = run_step(name, step_dir, inputs, data, fp, executor, log)
-        summary["steps"].append(stats)
-        inputs = kept_shards(step_dir)
-        log(f"[data] {step_dir.name}: in {stats['in']['docs']} docs, kept {stats['kept']['docs']} "
-            f"({stats['kept']['bytes'] / 1e6:.2f} MB); removed "
-            + ", ".join(f"{k} {v['docs']}" for k, v in stats["removed"].items()))
+    try:
+        for i, name in enumerate(["read", *data.steps]):
+            if name != "read":
+                fp = _fingerprint(fp, name, getattr(data, name))
+            step_dir = out / f"{i:02d}-{name}"
+            stats = run_step(name, step_dir, inputs, data, fp, executor, log)
+            summary["steps"].append(stats)
+            inputs = kept_shards(step_dir)
+            log(f"[data] {step_dir.name}: in {stats['in']['docs']} docs, kept {stats['kept']['docs']} "
+                f"({stats['kept']['bytes'] / 1e6:.2f} MB); removed "
+                + ", ".join(f"{k} {v['docs']}" for k, v in stats["removed"].items()))
+    finally:
+        executor.close()
     summary["final"] = [str(p) for p in inputs]
     _write_json(out / "summary.json", summary)
     return summary

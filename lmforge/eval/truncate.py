@@ -21,3 +21,12 @@ def truncate_middle(ids: Sequence[T], max_len: int) -> list[T]:
     head = (max_len + 1) // 2
     tail = max_len - head
     return ids[:head] + (ids[len(ids) - tail:] if tail else [])
+
+
+def fit_to_window(prompt: Sequence[T], window: int, keep_after: int = 0) -> list[T]:
+    """The prompt middle-truncated so that it plus `keep_after` tokens (a continuation being
+    scored or generated) fit in `window`; the continuation itself is never cut."""
+    if keep_after >= window:
+        raise ValueError(f"a continuation of {keep_after} tokens leaves no room for the prompt in a "
+                         f"window of {window}")
+    return truncate_middle(prompt, window - keep_after)

@@ -10,9 +10,11 @@ positions restart at every document work unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from lmforge.model.config import ModelConfig
+from lmforge.model.config import MAX_POSITIONS, ModelConfig, RopeScaling
 
 
 def base_inv_freq(rotary_dim: int, theta: float, device=None) -> torch.Tensor:
@@ -70,3 +72,29 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         return x * cos + rotate_half(x) * sin
     x_rot, x_pass = x[..., :rd], x[..., rd:]
     return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)
+
+
+EXTENSIONS = ("model", "naive", "dynamic", "linear")
+
+
+def extension_config(cfg: ModelConfig, mode: str, factor: float = 8.0) -> ModelConfig:
+    """The model config for a training-free way to run past the trained length.
+
+    model:   as trained (its own rope_scaling, if any)
+    naive:   plain RoPE extrapolated past max_seq_len (rope_scaling removed)
+    dynamic: Dynamic NTK with `factor` relative to the trained length (Index-32K compared 8)
+    linear:  position interpolation by `factor`
+    """
+    if mode not in EXTENSIONS:
+        raise ValueError(f"unknown RoPE extension {mode!r} (known: {', '.join(EXTENSIONS)})")
+    if mode == "model":
+        return cfg
+    if mode == "naive":
+        return dataclasses.replace(cfg, rope_scaling=None)
+    return dataclasses.replace(cfg, rope_scaling=RopeScaling(mode, float(factor), cfg.rope_original_len))
+
+
+def usable_length(cfg: ModelConfig) -> int:
+    """Positions a config is meant to run at: max_seq_len for plain RoPE; with a scaling
+    (or when extrapolating on purpose) only the float32 angle limit applies."""
+    return cfg.max_seq_len if cfg.rope_scaling is None else MAX_POSITIONS

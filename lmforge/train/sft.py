@@ -188,8 +188,9 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def build_objective(cfg: SFTConfig, src: Source, errors: ErrorSink, progress: bool,
                     classes: dict[str, int] | None = None, class_weights: list[float] | None = None,
-                    objective_cls=None, **objective_kwargs):
-    """(objective, stats, steps) for SFT-style stages (SFT, C-RLFT)."""
+                    objective_cls=None, load_kwargs: dict | None = None, **objective_kwargs):
+    """(objective, stats, steps) for SFT-style stages (SFT, C-RLFT); load_kwargs go to
+    sft_data.load_conversations (C-RLFT: path_classes, tag_format)."""
     from lmforge.align import sft_data
     from lmforge.shards import TokenDataset
     from lmforge.train.loader import train_loader
@@ -200,7 +201,8 @@ def build_objective(cfg: SFTConfig, src: Source, errors: ErrorSink, progress: bo
         raise ConfigError(f"train.seq_len: {T} exceeds the model's max_seq_len {src.model_cfg.max_seq_len}")
     try:
         convs, stats = sft_data.load_conversations(cfg.data, src.tok, T, cfg.max_turns, errors,
-                                                   cfg.system_prompt or None, classes, progress)
+                                                   cfg.system_prompt or None, classes, progress,
+                                                   **(load_kwargs or {}))
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
     train_convs, val_convs = sft_data.split_val(convs, cfg.val_fraction, cfg.train.seed)

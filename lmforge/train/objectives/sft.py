@@ -10,8 +10,9 @@
   pretraining share is below `mix_share` (0.4 for 4:6), so the realised ratio tracks the
   target to within one row at every point of the run (reported in mixture.json).
 - NEFTune (Jain et al. 2023; Yi): uniform noise U(-1, 1) * alpha / sqrt(L * d) added to the
-  input embeddings in training mode only. L = the row's non-pad tokens (as Hugging Face
-  computes it from the attention mask; with packing this is ~seq_len), d = d_model.
+  input embeddings in training mode only. L = the row's non-pad tokens (as the paper's
+  reference code computes it from the attention mask; with packing this is ~seq_len),
+  d = d_model. Evaluation (model.eval()) and generation see clean embeddings.
 """
 from __future__ import annotations
 

@@ -1,0 +1,97 @@
+"""Self-knowledge data, RLCD-style (StableLM 2 after Yang et al. 2023, "RLCD").
+
+For each identity prompt ("Who are you?") the starting model answers twice:
+- positive: with a few-shot system prompt that states the self-knowledge facts (and shows
+  example answers that use them);
+- negative: without it (the model's unguided answer).
+Both answers are kept as training conversations WITHOUT the facts prompt (the model must
+learn to answer so by itself), tagged with their class for C-RLFT ("positive" / "negative",
+weights e.g. 1.0 / 0.1), and as RLCD preference pairs (chosen = positive, rejected =
+negative) usable by `lmforge dpo`. Empty samples and positive == negative ties are counted.
+
+Generation goes through lmforge.export.generate.generate_ids (KV cache, stop at <|im_end|>).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from tqdm import tqdm
+
+from lmforge.align.chat_template import encode_chat
+
+DEFAULT_FACTS = [
+    "My name is Forge.",
+    "I am a small language model trained with the lmforge toolkit.",
+    "I was trained on Python documentation, Python code, classical Chinese poems and chatbot dialogs.",
+    "I can make mistakes, so important answers should be checked.",
+]
+DEFAULT_PROMPTS = [
+    "Who are you?", "What is your name?", "Who made you?", "What are you?", "Tell me about yourself.",
+    "What data were you trained on?", "Are you a human?", "Can you make mistakes?",
+    "Introduce yourself.", "What kind of model are you?",
+]
+DEFAULT_FEW_SHOT = [
+    {"user": "What should I call you?", "assistant": "You can call me Forge."},
+    {"user": "Are you always right?", "assistant": "No. I am a small language model and I can make mistakes."},
+]
+
+
+def facts_system_prompt(facts: list[str], few_shot: list[dict]) -> str:
+    """The positive (RLCD) system prompt: the facts, then example exchanges that use them."""
+    lines = ["You are an AI assistant. Facts about yourself:", *[f"- {f}" for f in facts]]
+    if few_shot:
+        lines.append("Examples of answers that use these facts:")
+        for ex in few_shot:
+            lines += [f"User: {ex['user']}", f"Assistant: {ex['assistant']}"]
+    lines.append("Answer the user truthfully using these facts.")
+    return "\n".join(lines)
+
+
+def prompt_ids(tok, user: str, system: str | None) -> list[int]:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    ids, _ = encode_chat(tok, msgs, "none", add_generation_prompt=True)
+    return ids.tolist()
+
+
+def sample_replies(model, tok, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
+                   seed: int, pad_id: int, batch_size: int = 16) -> list[str]:
+    from lmforge.export.generate import default_stop_ids, generate_ids
+
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        ids = generate_ids(model, prompts[start:start + batch_size], max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, stop_ids=default_stop_ids(tok),
+                           seed=seed + start, pad_id=pad_id)
+        out += [tok.decode(x, skip_special_tokens=True).strip() for x in ids]
+    return out
+
+
+@torch.no_grad()
+def rlcd_samples(model, tok, prompts: list[str], facts: list[str], few_shot: list[dict], samples_per_prompt: int,
+                 max_new_tokens: int, temperature: float, top_p: float, seed: int,
+                 pad_id: int, progress: bool = False) -> tuple[list[dict], list[dict], dict]:
+    """(C-RLFT conversations with "class", RLCD preference pairs, stats)."""
+    system = facts_system_prompt(facts, few_shot)
+    stats: Counter = Counter()
+    convs, pairs = [], []
+    for k in tqdm(range(samples_per_prompt), desc="rlcd samples", disable=not progress):
+        pos = sample_replies(model, tok, [prompt_ids(tok, p, system) for p in prompts], max_new_tokens,
+                             temperature, top_p, seed + 1000 * k, pad_id)
+        neg = sample_replies(model, tok, [prompt_ids(tok, p, None) for p in prompts], max_new_tokens,
+                             temperature, top_p, seed + 1000 * k + 500, pad_id)
+        for p, a, b in zip(prompts, pos, neg):
+            stats["prompts_sampled"] += 1
+            for cls, reply in (("positive", a), ("negative", b)):
+                if not reply:
+                    stats[f"empty_{cls}"] += 1
+                    continue
+                stats[f"kept_{cls}"] += 1
+                convs.append({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": reply}],
+                              "class": cls, "meta": {"source": "rlcd", "sample": k}})
+            if a and b and a != b:
+                pairs.append({"prompt": p, "chosen": a, "rejected": b, "meta": {"source": "rlcd", "sample": k}})
+            elif a and b:
+                stats["tie"] += 1
+    stats["pairs"] = len(pairs)
+    return convs, pairs, dict(stats)

@@ -1,0 +1,171 @@
+"""DPO: loss vs an independent float64 computation, pair filters, a tiny run, pairs built from SFT."""
+import argparse
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lmforge import config
+from lmforge.align.preference_data import encode_pair, load_pairs
+from lmforge.data.documents import ErrorSink
+from lmforge.model import Transformer
+from lmforge.model.load import load_checkpoint
+from lmforge.tokenizer.train import load_tokenizer
+from lmforge.train.dpo import DPOConfig, run
+from lmforge.train.objectives.dpo import DPOObjective, reference_logps
+from test_align_utils import COLORS, THINGS, color_of, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_source(tmp_path_factory.mktemp("src"))
+
+
+def color_pairs(n: int, seed: int = 0, scrambled: bool = False) -> list[dict]:
+    """chosen = the right color; rejected = a wrong one, or (scrambled) the reply's words
+    backwards with a wrong color (a preference a tiny model learns in a few steps)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        t = rng.choice(THINGS)
+        wrong = rng.choice([c for c in COLORS if c != color_of(t)])
+        rejected = f"{wrong} is {t} the" if scrambled else f"The {t} is {wrong}."
+        out.append({"prompt": f"What color is the {t}?", "chosen": f"The {t} is {color_of(t)}.",
+                    "rejected": rejected, "score_chosen": 9, "score_rejected": 3})
+    return out
+
+
+def f64_logp(model, ids: np.ndarray, mask: np.ndarray) -> float:
+    """log p(reply) in float64, straight from the logits: sum over target tokens t of log p(ids[t] | ids[<t])."""
+    with torch.no_grad():
+        logits = model(torch.from_numpy(ids.astype(np.int64))[None])[0].double()
+    logp = torch.log_softmax(logits[:, :model.cfg.vocab_size], dim=-1)
+    return sum(float(logp[t - 1, ids[t]]) for t in range(1, len(ids)) if mask[t])
+
+
+@pytest.mark.parametrize("beta,sft_coef", [(1.0, 0.0), (0.1, 0.5)])
+def test_dpo_loss_matches_float64_formula(source, beta, sft_coef):
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    pairs = []
+    for r in color_pairs(5):
+        pairs.append(encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"]))
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(tok.get_vocab_size())).eval()
+    ref = np.random.default_rng(0).normal(-40, 3, size=(5, 2))
+    obj = DPOObjective(pairs, 5, 1, 0, pad_id=1, beta=beta, sft_coef=sft_coef, ref_logps=ref)
+    batch = obj.next_batch()
+    loss, metrics = obj.loss(model, batch)
+    want, rc, rr, acc, sft = 0.0, 0.0, 0.0, 0.0, 0.0
+    for i, k in enumerate(batch["pair_index"].tolist()):
+        p = pairs[k]
+        pc, pr = f64_logp(model, p.chosen, p.chosen_mask), f64_logp(model, p.rejected, p.rejected_mask)
+        z = beta * ((pc - ref[k, 0]) - (pr - ref[k, 1]))
+        want += -math.log(1 / (1 + math.exp(-z)))
+        sft += -pc / (p.chosen_mask[1:].sum())
+        rc, rr, acc = rc + beta * (pc - ref[k, 0]), rr + beta * (pr - ref[k, 1]), acc + (z > 0)
+    want += sft_coef * sft
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    assert float(metrics["reward_chosen_sum"]) == pytest.approx(rc, rel=1e-5)
+    assert float(metrics["reward_rejected_sum"]) == pytest.approx(rr, rel=1e-5)
+    assert float(metrics["margin_sum"]) == pytest.approx(rc - rr, rel=1e-4, abs=1e-4)
+    assert float(metrics["accuracy_sum"]) == acc
+    # the frozen-model reference gives the same terms as precomputed log-probs
+    ref_lp = reference_logps(model, pairs, pad_id=1, batch_size=2)
+    a = DPOObjective(pairs, 5, 1, 0, 1, beta, sft_coef, ref_logps=ref_lp)
+    b = DPOObjective(pairs, 5, 1, 0, 1, beta, sft_coef, reference=Transformer(model.cfg))
+    b.reference.load_state_dict(model.state_dict())
+    la, lb = a.loss(model, a.next_batch())[0], b.loss(model, b.next_batch())[0]
+    assert la.item() == pytest.approx(lb.item(), rel=1e-5)
+    if sft_coef == 0:
+        assert la.item() == pytest.approx(5 * math.log(2), rel=1e-5)   # policy == reference
+
+
+def test_pair_filters_counted(source, tmp_path):
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    good = color_pairs(3, seed=1)
+    recs = [*good,
+            good[0],                                                              # duplicate
+            {**good[1], "rejected": good[1]["chosen"] + " "},                     # tie (same text)
+            {**good[2], "score_rejected": 9},                                     # tie (same score)
+            {**good[2], "score_chosen": 2},                                       # inverted (2 < 3)
+            {**good[2], "score_chosen": 7, "score_rejected": 1},                  # low score (< 8 of 10)
+            {**good[0], "chosen": "purple " * 300},                               # too long
+            "not json", {"prompt": "x", "chosen": "y"},                           # malformed x2
+            {"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+             "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go."}]}]
+    path = write_jsonl(tmp_path / "p.jsonl", recs)
+    errors = ErrorSink(tmp_path / "rejects.jsonl")
+    pairs, stats = load_pairs([str(path)], tok, 128, errors, min_score_chosen=8)
+    errors.close()
+    assert stats == {"records": 12, "kept": 4, "duplicate": 1, "tie": 2, "inverted": 1, "low_score": 1,
+                     "too_long": 1, "malformed": 2}
+    assert len(pairs) == 4
+    rej = [json.loads(l) for l in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rej] == [10, 11] and "rejected" in rej[1]["detail"]
+    # the message-list form: prompt = the messages before the reply, only the reply is a target
+    last = pairs[-1]
+    assert tok.decode(last.chosen[last.chosen_mask].tolist(), skip_special_tokens=False) == "Hello.<|im_end|>"
+
+
+def test_tiny_dpo_run_preference_accuracy_rises(source, tmp_path):
+    src_run, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    recs = color_pairs(24, scrambled=True)
+    data = write_jsonl(tmp_path / "pairs.jsonl", recs)
+    out = tmp_path / "dpo"
+    cfg = config.load(DPOConfig, None, [f"init.from_checkpoint={src_run}", f"data=[{data}]", f"out_dir={out}",
+                                        "train.seq_len=64", "train.micro_batch_size=8", "train.optim.lr=3e-3",
+                                        "epochs=3", "beta=0.5", "min_score_chosen=8"])
+    assert DPOConfig.__dataclass_fields__["epochs"].default == 1
+    summary = run(cfg, progress=False)
+    acc = losses(out, "accuracy_sum")
+    stats = json.loads((out / "stats.json").read_text())
+    n = stats["pairs"]["kept"]
+    assert stats["pairs"]["duplicate"] == 24 - n and n >= 16
+    assert len(acc) == summary["step"] == stats["planned_steps"] == math.ceil(3 * n / 8)
+    for key in ("reward_chosen_sum", "reward_rejected_sum", "margin_sum", "dpo_loss_sum"):
+        assert all(math.isfinite(v) for v in losses(out, key))
+    # on its training pairs, the final policy prefers chosen far more often than at the start
+    pairs, _ = load_pairs([str(data)], tok, 64, ErrorSink(None))
+    policy, _ = load_checkpoint(out)
+    start, _ = load_checkpoint(src_run)
+    margin = (reference_logps(policy, pairs, 1) - reference_logps(start, pairs, 1)) @ np.array([1.0, -1.0])
+    assert (margin > 0).mean() >= 0.9          # at the start policy == reference: margin 0, accuracy 0
+    assert acc[0] < 0.5 and np.mean(acc[-3:]) >= 0.9
+    margins = losses(out, "margin_sum")
+    assert np.mean(margins[-3:]) > margins[0] + 0.5
+    assert run(cfg, progress=False)["skipped"]
+
+
+def test_build_pairs_from_sft_cli_with_model_samples(source, tmp_path):
+    from lmforge.align.cli import register
+
+    src_run, _ = source
+    sft = make_sft_file(tmp_path / "sft.jsonl", n=6)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "dpo"
+    args = parser.parse_args(["dpo", "--quiet", "--build-pairs", str(sft), "--set", f"init.from_checkpoint={src_run}",
+                              "--set", f"out_dir={out}", "--set", "train.seq_len=128", "--set",
+                              "train.micro_batch_size=4", "--set", "pairs_from_sft.rejected=model", "--set",
+                              "pairs_from_sft.max_new_tokens=6", "--set", "max_steps=2", "--set",
+                              "reference=model"])
+    assert args.func(args) == 0
+    built = [json.loads(l) for l in (out / "pairs_from_sft.jsonl").read_text().splitlines()]
+    assert built and all(r["meta"]["rejected_kind"] == "model_sample" for r in built)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["pairs_from_sft"]["conversations"] == 6 and stats["pairs_from_sft"]["rejected"] == "model"
+    assert json.loads((out / "DONE.json").read_text())["step"] == 2
+    assert (out / "tokenizer" / "tokenizer.json").exists()
+    # synthetic pairs (default): real reply vs another conversation's / truncated / shuffled reply
+    cfg = config.load(DPOConfig, None, [f"init.from_checkpoint={src_run}", f"pairs_from_sft.files=[{sft}]",
+                                        f"out_dir={tmp_path / 'syn'}", "train.seq_len=128", "max_steps=1"])
+    assert cfg.train.optim.lr == 1e-6 and cfg.train.schedule.kind == "cosine" and cfg.beta == 1.0
+    run(cfg, progress=False)
+    kinds = {json.loads(l)["meta"]["rejected_kind"] for l in (tmp_path / "syn" / "pairs_from_sft.jsonl").open()}
+    assert kinds <= {"other", "truncated", "shuffled"} and "other" in kinds

@@ -1,0 +1,126 @@
+"""Self-knowledge: C-RLFT per-class weights and KL term, RLCD prompts, a tiny `selfknow` run."""
+import copy
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lmforge import config
+from lmforge.align.chat_template import encode_chat
+from lmforge.align.self_knowledge import DEFAULT_FACTS, facts_system_prompt, prompt_ids
+from lmforge.align.sft_data import Conversation, load_conversations
+from lmforge.config import ConfigError
+from lmforge.data.documents import ErrorSink
+from lmforge.model import Transformer
+from lmforge.tokenizer.train import load_tokenizer
+from lmforge.train.objectives.crlft import CRLFTObjective
+from lmforge.train.selfknow import SelfKnowConfig, run
+from test_align_utils import conversation, make_sft_file, make_source, tiny_model_cfg, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_source(tmp_path_factory.mktemp("src"))
+
+
+def f64_terms(model, ref, c: Conversation, V: int) -> tuple[float, float]:
+    """(sum of CE over the conversation's targets, sum of KL(model || ref) there), float64, alone."""
+    ids = torch.from_numpy(c.ids.astype(np.int64))[None]
+    with torch.no_grad():
+        lp = torch.log_softmax(model(ids)[0, :, :V].double(), -1)
+        lq = torch.log_softmax(ref(ids)[0, :, :V].double(), -1)
+    t = [i for i in range(1, len(c.ids)) if c.mask[i]]
+    ce = -sum(float(lp[i - 1, c.ids[i]]) for i in t)
+    kl = sum(float((lp[i - 1].exp() * (lp[i - 1] - lq[i - 1])).sum()) for i in t)
+    return ce, kl
+
+
+def test_crlft_class_weights_and_kl(source):
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    V = tok.get_vocab_size()
+    rng = random.Random(0)
+    convs = [Conversation(*encode_chat(tok, conversation(rng, 1)["messages"]), cls=k) for k in (0, 1, 0)]
+    weights = [1.0, 0.1]
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(V)).eval()
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    obj = CRLFTObjective(convs, [[0, 1, 2]], 128, 1, 1, class_weights=weights, reference=ref, kl_coef=0.3,
+                         vocab_size=V)
+    batch = obj.next_batch()
+    loss, m = obj.loss(model, batch)
+    terms = [f64_terms(model, ref, c, V) for c in convs]
+    want_w = sum(weights[c.cls] * ce for c, (ce, _) in zip(convs, terms))
+    want_kl = sum(kl for _, kl in terms)
+    assert float(m["weighted_ce_sum"]) == pytest.approx(want_w, rel=1e-4)
+    assert float(m["ce_sum"]) == pytest.approx(sum(ce for ce, _ in terms), rel=1e-4)
+    assert float(m["kl_sum"]) == pytest.approx(want_kl, rel=1e-3) and want_kl > 0
+    assert loss.item() == pytest.approx(want_w + 0.3 * want_kl, rel=1e-4)
+    assert obj.weight(batch) == sum(int(c.mask[1:].sum()) for c in convs)
+    # the KL term vanishes when the policy is the reference
+    same = CRLFTObjective(convs, [[0, 1, 2]], 128, 1, 1, class_weights=weights, reference=copy.deepcopy(model),
+                          kl_coef=1.0, vocab_size=V)
+    assert float(same.loss(model, same.next_batch())[1]["kl_sum"]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_class_tags_and_rlcd_prompts(source, tmp_path):
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    rng = random.Random(0)
+    path = write_jsonl(tmp_path / "c.jsonl", [{**conversation(rng, 1), "class": "positive"},
+                                              {**conversation(rng, 1, system=True)},     # class from its file
+                                              {**conversation(rng, 1), "class": "bogus"}])
+    convs, stats = load_conversations([str(path)], tok, 256, 8, ErrorSink(None), classes={"positive": 0, "sft": 1},
+                                      path_classes={str(path): "sft"}, tag_format="<class:{name}>")
+    assert stats["kept"] == 2 and stats["unknown_class"] == 1 and [c.cls for c in convs] == [0, 1]
+    texts = [tok.decode(c.ids.tolist(), skip_special_tokens=False) for c in convs]
+    assert texts[0].startswith("<|im_start|>system\n<class:positive><|im_end|>")
+    assert texts[1].startswith("<|im_start|>system\n<class:sft>\nYou answer questions about colors.")
+    system = facts_system_prompt(DEFAULT_FACTS, [{"user": "Name?", "assistant": "Forge."}])
+    pos = tok.decode(prompt_ids(tok, "Who are you?", system), skip_special_tokens=False)
+    neg = tok.decode(prompt_ids(tok, "Who are you?", None), skip_special_tokens=False)
+    assert all(f in pos for f in DEFAULT_FACTS) and "User: Name?\nAssistant: Forge." in pos
+    assert neg == "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
+    assert pos.endswith(neg)
+
+
+def test_tiny_selfknow_run(source, tmp_path):
+    src_run, _ = source
+    sft = make_sft_file(tmp_path / "sft.jsonl", n=12, max_turns=1)
+    out = tmp_path / "sk"
+    over = [f"init.from_checkpoint={src_run}", f"out_dir={out}", f"sources.sft={sft}", "class_weights.sft=0.5",
+            "prompts=['Who are you?', 'What is your name?', 'Who made you?']", "samples_per_prompt=2",
+            "max_new_tokens=8", "temperature=1.0", "train.seq_len=128", "train.micro_batch_size=4",
+            "train.optim.lr=3e-3", "epochs=1", "kl_coef=0.1"]
+    cfg = config.load(SelfKnowConfig, None, over)
+    assert cfg.weights() == {"positive": 1.0, "negative": 0.1, "sft": 0.5}
+    summary = run(cfg, progress=False)
+    rlcd = [json.loads(l) for l in (out / "rlcd.jsonl").read_text().splitlines()]
+    gen = json.loads((out / "rlcd_stats.json").read_text())
+    assert gen["prompts_sampled"] == 6 and {r["class"] for r in rlcd} <= {"positive", "negative"}
+    assert len(rlcd) == gen["kept_positive"] + gen["kept_negative"] > 0
+    assert all(r["messages"][0] == {"role": "user", "content": r["messages"][0]["content"]} for r in rlcd)
+    pairs = (out / "rlcd_pairs.jsonl").read_text().splitlines()
+    assert len(pairs) == gen["pairs"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["conversations"]["kept"] == len(rlcd) + 12 and stats["classes"] == {"positive": 0, "negative": 1,
+                                                                                      "sft": 2}
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in l]
+    assert len(recs) == summary["step"] and all(r["kl_sum"] >= 0 and "weighted_ce_sum" in r for r in recs)
+    assert (out / "tokenizer" / "tokenizer.json").exists()
+    assert run(cfg, progress=False)["skipped"]
+
+
+def test_selfknow_config_errors(source):
+    src_run, _ = source
+    with pytest.raises(ConfigError, match="class_weights.extra"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "sources.extra=x.jsonl"])
+    with pytest.raises(ConfigError, match="tag_format"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "tag_format=<c>"])
+    with pytest.raises(ConfigError, match="few_shot"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "few_shot=[{user: a}]"])

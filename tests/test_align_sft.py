@@ -1,0 +1,245 @@
+"""SFT: ChatML masking, packing, NEFTune, pretraining mix, stats, a tiny run, resume/skip."""
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lmforge import config
+from lmforge.align.chat_template import encode_chat, render
+from lmforge.align.sft_data import Conversation, build_row, load_conversations
+from lmforge.config import ConfigError
+from lmforge.data.documents import ErrorSink
+from lmforge.model import Transformer
+from lmforge.tokenizer.train import load_tokenizer
+from lmforge.train.objectives.sft import NEFTune
+from lmforge.train.sft import SFTConfig, build, run
+from test_align_utils import conversation, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
+from conftest import make_token_dataset
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_source(tmp_path_factory.mktemp("src"))
+
+
+def sft_cfg(src_run, data, out, *extra):
+    return config.load(SFTConfig, None, [f"init.from_checkpoint={src_run}", f"data={[str(d) for d in data]}",
+                                         f"out_dir={out}", "train.seq_len=128", "train.micro_batch_size=4",
+                                         "train.optim.lr=3e-3", *extra])
+
+
+MSGS = [{"role": "system", "content": "You answer questions about colors."},
+        {"role": "user", "content": "What color is the sky?"},
+        {"role": "assistant", "content": "The sky is blue."},
+        {"role": "user", "content": "And  the grass?"},
+        {"role": "assistant", "content": "  The grass is green.\nYes."}]
+
+
+def expected_mask(tok, ids, train_on="all"):
+    """Independent token-by-token walk: inside <|im_start|>ROLE\\n ... <|im_end|>, the content
+    tokens and the closing <|im_end|> of assistant turns are targets."""
+    start, end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
+    out, role, state, header = [], None, "outside", ""
+    n_assist = sum(tok.decode([i], skip_special_tokens=False) == "assistant" for i in ids)
+    seen = 0
+    for i in ids:
+        piece = tok.decode([int(i)], skip_special_tokens=False)
+        if i == start:
+            state, header = "header", ""
+            out.append(False)
+        elif state == "header":
+            header += piece
+            out.append(False)
+            if header.endswith("\n"):
+                role, state = header[:-1], "content"
+                seen += role == "assistant"
+        elif state == "content":
+            target = role == "assistant" and (train_on == "all" or seen == n_assist)
+            out.append(target)
+            if i == end:
+                state = "outside"
+        else:
+            out.append(False)
+    return np.array(out)
+
+
+def test_chatml_ids_match_transformers_template_and_mask_token_by_token(source):
+    from transformers import PreTrainedTokenizerFast
+
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    ids, mask = encode_chat(tok, MSGS)
+    hf = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
+    text = hf.apply_chat_template(MSGS, tokenize=False)
+    assert text == render(MSGS)
+    assert ids.tolist() == hf(text, add_special_tokens=False)["input_ids"]
+    assert mask.tolist() == expected_mask(tok, ids).tolist()
+    im_end = "<|im_end|>"
+    assert tok.decode(ids[mask].tolist(), skip_special_tokens=False) == \
+        f"The sky is blue.{im_end}  The grass is green.\nYes.{im_end}"
+    last_ids, last = encode_chat(tok, MSGS, "last")
+    assert last_ids.tolist() == ids.tolist() and last.tolist() == expected_mask(tok, ids, "last").tolist()
+    assert not encode_chat(tok, MSGS, "none")[1].any()
+
+
+def test_packed_row_resets_attention_and_positions(source):
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    rng = random.Random(1)
+    convs = [Conversation(*encode_chat(tok, conversation(rng, k)["messages"])) for k in (1, 2, 1)]
+    T = 128
+    assert sum(len(c.ids) for c in convs) <= T
+    row = build_row(convs, [0, 1, 2], T, pad_id=1)
+    at = 0
+    for k, c in enumerate(convs):
+        n = len(c.ids)
+        assert (row["doc_ids"][at:at + n] == k).all() and (row["position_ids"][at:at + n] == np.arange(n)).all()
+        # labels: next token where it is a target, never the first token of the next conversation
+        want = np.where(c.mask[1:], c.ids[1:], -100)
+        assert (row["labels"][at:at + n - 1] == want).all() and row["labels"][at + n - 1] == -100
+        at += n
+    assert (row["doc_ids"][at:] == -1).all() and (row["labels"][at:] == -100).all()
+    # attention reset: each conversation's logits in the packed row equal those of the conversation alone
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(tok.get_vocab_size())).eval()
+    with torch.no_grad():
+        packed = model(torch.from_numpy(row["input_ids"])[None], torch.from_numpy(row["position_ids"])[None],
+                       torch.from_numpy(row["doc_ids"])[None])[0]
+        at = 0
+        for c in convs:
+            alone = model(torch.from_numpy(c.ids.astype(np.int64))[None])[0]
+            V = tok.get_vocab_size()
+            torch.testing.assert_close(packed[at:at + len(c.ids), :V], alone[:, :V], atol=1e-4, rtol=1e-4)
+            at += len(c.ids)
+
+
+def test_neftune_scale_and_train_only():
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(100)
+    model = Transformer(cfg)
+    neft = NEFTune(alpha=5.0, pad_id=0)
+    neft.attach(model)
+    ids = torch.randint(1, 100, (2, 64))
+    ids[1, 40:] = 0                                    # padding: L = 40 in row 1
+    clean = torch.nn.functional.embedding(ids, model.embed_tokens.weight)
+    model.eval()
+    assert torch.equal(model.embed_tokens(ids), clean)  # no noise in eval / generation
+    model.train()
+    noise = model.embed_tokens(ids) - clean
+    for row, L in ((0, 64), (1, 40)):
+        bound = 5.0 / math.sqrt(L * cfg.d_model)
+        n = noise[row].detach()
+        assert n.abs().max() <= bound * (1 + 1e-5) and n.abs().max() > 0.95 * bound
+        assert n.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)  # uniform(-b, b)
+    assert torch.equal(NEFTune(0.0, 0)(model.embed_tokens, (ids,), clean), clean)
+
+
+def test_stats_count_every_drop(source, tmp_path):
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    rng = random.Random(0)
+    long_text = " ".join(["purple"] * 200)
+    recs = [conversation(rng, 1), conversation(rng, 8), conversation(rng, 9),     # kept, kept, >8 turns
+            "{not json", {"messages": [{"role": "robot", "content": "x"}]},        # malformed x2
+            {"messages": [{"role": "user", "content": "hi"}]},                    # no assistant reply
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": long_text}]}]
+    path = write_jsonl(tmp_path / "d.jsonl", recs)
+    errors = ErrorSink(tmp_path / "rejects.jsonl")
+    convs, stats = load_conversations([str(path)], tok, 200, 8, errors)   # 8 turns: ~170 tokens; long: ~210
+    errors.close()
+    assert stats == {"records": 7, "kept": 2, "too_many_turns": 1, "malformed": 2, "no_assistant": 1,
+                     "too_long": 1}
+    assert len(convs) == 2
+    _, stats = load_conversations([str(path)], tok, 128, 0, ErrorSink(None))  # no turn limit, shorter context
+    assert stats["too_many_turns"] == 0 and stats["too_long"] == 3 and stats["kept"] == 1
+    rej = [json.loads(l) for l in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rej] == [(4, "malformed"), (5, "malformed")]
+    assert all(r["file"] == str(path) for r in rej)
+
+
+EXTRA = ["epochs=3", "neftune_alpha=5", "train.micro_batch_size=2", "train.optim.lr=1e-2", "train.seq_len=96"]
+
+
+def test_tiny_sft_run_response_loss_falls_and_skips(source, tmp_path):
+    from lmforge.model.load import load_checkpoint
+
+    src_run, _ = source
+    data = make_sft_file(tmp_path / "sft.jsonl", n=40, max_turns=2)
+    bad = write_jsonl(tmp_path / "bad.jsonl", ["{oops", conversation(random.Random(3), 9)])
+    out = tmp_path / "sft"
+    summary = run(sft_cfg(src_run, [data, bad], out, *EXTRA), progress=False)
+    ls = losses(out)
+    assert len(ls) == summary["step"] and sum(ls[-3:]) / 3 < 0.7 * sum(ls[:3]) / 3
+    stats = json.loads((out / "stats.json").read_text())["conversations"]
+    assert stats == {"records": 42, "kept": 40, "malformed": 1, "too_many_turns": 1, "no_assistant": 0,
+                     "too_long": 0}
+    assert (out / "DONE.json").exists() and (out / "tokenizer" / "tokenizer.json").exists()
+    model, _ = load_checkpoint(out)                       # run_config carries the "model" key
+    assert model.cfg.d_model == 32
+    again = run(sft_cfg(src_run, [data, bad], out, *EXTRA), progress=False)
+    assert again["skipped"] and again["step"] == summary["step"]
+
+
+def test_pretraining_mix_ratio_realised(source, tmp_path):
+    src_run, _ = source
+    data = make_sft_file(tmp_path / "sft.jsonl", n=60)
+    tokens = make_token_dataset(tmp_path / "tokens", n_docs=40, vocab=128)
+    trainer = build(sft_cfg(src_run, [data], tmp_path / "out", f"mix.data={tokens}", "mix.share=0.4"), progress=False)
+    obj = trainer.objective
+    shares = []
+    while (b := obj.next_batch()) is not None:
+        m = obj.realised_mixture()
+        shares.append(m["pretraining_share"])
+        assert set(b) >= {"input_ids", "labels", "position_ids", "doc_ids", "is_pt"}
+    assert obj.realised_mixture()["pretraining_share"] == pytest.approx(0.4, abs=0.03)  # Index: 4:6
+    assert all(abs(s - 0.4) < 0.15 for s in shares[3:])  # tracks the target all along
+    planned_micro = trainer.cfg.steps * trainer.cfg.grad_accum
+    assert len(shares) <= planned_micro  # the planned steps cover the whole mixed run
+
+
+def test_exact_resume_with_mix_and_neftune(source, tmp_path):
+    src_run, _ = source
+    data = make_sft_file(tmp_path / "sft.jsonl", n=16, max_turns=2)
+    tokens = make_token_dataset(tmp_path / "tokens", n_docs=30, vocab=128)
+    extra = ["epochs=2", f"mix.data={tokens}", "neftune_alpha=5", "train.ckpt_every=3", "train.seq_len=64"]
+    run(sft_cfg(src_run, [data], tmp_path / "straight", *extra), progress=False)
+    cfg = sft_cfg(src_run, [data], tmp_path / "split", *extra)
+    trainer = build(cfg, progress=False)
+    for _ in range(3):
+        trainer.train_step()
+        trainer.step += 1
+    trainer.save_checkpoint()
+    del trainer                                           # "crash" after the step-3 checkpoint
+    (tmp_path / "split" / "metrics.jsonl").write_text("")
+    summary = run(cfg, progress=False)
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "split")
+    assert summary["step"] == len(a) and a[3:] == b
+    mix = json.loads((tmp_path / "split" / "mixture.json").read_text())
+    assert mix == json.loads((tmp_path / "straight" / "mixture.json").read_text())
+    assert mix["pretraining_share"] == pytest.approx(0.4, abs=0.05)
+
+
+def test_load_optimizer_keeps_stage_hyperparameters(source, tmp_path):
+    src_run, _ = source
+    data = make_sft_file(tmp_path / "sft.jsonl", n=8)
+    cfg = config.load(SFTConfig, None, [f"init.from_checkpoint={src_run}", f"data=[{data}]",
+                                        f"out_dir={tmp_path / 'o'}", "train.seq_len=128", "init.load_optimizer=true"])
+    assert cfg.train.optim.lr == 1e-5 and cfg.train.schedule.kind == "constant" and cfg.epochs == 2
+    assert cfg.max_turns == 8
+    trainer = build(cfg, progress=False)
+    state = trainer.optimizer.state_dict()["state"]
+    assert state and all("exp_avg" in s for s in state.values())   # the pretraining moments
+    assert all(g["lr"] == 1e-5 for g in trainer.optimizer.param_groups)
+
+
+def test_bad_config_is_one_line(source, tmp_path):
+    src_run, _ = source
+    with pytest.raises(ConfigError, match="data"):
+        config.load(SFTConfig, None, [f"init.from_checkpoint={src_run}"])
+    with pytest.raises(ConfigError, match="train.steps"):
+        config.load(SFTConfig, None, [f"init.from_checkpoint={src_run}", "data=[x]", "train.steps=5"])
+    with pytest.raises(ConfigError, match="data: .*no such file"):
+        build(sft_cfg(src_run, [tmp_path / "missing.jsonl"], tmp_path / "o"), progress=False)
