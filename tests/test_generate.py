@@ -47,6 +47,23 @@ def test_cached_logits_equal_full_forward():
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_truncated_cache_refed_equals_full_forward():
+    """What chat does when a new turn diverges from the cached ids: cut back, feed the rest."""
+    model = tiny_model(n_kv_heads=2, rotary_pct=0.5)
+    x = torch.randint(0, 100, (1, 24), generator=torch.Generator().manual_seed(2))
+    y = x.clone()
+    y[0, 10:] = (y[0, 10:] + 7) % 100                     # diverges after 10 tokens
+    with torch.no_grad():
+        cache = KVCache.for_model(model, 1, 24)
+        model.forward_cached(x, cache)
+        cache.truncate(10)
+        got = model.forward_cached(y[:, 10:], cache)
+        full = model(y)[:, 10:]
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        cache.truncate(25)
+
+
 def test_left_padded_row_equals_row_alone():
     model = tiny_model()
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""`lmforge export` and `lmforge generate`."""
+"""`lmforge export`, `lmforge generate` and `lmforge chat`."""
 from __future__ import annotations
 
 import json
@@ -31,17 +31,48 @@ def register(subparsers) -> None:
     g.add_argument("--json", action="store_true", help="print a JSON list of {prompt, output}")
     g.set_defaults(func=_generate)
 
+    c = subparsers.add_parser("chat", help="multi-turn ChatML chat in the terminal (reads stdin, streams replies)")
+    c.add_argument("checkpoint", help="step-N folder, run folder, or an exported HF folder")
+    c.add_argument("--system", default=None, help="a system message")
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    c.add_argument("--top-k", type=int, default=0)
+    c.add_argument("--top-p", type=float, default=0.9)
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--no-cache-reuse", action="store_true", help="recompute the whole conversation every turn")
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(func=_chat)
+
 
 def _export(args) -> int:
-    from lmforge.export.hf import export
-    out = export(args.checkpoint, args.out_dir, dtype=args.dtype, tokenizer=args.tokenizer)
-    print(f"exported to {out}")
+    from lmforge.export.hf import ExportConfig, run
+    summary = run(ExportConfig(checkpoint=args.checkpoint, out_dir=args.out_dir, dtype=args.dtype,
+                               tokenizer=args.tokenizer), progress=False)
+    if summary.get("skipped"):
+        print(f"{args.out_dir} already exported (delete {args.out_dir}/DONE.json to export again)")
+    else:
+        print(f"exported {summary['arch']} to {args.out_dir}")
     return 0
 
 
 def chatml(user: str, system: str | None = None) -> str:
-    turns = ([("system", system)] if system else []) + [("user", user)]
-    return "".join(f"<|im_start|>{r}\n{c}<|im_end|>\n" for r, c in turns) + "<|im_start|>assistant\n"
+    from lmforge.align.chat_template import render
+    turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return render(turns, add_generation_prompt=True)
+
+
+def _chat(args) -> int:
+    from lmforge.export.chat import ChatSession, chat_loop
+    from lmforge.export.generate import load_for_generation
+    model, tok = load_for_generation(args.checkpoint, args.device)
+    try:
+        session = ChatSession(model, tok, system=args.system, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                              reuse_cache=not args.no_cache_reuse)
+    except ValueError as e:
+        print(f"lmforge chat: {e}", file=sys.stderr)
+        return 2
+    return chat_loop(session, sys.stdin, sys.stdout)
 
 
 def _generate(args) -> int:
@@ -59,8 +90,12 @@ def _generate(args) -> int:
     on_token = (lambda i, piece: (sys.stdout.write(piece), sys.stdout.flush())) if stream else None
     if stream and not args.chat:
         sys.stdout.write(prompts[0])
-    outs = generate(model, tok, inputs, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed, on_token=on_token)
+    try:
+        outs = generate(model, tok, inputs, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed, on_token=on_token)
+    except ValueError as e:   # bad sampling options: one line, not a traceback
+        print(f"lmforge generate: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps([{"prompt": p, "output": o} for p, o in zip(prompts, outs)], ensure_ascii=False, indent=1))
     elif stream:

@@ -149,6 +149,13 @@ class KVCache:
     def advance(self, T: int) -> None:
         self.length += T
 
+    def truncate(self, n: int) -> None:
+        """Forget every slot from n on (a chat turn whose prompt diverges from what was cached);
+        those slots are rewritten, validity included, before any query reads them."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"KV cache: cannot truncate to {n} slots, {self.length} filled")
+        self.length = n
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (e.g. drop finished sequences from the batch)."""
         self.k, self.v = self.k[:, index], self.v[:, index]

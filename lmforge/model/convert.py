@@ -10,6 +10,14 @@ outputs. A model with rotary_pct < 1 is therefore exported as Phi3ForCausalLM, t
 block (RMSNorm, SwiGLU, no biases) with fused qkv_proj / gate_up_proj, whose rotary
 embedding does rotate only the first partial_rotary_factor of each head. Full-rotary
 models are exported as LlamaForCausalLM.
+
+Partial rotary WITH rope scaling: Phi3Config (5.23) refuses every rope_type but
+default/longrope, so `hf_arch` refuses it; `export_arch` picks GlmForCausalLM instead
+(same block again: RMSNorm, SwiGLU with fused gate_up_proj, partial rotary, any rope
+type incl. dynamic/linear, attention_bias=False). GLM rotates INTERLEAVED pairs
+(2i, 2i+1) where we rotate (i, i + rotary_dim/2) at the same frequency i, so the q/k
+projection rows of each head's rotary part are permuted on export (and back on import).
+Applying one permutation to both q and k leaves every attention score q.k unchanged.
 """
 from __future__ import annotations
 
@@ -26,9 +34,30 @@ _LAYER_KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
+_ARCH_CLASSES = {"llama": "LlamaForCausalLM", "phi3": "Phi3ForCausalLM", "glm": "GlmForCausalLM"}
+
+
 def hf_arch(cfg: ModelConfig) -> str:
     """"llama", or "phi3" when only part of each head is rotated (see module docstring)."""
     return "llama" if cfg.rotary_dim == cfg.head_dim else "phi3"
+
+
+def export_arch(cfg: ModelConfig) -> str:
+    """The HF architecture with exact logits: llama (full rotary), phi3 (partial), glm (partial + scaling)."""
+    arch = hf_arch(cfg)
+    return "glm" if arch == "phi3" and cfg.rope_scaling is not None else arch
+
+
+def _glm_rotary_perm(cfg: ModelConfig) -> torch.Tensor:
+    """Row order of one head for GLM: new dim 2i <- ours i, 2i+1 <- ours i + rotary_dim/2."""
+    half = cfg.rotary_dim // 2
+    rot = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
+    return torch.cat([rot, torch.arange(cfg.rotary_dim, cfg.head_dim)])
+
+
+def _permute_heads(w: torch.Tensor, perm: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Reorder the output rows of a q/k projection [heads * head_dim, d] inside every head."""
+    return w.view(-1, head_dim, w.shape[-1])[:, perm].reshape(w.shape)
 
 
 def _partial_factor(cfg: ModelConfig) -> float:
@@ -39,19 +68,30 @@ def _partial_factor(cfg: ModelConfig) -> float:
     return f
 
 
-def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
-    """config.json for LlamaForCausalLM (full rotary) or Phi3ForCausalLM (partial rotary)."""
-    arch = hf_arch(cfg)
+def _check_arch(cfg: ModelConfig, arch: str | None) -> str:
+    arch = arch or hf_arch(cfg)
+    if arch not in _ARCH_CLASSES:
+        raise ValueError(f"arch {arch!r} is not one of {', '.join(_ARCH_CLASSES)}")
+    if arch == "llama" and cfg.rotary_dim != cfg.head_dim:
+        raise ValueError(f"rotary_pct {cfg.rotary_pct}: LlamaForCausalLM rotates the whole head; use phi3 or glm")
+    return arch
+
+
+def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32, arch: str | None = None) -> dict:
+    """config.json for LlamaForCausalLM (full rotary), Phi3ForCausalLM (partial rotary) or,
+    when asked (arch="glm", see export_arch), GlmForCausalLM."""
+    arch = _check_arch(cfg, arch)
     rope = {"rope_type": "default", "rope_theta": float(cfg.rope_theta)}
     rs = cfg.rope_scaling
     if rs is not None:
-        if arch != "llama":
+        if arch == "phi3":
             # Phi3Config accepts only default/longrope RoPE; exporting would silently change outputs
             raise ValueError(f"rope_scaling {rs.type!r} with partial rotary (rotary_pct {cfg.rotary_pct}) "
-                             "cannot be exported: transformers' Phi-3 refuses that rope type")
+                             "cannot be exported as Phi-3 (transformers refuses that rope type); "
+                             "use arch='glm' (lmforge export picks it)")
         rope.update(rope_type=rs.type, factor=float(rs.factor))
     out = {
-        "architectures": ["LlamaForCausalLM" if arch == "llama" else "Phi3ForCausalLM"],
+        "architectures": [_ARCH_CLASSES[arch]],
         "model_type": arch,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
@@ -81,14 +121,21 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict
     else:
         factor = _partial_factor(cfg)
         rope["partial_rotary_factor"] = factor
-        out.update(partial_rotary_factor=factor, original_max_position_embeddings=cfg.max_seq_len,
-                   sliding_window=None, resid_pdrop=0.0, embd_pdrop=0.0)
+        out.update(partial_rotary_factor=factor)
+        if arch == "phi3":
+            out.update(original_max_position_embeddings=cfg.max_seq_len, sliding_window=None,
+                       resid_pdrop=0.0, embd_pdrop=0.0)
+        else:   # GLM's config defaults to q/k/v biases; ours has none
+            out.update(attention_bias=False)
     return out
 
 
-def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Our weights under HF names: vocab sliced to the real size, Norm-Head folded, Phi-3 fusing."""
+def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None,
+                     arch: str | None = None) -> dict[str, torch.Tensor]:
+    """Our weights under HF names: vocab sliced to the real size, Norm-Head folded, Phi-3/GLM
+    fusing (and GLM's interleaved rotary order)."""
     cfg = model.cfg
+    arch = _check_arch(cfg, arch)
     V = cfg.vocab_size
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     out = {"model.embed_tokens.weight": sd["embed_tokens.weight"][:V], "model.norm.weight": sd["norm.weight"]}
@@ -96,9 +143,14 @@ def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None) -> di
         p = f"layers.{i}."
         for key in _LAYER_KEYS:
             out[f"model.{p}{key}.weight"] = sd[f"{p}{key}.weight"]
-        if hf_arch(cfg) == "phi3":
+        if arch == "phi3":
             qkv = [out.pop(f"model.{p}self_attn.{n}_proj.weight") for n in "qkv"]
             out[f"model.{p}self_attn.qkv_proj.weight"] = torch.cat(qkv, dim=0)
+        if arch == "glm":
+            for n in "qk":
+                key = f"model.{p}self_attn.{n}_proj.weight"
+                out[key] = _permute_heads(out[key], _glm_rotary_perm(cfg), cfg.head_dim)
+        if arch in ("phi3", "glm"):
             gate_up = [out.pop(f"model.{p}mlp.{n}_proj.weight") for n in ("gate", "up")]
             out[f"model.{p}mlp.gate_up_proj.weight"] = torch.cat(gate_up, dim=0)
     if not (cfg.tie_embeddings and not cfg.norm_head):
@@ -111,8 +163,8 @@ def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None) -> di
 
 def _model_config_from_hf(config: dict, overrides: dict) -> ModelConfig:
     arch = config.get("model_type")
-    if arch not in ("llama", "phi3"):
-        raise ValueError(f"config.json: model_type {arch!r} is not supported (llama, phi3)")
+    if arch not in _ARCH_CLASSES:
+        raise ValueError(f"config.json: model_type {arch!r} is not supported ({', '.join(_ARCH_CLASSES)})")
     rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "dynamic", "linear"):
@@ -121,12 +173,13 @@ def _model_config_from_hf(config: dict, overrides: dict) -> ModelConfig:
     if rope_type != "default":   # dynamic NTK in transformers is relative to max_position_embeddings
         scaling = RopeScaling(type=rope_type, factor=float(rope["factor"]))
     theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
-    factor = rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
+    # GlmConfig's defaults differ: half the head rotated, q/k/v biases on
+    factor = rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 0.5 if arch == "glm" else 1.0))
     if arch == "llama" and factor != 1.0:
         raise ValueError("config.json: partial_rotary_factor on a llama model is ignored by transformers' "
                          "LlamaForCausalLM; refusing to guess which rotary the weights were trained with")
     for key, ok in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
-        if config.get(key, ok) != ok:
+        if config.get(key, True if (arch, key) == ("glm", "attention_bias") else ok) != ok:
             raise ValueError(f"config.json: {key}={config[key]!r} is not supported (expected {ok!r})")
     d, heads = config["hidden_size"], config["num_attention_heads"]
     if config.get("head_dim") not in (None, d // heads):
@@ -161,6 +214,12 @@ def _ours_from_hf_keys(hf: dict[str, torch.Tensor], cfg: ModelConfig, arch: str)
                 wq, wk, wv = take(f"model.{p}self_attn.qkv_proj.weight").split([q, kv, kv], dim=0)
                 out.update({f"{p}self_attn.q_proj.weight": wq, f"{p}self_attn.k_proj.weight": wk,
                             f"{p}self_attn.v_proj.weight": wv})
+            if arch == "glm":   # back from GLM's interleaved rotary order
+                inverse = torch.argsort(_glm_rotary_perm(cfg))
+                for n in "qk":
+                    w = take(f"model.{p}self_attn.{n}_proj.weight")
+                    out[f"{p}self_attn.{n}_proj.weight"] = _permute_heads(w, inverse, cfg.head_dim)
+            if arch in ("phi3", "glm"):
                 gate, up = take(f"model.{p}mlp.gate_up_proj.weight").split([cfg.ffn_dim, cfg.ffn_dim], dim=0)
                 out.update({f"{p}mlp.gate_proj.weight": gate, f"{p}mlp.up_proj.weight": up})
             for key in _LAYER_KEYS:
@@ -211,15 +270,18 @@ def from_hf(config: dict, state_dict: dict[str, torch.Tensor], **overrides) -> T
     return model
 
 
-def save_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write config.json + model.safetensors that transformers loads with the same logits."""
+def save_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype | None = None,
+            arch: str | None = None) -> Path:
+    """Write config.json + model.safetensors that transformers loads with the same logits.
+    arch: None = hf_arch(cfg) (llama / phi3); "glm" for partial rotary with rope scaling."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sd = to_hf_state_dict(model, dtype)
+    config = hf_config_dict(model.cfg, arch=arch)    # refuses an impossible export before writing
+    sd = to_hf_state_dict(model, dtype, arch)
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = hf_config_dict(model.cfg, sd["model.embed_tokens.weight"].dtype)
+    config = hf_config_dict(model.cfg, sd["model.embed_tokens.weight"].dtype, arch)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
 
