@@ -1,0 +1,147 @@
+"""Find what a run folder holds: stages and, per stage, its metrics, data stats, mixture,
+eval results, needle heatmap and grow similarity. Anything missing is simply None/empty,
+so a partial run still gives a report."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_DATA_STEP = re.compile(r"^(\d+)-(.+)$")
+
+
+@dataclass
+class Stage:
+    name: str
+    dir: Path
+    kind: str = ""
+    status: str = ""
+    metrics: list[dict] = field(default_factory=list)     # metrics.jsonl records
+    mixture: list[dict] | None = None                     # mixture.json (realised, by stage)
+    data_steps: list[dict] = field(default_factory=list)  # NN-step/stats.json, in order
+    eval: dict | None = None                              # eval.json
+    needle: dict | None = None                            # needle.json
+    needle_png: Path | None = None
+    grow: dict | None = None                              # {"file", "similarity": [..], "raw"}
+    done: dict | None = None                              # DONE.json summary
+    problems: list[str] = field(default_factory=list)     # unreadable files, named
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.metrics or self.mixture or self.data_steps or self.eval or self.needle
+                    or self.needle_png or self.grow or self.done)
+
+    @property
+    def train_records(self) -> list[dict]:
+        return [r for r in self.metrics if "loss" in r]
+
+
+def _json(path: Path, problems: list[str]):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        problems.append(f"{path}: unreadable ({e.__class__.__name__})")
+        return None
+
+
+def read_metrics(path: Path, problems: list[str]) -> list[dict]:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            problems.append(f"{path}:{n}: malformed line skipped")  # e.g. a line cut by a crash
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)):
+            out.append(rec)
+    return out
+
+
+def find_similarity(obj, depth: int = 0):
+    """The first list of numbers under a key mentioning 'sim' (layer cosine similarities)."""
+    if depth > 4:
+        return None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if "sim" in str(k).lower() and isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+                return [float(x) for x in v]
+        for v in obj.values():
+            found = find_similarity(v, depth + 1)
+            if found:
+                return found
+    return None
+
+
+def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Stage:
+    st = Stage(name, folder, kind, status)
+    if not folder.is_dir():
+        return st
+    p = st.problems
+    if (folder / "metrics.jsonl").is_file():
+        st.metrics = read_metrics(folder / "metrics.jsonl", p)
+    if (folder / "mixture.json").is_file():
+        st.mixture = _json(folder / "mixture.json", p)
+    for sub in sorted(folder.iterdir()):
+        if sub.is_dir() and _DATA_STEP.match(sub.name) and (sub / "stats.json").is_file():
+            stats = _json(sub / "stats.json", p)
+            if isinstance(stats, dict) and "in" in stats:
+                st.data_steps.append({"dir": sub.name, **stats})
+    for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done")):
+        if (folder / f).is_file():
+            setattr(st, attr, _json(folder / f, p))
+    if (folder / "needle.png").is_file():
+        st.needle_png = folder / "needle.png"
+    for f in sorted(folder.glob("*.json")):
+        if "sim" in f.name.lower() or f.name in ("grow.json",):
+            raw = _json(f, p)
+            sim = find_similarity(raw) if raw is not None else None
+            if sim:
+                st.grow = {"file": f.name, "similarity": sim, "raw": raw}
+                break
+    if not st.kind:
+        st.kind = guess_kind(st)
+    if not st.status:
+        st.status = "done" if st.done is not None else ("partial" if st.has_content else "missing")
+    return st
+
+
+def guess_kind(st: Stage) -> str:
+    if st.data_steps:
+        return "data"
+    if st.eval is not None:
+        return "eval"
+    if st.needle is not None or st.needle_png:
+        return "needle"
+    if st.grow:
+        return "grow"
+    if st.metrics:
+        return "train"
+    return ""
+
+
+def discover(run_dir: str | Path) -> tuple[str, list[Stage], list[str]]:
+    """(run name, stages in order, problems). Reads RUN_DIR/recipe.json when present, else
+    treats RUN_DIR as one stage folder, else its subfolders as stages."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found")
+    problems: list[str] = []
+    recipe = run_dir / "recipe.json"
+    if recipe.is_file():
+        data = _json(recipe, problems) or {}
+        stages = []
+        for s in data.get("stages", []):
+            name = str(s.get("name", ""))
+            out = Path(s["out_dir"]) if s.get("out_dir") else run_dir / name
+            if not out.is_dir() and (run_dir / name).is_dir():
+                out = run_dir / name  # out_dir recorded relative to another working directory
+            stages.append(load_stage(name, out, s.get("kind", ""), s.get("status", "")))
+        return data.get("name") or run_dir.name, stages, problems
+    single = load_stage(run_dir.name, run_dir)
+    if single.has_content:
+        return run_dir.name, [single], problems
+    subs = [load_stage(d.name, d) for d in sorted(run_dir.iterdir()) if d.is_dir()]
+    return run_dir.name, [s for s in subs if s.has_content], problems
