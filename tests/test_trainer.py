@@ -220,3 +220,29 @@ def test_extended_vocabulary_gets_mean_initialised_rows(tmp_path):
     assert model.cfg.vocab_size == 120
     torch.testing.assert_close(new[:100], old[:100])
     torch.testing.assert_close(new[100:120], old[:100].mean(0).expand(20, -1))
+
+
+def test_validation_reports_bits_per_byte(tmp_path):
+    """Shards that name their tokenizer get val_bpb/<domain> = loss / (bytes/token) / ln 2."""
+    from lmforge.eval.perplexity import bytes_per_token
+    from lmforge.shards import ShardWriter, TokenDataset, write_meta
+    from lmforge.tokenizer.train import load_tokenizer, save_tokenizer, train_bpe, vocab_len
+    texts = [f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog", "hen", "owl"] * 10)]
+    tok = train_bpe(texts, vocab_size=300, special_tokens=["<|endoftext|>"], min_frequency=1)
+    save_tokenizer(tok, tmp_path / "tok", special_tokens=["<|endoftext|>"], bos_token=None,
+                   eos_token="<|endoftext|>", pad_token=None, chat_template=None)
+    tok = load_tokenizer(tmp_path / "tok")
+    vocab, eos = vocab_len(tok), tok.token_to_id("<|endoftext|>")
+    shards = []
+    for split, part in (("train", texts[:32]), ("val", texts[32:])):
+        w = ShardWriter(tmp_path / "data", f"{split}-00000", vocab, split)
+        for t in part:
+            w.add(tok.encode(t).ids + [eos])
+        shards.append(w.close())
+    write_meta(tmp_path / "data", shards, vocab, ["prose"], eos, extra={"tokenizer": str(tmp_path / "tok")})
+    run(cfg_for(tmp_path / "data", tmp_path / "run", "train.steps=2", f"model.vocab_size={vocab}"))
+    last = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if "val/prose" in l][-1]
+    bpt = bytes_per_token(TokenDataset(tmp_path / "data", "val"), tok, 64)["prose"]
+    assert 1.0 < bpt < 10.0
+    assert last["val_bpb/prose"] == pytest.approx(last["val/prose"] / bpt / math.log(2))

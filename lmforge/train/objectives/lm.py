@@ -105,7 +105,25 @@ class LMObjective:
         if out:
             out["val/mean"] = sum(out.values()) / len(out)
             out["val/ppl"] = math.exp(min(out["val/mean"], 50.0))
+        for domain, bpt in self._bytes_per_token().items():   # comparable across tokenizers
+            if f"val/{domain}" in out:
+                out[f"val_bpb/{domain}"] = out[f"val/{domain}"] / bpt / math.log(2)
         return out
+
+    def _bytes_per_token(self) -> dict[str, float]:
+        """UTF-8 bytes per token of each domain's validation text, once per run (needs the
+        tokenizer recorded in the shards' meta.json; none, no bits-per-byte)."""
+        if not hasattr(self, "_bpt"):
+            self._bpt = {}
+            tok = self.val_set.meta.get("tokenizer")
+            if tok:
+                try:
+                    from lmforge.eval.perplexity import bytes_per_token
+                    from lmforge.tokenizer.train import load_tokenizer
+                    self._bpt = bytes_per_token(self.val_set, load_tokenizer(tok), max_docs_per_domain=64)
+                except (OSError, ValueError, RuntimeError):   # tokenizer moved or unreadable
+                    self._bpt = {}
+        return self._bpt
 
     def state_dict(self) -> dict:
         return {"loader": self.loader.state_dict(), "stage_tokens": self.stage_tokens}
