@@ -83,7 +83,7 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
     if (folder / "metrics.jsonl").is_file():
         st.metrics = read_metrics(folder / "metrics.jsonl", p)
     if (folder / "mixture.json").is_file():
-        st.mixture = _json(folder / "mixture.json", p)
+        st.mixture = normalise_mixture(_json(folder / "mixture.json", p), st.name)
     for sub in sorted(folder.iterdir()):
         if sub.is_dir() and _DATA_STEP.match(sub.name) and (sub / "stats.json").is_file():
             stats = _json(sub / "stats.json", p)
@@ -145,3 +145,17 @@ def discover(run_dir: str | Path) -> tuple[str, list[Stage], list[str]]:
         return run_dir.name, [single], problems
     subs = [load_stage(d.name, d) for d in sorted(run_dir.iterdir()) if d.is_dir()]
     return run_dir.name, [s for s in subs if s.has_content], problems
+
+
+def normalise_mixture(mix, name: str) -> list[dict] | None:
+    """mixture.json as a list of {stage, tokens, share}: pretraining writes that list; SFT
+    writes one dict of reply vs mixed-in pretraining target tokens."""
+    if isinstance(mix, list):
+        return [r for r in mix if isinstance(r, dict)]
+    if isinstance(mix, dict) and "sft_target_tokens" in mix:
+        tokens = {"sft replies": int(mix.get("sft_target_tokens", 0)),
+                  "pretraining text": int(mix.get("pretraining_target_tokens", 0))}
+        total = sum(tokens.values()) or 1
+        return [{"stage": name, "tokens": tokens, "share": {k: v / total for k, v in tokens.items()},
+                 "target_pretraining_share": mix.get("target_pretraining_share")}]
+    return None

@@ -1,0 +1,176 @@
+"""Reading a recipe: stages, `${stage}` references, overrides; everything checked up front.
+
+`load_recipe(path, overrides)` returns a `Recipe` whose stages carry their typed config
+(built with `lmforge.config.from_dict`, so a bad key fails as
+"recipe.yaml: stages[3].config.train.lr: ..."), or raises ConfigError before any work.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import ConfigError, from_dict, parse_override, read_yaml, to_dict
+
+from .stages import StageKind, KINDS, load_kind
+
+REF = re.compile(r"\$\{([^}]*)\}")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+TOP_KEYS = ("name", "out_dir", "device", "stages")
+STAGE_KEYS = ("name", "kind", "config")
+
+
+@dataclass
+class RecipeStage:
+    name: str
+    kind: str
+    out_dir: str
+    config: Any            # the stage's typed config
+    run: Any               # its run(cfg, progress) function
+    spec: StageKind
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(to_dict(self.config), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Recipe:
+    name: str
+    run_dir: str
+    source: str
+    stages: list[RecipeStage]
+    device: str | None = None
+
+    def index(self, name: str) -> int:
+        for i, s in enumerate(self.stages):
+            if s.name == name:
+                return i
+        raise ConfigError(f"{self.source}: no stage named {name!r} (stages: "
+                          f"{', '.join(s.name for s in self.stages)})")
+
+
+def apply_recipe_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """`--set stages.NAME.config.a.b=v` (a stage by name) or `--set device=cuda` (top level)."""
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        node: Any = data
+        if parts[0] == "stages":
+            if len(parts) < 3:
+                raise ConfigError(f"--set {text!r}: expected stages.NAME.KEY=VALUE")
+            named = [s for s in data.get("stages") or [] if isinstance(s, dict) and s.get("name") == parts[1]]
+            if not named:
+                raise ConfigError(f"--set {text!r}: {source} has no stage named {parts[1]!r}")
+            node, parts = named[0], parts[2:]
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {p} is not a mapping")
+        node[parts[-1]] = value
+    return data
+
+
+def expand(value: Any, dirs: dict[str, str], key: str, source: str) -> Any:
+    """Replace `${stage}` in every string of a config tree by that stage's out_dir."""
+    if isinstance(value, dict):
+        return {k: expand(v, dirs, f"{key}.{k}", source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, dirs, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        ref = m.group(1)
+        if ref not in dirs:
+            known = ", ".join(k for k in dirs if k != "run") or "none"
+            raise ConfigError(f"{source}: {key}: ${{{ref}}} names no earlier stage (earlier: {known}; "
+                              "or ${run} for the run folder)")
+        return dirs[ref]
+    return REF.sub(sub, value)
+
+
+def _field_type(cls: type, name: str):
+    if not dataclasses.is_dataclass(cls) or name not in {f.name for f in dataclasses.fields(cls)}:
+        return None
+    return typing.get_type_hints(cls)[name]
+
+
+def apply_device(cfg: dict, cls: type, device: str | None) -> dict:
+    """The recipe's `device` as the default of a stage's `device` or `train.device`."""
+    if device is None:
+        return cfg
+    if _field_type(cls, "device") is not None:
+        cfg.setdefault("device", device)
+    train = _field_type(cls, "train")
+    if train is not None and _field_type(train, "device") is not None:
+        sub = cfg.get("train")
+        if sub is None or isinstance(sub, dict):
+            cfg["train"] = {"device": device, **(sub or {})}
+    return cfg
+
+
+def _stage_entry(raw: Any, i: int, source: str) -> tuple[str, str, dict]:
+    where = f"{source}: stages[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with name, kind, config")
+    unknown = [k for k in raw if k not in STAGE_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known keys: {', '.join(STAGE_KEYS)})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME.match(name) or name == "run":
+        raise ConfigError(f"{where}.name: expected a folder-safe name (letters, digits, _ . -), got {name!r}")
+    kind = raw.get("kind", name)
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where}.kind: expected a string, got {kind!r}")
+    cfg = raw.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}.config: expected a mapping, got {cfg!r}")
+    return name, kind, cfg
+
+
+def build_recipe(data: dict, source: str = "<recipe>") -> Recipe:
+    unknown = [k for k in data if k not in TOP_KEYS]
+    if unknown:
+        raise ConfigError(f"{source}: {unknown[0]}: unknown key (known keys: {', '.join(TOP_KEYS)})")
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"{source}: name: expected a folder-safe recipe name, got {name!r}")
+    run_dir = data.get("out_dir") or f"runs/{name}"
+    device = data.get("device")
+    if not isinstance(run_dir, str) or (device is not None and not isinstance(device, str)):
+        raise ConfigError(f"{source}: out_dir and device must be strings")
+    raws = data.get("stages")
+    if not isinstance(raws, list) or not raws:
+        raise ConfigError(f"{source}: stages: expected a non-empty list of stages")
+    dirs: dict[str, str] = {"run": run_dir}
+    stages: list[RecipeStage] = []
+    for i, raw in enumerate(raws):
+        sname, kind, cfg = _stage_entry(raw, i, source)
+        if sname in dirs:
+            raise ConfigError(f"{source}: stages[{i}].name: stage {sname!r} appears twice")
+        cls, fn = load_kind(kind, f"{source}: stages[{i}] ({sname})")
+        spec = KINDS[kind]
+        key = f"stages[{i}].config"
+        cfg = expand(copy.deepcopy(cfg), dirs, key, source)
+        cfg.setdefault(spec.out_key, str(Path(run_dir) / sname))
+        cfg = apply_device(cfg, cls, device)
+        typed = from_dict(cls, cfg, source=source, prefix=key)
+        out_dir = str(getattr(typed, spec.out_key))
+        dirs[sname] = out_dir
+        stages.append(RecipeStage(sname, kind, out_dir, typed, fn, spec))
+    return Recipe(name, run_dir, source, stages, device)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override, resolve and type-check a recipe (no stage runs)."""
+    source = str(path)
+    data = apply_recipe_overrides(read_yaml(path), overrides or [], source)
+    return build_recipe(data, source)

@@ -1,0 +1,248 @@
+"""Running a recipe: stages in order, status in RUN_DIR/recipe.json, skip and resume.
+
+A stage is always handed to its own `run`: a finished stage skips itself (its DONE.json or
+its own marker) and an interrupted one resumes from what it left, so "rerun the same
+command" is the whole recovery story. recipe.json is bookkeeping for people and for the
+report (status pending/running/done/failed, seconds, the stage's summary), never the
+source of truth for skipping.
+
+Under torchrun (WORLD_SIZE > 1) training stages run on every rank; the others run on rank
+0 while the other ranks wait at a barrier on a gloo group with a long timeout (data
+stages can take hours; NCCL's default timeout would kill the job).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+from lmforge.config import ConfigError
+
+from .config import Recipe, RecipeStage, load_recipe
+from .stages import write_json
+
+
+def _scalar_items(summary: dict, limit: int = 8) -> str:
+    items = [(k, v) for k, v in summary.items()
+             if k != "skipped" and isinstance(v, (int, float, str, bool)) and len(str(v)) <= 60]
+    fmt = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items[:limit]]
+    return ", ".join(fmt)
+
+
+class Ledger:
+    """RUN_DIR/recipe.json: the stages with their status, kept across reruns."""
+
+    def __init__(self, recipe: Recipe, write: bool):
+        self.path = Path(recipe.run_dir) / "recipe.json"
+        self.write_enabled = write
+        old = {}
+        if self.path.is_file():
+            try:
+                old = {s["name"]: s for s in json.loads(self.path.read_text()).get("stages", [])}
+            except (ValueError, KeyError, TypeError):
+                old = {}
+        self.data = {"name": recipe.name, "recipe": recipe.source, "run_dir": recipe.run_dir,
+                     "stages": []}
+        for st in recipe.stages:
+            prev = old.get(st.name, {})
+            entry = {"name": st.name, "kind": st.kind, "out_dir": st.out_dir,
+                     "status": prev.get("status", "pending"), "seconds": prev.get("seconds"),
+                     "cpu_seconds": prev.get("cpu_seconds"),
+                     "fingerprint": prev.get("fingerprint")}
+            if "summary" in prev:
+                entry["summary"] = prev["summary"]
+            self.data["stages"].append(entry)
+
+    def entry(self, name: str) -> dict:
+        return next(e for e in self.data["stages"] if e["name"] == name)
+
+    def update(self, name: str, **kw) -> None:
+        self.entry(name).update(kw)
+        self.save()
+
+    def save(self) -> None:
+        if self.write_enabled:
+            write_json(self.path, self.data)
+
+
+def select(recipe: Recipe, only: list[str] | None, start: str | None, until: str | None) -> list[int]:
+    """Indices of the stages to run (`--only a,b`, or `--from A` / `--until B`, inclusive)."""
+    if only:
+        names = [n.strip() for item in only for n in item.split(",") if n.strip()]
+        return sorted({recipe.index(n) for n in names})
+    lo = recipe.index(start) if start else 0
+    hi = recipe.index(until) if until else len(recipe.stages) - 1
+    if lo > hi:
+        raise ConfigError(f"--from {start} comes after --until {until}")
+    return list(range(lo, hi + 1))
+
+
+class Ranks:
+    """Process-group helpers for torchrun; a no-op in a single process."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.group = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world <= 1:
+            return
+        import torch
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            # the same backend the trainer would pick (lmforge.train.distributed.setup)
+            cuda = torch.cuda.is_available()
+            if cuda:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if cuda else "gloo")
+        if self.group is None:
+            self.group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+        dist.barrier(group=self.group)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (stage workers): with wall time, it
+    tells a slow stage from a busy machine."""
+    import resource
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def run_stage(st: RecipeStage, i: int, n: int, ledger: Ledger, ranks: Ranks, progress: bool,
+              log) -> dict | None:
+    fp = st.fingerprint()
+    entry = dict(ledger.entry(st.name))  # as it was before this run
+    if ranks.is_main:
+        log(f"== [{i + 1}/{n}] {st.name} ({st.kind}) -> {st.out_dir}")
+        if entry["status"] == "done" and entry.get("fingerprint") not in (None, fp):
+            log(f"   note: {st.name}'s config changed since it finished; a stage that finds its finished "
+                f"output skips: delete {st.out_dir} to redo it (and the stages after it)")
+    if not st.spec.distributed and not ranks.is_main:
+        ranks.barrier()  # rank 0 runs it
+        return None
+    if ranks.is_main:
+        ledger.update(st.name, status="running", error=None)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    try:
+        summary = st.run(st.config, progress=progress) or {}
+    except BaseException as e:
+        if ranks.is_main:
+            ledger.update(st.name, status="failed", error=f"{type(e).__name__}: {e}"[:500],
+                          seconds=round(time.perf_counter() - t0, 3))
+        raise
+    seconds = round(time.perf_counter() - t0, 3)
+    cpu = round(cpu_seconds() - c0, 3)
+    if ranks.is_main:
+        if summary.get("skipped"):
+            log(f"-- {st.name}: already done, skipped ({_scalar_items(summary)})")
+            if entry.get("status") == "done" and entry.get("seconds") is not None:
+                seconds, cpu = entry["seconds"], entry.get("cpu_seconds")  # keep the real run's times
+        else:
+            log(f"-- {st.name}: done in {seconds:.1f}s ({_scalar_items(summary)})")
+        clean = {k: v for k, v in summary.items() if k != "skipped"}
+        ledger.update(st.name, status="done", seconds=seconds, cpu_seconds=cpu, fingerprint=fp,
+                      summary=json.loads(json.dumps(clean, default=str)))
+    if not st.spec.distributed:
+        ranks.barrier()
+    return summary
+
+
+def run_recipe(recipe: Recipe, only: list[str] | None = None, start: str | None = None,
+               until: str | None = None, progress: bool = True, log=print) -> dict:
+    """Run the selected stages in order; returns the recipe.json content."""
+    todo = select(recipe, only, start, until)
+    ranks = Ranks()
+    ledger = Ledger(recipe, write=ranks.is_main)
+    if ranks.is_main:
+        Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
+        ledger.save()
+    t0 = time.perf_counter()
+    for i in todo:
+        run_stage(recipe.stages[i], i, len(recipe.stages), ledger, ranks, progress, log)
+    if ranks.is_main:
+        log(f"== {recipe.name}: {len(todo)} stage(s) in {time.perf_counter() - t0:.1f}s; "
+            f"status in {ledger.path}")
+        log(format_table(ledger.data))
+    return ledger.data
+
+
+def format_table(data: dict) -> str:
+    def num(v):
+        return f"{v:.1f}" if isinstance(v, (int, float)) else "-"
+    rows = [f"   {'stage':14s} {'kind':10s} {'status':8s} {'seconds':>9s} {'cpu s':>9s}  out_dir"]
+    for e in data["stages"]:
+        rows.append(f"   {e['name']:14s} {e['kind']:10s} {e['status']:8s} {num(e.get('seconds')):>9s} "
+                    f"{num(e.get('cpu_seconds')):>9s}  {e['out_dir']}")
+    return "\n".join(rows)
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe YAML (see recipes/tiny.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. --set stages.sft.config.max_steps=50 or "
+                        "--set device=cuda (repeatable)")
+    p.add_argument("--only", action="append", default=None, metavar="NAME",
+                   help="run only these stages (repeatable or comma-separated)")
+    p.add_argument("--from", dest="start", default=None, metavar="NAME", help="start at this stage")
+    p.add_argument("--until", default=None, metavar="NAME", help="stop after this stage")
+    p.add_argument("--check", action="store_true", help="validate the recipe and list its stages; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def command(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.only and (args.start or args.until):
+        raise ConfigError("--only cannot be combined with --from/--until")
+    if args.check:
+        todo = set(select(recipe, args.only, args.start, args.until))
+        for i, st in enumerate(recipe.stages):
+            mark = "run " if i in todo else "skip"
+            print(f"{mark} {st.name:14s} {st.kind:10s} -> {st.out_dir}")
+        print(f"{recipe.source}: ok ({len(recipe.stages)} stages, run dir {recipe.run_dir})")
+        return 0
+    _sigterm_as_interrupt()
+    run_recipe(recipe, args.only, args.start, args.until, progress=not args.quiet)
+    return 0
+
+
+def _sigterm_as_interrupt() -> None:
+    """`kill PID` (schedulers, timeouts) is recorded like Ctrl-C: the stage is marked failed."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lmforge.recipe RECIPE.yaml ...` (same as `lmforge run`)."""
+    p = argparse.ArgumentParser(prog="lmforge run", description=__doc__.splitlines()[0])
+    add_args(p)
+    args = p.parse_args(argv)
+    try:
+        return command(args)
+    except ConfigError as e:
+        print(f"lmforge run: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmforge run: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # a stage failed: recipe.json says which; show the cause
+        traceback.print_exc()
+        print(f"lmforge run: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
