@@ -79,3 +79,15 @@ def test_extract_html_keeps_title_and_lang():
 
 def test_langid():
     assert detect(GOOD_EN)[0] == "en" and detect(GOOD_ZH)[0] == "zh"
+
+
+def test_langid_folds_classical_chinese_labelled_wu_into_zh(monkeypatch):
+    """py3langid labels many Tang poems "wuu" (Wu); the default alias keeps them as zh."""
+    import lmforge.data.langid as langid
+    from lmforge.data.config import LangidConfig
+    monkeypatch.setattr(langid, "detect", lambda text, max_chars: ("wuu", 0.9))
+    step = langid.LangidStep(LangidConfig(), None)
+    doc, _ = step.open_shard(None, 0)(0, {"text": "今宵冬律尽，来朝丽景新。", "meta": {}})
+    assert doc["meta"]["lang"] == "zh"
+    step = langid.LangidStep(LangidConfig(aliases={}), None)
+    assert step.open_shard(None, 0)(0, {"text": "今宵冬律尽，来朝丽景新。", "meta": {}}) == (None, "lang_wuu")

@@ -91,6 +91,9 @@ class LangidConfig:
     allowed: list[str] = field(default_factory=lambda: ["en", "zh"])  # empty: tag only
     min_score: float = 0.5  # normalised probability of the top language
     max_chars: int = 2000  # identify on the first characters only (speed)
+    # labels folded into another before filtering: py3langid calls classical Chinese
+    # (poetry, the classics) "wuu" (Wu); this corpus's Chinese is Mandarin or classical
+    aliases: dict[str, str] = field(default_factory=lambda: {"wuu": "zh"})
 
     def __post_init__(self):
         check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")

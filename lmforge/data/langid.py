@@ -3,6 +3,7 @@
 The top language's normalised probability goes to meta["lang_score"]. A document in
 a language outside `allowed` is dropped as "lang_<code>" (so stats show which
 languages were removed); one whose score is below `min_score` as "lang_uncertain".
+`aliases` folds labels first (default wuu -> zh: the model calls classical Chinese Wu).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class LangidStep(Step):
             if not doc["text"].strip():
                 return None, "lang_empty"
             lang, score = detect(doc["text"], self.cfg.max_chars)
+            lang = self.cfg.aliases.get(lang, lang)
             doc["meta"]["lang"], doc["meta"]["lang_score"] = lang, round(score, 4)
             if allowed and lang not in allowed:
                 return None, f"lang_{lang}"
