@@ -124,7 +124,7 @@ def test_end_to_end_all_stages(full_run):
     assert json.loads((run / "pretrain" / "DONE.json").read_text())["step"] == 10
     # the report shows every kind of stage output, the SFT mixture included
     html = (run / "report" / "report.html").read_text()
-    for section in ("Data mixture", "Evaluation"):
+    for section in ("Data funnel", "Data mixture", "Evaluation", "Depth up-scaling", "needle"):
         assert section in html, section
     mix = json.loads((run / "pretrain" / "mixture.json").read_text())
     assert "instruct" in json.dumps(mix)  # the decay stage added instruction data

@@ -152,7 +152,8 @@ def grow_section(stages: list[Stage], out: Path) -> Section | None:
             sec.blocks.append(p)
         raw = st.grow.get("raw") if isinstance(st.grow.get("raw"), dict) else {}
         flat = {k: v for k, v in raw.items() if isinstance(v, (int, float, str, bool))
-                or (isinstance(v, list) and len(v) <= 64 and "sim" not in k)}
+                or (isinstance(v, list) and len(v) <= 64 and "sim" not in k
+                    and not any(isinstance(x, dict) for x in v))}
         if flat:
             sec.blocks.append(Table(f"{st.name}: {st.grow['file']}", ["key", "value"],
                                     [[k, json.dumps(v) if isinstance(v, list) else v] for k, v in flat.items()]))

@@ -65,6 +65,9 @@ def find_similarity(obj, depth: int = 0):
     if depth > 4:
         return None
     if isinstance(obj, dict):
+        layers = obj.get("layers")   # lmforge grow's similarity.json: [{"layer", "cosine"}, ...]
+        if isinstance(layers, list) and layers and all(isinstance(r, dict) and "cosine" in r for r in layers):
+            return [float(r["cosine"]) for r in layers]
         for k, v in obj.items():
             if "sim" in str(k).lower() and isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
                 return [float(x) for x in v]
