@@ -141,7 +141,10 @@ def discover(run_dir: str | Path) -> tuple[str, list[Stage], list[str]]:
             out = Path(s["out_dir"]) if s.get("out_dir") else run_dir / name
             if not out.is_dir() and (run_dir / name).is_dir():
                 out = run_dir / name  # out_dir recorded relative to another working directory
-            stages.append(load_stage(name, out, s.get("kind", ""), s.get("status", "")))
+            status = s.get("status", "")
+            if s.get("kind") == "report" and status == "running":
+                status = "this report"   # the report is being written by this very stage
+            stages.append(load_stage(name, out, s.get("kind", ""), status))
         return data.get("name") or run_dir.name, stages, problems
     single = load_stage(run_dir.name, run_dir)
     if single.has_content:
