@@ -1,25 +1,8 @@
 """Subcommands of the alignment stages: `lmforge sft`, `lmforge dpo`, `lmforge selfknow`."""
 from __future__ import annotations
 
-import json
-import sys
-
 from lmforge import config
-from lmforge.train.cli import add_config_args
-
-
-def _run_stage(name: str, cfg, run, quiet: bool) -> int:
-    from lmforge.train.trainer import TrainingDiverged
-
-    try:
-        summary = run(cfg, progress=not quiet)
-    except TrainingDiverged as e:
-        print(f"lmforge {name}: {e}", file=sys.stderr)
-        return 3
-    if summary.get("skipped"):
-        print(f"{cfg.out_dir} already finished (delete {cfg.out_dir}/DONE.json to train again)")
-    print(json.dumps(summary, indent=1))
-    return 0
+from lmforge.train.cli import add_stage_args, run_stage
 
 
 def _load(cls, args, extra: dict | None = None):
@@ -41,39 +24,36 @@ def _load(cls, args, extra: dict | None = None):
 
 def _sft(args) -> int:
     from lmforge.train.sft import SFTConfig, run
-    return _run_stage("sft", _load(SFTConfig, args, {"data": args.data}), run, args.quiet)
+    return run_stage("sft", _load(SFTConfig, args, {"data": args.data}), run, args.quiet)
 
 
 def _dpo(args) -> int:
     from lmforge.train.dpo import DPOConfig, run
     cfg = _load(DPOConfig, args, {"data": args.data, "pairs_from_sft.files": args.build_pairs})
-    return _run_stage("dpo", cfg, run, args.quiet)
+    return run_stage("dpo", cfg, run, args.quiet)
 
 
 def _selfknow(args) -> int:
     from lmforge.train.selfknow import SelfKnowConfig, run
-    return _run_stage("selfknow", _load(SelfKnowConfig, args), run, args.quiet)
+    return run_stage("selfknow", _load(SelfKnowConfig, args), run, args.quiet)
 
 
 def register(sub) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning on ChatML conversations (loss on replies only)")
-    add_config_args(p)
+    add_stage_args(p)
     p.add_argument("--data", action="append", default=[], metavar="JSONL",
                    help="conversation jsonl ({'messages': [...]}), added to `data` (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("dpo", help="direct preference optimization on preference pairs")
-    add_config_args(p)
+    add_stage_args(p)
     p.add_argument("--data", action="append", default=[], metavar="JSONL",
                    help="preference jsonl (prompt, chosen, rejected[, scores]), added to `data` (repeatable)")
     p.add_argument("--build-pairs", action="append", default=[], metavar="SFT_JSONL",
                    help="build pairs from SFT conversations (real reply vs another conversation's reply, "
                         "truncated or shuffled; pairs_from_sft.rejected=model: the model's own sample)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_dpo)
 
     p = sub.add_parser("selfknow", help="self-knowledge: RLCD pair generation + C-RLFT training")
-    add_config_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_stage_args(p)
     p.set_defaults(func=_selfknow)

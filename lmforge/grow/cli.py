@@ -1,24 +1,16 @@
 """`lmforge grow`: depth up-scaling subcommand."""
 from __future__ import annotations
 
-import json
-
 from lmforge import config
-from lmforge.train.cli import add_config_args
+from lmforge.train.cli import add_stage_args, run_stage
 
 
 def _grow(args) -> int:
     from lmforge.grow import GrowConfig, run
-    cfg = config.load(GrowConfig, args.config, args.overrides)
-    summary = run(cfg, progress=not args.quiet)
-    if summary.get("skipped"):
-        print(f"{cfg.out_dir} already finished (delete {cfg.out_dir}/DONE.json to grow again)")
-    print(json.dumps(summary, indent=1))
-    return 0
+    return run_stage("grow", config.load(GrowConfig, args.config, args.overrides), run, args.quiet)
 
 
 def register(sub) -> None:
     p = sub.add_parser("grow", help="depth up-scaling: measure layer similarity, duplicate a block of layers")
-    add_config_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_stage_args(p)
     p.set_defaults(func=_grow)

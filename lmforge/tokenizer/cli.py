@@ -5,12 +5,7 @@ import json
 import sys
 
 from lmforge import config
-
-
-def _add_config_args(p) -> None:
-    p.add_argument("config", nargs="?", help="YAML config file (optional: all keys can come from --set)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set vocab_size=8000 (repeatable)")
+from lmforge.train.cli import add_config_args
 
 
 def _train(args) -> int:
@@ -64,7 +59,7 @@ def register(subparsers) -> None:
         ("report", _report, "characters and bytes per token by domain and language"),
     ]:
         q = sub.add_parser(name, help=help_)
-        _add_config_args(q)
+        add_config_args(q)
         if name != "report":
             q.add_argument("--quiet", action="store_true", help="no progress bar")
         q.set_defaults(func=func)

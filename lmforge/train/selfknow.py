@@ -18,7 +18,6 @@ Same stage contract as `lmforge sft` (DONE.json, resume, tokenizer/, stats.json)
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from lmforge.train.dpo import write_jsonl_atomic
 from lmforge.train.pretrain import InitConfig
 from lmforge.train.sft import (SFT_TRAIN, MixConfig, SFTConfig, Source, build_objective, check_steps_unset,
                                done_summary, finish,
-                               load_source, reject_sink, stage_defaults, start_trainer)
+                               load_source, reject_sink, stage_defaults, start_fresh)
 from lmforge.train.trainer import TrainConfig, Trainer, resolve_device
 
 
@@ -115,12 +114,8 @@ def generate_rlcd(cfg: SelfKnowConfig, src: Source, progress: bool) -> tuple[Pat
 
 
 def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
-    import torch
-
-    from lmforge.model import Transformer
     from lmforge.model.load import load_checkpoint
     from lmforge.train.objectives.crlft import CRLFTObjective
-    from lmforge.train.objectives.sft import NEFTune
 
     src = load_source(cfg.init, cfg.tokenizer)
     rlcd_path, rlcd_stats = generate_rlcd(cfg, src, progress)
@@ -143,12 +138,7 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
     finally:
         errors.close()
     stats = {"rlcd": rlcd_stats, "classes": classes, **stats}
-    train = dataclasses.replace(cfg.train, steps=steps)
-    torch.manual_seed(train.seed)
-    model = Transformer(src.model_cfg)
-    if cfg.neftune_alpha > 0:
-        NEFTune(cfg.neftune_alpha, src.info["pad_id"]).attach(model)
-    return start_trainer(cfg, src, objective, train, stats, progress, model)
+    return start_fresh(cfg, src, objective, steps, stats, progress)
 
 
 def run(cfg: SelfKnowConfig, progress: bool = True) -> dict:

@@ -235,14 +235,20 @@ def build_objective(cfg: SFTConfig, src: Source, errors: ErrorSink, progress: bo
 
 
 def build(cfg: SFTConfig, progress: bool = True) -> Trainer:
-    import dataclasses
-
-    from lmforge.train.objectives.sft import NEFTune
-
     src = load_source(cfg.init, cfg.tokenizer)
     errors = reject_sink(cfg.out_dir)
     objective, stats, steps = build_objective(cfg, src, errors, progress)
     errors.close()
+    return start_fresh(cfg, src, objective, steps, stats, progress)
+
+
+def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool) -> Trainer:
+    """A new model of the source's shape (weights loaded by start_trainer), NEFTune attached
+    when cfg.neftune_alpha > 0, trained for `steps`."""
+    import dataclasses
+
+    from lmforge.train.objectives.sft import NEFTune
+
     train = dataclasses.replace(cfg.train, steps=steps)
     torch.manual_seed(train.seed)
     model = Transformer(src.model_cfg)
