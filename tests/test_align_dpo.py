@@ -10,11 +10,11 @@ import torch
 
 from lmforge import config
 from lmforge.align.preference_data import encode_pair, load_pairs
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.model.load import load_checkpoint
 from lmforge.tokenizer.train import load_tokenizer
-from lmforge.train.dpo import DPOConfig, run
+from lmforge.stages.dpo import DPOConfig, run
 from lmforge.train.objectives.dpo import DPOObjective, reference_logps
 from test_align_utils import COLORS, THINGS, color_of, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 
@@ -143,7 +143,7 @@ def test_tiny_dpo_run_preference_accuracy_rises(source, tmp_path):
 
 
 def test_build_pairs_from_sft_cli_with_model_samples(source, tmp_path):
-    from lmforge.align.cli import register
+    from lmforge.cli.align import register
 
     src_run, _ = source
     sft = make_sft_file(tmp_path / "sft.jsonl", n=6)

@@ -12,11 +12,11 @@ from lmforge.align.chat_template import encode_chat
 from lmforge.align.self_knowledge import DEFAULT_FACTS, facts_system_prompt, prompt_ids
 from lmforge.align.sft_data import Conversation, load_conversations
 from lmforge.config import ConfigError
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.tokenizer.train import load_tokenizer
 from lmforge.train.objectives.crlft import CRLFTObjective
-from lmforge.train.selfknow import SelfKnowConfig, run
+from lmforge.stages.selfknow import SelfKnowConfig, run
 from test_align_utils import conversation, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 
 

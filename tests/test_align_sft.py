@@ -11,11 +11,11 @@ from lmforge import config
 from lmforge.align.chat_template import encode_chat, render
 from lmforge.align.sft_data import Conversation, build_row, load_conversations
 from lmforge.config import ConfigError
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.tokenizer.train import load_tokenizer
 from lmforge.train.objectives.sft import NEFTune
-from lmforge.train.sft import SFTConfig, build, run
+from lmforge.stages.sft import SFTConfig, build, run
 from test_align_utils import conversation, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 from conftest import make_token_dataset
 

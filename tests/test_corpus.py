@@ -15,7 +15,7 @@ from lmforge.corpus import zh
 from lmforge.corpus.build import SAMPLE_DIR, load_sample
 from lmforge.corpus.common import read_jsonl, write_jsonl
 from lmforge.corpus.mcq import check_item, make_item
-from lmforge.corpus.preference import make_pairs
+from lmforge.align.pairs import make_pairs
 from lmforge.corpus.quiz import forms, join_lines, split_top
 
 EXPECTED = ["docs/pydocs.jsonl.zst", "docs/poetry.jsonl.zst", "docs/stdlib.jsonl.zst",
@@ -72,8 +72,8 @@ def test_build_from_sample_gives_all_files_with_valid_records(built):
 
 
 def test_data_pipeline_reader_reads_the_documents(built):
-    readers = pytest.importorskip("lmforge.data.readers")
-    from lmforge.data.documents import ErrorSink
+    readers = pytest.importorskip("lmforge.io.readers")
+    from lmforge.io.documents import ErrorSink
 
     out, summary, _ = built
     errors = ErrorSink()
@@ -307,7 +307,7 @@ def test_dpo_pairs_from_a_small_conversation_set():
 
 
 def test_cli_register_and_build(tmp_path, capsys):
-    from lmforge.corpus.cli import register
+    from lmforge.cli.corpus import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

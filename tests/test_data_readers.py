@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from lmforge.data.documents import ErrorSink
-from lmforge.data.readers import iter_documents
-from lmforge.data.writers import ShardedWriter, write_documents
+from lmforge.io.documents import ErrorSink
+from lmforge.io.readers import iter_documents
+from lmforge.io.writers import ShardedWriter, write_documents
 
 DOCS = [{"id": f"d{i}", "text": f"text {i} 中文字符", "meta": {"source": "s", "i": i}}
         for i in range(25)]

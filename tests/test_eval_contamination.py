@@ -11,10 +11,10 @@ import torch
 from lmforge import config
 from lmforge.eval.contamination import (item_text, load_texts, ngram_hashes, ngram_overlap_text,
                                         ngram_overlap_tokens)
-from lmforge.eval.run import EvalConfig, run as run_eval
+from lmforge.stages.eval import EvalConfig, run as run_eval
 from lmforge.shards import ShardWriter, TokenDataset, write_dataset, write_meta
 from lmforge.tokenizer.train import load_tokenizer, save_tokenizer, train_bpe, vocab_len
-from lmforge.train.pretrain import PretrainConfig, run as pretrain
+from lmforge.stages.pretrain import PretrainConfig, run as pretrain
 
 SYL = "ka lo mi ne tu ra si po ve da gu fe zo bi".split()
 

@@ -10,8 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from lmforge.align.chat_template import encode_chat  # noqa: E402
 from lmforge.config import ConfigError  # noqa: E402
-from lmforge.export.generate import generate, generate_ids, load_for_generation  # noqa: E402
-from lmforge.export.hf import ExportConfig, export, run  # noqa: E402
+from lmforge.infer.generate import generate, generate_ids, load_for_generation  # noqa: E402
+from lmforge.export.hf import export
+from lmforge.stages.export import ExportConfig, run  # noqa: E402
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of  # noqa: E402
 from lmforge.tokenizer.train import load_tokenizer  # noqa: E402
 from test_eval_helpers import tiny_run  # noqa: E402
@@ -154,7 +155,7 @@ def test_bfloat16_export(llama, tmp_path):
 
 
 def test_cli_export_and_generate(llama, tmp_path, capsys):
-    from lmforge.export import cli
+    from lmforge.cli import export as cli
     run_dir, out, _, _ = llama
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

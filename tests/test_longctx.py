@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 
 from lmforge import config
 from lmforge.config import ConfigError
-from lmforge.eval.truncate import truncate_middle
+from lmforge.truncate import truncate_middle
 from lmforge.model.load import load_checkpoint
 from lmforge.shards import TokenDataset
-from lmforge.train.longctx import LongCtxConfig, doc_lengths, run
+from lmforge.stages.longctx import LongCtxConfig, doc_lengths, run
 from lmforge.train.objectives.lm import LMObjective
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -107,9 +107,9 @@ def test_interrupted_run_resumes_to_the_same_weights(source, finished, tmp_path)
 
 
 def test_long_checkpoint_loads_for_long_sft(finished):
-    pytest.importorskip("lmforge.train.sft")
-    from lmforge.train.pretrain import InitConfig
-    from lmforge.train.sft import load_source
+    pytest.importorskip("lmforge.stages.sft")
+    from lmforge.stagekit.source import InitConfig
+    from lmforge.stagekit.source import load_source
     out, _ = finished
     src = load_source(InitConfig(from_checkpoint=str(out)), "")
     assert (src.model_cfg.max_seq_len, src.model_cfg.rope_theta) == (128, 40000.0)
@@ -139,7 +139,7 @@ def test_missing_checkpoint_key_refused_at_load():
 def test_cli_registers_longctx_and_needle(source, tmp_path):
     import argparse
 
-    from lmforge.train.longctx_cli import register
+    from lmforge.cli.longctx import register
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["longctx", "--set", "data=x"])
@@ -162,7 +162,7 @@ def test_truncate_middle_keeps_first_and_last_halves():
 
 
 def test_fit_to_window_keeps_the_continuation():
-    from lmforge.eval.truncate import fit_to_window
+    from lmforge.truncate import fit_to_window
     prompt = list(range(20))
     assert fit_to_window(prompt, 30, keep_after=5) == prompt
     got = fit_to_window(prompt, 12, keep_after=4)        # 8 prompt tokens: first 4 and last 4

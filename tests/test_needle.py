@@ -12,7 +12,8 @@ import torch
 from lmforge import config
 from lmforge.config import ConfigError
 from lmforge.eval import needle
-from lmforge.eval.needle import NeedleConfig, NeedleText, build_cases, run, tail_logits
+from lmforge.eval.needle import NeedleText, build_cases, tail_logits
+from lmforge.stages.needle import NeedleConfig, run
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.config import RopeScaling
 

@@ -20,11 +20,11 @@ No preference data ships offline. `lmforge corpus build` makes dpo.jsonl from th
 dialogs: prompt = the conversation up to an assistant turn, chosen = the real reply,
 rejected = a reply from another conversation (off-topic), or the real reply truncated or
 word-shuffled, with scores 1.0 vs 0.0 / 0.25 / 0.1 so the filters have something to do
-(see lmforge/corpus/preference.py). Any SFT jsonl is turned into pairs the same way by
+(see lmforge/align/pairs.py). Any SFT jsonl is turned into pairs the same way by
 `pairs_from_sft` (used by `lmforge dpo --build-pairs FILE` / `pairs_from_sft.files`).
 Index-1.9B prefers model-generated rejected replies to hand-written ones:
 `self_sampled_rejected` replaces `rejected` by the model's own sample
-(`pairs_from_sft.rejected: model`; uses lmforge.export.generate).
+(`pairs_from_sft.rejected: model`; uses lmforge.infer.generate).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from lmforge.align.chat_template import encode_chat, message_error
 from lmforge.align.sft_data import iter_jsonl
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 
 
 @dataclass
@@ -130,7 +130,7 @@ def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score
 
 def self_sampled_rejected(model, tok, records: list[dict], generate_fn, **gen_kwargs) -> list[dict]:
     """Replace each record's `rejected` by the model's own sample for its prompt (Index-1.9B
-    prefers model-generated rejected replies); `generate_fn` = lmforge.export.generate.generate."""
+    prefers model-generated rejected replies); `generate_fn` = lmforge.infer.generate.generate."""
     from lmforge.align.chat_template import render
 
     out = []
@@ -150,9 +150,9 @@ def pairs_from_sft(paths: list[str], seed: str, errors: ErrorSink) -> tuple[list
     """Preference records built from SFT conversations (no preference data ships offline):
     for each assistant turn, prompt = the messages before it, chosen = the real reply,
     rejected = another conversation's reply, or the real reply truncated or word-shuffled
-    (lmforge.corpus.preference.make_pairs; scores 1.0 vs 0.0/0.25/0.1). Deterministic in
+    (lmforge.align.pairs.make_pairs; scores 1.0 vs 0.0/0.25/0.1). Deterministic in
     `seed`. Returns (records, stats); unusable lines go to `errors`."""
-    from lmforge.corpus.preference import make_pairs
+    from lmforge.align.pairs import make_pairs
 
     stats: Counter = Counter()
     convs = []

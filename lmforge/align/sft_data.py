@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lmforge.align.chat_template import encode_chat, message_error, n_turns
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 
 
 @dataclass

@@ -31,10 +31,11 @@ from typing import Callable, Iterator
 
 from ..config import to_dict
 from .config import DataConfig
-from .documents import ErrorSink, doc_bytes
-from .executor import Executor, make_executor
-from .readers import iter_documents, iter_file, list_files
-from .writers import DocWriter, ShardedWriter, shard_suffix
+from lmforge.io.documents import ErrorSink, doc_bytes
+from .executor import Executor
+from .executors import make_executor
+from lmforge.io.readers import iter_documents, iter_file, list_files
+from lmforge.io.writers import DocWriter, ShardedWriter, shard_suffix
 
 STEPS = {
     "extract": "lmforge.data.extract:ExtractStep",

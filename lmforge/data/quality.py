@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 from .pipeline import Step, iter_shard
-from .readers import iter_documents
+from lmforge.io.readers import iter_documents
 
 
 class QualityModel:

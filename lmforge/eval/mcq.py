@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from lmforge.eval.perplexity import token_nll
-from lmforge.eval.truncate import truncate_middle
+from lmforge.truncate import truncate_middle
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`lmforge export CHECKPOINT OUT/`: a Hugging Face folder transformers loads offline.
+"""Checkpoint -> a Hugging Face folder transformers loads offline (the `export` stage is
+lmforge.stages.export).
 
     config.json              the architecture (below), bos/eos/pad ids from the tokenizer
     model.safetensors        Norm-Head folded into lm_head.weight, padded vocab rows sliced off
@@ -25,13 +26,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lmforge.config import check
+from lmforge.io.atomic import write_json
 from lmforge.model.convert import export_arch, save_hf
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of
 from lmforge.tokenizer.train import CHATML_TEMPLATE, load_tokenizer, tokenizer_info
@@ -40,25 +39,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 DONE = "DONE.json"
 
 
-@dataclass
-class ExportConfig:
-    """The export stage: a checkpoint (step-N folder, or a run folder: its latest) -> HF folder."""
-    checkpoint: str = ""
-    out_dir: str = ""
-    dtype: str | None = None         # float32 / bfloat16 / float16; None = the checkpoint's
-    tokenizer: str | None = None     # tokenizer folder; None = RUN_DIR/tokenizer beside the checkpoint
-
-    def __post_init__(self):
-        check(bool(self.checkpoint), "checkpoint", "required (a step-N folder or a run folder)")
-        check(bool(self.out_dir), "out_dir", "required (the folder to write)")
-        check(self.dtype is None or self.dtype in DTYPES, "dtype",
-              f"{self.dtype!r} is not one of {', '.join(DTYPES)}")
-
-
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, obj, indent=2)
 
 
 def export_tokenizer(tok_dir: Path, out: Path) -> dict:
@@ -89,13 +71,14 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None
            tokenizer: str | Path | None = None) -> Path:
     """Write the HF folder for a checkpoint (step-N folder or run folder). Returns out_dir.
 
-    Always rewrites (no skip); `run` is the stage wrapper that skips a finished folder.
+    Always rewrites (no skip); the export stage skips a finished folder.
     """
-    _export(checkpoint, out_dir, dtype, tokenizer)
+    export_info(checkpoint, out_dir, dtype, tokenizer)
     return Path(out_dir)
 
 
-def _export(checkpoint, out_dir, dtype, tokenizer) -> dict:
+def export_info(checkpoint, out_dir, dtype=None, tokenizer=None) -> dict:
+    """Write the folder; returns what was written (arch, dtype, step, n_params, ...)."""
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     model, step_dir = load_checkpoint(checkpoint)
@@ -124,18 +107,3 @@ def _export(checkpoint, out_dir, dtype, tokenizer) -> dict:
             "n_params": sum(p.numel() for p in model.parameters())}
     _write_json(out / "lmforge_export.json", info)
     return info
-
-
-def run(cfg: ExportConfig, progress: bool = True) -> dict:
-    """The export stage (lmforge.stages contract): writes out_dir/DONE.json; a rerun skips."""
-    out = Path(cfg.out_dir)
-    if (out / DONE).is_file():
-        return {**json.loads((out / DONE).read_text()), "skipped": True}
-    t0 = time.perf_counter()
-    info = _export(cfg.checkpoint, out, cfg.dtype, cfg.tokenizer)   # an interrupted export is redone
-    summary = {**info, "out_dir": str(out), "seconds": round(time.perf_counter() - t0, 2),
-               "files": sorted(p.name for p in out.iterdir() if p.is_file())}
-    if progress:
-        print(f"exported {info['arch']} ({info['n_params']:,} parameters) to {out}")
-    _write_json(out / DONE, summary)
-    return summary

@@ -1,52 +1,36 @@
-"""Load a trained model (and find its tokenizer) from any stage's checkpoint.
+"""Load a trained model from any stage's checkpoint.
 
 Every training stage saves `trainer.json` with the run config, whose `model` key is the
 ModelConfig, and keeps a copy of the tokenizer folder as `RUN_DIR/tokenizer/`, so a
-checkpoint is self-contained: `load_checkpoint(path)` needs nothing else.
+checkpoint is self-contained: `load_checkpoint(path)` needs nothing else. The folder
+format itself (finding, validating, reading) is lmforge.checkpoint.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
+from lmforge import checkpoint as ckpt
 from lmforge.config import from_dict
 from lmforge.model.config import ModelConfig
 from lmforge.model.transformer import Transformer
-from lmforge.train import checkpoint as ckpt
 
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A step-N folder as given, or the newest complete checkpoint under a run folder."""
-    p = Path(path)
-    if ckpt.is_complete(p):
-        return p
-    for cand in (p / "checkpoints", p):
-        found = ckpt.latest(cand)
-        if found:
-            return found
-    raise FileNotFoundError(f"{path}: no complete checkpoint found (a step-N folder with meta.json, "
-                            f"or a run folder holding checkpoints/)")
-
-
-def run_dir_of(step_dir: Path) -> Path:
-    return step_dir.parent.parent if step_dir.parent.name == "checkpoints" else step_dir.parent
+# the format's helpers, re-exported where model loading is what the caller thinks about
+resolve_checkpoint = ckpt.resolve
+tokenizer_dir_of = ckpt.tokenizer_dir_of
+copy_tokenizer = ckpt.copy_tokenizer
+run_dir_of = ckpt.run_dir_of
 
 
 def model_config_of(step_dir: Path) -> ModelConfig:
-    state = json.loads((step_dir / "trainer.json").read_text())
+    state = json.loads((Path(step_dir) / "trainer.json").read_text())
     model = state.get("config", {}).get("model")
     if model is None:
         raise ValueError(f"{step_dir}/trainer.json: no model config recorded")
     model = {k: v for k, v in model.items() if k != "preset"}  # already expanded
     return from_dict(ModelConfig, model, source=f"{step_dir}/trainer.json", prefix="config.model")
-
-
-def tokenizer_dir_of(step_dir: Path) -> Path | None:
-    d = run_dir_of(step_dir) / "tokenizer"
-    return d if (d / "tokenizer.json").is_file() else None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, Path]:
@@ -55,16 +39,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = Transformer(model_config_of(step_dir)).to(device)
     ckpt.load_weights(step_dir, model)
     return model.eval(), step_dir
-
-
-def copy_tokenizer(src_dir: str | Path | None, run_dir: str | Path) -> Path | None:
-    """Keep a copy of the tokenizer folder beside the run's checkpoints (idempotent)."""
-    if not src_dir or not (Path(src_dir) / "tokenizer.json").is_file():
-        return None
-    dst = Path(run_dir) / "tokenizer"
-    if Path(src_dir).resolve() != dst.resolve():
-        dst.mkdir(parents=True, exist_ok=True)
-        for f in Path(src_dir).iterdir():
-            if f.is_file():
-                shutil.copy2(f, dst / f.name)
-    return dst

@@ -18,7 +18,7 @@ from typing import Any
 
 from lmforge.config import ConfigError, from_dict, parse_override, read_yaml, to_dict
 
-from .stages import StageKind, KINDS, load_kind
+from .registry import KINDS, StageKind, load_kind
 
 REF = re.compile(r"\$\{([^}]*)\}")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

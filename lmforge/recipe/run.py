@@ -24,7 +24,7 @@ from pathlib import Path
 from lmforge.config import ConfigError
 
 from .config import Recipe, RecipeStage, load_recipe
-from .stages import write_json
+from lmforge.io.atomic import write_json
 
 
 def _scalar_items(summary: dict, limit: int = 8) -> str:

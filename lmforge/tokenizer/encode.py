@@ -274,8 +274,8 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
     """Encode `cfg.inputs` into token shards under `cfg.out_dir`; returns the stats."""
     from tqdm import tqdm
 
-    from lmforge.data.documents import ErrorSink
-    from lmforge.data.readers import iter_documents
+    from lmforge.io.documents import ErrorSink
+    from lmforge.io.readers import iter_documents
 
     from .train import load_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 

@@ -126,7 +126,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str],
 
 def iter_texts(inputs, errors=None, max_bytes: int = 0, stats: dict | None = None) -> Iterator[str]:
     """Texts of the documents under `inputs`, stopping after `max_bytes` (0 = all)."""
-    from lmforge.data.readers import iter_documents
+    from lmforge.io.readers import iter_documents
 
     stats = stats if stats is not None else {}
     stats.setdefault("docs", 0)
@@ -240,7 +240,7 @@ def is_complete(out_dir: str | Path) -> bool:
 
 def run_train(cfg: TrainConfig, progress: bool = True) -> dict:
     """The `train` stage: skips a finished folder unless `overwrite`."""
-    from lmforge.data.documents import ErrorSink
+    from lmforge.io.documents import ErrorSink
 
     out = Path(cfg.out_dir)
     if is_complete(out) and not cfg.overwrite:

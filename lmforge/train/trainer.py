@@ -18,9 +18,11 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
+from lmforge import checkpoint as ckpt
 from lmforge.config import check
-from lmforge.train import checkpoint as ckpt
+from lmforge.device import autocast_dtype, resolve_device
 from lmforge.train import distributed
+from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.objectives.base import Objective
 from lmforge.train.optim import OptimConfig, build_optimizer
 from lmforge.train.schedules import ScheduleConfig, lr_at
@@ -80,12 +82,6 @@ class TrainConfig:
               "needs train.eval_every > 0 (growth is decided on validation loss)")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     head = getattr(model, "lm_head", None)
     return list(head.parameters()) if head is not None else []
@@ -120,8 +116,7 @@ class Trainer:
         self.total_steps = cfg.schedule.total_steps(cfg.steps)
         self.step, self.tokens_seen, self.bad_steps, self.bad_in_a_row = 0, 0, 0, 0
         self.growth = {"mult": 1, "best": None, "since_best": 0}  # batch-growth-on-plateau state
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
 
@@ -132,7 +127,7 @@ class Trainer:
                 "objective_name": self.objective.name, "config": self.run_config}
 
     def save_checkpoint(self) -> Path:
-        path = ckpt.save(self.ckpt_dir, self.step, self.model, self.optimizer, self.trainer_state(), self.dist)
+        path = save_checkpoint(self.ckpt_dir, self.step, self.model, self.optimizer, self.trainer_state(), self.dist)
         if self.dist.is_main:
             ckpt.prune(self.ckpt_dir, self.cfg.keep_last)
         distributed.barrier(self.dist)

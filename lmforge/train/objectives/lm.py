@@ -118,7 +118,7 @@ class LMObjective:
             tok = self.val_set.meta.get("tokenizer")
             if tok:
                 try:
-                    from lmforge.eval.perplexity import bytes_per_token
+                    from lmforge.tokenizer.bytes import bytes_per_token
                     from lmforge.tokenizer.train import load_tokenizer
                     self._bpt = bytes_per_token(self.val_set, load_tokenizer(tok), max_docs_per_domain=64)
                 except (OSError, ValueError, RuntimeError):   # tokenizer moved or unreadable
