@@ -5,7 +5,7 @@
 
 Writes into out_dir: similarity.json / similarity.md / similarity.png (cosine similarity of
 each layer's input and output on calibration text), grow.json (block and layer mapping),
-model.json (the new model config), checkpoints/step-0 (lmforge.train.checkpoint format,
+model.json (the new model config), checkpoints/step-0 (lmforge.checkpoint format,
 run_config "model" = the new config, no optimizer state), tokenizer/ and DONE.json.
 The work is one pass, so an interrupted run is simply redone.
 """
