@@ -99,6 +99,12 @@ def finish(cfg, trainer: Trainer) -> dict:
     return write_done(cfg.out_dir, trainer.fit())
 
 
+def run_trainer_stage(cfg, build, progress: bool) -> dict:
+    """The whole contract for a stage whose `build(cfg, progress)` returns its Trainer: skip
+    when finished, else build (resuming if interrupted), train, write DONE.json."""
+    return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress))
+
+
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     ref = copy.deepcopy(model)
     return ref.eval().requires_grad_(False)

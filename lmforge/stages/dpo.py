@@ -38,7 +38,7 @@ import numpy as np
 from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
-from lmforge.stagekit.runner import (check_steps_unset, done_summary, finish, reject_sink, stage_defaults,
+from lmforge.stagekit.runner import (check_steps_unset, reject_sink, run_trainer_stage, stage_defaults,
                                      start_trainer, steps_for)
 from lmforge.stagekit.source import InitConfig, Source, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
@@ -209,7 +209,4 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
 
 
 def run(cfg: DPOConfig, progress: bool = True) -> dict:
-    skipped = done_summary(cfg.out_dir)
-    if skipped:
-        return skipped
-    return finish(cfg, build(cfg, progress))
+    return run_trainer_stage(cfg, build, progress)

@@ -26,7 +26,7 @@ from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import read_json, write_json, write_jsonl
 from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_conversation_objective
-from lmforge.stagekit.runner import check_steps_unset, done_summary, finish, reject_sink, stage_defaults, start_fresh
+from lmforge.stagekit.runner import check_steps_unset, reject_sink, run_trainer_stage, stage_defaults, start_fresh
 from lmforge.stagekit.source import InitConfig, Source, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -142,7 +142,4 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
 
 
 def run(cfg: SelfKnowConfig, progress: bool = True) -> dict:
-    skipped = done_summary(cfg.out_dir)
-    if skipped:
-        return skipped
-    return finish(cfg, build(cfg, progress))
+    return run_trainer_stage(cfg, build, progress)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from lmforge.config import check
 from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_conversation_objective
-from lmforge.stagekit.runner import check_steps_unset, done_summary, finish, reject_sink, stage_defaults, start_fresh
+from lmforge.stagekit.runner import check_steps_unset, reject_sink, run_trainer_stage, stage_defaults, start_fresh
 from lmforge.stagekit.source import InitConfig, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -63,7 +63,4 @@ def build(cfg: SFTConfig, progress: bool = True) -> Trainer:
 
 
 def run(cfg: SFTConfig, progress: bool = True) -> dict:
-    skipped = done_summary(cfg.out_dir)
-    if skipped:
-        return skipped
-    return finish(cfg, build(cfg, progress))
+    return run_trainer_stage(cfg, build, progress)
