@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grow": ("lmforge.cli.grow", "depth up-scaling: measure layer similarity, duplicate a block of layers"),
     "longctx": ("lmforge.cli.longctx", "continued pretraining at a longer context with a new RoPE base"),
     "needle": ("lmforge.cli.longctx", "needle-in-a-haystack eval: retrieval over prompt length x depth"),
+    "sftdata": ("lmforge.cli.sftdata", "curate SFT conversations: dedup, scoring, diversity, system-prompt balance"),
+    "sftgrid": ("lmforge.cli.sftdata", "task-mix grid search: one short SFT per mix, the best by held-out loss"),
     "sft": ("lmforge.cli.align", "supervised fine-tuning on ChatML conversations (loss on replies only)"),
     "dpo": ("lmforge.cli.align", "direct preference optimization on preference pairs"),
     "selfknow": ("lmforge.cli.align", "self-knowledge: RLCD pair generation + C-RLFT training"),

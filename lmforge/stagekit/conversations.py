@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from lmforge.config import ConfigError, check
 from lmforge.io.documents import ErrorSink
-from lmforge.stagekit.runner import steps_for
-from lmforge.stagekit.source import Source
+from lmforge.stagekit.runner import reject_sink, start_fresh, steps_for
+from lmforge.stagekit.source import Source, load_source
 
 # Train defaults of conversation stages (Yi: constant 1e-5), deep-merged under the user's keys.
 CHAT_TRAIN = {"optim": {"lr": 1e-5}, "schedule": {"kind": "constant", "warmup_steps": 0}, "ckpt_every": 200}
@@ -76,3 +76,15 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
              "epochs": cfg.epochs, "rows": len(rows), "planned_steps": steps,
              "row_fill": float(sum(len(train_convs[i].ids) for r in rows for i in r) / max(len(rows) * T, 1))}
     return objective, stats, steps
+
+
+def build_sft_trainer(cfg, progress: bool):
+    """The SFT trainer of `cfg` (the `lmforge sft` config's keys: data, out_dir, init, tokenizer,
+    system_prompt, neftune_alpha and those of build_conversation_objective): the source
+    checkpoint, the conversation objective, a fresh model resumed or initialised from the
+    source. `lmforge sft` and each point of the task-mix grid (`lmforge sftgrid`) train this way."""
+    src = load_source(cfg.init, cfg.tokenizer)
+    with reject_sink(cfg.out_dir) as errors:
+        objective, stats, steps = build_conversation_objective(cfg, cfg.data, src, errors, progress,
+                                                               cfg.system_prompt or None)
+    return start_fresh(cfg, src, objective, steps, stats, progress)

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge.config import check
-from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_conversation_objective
-from lmforge.stagekit.runner import check_steps_unset, reject_sink, run_trainer_stage, stage_defaults, start_fresh
-from lmforge.stagekit.source import InitConfig, load_source
+from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_sft_trainer
+from lmforge.stagekit.runner import check_steps_unset, run_trainer_stage, stage_defaults
+from lmforge.stagekit.source import InitConfig
 from lmforge.train.trainer import TrainConfig, Trainer
 
 
@@ -55,11 +55,7 @@ class SFTConfig:
 
 
 def build(cfg: SFTConfig, progress: bool = True) -> Trainer:
-    src = load_source(cfg.init, cfg.tokenizer)
-    with reject_sink(cfg.out_dir) as errors:
-        objective, stats, steps = build_conversation_objective(cfg, cfg.data, src, errors, progress,
-                                                               cfg.system_prompt or None)
-    return start_fresh(cfg, src, objective, steps, stats, progress)
+    return build_sft_trainer(cfg, progress)
 
 
 def run(cfg: SFTConfig, progress: bool = True) -> dict:
