@@ -14,7 +14,8 @@ Each point is then evaluated per task: held-out reply loss (nats per reply token
 lmforge.eval.judge computes it) and, for tasks given an MCQ file, multiple-choice
 accuracy. The best point is chosen by `rule` (task_mix.RULES, stated in grid.json).
 
-out_dir: points/NN/ (data.jsonl, the SFT run, heldout.json), grid.json (every point, its
+out_dir: heldout.jsonl (the held-out conversations), points/NN/ (data.jsonl, the SFT run,
+heldout.json: its evaluation), grid.json (every point, its
 metrics, the rule and the choice), best.jsonl (the best point's training conversations),
 best_mix.json (its shares: use them for the full SFT), DONE.json. Points already trained
 and evaluated are kept when an interrupted search is rerun.
@@ -166,6 +167,7 @@ def run(cfg: SFTGridConfig, progress: bool = True) -> dict:
         raise ConfigError(f"{'points' if cfg.points else 'weights'}: {e}") from None
     if not points:
         raise ConfigError("weights: the grid has no point with a positive weight")
+    write_jsonl(out / "heldout.jsonl", [r for t in tasks for r in held[t]])
     size = cfg.size or sum(len(v) for v in pools.values())
     results = [run_point(cfg, k, p, pools, held, size, progress) for k, p in enumerate(points)]
     best = task_mix.choose(results, cfg.rule)
