@@ -341,7 +341,7 @@ def test_reward_model_scores_plumbing_and_ordering(tmp_path):
         ds = [r["record"]["curation"]["score"] for r in read_jsonl(out / "rejected" / "01-score.jsonl")
               if r["task"] == t]
         assert len(ks) == 6 and min(ks) >= max(ds)
-    assert (out / "work" / "scores.json").is_file()
+    assert list((out / "work" / "scores").glob("part-*.json"))
 
 
 def test_reward_model_errors(tmp_path, monkeypatch):
@@ -472,7 +472,7 @@ def test_evolve_rounds_with_a_scripted_generator():
     assert len(calls) == 4   # per round: one batch of rewrites, one of answers
 
 
-def test_evolve_stage_plumbing_with_a_tiny_generator(source, tmp_path):
+def test_evolve_stage_plumbing_with_a_tiny_generator(source, tmp_path, monkeypatch):
     src_run, _ = source
     rng = random.Random(0)
     recs = [conv(f"What color is the {t}?", f"The {t} is {color_of(t)}.") for t in THINGS]
@@ -491,10 +491,15 @@ def test_evolve_stage_plumbing_with_a_tiny_generator(source, tmp_path):
     assert n_added + n_failed == tried and ev["kept"]["docs"] == len(THINGS) + n_added
     rejected = read_jsonl(out / "rejected" / "01-evolve.jsonl") if n_failed else []
     assert len(rejected) == n_failed and all(r["reason"].startswith("evolution_") for r in rejected)
-    gens = json.loads((out / "work" / "generations.json").read_text())
+    gens = {k: v for p in (out / "work" / "generations").glob("part-*.json") for k, v in json.loads(p.read_text()).items()}
     assert len(gens) >= 2 * 6                            # rewrites + answers of round 1, cached
-    # a rerun after an interruption reuses the cached generations: same result
+    # a rerun after an interruption reuses the cached generations (generating again would fail)
     (out / "DONE.json").unlink()
+    import lmforge.infer.generate as gen_mod
+
+    def no_generation(*a, **k):
+        raise AssertionError("generated again")
+    monkeypatch.setattr(gen_mod, "generate", no_generation)
     run(cfg_of([path], out, *evo), progress=False)
     assert json.loads((out / "sftdata.json").read_text())["steps"][-1] == ev
 

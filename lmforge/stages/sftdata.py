@@ -21,7 +21,7 @@ out_dir: sft.jsonl (the curated conversations, the input records with a `curatio
 task, source, origin, score, cluster), sftdata.json (every step's stats: in + added = kept
 + removed, in conversations and bytes, with its distributions before and after),
 rejected/NN-STEP.jsonl (each dropped conversation with its reason), rejects.jsonl (malformed
-lines), work/ (scores and generations, reused when an interrupted run is rerun), DONE.json.
+lines), work/scores/, work/generations/ (reused when an interrupted run is rerun), DONE.json.
 """
 from __future__ import annotations
 
@@ -181,19 +181,25 @@ def _key(messages: list[dict], salt: str) -> str:
 
 
 class Cache:
-    """work/NAME.json: results by key, written after each batch of work, read on a rerun."""
+    """work/NAME/part-NNNNN.json: results by key, one part written (atomically) per batch of
+    work, all parts read back on a rerun; total writing stays linear in the number of results."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.data: dict = read_json(path) if path.is_file() else {}
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.data: dict = {}
+        self.parts = 0
+        for p in sorted(folder.glob("part-*.json")) if folder.is_dir() else []:
+            self.data.update(read_json(p))
+            self.parts += 1
 
     def fill(self, keys: list[str], compute, chunk: int = 256) -> list:
         todo = [k for k in dict.fromkeys(keys) if k not in self.data]
         for s in range(0, len(todo), chunk):
             part = todo[s:s + chunk]
-            for k, v in zip(part, compute(part)):
-                self.data[k] = v
-            write_json(self.path, self.data, indent=None)
+            new = dict(zip(part, compute(part)))
+            write_json(self.folder / f"part-{self.parts:05d}.json", new, indent=None)
+            self.parts += 1
+            self.data.update(new)
         return [self.data[k] for k in keys]
 
 
@@ -261,7 +267,7 @@ def step_near(cfg, items, work):
 def step_evolve(cfg, items, work, failed_out: list):
     from lmforge.align.evolve import evolve
     gen = make_generator(cfg.evolve, cfg.seed)
-    cache = Cache(work / "generations.json")
+    cache = Cache(work / "generations")
     salt = f"{Path(cfg.evolve.generator).resolve()}:{cfg.evolve.max_new_tokens}:{cfg.evolve.temperature}"
 
     def cached(convs):
@@ -275,7 +281,7 @@ def step_evolve(cfg, items, work, failed_out: list):
 
 def step_score(cfg, items, work):
     scorer, name = make_scorer(cfg.scoring)
-    cache = Cache(work / "scores.json")
+    cache = Cache(work / "scores")
     keys = [_key(i.messages, name) for i in items]
     by_key = {k: i.messages for k, i in zip(keys, items)}
     scores = cache.fill(keys, lambda ks: scorer([by_key[k] for k in ks]), chunk=max(cfg.scoring.batch_size * 16, 64))
@@ -299,9 +305,12 @@ def step_diversity(cfg, items, work):
     from lmforge.data.text import units
 
     d = cfg.diversity
-    X, names = diversity.tfidf([i.prompt or i.system for i in items], lambda t: units(t, lowercase=True),
-                               d.max_features)
-    labels = diversity.kmeans(X, d.clusters, cfg.seed)
+    texts = [i.prompt or i.messages[0]["content"] for i in items]   # no user turn: the first message
+    try:
+        X, names = diversity.tfidf(texts, lambda t: units(t, lowercase=True), d.max_features)
+        labels = diversity.kmeans(X, d.clusters, cfg.seed)
+    except ValueError:   # no term at all (e.g. only punctuation): one cluster
+        X, names, labels = None, [], np.zeros(len(items), dtype=np.int64)
     keep = diversity.sample_evenly(labels, d.target, curate.order_by_priority(items, cfg.seed))
     for it, c in zip(items, labels):
         it.cluster = int(c)
@@ -310,7 +319,7 @@ def step_diversity(cfg, items, work):
     res.details = {"target": d.target, "clusters": int(len(np.unique(labels))),
                    "cluster_sizes_before": diversity.cluster_sizes(labels),
                    "cluster_sizes_after": diversity.cluster_sizes(labels, keep),
-                   "cluster_terms": diversity.top_terms(X, labels, names)}
+                   "cluster_terms": diversity.top_terms(X, labels, names) if X is not None else {}}
     return res
 
 

@@ -23,7 +23,7 @@ and evaluated are kept when an interrupted search is rerun.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,8 @@ from typing import Literal
 from lmforge.align import task_mix
 from lmforge.align.curate import read_items
 from lmforge.config import ConfigError, check, to_dict
-from lmforge.io.atomic import read_json, write_json, write_jsonl
+from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
+from lmforge.io.documents import ErrorSink
 from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_sft_trainer
 from lmforge.stagekit.runner import check_steps_unset, done_summary, reject_sink, run_trainer_stage, \
     stage_defaults, write_done
@@ -87,9 +88,9 @@ class SFTGridConfig:
 
 def _tasks(cfg: SFTGridConfig, out: Path) -> dict[str, list[dict]]:
     """Conversation records by task, in input order (malformed lines to rejects.jsonl)."""
-    with reject_sink(out) as errors:
+    with reject_sink(out) if _is_main() else ErrorSink(None) as errors:
         try:
-            items, stats = read_items(cfg.data, errors, cfg.task_key)
+            items, _ = read_items(cfg.data, errors, cfg.task_key)
         except FileNotFoundError as e:
             raise ConfigError(f"data: {e}") from None
     by_task: dict[str, list[dict]] = {}
@@ -100,6 +101,17 @@ def _tasks(cfg: SFTGridConfig, out: Path) -> dict[str, list[dict]]:
     if unknown:
         raise ConfigError(f"weights: task {unknown[0]!r} is not in the data (tasks: {', '.join(sorted(by_task))})")
     return by_task
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _barrier() -> None:
+    """Under torchrun every rank trains each point (FSDP); wait until rank 0's checkpoint is whole."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _evaluate(point_dir: Path, held: dict[str, list[dict]], cfg: SFTGridConfig, progress: bool) -> dict:
@@ -140,15 +152,17 @@ def run_point(cfg: SFTGridConfig, k: int, shares: dict[str, float], pools: dict,
         return read_json(done)
     recs, counts = task_mix.point_data(pools, shares, size, cfg.seed)
     data = d / "data.jsonl"
-    write_jsonl(data, recs)
+    write_jsonl(data, recs)   # every rank writes the same file (atomically), then reads its own
     pcfg = dataclasses.replace(cfg, out_dir=str(d), data=[str(data)])
     if progress:
         print(f"sftgrid point {k}: {task_mix.label(shares)} ({len(recs)} conversations)")
     summary = run_trainer_stage(pcfg, build_sft_trainer, progress)
+    _barrier()
     res = {"point": k, "shares": shares, "counts": counts, "label": task_mix.label(shares),
            "train": {key: summary.get(key) for key in ("step", "loss", "tokens_seen") if key in summary},
-           **_evaluate(d, held, cfg, progress)}
-    write_json(done, res)
+           **_evaluate(d, held, cfg, progress and _is_main())}
+    if _is_main():
+        write_json(done, res)
     return res
 
 
@@ -167,26 +181,30 @@ def run(cfg: SFTGridConfig, progress: bool = True) -> dict:
         raise ConfigError(f"{'points' if cfg.points else 'weights'}: {e}") from None
     if not points:
         raise ConfigError("weights: the grid has no point with a positive weight")
-    write_jsonl(out / "heldout.jsonl", [r for t in tasks for r in held[t]])
+    if _is_main():
+        write_jsonl(out / "heldout.jsonl", [r for t in tasks for r in held[t]])
     size = cfg.size or sum(len(v) for v in pools.values())
     results = [run_point(cfg, k, p, pools, held, size, progress) for k, p in enumerate(points)]
     best = task_mix.choose(results, cfg.rule)
     for r in results:
         r["score"] = list(task_mix.rule_key(r, cfg.rule))
+    summary = {"best": best, "best_label": results[best]["label"], "rule": cfg.rule, "points": len(results),
+               "best_score": results[best]["score"], "grid": str(out / "grid.json"),
+               "best_data": str(out / "best.jsonl")}
+    if not _is_main():
+        return summary
     grid = {"tasks": tasks, "rule": cfg.rule, "rule_text": task_mix.RULES[cfg.rule], "best": best,
             "best_label": results[best]["label"], "best_shares": results[best]["shares"], "size": size,
             "heldout_per_task": cfg.heldout, "points": results,
             "axes": {t: cfg.weights[t] for t in tasks if t in cfg.weights and len(cfg.weights[t]) > 1},
             "config": to_dict(cfg)}
     write_json(out / "grid.json", grid)
-    shutil.copyfile(out / "points" / f"{best:02d}" / "data.jsonl", out / "best.jsonl")
+    with atomic_path(out / "best.jsonl") as tmp:
+        shutil.copyfile(out / "points" / f"{best:02d}" / "data.jsonl", tmp)
     write_json(out / "best_mix.json", {"shares": results[best]["shares"], "rule": cfg.rule,
                                        "label": results[best]["label"]})
     if cfg.keep_checkpoints != "all":
         for r in results:
             if cfg.keep_checkpoints == "none" or r["point"] != best:
                 shutil.rmtree(out / "points" / f"{r['point']:02d}" / "checkpoints", ignore_errors=True)
-    summary = {"best": best, "best_label": results[best]["label"], "rule": cfg.rule, "points": len(results),
-               "best_score": results[best]["score"], "grid": str(out / "grid.json"),
-               "best_data": str(out / "best.jsonl")}
     return write_done(out, summary)
