@@ -21,7 +21,7 @@ from lmforge.align import curate, diversity, evolve, system_balance
 from lmforge.align.curate import Item
 from lmforge.config import ConfigError
 from lmforge.stages.sftdata import SFTDataConfig, run
-from test_align_utils import COLORS, THINGS, color_of, make_source, write_jsonl
+from test_align_utils import THINGS, color_of, make_source, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -474,7 +474,6 @@ def test_evolve_rounds_with_a_scripted_generator():
 
 def test_evolve_stage_plumbing_with_a_tiny_generator(source, tmp_path, monkeypatch):
     src_run, _ = source
-    rng = random.Random(0)
     recs = [conv(f"What color is the {t}?", f"The {t} is {color_of(t)}.") for t in THINGS]
     path = write_jsonl(tmp_path / "c.jsonl", recs)
     out = tmp_path / "out"
@@ -491,7 +490,8 @@ def test_evolve_stage_plumbing_with_a_tiny_generator(source, tmp_path, monkeypat
     assert n_added + n_failed == tried and ev["kept"]["docs"] == len(THINGS) + n_added
     rejected = read_jsonl(out / "rejected" / "01-evolve.jsonl") if n_failed else []
     assert len(rejected) == n_failed and all(r["reason"].startswith("evolution_") for r in rejected)
-    gens = {k: v for p in (out / "work" / "generations").glob("part-*.json") for k, v in json.loads(p.read_text()).items()}
+    gens = {k: v for p in (out / "work" / "generations").glob("part-*.json")
+            for k, v in json.loads(p.read_text()).items()}
     assert len(gens) >= 2 * 6                            # rewrites + answers of round 1, cached
     # a rerun after an interruption reuses the cached generations (generating again would fail)
     (out / "DONE.json").unlink()

@@ -256,30 +256,21 @@ def weigh(items: list[Item], attr: str, weights: dict[str, float], caps: dict[st
     groups: dict[str, list[Item]] = {}
     for it in items:
         groups.setdefault(getattr(it, attr), []).append(it)
-    kept, dropped, added = [], [], []
+    keep: set[int] = set()
+    dropped, added = [], []
     for g, members in groups.items():
         w, cap = weights.get(g, 1.0), caps.get(g)
         order = [members[k] for k in order_by_priority(members, seed)]
-        n = len(members)
-        target = round(w * n)
-        if cap is not None:
-            target = min(target, cap)
-        if target <= n:
-            keep = set(map(id, order[:target]))
-            for it in members:
-                if id(it) in keep:
-                    kept.append(it)
-                else:
-                    why = "cap" if cap is not None and target == cap and round(w * n) > cap else "weight"
-                    dropped.append(Drop(it, f"{attr}_{why}", f"{attr} {g}: weight {w}, cap {cap}, "
-                                                           f"{target} of {n} kept"))
-        else:
-            kept.extend(members)
-            for k in range(target - n):
-                src = order[k % n]
-                copy = Item(src.rec, src.where, src.task, src.source, src.score, src.cluster, "upsampled")
-                added.append(copy)
-                kept.append(copy)
+        n, wanted = len(members), round(w * n)
+        target = wanted if cap is None else min(wanted, cap)
+        keep |= {id(it) for it in order[:target]}
+        why = f"{attr}_cap" if cap is not None and wanted > cap else f"{attr}_weight"
+        dropped += [Drop(it, why, f"{attr} {g}: weight {w}, cap {cap}: {min(target, n)} of {n} kept")
+                    for it in members if id(it) not in keep]
+        for k in range(max(0, target - n)):   # w > 1: whole copies, then the best part of one more
+            src = order[k % n]
+            added.append(Item(src.rec, src.where, src.task, src.source, src.score, src.cluster, "upsampled"))
+    kept = [it for it in items if id(it) in keep] + added
     details = {f"{attr}_before": by(items, attr), f"{attr}_after": by(kept, attr),
                "weights": weights, "caps": caps}
     return StepResult(kept, dropped, added, details)

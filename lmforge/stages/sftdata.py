@@ -398,9 +398,11 @@ def run(cfg: SFTDataConfig, progress: bool = True) -> dict:
             write_jsonl(out / "rejected" / f"{n:02d}-{name}.jsonl", drops)
         steps.append(stats)
         if progress:
-            print(f"sftdata {name}: {stats['in']['docs']} in, {stats['kept']['docs']} kept, removed "
-                  f"{ {k: v['docs'] for k, v in stats['removed'].items()} }, added "
-                  f"{ {k: v['docs'] for k, v in stats['added'].items()} }")
+            removed = ", ".join(f"{k} {v['docs']}" for k, v in stats["removed"].items()) or "none"
+            added = ", ".join(f"{k} {v['docs']}" if v["docs"] else f"{k} (+{v['bytes']} bytes)"
+                              for k, v in stats["added"].items()) or "none"
+            print(f"sftdata {name}: {stats['in']['docs']} in, {stats['kept']['docs']} kept; removed {removed}; "
+                  f"added {added}")
         items = res.kept
     if not items:
         raise ConfigError("no conversation survived curation: loosen the thresholds (see sftdata.json)")
