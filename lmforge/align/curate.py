@@ -261,7 +261,8 @@ def weigh(items: list[Item], attr: str, weights: dict[str, float], caps: dict[st
     for g, members in groups.items():
         w, cap = weights.get(g, 1.0), caps.get(g)
         order = [members[k] for k in order_by_priority(members, seed)]
-        n, wanted = len(members), round(w * n)
+        n = len(members)
+        wanted = round(w * n)
         target = wanted if cap is None else min(wanted, cap)
         keep |= {id(it) for it in order[:target]}
         why = f"{attr}_cap" if cap is not None and wanted > cap else f"{attr}_weight"
