@@ -41,6 +41,13 @@ PRESETS: dict[str, dict] = {
     # (The real model uses LayerNorm with biases; here it is the Llama-style block.)
     "stablelm-2-1.6b": dict(vocab_size=100289, d_model=2048, n_layers=24, n_heads=32, ffn_hidden=5632,
                             max_seq_len=4096, rotary_pct=0.25, tie_embeddings=False),
+    # Skywork-13B: deep and thin (52 x 4608 where Llama-2-13B is 40 x 5120), FFN 12288, 36 heads of 128,
+    # vocabulary 65536 (Llama's 32000 + 8000 Chinese characters + 25519 Chinese words + 17 reserved).
+    "skywork-13b": dict(vocab_size=65536, d_model=4608, n_layers=52, n_heads=36, ffn_hidden=12288,
+                        max_seq_len=4096, tie_embeddings=False),
+    # Yi-6B: 32 x 4096, GQA 32 query / 4 KV heads, FFN 11008, vocabulary 64000, RoPE base 5e6.
+    "yi-6b": dict(vocab_size=64000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=4, ffn_hidden=11008,
+                  max_seq_len=4096, rope_theta=5000000.0, tie_embeddings=False),
 }
 
 

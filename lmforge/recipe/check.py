@@ -256,22 +256,34 @@ class Checker:
                                                             "to train on")
 
 
+def _done_counts(out_dir: str) -> dict[str, int] | None:
+    try:
+        counts = json.loads((Path(out_dir) / "DONE.json").read_text()).get("domain_docs")
+    except (OSError, ValueError):
+        return None
+    return {d: int(n) for d, n in counts.items()} if isinstance(counts, dict) else None
+
+
 def _domain_counts(paths: list[str], checker: Checker) -> dict[str, int] | None:
-    """Documents per domain of finished data/corpus outputs (their DONE.json), else None."""
+    """Documents per domain in `paths` (finished outputs' DONE.json `domain_docs`; for a data stage
+    that has not run, its inputs' counts, an upper bound: cleaning only removes), else None."""
     total: dict[str, int] = {}
     for p in paths:
-        name, _ = checker.source_of(p)
+        name, sub = checker.source_of(p)
         if name is None:
             return None
-        done = Path(checker.recipe.stage(name).out_dir) / "DONE.json"
-        try:
-            counts = json.loads(done.read_text()).get("domain_docs")
-        except (OSError, ValueError):
-            return None
-        if not isinstance(counts, dict):
+        st = checker.recipe.stage(name)
+        counts = _done_counts(st.out_dir)
+        if counts is not None and st.kind == "corpus":
+            counts = {d: n for d, n in counts.items()
+                      if d in (checker.facts[name].domains.get(sub) or set(counts))}
+        if counts is None and st.kind == "data":
+            inputs = st.config.input if isinstance(st.config.input, list) else [st.config.input]
+            counts = _domain_counts([str(x) for x in inputs], checker)
+        if counts is None:
             return None
         for d, n in counts.items():
-            total[d] = total.get(d, 0) + int(n)
+            total[d] = total.get(d, 0) + n
     return total
 
 

@@ -39,7 +39,7 @@ STEP_KEYS = {"steps", "warmup_steps", "ckpt_every", "eval_every"}
 # caps: key -> most allowed in a smoke run (applied wherever the key appears)
 CAPS = {"workers": 2, "eval_batches": 2, "max_items": 40, "max_docs_per_domain": 16, "samples_per_prompt": 1,
         "max_new_tokens": 16, "calib_tokens": 2048, "trials": 1, "distractors": 2, "val_docs_per_domain": 8,
-        "batch_size": 8, "keep_last": 1, "add_tokens": 128}
+        "batch_size": 8, "keep_last": 1, "add_tokens": 128, "long_count": 24, "general_count": 48}
 ZERO_MEANS_ALL = {"workers", "max_items", "max_docs_per_domain"}   # 0 = unlimited: capped too
 
 
@@ -49,6 +49,7 @@ class Factors:
     steps: float
     depth: float
     grad_accum: int           # the recipe's largest grad_accum (divided out)
+    extra_vocab: int = 0      # tokens a vocabulary-extension stage adds (models get room for them)
 
     def to_dict(self) -> dict:
         return {"length": self.length, "steps": self.steps, "depth": self.depth, "grad_accum_divisor": self.grad_accum,
@@ -71,9 +72,11 @@ def _walk(obj: Any):
 
 def factors(stages) -> Factors:
     """The common factors of a recipe's stages (lmforge.recipe.config.RecipeStage list)."""
-    seq, steps, layers, accum = 1, 1, 1, 1
+    seq, steps, layers, accum, extra = 1, 1, 1, 1, 0
     for st in stages:
         cfg = st.config
+        if st.kind == "extend":
+            extra = max(extra, min(cfg.add_tokens, CAPS["add_tokens"]))
         if st.kind == "pretrain":
             seq = max(seq, cfg.train.seq_len)
             total = sum(s.steps for s in cfg.stages) if cfg.stages else cfg.train.steps
@@ -83,11 +86,12 @@ def factors(stages) -> Factors:
                 layers = max(layers, obj.n_layers)
             if hasattr(obj, "grad_accum") and isinstance(obj.grad_accum, int):
                 accum = max(accum, obj.grad_accum)
-    return Factors(min(1.0, SMOKE_SEQ / seq), min(1.0, SMOKE_STEPS / steps), min(1.0, SMOKE_LAYERS / layers), accum)
+    return Factors(min(1.0, SMOKE_SEQ / seq), min(1.0, SMOKE_STEPS / steps), min(1.0, SMOKE_LAYERS / layers), accum,
+                   extra)
 
 
 def _len(v: int, f: Factors) -> int:
-    return max(16, int(round(v * f.length / 8)) * 8) if v else v
+    return max(16, int(v * f.length / 8 + 1e-9) * 8) if v else v      # floor: a length that fit still fits
 
 
 def _steps(v: int, f: Factors) -> int:
@@ -102,7 +106,7 @@ def shrink_model(m: ModelConfig, f: Factors) -> ModelConfig:
     kv = max(1, SMOKE_HEADS // group) if SMOKE_HEADS % group == 0 else None
     ffn = None if m.ffn_hidden is None else max(8, int(round(m.ffn_hidden / m.d_model * SMOKE_WIDTH / 8)) * 8)
     changes = dict(d_model=SMOKE_WIDTH, n_heads=SMOKE_HEADS, n_kv_heads=kv, ffn_hidden=ffn,
-                   n_layers=max(2, int(round(m.n_layers * f.depth))), vocab_size=SMOKE_VOCAB,
+                   n_layers=max(2, int(round(m.n_layers * f.depth))), vocab_size=SMOKE_VOCAB + f.extra_vocab,
                    max_seq_len=_len(m.max_seq_len, f))
     names = {x.name for x in dataclasses.fields(m)}
     if "head_dim" in names and getattr(m, "head_dim") is not None:
@@ -178,6 +182,8 @@ def _field(name: str, v: Any, f: Factors) -> Any:
         return v
     if name == "lengths" and isinstance(v, list):
         return sorted({_len(x, f) for x in v})
+    if name == "length_range" and isinstance(v, list):
+        return [_len(x, f) for x in v]
     if name == "block":
         return _block(v, f)
     if name == "schedule" and isinstance(v, dict):          # batch growth: {step: grad_accum}
@@ -202,6 +208,10 @@ def _stage_specific(kind: str, cfg: Any) -> Any:
         cfg = dataclasses.replace(cfg, from_sample=True, max_mb=min(cfg.max_mb, 1.0))
     if kind == "tokenizer":
         cfg = dataclasses.replace(cfg, vocab_size=SMOKE_VOCAB, max_bytes=0)
+    if kind == "dpo" and getattr(cfg, "reference", None) == "precompute":
+        # the same loss; a frozen copy scores only the pairs the capped steps use, where
+        # precompute would score every pair of the file first
+        cfg = dataclasses.replace(cfg, reference="model")
     train = getattr(cfg, "train", None)
     if train is not None and hasattr(train, "compile"):
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(train, compile=False, precision="auto"))

@@ -50,8 +50,9 @@ class PretrainConfig:
     def __post_init__(self):
         check(bool(self.data), "data", "set the token dataset folder (e.g. --set data=runs/tokens)")
         check(self.z_loss >= 0, "z_loss", "must be >= 0")
-        check(self.train.seq_len <= self.model.max_seq_len, "train.seq_len",
-              f"{self.train.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+        if not (self.init.from_checkpoint and self.model == ModelConfig()):   # else: the source's length decides
+            check(self.train.seq_len <= self.model.max_seq_len, "train.seq_len",
+                  f"{self.train.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
         if self.stages:
             check(self.mixture is None, "mixture", "with stages, give each stage its own mixture")
             check(self.train.schedule == ScheduleConfig(), "train.schedule",
