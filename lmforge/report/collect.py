@@ -26,6 +26,8 @@ class Stage:
     grow: dict | None = None                              # {"file", "similarity": [..], "raw"}
     done: dict | None = None                              # DONE.json summary
     problems: list[str] = field(default_factory=list)     # unreadable files, named
+    deps: list[str] = field(default_factory=list)         # the stages it reads (recipe.json)
+    seconds: float | None = None                          # wall time of its run (recipe.json)
 
     @property
     def has_content(self) -> bool:
@@ -144,7 +146,10 @@ def discover(run_dir: str | Path) -> tuple[str, list[Stage], list[str]]:
             status = s.get("status", "")
             if s.get("kind") == "report" and status == "running":
                 status = "this report"   # the report is being written by this very stage
-            stages.append(load_stage(name, out, s.get("kind", ""), status))
+            st = load_stage(name, out, s.get("kind", ""), status)
+            st.deps = [str(d) for d in s.get("deps") or []]
+            st.seconds = s.get("seconds")
+            stages.append(st)
         return data.get("name") or run_dir.name, stages, problems
     single = load_stage(run_dir.name, run_dir)
     if single.has_content:
@@ -165,3 +170,13 @@ def normalise_mixture(mix, name: str) -> list[dict] | None:
         return [{"stage": name, "tokens": tokens, "share": {k: v / total for k, v in tokens.items()},
                  "target_pretraining_share": mix.get("target_pretraining_share")}]
     return None
+
+
+def recipe_meta(run_dir: str | Path) -> dict:
+    """recipe.json's run-level facts (name, recipe path, smoke factors), or {}."""
+    path = Path(run_dir) / "recipe.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: data.get(k) for k in ("name", "recipe", "smoke")} if isinstance(data, dict) else {}
