@@ -169,3 +169,42 @@ def test_build_pairs_from_sft_cli_with_model_samples(source, tmp_path):
     run(cfg, progress=False)
     kinds = {json.loads(l)["meta"]["rejected_kind"] for l in (tmp_path / "syn" / "pairs_from_sft.jsonl").open()}
     assert kinds <= {"other", "truncated", "shuffled"} and "other" in kinds
+
+
+def test_reference_logps_follow_the_policy_precision(source, tmp_path):
+    """Issue 17 item 8: precomputed reference log-probs go through the same autocast as the
+    policy, so the margin at step 0 is ~0; fp32 references under a bf16 policy are not."""
+    from lmforge.train.objectives.dpo import pair_logps, step0_check
+
+    src_run, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    pairs, _ = load_pairs([str(write_jsonl(tmp_path / "p.jsonl", color_pairs(16, seed=3)))], tok, 64, ErrorSink(None))
+    model, _ = load_checkpoint(src_run)
+    bf16 = torch.bfloat16
+    ref_amp = reference_logps(model, pairs, 1, batch_size=4, autocast=bf16)
+    ref_f32 = reference_logps(model, pairs, 1, batch_size=4)
+    # the training loop's view of the same pairs: a shuffled micro-batch under bf16 autocast (CPU)
+    obj_amp = DPOObjective(pairs, 4, 1, 0, 1, beta=1.0, ref_logps=ref_amp)
+    obj_f32 = DPOObjective(pairs, 4, 1, 0, 1, beta=1.0, ref_logps=ref_f32)
+    good, bad = step0_check(model, obj_amp, "cpu", bf16), step0_check(model, obj_f32, "cpu", bf16)
+    assert good["precision"] == "bfloat16" and good["pairs"] == 4
+    assert good["max_abs_margin"] < 1e-4 and bad["max_abs_margin"] > max(10 * good["max_abs_margin"], 3e-4)
+    # the autocast path really ran in bf16 (the same batch in fp32 differs), and fp32 stays exact
+    lp32 = pair_logps(model, pairs, [0, 1], 1)
+    assert float((lp32.double() - torch.from_numpy(ref_f32[[0, 1]])).abs().max()) < 1e-4
+    assert float((lp32.double() - torch.from_numpy(ref_amp[[0, 1]])).abs().max()) > 3e-4
+
+
+def test_dpo_stage_records_step0_margin_in_bf16(source, tmp_path):
+    src_run, _ = source
+    data = write_jsonl(tmp_path / "pairs.jsonl", color_pairs(12, seed=5))
+    out = tmp_path / "dpo"
+    cfg = config.load(DPOConfig, None, [f"init.from_checkpoint={src_run}", f"data=[{data}]", f"out_dir={out}",
+                                        "train.seq_len=64", "train.micro_batch_size=4", "train.precision=bf16",
+                                        "train.device=cpu", "max_steps=1"])
+    run(cfg, progress=False)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["step0"]["precision"] == "bfloat16" and stats["step0"]["max_abs_margin"] < 1e-4
+    first = losses(out, "margin_sum")[0]          # logged margin of step 1, before its update
+    assert abs(first) < 1e-4
+    assert any(k.endswith("_bfloat16") for k in np.load(out / "ref_logps.npz").files)

@@ -20,6 +20,9 @@ The built pairs are written to out_dir/pairs_from_sft.jsonl (reused on resume).
 The reference is the starting checkpoint: its log-probs are precomputed once
 (`reference: precompute`, cached in out_dir/ref_logps.npz; no second model in memory
 while training) or it runs beside the policy as a frozen model (`reference: model`).
+Either way the reference goes through the policy's precision path (`train.precision`: bf16
+autocast on CUDA), so the margin starts at zero; stats.json's `step0` records the first
+micro-batch's margin before any update (it must be ~0; a warning is printed otherwise).
 metrics.jsonl logs per step (means over the step's pairs, names ending in `_sum` as all
 per-target means in the loop): dpo_loss_sum, reward_chosen_sum, reward_rejected_sum,
 margin_sum, accuracy_sum (preference accuracy), logp_chosen_sum; `val/...` the same on
@@ -134,15 +137,16 @@ def pairs_fingerprint(pairs) -> str:
 
 
 def cached_reference_logps(out_dir: str, name: str, ref_model, pairs, pad_id: int, batch_size: int,
-                           progress: bool, device=None) -> np.ndarray:
-    """[n, 2] reference log-probs, cached in out_dir/ref_logps.npz under the pairs' fingerprint."""
+                           progress: bool, device=None, autocast=None) -> np.ndarray:
+    """[n, 2] reference log-probs, cached in out_dir/ref_logps.npz under the pairs' fingerprint
+    and the precision they were computed in (the training loop's autocast dtype)."""
     from lmforge.train.objectives.dpo import reference_logps
 
     path = Path(out_dir) / "ref_logps.npz"
-    key = f"{name}_{pairs_fingerprint(pairs)}"
+    key = f"{name}_{pairs_fingerprint(pairs)}_{str(autocast).replace('torch.', '') if autocast else 'fp32'}"
     cache = dict(np.load(path)) if path.exists() else {}
     if key not in cache:
-        cache[key] = reference_logps(ref_model, pairs, pad_id, batch_size, device or 'cpu', progress)
+        cache[key] = reference_logps(ref_model, pairs, pad_id, batch_size, device or 'cpu', progress, autocast)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **cache)
     return cache[key]
@@ -177,8 +181,9 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
 
 
 def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
+    from lmforge.device import autocast_dtype
     from lmforge.model.load import load_checkpoint
-    from lmforge.train.objectives.dpo import DPOObjective
+    from lmforge.train.objectives.dpo import DPOObjective, step0_check
 
     src = load_source(cfg.init, cfg.tokenizer)
     if cfg.train.seq_len > src.model_cfg.max_seq_len:
@@ -189,19 +194,26 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     # the reference is always the starting checkpoint (also when this run resumes later weights)
     device = resolve_device(cfg.train.device)
     ref_model, _ = load_checkpoint(src.step_dir, device)
+    # the reference goes through the policy's precision path (bf16 autocast on CUDA)
+    amp = autocast_dtype(cfg.train.precision, device)
     kwargs: dict = {}
     if cfg.reference == "precompute":
         bs = cfg.train.micro_batch_size
         kwargs["ref_logps"] = cached_reference_logps(cfg.out_dir, "train", ref_model, pairs, pad, bs,
-                                                     progress, device)
+                                                     progress, device, amp)
         if val:
             kwargs["val_ref_logps"] = cached_reference_logps(cfg.out_dir, "val", ref_model, val, pad, bs,
-                                                             progress, device)
-        del ref_model
+                                                             progress, device, amp)
     else:
         kwargs["reference"] = ref_model
     objective = DPOObjective(pairs, cfg.train.micro_batch_size, cfg.epochs, cfg.train.seed, pad, cfg.beta,
                              cfg.sft_coef, val_pairs=val, eval_batches=cfg.train.eval_batches, **kwargs)
+    # the policy starts as the reference: the first micro-batch's margin must be ~0
+    stats["step0"] = step0_check(ref_model, objective, device, amp)
+    if progress and stats["step0"]["max_abs_margin"] > 1e-2 * cfg.beta:
+        print(f"warning: DPO margin at step 0 is {stats['step0']['max_abs_margin']:.3g}, not ~0 "
+              f"(reference and policy precision differ?)")
+    del ref_model
     steps = steps_for(objective.n_micro_batches(), cfg.train, cfg.max_steps)
     stats.update({"train_pairs": len(pairs), "val_pairs": len(val), "epochs": cfg.epochs, "planned_steps": steps})
     train = dataclasses.replace(cfg.train, steps=steps)
