@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grow": ("lmforge.cli.grow", "depth up-scaling: measure layer similarity, duplicate a block of layers"),
     "longctx": ("lmforge.cli.longctx", "continued pretraining at a longer context with a new RoPE base"),
     "needle": ("lmforge.cli.longctx", "needle-in-a-haystack eval: retrieval over prompt length x depth"),
+    "longstudy": ("lmforge.cli.longctx", "long-context study: perplexity by length, needles, seesaw, across RoPE "
+                                         "settings"),
     "sft": ("lmforge.cli.align", "supervised fine-tuning on ChatML conversations (loss on replies only)"),
     "dpo": ("lmforge.cli.align", "direct preference optimization on preference pairs"),
     "selfknow": ("lmforge.cli.align", "self-knowledge: RLCD pair generation + C-RLFT training"),

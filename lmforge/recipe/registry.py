@@ -40,6 +40,7 @@ KINDS: dict[str, StageKind] = {
     "selfknow": StageKind("lmforge.stages.selfknow", "SelfKnowConfig", "run", distributed=True),
     "eval": StageKind("lmforge.stages.eval", "EvalConfig", "run"),
     "needle": StageKind("lmforge.stages.needle", "NeedleConfig", "run"),
+    "longstudy": StageKind("lmforge.stages.longstudy", "LongStudyConfig", "run"),
     "export": StageKind("lmforge.stages.export", "ExportConfig", "run"),
     "report": StageKind("lmforge.stages.report", "ReportConfig", "run", out_key="out"),  # always redone
 }
