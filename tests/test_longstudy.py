@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_eval_helpers import tiny_run  # noqa: E402
 from test_needle import tok_encode  # noqa: E402
 
+FIX = Path(__file__).parent / "fixtures" / "longbench"
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -53,7 +55,8 @@ def study_cfg(runs, out, *extra):
                                                "needle.question=' So the key is'", "needle.value_digits=3",
                                                "tasks.kinds=[multi_needle,kv]", "tasks.lengths=[224]",
                                                "tasks.trials=1", "tasks.needles=2", "tasks.distractors=1",
-                                               "tasks.kv_depths=[50]", *extra])
+                                               "tasks.kv_depths=[50]", f"longbench.files=[{FIX / 'hotpotqa.jsonl'}]",
+                                               *extra])
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +98,14 @@ def test_study_compares_settings(study):
     assert s["needle"]["results"]["long"]["summary"]["cells"] == 4
     tasks = s["tasks"]["long"]
     assert set(tasks) == {"multi_needle", "kv"} and tasks["multi_needle"]["224"]["n"] == 2
+    # LongBench: generated and scored where the window holds a prompt; the malformed line reported
+    lbr = s["longbench"]
+    assert lbr["long"]["hotpotqa"]["n"] == 2 and 0.0 <= lbr["long"]["hotpotqa"]["score"] <= 100.0
+    assert "skipped" in lbr["base"]["hotpotqa"] and len(lbr["long"]["malformed"]) == 1
     for name in ("ppl_vs_length", "rope_heatmap", "needle", "seesaw"):
         assert (out / f"{name}.png").stat().st_size > 2000
     md = (out / "longstudy.md").read_text()
-    assert "Perplexity by context length" in md and "seesaw" in md and "Retrieval tasks" in md
+    assert "Perplexity by context length" in md and "seesaw" in md and "Retrieval tasks" in md and "LongBench" in md
 
 
 def test_report_shows_the_study(study, tmp_path):

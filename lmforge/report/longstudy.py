@@ -173,7 +173,7 @@ def study_tables(study: dict) -> list[Table]:
     lb = study.get("longbench") or {}
     if lb:
         rows = [[n, ds, v["metric"], v["n"], v["score"], v["max_length"]]
-                for n, r in lb.items() for ds, v in r.items() if isinstance(v, dict)]
+                for n, r in lb.items() for ds, v in r.items() if isinstance(v, dict) and "score" in v]
         out.append(Table("LongBench", ["setting", "dataset", "metric", "items", "score", "prompt tokens"], rows))
     return out
 

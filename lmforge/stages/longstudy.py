@@ -293,6 +293,9 @@ def longbench_section(model, tok, p: Prepared, cfg: LongStudyConfig, progress: b
         window = min(p.window, MAX_POSITIONS)
         max_len = cfg.longbench.max_length or (min(window, p.cfg.max_seq_len if p.setting.rope == "model"
                                                    else window) - gen - 16)
+        if max_len < 32:
+            out[ds] = {"skipped": f"window {p.window} leaves {max_len} prompt tokens after a {gen}-token answer"}
+            continue
         preds = []
         for it in items:
             ids = lb.prompt_ids(tok, it, prompts.get(ds, lb.DEFAULT_PROMPT), max_len, cfg.longbench.chat)
