@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "selfknow": ("lmforge.cli.align", "self-knowledge: RLCD pair generation + C-RLFT training"),
     "eval": ("lmforge.cli.eval", "evaluate a checkpoint: perplexity, multiple choice, contamination"),
     "export": ("lmforge.cli.export", "checkpoint -> Hugging Face folder"),
+    "character": ("lmforge.cli.character", "build a role-play character package (card + BM25 knowledge index)"),
     "generate": ("lmforge.cli.export", "generate text from a checkpoint or exported folder"),
     "chat": ("lmforge.cli.export", "multi-turn ChatML chat in the terminal"),
     "report": ("lmforge.cli.report", "write report.html / report.md with plots of a run folder"),

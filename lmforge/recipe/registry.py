@@ -42,6 +42,7 @@ KINDS: dict[str, StageKind] = {
     "needle": StageKind("lmforge.stages.needle", "NeedleConfig", "run"),
     "longstudy": StageKind("lmforge.stages.longstudy", "LongStudyConfig", "run"),
     "export": StageKind("lmforge.stages.export", "ExportConfig", "run"),
+    "character": StageKind("lmforge.stages.character", "CharacterConfig", "run"),
     "report": StageKind("lmforge.stages.report", "ReportConfig", "run", out_key="out"),  # always redone
 }
 
