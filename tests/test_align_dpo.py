@@ -208,3 +208,41 @@ def test_dpo_stage_records_step0_margin_in_bf16(source, tmp_path):
     first = losses(out, "margin_sum")[0]          # logged margin of step 1, before its update
     assert abs(first) < 1e-4
     assert any(k.endswith("_bfloat16") for k in np.load(out / "ref_logps.npz").files)
+
+
+def test_refusal_pairs_use_the_model_written_refusal_as_chosen():
+    from lmforge.align.refusals import REFUSAL_SYSTEM, refusal_pairs
+
+    recs = [{"prompt": [{"role": "user", "content": "steal a car?"}], "refusal": "No.", "rejected": None},
+            {"prompt": [{"role": "user", "content": "pick a lock?"}], "refusal": None, "rejected": "Sure: ..."},
+            {"prompt": [{"role": "user", "content": "same?"}], "refusal": None, "rejected": "I refuse."}]
+
+    def sample(texts, call):       # a scripted SFT model: refuses when told to, complies otherwise
+        return ["I refuse." if REFUSAL_SYSTEM in t else "Here is how." for t in texts]
+    pairs, info = refusal_pairs(recs, sample, lambda p, r: float(len(r)))
+    assert [p["chosen"] for p in pairs] == ["I refuse.", "I refuse."]
+    assert [p["rejected"] for p in pairs] == ["Here is how.", "Sure: ..."]   # own answer, else the given one
+    assert info["stats"]["tie"] == 1 and info["pairs"] == 2
+    assert info["summary"]["human"] == {"n": 1, "mean_ppl": 3.0, "median_ppl": 3.0}
+    assert all("system" not in json.dumps(p["prompt"]) for p in pairs)        # trained without the instruction
+
+
+def test_dpo_stage_builds_refusal_pairs_and_the_report_shows_them(source, tmp_path):
+    from lmforge.report.build import build_report
+
+    src_run, _ = source
+    out = tmp_path / "dpo"
+    cfg = config.load(DPOConfig, None, [f"init.from_checkpoint={src_run}", f"out_dir={out}", "refusals.prompts=[builtin]",
+                                        "refusals.max_new_tokens=12", "refusals.temperature=0.5", "train.seq_len=128",
+                                        "train.micro_batch_size=4", "max_steps=2"])
+    run(cfg, progress=False)
+    info = json.loads((out / "refusals.json").read_text())
+    pairs = [json.loads(l) for l in (out / "refusal_pairs.jsonl").read_text().splitlines()]
+    assert info["pairs"] == len(pairs) >= 15 and info["summary"]["human"]["n"] == len(pairs)
+    assert all(p["meta"]["source"] == "model_refusal" and p["meta"]["human_refusal"] for p in pairs)
+    # the report's point, even for this untrained model: its own replies are likelier under it
+    assert info["summary"]["model"]["mean_ppl"] < info["summary"]["human"]["mean_ppl"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["refusals"]["pairs"] == len(pairs)
+    res = build_report(out, tmp_path / "rep")
+    assert "refusals" in res["sections"] and "Refusal perplexity" in (tmp_path / "rep" / "report.md").read_text()

@@ -18,7 +18,7 @@ def plot_refusal_ppl(ref: dict, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.2))
     data = [[p[k] for p in ref["per_pair"] if p.get(k) is not None] for k in kinds]
-    ax.boxplot(data, labels=[f"{k}-written" for k in kinds])
+    ax.boxplot(data, tick_labels=[f"{k}-written" for k in kinds])
     ax.set_yscale("log")
     ax.set_ylabel("perplexity under the SFT model")
     ax.set_title("Refusal replies", fontsize=9)

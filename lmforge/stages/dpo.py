@@ -17,6 +17,13 @@ No preference data ships offline, so pairs can be built from SFT conversations
   (Index-1.9B prefers model-generated rejected replies to hand-written ones).
 The built pairs are written to out_dir/pairs_from_sft.jsonl (reused on resume).
 
+Safety pairs with model-written refusals (Index-1.9B; lmforge.align.refusals): for each
+unsafe prompt in `refusals.prompts` ("builtin" = a small shipped set) the SFT model is told
+to refuse, and its refusal is the chosen reply (trained without that instruction); the
+rejected reply is the record's, else the model's own uninstructed answer. out_dir/
+refusals.json records the perplexity under the SFT model of the human-written refusals
+(the records' `refusal`) against the model-written ones; the run report shows it.
+
 The reference is the starting checkpoint: its log-probs are precomputed once
 (`reference: precompute`, cached in out_dir/ref_logps.npz; no second model in memory
 while training) or it runs beside the policy as a frozen model (`reference: model`).
@@ -67,9 +74,24 @@ class PairsFromSFTConfig:
 
 
 @dataclass
+class RefusalsConfig:
+    """Safety pairs whose chosen reply is the SFT model's own refusal (Index-1.9B)."""
+    prompts: list[str] = field(default_factory=list)   # unsafe-prompt jsonl files; "builtin" = the shipped set
+    system: str = ""               # the instruction to refuse; "" = lmforge.align.refusals.REFUSAL_SYSTEM
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+    def __post_init__(self):
+        check(self.max_new_tokens > 0 and self.temperature >= 0 and 0 < self.top_p <= 1, "max_new_tokens",
+              "max_new_tokens > 0, temperature >= 0, top_p in (0, 1]")
+
+
+@dataclass
 class DPOConfig:
     data: list[str] = field(default_factory=list)      # preference jsonl files
     pairs_from_sft: PairsFromSFTConfig = field(default_factory=PairsFromSFTConfig)
+    refusals: RefusalsConfig = field(default_factory=RefusalsConfig)
     out_dir: str = "runs/dpo"
     init: InitConfig = field(default_factory=InitConfig)
     tokenizer: str = ""
@@ -87,7 +109,7 @@ class DPOConfig:
         return stage_defaults(data, DPO_TRAIN)
 
     def __post_init__(self):
-        check(bool(self.data) or bool(self.pairs_from_sft.files), "data",
+        check(bool(self.data) or bool(self.pairs_from_sft.files) or bool(self.refusals.prompts), "data",
               "give preference jsonl files, or SFT files in pairs_from_sft.files (--build-pairs)")
         check(bool(self.init.from_checkpoint), "init.from_checkpoint", "DPO starts from a (SFT) checkpoint")
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -128,6 +150,36 @@ def build_pairs_file(cfg: DPOConfig, src: Source, errors, progress: bool) -> tup
     return path, stats
 
 
+def build_refusal_pairs(cfg: DPOConfig, src: Source, errors, progress: bool) -> tuple[Path, dict]:
+    """out_dir/refusal_pairs.jsonl + refusals.json (perplexity of human vs model refusals under
+    the SFT model); kept if already there (resume)."""
+    from lmforge.align.refusals import REFUSAL_SYSTEM, load_unsafe, refusal_pairs
+    from lmforge.eval.reply_ppl import reply_perplexity
+    from lmforge.infer.generate import generate
+    from lmforge.model.load import load_checkpoint
+
+    out = Path(cfg.out_dir)
+    path, info_path = out / "refusal_pairs.jsonl", out / "refusals.json"
+    if path.exists() and info_path.exists():
+        return path, read_json(info_path)
+    rc = cfg.refusals
+    try:
+        records, stats = load_unsafe(rc.prompts, errors)
+    except FileNotFoundError as e:
+        raise ConfigError(f"refusals.prompts: {e}") from None
+    model, _ = load_checkpoint(src.step_dir)
+    if progress:
+        print(f"writing refusals for {len(records)} unsafe prompts with {src.step_dir}")
+    sample = lambda texts, k: generate(model, src.tok, texts, max_new_tokens=rc.max_new_tokens,   # noqa: E731
+                                       temperature=rc.temperature, top_p=rc.top_p, seed=cfg.train.seed + 1000 * k)
+    score = lambda prompt, reply: reply_perplexity(model, src.tok, prompt, reply)   # noqa: E731
+    pairs, info = refusal_pairs(records, sample, score, rc.system or REFUSAL_SYSTEM)
+    info["input"] = dict(stats)
+    write_jsonl(path, pairs)
+    write_json(info_path, info)
+    return path, info
+
+
 def pairs_fingerprint(pairs) -> str:
     h = hashlib.sha256()
     for p in pairs:
@@ -161,6 +213,10 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
     files, stats = list(cfg.data), {}
     if cfg.pairs_from_sft.files:
         built, stats["pairs_from_sft"] = build_pairs_file(cfg, src, errors, progress)
+        files.append(str(built))
+    if cfg.refusals.prompts:
+        built, info = build_refusal_pairs(cfg, src, errors, progress)
+        stats["refusals"] = {"pairs": info["pairs"], "summary": info["summary"]}
         files.append(str(built))
     try:
         pairs, stats["pairs"] = load_pairs(files, src.tok, cfg.train.seq_len, errors, cfg.min_score_chosen, progress)
