@@ -42,7 +42,9 @@ KINDS: dict[str, StageKind] = {
     "longsft": StageKind("lmforge.stages.longsft", "LongSFTConfig", "run"),
     "eval": StageKind("lmforge.stages.eval", "EvalConfig", "run"),
     "needle": StageKind("lmforge.stages.needle", "NeedleConfig", "run"),
+    "longstudy": StageKind("lmforge.stages.longstudy", "LongStudyConfig", "run"),
     "export": StageKind("lmforge.stages.export", "ExportConfig", "run"),
+    "character": StageKind("lmforge.stages.character", "CharacterConfig", "run"),
     "report": StageKind("lmforge.stages.report", "ReportConfig", "run", out_key="out"),  # always redone
 }
 

@@ -171,6 +171,37 @@ def grow_section(stages: list[Stage], out: Path) -> Section | None:
     return sec
 
 
+def longstudy_section(stages: list[Stage], out: Path) -> Section | None:
+    from lmforge.report.longstudy import study_blocks
+
+    studies = [s for s in stages if s.longstudy]
+    if not studies:
+        return None
+    sec = Section("longstudy", "Long-context study",
+                  "Index-1.9B-32K's comparison: validation perplexity by context length for each checkpoint and "
+                  "RoPE setting (trained, naive extrapolation, Dynamic NTK, other bases), needle retrieval by "
+                  "length and depth side by side, and what the long stages cost at short context (the seesaw).")
+    for st in studies:
+        sec.blocks.append(f"{st.name}: baseline {st.longstudy.get('baseline')}.")
+        sec.blocks.extend(study_blocks(st.longstudy, out, _slug(st.name)))
+    return sec
+
+
+def refusals_section(stages: list[Stage], out: Path) -> Section | None:
+    from lmforge.report.refusals import refusal_blocks
+
+    found = [s for s in stages if s.refusals]
+    if not found:
+        return None
+    sec = Section("refusals", "Model-written refusals",
+                  "Index-1.9B builds its safety pairs from refusals the SFT model writes itself (prompted to "
+                  "refuse), because human-written refusals have a much higher perplexity under the SFT model. "
+                  "Perplexity of the refusal replies under the SFT model, per kind.")
+    for st in found:
+        sec.blocks.extend(refusal_blocks(st.refusals, out, _slug(st.name)))
+    return sec
+
+
 # ------------------------------------------------------------------ rendering
 
 CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -241,6 +272,7 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
                                          f"output is listed as missing and left out below.", blocks)
     sections = [ov] + [s for s in (training_section(stages, out), data_section(stages, out),
                                    mixture_section(stages, out), eval_section(stages, out),
+                                   longstudy_section(stages, out), refusals_section(stages, out),
                                    grow_section(stages, out)) if s]
     title = f"lmforge run report: {name}" + (" (SMOKE RUN)" if meta.get("smoke") else "")
     (out / "report.html").write_text(render_html(title, sections, out, problems), encoding="utf-8")

@@ -24,6 +24,8 @@ class Stage:
     needle: dict | None = None                            # needle.json
     needle_png: Path | None = None
     grow: dict | None = None                              # {"file", "similarity": [..], "raw"}
+    longstudy: dict | None = None                         # longstudy.json (lmforge longstudy)
+    refusals: dict | None = None                          # refusals.json (dpo: model-written refusals)
     done: dict | None = None                              # DONE.json summary
     problems: list[str] = field(default_factory=list)     # unreadable files, named
     deps: list[str] = field(default_factory=list)         # the stages it reads (recipe.json)
@@ -32,7 +34,7 @@ class Stage:
     @property
     def has_content(self) -> bool:
         return bool(self.metrics or self.mixture or self.data_steps or self.eval or self.needle
-                    or self.needle_png or self.grow or self.done)
+                    or self.needle_png or self.grow or self.done or self.longstudy)
 
     @property
     def train_records(self) -> list[dict]:
@@ -94,7 +96,8 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
             stats = _json(sub / "stats.json", p)
             if isinstance(stats, dict) and "in" in stats:
                 st.data_steps.append({"dir": sub.name, **stats})
-    for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done")):
+    for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done"),
+                    ("longstudy.json", "longstudy"), ("refusals.json", "refusals")):
         if (folder / f).is_file():
             setattr(st, attr, _json(folder / f, p))
     if (folder / "needle.png").is_file():
@@ -120,6 +123,8 @@ def guess_kind(st: Stage) -> str:
         return "eval"
     if st.needle is not None or st.needle_png:
         return "needle"
+    if st.longstudy is not None:
+        return "longstudy"
     if st.grow:
         return "grow"
     if st.metrics:

@@ -7,6 +7,9 @@ step count is computed from the epochs before training starts), conversations ov
 turns dropped (StableLM 2), optional NEFTune (Yi: alpha 5 for 6B, 45 for 34B), optional
 pretraining text mixed in at 4:6 pretraining:response tokens (`mix.share: 0.4`, Index)
 and the pretraining optimizer state loaded with the weights (`init.load_optimizer`, Index).
+Long instructions can be mixed in at a set share of conversations (`long: {data, share}`;
+Index-32K's long SFT, and its failed 1-per-mille attempt: `share: 0.001`); stats.json's
+`long` records the realised share.
 
 Like pretraining: a rerun of a finished out_dir skips (DONE.json), an interrupted one
 resumes exactly from its last checkpoint; a new out_dir starts from `init.from_checkpoint`.
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge.config import check
-from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_conversation_objective
+from lmforge.stagekit.conversations import CHAT_TRAIN, LongInstructConfig, MixConfig, build_conversation_objective
 from lmforge.stagekit.runner import check_steps_unset, reject_sink, run_trainer_stage, stage_defaults, start_fresh
 from lmforge.stagekit.source import InitConfig, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
@@ -37,6 +40,7 @@ class SFTConfig:
     system_prompt: str = ""        # added to conversations that have no system message
     neftune_alpha: float = 0.0     # 0 = off; Yi: 5 (6B), 45 (34B)
     mix: MixConfig = field(default_factory=MixConfig)
+    long: LongInstructConfig = field(default_factory=LongInstructConfig)   # long instructions at a share
     val_fraction: float = 0.0      # conversations held out for val/sft_loss
 
     @classmethod
