@@ -95,8 +95,11 @@ def test_export_import_round_trip_keeps_scaling(tmp_path):
 
 def test_partial_rotary_with_scaling_refused_on_export():
     cfg = cfg_with(RopeScaling("dynamic", 8.0), rotary_pct=0.5)
-    with pytest.raises(ValueError, match="rope_scaling"):
-        hf_config_dict(cfg)
+    with pytest.raises(ValueError, match="rope_scaling"):   # Phi3Config takes default/longrope only
+        hf_config_dict(cfg, arch="phi3")
+    with pytest.raises(ValueError, match="partial rotary"):  # LlamaForCausalLM rotates the whole head
+        hf_config_dict(cfg, arch="llama")
+    assert hf_config_dict(cfg)["model_type"] == "glm"       # the default choice carries it
 
 
 @pytest.mark.parametrize("data,key", [
