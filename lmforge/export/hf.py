@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from lmforge.config import check
-from lmforge.model.convert import export_arch, save_hf
+from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of
 from lmforge.tokenizer.train import CHATML_TEMPLATE, load_tokenizer, tokenizer_info
 
@@ -61,8 +61,9 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def export_tokenizer(tok_dir: Path, out: Path) -> dict:
-    """Copy the tokenizer files; make sure the transformers side has the ChatML template."""
+def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = None) -> dict:
+    """Copy the tokenizer files; make sure the transformers side has the ChatML template.
+    model_max_length: the model's usable length (convert.hf_max_length), replacing the tokenizer's."""
     shutil.copy2(tok_dir / "tokenizer.json", out / "tokenizer.json")
     info = tokenizer_info(tok_dir)
     tok = load_tokenizer(tok_dir)
@@ -73,6 +74,8 @@ def export_tokenizer(tok_dir: Path, out: Path) -> dict:
     if not hf_cfg.get("chat_template"):
         hf_cfg["chat_template"] = CHATML_TEMPLATE
     hf_cfg.setdefault("clean_up_tokenization_spaces", False)
+    if model_max_length is not None:
+        hf_cfg["model_max_length"] = model_max_length
     for k, v in names.items():
         hf_cfg.setdefault(f"{k}_token", v)
     _write_json(out / "tokenizer_config.json", hf_cfg)
@@ -109,7 +112,7 @@ def _export(checkpoint, out_dir, dtype, tokenizer) -> dict:
         (out / marker).unlink(missing_ok=True)
     arch = export_arch(model.cfg)
     save_hf(model, out, DTYPES[dtype] if dtype else None, arch=arch)
-    ids = export_tokenizer(tok_dir, out)
+    ids = export_tokenizer(tok_dir, out, hf_max_length(model.cfg))
     config = json.loads((out / "config.json").read_text())
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         config[key] = ids[key]
