@@ -83,6 +83,7 @@ def test_import_options_and_same_logits(family):
     name, hf, _, ours = family
     for field, value in FAMILIES[name][1].items():
         assert getattr(ours.cfg, field) == value, field
+    assert sum(p.numel() for p in ours.parameters()) == ours.cfg.n_params()   # biases, norms, qk-norm counted
     x = ids()   # 24 tokens: longer than the 8-token windows, past llama3's original 16
     with torch.no_grad():
         a, b = ours(x)[..., :VOCAB], hf(x).logits

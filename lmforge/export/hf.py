@@ -8,18 +8,12 @@
     lmforge_export.json      where it came from (checkpoint, step, arch)
     DONE.json                the stage summary, written last (a rerun skips)
 
-Which transformers architecture (checked against the transformers 5.23 sources):
-- full rotary -> LlamaForCausalLM (the design's default).
-- partial rotary (StableLM 2's 25%) -> Phi3ForCausalLM. LlamaForCausalLM cannot do it:
-  its rotary embedding always rotates the whole head (`compute_default_rope_parameters`
-  ignores `partial_rotary_factor` and `apply_rotary_pos_emb` multiplies the full q/k),
-  and with a non-default rope_type the cos/sin come out rotary_dim wide and no longer
-  broadcast against the head. Phi-3 is our block (RMSNorm, SwiGLU, no biases) with fused
-  qkv_proj / gate_up_proj and an `apply_rotary_pos_emb` that rotates cos.shape[-1] dims.
-- partial rotary + rope scaling (dynamic NTK / linear) -> GlmForCausalLM, because
-  Phi3Config refuses every rope_type except default/longrope. GLM is the same block,
-  rotates interleaved pairs (the q/k rows are permuted on export, see convert.py) and
-  accepts any rope_type. All three give our logits (tests/test_export.py).
+Which transformers architecture: the first of llama, qwen2, qwen3, mistral, phi3, glm,
+stablelm, gemma that computes the same logits (model/hf_archs.py, docs/models.md): full
+rotary -> LlamaForCausalLM; partial rotary (StableLM 2's 25%) -> Phi3ForCausalLM, or
+GlmForCausalLM with rope scaling (Phi3Config refuses it), or StableLmForCausalLM with
+LayerNorm. tokenizer_config.json's model_max_length is the model's usable length
+(convert.hf_max_length: a Dynamic-NTK model's extended length, see docs/models.md).
 """
 from __future__ import annotations
 
