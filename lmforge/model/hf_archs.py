@@ -90,6 +90,7 @@ def _rope_from_hf(config: dict, arch: Arch) -> tuple[float, float, RopeScaling |
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     theta = float(rope.get("rope_theta", arch.get(config, "rope_theta")))
     factor = float(rope.get("partial_rotary_factor", arch.get(config, "partial_rotary_factor") or 1.0))
+
     def need(key: str) -> float:
         if not isinstance(rope.get(key), (int, float)):
             raise _refuse(f"rope_parameters.{key} missing for rope_type {rope_type!r}")
