@@ -213,7 +213,7 @@ def test_what_gguf_cannot_express_is_refused(tok_dir, tmp_path, kw, match):
 
 
 def test_export_gguf_from_run_and_hf_folder_and_cli(tmp_path, capsys):
-    from lmforge.export import cli
+    from lmforge.cli import export as cli
     from lmforge.export.hf import export
     from test_eval_helpers import tiny_run
     run_dir = tiny_run(tmp_path / "run", steps=2)

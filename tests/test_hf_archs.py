@@ -9,7 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from lmforge.export.generate import generate_ids  # noqa: E402
+from lmforge.infer.generate import generate_ids  # noqa: E402
 from lmforge.model import ModelConfig, Transformer  # noqa: E402
 from lmforge.model.convert import export_arch, from_hf, hf_config_dict, load_hf, save_hf  # noqa: E402
 from lmforge.train.optim import OptimConfig, build_optimizer  # noqa: E402
