@@ -229,9 +229,13 @@ def tokenizer_info(path: str | Path, tok=None) -> dict:
         return tok.token_to_id(v) if isinstance(v, str) else None
 
     n = vocab_len(tok)
+    eos, pad = tid("eos_token"), tid("pad_token")
+    # Many released tokenizers (Llama, Mistral) declare no pad token; padding is never a
+    # target and never attended to, so eos can stand in (as TRL and LLaMA-Factory do).
     return {"vocab_size": n, "padded_vocab_size": padded_vocab_size(n), "pad_multiple": 64,
-            "bos_id": tid("bos_token"), "eos_id": tid("eos_token"), "pad_id": tid("pad_token"),
-            "special_tokens": {}}
+            "bos_id": tid("bos_token"), "eos_id": eos, "pad_id": eos if pad is None else pad,
+            "pad_is_eos": pad is None and eos is not None,
+            "special_tokens": {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}}
 
 
 def is_complete(out_dir: str | Path) -> bool:
