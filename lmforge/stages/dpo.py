@@ -35,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 
+from lmforge.align.formats import DataFile
 from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
@@ -50,7 +51,7 @@ DPO_TRAIN = {"optim": {"lr": 1e-6}, "schedule": {"kind": "cosine", "warmup_steps
 @dataclass
 class PairsFromSFTConfig:
     """Build preference pairs from SFT conversation files (no preference data ships offline)."""
-    files: list[str] = field(default_factory=list)
+    files: list[str | DataFile] = field(default_factory=list)
     rejected: Literal["synthetic", "model"] = "synthetic"
     seed: str = "dpo"
     max_new_tokens: int = 64       # rejected: model - sampling settings
@@ -65,7 +66,7 @@ class PairsFromSFTConfig:
 
 @dataclass
 class DPOConfig:
-    data: list[str] = field(default_factory=list)      # preference jsonl files
+    data: list[str | DataFile] = field(default_factory=list)   # preference files, or {path, format, columns, tags}
     pairs_from_sft: PairsFromSFTConfig = field(default_factory=PairsFromSFTConfig)
     out_dir: str = "runs/dpo"
     init: InitConfig = field(default_factory=InitConfig)
