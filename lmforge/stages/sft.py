@@ -8,6 +8,10 @@ turns dropped (StableLM 2), optional NEFTune (Yi: alpha 5 for 6B, 45 for 34B), o
 pretraining text mixed in at 4:6 pretraining:response tokens (`mix.share: 0.4`, Index)
 and the pretraining optimizer state loaded with the weights (`init.load_optimizer`, Index).
 
+Data: any of the formats of lmforge.align.formats (OpenAI messages, ShareGPT, Alpaca, TRL
+prompt/completion, plain text), detected per record or named per file. `init.from_checkpoint`
+may be a Hugging Face folder. `lora: {r: 8}` trains LoRA adapters only (merged on export).
+
 Like pretraining: a rerun of a finished out_dir skips (DONE.json), an interrupted one
 resumes exactly from its last checkpoint; a new out_dir starts from `init.from_checkpoint`.
 out_dir gets stats.json (every input line accounted for), rejects.jsonl (malformed lines
