@@ -159,3 +159,31 @@ def test_import_writes_our_format_and_export_gives_back_the_logits(hf_dir, tmp_p
     torch.testing.assert_close(hf_logits(tmp_path / "export", x), reference, atol=1e-5, rtol=1e-5)
     assert main(["import", str(hf_dir), str(out)]) == 0                  # a rerun skips
     assert main(["import", str(tmp_path / "nothing"), str(tmp_path / "o2")]) == 2
+
+
+def test_dpo_longctx_and_needle_from_hf_folder(hf_dir, tmp_path):
+    from lmforge.stages.dpo import DPOConfig, run as dpo
+    from lmforge.stages.longctx import LongCtxConfig, run as longctx
+    from lmforge.stages.needle import NeedleConfig, run as needle
+    from test_align_utils import write_jsonl
+    from test_eval_helpers import make_text_dataset
+
+    pairs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"What color is the {t}?", "chosen": f"The {t} is blue.",
+                                                "rejected": "No."} for t in ("sky", "sea", "ice", "jay")])
+    d = dpo(config.load(DPOConfig, None, [f"init.from_checkpoint={hf_dir}", f"data=[{pairs}]", "train.seq_len=64",
+                                          "train.micro_batch_size=2", "max_steps=2", f"out_dir={tmp_path / 'dpo'}"]),
+            progress=False)
+    assert d["step"] == 2
+    text = "The harbour was quiet and the boats rocked slowly against the old stone pier. " * 6
+    tokens = make_text_dataset(tmp_path / "tokens", hf_dir, {"prose": [text] * 6}, val={"prose": [text]})
+    lc = longctx(config.load(LongCtxConfig, None, [
+        f"init.from_checkpoint={hf_dir}", f"data={tokens}", f"out_dir={tmp_path / 'long'}", "model.rope_theta=40000",
+        "train.seq_len=96", "train.micro_batch_size=1", "train.steps=2", "min_doc_tokens=32",
+        "train.schedule.warmup_steps=1", "train.eval_batches=1"]), progress=False)
+    assert lc["step"] == 2 and lc["source"] == str(hf_dir)
+    assert load_checkpoint(tmp_path / "long")[0].cfg.rope_theta == 40000
+    nd = needle(config.load(NeedleConfig, None, [
+        f"checkpoint={hf_dir}", f"haystack={tokens}", f"out_dir={tmp_path / 'needle'}", "rope=naive",
+        "needle=' The key is {value}. '", "question=' So the key is'", "value_digits=3", "lengths=[48]",
+        "depths=[50]", "distractors=0", "trials=1"]), progress=False)
+    assert nd["checkpoint"] == str(hf_dir) and (tmp_path / "needle" / "needle.json").is_file()

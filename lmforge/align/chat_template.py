@@ -64,7 +64,8 @@ def _target_spans(messages: list[dict], train_on: str) -> tuple[str, list[tuple[
         header = f"{IM_START}{m['role']}\n"
         body = f"{m['content']}{IM_END}"
         start = pos + len(header)
-        if m["role"] == "assistant" and m.get("weight", 1) and (train_on == "all" or (train_on == "last" and i == last)):
+        trained = m["role"] == "assistant" and m.get("weight", 1)   # weight 0: context (OpenAI)
+        if trained and (train_on == "all" or (train_on == "last" and i == last)):
             spans.append((start, start + len(body)))
         piece = header + body + "\n"
         text.append(piece)
