@@ -125,8 +125,8 @@ def test_lora_sft_resumes_exactly(source, tmp_path):
     from lmforge.stages.sft import build, run
 
     src_run, _ = source
-    data = make_sft_file(tmp_path / "sft.jsonl", n=16, max_turns=2)
-    extra = ["epochs=2", "lora.dropout=0.1", "train.ckpt_every=3", "train.micro_batch_size=2"]
+    data = make_sft_file(tmp_path / "sft.jsonl", n=12, max_turns=1)
+    extra = ["epochs=2", "lora.dropout=0.1", "train.ckpt_every=3", "train.micro_batch_size=2", "train.seq_len=48"]
     run(sft_cfg(src_run, data, tmp_path / "straight", *extra), progress=False)
     cfg = sft_cfg(src_run, data, tmp_path / "split", *extra)
     trainer = build(cfg, progress=False)
