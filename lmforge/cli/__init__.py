@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("lmforge.cli.align", "direct preference optimization on preference pairs"),
     "selfknow": ("lmforge.cli.align", "self-knowledge: RLCD pair generation + C-RLFT training"),
     "eval": ("lmforge.cli.eval", "evaluate a checkpoint: perplexity, multiple choice, contamination"),
+    "import": ("lmforge.cli.hfimport", "Hugging Face folder -> lmforge checkpoint (step-0 + tokenizer)"),
     "export": ("lmforge.cli.export", "checkpoint -> Hugging Face folder"),
     "character": ("lmforge.cli.character", "build a role-play character package (card + BM25 knowledge index)"),
     "generate": ("lmforge.cli.export", "generate text from a checkpoint or exported folder"),

@@ -1,6 +1,8 @@
 """Typed config of `lmforge data CONFIG.yaml`.
 
-    input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, txt, html)
+    input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, csv, txt, md, html,
+                                  warc, warc.gz, wet.gz)
+    text_field: content           jsonl/parquet/csv: which key holds the text (default: text)
     output: runs/data
     steps: [extract, filters, langid, quality, minhash, substring, topics, code]
     filters: {min_units: 50}      each step's settings live under its own name,
@@ -211,6 +213,9 @@ class DataConfig:
     format: Literal["jsonl.zst", "parquet"] = "jsonl.zst"
     docs_per_shard: int = 20_000
     max_doc_bytes: int = 64 * 1024 * 1024
+    text_field: str = "text"        # jsonl / parquet / csv: the key holding the text (The Stack: content)
+    id_field: str = "id"            # ... the document id (none: "<file>:<line>")
+    meta_fields: list[str] | None = None   # ... keys kept in meta (None: all the others)
     write_rejected: bool = True
     progress: bool = True
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -235,5 +240,12 @@ class DataConfig:
             check(importlib.util.find_spec("ray") is not None, "executor", RAY_MISSING)
         check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
         check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
+        check(bool(self.text_field), "text_field", "must name the key that holds the text")
         check("quality" not in self.steps or self.quality is not None, "quality",
               "the quality step needs a quality: section (at least quality.positive)")
+
+    def fields(self):
+        """How the readers find text, id and meta in jsonl / parquet / csv records."""
+        from ..io.readers import Fields
+        return Fields(self.text_field, self.id_field,
+                      tuple(self.meta_fields) if self.meta_fields is not None else None)

@@ -27,7 +27,7 @@ import torch
 from lmforge.io.atomic import write_json
 from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of
-from lmforge.tokenizer.train import CHATML_TEMPLATE, load_tokenizer, tokenizer_info
+from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DONE = "DONE.json"
@@ -47,8 +47,8 @@ def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = No
     cfg_path = tok_dir / "tokenizer_config.json"
     hf_cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     hf_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
-    if not hf_cfg.get("chat_template"):
-        hf_cfg["chat_template"] = CHATML_TEMPLATE
+    if not hf_cfg.get("chat_template") or hf_cfg["chat_template"] == CHATML_TEMPLATE_V1:
+        hf_cfg["chat_template"] = CHATML_TEMPLATE   # the current one has the TRL generation markers
     hf_cfg.setdefault("clean_up_tokenization_spaces", False)
     if model_max_length is not None:
         hf_cfg["model_max_length"] = model_max_length

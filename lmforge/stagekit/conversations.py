@@ -81,7 +81,8 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
         raise ConfigError(f"train.seq_len: {T} exceeds the model's max_seq_len {src.model_cfg.max_seq_len}")
     try:
         convs, stats = sft_data.load_conversations(files, src.tok, T, cfg.max_turns, errors, system_prompt,
-                                                   classes, progress, **(load_kwargs or {}))
+                                                   classes, progress, eos_id=src.info.get("eos_id"),
+                                                   **(load_kwargs or {}))
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
     long_cfg, long_stats = getattr(cfg, "long", None), {}

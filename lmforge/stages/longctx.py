@@ -41,7 +41,7 @@ from lmforge.io.atomic import write_json
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.config import ContextOverrides
 from lmforge.model.flops import flops_per_token, peak_flops
-from lmforge.model.load import model_config_of
+from lmforge.model.load import model_config_of, tokenizer_dir_of
 from lmforge.shards import TokenDataset
 from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import InitConfig, source_checkpoint
@@ -199,7 +199,7 @@ def data_tokenizer(ds: TokenDataset) -> Path | None:
 
 def validate(cfg: LongCtxConfig) -> tuple[Path, ModelConfig, TokenDataset]:
     """Source checkpoint, new model config and data, all checked before any work."""
-    src, source_cfg = source_checkpoint(cfg.init.from_checkpoint)
+    src, source_cfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
     mcfg = long_model_config(cfg, source_cfg)
     try:
         ds = TokenDataset(cfg.data, "train")
@@ -250,7 +250,7 @@ def run(cfg: LongCtxConfig, progress: bool = True) -> dict:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_length_report(out, report)
-        ckpt.copy_tokenizer(ckpt.tokenizer_dir_of(src) or data_tokenizer(trainer.objective.train_set), out)
+        ckpt.copy_tokenizer(tokenizer_dir_of(src) or data_tokenizer(trainer.objective.train_set), out)
         write_json(out / "config.json", trainer.run_config)
     summary = trainer.fit()
     m = trainer.model.cfg
