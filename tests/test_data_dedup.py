@@ -66,8 +66,12 @@ def test_permutation_is_exact_mod_mersenne():
     assert got.tolist() == want
 
 
-def brute_substring(texts, k):
-    """Reference: bytes in a k-window seen earlier are removed, then whole chars only."""
+LAYOUT = set(b" \t\n\r\x0b\x0c!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def brute_substring(texts, k, keep_layout=False):
+    """Reference: bytes in a k-window seen earlier are removed, then whole chars only;
+    with keep_layout, removed runs of only ASCII whitespace/punctuation are put back."""
     seen, out = set(), []
     for t in texts:
         d = t.encode("utf-8")
@@ -77,25 +81,82 @@ def brute_substring(texts, k):
             if w in seen:
                 rm[i:i + k] = True
             seen.add(w)
-        res, i = bytearray(), 0
+        chars, i = [], 0  # (bytes, removed) per character
         while i < len(d):
             j = i + 1
             while j < len(d) and (d[j] & 0xC0) == 0x80:
                 j += 1
-            if not rm[i:j].all():
-                res += d[i:j]
+            chars.append((d[i:j], bool(rm[i:j].all())))
             i = j
+        res, run = bytearray(), bytearray()
+        for c, gone in chars + [(b"", False)]:
+            if gone:
+                run += c
+                continue
+            if run and keep_layout and all(b in LAYOUT for b in run):
+                res += run  # a layout-only run stays
+            run = bytearray()
+            res += c
         out.append(res.decode("utf-8"))  # raises if a character was split
     return out
 
 
+@pytest.mark.parametrize("method", ["hash", "suffix_array"])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("k", [6, 20, 60])
-def test_substring_equals_brute_force(seed, k):
+def test_substring_equals_brute_force(seed, k, method):
     texts = repeated_spans(30, seed=seed)
     want = brute_substring(texts, k)
-    assert substring.dedup_texts(texts, k) == want
-    assert substring.dedup_texts(texts, k, part_bytes=3000) == want  # pairwise parts
+    assert substring.dedup_texts(texts, k, keep_layout=False, method=method) == want
+    assert substring.dedup_texts(texts, k, part_bytes=3000, keep_layout=False,
+                                 method=method) == want  # pairs of parts
+
+
+def layout_corpus(n_docs, seed):
+    """Words mixed with long runs of spaces, rules and table borders; planted repeats."""
+    rng = np.random.default_rng(seed)
+    pieces = ["ab", "ba", "中文", "é", "|", "+", "\n", "  ", " | ", "+--+"]
+
+    def text(n):
+        out = []
+        for _ in range(n):
+            r = rng.random()
+            if r < 0.15:  # a layout run of random length
+                out.append(str(rng.choice([" ", "-", "=", "."])) * int(rng.integers(3, 60)))
+            else:
+                out.append(str(rng.choice(pieces)))
+        return "".join(out)
+    docs = [text(int(rng.integers(20, 120))) for _ in range(n_docs)]
+    spans = [text(int(rng.integers(5, 40))) for _ in range(8)]
+    for _ in range(n_docs):
+        d = int(rng.integers(n_docs))
+        pos = int(rng.integers(len(docs[d]) + 1))
+        docs[d] = docs[d][:pos] + spans[int(rng.integers(len(spans)))] + docs[d][pos:]
+    return docs
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_substring_keep_layout_equals_brute_force(seed):
+    texts = layout_corpus(40, seed)
+    for k in (8, 30):
+        want = brute_substring(texts, k, keep_layout=True)
+        assert want != brute_substring(texts, k)  # the option matters on this corpus
+        assert substring.dedup_texts(texts, k) == want
+        assert substring.dedup_texts(texts, k, part_bytes=2048) == want
+
+
+def test_ascii_tables_survive():
+    border = "+" + "-" * 30 + "+" + "-" * 40 + "+\n"
+    def table(rows):
+        return border + "".join(f"| {a:<28} | {b:<38} |\n" for a, b in rows) + border
+    a = "Results of the first run.\n" + table([("alpha", "1"), ("beta", "2")])
+    b = "A different table.\n" + table([("gamma", "3"), ("delta", "4")])
+    out = substring.dedup_texts([a, b], 50)
+    assert out == [a, b]  # borders and padding repeat (>= 50 bytes) but stay
+    off = substring.dedup_texts([a, b], 50, keep_layout=False)
+    assert border not in off[1] and off == brute_substring([a, b], 50)
+    again = substring.dedup_texts([a, a.replace("first", "second")], 50)
+    assert again[1] == "Results of the second"  # the repeated table itself still goes
 
 
 def test_substring_repeat_within_one_document_and_cjk():
@@ -107,10 +168,36 @@ def test_substring_repeat_within_one_document_and_cjk():
     assert out == brute_substring(texts, 30)
 
 
-def test_whole_chars_never_split():
-    # "中" = e4 b8 ad; a mask covering only its last two bytes must not remove anything
-    buf = "a中b".encode()
-    mask = np.array([0, 0, 1, 1, 0], bool)
-    assert substring.whole_chars(buf, mask).tolist() == [False] * 5
-    mask = np.array([0, 1, 1, 1, 0], bool)
-    assert substring.whole_chars(buf, mask).tolist() == [False, True, True, True, False]
+def test_cjk_cut_at_character_boundaries():
+    """Windows start and end inside 3- and 4-byte characters; only whole ones go."""
+    rng = np.random.default_rng(7)
+    chars = list("中文字的一是了我不人在有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会") + ["😀", "é"]
+    base = ["".join(rng.choice(chars, size=120)) for _ in range(6)]
+    texts = base + [b[17:90] + "x" + b[3:50] for b in base]
+    for k in (7, 10, 25, 40):
+        want = brute_substring(texts, k)
+        assert substring.dedup_texts(texts, k) == want
+        assert substring.dedup_texts(texts, k, part_bytes=1500) == want
+
+
+def test_substring_work_arrays_are_small():
+    """The suffix array and every per-byte work array are int32 or one byte wide."""
+    from pydivsufsort import divsufsort
+
+    from lmforge.data.dedup import substring_kernels as kern
+
+    texts = repeated_spans(20, seed=1)
+    buf, offsets = substring._join([t.encode() for t in texts])
+    sa = divsufsort(buf)
+    linked = kern.shares_prefix_with_pred(np.frombuffer(buf, np.uint8), sa, 20)
+    assert sa.dtype == np.int32 and linked.dtype == np.bool_
+    assert kern.later_in_group(sa, linked).dtype == np.bool_
+    with pytest.raises(ValueError, match="part_bytes"):
+        substring.check_sa_size(1 << 31)
+
+
+def test_auto_part_bytes():
+    gib = 1 << 30
+    assert substring.auto_part_bytes(10 * gib, available=24 * gib) == int(24 * gib * 0.7) // 12 // 2
+    assert substring.auto_part_bytes(100 << 20, available=24 * gib) >= 100 << 20  # one part
+    assert substring.auto_part_bytes(100 * gib, available=1 << 40) <= (1 << 30)  # int32 pairs

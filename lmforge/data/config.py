@@ -155,16 +155,23 @@ class MinhashConfig:
 
 @dataclass
 class SubstringConfig:
-    """Exact substring dedup (suffix array). Memory: ~17 bytes per corpus byte for one
-    part (int32 indices); a corpus above part_bytes runs part pairs, twice that."""
+    """Exact substring dedup (suffix array). Memory: ~10 bytes per byte of a suffix array's
+    input (measured, docs/scale.md); a corpus above part_bytes runs part pairs (2 x part)."""
     min_bytes: int = 100  # K: repeated spans at least this long are removed
     min_chars_left: int = 20  # documents shorter than this after removal are dropped
-    part_bytes: int = 1 << 30  # corpus bytes per suffix array; larger corpora run pairwise
+    # corpus bytes per suffix array; larger corpora run pairwise. null: the largest that
+    # fits 70% of MemAvailable (/proc/meminfo) at 12 bytes per suffix-array byte
+    part_bytes: int | None = None
+    keep_layout_spans: bool = True  # repeated spans of only ASCII whitespace/punctuation stay
+    # both exact, same result: a hash table of windows (faster, less memory) or the
+    # suffix array of google-research/deduplicate-text-datasets (docs/scale.md)
+    method: Literal["hash", "suffix_array"] = "hash"
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
         check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")
-        check(self.part_bytes >= 1024, "part_bytes", "must be >= 1024")
+        check(self.part_bytes is None or 1024 <= self.part_bytes <= (1 << 30) - 1, "part_bytes",
+              "must be in [1024, 2^30 - 1] (two parts share one int32 suffix array), or null")
 
 
 @dataclass
