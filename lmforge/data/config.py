@@ -4,7 +4,7 @@
     output: runs/data
     steps: [extract, filters, langid, quality, minhash, substring, topics, code]
     filters: {min_units: 50}      each step's settings live under its own name,
-    minhash: {threshold: 0.8}     so `--set minhash.threshold=0.7` works
+    minhash: {threshold: 0.7}     so `--set minhash.threshold=0.6` works
 
 Steps run in the listed order; each may appear once.
 """
@@ -131,14 +131,20 @@ class QualityConfig:
 
 @dataclass
 class MinhashConfig:
-    threshold: float = 0.8  # Jaccard similarity regarded as duplicate
+    """MinHash LSH near-duplicate removal. Which word-edit rate each threshold catches, and
+    why the defaults are 0.7 / 5-grams / fn_weight 0.9: docs/dedup.md."""
+    threshold: float = 0.7  # estimated Jaccard of word 5-gram sets regarded as duplicate
     num_perm: int = 128
     ngram: int = 5  # word n-grams; CJK characters count as words (character n-grams)
-    bands: int | None = None  # bands/rows default to datasketch's optimum for the threshold
+    bands: int | None = None  # bands/rows default to the optimum for the threshold and weights
     rows: int | None = None
-    fp_weight: float = 0.5
-    fn_weight: float = 0.5
+    # weights of missed pairs above / candidates below the threshold when picking bands x
+    # rows: verification drops false candidates, so misses are the costlier error
+    fp_weight: float = 0.1
+    fn_weight: float = 0.9
     verify: bool = True  # drop LSH candidate pairs whose signature similarity < threshold
+    max_bucket: int = 100  # all pairs in a band bucket up to this size; beyond, each doc
+    # pairs with the next max_bucket - 1 (stats: capped_buckets)
     lowercase: bool = True
     seed: int = 1
 
@@ -151,6 +157,7 @@ class MinhashConfig:
             check(self.bands * self.rows <= self.num_perm, "bands", "bands * rows must be <= num_perm")
         check(abs(self.fp_weight + self.fn_weight - 1.0) < 1e-9, "fp_weight",
               "fp_weight + fn_weight must be 1")
+        check(self.max_bucket >= 2, "max_bucket", "must be >= 2")
 
 
 @dataclass
