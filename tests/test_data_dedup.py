@@ -1,4 +1,7 @@
 """MinHash LSH against planted near-duplicates; exact-substring dedup against brute force."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -246,3 +249,28 @@ def test_auto_part_bytes():
     assert substring.auto_part_bytes(10 * gib, available=24 * gib) == int(24 * gib * 0.7) // 12 // 2
     assert substring.auto_part_bytes(100 << 20, available=24 * gib) >= 100 << 20  # one part
     assert substring.auto_part_bytes(100 * gib, available=1 << 40) <= (1 << 30)  # int32 pairs
+
+
+_PEAK = """
+import resource, sys
+from lmforge.data.dedup import substring
+from lmforge.data.dedup.synthetic import stdlib_documents
+data = [t.encode() for t in stdlib_documents(100000, lines=200)][:{n}]
+sizes = [len(d) for d in data]
+substring.removal_spans(lambda lo, hi: data[lo:hi], sizes[:20], 100, 1 << 30, method={m!r})
+rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+substring.removal_spans(lambda lo, hi: data[lo:hi], sizes, 100, 1 << 30, method={m!r})
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print((peak - rss) / sum(sizes), sum(sizes))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("method", ["hash", "suffix_array"])
+def test_substring_peak_memory_per_byte(method):
+    """Peak RSS above the loaded texts stays under 12 bytes per corpus byte (it was 28)."""
+    out = subprocess.run([sys.executable, "-c", _PEAK.format(n=100000, m=method)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    per_byte, n = float(out[0]), int(out[1])
+    assert n > 4_000_000  # large enough that allocator noise is well under 1 B per byte
+    assert per_byte <= 12, per_byte

@@ -168,14 +168,30 @@ class SubstringStep(Step):
     modified_reason = "substring_spans"
 
     def prepare(self, ctx) -> dict:
-        shard_sizes = []
-        for p in ctx.inputs:  # first pass: sizes only, so parts can be planned
-            shard_sizes.append([len(d["text"].encode("utf-8")) for d in iter_shard(p)])
+        # First pass: sizes, so parts can be planned. The texts are kept while they fit
+        # one part (then the suffix array / hash pass reads nothing again).
+        cap = self.cfg.part_bytes or auto_part_bytes(0)
+        shard_sizes, cache, cached = [], [], 0
+        for p in ctx.inputs:
+            sizes = []
+            for d in iter_shard(p):
+                b = d["text"].encode("utf-8")
+                sizes.append(len(b))
+                cached += len(b) + 1
+                if cache is not None:
+                    cache.append(b)
+                    if cached > cap:
+                        cache = None
+            shard_sizes.append(sizes)
         counts = [len(s) for s in shard_sizes]
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         sizes = [s for ss in shard_sizes for s in ss]
 
         def load(lo, hi):
+            nonlocal cache
+            if cache is not None:  # one part: handed over once, so it is freed after the join
+                out, cache = cache[lo:hi], None
+                return out
             out = []
             first = int(np.searchsorted(starts, lo, side="right") - 1)
             for si in range(first, len(ctx.inputs)):
