@@ -165,7 +165,7 @@ def bench_minhash(n_docs: int, work: Path) -> None:
 # ------------------------------------------------------------------ substring
 
 _CORE = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {bench!r})
 import numpy as np
 from dedup import real_files, before_issue15
@@ -184,7 +184,7 @@ else:
     spans = substring.removal_spans(lambda lo, hi: data[lo:hi], sizes, 100, 1 << 40,
                                     keep_layout=False, method=method)
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
 removed = int((spans[:, 2] - spans[:, 1]).sum())
 print(json.dumps({{"bytes": sum(sizes), "seconds": dt, "peak_over": peak - rss,
                   "removed": removed, "sample": spans.tolist()[::97]}}))
