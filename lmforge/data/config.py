@@ -162,8 +162,8 @@ class MinhashConfig:
 
 @dataclass
 class SubstringConfig:
-    """Exact substring dedup (suffix array). Memory: ~10 bytes per byte of a suffix array's
-    input (measured, docs/scale.md); a corpus above part_bytes runs part pairs (2 x part)."""
+    """Exact substring dedup (docs/dedup.md). Memory: ~10 bytes per byte of one buffer
+    (measured, docs/scale.md); a corpus above part_bytes runs part pairs (2 x part)."""
     min_bytes: int = 100  # K: repeated spans at least this long are removed
     min_chars_left: int = 20  # documents shorter than this after removal are dropped
     # corpus bytes per suffix array; larger corpora run pairwise. null: the largest that

@@ -1,4 +1,4 @@
-"""Exact substring dedup with a suffix array (Index, after google-research/deduplicate-text-datasets).
+"""Exact substring dedup (Index, after google-research/deduplicate-text-datasets).
 
 The corpus is the documents' UTF-8 bytes joined by 0xFF (a byte valid UTF-8 never
 contains). A byte is removed when it lies in a window of K bytes (K = min_bytes) that
@@ -7,21 +7,21 @@ at any position, within or across documents, loses all occurrences but the first
 (A span of length L >= K occurs earlier iff each of its K-windows does, so K-windows
 suffice.) Windows that would cross a 0xFF are ignored.
 
-Steps (substring_kernels.py, one compiled loop each): the suffix array (pydivsufsort,
-int32); for every position, whether its K-prefix equals that of its predecessor in the
-suffix array (permuted LCP capped at K); per run of equal K-prefixes, every position
-but the smallest is "later"; one pass per document turns later windows into removed
-spans, trimmed to whole UTF-8 characters (a character goes only if all its bytes go, so
-CJK text is never split). With keep_layout_spans (the default), a span made only of
-ASCII whitespace and punctuation stays: runs of spaces, table borders and rules repeat
-everywhere, and removing them breaks ASCII tables and indentation.
+`later` windows (those whose K bytes also start earlier) come from one of two exact
+methods with the same result (substring_kernels.py, compiled loops): `hash`, one pass
+with a hash table of each distinct window's first start, every hit verified byte by byte
+(the default: faster, less memory); or `suffix_array` (pydivsufsort, int32) with a capped
+permuted-LCP pass, as in deduplicate-text-datasets. One pass per document turns later
+windows into removed spans, trimmed to whole UTF-8 characters (a character goes only if
+all its bytes go, so CJK text is never split). With keep_layout_spans (the default), a
+span made only of ASCII whitespace and punctuation stays: runs of spaces, table borders
+and rules repeat everywhere, and removing them breaks ASCII tables and indentation.
 
-Memory (docs/scale.md, measured): about 10 bytes per byte of a suffix array's input at
-the peak (text 1, suffix array 4, Phi 4, flags 1). A corpus above `part_bytes` is split
-into parts P0..Pm in document order; part k is checked against itself and against each
-earlier part (suffix array of Pj + Pk), which is still exact, costs m(m+1)/2 suffix
-arrays, and needs memory for two parts. part_bytes: null picks the largest part that
-fits the machine's available memory (auto_part_bytes).
+Memory (docs/scale.md, measured): 9.5-10 bytes per byte of one buffer at the peak. A
+corpus above `part_bytes` is split into parts P0..Pm in document order; part k is checked
+against itself and against each earlier part (one buffer Pj + Pk), which is still exact,
+costs m(m+1)/2 passes, and needs memory for two parts. part_bytes: null picks the largest
+part that fits the machine's available memory (auto_part_bytes).
 """
 from __future__ import annotations
 
