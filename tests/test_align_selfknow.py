@@ -124,3 +124,7 @@ def test_selfknow_config_errors(source):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "tag_format=<c>"])
     with pytest.raises(ConfigError, match="few_shot"):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "few_shot=[{user: a}]"])
+
+
+def test_selfknow_trains_six_epochs_by_default():
+    assert SelfKnowConfig.__dataclass_fields__["epochs"].default == 6     # StableLM 2

@@ -107,7 +107,7 @@ def test_skip_on_rerun_and_resume(tmp_path, monkeypatch):
         json.dumps(first["steps"][2]["kept"]))
     # a changed setting redoes that step (and the ones after it), not the earlier ones
     calls.clear()
-    run_pipeline(config(tmp_path, steps=["filters", "minhash"], minhash={"threshold": 0.7}),
+    run_pipeline(config(tmp_path, steps=["filters", "minhash"], minhash={"threshold": 0.6}),
                  log=lambda *a: None)
     n_shards = len(list((tmp_path / "out/01-filters/kept").iterdir()))
     assert len(calls) == n_shards

@@ -15,6 +15,7 @@ import sys
 import traceback
 
 from lmforge.config import ConfigError
+from lmforge.io.documents import InputRejected
 
 EXIT_CONFIG, EXIT_DIVERGED, EXIT_IO, EXIT_DATA, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 4, 5, 1, 130
 
@@ -57,7 +58,7 @@ def classify(e: BaseException) -> tuple[int, str]:
         return EXIT_IO, f"writing a checkpoint failed ({str(e).splitlines()[0][:120]}): check free disk space"
     if _is_diverged(e):
         return EXIT_DIVERGED, str(e)
-    if isinstance(e, (DataError, pickle.UnpicklingError, EOFError)):
+    if isinstance(e, (DataError, InputRejected, pickle.UnpicklingError, EOFError)):
         return EXIT_DATA, str(e)
     return EXIT_BUG, f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)"
 

@@ -7,9 +7,12 @@ import sys
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="checkpoint -> Hugging Face folder (config.json, model.safetensors, "
-                                             "tokenizer files)")
-    p.add_argument("checkpoint", help="step-N folder, or a run folder (its latest checkpoint)")
-    p.add_argument("out_dir")
+                                             "tokenizer files), or one GGUF file (--format gguf)")
+    p.add_argument("checkpoint", help="step-N folder, or a run folder (its latest checkpoint); "
+                                      "with --format gguf also an HF folder")
+    p.add_argument("out_dir", help="the folder to write (--format gguf: the .gguf file)")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf")
+    p.add_argument("--gguf-type", choices=["f32", "f16"], default="f32", help="GGUF weight type")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weight dtype (default: the checkpoint's)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: RUN_DIR/tokenizer)")
@@ -21,6 +24,8 @@ def register(subparsers) -> None:
     g.add_argument("--prompt-file", default=None, help="a text file, one prompt per line")
     g.add_argument("--chat", action="store_true", help="wrap each prompt as a ChatML user turn")
     g.add_argument("--system", default=None, help="with --chat: a system message")
+    g.add_argument("--character", default=None, metavar="CARD",
+                   help="role-play: a character card YAML or a `lmforge character` package (implies --chat)")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=0)
@@ -34,6 +39,9 @@ def register(subparsers) -> None:
     c = subparsers.add_parser("chat", help="multi-turn ChatML chat in the terminal (reads stdin, streams replies)")
     c.add_argument("checkpoint", help="step-N folder, run folder, or an exported HF folder")
     c.add_argument("--system", default=None, help="a system message")
+    c.add_argument("--character", default=None, metavar="CARD",
+                   help="role-play: a character card YAML or a `lmforge character` package (persona, "
+                        "retrieved knowledge and example dialogue in every prompt)")
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     c.add_argument("--top-k", type=int, default=0)
@@ -45,6 +53,15 @@ def register(subparsers) -> None:
 
 
 def _export(args) -> int:
+    if args.format == "gguf":
+        from lmforge.export.gguf import export_gguf
+        try:
+            out = export_gguf(args.checkpoint, args.out_dir, args.gguf_type, args.tokenizer)
+        except ValueError as e:   # what GGUF cannot express: one line, not a traceback
+            print(f"lmforge export: {e}", file=sys.stderr)
+            return 2
+        print(f"exported llama GGUF to {out}")
+        return 0
     from lmforge.stages.export import ExportConfig, run
     summary = run(ExportConfig(checkpoint=args.checkpoint, out_dir=args.out_dir, dtype=args.dtype,
                                tokenizer=args.tokenizer), progress=False)
@@ -65,10 +82,17 @@ def _chat(args) -> int:
     from lmforge.infer.chat import ChatSession, chat_loop
     from lmforge.infer.generate import load_for_generation
     model, tok = load_for_generation(args.checkpoint, args.device)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                  top_p=args.top_p, seed=args.seed, reuse_cache=not args.no_cache_reuse)
     try:
-        session = ChatSession(model, tok, system=args.system, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                              reuse_cache=not args.no_cache_reuse)
+        if args.character:
+            from lmforge.infer.character import Character, character_session
+            char = Character.load(args.character)
+            session = character_session(model, tok, char, **kwargs)
+            if char.card.greeting:
+                print(f"{char.card.name}: {char.card.greeting}")
+        else:
+            session = ChatSession(model, tok, system=args.system, **kwargs)
     except ValueError as e:
         print(f"lmforge chat: {e}", file=sys.stderr)
         return 2
@@ -85,7 +109,13 @@ def _generate(args) -> int:
         print("lmforge generate: give --prompt TEXT (repeatable) or --prompt-file FILE", file=sys.stderr)
         return 2
     model, tok = load_for_generation(args.checkpoint, args.device)
-    inputs = [chatml(p, args.system) if args.chat else p for p in prompts]
+    if args.character:
+        from lmforge.infer.character import Character
+        char = Character.load(args.character)
+        inputs = [char.prompt_text(p) for p in prompts]
+        args.chat = True
+    else:
+        inputs = [chatml(p, args.system) if args.chat else p for p in prompts]
     stream = len(prompts) == 1 and not args.json
     on_token = (lambda i, piece: (sys.stdout.write(piece), sys.stdout.flush())) if stream else None
     if stream and not args.chat:

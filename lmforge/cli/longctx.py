@@ -1,5 +1,5 @@
-"""`lmforge longctx` (continued pretraining at a longer context) and `lmforge needle`
-(needle-in-a-haystack eval)."""
+"""`lmforge longctx` (continued pretraining at a longer context), `lmforge needle`
+(needle-in-a-haystack eval) and `lmforge longstudy` (the long-context study)."""
 from __future__ import annotations
 
 from lmforge import config
@@ -16,6 +16,11 @@ def _needle(args) -> int:
     return run_stage("needle", config.load(NeedleConfig, args.config, args.overrides), run, args.quiet)
 
 
+def _longstudy(args) -> int:
+    from lmforge.stages.longstudy import LongStudyConfig, run
+    return run_stage("longstudy", config.load(LongStudyConfig, args.config, args.overrides), run, args.quiet)
+
+
 def register(sub) -> None:
     p = sub.add_parser("longctx", help="continued pretraining at a longer context with a new RoPE base "
                                        "(Index-1.9B-32K defaults; resumes automatically)")
@@ -25,3 +30,8 @@ def register(sub) -> None:
                                       "(needle.json, needle.md, needle.png)")
     add_stage_args(p, "lengths=[1024,2048]")
     p.set_defaults(func=_needle)
+    p = sub.add_parser("longstudy", help="long-context study over checkpoints x RoPE settings: perplexity by "
+                                         "length, needle heatmaps, retrieval tasks, LongBench, the short-context "
+                                         "seesaw (longstudy.json/.md + plots)")
+    add_stage_args(p, "ppl.lengths=[512,1024]")
+    p.set_defaults(func=_longstudy)

@@ -15,6 +15,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 from tqdm import tqdm
 
+from lmforge.workers import quiet_worker
+
 RAY_MISSING = "Ray is not installed (executor: ray needs it): pip install 'lmforge[ray]'"
 
 
@@ -66,7 +68,7 @@ class LocalExecutor:
                     bar.done(results[i])
             else:
                 ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp
-                with ctx.Pool(min(self.workers, len(tasks))) as pool:
+                with ctx.Pool(min(self.workers, len(tasks)), initializer=quiet_worker) as pool:
                     it = pool.imap(_call, [(fn, t) for t in tasks])
                     for i, res in enumerate(it):
                         results[i] = res

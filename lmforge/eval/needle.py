@@ -157,20 +157,11 @@ def tail_logits(model, ids: torch.Tensor, n: int) -> torch.Tensor:
     For a lmforge Transformer only those n positions go through the LM head (at 32k tokens
     and a 65k vocabulary the full logits would take 8 GB); other modules are called whole.
     """
-    from lmforge.model.attention import build_mask
-    from lmforge.model.rope import compute_inv_freq, rope_cos_sin
     from lmforge.model.transformer import Transformer
 
     if not isinstance(model, Transformer):
         return model(ids)[:, -n:]
-    B, T = ids.shape
-    x = model.embed_tokens(ids)
-    pos = torch.arange(T, device=ids.device).expand(B, T)
-    cos, sin = rope_cos_sin(pos, compute_inv_freq(model.cfg, T, device=x.device), x.dtype)
-    mask = build_mask(model.cfg.attn_backend, None, B, T, x.device)
-    for layer in model.layers:
-        x = layer(x, cos, sin, mask)
-    return model.logits(x[:, -n:])
+    return model.tail_logits(ids, n)
 
 
 @torch.no_grad()

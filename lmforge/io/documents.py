@@ -18,6 +18,10 @@ log = logging.getLogger("lmforge.data")
 RAW_PREFIX = 2000  # characters of the offending record kept in the rejects file
 
 
+class InputRejected(ValueError):
+    """Every input record was rejected: nothing to work on (the CLI exits with the bad-data code)."""
+
+
 def make_doc(id: str, text: str, meta: dict | None = None) -> dict:
     return {"id": id, "text": text, "meta": dict(meta or {})}
 

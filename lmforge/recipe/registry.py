@@ -31,6 +31,7 @@ KINDS: dict[str, StageKind] = {
     "corpus": StageKind("lmforge.stages.corpus", "CorpusConfig", "run_corpus"),
     "data": StageKind("lmforge.stages.data", "DataConfig", "run_data", out_key="output"),
     "tokenizer": StageKind("lmforge.tokenizer.train", "TrainConfig", "run_train"),
+    "extend": StageKind("lmforge.tokenizer.extend", "ExtendConfig", "run_extend"),
     "encode": StageKind("lmforge.tokenizer.encode", "EncodeConfig", "run_encode"),
     "pretrain": StageKind("lmforge.stages.pretrain", "PretrainConfig", "run", distributed=True),
     "grow": StageKind("lmforge.stages.grow", "GrowConfig", "run"),
@@ -40,9 +41,12 @@ KINDS: dict[str, StageKind] = {
     "sft": StageKind("lmforge.stages.sft", "SFTConfig", "run", distributed=True),
     "dpo": StageKind("lmforge.stages.dpo", "DPOConfig", "run", distributed=True),
     "selfknow": StageKind("lmforge.stages.selfknow", "SelfKnowConfig", "run", distributed=True),
+    "longsft": StageKind("lmforge.stages.longsft", "LongSFTConfig", "run"),
     "eval": StageKind("lmforge.stages.eval", "EvalConfig", "run"),
     "needle": StageKind("lmforge.stages.needle", "NeedleConfig", "run"),
+    "longstudy": StageKind("lmforge.stages.longstudy", "LongStudyConfig", "run"),
     "export": StageKind("lmforge.stages.export", "ExportConfig", "run"),
+    "character": StageKind("lmforge.stages.character", "CharacterConfig", "run"),
     "report": StageKind("lmforge.stages.report", "ReportConfig", "run", out_key="out"),  # always redone
 }
 

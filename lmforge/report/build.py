@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.report import plots
-from lmforge.report.collect import Stage, discover
+from lmforge.report.collect import Stage, discover, recipe_meta
 from lmforge.report.tables import Table, eval_table_list, to_html, to_markdown
 
 
@@ -36,12 +36,23 @@ def _last(records: list[dict], key: str):
 
 
 def overview(stages: list[Stage]) -> Table:
-    t = Table("Stages", ["stage", "kind", "status", "steps", "final loss", "final val loss", "tokens seen", "folder"])
+    t = Table("Stages", ["stage", "kind", "reads", "status", "seconds", "steps", "final loss", "final val loss",
+                         "tokens seen", "folder"])
     for st in stages:
         recs = st.train_records
-        t.rows.append([st.name, st.kind or "-", st.status or "-", _last(recs, "step"), _last(recs, "loss"),
-                       _last(st.metrics, "val/mean"), _last(recs, "tokens_seen"), str(st.dir)])
+        reads = ", ".join(st.deps) if st.kind != "report" else "all"
+        t.rows.append([st.name, st.kind or "-", reads or "-", st.status or "-", st.seconds, _last(recs, "step"),
+                       _last(recs, "loss"), _last(st.metrics, "val/mean"), _last(recs, "tokens_seen"), str(st.dir)])
     return t
+
+
+def smoke_note(meta: dict) -> str:
+    f = meta.get("smoke") or {}
+    return ("SMOKE RUN: every stage of the recipe ran shrunk by common factors (lengths x{length:.4g}, steps "
+            "x{steps:.4g}, depth x{depth:.3g}, width {width}, vocabulary {vocab}, SFT/DPO at most {max_steps_cap} "
+            "steps) to prove the pipeline end to end; its losses and scores say nothing about the model the "
+            "recipe trains.").format(**{"length": 1, "steps": 1, "depth": 1, "width": "-", "vocab": "-",
+                                         "max_steps_cap": "-", **f})
 
 
 def training_section(stages: list[Stage], out: Path) -> Section | None:
@@ -255,6 +266,37 @@ def sftgrid_section(stages: list[Stage], out: Path) -> Section | None:
     return sec
 
 
+def longstudy_section(stages: list[Stage], out: Path) -> Section | None:
+    from lmforge.report.longstudy import study_blocks
+
+    studies = [s for s in stages if s.longstudy]
+    if not studies:
+        return None
+    sec = Section("longstudy", "Long-context study",
+                  "Index-1.9B-32K's comparison: validation perplexity by context length for each checkpoint and "
+                  "RoPE setting (trained, naive extrapolation, Dynamic NTK, other bases), needle retrieval by "
+                  "length and depth side by side, and what the long stages cost at short context (the seesaw).")
+    for st in studies:
+        sec.blocks.append(f"{st.name}: baseline {st.longstudy.get('baseline')}.")
+        sec.blocks.extend(study_blocks(st.longstudy, out, _slug(st.name)))
+    return sec
+
+
+def refusals_section(stages: list[Stage], out: Path) -> Section | None:
+    from lmforge.report.refusals import refusal_blocks
+
+    found = [s for s in stages if s.refusals]
+    if not found:
+        return None
+    sec = Section("refusals", "Model-written refusals",
+                  "Index-1.9B builds its safety pairs from refusals the SFT model writes itself (prompted to "
+                  "refuse), because human-written refusals have a much higher perplexity under the SFT model. "
+                  "Perplexity of the refusal replies under the SFT model, per kind.")
+    for st in found:
+        sec.blocks.extend(refusal_blocks(st.refusals, out, _slug(st.name)))
+    return sec
+
+
 # ------------------------------------------------------------------ rendering
 
 CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -317,13 +359,18 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     for old in out.glob("*.png"):  # plots of a previous report that may no longer apply
         old.unlink()
     problems += [p for st in stages for p in st.problems]
-    ov = Section("overview", "Overview", f"Run folder {run_dir}. Stages in pipeline order; a stage without "
-                                         f"output is listed as missing and left out below.", [overview(stages)])
+    meta = recipe_meta(run_dir)
+    blocks: list = [smoke_note(meta)] if meta.get("smoke") else []
+    graph = plots.recipe_graph(stages, out / "recipe_graph.png")
+    blocks += ([graph] if graph else []) + [overview(stages)]
+    ov = Section("overview", "Overview", f"Run folder {run_dir}. Stages in recipe order; a stage without "
+                                         f"output is listed as missing and left out below.", blocks)
     sections = [ov] + [s for s in (training_section(stages, out), data_section(stages, out),
                                    mixture_section(stages, out), sftdata_section(stages, out),
                                    sftgrid_section(stages, out), eval_section(stages, out),
+                                   longstudy_section(stages, out), refusals_section(stages, out),
                                    grow_section(stages, out)) if s]
-    title = f"lmforge run report: {name}"
+    title = f"lmforge run report: {name}" + (" (SMOKE RUN)" if meta.get("smoke") else "")
     (out / "report.html").write_text(render_html(title, sections, out, problems), encoding="utf-8")
     (out / "report.md").write_text(render_md(title, sections, out, problems), encoding="utf-8")
     images = sorted(p.name for s in sections for p in s.blocks if isinstance(p, Path))

@@ -27,12 +27,26 @@ def _finite(x) -> bool:
 
 
 def stage_offsets(stages: list[Stage]) -> dict[str, int]:
-    """Global step where each training stage starts (stages run one after another)."""
-    off, out = 0, {}
+    """Global step where each training stage starts: where the training stage it reads ended
+    (two branches from one checkpoint start at the same step); without a recipe graph, the
+    stages run one after another."""
+    ends: dict[str, int] = {}
+    out: dict[str, int] = {}
+    last_end = 0
+    graph = any(st.deps for st in stages)
     for st in stages:
         if st.metrics:
-            out[st.name] = off
-            off += int(max(r["step"] for r in st.metrics))
+            if graph:
+                start = max((ends[d] for d in st.deps if d in ends), default=0)
+            else:
+                start = last_end
+            out[st.name] = start
+            ends[st.name] = start + int(max(r["step"] for r in st.metrics))
+            last_end = ends[st.name]
+        elif st.deps and graph:        # a stage without training (grow) passes its source's end on
+            prior = [ends[d] for d in st.deps if d in ends]
+            if prior:
+                ends[st.name] = max(prior)
     return out
 
 
@@ -158,6 +172,38 @@ def similarity(st: Stage, path: Path) -> Path | None:
     ax.set(title="Layer input/output cosine similarity (depth up-scaling picks the most similar layers)",
            xlabel="layer", ylabel="cosine similarity", ylim=(min(0.0, min(sim)), 1.0))
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
+    """The recipe as a graph: a column per depth (longest chain of inputs), an arrow per input."""
+    if not any(st.deps for st in stages):
+        return None
+    depth: dict[str, int] = {}
+    for st in stages:
+        depth[st.name] = 1 + max((depth[d] for d in st.deps if d in depth), default=-1)
+    cols: dict[int, list[str]] = {}
+    for st in stages:
+        cols.setdefault(depth[st.name], []).append(st.name)
+    pos = {n: (d, -i) for d, names in cols.items() for i, n in enumerate(names)}
+    height = max(len(v) for v in cols.values())
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(cols)), max(2.5, 0.7 * height + 1)))
+    colours = {"done": "#cfe8cf", "failed": "#f3c4c4", "running": "#fde6b0", "this report": "#dde6f5"}
+    for st in stages:
+        x1, y1 = pos[st.name]
+        for d in st.deps:
+            if d in pos and d != st.name and not (st.kind == "report"):
+                x0, y0 = pos[d]
+                ax.annotate("", xy=(x1 - 0.32, y1), xytext=(x0 + 0.32, y0),
+                            arrowprops=dict(arrowstyle="->", color="#777", lw=0.8))
+    for st in stages:
+        x, y = pos[st.name]
+        ax.text(x, y, st.name, ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round,pad=0.3", fc=colours.get(st.status, "#eeeeee"), ec="#555"))
+    ax.set_xlim(-0.6, max(cols) + 0.6)
+    ax.set_ylim(-height + 0.4, 0.6)
+    ax.axis("off")
+    ax.set_title("Recipe graph (arrows: which stage's output a stage reads; colour: status)", fontsize=9)
     return _save(fig, path)
 
 

@@ -2,7 +2,9 @@
 with optional pretraining text mixed in (Index-1.9B: 4 pretraining : 6 response tokens)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from lmforge.config import ConfigError, check
 from lmforge.io.documents import ErrorSink
@@ -21,6 +23,34 @@ class MixConfig:
 
     def __post_init__(self):
         check(0.0 <= self.share < 1.0, "share", "must be in [0, 1)")
+
+
+@dataclass
+class LongInstructConfig:
+    """Long instructions mixed into SFT at a set share of conversations (Index-1.9B-32K: long
+    SFT used 30K long + 50K general instructions; one of its failed attempts used 1 per mille
+    of long instructions: `share: 0.001`)."""
+    data: list[str] = field(default_factory=list)   # conversation jsonl files of long instructions
+    share: float | None = None   # long / all conversations; None = every long conversation once
+
+    def __post_init__(self):
+        check(self.share is None or 0.0 < self.share < 1.0, "share", "must be in (0, 1), or null for all")
+
+
+def mix_long(general: list, long: list, share: float | None, seed: int) -> tuple[list, dict]:
+    """general + long conversations so that long ones are `share` of the whole (by count):
+    n_long = round(share / (1 - share) * n_general), drawn without replacement while the long
+    set lasts, then cycled again (repeats are counted). Deterministic in `seed`."""
+    if not long:
+        return general, {"available": 0, "used": 0, "repeats": 0, "share": 0.0}
+    n = len(long) if share is None else max(1, round(share / (1 - share) * len(general)))
+    rng = np.random.default_rng([seed, 17])
+    order = np.concatenate([rng.permutation(len(long)) for _ in range(-(-n // len(long)))])[:n]
+    chosen = [long[i] for i in order.tolist()]
+    lengths = [len(c.ids) for c in chosen]
+    return general + chosen, {"available": len(long), "used": n, "repeats": max(0, n - len(long)),
+                              "share": n / (n + len(general)), "target_share": share,
+                              "mean_tokens": float(np.mean(lengths)), "max_tokens": int(max(lengths))}
 
 
 def _mix_loader(cfg, src: Source, T: int):
@@ -51,9 +81,23 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
         raise ConfigError(f"train.seq_len: {T} exceeds the model's max_seq_len {src.model_cfg.max_seq_len}")
     try:
         convs, stats = sft_data.load_conversations(files, src.tok, T, cfg.max_turns, errors, system_prompt,
-                                                   classes, progress, **(load_kwargs or {}))
+                                                   classes, progress, eos_id=src.info.get("eos_id"),
+                                                   **(load_kwargs or {}))
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
+    long_cfg, long_stats = getattr(cfg, "long", None), {}
+    if long_cfg is not None and long_cfg.data:
+        try:
+            long, long_stats["conversations"] = sft_data.load_conversations(
+                long_cfg.data, src.tok, T, cfg.max_turns, errors, system_prompt, classes, progress,
+                **(load_kwargs or {}))
+        except FileNotFoundError as e:
+            raise ConfigError(f"long.data: {e}") from None
+        if not long:
+            raise ConfigError(f"long.data: no usable conversation in {long_cfg.data} within train.seq_len {T} "
+                              f"(see stats: {long_stats['conversations']})")
+        convs, mixed = mix_long(convs, long, long_cfg.share, cfg.train.seed)
+        long_stats.update(mixed)
     train_convs, val_convs = sft_data.split_val(convs, cfg.val_fraction, cfg.train.seed)
     if not train_convs:
         raise ConfigError(f"data: no usable conversations in {files} (see stats: {stats})")
@@ -75,6 +119,8 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
     stats = {"conversations": stats, "train_conversations": len(train_convs), "val_conversations": len(val_convs),
              "epochs": cfg.epochs, "rows": len(rows), "planned_steps": steps,
              "row_fill": float(sum(len(train_convs[i].ids) for r in rows for i in r) / max(len(rows) * T, 1))}
+    if long_stats:
+        stats["long"] = long_stats
     return objective, stats, steps
 
 

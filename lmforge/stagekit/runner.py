@@ -13,6 +13,7 @@ from lmforge.config import check, deep_merge, to_dict
 from lmforge.io.atomic import read_json, write_json
 from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
+from lmforge.model.lora import attach_lora
 from lmforge.stagekit.source import Source
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -55,6 +56,14 @@ def steps_for(n_micro_batches: int, train: TrainConfig, max_steps: int) -> int:
     return min(steps, max_steps) if max_steps else steps
 
 
+def new_model(cfg, src: Source) -> Transformer:
+    """A model of the source's shape (weights are loaded by start_trainer), with LoRA adapters
+    attached when the stage config has `lora` (only the adapters train)."""
+    model = Transformer(src.model_cfg)
+    lora = getattr(cfg, "lora", None)
+    return attach_lora(model, lora) if lora is not None else model
+
+
 def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, progress: bool,
                   model: torch.nn.Module | None = None) -> Trainer:
     """Trainer on a fresh model; resumed from out_dir's last checkpoint, else initialised from
@@ -64,7 +73,7 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
     write_json(out / "stats.json", stats)
     write_json(out / "config.json", to_dict(cfg))
     torch.manual_seed(train.seed)
-    model = model if model is not None else Transformer(src.model_cfg)
+    model = model if model is not None else new_model(cfg, src)
     trainer = Trainer(model, objective, train, out, run_config={**to_dict(cfg), "model": to_dict(src.model_cfg)},
                       progress=progress)
     latest = ckpt.latest(trainer.ckpt_dir)
@@ -83,13 +92,13 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
 
 
 def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool) -> Trainer:
-    """A new model of the source's shape (weights loaded by start_trainer), NEFTune attached
-    when cfg.neftune_alpha > 0, trained for `steps`."""
+    """A new model of the source's shape (weights loaded by start_trainer; LoRA adapters when
+    cfg.lora), NEFTune attached when cfg.neftune_alpha > 0, trained for `steps`."""
     from lmforge.train.objectives.sft import NEFTune
 
     train = dataclasses.replace(cfg.train, steps=steps)
     torch.manual_seed(train.seed)
-    model = Transformer(src.model_cfg)
+    model = new_model(cfg, src)
     if getattr(cfg, "neftune_alpha", 0) > 0:
         NEFTune(cfg.neftune_alpha, src.info["pad_id"]).attach(model)
     return start_trainer(cfg, src, objective, train, stats, progress, model)

@@ -25,6 +25,10 @@ class CorpusConfig:
     # out_dir/instruct/: the ~7% instruction data of Index-1.9B's decay-stage mixture.
     instruct_docs: bool = False
     instruct_domain: str = "instruct"
+    # Put the reference-grade documents in a domain of their own, `curated` (Index-1.9B's
+    # books/encyclopedia/papers/STEM share, which its decay stage raises): the Python docs'
+    # library/language reference, HOWTOs and tutorial, and the Chinese classics (CURATED).
+    curated: bool = False
 
     def __post_init__(self):
         check(self.max_mb > 0, "max_mb", "must be > 0")
@@ -56,6 +60,41 @@ def write_instruct_docs(out: Path, domain: str) -> int:
     return len(docs)
 
 
+# Which documents count as curated: (corpus file, meta key, values). Reference manuals and
+# tutorials stand in for encyclopedia/STEM text; the classics for books (see docs/recipes.md).
+CURATED = [("docs/pydocs.jsonl.zst", "path", ("library/", "reference/", "howto/", "tutorial/")),
+           ("docs/poetry.jsonl.zst", "collection", ("lunyu", "sishuwujing", "shijing", "chuci", "mengxue"))]
+
+
+def mark_curated(out: Path, domain: str = "curated") -> dict[str, int]:
+    """Relabel the curated documents' domain in place (atomically, per file); counts moved."""
+    from lmforge.corpus.common import read_jsonl, write_jsonl
+    moved = {}
+    for rel, key, prefixes in CURATED:
+        path = out / rel
+        if not path.is_file():
+            continue
+        docs, n = list(read_jsonl(path)), 0
+        for d in docs:
+            if str(d["meta"].get(key, "")).startswith(prefixes):
+                d["meta"]["domain"] = domain
+                n += 1
+        write_jsonl(path, docs)
+        moved[rel] = n
+    return moved
+
+
+def domain_counts(out: Path) -> dict[str, int]:
+    """Documents per domain of the built corpus (docs/ and instruct/)."""
+    from lmforge.corpus.common import read_jsonl
+    counts: dict[str, int] = {}
+    for path in sorted(out.glob("docs/*.jsonl*")) + sorted(out.glob("instruct/*.jsonl*")):
+        for d in read_jsonl(path):
+            dom = d.get("meta", {}).get("domain", "default")
+            counts[dom] = counts.get(dom, 0) + 1
+    return counts
+
+
 def run_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     from lmforge.corpus.build import CorpusError, build_corpus, validate
     out = Path(cfg.out_dir)
@@ -73,8 +112,10 @@ def run_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     files = dict(summary["files"])
     if cfg.instruct_docs:
         files["instruct/instruct.jsonl.zst"] = write_instruct_docs(out, cfg.instruct_domain)
+    curated = mark_curated(out) if cfg.curated else {}
     result = {"docs": sum(n for f, n in files.items() if f.startswith("docs/")),
               "sft": files.get("sft.jsonl", 0), "dpo": files.get("dpo.jsonl", 0),
               "instruct_docs": files.get("instruct/instruct.jsonl.zst", 0), "files": files,
+              "curated_docs": sum(curated.values()), "domain_docs": domain_counts(out),
               "sources": {k: v["status"] for k, v in summary["sources"].items()}}
     return write_done(out, result)

@@ -2,6 +2,7 @@
 out/final/ folder of the final shards for the next stages."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -34,6 +35,8 @@ def run_data(cfg: DataConfig, progress: bool = True) -> dict:
     """The data pipeline; its steps skip themselves by fingerprint, so this always runs it
     (a changed config redoes the changed steps) and then refreshes out/final/."""
     from lmforge.data.pipeline import run_pipeline
+    if not progress:
+        cfg = dataclasses.replace(cfg, progress=False)   # --quiet: no bars (not part of any fingerprint)
     out = Path(cfg.output)
     before = done_summary(out)
     log = print if progress else (lambda *a, **k: None)

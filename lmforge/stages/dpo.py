@@ -17,9 +17,21 @@ No preference data ships offline, so pairs can be built from SFT conversations
   (Index-1.9B prefers model-generated rejected replies to hand-written ones).
 The built pairs are written to out_dir/pairs_from_sft.jsonl (reused on resume).
 
+Safety pairs with model-written refusals (Index-1.9B; lmforge.align.refusals): for each
+unsafe prompt in `refusals.prompts` ("builtin" = a small shipped set) the SFT model is told
+to refuse, and its refusal is the chosen reply (trained without that instruction); the
+rejected reply is the record's, else the model's own uninstructed answer. out_dir/
+refusals.json records the perplexity under the SFT model of the human-written refusals
+(the records' `refusal`) against the model-written ones; the run report shows it.
+
 The reference is the starting checkpoint: its log-probs are precomputed once
 (`reference: precompute`, cached in out_dir/ref_logps.npz; no second model in memory
 while training) or it runs beside the policy as a frozen model (`reference: model`).
+Either way the reference goes through the policy's precision path (`train.precision`: bf16
+autocast on CUDA), so the margin starts at zero; stats.json's `step0` records the first
+micro-batch's margin before any update (it must be ~0; a warning is printed otherwise).
+With `lora:` only adapters train, and `reference: model` is the policy itself with its
+adapters switched off (the base: no second copy of the weights); the export merges them.
 metrics.jsonl logs per step (means over the step's pairs, names ending in `_sum` as all
 per-target means in the loop): dpo_loss_sum, reward_chosen_sum, reward_rejected_sum,
 margin_sum, accuracy_sum (preference accuracy), logp_chosen_sum; `val/...` the same on
@@ -34,11 +46,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
+from lmforge.align.formats import DataFile
 from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
-from lmforge.stagekit.runner import (check_steps_unset, reject_sink, run_trainer_stage, stage_defaults,
+from lmforge.model.lora import BaseOf, LoRAConfig
+from lmforge.stagekit.runner import (check_steps_unset, new_model, reject_sink, run_trainer_stage, stage_defaults,
                                      start_trainer, steps_for)
 from lmforge.stagekit.source import InitConfig, Source, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
@@ -50,7 +65,7 @@ DPO_TRAIN = {"optim": {"lr": 1e-6}, "schedule": {"kind": "cosine", "warmup_steps
 @dataclass
 class PairsFromSFTConfig:
     """Build preference pairs from SFT conversation files (no preference data ships offline)."""
-    files: list[str] = field(default_factory=list)
+    files: list[str | DataFile] = field(default_factory=list)
     rejected: Literal["synthetic", "model"] = "synthetic"
     seed: str = "dpo"
     max_new_tokens: int = 64       # rejected: model - sampling settings
@@ -64,9 +79,24 @@ class PairsFromSFTConfig:
 
 
 @dataclass
+class RefusalsConfig:
+    """Safety pairs whose chosen reply is the SFT model's own refusal (Index-1.9B)."""
+    prompts: list[str] = field(default_factory=list)   # unsafe-prompt jsonl files; "builtin" = the shipped set
+    system: str = ""               # the instruction to refuse; "" = lmforge.align.refusals.REFUSAL_SYSTEM
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+    def __post_init__(self):
+        check(self.max_new_tokens > 0 and self.temperature >= 0 and 0 < self.top_p <= 1, "max_new_tokens",
+              "max_new_tokens > 0, temperature >= 0, top_p in (0, 1]")
+
+
+@dataclass
 class DPOConfig:
-    data: list[str] = field(default_factory=list)      # preference jsonl files
+    data: list[str | DataFile] = field(default_factory=list)   # preference files, or {path, format, columns, tags}
     pairs_from_sft: PairsFromSFTConfig = field(default_factory=PairsFromSFTConfig)
+    refusals: RefusalsConfig = field(default_factory=RefusalsConfig)
     out_dir: str = "runs/dpo"
     init: InitConfig = field(default_factory=InitConfig)
     tokenizer: str = ""
@@ -78,13 +108,14 @@ class DPOConfig:
     reference: Literal["precompute", "model"] = "precompute"
     min_score_chosen: float | None = None   # StableLM 2: 8 (on a 10-point scale)
     val_fraction: float = 0.0
+    lora: LoRAConfig | None = None          # train LoRA adapters (the reference: the base, adapters off)
 
     @classmethod
     def _base(cls, data):
         return stage_defaults(data, DPO_TRAIN)
 
     def __post_init__(self):
-        check(bool(self.data) or bool(self.pairs_from_sft.files), "data",
+        check(bool(self.data) or bool(self.pairs_from_sft.files) or bool(self.refusals.prompts), "data",
               "give preference jsonl files, or SFT files in pairs_from_sft.files (--build-pairs)")
         check(bool(self.init.from_checkpoint), "init.from_checkpoint", "DPO starts from a (SFT) checkpoint")
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -92,6 +123,8 @@ class DPOConfig:
         check(self.beta > 0, "beta", "must be > 0")
         check(self.sft_coef >= 0, "sft_coef", "must be >= 0")
         check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+        check(self.lora is None or not self.init.load_optimizer, "init.load_optimizer",
+              "cannot continue a full-weight optimizer state with lora (set one of them)")
         check_steps_unset(self.train)
 
 
@@ -125,6 +158,36 @@ def build_pairs_file(cfg: DPOConfig, src: Source, errors, progress: bool) -> tup
     return path, stats
 
 
+def build_refusal_pairs(cfg: DPOConfig, src: Source, errors, progress: bool) -> tuple[Path, dict]:
+    """out_dir/refusal_pairs.jsonl + refusals.json (perplexity of human vs model refusals under
+    the SFT model); kept if already there (resume)."""
+    from lmforge.align.refusals import REFUSAL_SYSTEM, load_unsafe, refusal_pairs
+    from lmforge.eval.reply_ppl import reply_perplexity
+    from lmforge.infer.generate import generate
+    from lmforge.model.load import load_checkpoint
+
+    out = Path(cfg.out_dir)
+    path, info_path = out / "refusal_pairs.jsonl", out / "refusals.json"
+    if path.exists() and info_path.exists():
+        return path, read_json(info_path)
+    rc = cfg.refusals
+    try:
+        records, stats = load_unsafe(rc.prompts, errors)
+    except FileNotFoundError as e:
+        raise ConfigError(f"refusals.prompts: {e}") from None
+    model, _ = load_checkpoint(src.step_dir)
+    if progress:
+        print(f"writing refusals for {len(records)} unsafe prompts with {src.step_dir}")
+    sample = lambda texts, k: generate(model, src.tok, texts, max_new_tokens=rc.max_new_tokens,   # noqa: E731
+                                       temperature=rc.temperature, top_p=rc.top_p, seed=cfg.train.seed + 1000 * k)
+    score = lambda prompt, reply: reply_perplexity(model, src.tok, prompt, reply)   # noqa: E731
+    pairs, info = refusal_pairs(records, sample, score, rc.system or REFUSAL_SYSTEM)
+    info["input"] = dict(stats)
+    write_jsonl(path, pairs)
+    write_json(info_path, info)
+    return path, info
+
+
 def pairs_fingerprint(pairs) -> str:
     h = hashlib.sha256()
     for p in pairs:
@@ -134,15 +197,16 @@ def pairs_fingerprint(pairs) -> str:
 
 
 def cached_reference_logps(out_dir: str, name: str, ref_model, pairs, pad_id: int, batch_size: int,
-                           progress: bool, device=None) -> np.ndarray:
-    """[n, 2] reference log-probs, cached in out_dir/ref_logps.npz under the pairs' fingerprint."""
+                           progress: bool, device=None, autocast=None) -> np.ndarray:
+    """[n, 2] reference log-probs, cached in out_dir/ref_logps.npz under the pairs' fingerprint
+    and the precision they were computed in (the training loop's autocast dtype)."""
     from lmforge.train.objectives.dpo import reference_logps
 
     path = Path(out_dir) / "ref_logps.npz"
-    key = f"{name}_{pairs_fingerprint(pairs)}"
+    key = f"{name}_{pairs_fingerprint(pairs)}_{str(autocast).replace('torch.', '') if autocast else 'fp32'}"
     cache = dict(np.load(path)) if path.exists() else {}
     if key not in cache:
-        cache[key] = reference_logps(ref_model, pairs, pad_id, batch_size, device or 'cpu', progress)
+        cache[key] = reference_logps(ref_model, pairs, pad_id, batch_size, device or 'cpu', progress, autocast)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **cache)
     return cache[key]
@@ -157,6 +221,10 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
     files, stats = list(cfg.data), {}
     if cfg.pairs_from_sft.files:
         built, stats["pairs_from_sft"] = build_pairs_file(cfg, src, errors, progress)
+        files.append(str(built))
+    if cfg.refusals.prompts:
+        built, info = build_refusal_pairs(cfg, src, errors, progress)
+        stats["refusals"] = {"pairs": info["pairs"], "summary": info["summary"]}
         files.append(str(built))
     try:
         pairs, stats["pairs"] = load_pairs(files, src.tok, cfg.train.seq_len, errors, cfg.min_score_chosen, progress)
@@ -177,8 +245,9 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
 
 
 def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
+    from lmforge.device import autocast_dtype
     from lmforge.model.load import load_checkpoint
-    from lmforge.train.objectives.dpo import DPOObjective
+    from lmforge.train.objectives.dpo import DPOObjective, step0_check
 
     src = load_source(cfg.init, cfg.tokenizer)
     if cfg.train.seq_len > src.model_cfg.max_seq_len:
@@ -188,24 +257,37 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     pad = src.info["pad_id"]
     # the reference is always the starting checkpoint (also when this run resumes later weights)
     device = resolve_device(cfg.train.device)
-    ref_model, _ = load_checkpoint(src.step_dir, device)
+    # the reference goes through the policy's precision path (bf16 autocast on CUDA)
+    amp = autocast_dtype(cfg.train.precision, device)
     kwargs: dict = {}
+    model = None   # built by start_trainer, unless the reference needs it first
+    if cfg.lora is not None and cfg.reference == "model":
+        torch.manual_seed(cfg.train.seed)
+        model = new_model(cfg, src)
+        ref_model = BaseOf(model)   # the policy with its adapters off: the starting weights, no copy
+    else:
+        ref_model, _ = load_checkpoint(src.step_dir, device)
     if cfg.reference == "precompute":
         bs = cfg.train.micro_batch_size
         kwargs["ref_logps"] = cached_reference_logps(cfg.out_dir, "train", ref_model, pairs, pad, bs,
-                                                     progress, device)
+                                                     progress, device, amp)
         if val:
             kwargs["val_ref_logps"] = cached_reference_logps(cfg.out_dir, "val", ref_model, val, pad, bs,
-                                                             progress, device)
-        del ref_model
+                                                             progress, device, amp)
     else:
         kwargs["reference"] = ref_model
     objective = DPOObjective(pairs, cfg.train.micro_batch_size, cfg.epochs, cfg.train.seed, pad, cfg.beta,
                              cfg.sft_coef, val_pairs=val, eval_batches=cfg.train.eval_batches, **kwargs)
+    # the policy starts as the reference: the first micro-batch's margin must be ~0
+    stats["step0"] = step0_check(ref_model, objective, device, amp)
+    if progress and stats["step0"]["max_abs_margin"] > 1e-2 * cfg.beta:
+        print(f"warning: DPO margin at step 0 is {stats['step0']['max_abs_margin']:.3g}, not ~0 "
+              f"(reference and policy precision differ?)")
+    del ref_model
     steps = steps_for(objective.n_micro_batches(), cfg.train, cfg.max_steps)
     stats.update({"train_pairs": len(pairs), "val_pairs": len(val), "epochs": cfg.epochs, "planned_steps": steps})
     train = dataclasses.replace(cfg.train, steps=steps)
-    return start_trainer(cfg, src, objective, train, stats, progress)
+    return start_trainer(cfg, src, objective, train, stats, progress, model)
 
 
 def run(cfg: DPOConfig, progress: bool = True) -> dict:

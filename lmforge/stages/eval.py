@@ -70,11 +70,18 @@ class MCQConfig:
 class BenchmarkConfig:
     name: str = ""
     test: str = ""                    # jsonl (or .txt) of the test split
-    reference: str | None = None      # look-alike set never published; None: n-gram check only
+    reference: str | None = None      # look-alike set never published; None: TEST_reference.jsonl beside
+                                      # the test file when it exists (the corpus writes them), else n-gram only
     train: str | None = None          # the benchmark's train split (optional)
 
     def __post_init__(self):
         check(bool(self.test), "test", "set the test split file")
+
+    def reference_path(self) -> str | None:
+        if self.reference:
+            return self.reference
+        auto = Path(self.test).with_name(Path(self.test).stem + "_reference.jsonl")
+        return str(auto) if auto.is_file() else None
 
 
 @dataclass
@@ -85,6 +92,7 @@ class ContaminationConfig:
     training_data: list[str] = field(default_factory=list)  # token dataset folders or document files
     max_items: int = 0
     batch_size: int = 8
+    auto: bool = True                 # also check every MCQ set that has a reference set beside it
 
     def __post_init__(self):
         check(self.ngram >= 1, "ngram", "must be >= 1")
@@ -183,13 +191,28 @@ def eval_benchmark(model, tok, b: BenchmarkConfig, cfg: ContaminationConfig, rej
         rejects.extend(errs)
         return t
 
-    test, ref, train = texts(b.test), texts(b.reference), texts(b.train)
-    out: dict = {"test": b.test, "reference": b.reference, "train": b.train}
+    reference = b.reference_path()
+    test, ref, train = texts(b.test), texts(reference), texts(b.train)
+    out: dict = {"test": b.test, "reference": reference, "reference_auto": reference is not None and not b.reference,
+                 "train": b.train}
     if ref:
         out["ppl"] = perplexity_gap(model, tok, test, ref, train, cfg.ppl_gap_threshold,
                                     batch_size=cfg.batch_size)
     if cfg.training_data:
         out["ngram"] = ngram_check(tok, test, cfg, progress)
+    return out
+
+
+def contamination_benchmarks(cfg: EvalConfig) -> list[BenchmarkConfig]:
+    """The configured benchmarks, plus (contamination.auto) every MCQ set with a reference set beside
+    it, so the test / reference perplexity comparison runs whenever an eval set is given."""
+    out = list(cfg.contamination.benchmarks)
+    if cfg.contamination.auto:
+        named = {Path(b.test).resolve() for b in out}
+        for s in cfg.mcq.all_sets():
+            b = BenchmarkConfig(name=s.name, test=s.path)
+            if Path(s.path).resolve() not in named and b.reference_path():
+                out.append(b)
     return out
 
 
@@ -223,12 +246,13 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     sets = cfg.mcq.all_sets()
     if sets:
         result["mcq"] = {s.name: eval_mcq_set(model, tok, s, cfg.mcq, parts, rejects, progress) for s in sets}
-    if cfg.contamination.benchmarks:
+    benchmarks = contamination_benchmarks(cfg)
+    if benchmarks:
         result["contamination"] = {
             b.name or Path(b.test).stem: parts.get_or_run(
                 f"contamination-{b.name or Path(b.test).stem}", [b, cfg.contamination],
                 lambda b=b: eval_benchmark(model, tok, b, cfg.contamination, rejects, progress))
-            for b in cfg.contamination.benchmarks}
+            for b in benchmarks}
     result["malformed_lines"] = len(rejects)
     if rejects:
         write_text(out / "rejects.txt", "".join(r + "\n" for r in rejects))

@@ -11,6 +11,10 @@ document, at a low peak LR (1e-5, cosine, warmup). Those are the defaults here:
     train: {seq_len: 32768, optim: {lr: 1e-5}, schedule: {kind: cosine, warmup_steps: 20}}
     min_doc_tokens: null               # null: train.seq_len // 4
 
+Ablations the report tried (and found no gain in), so they can be rerun:
+    seq_warmup: {start: 4096, steps: 200}   # context-length warmup: rows grow to train.seq_len
+    packing: false                          # one document per row, padded (report: <1% apart)
+
 The loop is pretraining's (LMObjective on the long-document subset, Trainer). The model
 is the checkpoint's config with `model` overrides applied (RoPE base, max_seq_len; the
 latter defaults to max(checkpoint's, train.seq_len)); checkpoints record the new config,
@@ -37,11 +41,12 @@ from lmforge.io.atomic import write_json
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.config import ContextOverrides
 from lmforge.model.flops import flops_per_token, peak_flops
-from lmforge.model.load import model_config_of
+from lmforge.model.load import model_config_of, tokenizer_dir_of
 from lmforge.shards import TokenDataset
 from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.objectives.lm import LMObjective
+from lmforge.train.seqlen import SeqWarmupConfig
 from lmforge.train.trainer import TrainConfig, Trainer
 
 INDEX_32K_TRAIN = {"seq_len": 32768, "optim": {"lr": 1e-5},
@@ -59,6 +64,8 @@ class LongCtxConfig:
     min_doc_tokens: int | None = None     # long-document subset; None = train.seq_len // 4, 0 = all
     domains: list[str] = field(default_factory=list)           # only these domains ([] = all)
     z_loss: float = 0.0
+    packing: bool = True                  # false: one document per row, padded (Index-32K ablation)
+    seq_warmup: SeqWarmupConfig = field(default_factory=SeqWarmupConfig)   # context-length warmup
 
     @classmethod
     def _base(cls, data):
@@ -75,6 +82,8 @@ class LongCtxConfig:
               "set the checkpoint (or run dir) to continue from")
         check(self.min_doc_tokens is None or self.min_doc_tokens >= 0, "min_doc_tokens", "must be >= 0")
         check(self.z_loss >= 0, "z_loss", "must be >= 0")
+        check(self.seq_warmup.start < self.train.seq_len, "seq_warmup.start",
+              f"must be below train.seq_len {self.train.seq_len} (0 = off)")
 
     @property
     def min_tokens(self) -> int:
@@ -190,7 +199,7 @@ def data_tokenizer(ds: TokenDataset) -> Path | None:
 
 def validate(cfg: LongCtxConfig) -> tuple[Path, ModelConfig, TokenDataset]:
     """Source checkpoint, new model config and data, all checked before any work."""
-    src, source_cfg = source_checkpoint(cfg.init.from_checkpoint)
+    src, source_cfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
     mcfg = long_model_config(cfg, source_cfg)
     try:
         ds = TokenDataset(cfg.data, "train")
@@ -209,7 +218,8 @@ def build(cfg: LongCtxConfig, progress: bool = True) -> tuple[Trainer, Path, dic
     torch.manual_seed(train.seed)
     model = Transformer(mcfg)
     objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed, z_loss=cfg.z_loss,
-                            eval_batches=train.eval_batches, doc_subset=ids)
+                            eval_batches=train.eval_batches, doc_subset=ids, packing=cfg.packing,
+                            seq_warmup=cfg.seq_warmup)
     run_config = {**to_dict(cfg), "model_overrides": to_dict(cfg.model), "model": to_dict(mcfg)}
     trainer = Trainer(model, objective, train, cfg.out_dir, run_config=run_config,
                       flops_per_token=flops_per_token(mcfg, train.seq_len),
@@ -240,7 +250,7 @@ def run(cfg: LongCtxConfig, progress: bool = True) -> dict:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_length_report(out, report)
-        ckpt.copy_tokenizer(ckpt.tokenizer_dir_of(src) or data_tokenizer(trainer.objective.train_set), out)
+        ckpt.copy_tokenizer(tokenizer_dir_of(src) or data_tokenizer(trainer.objective.train_set), out)
         write_json(out / "config.json", trainer.run_config)
     summary = trainer.fit()
     m = trainer.model.cfg

@@ -25,7 +25,7 @@ from lmforge.device import resolve_device
 from lmforge.io.atomic import write_json
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.flops import flops_per_token, peak_flops
-from lmforge.model.load import model_config_of
+from lmforge.model.load import model_config_of, open_source, resolve_checkpoint
 from lmforge.shards import TokenDataset
 from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import InitConfig, source_checkpoint
@@ -50,8 +50,9 @@ class PretrainConfig:
     def __post_init__(self):
         check(bool(self.data), "data", "set the token dataset folder (e.g. --set data=runs/tokens)")
         check(self.z_loss >= 0, "z_loss", "must be >= 0")
-        check(self.train.seq_len <= self.model.max_seq_len, "train.seq_len",
-              f"{self.train.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+        if not (self.init.from_checkpoint and self.model == ModelConfig()):   # else: the source's length decides
+            check(self.train.seq_len <= self.model.max_seq_len, "train.seq_len",
+                  f"{self.train.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
         if self.stages:
             check(self.mixture is None, "mixture", "with stages, give each stage its own mixture")
             check(self.train.schedule == ScheduleConfig(), "train.schedule",
@@ -102,7 +103,7 @@ def resolve_model(cfg: PretrainConfig) -> tuple[PretrainConfig, int | None]:
         return dataclasses.replace(cfg, model=model_config_of(own)), None
     if not cfg.init.from_checkpoint:
         return cfg, None
-    _, src_cfg = source_checkpoint(cfg.init.from_checkpoint)
+    _, src_cfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
     given, source = to_dict(cfg.model), to_dict(src_cfg)
     diff = sorted(k for k, v in given.items() if k != "preset" and source.get(k) != v)
     if cfg.model != ModelConfig() and diff:
@@ -142,10 +143,9 @@ def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
     torch.manual_seed(train.seed)
     model = Transformer(cfg.model)
     if old_vocab is not None:
-        from safetensors.torch import load_file
-        src = ckpt.resolve(cfg.init.from_checkpoint)
-        grow_vocab(model, load_file(str(src / "model.safetensors")), old_vocab)
-        model.grown_from = src
+        src = open_source(cfg.init.from_checkpoint)
+        grow_vocab(model, src.state_dict(), old_vocab)
+        model.grown_from = src.path
     objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed,
                             z_loss=cfg.z_loss, eval_batches=train.eval_batches, stages=stages)
     device = resolve_device(train.device)
@@ -171,7 +171,7 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
             print(f"initialised from {trainer.model.grown_from} with the vocabulary grown to "
                   f"{trainer.model.cfg.vocab_size} (new rows = mean of the old ones)")
     elif cfg.init.from_checkpoint:
-        src = ckpt.resolve(cfg.init.from_checkpoint)
+        src = resolve_checkpoint(cfg.init.from_checkpoint)
         trainer.init_from(src, cfg.init.load_optimizer)
         if main:
             print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else ""))

@@ -54,7 +54,7 @@ class SelfKnowConfig:
     class_weights: dict[str, float] = field(default_factory=dict)  # over DEFAULT_WEIGHTS; each source needs one
     tag_format: str = "<class:{name}>"
     kl_coef: float = 0.05
-    epochs: int = 2
+    epochs: int = 6                # StableLM 2: 6 epochs
     max_steps: int = 0
     max_turns: int = 8
     neftune_alpha: float = 0.0

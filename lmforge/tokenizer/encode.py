@@ -90,6 +90,8 @@ def _load(path: str, specials_in_text: bool):
 
 
 def _init_worker(path: str, specials_in_text: bool) -> None:
+    from lmforge.workers import quiet_worker
+    quiet_worker()
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     global _TOK
     _TOK = _load(path, specials_in_text)

@@ -19,8 +19,10 @@ import torch
 from tqdm import tqdm
 
 from lmforge import checkpoint as ckpt
-from lmforge.config import check
+from lmforge.config import ConfigError, check
 from lmforge.device import autocast_dtype, resolve_device
+from lmforge.model.load import OURS, open_source
+from lmforge.model.lora import lora_layers
 from lmforge.train import distributed
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.objectives.base import Objective
@@ -163,8 +165,20 @@ class Trainer:
         self._truncate_metrics(self.step)
 
     def init_from(self, path: Path, load_optimizer: bool = False) -> None:
-        """Continue from weights (and optionally the optimizer) with a fresh schedule and data."""
-        self._load_state(path, optimizer=load_optimizer)
+        """Continue from weights (and optionally the optimizer) with a fresh schedule and data.
+
+        `path`: one of our checkpoints (a LoRA run's adapters merged) or a Hugging Face folder
+        (lmforge.model.load); only our own full-weight checkpoints carry an optimizer state."""
+        src = open_source(path)
+        if load_optimizer and (not src.has_optimizer or lora_layers(self.model)):
+            why = src.why_no_optimizer() if not src.has_optimizer else "this run trains LoRA adapters"
+            raise ConfigError(f"init.load_optimizer: {why}; set init.load_optimizer=false")
+        if src.format == OURS and src.lora is None and not lora_layers(self.model):
+            self._load_state(src.path, optimizer=load_optimizer)   # sharded / torchrun paths as before
+        elif self.dist.enabled:
+            distributed.load_full_state(self.model, src.state_dict())
+        else:
+            src.load_into(self.model)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
