@@ -537,3 +537,25 @@ def test_cli_and_sft_reads_the_output(source, tmp_path, capsys):
     convs, stats = load_conversations([str(out / "sft.jsonl")], load_tokenizer(tok_dir), 128, 8, ErrorSink(None))
     assert stats["kept"] == 12 and stats["malformed"] == 0
     assert main(["sftdata", "--set", f"out_dir={out}"]) == 2        # no data: a config error, exit 2
+
+
+def test_reads_the_sft_formats_and_writes_messages(tmp_path):
+    recs = [{"instruction": "Name a colour", "input": "of the sky", "output": "blue", "task": "alpaca"},
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}],
+             "system": "Be kind.", "task": "sharegpt"},
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
+                          {"role": "assistant", "content": "4"}], "task": "parts"},
+            {"text": "plain text to pretrain on"},
+            {"prompt": "The sky is", "completion": " blue."}]
+    path = write_jsonl(tmp_path / "mixed.jsonl", recs)
+    out = tmp_path / "out"
+    run(cfg_of([path], out), progress=False)
+    read = json.loads((out / "sftdata.json").read_text())["steps"][0]
+    assert read["removed"] == {"not_a_conversation": {"docs": 2, "bytes": 0}}
+    kept = read_jsonl(out / "sft.jsonl")
+    assert [r["task"] for r in kept] == ["alpaca", "sharegpt", "parts"]
+    assert kept[0]["messages"] == [{"role": "user", "content": "Name a colour\nof the sky"},
+                                   {"role": "assistant", "content": "blue"}]
+    assert "instruction" not in kept[0] and kept[1]["messages"][0] == {"role": "system", "content": "Be kind."}
+    assert kept[2]["messages"][0]["content"] == "What is 2+2?"
+    assert {r["reason"] for r in read_jsonl(out / "rejects.jsonl")} == {"not_a_conversation"}

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.align.chat_template import message_error, n_turns
-from lmforge.align.sft_data import iter_jsonl
+from lmforge.align.chat_template import message_error, n_trained
+from lmforge.align.formats import to_sft
+from lmforge.align.sft_data import iter_data
 from lmforge.io.documents import ErrorSink
 
 NO_SYSTEM = "(no system prompt)"
@@ -84,32 +85,51 @@ def label_of(rec: dict, key: str, path: Path) -> tuple[str, bool]:
     return path.name.split(".")[0], False
 
 
-def read_items(paths: list[str], errors: ErrorSink, task_key: str = "task",
+# the keys a record's conversation may come from (lmforge.align.formats): replaced by `messages`
+FORMAT_KEYS = ("messages", "conversations", "instruction", "input", "output", "history", "prompt", "completion",
+               "system", "text", "tools")
+
+
+def read_items(paths: list, errors: ErrorSink, task_key: str = "task",
                source_key: str = "meta.source") -> tuple[list[Item], dict]:
-    """Conversations of `paths` as items; (items, read stats). Malformed lines go to `errors`;
-    a conversation without an assistant reply is dropped ("no_assistant"). A record without
-    a task (source) at its key gets its file's stem, counted as task_from_file."""
-    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "no_assistant",
+    """Conversations of `paths` (files or DataFile entries, any SFT format of
+    lmforge.align.formats) as items in OpenAI messages form; (items, read stats). Malformed
+    records go to `errors`; a record that is plain text ("text" format, string prompt /
+    completion) is no conversation to curate ("not_a_conversation"); one without a trained
+    assistant reply is dropped ("no_assistant"). A record without a task (source) at its key
+    gets its file's stem, counted as task_from_file."""
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "not_a_conversation", "no_assistant",
                                              "task_from_file", "source_from_file")})
+    ignored: Counter = Counter()
     items: list[Item] = []
-    for p, n, rec in iter_jsonl(paths, errors, stats):
-        err = message_error(rec.get("messages"))
+    for p, n, rec, spec in iter_data(paths, errors, stats):
+        raw = json.dumps(rec, ensure_ascii=False, default=str)
+        try:
+            msgs = to_sft(rec, spec, ignored).messages
+            err = message_error(msgs) if msgs is not None else None
+        except ValueError as e:
+            err = str(e)
         if err:
             stats["malformed"] += 1
-            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False), detail=err)
+            errors.add(p, n, "malformed", raw=raw, detail=err)
             continue
-        if n_turns(rec["messages"]) == 0:
-            stats["no_assistant"] += 1
-            errors.add(p, n, "no_assistant", raw=json.dumps(rec, ensure_ascii=False),
-                       detail="no assistant reply to learn from")
+        why = "not_a_conversation" if msgs is None else "no_assistant" if n_trained(msgs) == 0 else None
+        if why:
+            stats[why] += 1
+            errors.add(p, n, why, raw=raw, detail="plain text, not a conversation" if msgs is None
+                       else "no assistant reply to learn from")
             continue
         task, t_found = label_of(rec, task_key, p)
         source, s_found = label_of(rec, source_key, p)
         stats["task_from_file"] += not t_found
         stats["source_from_file"] += not s_found
         stats["kept"] += 1
-        items.append(Item(rec, f"{p}:{n}", task, source))
-    assert stats["kept"] + stats["malformed"] + stats["no_assistant"] == stats["records"], stats
+        out = {k: v for k, v in rec.items() if k not in FORMAT_KEYS} | {"messages": msgs}
+        items.append(Item(out, f"{p}:{n}", task, source))
+    assert stats["kept"] + stats["malformed"] + stats["not_a_conversation"] + stats["no_assistant"] \
+        == stats["records"], stats
+    if ignored:
+        stats["ignored_keys"] = dict(ignored)
     return items, dict(stats)
 
 

@@ -5,7 +5,8 @@
         --set diversity.target=1000
 
 Steps, in this order, each optional (the reports' SFT data practice):
-  read            conversations ({"messages": [...]}) with a task and a source label
+  read            conversations (any SFT format of lmforge.align.formats, written back as OpenAI
+                  messages) with a task and a source label
   exact_dedup     prompts (user turns) equal once case and spacing are normalised
   near_dedup      prompts near-duplicate by MinHash (the data pipeline's lmforge.data.dedup.minhash)
   evolve          Yi / WizardLM: harder prompts rewritten by a generator model, answered by it
@@ -33,6 +34,7 @@ from typing import Literal
 
 from lmforge.align import curate, diversity, system_balance
 from lmforge.align.curate import Item, StepResult
+from lmforge.align.formats import DataFile
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.data.config import MinhashConfig
 from lmforge.io.atomic import read_json, write_json, write_jsonl
@@ -155,7 +157,8 @@ class SystemConfig:
 
 @dataclass
 class SFTDataConfig:
-    data: list[str] = field(default_factory=list)   # conversation jsonl files
+    # conversation files: paths or {path, format, columns, tags} (lmforge.align.formats; any SFT format)
+    data: list[str | DataFile] = field(default_factory=list)
     out_dir: str = "runs/sftdata"
     task_key: str = "task"         # dotted key of a record's task (e.g. meta.category); else its file's stem
     source_key: str = "meta.source"
@@ -371,7 +374,8 @@ def _read(cfg: SFTDataConfig, out: Path) -> tuple[list[Item], dict]:
     nbytes = sum(i.nbytes for i in items)
     read = {"step": "read", "in": {"docs": stats["records"], "bytes": nbytes}, "added": {},
             "kept": {"docs": len(items), "bytes": nbytes},
-            "removed": {k: {"docs": stats[k], "bytes": 0} for k in ("malformed", "no_assistant") if stats[k]},
+            "removed": {k: {"docs": stats[k], "bytes": 0} for k in ("malformed", "not_a_conversation", "no_assistant")
+                        if stats[k]},
             "details": {**stats, "note": "bytes: UTF-8 bytes of message contents (unreadable lines count 0)",
                         "task_before": curate.by(items, "task"), "source_before": curate.by(items, "source")}}
     return items, read

@@ -31,6 +31,7 @@ from typing import Literal
 
 from lmforge.align import task_mix
 from lmforge.align.curate import read_items
+from lmforge.align.formats import DataFile
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
 from lmforge.io.documents import ErrorSink
@@ -43,7 +44,7 @@ from lmforge.train.trainer import TrainConfig
 
 @dataclass
 class SFTGridConfig:
-    data: list[str] = field(default_factory=list)   # conversation jsonl files
+    data: list[str | DataFile] = field(default_factory=list)   # conversation files (lmforge.align.formats)
     out_dir: str = "runs/sftgrid"
     task_key: str = "curation.task"
     weights: dict[str, list[float]] = field(default_factory=dict)    # task -> weights; grid = product
