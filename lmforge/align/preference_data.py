@@ -10,6 +10,8 @@ prompt is the messages before that reply.
 Filters (StableLM 2 on Zephyr-style data), every dropped pair counted by reason in
 stats.json, malformed lines written to rejects.jsonl with file and line:
   malformed        not JSON / missing or invalid fields
+  invalid_utf8     a line that is not UTF-8
+  empty_reply      the chosen reply is empty (broken data; written to rejects.jsonl)
   tie              chosen == rejected text, or equal scores
   inverted         score_chosen < score_rejected (the labels contradict the scores)
   low_score        score_chosen under `min_score_chosen` (StableLM 2: below 8 of 10)
@@ -81,6 +83,8 @@ def normalise(rec: dict) -> tuple[list[dict], str, str, float | None, float | No
 
 def drop_reason(chosen: str, rejected: str, sc: float | None, sr: float | None,
                 min_score_chosen: float | None) -> str | None:
+    if not chosen.strip():
+        return "empty_reply"
     if chosen.strip() == rejected.strip() or (sc is not None and sr is not None and sc == sr):
         return "tie"
     if sc is not None and sr is not None and sc < sr:
@@ -98,8 +102,8 @@ def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
 
 def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
                progress: bool = False) -> tuple[list[Pair], dict]:
-    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "tie", "inverted", "low_score",
-                                             "duplicate", "too_long")})
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply", "tie",
+                                             "inverted", "low_score", "duplicate", "too_long")})
     seen: set[str] = set()
     out: list[Pair] = []
     for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
@@ -119,6 +123,8 @@ def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score
                 reason = "too_long"
         if reason:
             stats[reason] += 1
+            if reason == "empty_reply":   # broken data, not a filter: kept aside with its line
+                errors.add(p, n, reason, raw=json.dumps(rec, ensure_ascii=False)[:2000], detail="chosen is empty")
             continue
         seen.add(key)
         stats["kept"] += 1

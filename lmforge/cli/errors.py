@@ -15,6 +15,7 @@ import sys
 import traceback
 
 from lmforge.config import ConfigError
+from lmforge.io.account import DataError
 
 EXIT_CONFIG, EXIT_DIVERGED, EXIT_IO, EXIT_DATA, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 4, 5, 1, 130
 
@@ -25,10 +26,6 @@ _IO_HINTS = {
     errno.EACCES: "permission denied: check the folder's permissions or choose another out_dir",
     errno.EPERM: "operation not permitted: check the folder's permissions",
 }
-
-
-class DataError(RuntimeError):
-    """Input that cannot be used (a corrupt file, a run whose every record was rejected)."""
 
 
 def describe_os_error(e: OSError) -> str:
