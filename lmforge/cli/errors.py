@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import pickle
 import sys
 import traceback
@@ -45,7 +46,10 @@ def classify(e: BaseException) -> tuple[int, str]:
     if isinstance(e, ConfigError):
         return EXIT_CONFIG, f"config error: {e}"
     if isinstance(e, FileNotFoundError):
-        return EXIT_CONFIG, str(e) if not e.filename else f"{e.filename}: not found"
+        if not e.filename:
+            return EXIT_CONFIG, str(e)
+        what = e.strerror if e.strerror and e.strerror != os.strerror(errno.ENOENT) else "not found"
+        return EXIT_CONFIG, f"{e.filename}: {what}"
     if isinstance(e, UnicodeDecodeError):
         return EXIT_DATA, f"invalid UTF-8 in the input ({e.reason} at byte {e.start})"
     if isinstance(e, OSError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from lmforge.io.account import DataError
+from lmforge.io.atomic import write_bytes
 from lmforge.io.jsonl import parse_line, strip_bom
 
 ZSTD_LEVEL = 19  # small outputs: the best ratio costs well under a second
@@ -114,10 +115,7 @@ def encode_jsonl(records: Iterable[dict]) -> bytes:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)   # lmforge.io.atomic: temp sibling, fsync, rename
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:

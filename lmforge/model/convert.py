@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from lmforge.io.atomic import atomic_path, write_json
+
 from lmforge.model.config import ModelConfig, RopeScaling
 from lmforge.model.transformer import Transformer
 
@@ -280,9 +282,10 @@ def save_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype | None =
     out.mkdir(parents=True, exist_ok=True)
     config = hf_config_dict(model.cfg, arch=arch)    # refuses an impossible export before writing
     sd = to_hf_state_dict(model, dtype, arch)
-    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(sd, str(tmp), metadata={"format": "pt"})
     config = hf_config_dict(model.cfg, sd["model.embed_tokens.weight"].dtype, arch)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out / "config.json", config, indent=2)
     return out
 
 

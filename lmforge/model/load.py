@@ -7,13 +7,12 @@ format itself (finding, validating, reading) is lmforge.checkpoint.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from lmforge import checkpoint as ckpt
-from lmforge.config import from_dict
+from lmforge.config import from_dict, to_dict
 from lmforge.model.config import ModelConfig
 from lmforge.model.transformer import Transformer
 
@@ -25,12 +24,18 @@ run_dir_of = ckpt.run_dir_of
 
 
 def model_config_of(step_dir: Path) -> ModelConfig:
-    state = json.loads((Path(step_dir) / "trainer.json").read_text())
+    state = ckpt.load_trainer_state(step_dir)
     model = state.get("config", {}).get("model")
     if model is None:
         raise ValueError(f"{step_dir}/trainer.json: no model config recorded")
     model = {k: v for k, v in model.items() if k != "preset"}  # already expanded
     return from_dict(ModelConfig, model, source=f"{step_dir}/trainer.json", prefix="config.model")
+
+
+def config_diff(given: ModelConfig, saved: ModelConfig) -> list[str]:
+    """`key given (checkpoint: saved)` for every field that differs (preset aside: expanded)."""
+    a, b = to_dict(given), to_dict(saved)
+    return [f"{k} {a[k]!r} (checkpoint: {b.get(k)!r})" for k in sorted(a) if k != "preset" and a[k] != b.get(k)]
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, Path]:

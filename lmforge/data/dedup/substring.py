@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lmforge.io.atomic import save_npy
+
 from ..pipeline import Step, iter_shard
 
 SEP = 0xFF
@@ -175,7 +177,7 @@ class SubstringStep(Step):
             sel = (spans[:, 0] >= starts[si]) & (spans[:, 0] < starts[si + 1])
             mine = spans[sel].copy()
             mine[:, 0] -= starts[si]
-            np.save(ctx.work / f"spans-{si:05d}.npy", mine)
+            save_npy(ctx.work / f"spans-{si:05d}.npy", mine)
         total = int(sum(sizes))
         removed = int((spans[:, 2] - spans[:, 1]).sum()) if len(spans) else 0
         return {"parts": len(make_parts(sizes, self.cfg.part_bytes)), "spans": int(len(spans)),
