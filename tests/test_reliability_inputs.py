@@ -224,6 +224,18 @@ def test_encode_missing_input_writes_nothing_and_rerun_works(docs_and_tok, tmp_p
     assert any(l.startswith("[tokenizer encode] read 60 documents, kept 60") for l in out_text.splitlines())
 
 
+def test_encoded_folder_is_not_silently_reused_for_other_inputs(docs_and_tok, tmp_path):
+    from lmforge.tokenizer.encode import EncodeConfig, run_encode
+    d = docs_and_tok
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"text": "another corpus entirely"}\n')
+    cfg = dict(tokenizer=str(d / "tok"), out_dir=str(tmp_path / "t"), val_docs_per_domain=0)
+    run_encode(EncodeConfig(inputs=[str(d / "in")], **cfg), progress=False)
+    assert run_encode(EncodeConfig(inputs=[str(d / "in")], **cfg), progress=False)["skipped"]
+    with pytest.raises(ConfigError, match="inputs: .*already holds tokens encoded from"):
+        run_encode(EncodeConfig(inputs=[str(other)], **cfg), progress=False)
+
+
 def test_encode_all_rejected_is_exit_5_and_not_marked_complete(docs_and_tok, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b"{nope\n" * 3)

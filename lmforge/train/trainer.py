@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from lmforge import checkpoint as ckpt
-from lmforge.config import check
+from lmforge.config import ConfigError, check
 from lmforge.device import autocast_dtype, resolve_device
 from lmforge.io.atomic import write_json, write_text
 from lmforge.train import distributed
@@ -141,7 +141,7 @@ class Trainer:
             distributed.load_sharded(path / "dcp", self.model, self.optimizer)  # reshards to any world size
         elif self.dist.enabled:
             if optimizer:
-                raise ValueError(f"{path}: optimizer state of a single-process checkpoint cannot be loaded under "
+                raise ConfigError(f"{path}: optimizer state of a single-process checkpoint cannot be loaded under "
                                  f"torchrun; continue with one process, or start from its weights only")
             distributed.load_full_weights(path, self.model)
         else:
@@ -153,7 +153,7 @@ class Trainer:
         """Full resume: weights, optimizer, step, loader position, RNG. Refuses other data."""
         state = ckpt.load_trainer_state(path)
         if state.get("fingerprint") != self.objective.fingerprint():
-            raise ValueError(
+            raise ConfigError(   # a ValueError: one line at the CLI, exit 2
                 f"{path}: checkpoint was trained on other data or loader settings (fingerprint "
                 f"{state.get('fingerprint')} != {self.objective.fingerprint()}); to start on new data from "
                 f"these weights use `init.from_checkpoint` with a new out_dir instead of resuming")
