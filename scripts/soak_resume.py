@@ -77,7 +77,7 @@ def wait_for_step(proc, out: Path, target: int) -> bool:
 
 
 def killed_run(data: Path, out: Path, a, env: dict, startup: float, train_s: float) -> dict:
-    """Each attempt is killed at a random moment: one in five during start-up (importing, building,
+    """Each attempt is killed at a random moment: every fifth during start-up (importing, building,
     loading the checkpoint, cleaning up), the others after a random number of steps (about this
     attempt's share of the steps left, times 0..2) plus a random part of a step, so the kill lands
     inside a training step, an evaluation, a checkpoint write or a prune."""
@@ -89,7 +89,7 @@ def killed_run(data: Path, out: Path, a, env: dict, startup: float, train_s: flo
         logged_before = last_logged(out)
         proc = subprocess.Popen(command(data, out, a), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         share = (a.steps - ckpt_before) / (a.kills - kills + 1)
-        if rng.random() < 0.2:
+        if kills % 5 == 2:
             when = "start-up"
             try:
                 proc.wait(timeout=rng.uniform(0.3, 0.9) * startup)
@@ -97,6 +97,7 @@ def killed_run(data: Path, out: Path, a, env: dict, startup: float, train_s: flo
                 pass
         else:
             target = ckpt_before + max(1, round(rng.uniform(0, 2) * share))
+            target = max(target, logged_before + 1)   # lines up to logged_before are the last attempt's
             when = f"after step {target}"
             if wait_for_step(proc, out, target):
                 time.sleep(rng.uniform(0, 1.5 * step_s))
