@@ -12,6 +12,8 @@ their common beginning). Messages may be OpenAI or ShareGPT style; `columns` ren
 Filters (StableLM 2 on Zephyr-style data), every dropped pair counted by reason in
 stats.json, malformed lines written to rejects.jsonl with file and line:
   malformed        not JSON / missing or invalid fields
+  invalid_utf8     a line that is not UTF-8
+  empty_reply      the chosen reply is empty (broken data; written to rejects.jsonl)
   tie              chosen == rejected text, or equal scores
   inverted         score_chosen < score_rejected (the labels contradict the scores)
   low_score        score_chosen under `min_score_chosen` (StableLM 2: below 8 of 10)
@@ -69,6 +71,8 @@ def normalise(rec: dict, spec: DataFile | None = None, ignored: Counter | None =
 
 def drop_reason(chosen: str, rejected: str, sc: float | None, sr: float | None,
                 min_score_chosen: float | None) -> str | None:
+    if not chosen.strip():
+        return "empty_reply"
     if chosen.strip() == rejected.strip() or (sc is not None and sr is not None and sc == sr):
         return "tie"
     if sc is not None and sr is not None and sc < sr:
@@ -86,8 +90,8 @@ def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
 
 def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
                progress: bool = False) -> tuple[list[Pair], dict]:
-    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "tie", "inverted", "low_score",
-                                             "duplicate", "too_long")})
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply", "tie",
+                                             "inverted", "low_score", "duplicate", "too_long")})
     seen: set[str] = set()
     ignored: Counter = Counter()
     out: list[Pair] = []
@@ -108,6 +112,8 @@ def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink
                 reason = "too_long"
         if reason:
             stats[reason] += 1
+            if reason == "empty_reply":   # broken data, not a filter: kept aside with its line
+                errors.add(p, n, reason, raw=json.dumps(rec, ensure_ascii=False)[:2000], detail="chosen is empty")
             continue
         seen.add(key)
         stats["kept"] += 1

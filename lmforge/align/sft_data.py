@@ -8,6 +8,8 @@ sft.jsonl. Optional `"class"` (C-RLFT source class) is read when asked for.
 Every line ends up in exactly one bucket of the stats (never silently dropped):
   kept                conversations trained on (or held out for validation: `val`)
   malformed           not JSON / not a valid conversation -> rejects.jsonl with file + line
+  invalid_utf8        a line that is not UTF-8 -> rejects.jsonl
+  empty_reply         an assistant message with no text -> rejects.jsonl
   no_assistant        nothing to learn from
   too_many_turns      more than `max_turns` assistant replies (StableLM 2 drops > 8)
   too_long            longer than the context (`seq_len`) once tokenized
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from lmforge.align.chat_template import encode_chat, encode_pieces, message_error, n_trained, n_turns
 from lmforge.align.formats import DataFile, as_data_files, iter_array_records, to_sft
 from lmforge.io.documents import ErrorSink
+from lmforge.io.jsonl import iter_records
 
 
 @dataclass
@@ -41,27 +44,30 @@ class Conversation:
 
 
 def iter_jsonl(paths: list[str], errors: ErrorSink, stats: Counter):
-    """(file, line number, record dict) for each parseable line; bad lines go to `errors`."""
+    """(file, line number, record dict) for each parseable line; bad lines go to `errors`.
+
+    Lines are read as bytes (lmforge.io.jsonl): invalid UTF-8 (`invalid_utf8`), and JSON that
+    is broken, nested too deeply or holds a 5000-digit number (`malformed`), cost that line
+    only, and a byte-order mark does not cost the first one."""
     for path in paths:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        with open(p, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                stats["records"] += 1
-                try:
-                    rec = json.loads(line)
-                except ValueError as e:
-                    stats["malformed"] += 1
-                    errors.add(p, n, "malformed", raw=line, detail=f"invalid JSON: {e}")
-                    continue
-                if not isinstance(rec, dict):
-                    stats["malformed"] += 1
-                    errors.add(p, n, "malformed", raw=line, detail="not a JSON object")
-                    continue
-                yield p, n, rec
+        for n, raw, rec, reason, detail in iter_records(p):
+            stats["records"] += 1
+            if reason is None and not isinstance(rec, dict):
+                reason, detail = "malformed", "not a JSON object"
+            if reason is not None:
+                reason = "invalid_utf8" if reason == "invalid_utf8" else "malformed"
+                stats[reason] += 1
+                errors.add(p, n, reason, raw=raw, detail=detail)
+                continue
+            yield p, n, rec
+
+
+def empty_reply(msgs: list[dict]) -> bool:
+    """An assistant message with no text: nothing to learn, and a sign of broken data."""
+    return any(m["role"] == "assistant" and not m["content"].strip() for m in msgs)
 
 
 def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter):
@@ -97,8 +103,9 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
     `paths`: file paths or DataFile entries (lmforge.align.formats); `eos_id` ends plain-text
     records (format text / string prompt-completion).
     """
-    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "no_assistant", "too_many_turns",
-                                             "too_long", *(["unknown_class"] if classes is not None else []))})
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply",
+                                             "no_assistant", "too_many_turns", "too_long",
+                                             *(["unknown_class"] if classes is not None else []))})
     ignored: Counter = Counter()
     out: list[Conversation] = []
     for p, n, rec, spec in tqdm(iter_data(paths, errors, stats), desc="sft data", unit="conv",
@@ -111,6 +118,11 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
         if err:
             stats["malformed"] += 1
             errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False, default=str), detail=err)
+            continue
+        if item.messages is not None and empty_reply(item.messages):
+            stats["empty_reply"] += 1
+            errors.add(p, n, "empty_reply", raw=json.dumps(rec, ensure_ascii=False, default=str),
+                       detail="an assistant reply is empty")
             continue
         msgs = item.messages
         if msgs is not None:

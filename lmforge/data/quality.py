@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.io.atomic import atomic_open, write_json
+
 from lmforge.io.documents import ErrorSink
 from .pipeline import Step, iter_shard
 from lmforge.io.readers import iter_documents
@@ -65,11 +67,11 @@ class QualityModel:
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "weights.npz", coef=self.coef, intercept=np.array([self.intercept]))
-        (folder / "model.json").write_text(json.dumps({
+        with atomic_open(folder / "weights.npz", "wb") as f:
+            np.savez(f, coef=self.coef, intercept=np.array([self.intercept]))
+        write_json(folder / "model.json", {
             "kind": "hashed-ngram-logreg", "n_features": self.n_features,
-            "char_ngrams": list(self.char_ngrams), "word_ngrams": list(self.word_ngrams),
-            **self.info}, indent=1))
+            "char_ngrams": list(self.char_ngrams), "word_ngrams": list(self.word_ngrams), **self.info})
 
     @classmethod
     def load(cls, folder: str | Path) -> "QualityModel":

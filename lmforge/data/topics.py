@@ -20,6 +20,8 @@ import json
 
 import numpy as np
 
+from lmforge.io.atomic import save_npy, write_json
+
 from .pipeline import Step, iter_shard
 from .quality import reservoir
 from .text import units
@@ -68,7 +70,7 @@ class TopicsStep(Step):
         for i, p in enumerate(ctx.inputs):
             texts = [d["text"] for d in iter_shard(p)]
             labels = km.predict(vec.transform(texts)) if texts else np.zeros(0, np.int64)
-            np.save(ctx.work / f"topic-{i:05d}.npy", labels.astype(np.int32))
+            save_npy(ctx.work / f"topic-{i:05d}.npy", labels.astype(np.int32))
             sizes += np.bincount(labels, minlength=km.n_clusters)
             for t, c in zip(texts, labels):
                 if len(samples[c]) < cfg.samples_per_cluster:
@@ -76,8 +78,8 @@ class TopicsStep(Step):
         weights = [self.weight(c, top[c]) for c in range(km.n_clusters)]
         report = [{"cluster": c, "size": int(sizes[c]), "weight": weights[c], "top_terms": top[c],
                    "samples": samples[c]} for c in range(km.n_clusters)]
-        (ctx.dir / "topics.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-        (ctx.work / "weights.json").write_text(json.dumps(weights))
+        write_json(ctx.dir / "topics.json", report)
+        write_json(ctx.work / "weights.json", weights, indent=None)
         return {"clusters": int(km.n_clusters), "cluster_sizes": sizes.tolist(),
                 "cluster_weights": weights}
 

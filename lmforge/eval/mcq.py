@@ -25,7 +25,6 @@ subject first, drawn deterministically from `seed` and the item id.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from lmforge.eval.perplexity import token_nll
+from lmforge.io.jsonl import iter_records
 from lmforge.truncate import truncate_middle
 
 
@@ -77,14 +77,14 @@ def load_items(path: str | Path) -> LoadResult:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: MCQ file not found")
     out = LoadResult()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.items.append(parse_item(json.loads(line), f"{path.name}:{n}"))
-            except (json.JSONDecodeError, ValueError) as e:
-                out.errors.append(f"{path}:{n}: {e}")
+    for n, _, rec, reason, detail in iter_records(path):   # bytes: bad UTF-8 or JSON cost one line
+        if reason:
+            out.errors.append(f"{path}:{n}: {detail}")
+            continue
+        try:
+            out.items.append(parse_item(rec, f"{path.name}:{n}"))
+        except ValueError as e:
+            out.errors.append(f"{path}:{n}: {e}")
     return out
 
 

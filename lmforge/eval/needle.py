@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lmforge.io.atomic import save_figure, write_text
+
 
 DEFAULT_NEEDLE = "\nThe special magic number is {value}.\n"
 DEFAULT_QUESTION = "\n\nWhat is the special magic number mentioned above? The special magic number is"
@@ -221,7 +223,7 @@ def write_markdown(path: Path, g: dict, summary: dict, title: str) -> None:
         for L, row in zip(g["lengths"], g[name]):
             lines.append(f"| {L} | " + " | ".join("" if v is None else fmt.format(v) for v in row) + " |")
         lines.append("")
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 def plot_heatmap(path: Path, g: dict, title: str, with_rank: bool) -> None:
@@ -247,5 +249,5 @@ def plot_heatmap(path: Path, g: dict, title: str, with_rank: bool) -> None:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

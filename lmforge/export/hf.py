@@ -19,12 +19,11 @@ LayerNorm. tokenizer_config.json's model_max_length is the model's usable length
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
-from lmforge.io.atomic import write_json
+from lmforge.io.atomic import copy_file, write_json
 from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of
 from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
@@ -40,7 +39,7 @@ def _write_json(path: Path, obj) -> None:
 def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = None) -> dict:
     """Copy the tokenizer files; make sure the transformers side has the ChatML template.
     model_max_length: the model's usable length (convert.hf_max_length), replacing the tokenizer's."""
-    shutil.copy2(tok_dir / "tokenizer.json", out / "tokenizer.json")
+    copy_file(tok_dir / "tokenizer.json", out / "tokenizer.json")
     info = tokenizer_info(tok_dir)
     tok = load_tokenizer(tok_dir)
     names = {k: tok.id_to_token(info[f"{k}_id"]) for k in ("bos", "eos", "pad") if info.get(f"{k}_id") is not None}

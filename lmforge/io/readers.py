@@ -20,6 +20,7 @@ Markdown (.md) is read as text, one document per file.
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import gzip
 import io
@@ -28,7 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from lmforge.config import ConfigError
+
 from .documents import ErrorSink, make_doc
+from .jsonl import PARSE_ERRORS, parse_error, strip_bom
 
 DEFAULT_MAX_DOC_BYTES = 64 * 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")
@@ -65,7 +69,9 @@ def list_files(paths: str | Path | list, errors: ErrorSink | None = None) -> lis
     """Expand paths (files or folders, recursively) into a list of files, folders sorted.
 
     Unsupported files inside folders are reported to the sink as `unsupported_format`
-    (hidden files are ignored); missing paths as `unreadable`.
+    (hidden files are ignored). A named path that does not exist (FileNotFoundError) or
+    a named file of an unsupported format (ConfigError) is an error: a typo in an input
+    must not become a run over nothing that exits 0.
     """
     errors = errors if errors is not None else ErrorSink()
     if isinstance(paths, (str, Path)):
@@ -83,11 +89,11 @@ def list_files(paths: str | Path | list, errors: ErrorSink | None = None) -> lis
                     out.append(f)
         elif p.exists():
             if file_kind(p) is None:
-                errors.add(p, None, "unsupported_format", detail=f"suffix {p.suffix!r}")
-            else:
-                out.append(p)
+                raise ConfigError(f"input: {p}: unsupported format (suffix {p.suffix!r}; "
+                                  f"supported: {', '.join(SUPPORTED)})")
+            out.append(p)
         else:
-            errors.add(p, None, "unreadable", detail="no such file or directory")
+            raise FileNotFoundError(errno.ENOENT, "input not found", str(p))
     return out
 
 
@@ -188,6 +194,8 @@ def _iter_jsonl(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int,
                 raise
             if raw is None:
                 return
+            if lineno == 1:
+                raw = strip_bom(raw)
             if too_long:
                 errors.add(path, lineno, "too_large", raw[:RAW_KEEP],
                            detail=f"line over {line_limit} bytes", nbytes=len(raw))
@@ -210,8 +218,8 @@ def _record_to_doc(raw: bytes, path: Path, lineno: int, errors: ErrorSink,
         return None
     try:
         rec = json.loads(line)
-    except json.JSONDecodeError as e:
-        errors.add(path, lineno, "malformed_json", line[:RAW_KEEP], detail=str(e), nbytes=n)
+    except PARSE_ERRORS as e:   # also a 5000-digit int (ValueError), deep nesting (RecursionError)
+        errors.add(path, lineno, "malformed_json", line[:RAW_KEEP], detail=parse_error(e), nbytes=n)
         return None
     if not isinstance(rec, dict):
         errors.add(path, lineno, "not_object", line[:RAW_KEEP], detail=type(rec).__name__,
@@ -252,7 +260,7 @@ def _dict_to_doc(rec: dict, path: Path, lineno: int, errors: ErrorSink, max_doc_
     if isinstance(meta, str):  # our parquet writer stores meta as a JSON string
         try:
             meta = json.loads(meta)
-        except json.JSONDecodeError:
+        except PARSE_ERRORS:
             meta = {"meta": meta}
     meta = dict(meta) if isinstance(meta, dict) else ({} if meta is None else {"meta": meta})
     for k, v in rec.items():
@@ -305,7 +313,7 @@ def _iter_whole(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int) ->
         meta.update(format="html", encoding=enc)
     else:
         try:
-            text = data.decode("utf-8")
+            text = strip_bom(data).decode("utf-8")
         except UnicodeDecodeError as e:
             errors.add(path, 1, "invalid_utf8", data[:RAW_KEEP], detail=str(e), nbytes=len(data))
             return

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.io.atomic import atomic_path, write_json
 from lmforge.model import hf_archs
 from lmforge.model.config import ModelConfig
 from lmforge.model.transformer import Transformer
@@ -270,13 +271,10 @@ def save_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype | None =
     out.mkdir(parents=True, exist_ok=True)
     config = hf_config_dict(model.cfg, arch=arch)    # refuses an impossible export before writing
     sd = to_hf_state_dict(model, dtype, arch)
-    tmp = out / "model.safetensors.tmp"
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    tmp.replace(out / "model.safetensors")
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(sd, str(tmp), metadata={"format": "pt"})
     config = hf_config_dict(model.cfg, sd["model.embed_tokens.weight"].dtype, arch)
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    tmp.replace(out / "config.json")
+    write_json(out / "config.json", config, indent=2)
     return out
 
 

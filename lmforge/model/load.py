@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from lmforge import checkpoint as ckpt
-from lmforge.config import from_dict
+from lmforge.config import from_dict, to_dict
 from lmforge.model.config import ModelConfig
 from lmforge.model.lora import LoRAConfig, attach_lora, load_base_weights, lora_layers, merge_lora
 from lmforge.model.transformer import Transformer
@@ -90,7 +90,7 @@ def hf_model_config(path: str | Path) -> ModelConfig:
 
 
 def _run_config(step_dir: Path) -> dict:
-    return json.loads((Path(step_dir) / "trainer.json").read_text()).get("config", {})
+    return ckpt.load_trainer_state(step_dir).get("config", {})   # a corrupt file: CorruptCheckpoint
 
 
 def model_config_of(step_dir: str | Path) -> ModelConfig:
@@ -188,6 +188,12 @@ def open_source(path: str | Path) -> ModelSource:
 def load_weights(path: str | Path, model: torch.nn.Module) -> None:
     """The weights of any checkpoint (ours, a LoRA run's merged, a HF folder's) into `model`."""
     open_source(path).load_into(model)
+
+
+def config_diff(given: ModelConfig, saved: ModelConfig) -> list[str]:
+    """`key given (checkpoint: saved)` for every field that differs (preset aside: expanded)."""
+    a, b = to_dict(given), to_dict(saved)
+    return [f"{k} {a[k]!r} (checkpoint: {b.get(k)!r})" for k in sorted(a) if k != "preset" and a[k] != b.get(k)]
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, Path]:

@@ -5,11 +5,11 @@ import html
 import json
 import math
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.io.atomic import copy_file, write_text
 from lmforge.report import plots
 from lmforge.report.collect import Stage, discover, recipe_meta
 from lmforge.report.tables import Table, eval_table_list, to_html, to_markdown
@@ -140,7 +140,7 @@ def eval_section(stages: list[Stage], out: Path) -> Section | None:
             sec.blocks.extend(eval_table_list(st.eval))
         if st.needle_png:
             dst = out / f"needle_{_slug(st.name)}.png"
-            shutil.copyfile(st.needle_png, dst)
+            copy_file(st.needle_png, dst)
             sec.blocks.append(f"{st.name}: needle in a haystack: retrieval accuracy by context length (x) "
                               f"and needle depth (y).")
             sec.blocks.append(dst)
@@ -371,8 +371,8 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
                                    longstudy_section(stages, out), refusals_section(stages, out),
                                    grow_section(stages, out)) if s]
     title = f"lmforge run report: {name}" + (" (SMOKE RUN)" if meta.get("smoke") else "")
-    (out / "report.html").write_text(render_html(title, sections, out, problems), encoding="utf-8")
-    (out / "report.md").write_text(render_md(title, sections, out, problems), encoding="utf-8")
+    write_text(out / "report.html", render_html(title, sections, out, problems))
+    write_text(out / "report.md", render_md(title, sections, out, problems))
     images = sorted(p.name for s in sections for p in s.blocks if isinstance(p, Path))
     return {"html": str(out / "report.html"), "markdown": str(out / "report.md"),
             "sections": [s.id for s in sections], "images": images, "stages": [s.name for s in stages],

@@ -8,7 +8,7 @@ import numpy as np
 
 from lmforge.config import ConfigError, check
 from lmforge.io.documents import ErrorSink
-from lmforge.stagekit.runner import reject_sink, start_fresh, steps_for
+from lmforge.stagekit.runner import data_account, reject_sink, start_fresh, steps_for
 from lmforge.stagekit.source import Source, load_source
 
 # Train defaults of conversation stages (Yi: constant 1e-5), deep-merged under the user's keys.
@@ -69,7 +69,7 @@ def _mix_loader(cfg, src: Source, T: int):
 def build_conversation_objective(cfg, files: list[str], src: Source, errors: ErrorSink, progress: bool,
                                  system_prompt: str | None = None, classes: dict[str, int] | None = None,
                                  class_weights: list[float] | None = None, objective_cls=None,
-                                 load_kwargs: dict | None = None, **objective_kwargs):
+                                 load_kwargs: dict | None = None, stage: str = "sft", **objective_kwargs):
     """(objective, stats, steps) for conversation `files`. `cfg` gives train, epochs, max_steps,
     max_turns, mix and val_fraction; load_kwargs go to sft_data.load_conversations (C-RLFT:
     path_classes, tag_format)."""
@@ -85,6 +85,7 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
                                                    **(load_kwargs or {}))
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
+    account = data_account(stage, stats, errors, files)   # DataError when every record was rejected
     long_cfg, long_stats = getattr(cfg, "long", None), {}
     if long_cfg is not None and long_cfg.data:
         try:
@@ -117,7 +118,7 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
                     cfg.train.eval_batches, mix_loader, cfg.mix.share, fp, class_weights, **objective_kwargs)
     steps = steps_for(-(-n_rows // cfg.train.micro_batch_size), cfg.train, cfg.max_steps)
     stats = {"conversations": stats, "train_conversations": len(train_convs), "val_conversations": len(val_convs),
-             "epochs": cfg.epochs, "rows": len(rows), "planned_steps": steps,
+             "epochs": cfg.epochs, "rows": len(rows), "planned_steps": steps, "account": account,
              "row_fill": float(sum(len(train_convs[i].ids) for r in rows for i in r) / max(len(rows) * T, 1))}
     if long_stats:
         stats["long"] = long_stats

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
 
 from lmforge import checkpoint as ckpt
 from lmforge.config import check, deep_merge, to_dict
+from lmforge.io.account import Account, first_rejects
 from lmforge.io.atomic import read_json, write_json
 from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
@@ -21,9 +23,22 @@ DONE = "DONE.json"
 
 
 def done_summary(out_dir: str | Path) -> dict | None:
-    """The finished stage's summary (marked skipped), or None when it has not finished."""
+    """The finished stage's summary (marked skipped), or None when it has not finished.
+
+    DONE.json is written atomically now, but one cut short by a kill in an older version
+    (or by a full disk) must not fail every rerun: the stage then runs again and, being
+    resumable, rewrites it."""
     done = Path(out_dir) / DONE
-    return {**read_json(done), "skipped": True} if done.is_file() else None
+    if not done.is_file():
+        return None
+    try:
+        summary = read_json(done)
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        print(f"warning: {done} is unreadable ({e}); running the stage again to finish it", file=sys.stderr)
+        return None
+    return {**summary, "skipped": True}
 
 
 def write_done(out_dir: str | Path, summary: dict) -> dict:
@@ -51,6 +66,15 @@ def reject_sink(out_dir: str | Path) -> ErrorSink:
     return ErrorSink(path)
 
 
+def data_account(stage: str, counts: dict, errors: ErrorSink, files) -> str:
+    """The stage's one-line account of its input records (rejects file put in place first);
+    DataError with the count, reasons and first rejects when nothing was kept."""
+    errors.close()
+    acc = Account.from_stats(stage, counts, errors.path)
+    acc.require_kept(first_rejects(errors.records), what=", ".join(map(str, files)))
+    return acc.line()
+
+
 def steps_for(n_micro_batches: int, train: TrainConfig, max_steps: int) -> int:
     steps = max(1, -(-n_micro_batches // train.grad_accum))
     return min(steps, max_steps) if max_steps else steps
@@ -76,9 +100,9 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
     model = model if model is not None else new_model(cfg, src)
     trainer = Trainer(model, objective, train, out, run_config={**to_dict(cfg), "model": to_dict(src.model_cfg)},
                       progress=progress)
-    latest = ckpt.latest(trainer.ckpt_dir)
+    trainer.account = stats.get("account")
+    latest = trainer.resume_latest()
     if latest is not None:
-        trainer.resume(latest)
         if progress:
             print(f"resuming from {latest} (step {trainer.step})")
     else:
@@ -105,7 +129,10 @@ def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: 
 
 
 def finish(cfg, trainer: Trainer) -> dict:
-    return write_done(cfg.out_dir, trainer.fit())
+    summary = trainer.fit()
+    if getattr(trainer, "account", None):
+        summary["account"] = trainer.account
+    return write_done(cfg.out_dir, summary)
 
 
 def run_trainer_stage(cfg, build, progress: bool) -> dict:

@@ -53,8 +53,8 @@ from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
 from lmforge.model.lora import BaseOf, LoRAConfig
-from lmforge.stagekit.runner import (check_steps_unset, new_model, reject_sink, run_trainer_stage, stage_defaults,
-                                     start_trainer, steps_for)
+from lmforge.stagekit.runner import (check_steps_unset, data_account, new_model, reject_sink, run_trainer_stage,
+                                     stage_defaults, start_trainer, steps_for)
 from lmforge.stagekit.source import InitConfig, Source, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -232,8 +232,7 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
         raise ConfigError(f"data: {e}") from None
     finally:
         errors.close()
-    if not pairs:
-        raise ConfigError(f"data: no usable preference pairs in {files} (see stats: {stats})")
+    stats["account"] = data_account("dpo", stats["pairs"], errors, files)   # DataError when nothing is usable
     val: list = []
     if cfg.val_fraction > 0 and len(pairs) > 1:
         perm = np.random.default_rng([cfg.train.seed, 11]).permutation(len(pairs))

@@ -22,7 +22,7 @@ from lmforge import checkpoint as ckpt
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.device import resolve_device
 from lmforge.grow import depth
-from lmforge.io.atomic import write_json, write_text
+from lmforge.io.atomic import save_figure, write_json, write_text
 from lmforge.model.config import ModelConfig
 from lmforge.model.load import load_weights, tokenizer_dir_of
 from lmforge.model.transformer import Transformer
@@ -126,7 +126,7 @@ def plot_similarity(path: Path, sims: list[float], block: tuple[int, int] | None
     ax.set_ylabel("cos(input, output)")
     ax.set_title("Layer input/output cosine similarity")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

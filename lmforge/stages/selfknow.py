@@ -136,7 +136,7 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
             cfg, [str(rlcd_path), *cfg.sources.values()], src, errors, progress, None, classes,
             [weights[n] for n in names], objective_cls=CRLFTObjective,
             load_kwargs={"path_classes": path_classes, "tag_format": cfg.tag_format},
-            reference=reference, kl_coef=cfg.kl_coef, vocab_size=src.model_cfg.vocab_size)
+            reference=reference, kl_coef=cfg.kl_coef, vocab_size=src.model_cfg.vocab_size, stage="selfknow")
     stats = {"rlcd": rlcd_stats, "classes": classes, **stats}
     return start_fresh(cfg, src, objective, steps, stats, progress)
 

@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from lmforge.io.atomic import save_npy
+
 from ..pipeline import Step, iter_shard
 from ..text import UNIT_RE
 
@@ -300,14 +302,9 @@ def dedup_texts(texts: list[str], cfg, workers: int = 1, info: dict | None = Non
 
 def _shard_signatures(cfg, shard, out, part: int = 0, n_parts: int = 1) -> dict:
     """Signatures of documents part, part + n_parts, ... of one shard, saved to `out`."""
-    import os
-    from pathlib import Path
-
     texts = [d["text"] for i, d in enumerate(iter_shard(shard)) if i % n_parts == part]
     sigs = signatures_of_texts(texts, cfg)
-    tmp = Path(str(out) + ".tmp.npy")
-    np.save(tmp, sigs)
-    os.replace(tmp, out)
+    save_npy(out, sigs)
     return {"docs": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts)}
 
 
@@ -335,7 +332,7 @@ class MinhashStep(Step):
                                self.cfg, info)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         for i in range(len(paths)):
-            np.save(ctx.work / f"rep-{i:05d}.npy", rep[offsets[i]:offsets[i + 1]])
+            save_npy(ctx.work / f"rep-{i:05d}.npy", rep[offsets[i]:offsets[i + 1]])
         b, r = bands_rows(self.cfg)
         n_dup = int((rep != np.arange(len(rep))).sum())
         return {"bands": b, "rows": r, "clusters_with_duplicates":

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lmforge.io.atomic import save_npy
+
 from ..pipeline import Step, iter_shard
 from .substring_kernels import (later_by_hash, later_in_group, removed_spans,
                                 shares_prefix_with_pred)
@@ -210,7 +212,7 @@ class SubstringStep(Step):
             sel = (spans[:, 0] >= starts[si]) & (spans[:, 0] < starts[si + 1])
             mine = spans[sel].copy()
             mine[:, 0] -= starts[si]
-            np.save(ctx.work / f"spans-{si:05d}.npy", mine)
+            save_npy(ctx.work / f"spans-{si:05d}.npy", mine)
         total = int(sum(sizes))
         removed = int((spans[:, 2] - spans[:, 1]).sum()) if len(spans) else 0
         return {"parts": len(make_parts(sizes, part_bytes)), "spans": int(len(spans)),
