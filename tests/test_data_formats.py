@@ -8,10 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lmforge.io.account import DataError
+
 from lmforge.cli import main
 from lmforge.data.config import DataConfig
 from lmforge.data.pipeline import final_documents, run_pipeline
-from lmforge.io.documents import ErrorSink, InputRejected
+from lmforge.io.documents import ErrorSink
 from lmforge.io.readers import Fields, iter_documents
 
 PARA = ("The harbour at dawn was quiet, and the fishing boats rocked slowly against the old stone pier "
@@ -114,12 +116,12 @@ def test_every_record_rejected_fails_with_count_and_reasons(tmp_path, capsys):
     raw = tmp_path / "stack.jsonl"
     raw.write_text("".join(json.dumps({"content": f"x = {i}\n" * 20, "path": f"f{i}.py"}) + "\n" for i in range(7)))
     cfg = DataConfig(input=[str(raw)], output=str(tmp_path / "out"), steps=[], workers=1, progress=False)
-    with pytest.raises(InputRejected, match=r"every record was rejected \(7 in 1 files: missing_text 7\) "
-                                            r"\(.*set text_field.*\); first: .*stack.jsonl:1 missing_text"):
+    with pytest.raises(DataError, match=r"all 7 documents in .*stack.jsonl \(.*set text_field.*\) were rejected "
+                                        r"\(missing_text 7\); first: .*stack.jsonl:1: missing_text"):
         run_pipeline(cfg, log=lambda *a: None)
     conf = tmp_path / "data.yaml"
     conf.write_text(f"input: [{raw}]\noutput: {tmp_path / 'out2'}\nsteps: []\nworkers: 1\n")
     assert main(["data", str(conf)]) == 5
-    assert "every record was rejected (7 in 1 files" in capsys.readouterr().err
+    assert "all 7 documents in" in capsys.readouterr().err
     assert main(["data", str(conf), "--set", "text_field=content"]) == 0
     assert len(list(final_documents(tmp_path / "out2"))) == 7

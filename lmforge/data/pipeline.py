@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 from ..config import to_dict
 from .config import DataConfig
-from lmforge.io.documents import ErrorSink, InputRejected, doc_bytes
+from lmforge.io.documents import ErrorSink, doc_bytes
 from .executor import Executor
 from .executors import make_executor
 from lmforge.io.account import Account, DataError, first_rejects, format_reasons
@@ -289,21 +289,6 @@ def run_step(name: str, step_dir: Path, inputs: list[Path], data: DataConfig, fp
     return _finish_step(step_dir, fp, name, extra, time.perf_counter() - t0)
 
 
-def all_rejected_message(read_dir: Path, stats: dict, n_files: int, first: int = 3) -> str:
-    """One line: how many records of how many files, by reason, and the first few rejects."""
-    reasons = ", ".join(f"{k} {v['docs']}" for k, v in stats["removed"].items()) or "the files hold no records"
-    examples = []
-    for f in sorted((read_dir / "rejected").glob("errors-*.jsonl")):
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if len(examples) < first:
-                r = json.loads(line)
-                examples.append(f"{r['file']}:{r['line']} {r['reason']}: {r['detail']}")
-    hint = " (jsonl/parquet/csv: set text_field to the key that holds the text)" \
-        if "missing_text" in stats["removed"] else ""
-    return (f"input: every record was rejected ({stats['in']['docs']} in {n_files} files: {reasons}){hint}"
-            + (f"; first: {'; '.join(examples)}" if examples else ""))
-
-
 def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> dict:
     """Run read + the configured steps; returns the summary (also in OUT/summary.json)."""
     out = Path(out or data.output)
@@ -326,11 +311,12 @@ def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> 
                 fp = _fingerprint(fp, name, getattr(data, name))
             step_dir = out / f"{i:02d}-{name}"
             stats = run_step(name, step_dir, inputs, data, fp, executor, log)
-            if name == "read" and stats["kept"]["docs"] == 0:
-                raise InputRejected(all_rejected_message(step_dir, stats, len(files)))
             summary["steps"].append(stats)
             if name == "read" and stats["kept"]["docs"] == 0:
-                account_of(summary, out).require_kept(_first_rejects(step_dir), what=", ".join(map(str, data.input)))
+                hint = (" (jsonl/parquet/csv: set text_field to the key that holds the text)"
+                        if "missing_text" in stats["removed"] else "")
+                account_of(summary, out).require_kept(_first_rejects(step_dir),
+                                                      what=", ".join(map(str, data.input)) + hint)
             inputs = kept_shards(step_dir)
             log(f"[data] {step_dir.name}: in {stats['in']['docs']} docs, kept {stats['kept']['docs']} "
                 f"({stats['kept']['bytes'] / 1e6:.2f} MB); removed "
