@@ -205,7 +205,7 @@ class TopicsConfig:
     term_weights: dict[str, float] = field(default_factory=dict)  # top term -> keep probability
     downsample: Literal["auto", "none"] = "auto"
     ad_terms: str | None = None  # a term file ([lang] sections); None: the shipped list
-    ad_terms_per_100: float = 2.0  # a document with this many ad terms per 100 units is ad-like
+    ad_terms_per_100: float = 1.0  # a document with this many ad terms per 100 words is ad-like
     ad_share: float = 0.5  # a cluster with this share of ad-like documents is an ad cluster
     ad_keep: float = 0.1  # keep probability of ad clusters
     min_information: float = 0.25  # a cluster's mean information below this is low-information

@@ -136,8 +136,10 @@ def info_stats(text: str, ads: TermMatcher | None = None) -> dict[str, float]:
     nonspace = (len(text) - sum(map(text.count, " \n\t\r"))) or 1
     symbols = len(_SYMBOL_RE.findall(text))
     chars = [len(l) for l in lines] or [0]
+    n_cjk = len(CJK_RE.findall(text))
     return {
         "units": len(us),
+        "words": len(us) - n_cjk + n_cjk / 1.5,  # ~1.5 Chinese characters to a word
         "distinct": distinct,
         "entropy": entropy(us),
         "dup_lines": dup / n_lines,

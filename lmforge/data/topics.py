@@ -13,8 +13,8 @@ Weights (keep probabilities), per cluster, first match wins:
   1. `weights` by cluster id, 2. `term_weights` when a top term is listed,
   3. with `downsample: auto` (the default), measured on the fitted sample:
      ad cluster         at least `ad_share` of its documents are ad-like (at least
-                        `ad_terms_per_100` terms of the shipped ad/spam list per 100 units,
-                        and at least 2): keep `ad_keep`
+                        `ad_terms_per_100` terms of the shipped ad/spam list per 100 words,
+                        counting 1.5 CJK characters as a word, and at least 2): keep `ad_keep`
      low information    its mean information score (distinct-unit ratio over 256 units
                         x (1 - boilerplate line share), textinfo.py) is below
                         `min_information`: keep `low_info_keep`
@@ -88,7 +88,7 @@ class TopicsStep(Step):
     def cluster_row(self, c: int, top: list[str], infos: list[dict], found: list[list[str]],
                     texts: list[str]) -> dict:
         cfg = self.cfg
-        ad_like = [len(f) >= 2 and len(f) * 100 / max(1, s["units"]) >= cfg.ad_terms_per_100
+        ad_like = [len(f) >= 2 and len(f) * 100 / max(1.0, s["words"]) >= cfg.ad_terms_per_100
                    for f, s in zip(found, infos)]
         mean = lambda k: round(float(np.mean([s[k] for s in infos])), 4) if infos else None
         row = {"cluster": c, "sample_size": len(infos), "ad_share": round(float(np.mean(ad_like)), 4)
