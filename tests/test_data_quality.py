@@ -86,10 +86,12 @@ def test_junk_dropped_and_code_and_chinese_kept_like_english(corpus, tmp_path):
     print({f"{d}/{g}": round(v, 3) for (d, g), v in sorted(share.items())})
     assert Stats.from_dict(stats).adds_up()
     # junk in every language and domain goes; where references exist (prose, zh) nearly all
-    # of it, in code (no references: a junk detector whose positives hold the group's own
-    # junk, see quality.py) at least two thirds (measured 67-83% over three seeds)
+    # of it; in code (no references: a junk detector whose positives hold the group's own
+    # junk, see quality.py) most of it. Planted seeds 0 / 1 / 2 kept code junk 0.2 / 0.4 /
+    # 0.2 and good code 0.97 / 0.86 / 0.95 (English prose 0.96 / 0.96 / 1.0): small groups
+    # (39 code documents per fold) make the code model noisy.
     assert share[("prose", "junk")] <= 0.15 and share[("zh", "junk")] <= 0.15, share
-    assert share[("code", "junk")] <= 1 / 3 + 1e-9, share
+    assert share[("code", "junk")] <= 0.25, share
     assert share[("prose", "good")] >= 0.7
     # good code and good Chinese keep at least the share kept for English prose
     assert share[("code", "good")] >= share[("prose", "good")] - 1e-9

@@ -112,7 +112,7 @@ class QualityConfig:
     min_group_docs: int = 50  # smaller groups are pooled into one group "*"
     min_reference: int = 20  # fewer reference docs in a group: its own docs are the positives
     negatives_per_positive: float = 1.0  # synthetic damaged copies per positive
-    refine: int = 3  # rounds moving own-document positives that score low to the negatives
+    refine: int = 1  # rounds moving own-document positives that score low to the negatives
     damage: Literal["both", "corpus", "reference"] = "both"  # whose copies are damaged
     negative_kinds: list[str] = field(default_factory=lambda: list(NEGATIVE_KINDS))
     max_train_docs: int = 20_000  # per group and class

@@ -13,8 +13,8 @@ low quality:
     spam         ad copy: the shipped ad/spam terms, prices, links, contacts, own keywords
     garbled      mojibake and character noise
     repeated     one or two lines repeated to the original length (template pages)
-    minified     one long line, comments dropped, names replaced by hex names (minified /
-                 obfuscated files; CJK text: garbled instead)
+    minified     one long line, comments and spaces dropped, names mangled to short names
+                 (minified files; CJK text: garbled instead)
 
 Limits: the classifier learns to reject these kinds of damage (and whatever real
 low-quality documents `quality.negative` supplies); fluent but vapid, machine-written
@@ -136,21 +136,34 @@ def repeated(text: str, rng: random.Random, cjk: bool) -> str:
     return "\n".join(keep * reps)
 
 
+DOCSTRING_RE = re.compile(r'"""[\s\S]*?"""|' + r"'''[\s\S]*?'''")
+
+
 def minified(text: str, rng: random.Random, cjk: bool) -> str:
-    """Minified / obfuscated: one long line, comments gone, names replaced by hex names
+    """Minified: one long line, comments and spaces gone, names mangled to a, b, ..., aa
     (the minified and generated files code-corpus filters remove, e.g. StarCoder's).
     CJK text has no names to replace and a poem on one line is still a poem: garbled."""
     if cjk:
         return garbled(text, rng, cjk)
-    body = re.sub(r"(?m)\s*(#|//).*$", "", text[:8000])
+    body = DOCSTRING_RE.sub("''", text[:8000])  # docstrings go too (pyminifier)
+    body = re.sub(r"(?m)\s*(#|//).*$", "", body)
     names: dict[str, str] = {}
 
     def rename(m):
         w = m.group(0)
         if len(w) < 3:
             return w
-        return names.setdefault(w, f"_0x{rng.randrange(16 ** 4):04x}")
+        if w not in names:  # mangled to short names, as terser / uglify do
+            n, name = len(names), ""
+            while True:
+                name = "abcdefghijklmnopqrstuvwxyz"[n % 26] + name
+                n = n // 26 - 1
+                if n < 0:
+                    break
+            names[w] = name
+        return names[w]
     body = WORD_RE.sub(rename, body)
+    body = re.sub(r"\s*([=+\-*/(){}\[\],:;<>.])\s*", r"\1", body)  # minifiers drop these spaces
     return re.sub(r"\s*\n\s*", ";", body).strip(";")
 
 

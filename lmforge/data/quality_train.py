@@ -75,7 +75,7 @@ class GroupTrainer:
         proto = self.model()
         S, D = proto.raw([t for _, t in corpus] + [t for _, t in refs] + [t for _, t, _ in negs])
         ids = [i for i, _ in corpus] + [i for i, _ in refs] + [i for i, _, _ in negs]
-        self.S, self.D = S, D
+        self.S, self.D, self.ngrams = S, D, True
         self.fold = np.array([fold_of(cfg.seed, i) for i in ids])
         self.kind = ["corpus"] * len(corpus) + ["reference"] * len(refs) + [k for _, _, k in negs]
         nc, nr = len(corpus), len(refs)
@@ -84,9 +84,13 @@ class GroupTrainer:
         info = {"positives": kinds[0] if len(set(kinds)) == 1 else "mixed"}
         self.C = cfg.C_own if own else cfg.C
         suspects: list[int] = []
-        for _ in range(1 + (cfg.refine if own else 0)):
+        rounds = 1 + (cfg.refine if own else 0)
+        for r in range(rounds):
             pos = ref_rows + [i for i in own if i not in set(suspects)]
             neg = neg_rows + suspects
+            # the first of several rounds looks at the dense features only: a dozen numbers
+            # cannot memorise the group's own junk the way its n-grams can
+            self.ngrams = not (r == 0 and rounds > 1 and self.D is not None)
             models, held, scores = self.cross_fit(pos, neg, nc)
             if not own:
                 break
@@ -94,9 +98,13 @@ class GroupTrainer:
             if len(low) > MAX_SUSPECT * len(own):  # most of a group is not junk: keep the worst
                 low = sorted(sorted(low, key=lambda i: scores[i])[:int(MAX_SUSPECT * len(own))])
             info.setdefault("suspects_by_round", []).append(len(low))
-            if low == suspects:
+            if low == suspects and self.ngrams:
                 break
             suspects = low  # two-step PU learning: own documents judged low become negatives
+        if not self.ngrams:  # the saved models always see every feature
+            self.ngrams = True
+            models, held, scores = self.cross_fit(ref_rows + [i for i in own if i not in set(suspects)],
+                                                  neg_rows + suspects, nc)
         for k, m in enumerate(models):
             m.save(folder / f"fold-{k}")
         shutil.rmtree(folder / "fold-1", ignore_errors=True) if len(models) == 1 else None
@@ -112,13 +120,21 @@ class GroupTrainer:
         rows = np.array(pos + neg)
         y = np.array([1] * len(pos) + [0] * len(neg))
         balanced = any(self.kind[i] in ("real", "corpus") for i in neg)  # real negatives weigh
-        return self.model().fit_raw(self.S[rows], None if self.D is None else self.D[rows], y,
-                                    self.C, self.cfg.seed, balanced)
+        C = self.C if self.ngrams else self.cfg.C  # a dozen dense features need little restraint
+        return self.model().fit_raw(self._S(rows), None if self.D is None else self.D[rows], y,
+                                    C, self.cfg.seed, balanced)
+
+    def _S(self, rows):
+        from scipy.sparse import csr_matrix
+
+        return self.S[rows] if self.ngrams else csr_matrix((len(rows), 0))
 
     def _score(self, m: QualityModel, rows) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return np.zeros(0)
+        if not self.ngrams:  # a dense-only model: its coefficients are the dense block's
+            return m.score_raw(self._S(rows), self.D[rows])
         return m.score_raw(self.S[rows], None if self.D is None else self.D[rows])
 
     def cross_fit(self, pos: list[int], neg: list[int], n_corpus: int):

@@ -145,17 +145,22 @@ def info_stats(text: str, ads: TermMatcher | None = None) -> dict[str, float]:
         "dup_lines": dup / n_lines,
         "boilerplate": boiler,
         "ad_density": min(1.0, ad_hits / max(1, len(us)) * 10),  # 1.0 = one term per 10 units
-        "short_lines": sum(n <= 3 for n in line_units) / n_lines,
+        # characters in lines of at most 3 units: menus, buttons, tag lists (a share of
+        # characters, not of lines, so wrapped text and one-paragraph lines score alike)
+        "short_lines": sum(c for c, n in zip(chars, line_units) if n <= 3) / max(1, sum(chars)),
         "symbols": symbols / nonspace,
         "garble": min(1.0, garble_share(text) * 10),
         "alnum": len(_ALNUM_RE.findall(text)) / nonspace,  # StarCoder: < 0.25 is not code
-        "long_lines": min(1.0, max(chars) / 1000),  # StarCoder: lines over 1000 chars
+        # minified / obfuscated / encoded blobs: long lines with hardly any spaces (a long
+        # line alone is an extracted paragraph, normal in web text)
+        "dense_lines": sum(len(l) for l in lines if len(l) >= 200 and l.count(" ") < 0.12 * len(l))
+        / max(1, sum(chars)),
         "information": distinct * (1.0 - boiler),  # the topic step's per-document score
     }
 
 
 DENSE = ("distinct", "entropy", "dup_lines", "boilerplate", "ad_density", "short_lines",
-         "symbols", "garble", "alnum", "long_lines")
+         "symbols", "garble", "alnum", "dense_lines")
 
 
 DENSE_CHARS = 5000  # the dense block looks at the head of a document (speed)
@@ -163,8 +168,6 @@ DENSE_CHARS = 5000  # the dense block looks at the head of a document (speed)
 
 def dense_features(text: str) -> list[float]:
     """The quality model's dense block: info_stats in a fixed order plus length terms."""
-    text = text[:DENSE_CHARS]
-    s = info_stats(text)
-    lines = max(1, text.count("\n") + 1)
-    return [s[k] for k in DENSE] + [min(1.0, math.log10(1 + s["units"]) / 5),
-                                     min(1.0, s["units"] / lines / 50)]
+    s = info_stats(text[:DENSE_CHARS])
+    # no line-length term: line breaks are a format's (wrapped reST vs extracted paragraphs)
+    return [s[k] for k in DENSE] + [min(1.0, math.log10(1 + len(text)) / 6)]
