@@ -46,7 +46,7 @@ def ad_page_zh(rng: random.Random) -> str:
     lines = [f"【厂家直供】{p}批发价格实惠，质量保证，欢迎来电咨询！",
              f"联系电话：{phone}（同微信），全国送货上门。",
              f"{p}哪家好？{p}多少钱？{p}价格表，{p}厂家，{p}供应商，就选我们！",
-             f"现在下单立享八折，数量有限，先到先得！！！",
+             "现在下单立享八折，数量有限，先到先得！！！",
              f"本公司专业生产{p}二十年，产品畅销全国各地，深受客户好评。"]
     rng.shuffle(lines)
     return "\n".join(lines * rng.randint(1, 2))

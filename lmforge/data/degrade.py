@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from .config import NEGATIVE_KINDS as KINDS  # one list for the config check and the code
+from .config import NEGATIVE_KINDS as KINDS  # noqa: F401  (one list for the config check and the code)
 from .text import CJK_CLASS, CJK_RE
 from .textinfo import AD_TERMS, CHROME_LINES, read_sections
 

@@ -9,29 +9,34 @@ nothing else resembles it), so this step trains one classifier per group of docu
              group with fewer than `min_group_docs` documents joins the pooled group "*".
   positives  the reference documents (`positive`) of that group when it has at least
              `min_reference` of them; otherwise the group's own documents, which makes
-             the classifier a junk detector for that group ("positives": "corpus"). Its
-             documents are then split in two folds by id, and each fold is scored by the
-             model trained on the other (cross-fitting: a document never scores itself).
-  negatives  damaged copies of the group's own documents (degrade.py: word salad,
-             keyword stuffing, boilerplate-heavy pages, ad spam, mojibake, repeated
-             lines), `negatives_per_positive` per positive, plus the real low-quality
-             documents in `negative` of that group. Never the positives' own pages: in a
-             corpus that holds the reference pages, a raw-corpus sample would be.
-  threshold  P(positive) >= `threshold` is kept; where that would keep less than
+             the classifier a junk detector for that group ("positives": "corpus").
+  negatives  damaged copies (degrade.py: word salad, keyword stuffing, boilerplate-heavy
+             pages, ad spam, mojibake, repeated lines, minified) of the group's documents
+             and, with references, half of them of the references; as many as the
+             positives (`negatives_per_positive`), plus the real low-quality documents in
+             `negative` of that group. Never the clean corpus pages: in a corpus that
+             holds the reference pages, a raw-corpus sample would be the positives' own.
+  folds      every document is in one of two folds by id; model k trains on fold k and
+             scores fold 1 - k (a document, or its damaged copy, never scores itself).
+  refine     with own documents as positives, a first round on the dense features only
+             moves own documents scored below the threshold to the negatives, then the
+             full model is trained (two-step PU learning; quality_train.py).
+  threshold  P(good) >= `threshold` is kept; where that would keep less than
              `min_keep` of the group's sampled documents, the group's threshold is
              lowered to keep exactly that share (recorded).
 
 The step writes meta["quality"] (the group model's probability) and, in mode "filter",
 drops documents below their group's threshold as "quality_low". stats.json adds:
 
-  quality_groups   per trained group: positives (reference|corpus), training counts,
+  quality_groups   per trained group: positives (reference|corpus|mixed), training counts,
                    held-out accuracy and recall per negative kind, threshold, sampled
                    kept share
   by_lang, by_domain, by_group   in/kept docs and bytes and kept_share per language,
                    per domain, per lang/domain group (groups.py)
 
 Model folder (work/model, reusable as `quality.model`): groups.json + one sub-folder
-per group with one or two (cross-fitted) QualityModel folders.
+per group with one or two (cross-fitted) QualityModel folders. docs/quality-topics.md
+has the measurements and the limits.
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ _GARBLE_RE = re.compile("[\ufffd\u00c3\u00c2\u00e2\u20ac\u00a2\u0178\u00a4\u00a6
 # punctuation that ordinary text and code are made of (ASCII, CJK and typographic)
 _PUNCT = re.escape("!\"'(),-.:;?[]{}_/`<>=*#@%&+\\|^~$") + "\u2018\u2019\u201c\u201d\u2014\u2026\u00b7\u3000-\u303f\uff00-\uffef"
 _SYMBOL_RE = re.compile(f"[^\\w\\s{_PUNCT}]")
-_ALNUM_RE = re.compile(f"[^\\W_]")
+_ALNUM_RE = re.compile(r"[^\W_]")
 
 
 def garble_share(text: str) -> float:

@@ -36,7 +36,6 @@ from .documents import doc_bytes
 from .groups import GroupCounts, doc_domain, doc_lang, sum_counts
 from .pipeline import Step, iter_shard
 from .sampling import keep_draw  # noqa: F401  (old import path: lmforge.data.topics.keep_draw)
-from .text import units
 from .textinfo import ad_matcher, info_stats
 from .topic_model import TopicModel, fit_topic_model
 
@@ -151,7 +150,3 @@ class TopicsStep(Step):
         tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
         tmp.replace(ctx.dir / "topics.json")
         return {**counts, "cluster_sizes": [r["size"] for r in report]}
-
-
-def _tokens(text: str) -> list[str]:  # kept for callers of the old module
-    return units(text, lowercase=True)
