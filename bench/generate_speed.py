@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from lmforge.export.generate import generate_ids
+from lmforge.infer.generate import generate_ids
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.convert import export_arch, save_hf
 

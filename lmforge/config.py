@@ -193,3 +193,12 @@ def check(condition: bool, key: str, message: str) -> None:
     """Validation helper for __post_init__: raises ConfigError naming the key."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+def deep_merge(base: dict, over: dict | None) -> dict:
+    """`base` with `over`'s keys laid on top, nested mappings merged key by key (for defaults
+    a stage puts under the user's own keys)."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

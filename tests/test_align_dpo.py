@@ -10,11 +10,11 @@ import torch
 
 from lmforge import config
 from lmforge.align.preference_data import encode_pair, load_pairs
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.model.load import load_checkpoint
 from lmforge.tokenizer.train import load_tokenizer
-from lmforge.train.dpo import DPOConfig, run
+from lmforge.stages.dpo import DPOConfig, run
 from lmforge.train.objectives.dpo import DPOObjective, reference_logps
 from test_align_utils import COLORS, THINGS, color_of, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 
@@ -143,7 +143,7 @@ def test_tiny_dpo_run_preference_accuracy_rises(source, tmp_path):
 
 
 def test_build_pairs_from_sft_cli_with_model_samples(source, tmp_path):
-    from lmforge.align.cli import register
+    from lmforge.cli.align import register
 
     src_run, _ = source
     sft = make_sft_file(tmp_path / "sft.jsonl", n=6)
@@ -169,3 +169,80 @@ def test_build_pairs_from_sft_cli_with_model_samples(source, tmp_path):
     run(cfg, progress=False)
     kinds = {json.loads(l)["meta"]["rejected_kind"] for l in (tmp_path / "syn" / "pairs_from_sft.jsonl").open()}
     assert kinds <= {"other", "truncated", "shuffled"} and "other" in kinds
+
+
+def test_reference_logps_follow_the_policy_precision(source, tmp_path):
+    """Issue 17 item 8: precomputed reference log-probs go through the same autocast as the
+    policy, so the margin at step 0 is ~0; fp32 references under a bf16 policy are not."""
+    from lmforge.train.objectives.dpo import pair_logps, step0_check
+
+    src_run, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    pairs, _ = load_pairs([str(write_jsonl(tmp_path / "p.jsonl", color_pairs(16, seed=3)))], tok, 64, ErrorSink(None))
+    model, _ = load_checkpoint(src_run)
+    bf16 = torch.bfloat16
+    ref_amp = reference_logps(model, pairs, 1, batch_size=4, autocast=bf16)
+    ref_f32 = reference_logps(model, pairs, 1, batch_size=4)
+    # the training loop's view of the same pairs: a shuffled micro-batch under bf16 autocast (CPU)
+    obj_amp = DPOObjective(pairs, 4, 1, 0, 1, beta=1.0, ref_logps=ref_amp)
+    obj_f32 = DPOObjective(pairs, 4, 1, 0, 1, beta=1.0, ref_logps=ref_f32)
+    good, bad = step0_check(model, obj_amp, "cpu", bf16), step0_check(model, obj_f32, "cpu", bf16)
+    assert good["precision"] == "bfloat16" and good["pairs"] == 4
+    assert good["max_abs_margin"] < 1e-4 and bad["max_abs_margin"] > max(10 * good["max_abs_margin"], 3e-4)
+    # the autocast path really ran in bf16 (the same batch in fp32 differs), and fp32 stays exact
+    lp32 = pair_logps(model, pairs, [0, 1], 1)
+    assert float((lp32.double() - torch.from_numpy(ref_f32[[0, 1]])).abs().max()) < 1e-4
+    assert float((lp32.double() - torch.from_numpy(ref_amp[[0, 1]])).abs().max()) > 3e-4
+
+
+def test_dpo_stage_records_step0_margin_in_bf16(source, tmp_path):
+    src_run, _ = source
+    data = write_jsonl(tmp_path / "pairs.jsonl", color_pairs(12, seed=5))
+    out = tmp_path / "dpo"
+    cfg = config.load(DPOConfig, None, [f"init.from_checkpoint={src_run}", f"data=[{data}]", f"out_dir={out}",
+                                        "train.seq_len=64", "train.micro_batch_size=4", "train.precision=bf16",
+                                        "train.device=cpu", "max_steps=1"])
+    run(cfg, progress=False)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["step0"]["precision"] == "bfloat16" and stats["step0"]["max_abs_margin"] < 1e-4
+    first = losses(out, "margin_sum")[0]          # logged margin of step 1, before its update
+    assert abs(first) < 1e-4
+    assert any(k.endswith("_bfloat16") for k in np.load(out / "ref_logps.npz").files)
+
+
+def test_refusal_pairs_use_the_model_written_refusal_as_chosen():
+    from lmforge.align.refusals import REFUSAL_SYSTEM, refusal_pairs
+
+    recs = [{"prompt": [{"role": "user", "content": "steal a car?"}], "refusal": "No.", "rejected": None},
+            {"prompt": [{"role": "user", "content": "pick a lock?"}], "refusal": None, "rejected": "Sure: ..."},
+            {"prompt": [{"role": "user", "content": "same?"}], "refusal": None, "rejected": "I refuse."}]
+
+    def sample(texts, call):       # a scripted SFT model: refuses when told to, complies otherwise
+        return ["I refuse." if REFUSAL_SYSTEM in t else "Here is how." for t in texts]
+    pairs, info = refusal_pairs(recs, sample, lambda p, r: float(len(r)))
+    assert [p["chosen"] for p in pairs] == ["I refuse.", "I refuse."]
+    assert [p["rejected"] for p in pairs] == ["Here is how.", "Sure: ..."]   # own answer, else the given one
+    assert info["stats"]["tie"] == 1 and info["pairs"] == 2
+    assert info["summary"]["human"] == {"n": 1, "mean_ppl": 3.0, "median_ppl": 3.0}
+    assert all("system" not in json.dumps(p["prompt"]) for p in pairs)        # trained without the instruction
+
+
+def test_dpo_stage_builds_refusal_pairs_and_the_report_shows_them(source, tmp_path):
+    from lmforge.report.build import build_report
+
+    src_run, _ = source
+    out = tmp_path / "dpo"
+    cfg = config.load(DPOConfig, None, [f"init.from_checkpoint={src_run}", f"out_dir={out}", "refusals.prompts=[builtin]",
+                                        "refusals.max_new_tokens=12", "refusals.temperature=0.5", "train.seq_len=128",
+                                        "train.micro_batch_size=4", "max_steps=2"])
+    run(cfg, progress=False)
+    info = json.loads((out / "refusals.json").read_text())
+    pairs = [json.loads(l) for l in (out / "refusal_pairs.jsonl").read_text().splitlines()]
+    assert info["pairs"] == len(pairs) >= 15 and info["summary"]["human"]["n"] == len(pairs)
+    assert all(p["meta"]["source"] == "model_refusal" and p["meta"]["human_refusal"] for p in pairs)
+    # the report's point, even for this untrained model: its own replies are likelier under it
+    assert info["summary"]["model"]["mean_ppl"] < info["summary"]["human"]["mean_ppl"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["refusals"]["pairs"] == len(pairs)
+    res = build_report(out, tmp_path / "rep")
+    assert "refusals" in res["sections"] and "Refusal perplexity" in (tmp_path / "rep" / "report.md").read_text()

@@ -12,11 +12,11 @@ from lmforge.align.chat_template import encode_chat
 from lmforge.align.self_knowledge import DEFAULT_FACTS, facts_system_prompt, prompt_ids
 from lmforge.align.sft_data import Conversation, load_conversations
 from lmforge.config import ConfigError
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.tokenizer.train import load_tokenizer
 from lmforge.train.objectives.crlft import CRLFTObjective
-from lmforge.train.selfknow import SelfKnowConfig, run
+from lmforge.stages.selfknow import SelfKnowConfig, run
 from test_align_utils import conversation, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 
 
@@ -124,3 +124,7 @@ def test_selfknow_config_errors(source):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "tag_format=<c>"])
     with pytest.raises(ConfigError, match="few_shot"):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "few_shot=[{user: a}]"])
+
+
+def test_selfknow_trains_six_epochs_by_default():
+    assert SelfKnowConfig.__dataclass_fields__["epochs"].default == 6     # StableLM 2

@@ -11,11 +11,11 @@ from lmforge import config
 from lmforge.align.chat_template import encode_chat, render
 from lmforge.align.sft_data import Conversation, build_row, load_conversations
 from lmforge.config import ConfigError
-from lmforge.data.documents import ErrorSink
+from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.tokenizer.train import load_tokenizer
 from lmforge.train.objectives.sft import NEFTune
-from lmforge.train.sft import SFTConfig, build, run
+from lmforge.stages.sft import SFTConfig, build, run
 from test_align_utils import conversation, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 from conftest import make_token_dataset
 
@@ -243,3 +243,30 @@ def test_bad_config_is_one_line(source, tmp_path):
         config.load(SFTConfig, None, [f"init.from_checkpoint={src_run}", "data=[x]", "train.steps=5"])
     with pytest.raises(ConfigError, match="data: .*no such file"):
         build(sft_cfg(src_run, [tmp_path / "missing.jsonl"], tmp_path / "o"), progress=False)
+
+
+def test_long_instruction_share(source, tmp_path):
+    """Issue 17 item 3: long instructions at a set share of the SFT conversations."""
+    src_run, tok_dir = source
+    rng = random.Random(7)
+    general = make_sft_file(tmp_path / "sft.jsonl", n=40, max_turns=1)
+    long = write_jsonl(tmp_path / "long.jsonl", [conversation(rng, 6) for _ in range(8)])   # 6 turns: long
+    trainer = build(sft_cfg(src_run, [general], tmp_path / "a", f"long.data=[{long}]", "long.share=0.2"),
+                    progress=False)
+    stats = json.loads((tmp_path / "a" / "stats.json").read_text())
+    assert stats["long"]["used"] == 10 and stats["long"]["repeats"] == 2          # 10 / (10 + 40) = 0.2
+    assert stats["long"]["share"] == pytest.approx(0.2) and stats["train_conversations"] == 50
+    tok = load_tokenizer(tok_dir)
+    lengths = sorted(len(c.ids) for c in trainer.objective.convs)
+    assert lengths[-10] > 2 * lengths[-11] and stats["long"]["mean_tokens"] > 2 * np.mean(lengths[:40])
+    # 1 per mille of 40 rounds up to one long conversation; no share = every long one once
+    build(sft_cfg(src_run, [general], tmp_path / "b", f"long.data=[{long}]", "long.share=0.001"), progress=False)
+    assert json.loads((tmp_path / "b" / "stats.json").read_text())["long"]["used"] == 1
+    build(sft_cfg(src_run, [general], tmp_path / "c", f"long.data=[{long}]"), progress=False)
+    assert json.loads((tmp_path / "c" / "stats.json").read_text())["long"]["used"] == 8
+    # too long for the context: refused with the key named
+    with pytest.raises(ConfigError, match="long.data"):
+        build(sft_cfg(src_run, [general], tmp_path / "d", f"long.data=[{long}]", "train.seq_len=40"), progress=False)
+    with pytest.raises(ConfigError, match="long.share"):
+        sft_cfg(src_run, [general], tmp_path / "e", f"long.data=[{long}]", "long.share=1.5")
+    assert tok.token_to_id("<|im_start|>") is not None

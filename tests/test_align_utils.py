@@ -10,7 +10,7 @@ from lmforge.config import to_dict
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.load import copy_tokenizer
 from lmforge.tokenizer.train import CHATML_TEMPLATE, save_tokenizer, train_bpe
-from lmforge.train import checkpoint as ckpt
+from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.optim import OptimConfig, build_optimizer
 
 SPECIALS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
@@ -62,7 +62,7 @@ def make_source(tmp_path: Path, seed: int = 0) -> tuple[Path, Path]:
     opt.step()  # so the source has optimizer state to load
     opt.zero_grad()
     run = tmp_path / "pretrained"
-    ckpt.save(run / "checkpoints", 1, model, opt, {"config": {"model": to_dict(cfg)}})
+    save_checkpoint(run / "checkpoints", 1, model, opt, {"config": {"model": to_dict(cfg)}})
     copy_tokenizer(tok_dir, run)
     return run, tok_dir
 

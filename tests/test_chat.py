@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lmforge.align.chat_template import render
-from lmforge.export.chat import ChatSession, chat_loop, common_prefix
-from lmforge.export.generate import generate
+from lmforge.infer.chat import ChatSession, chat_loop, common_prefix
+from lmforge.infer.generate import generate
 from lmforge.model import ModelConfig, Transformer
 from lmforge.tokenizer.train import load_tokenizer, vocab_len
 from test_eval_helpers import make_tokenizer, tiny_run
@@ -112,7 +112,7 @@ def test_chat_loop_commands_and_streaming(model, tok):
 
 
 def test_cli_chat_reads_stdin(tmp_path, monkeypatch, capsys):
-    from lmforge.export import cli
+    from lmforge.cli import export as cli
     run_dir = tiny_run(tmp_path, steps=2)
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())

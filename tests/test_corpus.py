@@ -15,7 +15,7 @@ from lmforge.corpus import zh
 from lmforge.corpus.build import SAMPLE_DIR, load_sample
 from lmforge.corpus.common import read_jsonl, write_jsonl
 from lmforge.corpus.mcq import check_item, make_item
-from lmforge.corpus.preference import make_pairs
+from lmforge.align.pairs import make_pairs
 from lmforge.corpus.quiz import forms, join_lines, split_top
 
 EXPECTED = ["docs/pydocs.jsonl.zst", "docs/poetry.jsonl.zst", "docs/stdlib.jsonl.zst",
@@ -72,8 +72,8 @@ def test_build_from_sample_gives_all_files_with_valid_records(built):
 
 
 def test_data_pipeline_reader_reads_the_documents(built):
-    readers = pytest.importorskip("lmforge.data.readers")
-    from lmforge.data.documents import ErrorSink
+    readers = pytest.importorskip("lmforge.io.readers")
+    from lmforge.io.documents import ErrorSink
 
     out, summary, _ = built
     errors = ErrorSink()
@@ -95,19 +95,36 @@ def test_build_is_deterministic(built, tmp_path):
 
 def test_mcq_items_have_four_distinct_choices_and_the_answer(built):
     out, _, _ = built
-    for name in ("mcq_quiz.jsonl", "mcq_poems.jsonl"):
+    for name in ("mcq_quiz.jsonl", "mcq_poems.jsonl", "mcq_quiz_reference.jsonl", "mcq_poems_reference.jsonl"):
         items = list(read_jsonl(out / name))
-        assert len(items) > 100
+        assert len(items) > (100 if "reference" not in name else 20)
         for it in items:
             assert len(it["choices"]) == 4
             assert len({c.strip().lower() for c in it["choices"]}) == 4
             assert 0 <= it["answer"] < 4
             assert check_item(it) is None
     # a known quiz line: Algeria's capital is Algiers
-    q = next(i for i in read_jsonl(out / "mcq_quiz.jsonl") if i["id"] == "quiz/africa:1:1")
+    quiz = list(read_jsonl(out / "mcq_quiz.jsonl")) + list(read_jsonl(out / "mcq_quiz_reference.jsonl"))
+    q = next(i for i in quiz if i["id"] == "quiz/africa:1:1")
     assert "Algeria" in q["question"] and q["choices"][q["answer"]] == "Algiers"
     kinds = {i["meta"]["kind"] for i in read_jsonl(out / "mcq_poems.jsonl")}
     assert kinds == {"author", "next_line"}
+
+
+def test_reference_items_come_from_records_the_training_docs_never_hold(built):
+    """Skywork's contamination check needs a look-alike set the model never saw: held-out poems
+    are in mcq_poems_reference.jsonl and in no document; test and reference items never share a poem."""
+    out, _, _ = built
+    doc_ids = {d["id"] for d in read_jsonl(out / "docs" / "poetry.jsonl.zst")}
+    ref = list(read_jsonl(out / "mcq_poems_reference.jsonl"))
+    test = list(read_jsonl(out / "mcq_poems.jsonl"))
+    assert ref and all(i["meta"]["poem"] not in doc_ids for i in ref)
+    assert all(i["meta"]["poem"] in doc_ids for i in test)
+    assert not {i["meta"]["poem"] for i in ref} & {i["meta"]["poem"] for i in test}
+    quiz_lines = lambda f: {(i["meta"]["file"], i["meta"]["line"]) for i in read_jsonl(out / f)}  # noqa: E731
+    assert not quiz_lines("mcq_quiz.jsonl") & quiz_lines("mcq_quiz_reference.jsonl")
+    share = len(ref) / (len(ref) + len(test))
+    assert 0.02 < share < 0.10       # ~5% held out
 
 
 def test_poem_next_line_answer_follows_the_question(built):
@@ -256,7 +273,11 @@ def test_write_sample_then_build_from_it(tmp_path):
     summary = build_corpus(tmp_path / "o", sources="quiz", from_sample=True, sample_dir=tmp_path / "sample",
                            log=msgs.append)
     items = list(read_jsonl(tmp_path / "o" / "mcq_quiz.jsonl"))
-    assert summary["sources"]["quiz"]["counts"]["mcq"] == len(items) == 5
+    ref = tmp_path / "o" / "mcq_quiz_reference.jsonl"
+    held = list(read_jsonl(ref)) if ref.exists() else []
+    counts = summary["sources"]["quiz"]["counts"]
+    assert counts["mcq"] == len(items) and counts["mcq_reference"] == len(held) and len(items) + len(held) == 5
+    items += held
     nl = next(i for i in items if "Netherlands" in i["question"])
     assert nl["question"].startswith("country: The Netherlands")
     assert nl["choices"][nl["answer"]] == "Amsterdam"
@@ -307,7 +328,7 @@ def test_dpo_pairs_from_a_small_conversation_set():
 
 
 def test_cli_register_and_build(tmp_path, capsys):
-    from lmforge.corpus.cli import register
+    from lmforge.cli.corpus import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from lmforge.config import ConfigError
-from lmforge.data import executor as executor_mod
+from lmforge.data import executors as executor_mod
 from lmforge.data.pipeline import run_pipeline
-from lmforge.data.writers import write_documents
+from lmforge.io.writers import write_documents
 from test_data_pipeline import config, make_corpus, prose
 
 STEPS = ["extract", "code", "filters", "langid", "quality", "minhash", "substring", "topics"]

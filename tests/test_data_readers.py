@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from lmforge.data.documents import ErrorSink
-from lmforge.data.readers import iter_documents
-from lmforge.data.writers import ShardedWriter, write_documents
+from lmforge.io.documents import ErrorSink
+from lmforge.io.readers import iter_documents
+from lmforge.io.writers import ShardedWriter, write_documents
 
 DOCS = [{"id": f"d{i}", "text": f"text {i} 中文字符", "meta": {"source": "s", "i": i}}
         for i in range(25)]
@@ -52,7 +52,7 @@ def test_bad_jsonl_records_counted_and_written_aside(tmp_path):
 def test_unreadable_and_unsupported_files_continue(tmp_path):
     (tmp_path / "a_bad.jsonl.gz").write_bytes(b"this is not gzip")
     (tmp_path / "b_trunc.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")
-    (tmp_path / "c.csv").write_text("x,y")
+    (tmp_path / "c.docx").write_text("x,y")   # .csv is read now
     (tmp_path / "d.txt").write_text("plain text document")
     (tmp_path / "e.txt").write_bytes(b"latin \xe9")
     sink = ErrorSink()

@@ -11,7 +11,7 @@ from lmforge.config import ConfigError, load
 from lmforge.data.config import DataConfig, TopicsConfig
 from lmforge.data.pipeline import Stats, iter_shard, run_pipeline
 from lmforge.data.topic_model import TopicModel, fit_tfidf, fit_topic_model
-from lmforge.data.writers import write_documents
+from lmforge.io.writers import write_documents
 from planted_junk import CITIES, ad_page_en, ad_page_zh
 from test_data_quality import corpus  # noqa: F401  (the sample corpus fixture)
 

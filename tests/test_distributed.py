@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.train import checkpoint as ckpt
+from lmforge import checkpoint as ckpt
 
 ARGS = ["model.vocab_size=128", "model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
         "model.max_seq_len=64", "train.seq_len=32", "train.micro_batch_size=4", "train.grad_accum=2",

@@ -11,10 +11,10 @@ import torch
 from lmforge import config
 from lmforge.eval.contamination import (item_text, load_texts, ngram_hashes, ngram_overlap_text,
                                         ngram_overlap_tokens)
-from lmforge.eval.run import EvalConfig, run as run_eval
+from lmforge.stages.eval import EvalConfig, run as run_eval
 from lmforge.shards import ShardWriter, TokenDataset, write_dataset, write_meta
 from lmforge.tokenizer.train import load_tokenizer, save_tokenizer, train_bpe, vocab_len
-from lmforge.train.pretrain import PretrainConfig, run as pretrain
+from lmforge.stages.pretrain import PretrainConfig, run as pretrain
 
 SYL = "ka lo mi ne tu ra si po ve da gu fe zo bi".split()
 
@@ -68,14 +68,17 @@ def train_model(tmp: Path, plant: bool) -> Path:
 @pytest.mark.parametrize("plant", [True, False])
 def test_planted_test_split_is_flagged(tmp_path, plant):
     run_dir = train_model(tmp_path, plant)
-    bench = {k: write_jsonl(tmp_path / f"{k}.jsonl", v) for k, v in (("train", TRAIN), ("test", TEST), ("ref", REF))}
+    # the look-alike set sits beside the test file as TEST_reference.jsonl: found without being named
+    bench = {k: write_jsonl(tmp_path / f"{k}.jsonl", v)
+             for k, v in (("train", TRAIN), ("test", TEST), ("test_reference", REF))}
     cfg = config.load(EvalConfig, data={
         "checkpoint": str(run_dir), "out_dir": str(tmp_path / "eval"),
         "contamination": {"ppl_gap_threshold": 0.1, "ngram": 20, "training_data": [str(tmp_path / "data")],
                           "benchmarks": [{"name": "made-up", "test": str(bench["test"]),
-                                          "reference": str(bench["ref"]), "train": str(bench["train"])}]}})
+                                          "train": str(bench["train"])}]}})
     run_eval(cfg, progress=False)
     res = json.loads((tmp_path / "eval" / "eval.json").read_text())["contamination"]["made-up"]
+    assert res["reference_auto"] and res["reference"] == str(bench["test_reference"])
     gap = res["ppl"]["gap"]
     sp = res["ppl"]["splits"]
     ngram = res["ngram"][str(tmp_path / "data")]
@@ -120,3 +123,18 @@ def test_load_texts_reports_bad_lines(tmp_path):
     texts, errors = load_texts(f)
     assert texts == ["a", "q\nAnswer: y"]
     assert [e.split(": ")[0] for e in errors] == [f"{f}:3", f"{f}:4"]
+
+
+def test_every_mcq_set_with_a_reference_set_is_checked(tmp_path):
+    """contamination.auto: an MCQ set given for evaluation is also a contamination benchmark when
+    the corpus wrote its held-out look-alike set beside it; a set without one is not."""
+    from lmforge.stages.eval import contamination_benchmarks
+    item = {"question": "q?", "choices": ["a", "b", "c", "d"], "answer": 0}
+    for name in ("mcq_quiz.jsonl", "mcq_quiz_reference.jsonl", "mcq_poems.jsonl"):
+        write_jsonl(tmp_path / name, [item])
+    cfg = config.load(EvalConfig, data={"checkpoint": "x", "mcq": {"corpus": str(tmp_path)}})
+    got = {b.name: b.reference_path() for b in contamination_benchmarks(cfg)}
+    assert got == {"quiz": str(tmp_path / "mcq_quiz_reference.jsonl")}
+    off = config.load(EvalConfig, data={"checkpoint": "x", "mcq": {"corpus": str(tmp_path)},
+                                        "contamination": {"auto": False}})
+    assert contamination_benchmarks(off) == []

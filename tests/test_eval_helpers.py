@@ -54,7 +54,7 @@ TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_h
 
 def tiny_run(tmp_path, steps=4, extra=()) -> Path:
     """A finished pretrain run folder (checkpoints/, tokenizer/, metrics.jsonl, mixture.json)."""
-    from lmforge.train.pretrain import PretrainConfig, run
+    from lmforge.stages.pretrain import PretrainConfig, run
     tmp_path = Path(tmp_path)
     tok_dir = make_tokenizer(tmp_path / "tok")
     data = make_text_dataset(tmp_path / "tokens", tok_dir, {"prose": TEXTS[0::2], "code": TEXTS[1::2]},

@@ -3,8 +3,8 @@ stop strings, streaming, middle truncation."""
 import pytest
 import torch
 
-from lmforge.eval import truncate_middle
-from lmforge.export.generate import generate, generate_ids, sample_next
+from lmforge.truncate import truncate_middle
+from lmforge.infer.generate import generate, generate_ids, sample_next
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.attention import KVCache
 from test_eval_helpers import make_tokenizer

@@ -9,12 +9,12 @@ import torch
 
 from lmforge import config
 from lmforge.config import ConfigError
-from lmforge.grow import GrowConfig, run
+from lmforge.stages.grow import GrowConfig, run
 from lmforge.grow import depth
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.load import load_checkpoint
-from lmforge.train.pretrain import PretrainConfig
-from lmforge.train.pretrain import run as pretrain
+from lmforge.stages.pretrain import PretrainConfig
+from lmforge.stages.pretrain import run as pretrain
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_eval_helpers import TINY, tiny_run  # noqa: E402
@@ -179,7 +179,7 @@ def test_bad_config_refused_at_load(tmp_path, extra, key):
 def test_cli_registers_grow():
     import argparse
 
-    from lmforge.grow.cli import register
+    from lmforge.cli.grow import register
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     assert callable(parser.parse_args(["grow", "--set", "block=[1,2]"]).func)

@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 
 from lmforge import config
 from lmforge.config import ConfigError
-from lmforge.eval.truncate import truncate_middle
+from lmforge.truncate import truncate_middle
 from lmforge.model.load import load_checkpoint
 from lmforge.shards import TokenDataset
-from lmforge.train.longctx import LongCtxConfig, doc_lengths, run
+from lmforge.stages.longctx import LongCtxConfig, doc_lengths, run
 from lmforge.train.objectives.lm import LMObjective
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -107,9 +107,9 @@ def test_interrupted_run_resumes_to_the_same_weights(source, finished, tmp_path)
 
 
 def test_long_checkpoint_loads_for_long_sft(finished):
-    pytest.importorskip("lmforge.train.sft")
-    from lmforge.train.pretrain import InitConfig
-    from lmforge.train.sft import load_source
+    pytest.importorskip("lmforge.stages.sft")
+    from lmforge.stagekit.source import InitConfig
+    from lmforge.stagekit.source import load_source
     out, _ = finished
     src = load_source(InitConfig(from_checkpoint=str(out)), "")
     assert (src.model_cfg.max_seq_len, src.model_cfg.rope_theta) == (128, 40000.0)
@@ -139,7 +139,7 @@ def test_missing_checkpoint_key_refused_at_load():
 def test_cli_registers_longctx_and_needle(source, tmp_path):
     import argparse
 
-    from lmforge.train.longctx_cli import register
+    from lmforge.cli.longctx import register
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["longctx", "--set", "data=x"])
@@ -162,10 +162,74 @@ def test_truncate_middle_keeps_first_and_last_halves():
 
 
 def test_fit_to_window_keeps_the_continuation():
-    from lmforge.eval.truncate import fit_to_window
+    from lmforge.truncate import fit_to_window
     prompt = list(range(20))
     assert fit_to_window(prompt, 30, keep_after=5) == prompt
     got = fit_to_window(prompt, 12, keep_after=4)        # 8 prompt tokens: first 4 and last 4
     assert got == [0, 1, 2, 3, 16, 17, 18, 19]
     with pytest.raises(ValueError, match="no room"):
         fit_to_window(prompt, 4, keep_after=4)
+
+
+# ------------------------------------------------------------------ ablation switches (issue 17 item 3)
+
+
+def test_seq_warmup_schedule_and_exact_resume(source):
+    from lmforge.train.seqlen import SeqWarmupConfig
+
+    w = SeqWarmupConfig(start=32, steps=4, multiple=16)
+    assert [w.length_at(s, 128) for s in range(6)] == [32, 48, 80, 96, 128, 128]
+    assert [w.rows_at(s, 128, 2) for s in (0, 1, 4)] == [8, 5, 2]   # ~256 tokens per micro-batch
+    data = str(source.parent / "tokens")
+    ids = (doc_lengths(TokenDataset(data, "train")) >= 38).nonzero()[0]
+
+    def objective():
+        return LMObjective(data, 128, 2, 0, doc_subset=ids, seq_warmup=w)
+
+    def batches(obj, steps):
+        out = []
+        for s in steps:
+            obj.on_step(s)
+            out.append(obj.next_batch())
+        return out
+
+    whole = batches(objective(), range(7))
+    assert [tuple(b["input_ids"].shape) for b in whole[:5]] == [(8, 32), (5, 48), (3, 80), (2, 96), (2, 128)]
+    first = objective()
+    batches(first, range(3))
+    resumed = objective()
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))   # as a checkpoint stores it
+    for a, b in zip(whole[3:], batches(resumed, range(3, 7))):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert objective().fingerprint() != LMObjective(data, 128, 2, 0, doc_subset=ids).fingerprint()
+
+
+def test_seq_warmup_run_logs_growing_rows(source, tmp_path):
+    out = tmp_path / "warm"
+    run(cfg_for(source, out, "seq_warmup.start=32", "seq_warmup.steps=3", "seq_warmup.multiple=32"), progress=False)
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in l]
+    assert [r["tokens"] for r in recs] == [256, 256, 2 * 96, 256]        # rows x length per step
+    with pytest.raises(ConfigError, match="seq_warmup.start"):
+        cfg_for(source, tmp_path / "x", "seq_warmup.start=128", "seq_warmup.steps=2")
+
+
+def test_packing_off_puts_one_document_per_row(source, tmp_path):
+    data = str(source.parent / "tokens")
+    ds = TokenDataset(data, "train")
+    obj = LMObjective(data, 128, 4, 0, packing=False)
+    docs = {tuple(ds.doc(i).tolist()) for i in range(ds.n_docs)}
+    for _ in range(5):
+        b = obj.next_batch()
+        for row in range(b["input_ids"].shape[0]):
+            seg = b["doc_ids"][row]
+            real = seg >= 0
+            assert set(seg[real].tolist()) == {0}                     # one document (piece) per row
+            assert bool(real[: int(real.sum())].all())                # padding only at the end
+            toks = tuple(b["input_ids"][row][real].tolist())
+            assert any(toks == d[k:k + len(toks)] for d in docs for k in range(0, len(d), 128))
+            assert bool((b["labels"][row][~real] == -100).all())
+    packed = LMObjective(data, 128, 4, 0).next_batch()
+    assert int((packed["doc_ids"] >= 0).sum()) > int((b["doc_ids"] >= 0).sum())
+    out = tmp_path / "nopack"
+    summary = run(cfg_for(source, out, "packing=false"), progress=False)
+    assert summary["step"] == 4 and json.loads((out / "config.json").read_text())["packing"] is False

@@ -83,14 +83,14 @@ TINY = ["model.vocab_size=128", "model.d_model=32", "model.n_layers=1", "model.n
 
 
 def pretrain_cfg(data, out, *extra, stages=None):
-    from lmforge.train.pretrain import PretrainConfig
+    from lmforge.stages.pretrain import PretrainConfig
     data_dict = {"stages": stages} if stages else {}
     return config.load(PretrainConfig, None, [f"data={data}", f"out_dir={out}", *TINY, *extra], data=data_dict)
 
 
 def test_index_decay_stage_shifts_mixture(mixed, tmp_path):
     """Index-1.9B: the WSD decay stage raises curated data and adds ~7% instruction data."""
-    from lmforge.train.pretrain import run
+    from lmforge.stages.pretrain import run
     stages = [
         {"name": "stable", "steps": 40, "mixture": {"weights": {"web": 0.8, "books": 0.1, "wiki": 0.1}},
          "schedule": {"kind": "constant", "warmup_steps": 2}},
@@ -111,7 +111,7 @@ def test_index_decay_stage_shifts_mixture(mixed, tmp_path):
 
 def test_skywork_ramp(mixed, tmp_path):
     """Skywork stage 3: a domain's share ramps linearly from 10% to 40% over the stage."""
-    from lmforge.train.pretrain import build
+    from lmforge.stages.pretrain import build
     stages = [{"name": "s3", "steps": 180, "mixture": {"weights": {"web": 1, "books": 1},
                                                       "ramp": {"domain": "wiki", "start": 0.1, "end": 0.4}}}]
     trainer = build(pretrain_cfg(mixed, tmp_path / "r", stages=stages), progress=False)
@@ -135,7 +135,7 @@ def test_skywork_ramp(mixed, tmp_path):
     ([{"steps": 0}], "steps"),
 ])
 def test_bad_mixtures_refused(mixed, tmp_path, stages, needle):
-    from lmforge.train.pretrain import run
+    from lmforge.stages.pretrain import run
     with pytest.raises(ConfigError) as e:
         run(pretrain_cfg(mixed, tmp_path / "x", stages=stages), progress=False)
     assert needle in str(e.value) and "\n" not in str(e.value)
@@ -143,7 +143,7 @@ def test_bad_mixtures_refused(mixed, tmp_path, stages, needle):
 
 
 def test_empty_domain_refused(tmp_path):
-    from lmforge.train.pretrain import run
+    from lmforge.stages.pretrain import run
     write_dataset(tmp_path / "d", [[5, 6, 7]] * 4, 128, ["web", "empty"])
     stages = [{"steps": 5, "mixture": {"weights": {"web": 1, "empty": 1}}}]
     with pytest.raises(ConfigError, match="'empty' has a positive share but no training tokens"):
@@ -151,7 +151,7 @@ def test_empty_domain_refused(tmp_path):
 
 
 def test_batch_growth_schedule_and_exact_resume(mixed, tmp_path):
-    from lmforge.train.pretrain import build, run
+    from lmforge.stages.pretrain import build, run
     extra = ["train.steps=8", "train.ckpt_every=4", "train.batch_growth.schedule={3: 2, 6: 4}",
              "train.schedule.kind=constant", "train.optim.lr=3e-5"]
     run(pretrain_cfg(mixed, tmp_path / "a", *extra), progress=False)
@@ -169,7 +169,7 @@ def test_batch_growth_schedule_and_exact_resume(mixed, tmp_path):
 
 
 def test_batch_growth_on_plateau(mixed, tmp_path):
-    from lmforge.train.pretrain import build
+    from lmforge.stages.pretrain import build
     cfg = pretrain_cfg(mixed, tmp_path / "p", "train.steps=10", "train.eval_every=1",
                        "train.batch_growth.plateau_patience=2", "train.batch_growth.max_grad_accum=4")
     t = build(cfg, progress=False)

@@ -12,7 +12,8 @@ import yaml
 
 from lmforge.config import ConfigError
 from lmforge.recipe import load_recipe, run_recipe
-from lmforge.recipe import stages as stage_mod
+from lmforge.recipe import registry as stage_mod
+from lmforge.stages.corpus import dialog_text
 from lmforge.recipe.run import main as run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,7 +295,7 @@ def test_overrides_reach_stage_configs(tmp_path):
 
 
 def test_cli_run_and_check(tmp_path, capsys):
-    from lmforge.recipe.cli import register
+    from lmforge.cli.recipe import register
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     path = write_recipe(tmp_path, mini_stages())
@@ -321,5 +322,5 @@ def test_shipped_recipes_parse():
 
 
 def test_instruct_docs_are_plain_text():
-    text = stage_mod.dialog_text([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    text = dialog_text([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
     assert text == "User: hi\nAssistant: hello" and "<|im_" not in text

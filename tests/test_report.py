@@ -12,8 +12,8 @@ import pytest
 
 from lmforge import config
 from lmforge.data.pipeline import run_pipeline
-from lmforge.eval.run import EvalConfig, run as run_eval
-from lmforge.report import ReportConfig, run as run_report
+from lmforge.stages.eval import EvalConfig, run as run_eval
+from lmforge.stages.report import ReportConfig, run as run_report
 from test_data_pipeline import config as data_config, make_corpus
 from test_eval_helpers import tiny_run
 
@@ -134,8 +134,8 @@ def test_partial_run_and_single_stage(full_run, tmp_path):
 
 def test_cli_and_config_errors(full_run, tmp_path):
     import argparse
-    from lmforge.eval.cli import register as reg_eval
-    from lmforge.report.cli import register as reg_report
+    from lmforge.cli.eval import register as reg_eval
+    from lmforge.cli.report import register as reg_report
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     reg_eval(sub)

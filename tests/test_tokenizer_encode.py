@@ -9,7 +9,7 @@ import pytest
 from lmforge import config
 from lmforge.config import ConfigError
 from lmforge.shards import TokenDataset
-from lmforge.tokenizer.cli import register
+from lmforge.cli.tokenizer import register
 from lmforge.tokenizer.encode import EncodeConfig, ValSplit, run_encode, split_hash
 from lmforge.tokenizer.report import ReportConfig, compression_report, format_table, run_report
 from lmforge.tokenizer.train import TrainConfig, load_tokenizer, run_train

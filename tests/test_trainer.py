@@ -12,8 +12,8 @@ import torch
 
 from lmforge import config
 from lmforge.config import ConfigError
-from lmforge.train import checkpoint as ckpt
-from lmforge.train.pretrain import PretrainConfig, build, run
+from lmforge import checkpoint as ckpt
+from lmforge.stages.pretrain import PretrainConfig, build, run
 from lmforge.train.trainer import TrainingDiverged
 
 TINY = ["model.vocab_size=128", "model.d_model=32", "model.n_layers=2", "model.n_heads=4",

@@ -1,11 +1,13 @@
 """Preference pairs for DPO: jsonl -> filtered, tokenized (prompt, chosen, rejected).
 
-Record (one per line):
+Record (one per line; .json arrays and .parquet too):
     {"prompt": str | [messages], "chosen": str | [messages], "rejected": str | [messages],
      "score_chosen": float?, "score_rejected": float?}
-A string prompt is one user message. A message-list `chosen`/`rejected` (Zephyr /
+TRL's explicit and implicit forms, string or conversational (lmforge.align.formats.to_pair):
+a string prompt is one user message; a message-list `chosen`/`rejected` (Zephyr /
 UltraFeedback-binarized style) must end with the assistant reply; without `prompt`, the
-prompt is the messages before that reply.
+prompt is what chosen and rejected share (the messages before the reply, or for strings
+their common beginning). Messages may be OpenAI or ShareGPT style; `columns` renames keys.
 
 Filters (StableLM 2 on Zephyr-style data), every dropped pair counted by reason in
 stats.json, malformed lines written to rejects.jsonl with file and line:
@@ -20,11 +22,11 @@ No preference data ships offline. `lmforge corpus build` makes dpo.jsonl from th
 dialogs: prompt = the conversation up to an assistant turn, chosen = the real reply,
 rejected = a reply from another conversation (off-topic), or the real reply truncated or
 word-shuffled, with scores 1.0 vs 0.0 / 0.25 / 0.1 so the filters have something to do
-(see lmforge/corpus/preference.py). Any SFT jsonl is turned into pairs the same way by
+(see lmforge/align/pairs.py). Any SFT jsonl is turned into pairs the same way by
 `pairs_from_sft` (used by `lmforge dpo --build-pairs FILE` / `pairs_from_sft.files`).
 Index-1.9B prefers model-generated rejected replies to hand-written ones:
 `self_sampled_rejected` replaces `rejected` by the model's own sample
-(`pairs_from_sft.rejected: model`; uses lmforge.export.generate).
+(`pairs_from_sft.rejected: model`; uses lmforge.infer.generate).
 """
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lmforge.align.chat_template import encode_chat, message_error
-from lmforge.align.sft_data import iter_jsonl
-from lmforge.data.documents import ErrorSink
+from lmforge.align.formats import DataFile, to_pair, to_sft
+from lmforge.align.sft_data import iter_data
+from lmforge.io.documents import ErrorSink
 
 
 @dataclass
@@ -48,35 +51,20 @@ class Pair:
     rejected_mask: np.ndarray
 
 
-def _reply(value, key: str) -> tuple[list | None, str]:
-    """(prompt messages from a message-list value or None, reply text); raises ValueError."""
-    if isinstance(value, str):
-        return None, value
-    err = message_error(value)
-    if err:
-        raise ValueError(f"{key}: {err}")
-    if value[-1]["role"] != "assistant":
-        raise ValueError(f"{key}: the last message must be the assistant reply")
-    return value[:-1], value[-1]["content"]
-
-
-def normalise(rec: dict) -> tuple[list[dict], str, str, float | None, float | None]:
+def normalise(rec: dict, spec: DataFile | None = None, ignored: Counter | None = None
+              ) -> tuple[list[dict], str, str, float | None, float | None]:
     """(prompt messages, chosen, rejected, score_chosen, score_rejected); raises ValueError."""
-    p_c, chosen = _reply(rec.get("chosen"), "chosen")
-    _, rejected = _reply(rec.get("rejected"), "rejected")
-    prompt = rec.get("prompt", p_c)
-    if isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    err = message_error(prompt)
+    pair = to_pair(rec, spec or DataFile(path="-"), ignored if ignored is not None else Counter())
+    err = message_error(pair["prompt"])
     if err:
         raise ValueError(f"prompt: {err}")
     scores = []
     for key in ("score_chosen", "score_rejected"):
-        v = rec.get(key)
+        v = pair[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ValueError(f"{key}: not a number")
         scores.append(None if v is None else float(v))
-    return prompt, chosen, rejected, scores[0], scores[1]
+    return pair["prompt"], pair["chosen"], pair["rejected"], scores[0], scores[1]
 
 
 def drop_reason(chosen: str, rejected: str, sc: float | None, sr: float | None,
@@ -96,15 +84,16 @@ def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
     return Pair(c, cm, r, rm)
 
 
-def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
+def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
                progress: bool = False) -> tuple[list[Pair], dict]:
     stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "tie", "inverted", "low_score",
                                              "duplicate", "too_long")})
     seen: set[str] = set()
+    ignored: Counter = Counter()
     out: list[Pair] = []
-    for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
+    for p, n, rec, spec in tqdm(iter_data(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
         try:
-            prompt, chosen, rejected, sc, sr = normalise(rec)
+            prompt, chosen, rejected, sc, sr = normalise(rec, spec, ignored)
         except ValueError as e:
             stats["malformed"] += 1
             errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=str(e))
@@ -125,12 +114,12 @@ def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score
         out.append(pair)
     dropped = sum(v for k, v in stats.items() if k not in ("records", "kept"))
     assert stats["kept"] + dropped == stats["records"], stats
-    return out, dict(stats)
+    return out, {**stats, **({"ignored_keys": dict(ignored)} if ignored else {})}
 
 
 def self_sampled_rejected(model, tok, records: list[dict], generate_fn, **gen_kwargs) -> list[dict]:
     """Replace each record's `rejected` by the model's own sample for its prompt (Index-1.9B
-    prefers model-generated rejected replies); `generate_fn` = lmforge.export.generate.generate."""
+    prefers model-generated rejected replies); `generate_fn` = lmforge.infer.generate.generate."""
     from lmforge.align.chat_template import render
 
     out = []
@@ -146,25 +135,30 @@ def self_sampled_rejected(model, tok, records: list[dict], generate_fn, **gen_kw
     return out
 
 
-def pairs_from_sft(paths: list[str], seed: str, errors: ErrorSink) -> tuple[list[dict], dict]:
+def pairs_from_sft(paths: list[str | DataFile], seed: str, errors: ErrorSink) -> tuple[list[dict], dict]:
     """Preference records built from SFT conversations (no preference data ships offline):
     for each assistant turn, prompt = the messages before it, chosen = the real reply,
     rejected = another conversation's reply, or the real reply truncated or word-shuffled
-    (lmforge.corpus.preference.make_pairs; scores 1.0 vs 0.0/0.25/0.1). Deterministic in
+    (lmforge.align.pairs.make_pairs; scores 1.0 vs 0.0/0.25/0.1). Deterministic in
     `seed`. Returns (records, stats); unusable lines go to `errors`."""
-    from lmforge.corpus.preference import make_pairs
+    from lmforge.align.pairs import make_pairs
 
     stats: Counter = Counter()
     convs = []
-    for p, n, rec in iter_jsonl(paths, errors, stats):
-        err = message_error(rec.get("messages"))
+    for p, n, rec, spec in iter_data(paths, errors, stats):
+        try:
+            msgs = to_sft(rec, spec, Counter()).messages
+            err = "plain text has no replies to pair" if msgs is None else message_error(msgs)
+        except ValueError as e:
+            err = str(e)
         if err:
             stats["malformed"] += 1
-            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=err)
+            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False, default=str)[:2000], detail=err)
             continue
         meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
         stats["conversations"] += 1
-        convs.append({"id": str(rec.get("id", f"{p.name}:{n}")), "messages": rec["messages"],
+        msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        convs.append({"id": str(rec.get("id", f"{p.name}:{n}")), "messages": msgs,
                       "meta": {**meta, "lang": meta.get("lang", "en")}})
     pairs = make_pairs(convs, seed)
     stats["pairs"] = len(pairs)

@@ -9,7 +9,7 @@ learn to answer so by itself), tagged with their class for C-RLFT ("positive" / 
 weights e.g. 1.0 / 0.1), and as RLCD preference pairs (chosen = positive, rejected =
 negative) usable by `lmforge dpo`. Empty samples and positive == negative ties are counted.
 
-Generation goes through lmforge.export.generate.generate_ids (KV cache, stop at <|im_end|>).
+Generation goes through lmforge.infer.generate.generate_ids (KV cache, stop at <|im_end|>).
 """
 from __future__ import annotations
 
@@ -54,32 +54,27 @@ def prompt_ids(tok, user: str, system: str | None) -> list[int]:
     return ids.tolist()
 
 
-def sample_replies(model, tok, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                   seed: int, pad_id: int, batch_size: int = 16) -> list[str]:
-    from lmforge.export.generate import default_stop_ids, generate_ids
-
+def sample_replies(tok, prompts: list[list[int]], generate_ids, seed: int, batch_size: int = 16) -> list[str]:
+    """Decoded replies; `generate_ids(prompt_batch, seed)` is the sampler (the stage binds the
+    model and the sampling settings: lmforge.infer.generate.generate_ids)."""
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        ids = generate_ids(model, prompts[start:start + batch_size], max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_p=top_p, stop_ids=default_stop_ids(tok),
-                           seed=seed + start, pad_id=pad_id)
+        ids = generate_ids(prompts[start:start + batch_size], seed + start)
         out += [tok.decode(x, skip_special_tokens=True).strip() for x in ids]
     return out
 
 
 @torch.no_grad()
-def rlcd_samples(model, tok, prompts: list[str], facts: list[str], few_shot: list[dict], samples_per_prompt: int,
-                 max_new_tokens: int, temperature: float, top_p: float, seed: int,
-                 pad_id: int, progress: bool = False) -> tuple[list[dict], list[dict], dict]:
-    """(C-RLFT conversations with "class", RLCD preference pairs, stats)."""
+def rlcd_samples(tok, prompts: list[str], facts: list[str], few_shot: list[dict], samples_per_prompt: int,
+                 generate_ids, seed: int, progress: bool = False) -> tuple[list[dict], list[dict], dict]:
+    """(C-RLFT conversations with "class", RLCD preference pairs, stats); `generate_ids(prompt
+    batch, seed)` samples the model's replies."""
     system = facts_system_prompt(facts, few_shot)
     stats: Counter = Counter()
     convs, pairs = [], []
     for k in tqdm(range(samples_per_prompt), desc="rlcd samples", disable=not progress):
-        pos = sample_replies(model, tok, [prompt_ids(tok, p, system) for p in prompts], max_new_tokens,
-                             temperature, top_p, seed + 1000 * k, pad_id)
-        neg = sample_replies(model, tok, [prompt_ids(tok, p, None) for p in prompts], max_new_tokens,
-                             temperature, top_p, seed + 1000 * k + 500, pad_id)
+        pos = sample_replies(tok, [prompt_ids(tok, p, system) for p in prompts], generate_ids, seed + 1000 * k)
+        neg = sample_replies(tok, [prompt_ids(tok, p, None) for p in prompts], generate_ids, seed + 1000 * k + 500)
         for p, a, b in zip(prompts, pos, neg):
             stats["prompts_sampled"] += 1
             for cls, reply in (("positive", a), ("negative", b)):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import zh
-from .common import Source, read_jsonl, rng, take_bytes, write_bytes_atomic, write_jsonl
+from .common import Source, read_jsonl, rng, stable_hash, take_bytes, write_bytes_atomic, write_jsonl
 from .dialogs import SOURCE as DIALOGS
 from .mcq import check_item
 from .poetry import SOURCE as POETRY
@@ -33,6 +33,9 @@ SETUP_SCRIPT = "bash scripts/setup_sources.sh"
 
 class CorpusError(RuntimeError):
     """Nothing to build from, or a bad option: the message says what to do."""
+
+
+REFERENCE_PER_MILLE = 50   # 5% of the MCQ-source records are held out for reference sets
 
 
 @dataclass
@@ -53,6 +56,12 @@ class Context:
 
     def rng(self, key: str):
         return rng(f"{self.seed}:{key}")
+
+    def held_out(self, key: str) -> bool:
+        """Is this source record kept out of everything the model trains on? Its eval items go
+        to the *_reference.jsonl look-alike sets that contamination checks compare the
+        published test items against (Skywork): same generator, never seen in training."""
+        return stable_hash(f"{self.seed}:reference:{key}") % 1000 < REFERENCE_PER_MILLE
 
 
 def missing_message(src: Source, fallback: bool) -> str:

@@ -17,7 +17,7 @@ from typing import Iterator
 import yaml
 
 from .common import Source, override_path, pip_version, round_robin
-from .preference import make_pairs
+from lmforge.align.pairs import make_pairs
 
 DIST = "chatterbot-corpus"
 VERSION = "1.3.3"

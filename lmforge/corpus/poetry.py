@@ -127,7 +127,7 @@ def _clauses(lines: list[str]) -> list[str]:
 
 def emit(records: list[dict], ctx) -> dict:
     conv = ctx.zh
-    counts = {"docs": 0, "quality_positives": 0}
+    counts = {"docs": 0, "quality_positives": 0, "held_out": 0}
     poems = []
     for rec in records:
         lines = rec.get("lines")
@@ -142,25 +142,31 @@ def emit(records: list[dict], ctx) -> dict:
         meta = {"source": PACKAGE, "domain": "zh", "lang": "zh", "license": LICENSE,
                 "collection": rec.get("collection", ""), "title": title, "author": author}
         doc = {"id": f"{PACKAGE}/{rec['id']}", "text": _doc_text(title, author, lines), "meta": meta}
-        ctx.add("docs/poetry.jsonl.zst", doc)
-        counts["docs"] += 1
-        if meta["collection"] in CLASSICS:
-            ctx.add("quality_positives.jsonl", {**doc, "meta": {**meta, "quality": "reference"}})
-            counts["quality_positives"] += 1
-        poems.append((doc["id"], title, _clean_author(author), lines))
+        held = ctx.held_out(f"poetry:{rec['id']}")   # only in the reference MCQ set, never in docs
+        if held:
+            counts["held_out"] += 1
+        else:
+            ctx.add("docs/poetry.jsonl.zst", doc)
+            counts["docs"] += 1
+            if meta["collection"] in CLASSICS:
+                ctx.add("quality_positives.jsonl", {**doc, "meta": {**meta, "quality": "reference"}})
+                counts["quality_positives"] += 1
+        poems.append((doc["id"], title, _clean_author(author), lines, held))
     counts.update(_mcq(poems, ctx))
     return counts
 
 
-def _mcq(poems: list[tuple[str, str, str, list[str]]], ctx) -> dict:
-    authors = sorted({a for _, _, a, _ in poems if a not in UNKNOWN_AUTHORS})
+def _mcq(poems: list[tuple[str, str, str, list[str], bool]], ctx) -> dict:
+    """Author and next-line items; a held-out poem's items go to mcq_poems_reference.jsonl."""
+    authors = sorted({a for _, _, a, _, _ in poems if a not in UNKNOWN_AUTHORS})
     by_len: dict[int, set[str]] = {}
-    for _, _, _, lines in poems:
+    for _, _, _, lines, _ in poems:
         for c in _clauses(lines):
             by_len.setdefault(len(c), set()).add(c)
     pools = {n: sorted(s) for n, s in by_len.items()}
-    made = {"mcq_author": 0, "mcq_next_line": 0}
-    for pid, title, author, lines in poems:
+    made = {"mcq_author": 0, "mcq_next_line": 0, "mcq_reference": 0}
+    for pid, title, author, lines, held in poems:
+        target = "mcq_poems_reference.jsonl" if held else "mcq_poems.jsonl"
         if sum(made.values()) >= ctx.max_mcq:
             break
         meta = {"source": PACKAGE, "poem": pid, "license": LICENSE}
@@ -169,8 +175,8 @@ def _mcq(poems: list[tuple[str, str, str, list[str]]], ctx) -> dict:
             item = make_item(f"{pid}:author", q, author, authors, f"{ctx.seed}:author:{pid}",
                              {**meta, "kind": "author"})
             if item:
-                ctx.add("mcq_poems.jsonl", item)
-                made["mcq_author"] += 1
+                ctx.add(target, item)
+                made["mcq_reference" if held else "mcq_author"] += 1
         cl = _clauses(lines)
         pairs = [i for i in range(len(cl) - 1) if len(cl[i]) >= 4 and len(cl[i + 1]) >= 4]
         if pairs:
@@ -180,8 +186,8 @@ def _mcq(poems: list[tuple[str, str, str, list[str]]], ctx) -> dict:
             item = make_item(f"{pid}:next", q, answer, pools.get(len(answer), []),
                              f"{ctx.seed}:next:{pid}", {**meta, "kind": "next_line"}, accepted=cl)
             if item:
-                ctx.add("mcq_poems.jsonl", item)
-                made["mcq_next_line"] += 1
+                ctx.add(target, item)
+                made["mcq_reference" if held else "mcq_next_line"] += 1
     return made
 
 

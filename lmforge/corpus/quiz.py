@@ -149,7 +149,7 @@ def _question(qname: str, q: str, aname: str) -> str:
 
 
 def emit(records: list[dict], ctx) -> dict:
-    made = 0
+    made = held = 0
     for rec in records:
         name, cols, lines = rec.get("file"), rec.get("columns"), rec.get("lines")
         if not isinstance(cols, list) or not isinstance(lines, list) or len(cols) < 2:
@@ -173,9 +173,11 @@ def emit(records: list[dict], ctx) -> dict:
                                  {"source": PACKAGE, "file": name, "line": n, "license": LICENSE},
                                  accepted=fs[k])
                 if item:
-                    ctx.add("mcq_quiz.jsonl", item)
+                    ref = ctx.held_out(f"quiz:{name}:{n}")
+                    ctx.add("mcq_quiz_reference.jsonl" if ref else "mcq_quiz.jsonl", item)
                     made += 1
-    return {"mcq": made}
+                    held += ref
+    return {"mcq": made - held, "mcq_reference": held}
 
 
 SOURCE = Source(

@@ -1,10 +1,12 @@
 """Typed config of `lmforge data CONFIG.yaml`.
 
-    input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, txt, html)
+    input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, csv, txt, md, html,
+                                  warc, warc.gz, wet.gz)
+    text_field: content           jsonl/parquet/csv: which key holds the text (default: text)
     output: runs/data
     steps: [extract, filters, langid, quality, minhash, substring, topics, code]
     filters: {min_units: 50}      each step's settings live under its own name,
-    minhash: {threshold: 0.8}     so `--set minhash.threshold=0.7` works
+    minhash: {threshold: 0.7}     so `--set minhash.threshold=0.6` works
 
 Steps run in the listed order; each may appear once.
 """
@@ -152,14 +154,20 @@ NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repe
 
 @dataclass
 class MinhashConfig:
-    threshold: float = 0.8  # Jaccard similarity regarded as duplicate
+    """MinHash LSH near-duplicate removal. Which word-edit rate each threshold catches, and
+    why the defaults are 0.7 / 5-grams / fn_weight 0.9: docs/dedup.md."""
+    threshold: float = 0.7  # estimated Jaccard of word 5-gram sets regarded as duplicate
     num_perm: int = 128
     ngram: int = 5  # word n-grams; CJK characters count as words (character n-grams)
-    bands: int | None = None  # bands/rows default to datasketch's optimum for the threshold
+    bands: int | None = None  # bands/rows default to the optimum for the threshold and weights
     rows: int | None = None
-    fp_weight: float = 0.5
-    fn_weight: float = 0.5
+    # weights of missed pairs above / candidates below the threshold when picking bands x
+    # rows: verification drops false candidates, so misses are the costlier error
+    fp_weight: float = 0.1
+    fn_weight: float = 0.9
     verify: bool = True  # drop LSH candidate pairs whose signature similarity < threshold
+    max_bucket: int = 100  # all pairs in a band bucket up to this size; beyond, each doc
+    # pairs with the next max_bucket - 1 (stats: capped_buckets)
     lowercase: bool = True
     seed: int = 1
 
@@ -172,20 +180,28 @@ class MinhashConfig:
             check(self.bands * self.rows <= self.num_perm, "bands", "bands * rows must be <= num_perm")
         check(abs(self.fp_weight + self.fn_weight - 1.0) < 1e-9, "fp_weight",
               "fp_weight + fn_weight must be 1")
+        check(self.max_bucket >= 2, "max_bucket", "must be >= 2")
 
 
 @dataclass
 class SubstringConfig:
-    """Exact substring dedup (suffix array). Memory: ~17 bytes per corpus byte for one
-    part (int32 indices); a corpus above part_bytes runs part pairs, twice that."""
+    """Exact substring dedup (docs/dedup.md). Memory: ~10 bytes per byte of one buffer
+    (measured, docs/scale.md); a corpus above part_bytes runs part pairs (2 x part)."""
     min_bytes: int = 100  # K: repeated spans at least this long are removed
     min_chars_left: int = 20  # documents shorter than this after removal are dropped
-    part_bytes: int = 1 << 30  # corpus bytes per suffix array; larger corpora run pairwise
+    # corpus bytes per suffix array; larger corpora run pairwise. null: the largest that
+    # fits 70% of MemAvailable (/proc/meminfo) at 12 bytes per suffix-array byte
+    part_bytes: int | None = None
+    keep_layout_spans: bool = True  # repeated spans of only ASCII whitespace/punctuation stay
+    # both exact, same result: a hash table of windows (faster, less memory) or the
+    # suffix array of google-research/deduplicate-text-datasets (docs/scale.md)
+    method: Literal["hash", "suffix_array"] = "hash"
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
         check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")
-        check(self.part_bytes >= 1024, "part_bytes", "must be >= 1024")
+        check(self.part_bytes is None or 1024 <= self.part_bytes <= (1 << 30) - 1, "part_bytes",
+              "must be in [1024, 2^30 - 1] (two parts share one int32 suffix array), or null")
 
 
 @dataclass
@@ -258,6 +274,9 @@ class DataConfig:
     format: Literal["jsonl.zst", "parquet"] = "jsonl.zst"
     docs_per_shard: int = 20_000
     max_doc_bytes: int = 64 * 1024 * 1024
+    text_field: str = "text"        # jsonl / parquet / csv: the key holding the text (The Stack: content)
+    id_field: str = "id"            # ... the document id (none: "<file>:<line>")
+    meta_fields: list[str] | None = None   # ... keys kept in meta (None: all the others)
     write_rejected: bool = True
     progress: bool = True
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -282,5 +301,12 @@ class DataConfig:
             check(importlib.util.find_spec("ray") is not None, "executor", RAY_MISSING)
         check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
         check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
+        check(bool(self.text_field), "text_field", "must name the key that holds the text")
         check("quality" not in self.steps or self.quality is not None, "quality",
               "the quality step needs a quality: section (e.g. {positive: [reference files]})")
+
+    def fields(self):
+        """How the readers find text, id and meta in jsonl / parquet / csv records."""
+        from ..io.readers import Fields
+        return Fields(self.text_field, self.id_field,
+                      tuple(self.meta_fields) if self.meta_fields is not None else None)

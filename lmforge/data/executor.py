@@ -1,5 +1,6 @@
-"""Run per-shard tasks with a progress bar: in worker processes on one machine (local) or
-as Ray tasks on a cluster (ray, see ray_executor.py and docs/scale.md).
+"""The executor interface and the local executor: run per-shard tasks with a progress bar, in
+worker processes on one machine. The Ray executor (ray_executor.py) implements the same
+interface; executors.py picks one for a config, so this module depends on neither.
 
 Tasks return a dict with "docs" and "bytes" (what they processed); the bar shows
 shards done and the running documents/s and MB/s. `workers=1` runs in-process
@@ -13,6 +14,8 @@ import time
 from typing import Any, Callable, Protocol, Sequence
 
 from tqdm import tqdm
+
+from lmforge.workers import quiet_worker
 
 RAY_MISSING = "Ray is not installed (executor: ray needs it): pip install 'lmforge[ray]'"
 
@@ -65,7 +68,7 @@ class LocalExecutor:
                     bar.done(results[i])
             else:
                 ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp
-                with ctx.Pool(min(self.workers, len(tasks))) as pool:
+                with ctx.Pool(min(self.workers, len(tasks)), initializer=quiet_worker) as pool:
                     it = pool.imap(_call, [(fn, t) for t in tasks])
                     for i, res in enumerate(it):
                         results[i] = res
@@ -76,12 +79,3 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-def make_executor(data) -> Executor:
-    """The executor a DataConfig asks for (`executor: local|ray`)."""
-    if getattr(data, "executor", "local") == "ray":
-        from .ray_executor import RayExecutor  # raises ImportError(RAY_MISSING) without Ray
-
-        return RayExecutor(address=data.ray_address, num_cpus=data.workers, progress=data.progress)
-    return LocalExecutor(data.workers, data.progress)

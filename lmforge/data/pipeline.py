@@ -31,10 +31,11 @@ from typing import Callable, Iterator
 
 from ..config import to_dict
 from .config import DataConfig
-from .documents import ErrorSink, doc_bytes
-from .executor import Executor, make_executor
-from .readers import iter_documents, iter_file, list_files
-from .writers import DocWriter, ShardedWriter, shard_suffix
+from lmforge.io.documents import ErrorSink, InputRejected, doc_bytes
+from .executor import Executor
+from .executors import make_executor
+from lmforge.io.readers import Fields, iter_documents, iter_file, list_files
+from lmforge.io.writers import DocWriter, ShardedWriter, shard_suffix
 
 STEPS = {
     "extract": "lmforge.data.extract:ExtractStep",
@@ -198,7 +199,7 @@ def read_file_task(ctx: StepContext, index: int) -> dict:
     sink = ErrorSink(errors_path)
     st = Stats()
     w = ShardedWriter(ctx.dir / "kept", f"part-{index:05d}", ctx.data.format, ctx.data.docs_per_shard)
-    for doc in iter_file(src, sink, ctx.data.max_doc_bytes):
+    for doc in iter_file(src, sink, ctx.data.max_doc_bytes, ctx.data.fields()):
         nb = doc_bytes(doc)
         st.in_docs += 1
         st.in_bytes += nb
@@ -228,7 +229,9 @@ def _input_fingerprint(data: DataConfig, files: list[Path]) -> str:
     sig = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     return _fingerprint("", "read", {"files": sig, "format": data.format,
                                      "docs_per_shard": data.docs_per_shard,
-                                     "max_doc_bytes": data.max_doc_bytes})
+                                     "max_doc_bytes": data.max_doc_bytes,
+                                     **({"fields": [data.text_field, data.id_field, data.meta_fields]}
+                                        if data.fields() != Fields() else {})})
 
 
 def kept_shards(step_dir: Path) -> list[Path]:
@@ -289,6 +292,21 @@ def run_step(name: str, step_dir: Path, inputs: list[Path], data: DataConfig, fp
     return _finish_step(step_dir, fp, name, extra, time.perf_counter() - t0)
 
 
+def all_rejected_message(read_dir: Path, stats: dict, n_files: int, first: int = 3) -> str:
+    """One line: how many records of how many files, by reason, and the first few rejects."""
+    reasons = ", ".join(f"{k} {v['docs']}" for k, v in stats["removed"].items()) or "the files hold no records"
+    examples = []
+    for f in sorted((read_dir / "rejected").glob("errors-*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if len(examples) < first:
+                r = json.loads(line)
+                examples.append(f"{r['file']}:{r['line']} {r['reason']}: {r['detail']}")
+    hint = " (jsonl/parquet/csv: set text_field to the key that holds the text)" \
+        if "missing_text" in stats["removed"] else ""
+    return (f"input: every record was rejected ({stats['in']['docs']} in {n_files} files: {reasons}){hint}"
+            + (f"; first: {'; '.join(examples)}" if examples else ""))
+
+
 def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> dict:
     """Run read + the configured steps; returns the summary (also in OUT/summary.json)."""
     out = Path(out or data.output)
@@ -308,6 +326,8 @@ def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> 
                 fp = _fingerprint(fp, name, getattr(data, name))
             step_dir = out / f"{i:02d}-{name}"
             stats = run_step(name, step_dir, inputs, data, fp, executor, log)
+            if name == "read" and stats["kept"]["docs"] == 0:
+                raise InputRejected(all_rejected_message(step_dir, stats, len(files)))
             summary["steps"].append(stats)
             inputs = kept_shards(step_dir)
             log(f"[data] {step_dir.name}: in {stats['in']['docs']} docs, kept {stats['kept']['docs']} "

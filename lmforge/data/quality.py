@@ -47,12 +47,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .documents import ErrorSink, doc_bytes
+from lmforge.io.documents import ErrorSink, doc_bytes
+from lmforge.io.readers import iter_documents
+
 from .groups import GroupCounts, doc_domain, doc_lang, sum_counts
 from .pipeline import Step, iter_shard
 from .quality_model import QualityModel
 from .quality_train import GroupTrainer, fold_of
-from .readers import iter_documents
 from .sampling import reservoir, stratified_reservoir  # noqa: F401 (reservoir: old import path)
 
 POOLED = "*"

@@ -32,7 +32,8 @@ from collections import Counter
 
 import numpy as np
 
-from .documents import doc_bytes
+from lmforge.io.documents import doc_bytes
+
 from .groups import GroupCounts, doc_domain, doc_lang, sum_counts
 from .pipeline import Step, iter_shard
 from .sampling import keep_draw  # noqa: F401  (old import path: lmforge.data.topics.keep_draw)

@@ -15,65 +15,24 @@ For every prompt length L and depth d (percent), a needle sentence carrying a ra
 The model can run as trained, with naive RoPE extrapolation past its length, or with a
 training-free Dynamic NTK / linear scaling (`rope`, `rope_factor`; Index compared NTK x8).
 
-out_dir: cells.jsonl (one line per finished cell; a rerun continues from it), needle.json
-(config, cells, grids, summary), needle.md (tables), needle.png (length x depth heatmaps),
-DONE.json.
+This module builds the cases and scores them; the `needle` stage (lmforge.stages.needle)
+loads the model, runs the cells resumably and writes needle.json / needle.md / needle.png.
+`cfg` below is that stage's NeedleConfig.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from lmforge.config import ConfigError, check, to_dict
-from lmforge.model.config import MAX_POSITIONS
 
 DEFAULT_NEEDLE = "\nThe special magic number is {value}.\n"
 DEFAULT_QUESTION = "\n\nWhat is the special magic number mentioned above? The special magic number is"
-
-
-@dataclass
-class NeedleConfig:
-    checkpoint: str = ""           # step dir or run dir (its latest checkpoint)
-    tokenizer: str = ""            # tokenizer folder; "" = the one beside the checkpoint's run
-    haystack: str = ""             # token dataset folder, or text files/folders (jsonl, txt, parquet, html)
-    out_dir: str = "runs/needle"
-    lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096])   # prompt tokens
-    depths: list[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])   # percent
-    trials: int = 1                # different values / haystack offsets per cell
-    needle: str = DEFAULT_NEEDLE   # must contain {value} once
-    question: str = DEFAULT_QUESTION
-    value_digits: int = 6
-    distractors: int = 4           # other values ranked against the true one (0 = exact match only)
-    rope: Literal["model", "naive", "dynamic", "linear"] = "model"
-    rope_factor: float = 8.0
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        check(bool(self.checkpoint), "checkpoint", "set the checkpoint (or run dir) to evaluate")
-        check(bool(self.haystack), "haystack", "set a token dataset folder or text files for the haystack")
-        check(len(self.lengths) > 0 and all(1 <= n <= MAX_POSITIONS for n in self.lengths), "lengths",
-              f"need at least one length, each in [1, {MAX_POSITIONS}], got {self.lengths}")
-        check(len(self.depths) > 0 and all(0.0 <= d <= 100.0 for d in self.depths), "depths",
-              f"need depths in percent, 0..100, got {self.depths}")
-        check(self.needle.count("{value}") == 1, "needle", "must contain {value} exactly once")
-        check(self.trials >= 1, "trials", "must be >= 1")
-        check(1 <= self.value_digits <= 30, "value_digits", "must be in [1, 30]")
-        n_values = 10 if self.value_digits == 1 else 9 * 10 ** (self.value_digits - 1)
-        check(0 <= self.distractors < n_values, "distractors",
-              f"must be in [0, {n_values - 1}] ({self.value_digits}-digit values)")
-        check(self.rope_factor >= 1.0, "rope_factor", "must be >= 1")
-        self.lengths = sorted(set(self.lengths))
-        self.depths = sorted(set(float(d) for d in self.depths))
 
 
 @dataclass
@@ -103,7 +62,7 @@ class NeedleText:
     the tokens that follow the lead-in inside the needle: a model that copies can copy.
     """
 
-    def __init__(self, cfg: NeedleConfig, encode: Callable[[str], list[int]]):
+    def __init__(self, cfg, encode: Callable[[str], list[int]]):
         self.encode = encode
         before, self.after = cfg.needle.split("{value}")
         self.before = before.rstrip(" ")
@@ -128,7 +87,7 @@ class NeedleText:
             else str(rng.randrange(10))
 
 
-def build_cases(cfg: NeedleConfig, text: NeedleText, stream: np.ndarray) -> list[Case]:
+def build_cases(cfg, text: NeedleText, stream: np.ndarray) -> list[Case]:
     """One case per (length, depth, trial); values and haystack offsets from cfg.seed."""
     cases = []
     for length in cfg.lengths:
@@ -176,8 +135,8 @@ def haystack_stream(path: str, encode: Callable[[str], list[int]], need: int, se
                 if n >= need:
                     return np.concatenate(out)
     else:
-        from lmforge.data.documents import ErrorSink
-        from lmforge.data.readers import iter_documents
+        from lmforge.io.documents import ErrorSink
+        from lmforge.io.readers import iter_documents
         for doc in iter_documents(path, ErrorSink()):
             ids = encode(doc["text"]) + sep
             out.append(np.asarray(ids, dtype=np.int64))
@@ -185,7 +144,7 @@ def haystack_stream(path: str, encode: Callable[[str], list[int]], need: int, se
             if n >= need:
                 break
     if n == 0:
-        raise ConfigError(f"haystack: no text found in {path}")
+        raise ValueError(f"no text found in {path}")
     return np.concatenate(out)
 
 
@@ -198,20 +157,11 @@ def tail_logits(model, ids: torch.Tensor, n: int) -> torch.Tensor:
     For a lmforge Transformer only those n positions go through the LM head (at 32k tokens
     and a 65k vocabulary the full logits would take 8 GB); other modules are called whole.
     """
-    from lmforge.model.attention import build_mask
-    from lmforge.model.rope import compute_inv_freq, rope_cos_sin
     from lmforge.model.transformer import Transformer
 
     if not isinstance(model, Transformer):
         return model(ids)[:, -n:]
-    B, T = ids.shape
-    x = model.embed_tokens(ids)
-    pos = torch.arange(T, device=ids.device).expand(B, T)
-    cos, sin = rope_cos_sin(pos, compute_inv_freq(model.cfg, T, device=x.device), x.dtype)
-    mask = build_mask(model.cfg.attn_backend, None, B, T, x.device)
-    for layer in model.layers:
-        x = layer(x, cos, sin, mask)
-    return model.logits(x[:, -n:])
+    return model.tail_logits(ids, n)
 
 
 @torch.no_grad()
@@ -237,7 +187,7 @@ def score_case(model, case: Case, device) -> dict:
 # ------------------------------------------------------------------ results
 
 
-def grids(cfg: NeedleConfig, cells: list[dict]) -> dict:
+def grids(cfg, cells: list[dict]) -> dict:
     """Mean exact / rank accuracy / logprob per (length, depth), rows = lengths."""
     out = {"lengths": cfg.lengths, "depths": cfg.depths}
     for name, f in (("exact", lambda c: float(c["exact"])), ("rank_acc", lambda c: float(c["rank"] == 0)),
@@ -299,113 +249,3 @@ def plot_heatmap(path: Path, g: dict, title: str, with_rank: bool) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-# ------------------------------------------------------------------ the stage
-
-
-def settings_key(cfg: NeedleConfig) -> str:
-    """What the cells depend on (not out_dir/device): a rerun continues only if it matches."""
-    d = {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "device")}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def prepare(cfg: NeedleConfig):
-    """Model config, tokenizer, cases; every bad setting a ConfigError before the model loads."""
-    from lmforge.model.load import model_config_of, resolve_checkpoint, tokenizer_dir_of
-    from lmforge.model.rope import extension_config, usable_length
-    from lmforge.tokenizer.train import load_tokenizer, tokenizer_info
-
-    try:
-        step_dir = resolve_checkpoint(cfg.checkpoint)
-        mcfg = model_config_of(step_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"checkpoint: {e}") from None
-    mcfg = dataclasses.replace(extension_config(mcfg, cfg.rope, cfg.rope_factor), attn_backend="sdpa")
-    window = usable_length(mcfg) if cfg.rope == "model" else MAX_POSITIONS
-    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else tokenizer_dir_of(step_dir)
-    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
-        raise ConfigError(f"tokenizer: no tokenizer folder given and none beside {step_dir} (set tokenizer=DIR)")
-    tok = load_tokenizer(tok_dir)
-    info = tokenizer_info(tok_dir, tok)
-    if info["vocab_size"] > mcfg.vocab_size:
-        raise ConfigError(f"tokenizer: {tok_dir} has {info['vocab_size']} ids, the model only {mcfg.vocab_size}")
-    text = NeedleText(cfg, lambda s: tok.encode(s, add_special_tokens=False).ids)
-    overhead = text.max_overhead()
-    if overhead >= cfg.lengths[0]:
-        raise ConfigError(f"needle: needle + question + answer take {overhead} tokens, which does not fit in "
-                          f"length {cfg.lengths[0]} with any haystack; raise lengths or shorten needle/question")
-    longest = cfg.lengths[-1] + len(text.value_ids("9" * cfg.value_digits))
-    if longest > window:
-        raise ConfigError(f"lengths: {cfg.lengths[-1]} (+ answer) exceeds the model's max_seq_len "
-                          f"{mcfg.max_seq_len}; set rope=naive or rope=dynamic to extend without training")
-    sep = [info["eos_id"]] if info.get("eos_id") is not None else []
-    try:
-        stream = haystack_stream(cfg.haystack, text.encode, cfg.lengths[-1] * 2, sep)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"haystack: {e}") from None
-    if int(stream.max()) >= mcfg.vocab_size:
-        raise ConfigError(f"haystack: token id {int(stream.max())} is outside the model's vocabulary")
-    return step_dir, mcfg, build_cases(cfg, text, stream), len(stream)
-
-
-def load_cells(path: Path, key: str) -> dict[str, dict]:
-    """Finished cells of an earlier run with the same settings (a line cut by a kill is redone)."""
-    if not path.exists():
-        return {}
-    cells = {}
-    for line in path.read_text().splitlines():
-        try:
-            c = json.loads(line)
-        except ValueError:
-            continue
-        if c.get("settings") == key:
-            cells[c["key"]] = c
-    return cells
-
-
-def run(cfg: NeedleConfig, progress: bool = True, model=None) -> dict:
-    """Evaluate; `model` replaces the checkpoint's weights (tests: oracles with the same tokenizer)."""
-    from lmforge.model.transformer import Transformer
-    from lmforge.train import checkpoint as ckpt
-    from lmforge.train.trainer import resolve_device
-
-    out = Path(cfg.out_dir)
-    done = out / "DONE.json"
-    if done.exists():
-        return {**json.loads(done.read_text()), "skipped": True}
-    step_dir, mcfg, cases, stream_len = prepare(cfg)
-    device = resolve_device(cfg.device)
-    if model is None:
-        model = Transformer(mcfg)
-        ckpt.load_weights(step_dir, model)
-        if device.type == "cuda":
-            model = model.to(torch.bfloat16)
-    model = model.to(device).eval()
-    out.mkdir(parents=True, exist_ok=True)
-    key = settings_key(cfg)
-    cells_path = out / "cells.jsonl"
-    finished = load_cells(cells_path, key)
-    cells_path.write_text("".join(json.dumps(c) + "\n" for c in finished.values()))
-    todo = [c for c in cases if c.key not in finished]
-    with open(cells_path, "a") as f:
-        for case in tqdm(todo, desc="needle", unit="cell", disable=not progress):
-            cell = {**score_case(model, case, device), "settings": key}
-            f.write(json.dumps(cell) + "\n")
-            f.flush()
-            finished[case.key] = cell
-    cells = [finished[c.key] for c in cases]
-    g, summary = grids(cfg, cells), summarize(cells)
-    title = f"{step_dir} (rope: {cfg.rope}{'' if cfg.rope in ('model', 'naive') else f' x{cfg.rope_factor:g}'})"
-    rope_info = {"mode": cfg.rope, "rope_theta": mcfg.rope_theta, "max_seq_len": mcfg.max_seq_len,
-                 "rope_scaling": to_dict(mcfg.rope_scaling)}
-    result = {"config": to_dict(cfg), "checkpoint": str(step_dir), "rope": rope_info,
-              "haystack_tokens": stream_len, "summary": summary, "grid": g,
-              "cells": [{k: v for k, v in c.items() if k != "settings"} for c in cells]}
-    (out / "needle.json").write_text(json.dumps(result, indent=1))
-    write_markdown(out / "needle.md", g, summary, title)
-    plot_heatmap(out / "needle.png", g, title, with_rank=cfg.distractors > 0)
-    done_info = {**summary, "checkpoint": str(step_dir), "rope": cfg.rope, "lengths": cfg.lengths,
-                 "depths": cfg.depths, "needle_json": str(out / "needle.json")}
-    done.write_text(json.dumps(done_info, indent=1))
-    return done_info

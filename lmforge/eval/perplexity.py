@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lmforge.tokenizer.bytes import bytes_per_token, decoded_bytes, select_docs  # noqa: F401 (re-exported)
+
 LN2 = math.log(2.0)
 
 
@@ -118,23 +120,6 @@ def score_documents(model, docs: Sequence[Sequence[int]], seq_len: int, batch_si
     return [(float(n), int(c)) for n, c in zip(nats, counts)]
 
 
-def decoded_bytes(tokenizer, doc: Sequence[int]) -> int:
-    """UTF-8 bytes of a document's text (special tokens such as eos left out)."""
-    return len(tokenizer.decode([int(t) for t in doc], skip_special_tokens=True).encode("utf-8"))
-
-
-def select_docs(dataset, max_docs_per_domain: int = 0) -> dict[str, list[int]]:
-    """Global document indices per domain (the first max_docs_per_domain of each; 0 = all)."""
-    out = {}
-    for d, name in enumerate(dataset.domain_names):
-        ids = np.flatnonzero(dataset.doc_domain == d)
-        if max_docs_per_domain:
-            ids = ids[:max_docs_per_domain]
-        if len(ids):
-            out[name] = [int(i) for i in ids]
-    return out
-
-
 def perplexity(model, dataset, tokenizer=None, seq_len: int | None = None, batch_size: int = 8,
                max_docs_per_domain: int = 0, progress: bool = False) -> dict[str, dict]:
     """Per-domain {docs, tokens, bytes, nats, loss, ppl, bpb} on a TokenDataset, plus "all".
@@ -159,19 +144,6 @@ def perplexity(model, dataset, tokenizer=None, seq_len: int | None = None, batch
 def bpb_from_loss(loss_per_token: float, tokens: int, nbytes: int) -> float:
     """Convert a mean loss (nats per token) to bits per byte given the text's tokens/bytes."""
     return loss_per_token * tokens / nbytes / LN2
-
-
-def bytes_per_token(dataset, tokenizer, max_docs_per_domain: int = 200) -> dict[str, float]:
-    """Per-domain UTF-8 bytes per predicted token of a split: turns the trainer's val/<domain>
-    losses (nats/token, metrics.jsonl) into bits per byte: bpb = loss / bytes_per_token / ln 2."""
-    out = {}
-    for domain, ids in select_docs(dataset, max_docs_per_domain).items():
-        docs = [np.asarray(dataset.doc(i)) for i in ids]
-        tokens = sum(max(len(d) - 1, 0) for d in docs)
-        nbytes = sum(decoded_bytes(tokenizer, d) for d in docs)
-        if tokens:
-            out[domain] = nbytes / tokens
-    return out
 
 
 def val_bpb_metrics(model, data: str, tokenizer, seq_len: int | None = None, split: str = "val",

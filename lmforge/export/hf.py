@@ -1,4 +1,5 @@
-"""`lmforge export CHECKPOINT OUT/`: a Hugging Face folder transformers loads offline.
+"""Checkpoint -> a Hugging Face folder transformers loads offline (the `export` stage is
+lmforge.stages.export).
 
     config.json              the architecture (below), bos/eos/pad ids from the tokenizer
     model.safetensors        Norm-Head folded into lm_head.weight, padded vocab rows sliced off
@@ -8,61 +9,37 @@
     lmforge_export.json      where it came from (checkpoint, step, arch)
     DONE.json                the stage summary, written last (a rerun skips)
 
-Which transformers architecture (checked against the transformers 5.23 sources):
-- full rotary -> LlamaForCausalLM (the design's default).
-- partial rotary (StableLM 2's 25%) -> Phi3ForCausalLM. LlamaForCausalLM cannot do it:
-  its rotary embedding always rotates the whole head (`compute_default_rope_parameters`
-  ignores `partial_rotary_factor` and `apply_rotary_pos_emb` multiplies the full q/k),
-  and with a non-default rope_type the cos/sin come out rotary_dim wide and no longer
-  broadcast against the head. Phi-3 is our block (RMSNorm, SwiGLU, no biases) with fused
-  qkv_proj / gate_up_proj and an `apply_rotary_pos_emb` that rotates cos.shape[-1] dims.
-- partial rotary + rope scaling (dynamic NTK / linear) -> GlmForCausalLM, because
-  Phi3Config refuses every rope_type except default/longrope. GLM is the same block,
-  rotates interleaved pairs (the q/k rows are permuted on export, see convert.py) and
-  accepts any rope_type. All three give our logits (tests/test_export.py).
+Which transformers architecture: the first of llama, qwen2, qwen3, mistral, phi3, glm,
+stablelm, gemma that computes the same logits (model/hf_archs.py, docs/models.md): full
+rotary -> LlamaForCausalLM; partial rotary (StableLM 2's 25%) -> Phi3ForCausalLM, or
+GlmForCausalLM with rope scaling (Phi3Config refuses it), or StableLmForCausalLM with
+LayerNorm. tokenizer_config.json's model_max_length is the model's usable length
+(convert.hf_max_length: a Dynamic-NTK model's extended length, see docs/models.md).
 """
 from __future__ import annotations
 
 import json
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lmforge.config import check
-from lmforge.model.convert import export_arch, save_hf
+from lmforge.io.atomic import write_json
+from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of
-from lmforge.tokenizer.train import CHATML_TEMPLATE, load_tokenizer, tokenizer_info
+from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DONE = "DONE.json"
 
 
-@dataclass
-class ExportConfig:
-    """The export stage: a checkpoint (step-N folder, or a run folder: its latest) -> HF folder."""
-    checkpoint: str = ""
-    out_dir: str = ""
-    dtype: str | None = None         # float32 / bfloat16 / float16; None = the checkpoint's
-    tokenizer: str | None = None     # tokenizer folder; None = RUN_DIR/tokenizer beside the checkpoint
-
-    def __post_init__(self):
-        check(bool(self.checkpoint), "checkpoint", "required (a step-N folder or a run folder)")
-        check(bool(self.out_dir), "out_dir", "required (the folder to write)")
-        check(self.dtype is None or self.dtype in DTYPES, "dtype",
-              f"{self.dtype!r} is not one of {', '.join(DTYPES)}")
-
-
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, obj, indent=2)
 
 
-def export_tokenizer(tok_dir: Path, out: Path) -> dict:
-    """Copy the tokenizer files; make sure the transformers side has the ChatML template."""
+def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = None) -> dict:
+    """Copy the tokenizer files; make sure the transformers side has the ChatML template.
+    model_max_length: the model's usable length (convert.hf_max_length), replacing the tokenizer's."""
     shutil.copy2(tok_dir / "tokenizer.json", out / "tokenizer.json")
     info = tokenizer_info(tok_dir)
     tok = load_tokenizer(tok_dir)
@@ -70,9 +47,11 @@ def export_tokenizer(tok_dir: Path, out: Path) -> dict:
     cfg_path = tok_dir / "tokenizer_config.json"
     hf_cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     hf_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
-    if not hf_cfg.get("chat_template"):
-        hf_cfg["chat_template"] = CHATML_TEMPLATE
+    if not hf_cfg.get("chat_template") or hf_cfg["chat_template"] == CHATML_TEMPLATE_V1:
+        hf_cfg["chat_template"] = CHATML_TEMPLATE   # the current one has the TRL generation markers
     hf_cfg.setdefault("clean_up_tokenization_spaces", False)
+    if model_max_length is not None:
+        hf_cfg["model_max_length"] = model_max_length
     for k, v in names.items():
         hf_cfg.setdefault(f"{k}_token", v)
     _write_json(out / "tokenizer_config.json", hf_cfg)
@@ -89,13 +68,14 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None
            tokenizer: str | Path | None = None) -> Path:
     """Write the HF folder for a checkpoint (step-N folder or run folder). Returns out_dir.
 
-    Always rewrites (no skip); `run` is the stage wrapper that skips a finished folder.
+    Always rewrites (no skip); the export stage skips a finished folder.
     """
-    _export(checkpoint, out_dir, dtype, tokenizer)
+    export_info(checkpoint, out_dir, dtype, tokenizer)
     return Path(out_dir)
 
 
-def _export(checkpoint, out_dir, dtype, tokenizer) -> dict:
+def export_info(checkpoint, out_dir, dtype=None, tokenizer=None) -> dict:
+    """Write the folder; returns what was written (arch, dtype, step, n_params, ...)."""
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     model, step_dir = load_checkpoint(checkpoint)
@@ -109,7 +89,7 @@ def _export(checkpoint, out_dir, dtype, tokenizer) -> dict:
         (out / marker).unlink(missing_ok=True)
     arch = export_arch(model.cfg)
     save_hf(model, out, DTYPES[dtype] if dtype else None, arch=arch)
-    ids = export_tokenizer(tok_dir, out)
+    ids = export_tokenizer(tok_dir, out, hf_max_length(model.cfg))
     config = json.loads((out / "config.json").read_text())
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         config[key] = ids[key]
@@ -124,18 +104,3 @@ def _export(checkpoint, out_dir, dtype, tokenizer) -> dict:
             "n_params": sum(p.numel() for p in model.parameters())}
     _write_json(out / "lmforge_export.json", info)
     return info
-
-
-def run(cfg: ExportConfig, progress: bool = True) -> dict:
-    """The export stage (lmforge.stages contract): writes out_dir/DONE.json; a rerun skips."""
-    out = Path(cfg.out_dir)
-    if (out / DONE).is_file():
-        return {**json.loads((out / DONE).read_text()), "skipped": True}
-    t0 = time.perf_counter()
-    info = _export(cfg.checkpoint, out, cfg.dtype, cfg.tokenizer)   # an interrupted export is redone
-    summary = {**info, "out_dir": str(out), "seconds": round(time.perf_counter() - t0, 2),
-               "files": sorted(p.name for p in out.iterdir() if p.is_file())}
-    if progress:
-        print(f"exported {info['arch']} ({info['n_params']:,} parameters) to {out}")
-    _write_json(out / DONE, summary)
-    return summary

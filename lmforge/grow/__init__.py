@@ -1,5 +1,2 @@
-"""Depth up-scaling (Yi-9B, SOLAR): layer similarity on calibration text, duplicate a block
-of layers, write a checkpoint the trainer continues from. See lmforge/grow/stage.py."""
-from lmforge.grow.stage import GrowConfig, run
-
-__all__ = ["GrowConfig", "run"]
+"""Depth up-scaling (Yi-9B, SOLAR): layer similarity on calibration text and the duplication of a
+block of layers (lmforge.grow.depth). The `grow` stage is lmforge.stages.grow."""

@@ -3,6 +3,12 @@
 `load_recipe(path, overrides)` returns a `Recipe` whose stages carry their typed config
 (built with `lmforge.config.from_dict`, so a bad key fails as
 "recipe.yaml: stages[3].config.train.lr: ..."), or raises ConfigError before any work.
+
+A recipe is a graph: a stage depends on every stage its config names as `${stage}`
+(`${run}`, the run folder, means every earlier stage: the report reads them all), plus
+any listed under `after:`. Two stages that start from the same one are two branches
+(Index's pure and boost decays from one stable checkpoint); `--target STAGE` runs only
+what STAGE needs.
 """
 from __future__ import annotations
 
@@ -18,12 +24,12 @@ from typing import Any
 
 from lmforge.config import ConfigError, from_dict, parse_override, read_yaml, to_dict
 
-from .stages import StageKind, KINDS, load_kind
+from .registry import KINDS, StageKind, load_kind
 
 REF = re.compile(r"\$\{([^}]*)\}")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 TOP_KEYS = ("name", "out_dir", "device", "stages")
-STAGE_KEYS = ("name", "kind", "config")
+STAGE_KEYS = ("name", "kind", "config", "after")
 
 
 @dataclass
@@ -34,6 +40,7 @@ class RecipeStage:
     config: Any            # the stage's typed config
     run: Any               # its run(cfg, progress) function
     spec: StageKind
+    deps: list[str] = dataclasses.field(default_factory=list)   # stages it reads, in recipe order
 
     def fingerprint(self) -> str:
         blob = json.dumps(to_dict(self.config), sort_keys=True, default=str)
@@ -47,6 +54,21 @@ class Recipe:
     source: str
     stages: list[RecipeStage]
     device: str | None = None
+    smoke: dict | None = None     # set by --smoke: the factors every stage was shrunk by
+
+    def stage(self, name: str) -> RecipeStage:
+        return self.stages[self.index(name)]
+
+    def needs(self, name: str) -> list[str]:
+        """`name` and every stage it depends on, directly or not, in recipe order."""
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo += self.stage(n).deps
+        return [s.name for s in self.stages if s.name in seen]
 
     def index(self, name: str) -> int:
         for i, s in enumerate(self.stages):
@@ -78,12 +100,13 @@ def apply_recipe_overrides(data: dict, overrides: list[str], source: str) -> dic
     return data
 
 
-def expand(value: Any, dirs: dict[str, str], key: str, source: str) -> Any:
-    """Replace `${stage}` in every string of a config tree by that stage's out_dir."""
+def expand(value: Any, dirs: dict[str, str], key: str, source: str, refs: set[str] | None = None) -> Any:
+    """Replace `${stage}` in every string of a config tree by that stage's out_dir (the names
+    found are added to `refs`)."""
     if isinstance(value, dict):
-        return {k: expand(v, dirs, f"{key}.{k}", source) for k, v in value.items()}
+        return {k: expand(v, dirs, f"{key}.{k}", source, refs) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand(v, dirs, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return [expand(v, dirs, f"{key}[{i}]", source, refs) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -93,6 +116,8 @@ def expand(value: Any, dirs: dict[str, str], key: str, source: str) -> Any:
             known = ", ".join(k for k in dirs if k != "run") or "none"
             raise ConfigError(f"{source}: {key}: ${{{ref}}} names no earlier stage (earlier: {known}; "
                               "or ${run} for the run folder)")
+        if refs is not None:
+            refs.add(ref)
         return dirs[ref]
     return REF.sub(sub, value)
 
@@ -117,7 +142,7 @@ def apply_device(cfg: dict, cls: type, device: str | None) -> dict:
     return cfg
 
 
-def _stage_entry(raw: Any, i: int, source: str) -> tuple[str, str, dict]:
+def _stage_entry(raw: Any, i: int, source: str) -> tuple[str, str, dict, list[str]]:
     where = f"{source}: stages[{i}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with name, kind, config")
@@ -133,7 +158,12 @@ def _stage_entry(raw: Any, i: int, source: str) -> tuple[str, str, dict]:
     cfg = raw.get("config") or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}.config: expected a mapping, got {cfg!r}")
-    return name, kind, cfg
+    after = raw.get("after") or []
+    if isinstance(after, str):
+        after = [after]
+    if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
+        raise ConfigError(f"{where}.after: expected a list of stage names, got {after!r}")
+    return name, kind, cfg, after
 
 
 def build_recipe(data: dict, source: str = "<recipe>") -> Recipe:
@@ -153,24 +183,40 @@ def build_recipe(data: dict, source: str = "<recipe>") -> Recipe:
     dirs: dict[str, str] = {"run": run_dir}
     stages: list[RecipeStage] = []
     for i, raw in enumerate(raws):
-        sname, kind, cfg = _stage_entry(raw, i, source)
+        sname, kind, cfg, after = _stage_entry(raw, i, source)
         if sname in dirs:
             raise ConfigError(f"{source}: stages[{i}].name: stage {sname!r} appears twice")
+        for a in after:
+            if a not in dirs or a == "run":
+                raise ConfigError(f"{source}: stages[{i}].after: {a!r} names no earlier stage")
         cls, fn = load_kind(kind, f"{source}: stages[{i}] ({sname})")
         spec = KINDS[kind]
         key = f"stages[{i}].config"
-        cfg = expand(copy.deepcopy(cfg), dirs, key, source)
+        refs: set[str] = set(after)
+        cfg = expand(copy.deepcopy(cfg), dirs, key, source, refs)
+        if "run" in refs:
+            refs.discard("run")
+            refs |= {s.name for s in stages}
         cfg.setdefault(spec.out_key, str(Path(run_dir) / sname))
         cfg = apply_device(cfg, cls, device)
         typed = from_dict(cls, cfg, source=source, prefix=key)
         out_dir = str(getattr(typed, spec.out_key))
         dirs[sname] = out_dir
-        stages.append(RecipeStage(sname, kind, out_dir, typed, fn, spec))
+        deps = [s.name for s in stages if s.name in refs]
+        stages.append(RecipeStage(sname, kind, out_dir, typed, fn, spec, deps))
     return Recipe(name, run_dir, source, stages, device)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override, resolve and type-check a recipe (no stage runs)."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> Recipe:
+    """Read, override, resolve and type-check a recipe (no stage runs). `smoke`: every stage
+    shrunk (lmforge.recipe.smoke) and the run folder moved to RUN_DIR-smoke."""
     source = str(path)
     data = apply_recipe_overrides(read_yaml(path), overrides or [], source)
-    return build_recipe(data, source)
+    if smoke and isinstance(data, dict):
+        name = data.get("name")
+        data["out_dir"] = (data.get("out_dir") or f"runs/{name}") + "-smoke"
+    recipe = build_recipe(data, source)
+    if smoke:
+        from .smoke import smoke_recipe
+        smoke_recipe(recipe)
+    return recipe

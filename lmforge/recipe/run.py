@@ -22,9 +22,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from lmforge.config import ConfigError
+from lmforge.io.atomic import write_json
 
 from .config import Recipe, RecipeStage, load_recipe
-from .stages import write_json
+from .lock import RunLock
 
 
 def _scalar_items(summary: dict, limit: int = 8) -> str:
@@ -47,10 +48,10 @@ class Ledger:
             except (ValueError, KeyError, TypeError):
                 old = {}
         self.data = {"name": recipe.name, "recipe": recipe.source, "run_dir": recipe.run_dir,
-                     "stages": []}
+                     "smoke": recipe.smoke, "stages": []}
         for st in recipe.stages:
             prev = old.get(st.name, {})
-            entry = {"name": st.name, "kind": st.kind, "out_dir": st.out_dir,
+            entry = {"name": st.name, "kind": st.kind, "out_dir": st.out_dir, "deps": st.deps,
                      "status": prev.get("status", "pending"), "seconds": prev.get("seconds"),
                      "cpu_seconds": prev.get("cpu_seconds"),
                      "fingerprint": prev.get("fingerprint")}
@@ -70,8 +71,14 @@ class Ledger:
             write_json(self.path, self.data)
 
 
-def select(recipe: Recipe, only: list[str] | None, start: str | None, until: str | None) -> list[int]:
-    """Indices of the stages to run (`--only a,b`, or `--from A` / `--until B`, inclusive)."""
+def select(recipe: Recipe, only: list[str] | None, start: str | None, until: str | None,
+           target: str | None = None) -> list[int]:
+    """Indices of the stages to run: `--target T` (T and all it needs), `--only a,b`, or
+    `--from A` / `--until B` (inclusive)."""
+    if target:
+        if only or start or until:
+            raise ConfigError("--target cannot be combined with --only/--from/--until")
+        return [recipe.index(n) for n in recipe.needs(target)]
     if only:
         names = [n.strip() for item in only for n in item.split(",") if n.strip()]
         return sorted({recipe.index(n) for n in names})
@@ -157,22 +164,52 @@ def run_stage(st: RecipeStage, i: int, n: int, ledger: Ledger, ranks: Ranks, pro
     return summary
 
 
+def finished(st: RecipeStage, ledger: Ledger) -> bool:
+    """Has this stage's output been completed (by this run folder's ledger or its own marker)?"""
+    out = Path(st.out_dir)
+    if ledger.entry(st.name).get("status") == "done" and out.exists():
+        return True
+    markers = {"encode": "meta.json", "tokenizer": "tokenizer.json"}
+    return (out / "DONE.json").is_file() or (st.kind in markers and (out / markers[st.kind]).is_file())
+
+
+def check_order(recipe: Recipe, todo: list[int], ledger: Ledger) -> None:
+    """A selected stage whose input stage neither runs now nor has finished: say which to run first."""
+    chosen = {recipe.stages[i].name for i in todo}
+    for i in todo:
+        st = recipe.stages[i]
+        for dep in st.deps:
+            if dep not in chosen and not finished(recipe.stage(dep), ledger):
+                raise ConfigError(f"stage {st.name} needs {dep}, which has not finished in {recipe.run_dir}: "
+                                  f"run it first (--target {st.name} runs {st.name} and everything it needs)")
+
+
 def run_recipe(recipe: Recipe, only: list[str] | None = None, start: str | None = None,
-               until: str | None = None, progress: bool = True, log=print) -> dict:
+               until: str | None = None, progress: bool = True, log=print, target: str | None = None) -> dict:
     """Run the selected stages in order; returns the recipe.json content."""
-    todo = select(recipe, only, start, until)
+    todo = select(recipe, only, start, until, target)
     ranks = Ranks()
     ledger = Ledger(recipe, write=ranks.is_main)
-    if ranks.is_main:
-        Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
-        ledger.save()
-    t0 = time.perf_counter()
-    for i in todo:
-        run_stage(recipe.stages[i], i, len(recipe.stages), ledger, ranks, progress, log)
-    if ranks.is_main:
-        log(f"== {recipe.name}: {len(todo)} stage(s) in {time.perf_counter() - t0:.1f}s; "
-            f"status in {ledger.path}")
-        log(format_table(ledger.data))
+    check_order(recipe, todo, ledger)
+    lock = RunLock(recipe.run_dir, log) if ranks.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if ranks.is_main:
+            ledger.save()
+            if recipe.smoke:
+                log(f"== SMOKE RUN of {recipe.source}: every stage shrunk (factors {recipe.smoke}); "
+                    f"numbers from it say nothing about the model")
+        t0 = time.perf_counter()
+        for i in todo:
+            run_stage(recipe.stages[i], i, len(recipe.stages), ledger, ranks, progress, log)
+        if ranks.is_main:
+            log(f"== {recipe.name}: {len(todo)} stage(s) in {time.perf_counter() - t0:.1f}s; "
+                f"status in {ledger.path}")
+            log(format_table(ledger.data))
+    finally:
+        if lock is not None:
+            lock.release()
     return ledger.data
 
 
@@ -195,23 +232,39 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="run only these stages (repeatable or comma-separated)")
     p.add_argument("--from", dest="start", default=None, metavar="NAME", help="start at this stage")
     p.add_argument("--until", default=None, metavar="NAME", help="stop after this stage")
-    p.add_argument("--check", action="store_true", help="validate the recipe and list its stages; run nothing")
+    p.add_argument("--target", default=None, metavar="NAME",
+                   help="run NAME and only the stages it needs (finished ones skip)")
+    p.add_argument("--smoke", action="store_true",
+                   help="every stage shrunk by one common factor to run in minutes on CPU (into RUN_DIR-smoke)")
+    p.add_argument("--check", action="store_true",
+                   help="validate the whole recipe (each stage and how they fit) and list it; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def command(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
+    from .check import check_recipe
+    recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
     if args.only and (args.start or args.until):
         raise ConfigError("--only cannot be combined with --from/--until")
+    todo = set(select(recipe, args.only, args.start, args.until, args.target))
+    problems = check_recipe(recipe)
     if args.check:
-        todo = set(select(recipe, args.only, args.start, args.until))
         for i, st in enumerate(recipe.stages):
             mark = "run " if i in todo else "skip"
-            print(f"{mark} {st.name:14s} {st.kind:10s} -> {st.out_dir}")
+            after = f"  <- {', '.join(st.deps)}" if st.deps else ""
+            print(f"{mark} {st.name:14s} {st.kind:10s} -> {st.out_dir}{after}")
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            print(f"{recipe.source}: {len(problems)} problem(s); nothing was run", file=sys.stderr)
+            return 2
         print(f"{recipe.source}: ok ({len(recipe.stages)} stages, run dir {recipe.run_dir})")
         return 0
+    if problems:
+        more = f" (and {len(problems) - 1} more: --check lists them)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0].removeprefix(f"{recipe.source}: ") + more)
     _sigterm_as_interrupt()
-    run_recipe(recipe, args.only, args.start, args.until, progress=not args.quiet)
+    run_recipe(recipe, args.only, args.start, args.until, progress=not args.quiet, target=args.target)
     return 0
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.report import plots
-from lmforge.report.collect import Stage, discover
+from lmforge.report.collect import Stage, discover, recipe_meta
 from lmforge.report.tables import Table, eval_table_list, to_html, to_markdown
 
 
@@ -36,12 +36,23 @@ def _last(records: list[dict], key: str):
 
 
 def overview(stages: list[Stage]) -> Table:
-    t = Table("Stages", ["stage", "kind", "status", "steps", "final loss", "final val loss", "tokens seen", "folder"])
+    t = Table("Stages", ["stage", "kind", "reads", "status", "seconds", "steps", "final loss", "final val loss",
+                         "tokens seen", "folder"])
     for st in stages:
         recs = st.train_records
-        t.rows.append([st.name, st.kind or "-", st.status or "-", _last(recs, "step"), _last(recs, "loss"),
-                       _last(st.metrics, "val/mean"), _last(recs, "tokens_seen"), str(st.dir)])
+        reads = ", ".join(st.deps) if st.kind != "report" else "all"
+        t.rows.append([st.name, st.kind or "-", reads or "-", st.status or "-", st.seconds, _last(recs, "step"),
+                       _last(recs, "loss"), _last(st.metrics, "val/mean"), _last(recs, "tokens_seen"), str(st.dir)])
     return t
+
+
+def smoke_note(meta: dict) -> str:
+    f = meta.get("smoke") or {}
+    return ("SMOKE RUN: every stage of the recipe ran shrunk by common factors (lengths x{length:.4g}, steps "
+            "x{steps:.4g}, depth x{depth:.3g}, width {width}, vocabulary {vocab}, SFT/DPO at most {max_steps_cap} "
+            "steps) to prove the pipeline end to end; its losses and scores say nothing about the model the "
+            "recipe trains.").format(**{"length": 1, "steps": 1, "depth": 1, "width": "-", "vocab": "-",
+                                         "max_steps_cap": "-", **f})
 
 
 def training_section(stages: list[Stage], out: Path) -> Section | None:
@@ -160,6 +171,132 @@ def grow_section(stages: list[Stage], out: Path) -> Section | None:
     return sec
 
 
+def _removed(step: dict) -> str:
+    return ", ".join(f"{k} {v['docs']}" for k, v in step.get("removed", {}).items()) or "-"
+
+
+def _added(step: dict) -> str:
+    parts = [f"{k} {v['docs']}" if v.get("docs") else f"{k} (+{v.get('bytes', 0)} bytes)"
+             for k, v in step.get("added", {}).items()]
+    return ", ".join(parts) or "-"
+
+
+def _distribution_plots(st: Stage, steps: list[dict], out: Path) -> list:
+    """Before/after plots of what the balancing steps balance: tasks, clusters, system prompts."""
+    blocks = []
+    by_name = {s.get("step"): s for s in steps}
+    wanted = (("task_mix", "task_before", "task_after", "Conversations per task (task weights / caps)"),
+              ("source_mix", "source_before", "source_after", "Conversations per source (source weights / caps)"),
+              ("diversity", "cluster_sizes_before", "cluster_sizes_after",
+               "Conversations per prompt cluster (diversity sampling)"),
+              ("system_assign", "system_before", "system_after", "System prompts (designed ones assigned)"),
+              ("system_balance", "system_before", "system_after", "System prompts (no one dominates)"))
+    for name, b, a, title in wanted:
+        d = by_name.get(name, {}).get("details", {})
+        if isinstance(d.get(b), dict) and d[b]:
+            p = plots.before_after(d[b], d.get(a) or {}, out / f"sft_{_slug(st.name)}_{name}.png", title)
+            if p:
+                blocks.append(p)
+        if name == "diversity" and isinstance(d.get("cluster_terms"), dict):
+            blocks.append(Table(f"{st.name}: prompt clusters", ["cluster", "before", "after", "top terms"],
+                                [[c, d[b].get(c), (d.get(a) or {}).get(c), " ".join(terms)]
+                                 for c, terms in d["cluster_terms"].items()]))
+    return blocks
+
+
+def sftdata_section(stages: list[Stage], out: Path) -> Section | None:
+    cur = [s for s in stages if isinstance(s.sftdata, dict) and isinstance(s.sftdata.get("steps"), list)]
+    if not cur:
+        return None
+    sec = Section("sftdata", "SFT data funnel",
+                  "What each SFT curation step kept, added and removed, by reason (each step reads what the "
+                  "previous one kept; in + added = kept + removed): prompt dedup, scoring by a reward model or "
+                  "the model as judge, source/task weights, diversity sampling over prompt clusters (Index) "
+                  "and system-prompt balance (Yi).")
+    for st in cur:
+        steps = [s for s in st.sftdata["steps"] if isinstance(s, dict) and "in" in s and "kept" in s]
+        p = plots.sft_funnel(steps, out / f"sft_funnel_{_slug(st.name)}.png", f"SFT data funnel ({st.name})")
+        if p:
+            sec.blocks.append(p)
+        t = Table(f"{st.name}: per step", ["step", "conversations in", "added", "kept", "kept %", "bytes in",
+                                            "bytes kept", "removed by reason"])
+        for s in steps:
+            din, dk = s["in"]["docs"], s["kept"]["docs"]
+            t.rows.append([s.get("step"), din, _added(s), dk, f"{100 * dk / din:.1f}%" if din else "-",
+                           s["in"]["bytes"], s["kept"]["bytes"], _removed(s)])
+        sec.blocks.append(t)
+        score = next((s for s in steps if s.get("step") == "score"), None)
+        if score and score.get("details", {}).get("score_quantiles"):
+            q = score["details"]["score_quantiles"]
+            sec.blocks.append(Table(f"{st.name}: scores ({score['details'].get('scorer', '?')})",
+                                    ["quantile", *q.keys()], [["score", *q.values()]]))
+        sec.blocks.extend(_distribution_plots(st, steps, out))
+        final = st.sftdata.get("final", {})
+        if isinstance(final.get("task"), dict):
+            sec.blocks.append(Table(f"{st.name}: curated set by task", ["task", "conversations"],
+                                    [[k, v] for k, v in final["task"].items()]))
+    return sec
+
+
+def sftgrid_section(stages: list[Stage], out: Path) -> Section | None:
+    grids = [s for s in stages if isinstance(s.sftgrid, dict) and isinstance(s.sftgrid.get("points"), list)]
+    if not grids:
+        return None
+    sec = Section("sftgrid", "SFT task-mix grid search",
+                  "One short SFT per task mix from the same checkpoint, each scored on held-out conversations "
+                  "of every task (reply loss, nats per reply token; MCQ accuracy where given); the best mix is "
+                  "chosen by the stated rule (Yi chose its SFT task-mix ratios by grid search).")
+    for st in grids:
+        g = st.sftgrid
+        tasks = g.get("tasks", [])
+        mcq_tasks = sorted({t for p in g["points"] for t in (p.get("mcq") or {})})
+        sec.blocks.append(f"{st.name}: rule {g.get('rule')}: {g.get('rule_text', '')}. Chosen: point "
+                          f"{g.get('best')} ({g.get('best_label')}), {g.get('size')} conversations per point, "
+                          f"{g.get('heldout_per_task')} held out per task.")
+        p = plots.grid_heatmap(g, out / f"sftgrid_{_slug(st.name)}.png")
+        if p:
+            sec.blocks.append(p)
+        t = Table(f"{st.name}: grid", ["point", "mix", *[f"loss {x}" for x in tasks],
+                                        *[f"acc_norm {x}" for x in mcq_tasks], "rule score", "chosen"])
+        for i, pt in enumerate(g["points"]):
+            t.rows.append([i, pt.get("label"), *[pt["heldout"].get(x, {}).get("loss") for x in tasks],
+                           *[(pt.get("mcq") or {}).get(x, {}).get("acc_norm") for x in mcq_tasks],
+                           (pt.get("score") or [None])[0], i == g.get("best")])
+        sec.blocks.append(t)
+    return sec
+
+
+def longstudy_section(stages: list[Stage], out: Path) -> Section | None:
+    from lmforge.report.longstudy import study_blocks
+
+    studies = [s for s in stages if s.longstudy]
+    if not studies:
+        return None
+    sec = Section("longstudy", "Long-context study",
+                  "Index-1.9B-32K's comparison: validation perplexity by context length for each checkpoint and "
+                  "RoPE setting (trained, naive extrapolation, Dynamic NTK, other bases), needle retrieval by "
+                  "length and depth side by side, and what the long stages cost at short context (the seesaw).")
+    for st in studies:
+        sec.blocks.append(f"{st.name}: baseline {st.longstudy.get('baseline')}.")
+        sec.blocks.extend(study_blocks(st.longstudy, out, _slug(st.name)))
+    return sec
+
+
+def refusals_section(stages: list[Stage], out: Path) -> Section | None:
+    from lmforge.report.refusals import refusal_blocks
+
+    found = [s for s in stages if s.refusals]
+    if not found:
+        return None
+    sec = Section("refusals", "Model-written refusals",
+                  "Index-1.9B builds its safety pairs from refusals the SFT model writes itself (prompted to "
+                  "refuse), because human-written refusals have a much higher perplexity under the SFT model. "
+                  "Perplexity of the refusal replies under the SFT model, per kind.")
+    for st in found:
+        sec.blocks.extend(refusal_blocks(st.refusals, out, _slug(st.name)))
+    return sec
+
+
 # ------------------------------------------------------------------ rendering
 
 CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -222,12 +359,18 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     for old in out.glob("*.png"):  # plots of a previous report that may no longer apply
         old.unlink()
     problems += [p for st in stages for p in st.problems]
-    ov = Section("overview", "Overview", f"Run folder {run_dir}. Stages in pipeline order; a stage without "
-                                         f"output is listed as missing and left out below.", [overview(stages)])
+    meta = recipe_meta(run_dir)
+    blocks: list = [smoke_note(meta)] if meta.get("smoke") else []
+    graph = plots.recipe_graph(stages, out / "recipe_graph.png")
+    blocks += ([graph] if graph else []) + [overview(stages)]
+    ov = Section("overview", "Overview", f"Run folder {run_dir}. Stages in recipe order; a stage without "
+                                         f"output is listed as missing and left out below.", blocks)
     sections = [ov] + [s for s in (training_section(stages, out), data_section(stages, out),
-                                   mixture_section(stages, out), eval_section(stages, out),
+                                   mixture_section(stages, out), sftdata_section(stages, out),
+                                   sftgrid_section(stages, out), eval_section(stages, out),
+                                   longstudy_section(stages, out), refusals_section(stages, out),
                                    grow_section(stages, out)) if s]
-    title = f"lmforge run report: {name}"
+    title = f"lmforge run report: {name}" + (" (SMOKE RUN)" if meta.get("smoke") else "")
     (out / "report.html").write_text(render_html(title, sections, out, problems), encoding="utf-8")
     (out / "report.md").write_text(render_md(title, sections, out, problems), encoding="utf-8")
     images = sorted(p.name for s in sections for p in s.blocks if isinstance(p, Path))

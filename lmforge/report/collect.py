@@ -24,13 +24,20 @@ class Stage:
     needle: dict | None = None                            # needle.json
     needle_png: Path | None = None
     grow: dict | None = None                              # {"file", "similarity": [..], "raw"}
+    longstudy: dict | None = None                         # longstudy.json (lmforge longstudy)
+    refusals: dict | None = None                          # refusals.json (dpo: model-written refusals)
     done: dict | None = None                              # DONE.json summary
+    sftdata: dict | None = None                           # sftdata.json (SFT data curation funnel)
+    sftgrid: dict | None = None                           # grid.json (SFT task-mix grid search)
     problems: list[str] = field(default_factory=list)     # unreadable files, named
+    deps: list[str] = field(default_factory=list)         # the stages it reads (recipe.json)
+    seconds: float | None = None                          # wall time of its run (recipe.json)
 
     @property
     def has_content(self) -> bool:
         return bool(self.metrics or self.mixture or self.data_steps or self.eval or self.needle
-                    or self.needle_png or self.grow or self.done)
+                    or self.needle_png or self.grow or self.done or self.longstudy or self.sftdata
+                    or self.sftgrid)
 
     @property
     def train_records(self) -> list[dict]:
@@ -92,7 +99,9 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
             stats = _json(sub / "stats.json", p)
             if isinstance(stats, dict) and "in" in stats:
                 st.data_steps.append({"dir": sub.name, **stats})
-    for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done")):
+    for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done"),
+                    ("longstudy.json", "longstudy"), ("refusals.json", "refusals"),
+                    ("sftdata.json", "sftdata"), ("grid.json", "sftgrid")):
         if (folder / f).is_file():
             setattr(st, attr, _json(folder / f, p))
     if (folder / "needle.png").is_file():
@@ -112,12 +121,18 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
 
 
 def guess_kind(st: Stage) -> str:
+    if st.sftdata is not None:
+        return "sftdata"
+    if st.sftgrid is not None:
+        return "sftgrid"
     if st.data_steps:
         return "data"
     if st.eval is not None:
         return "eval"
     if st.needle is not None or st.needle_png:
         return "needle"
+    if st.longstudy is not None:
+        return "longstudy"
     if st.grow:
         return "grow"
     if st.metrics:
@@ -144,7 +159,10 @@ def discover(run_dir: str | Path) -> tuple[str, list[Stage], list[str]]:
             status = s.get("status", "")
             if s.get("kind") == "report" and status == "running":
                 status = "this report"   # the report is being written by this very stage
-            stages.append(load_stage(name, out, s.get("kind", ""), status))
+            st = load_stage(name, out, s.get("kind", ""), status)
+            st.deps = [str(d) for d in s.get("deps") or []]
+            st.seconds = s.get("seconds")
+            stages.append(st)
         return data.get("name") or run_dir.name, stages, problems
     single = load_stage(run_dir.name, run_dir)
     if single.has_content:
@@ -165,3 +183,13 @@ def normalise_mixture(mix, name: str) -> list[dict] | None:
         return [{"stage": name, "tokens": tokens, "share": {k: v / total for k, v in tokens.items()},
                  "target_pretraining_share": mix.get("target_pretraining_share")}]
     return None
+
+
+def recipe_meta(run_dir: str | Path) -> dict:
+    """recipe.json's run-level facts (name, recipe path, smoke factors), or {}."""
+    path = Path(run_dir) / "recipe.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: data.get(k) for k in ("name", "recipe", "smoke")} if isinstance(data, dict) else {}

@@ -90,6 +90,8 @@ def _load(path: str, specials_in_text: bool):
 
 
 def _init_worker(path: str, specials_in_text: bool) -> None:
+    from lmforge.workers import quiet_worker
+    quiet_worker()
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     global _TOK
     _TOK = _load(path, specials_in_text)
@@ -274,8 +276,8 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
     """Encode `cfg.inputs` into token shards under `cfg.out_dir`; returns the stats."""
     from tqdm import tqdm
 
-    from lmforge.data.documents import ErrorSink
-    from lmforge.data.readers import iter_documents
+    from lmforge.io.documents import ErrorSink
+    from lmforge.io.readers import iter_documents
 
     from .train import load_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 

@@ -147,7 +147,7 @@ def new_embedding_rows(old_weight, n_new: int):
 
 def run_extend(cfg: ExtendConfig, progress: bool = True) -> dict:
     """The `extend` stage: writes a tokenizer folder like `train` does."""
-    from lmforge.data.documents import ErrorSink
+    from lmforge.io.documents import ErrorSink
 
     from .train import is_complete, iter_texts, load_tokenizer, save_tokenizer, tokenizer_file, \
         tokenizer_info, vocab_len

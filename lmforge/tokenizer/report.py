@@ -114,8 +114,8 @@ def run_report(cfg: ReportConfig) -> tuple[list[dict], Path]:
     """Compute the report over `cfg.inputs`, save json, return (rows, json path)."""
     from itertools import islice
 
-    from lmforge.data.documents import ErrorSink
-    from lmforge.data.readers import iter_documents
+    from lmforge.io.documents import ErrorSink
+    from lmforge.io.readers import iter_documents
 
     from .train import load_tokenizer, tokenizer_file
 

@@ -39,9 +39,29 @@ from lmforge.config import ConfigError, check, to_dict
 SIDE_FILE = "lmforge_tokenizer.json"
 N_BYTES = 256
 
-# ChatML (Yi, Qwen). Kept identical to what `lmforge.align` formats, so a model sees the
-# same ids in SFT as through `tokenizer.apply_chat_template`.
+# ChatML (Yi, Qwen). Renders exactly what `lmforge.align` formats, so a model sees the
+# same ids in SFT as through `tokenizer.apply_chat_template`. For TRL / transformers:
+# - `{% generation %}` marks each assistant reply and its <|im_end|> (what our SFT trains on),
+#   so apply_chat_template(..., return_assistant_tokens_mask=True) gives our reply mask;
+# - content may be a string or a list of text parts ([{"type": "text", "text": ...}], joined
+#   with nothing between them, as lmforge.align.formats does); any other part is refused;
+# - `tools=` is refused (raise_exception): ChatML here has no tool-call format, and
+#   silently dropping the tools would train or prompt the model without them.
 CHATML_TEMPLATE = (
+    "{% if tools %}{{ raise_exception('tools are not supported by this ChatML template') }}{% endif %}"
+    "{% macro content(c) %}{% if c is string %}{{ c }}{% else %}{% for part in c %}"
+    "{% if part['type'] != 'text' %}{{ raise_exception('only text content parts are supported') }}{% endif %}"
+    "{{ part['text'] }}{% endfor %}{% endif %}{% endmacro %}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ content(message['content']) + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% else %}{{ content(message['content']) + '<|im_end|>' + '\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# The template before the generation markers: folders saved with it get the current one on export.
+CHATML_TEMPLATE_V1 = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
@@ -126,7 +146,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str],
 
 def iter_texts(inputs, errors=None, max_bytes: int = 0, stats: dict | None = None) -> Iterator[str]:
     """Texts of the documents under `inputs`, stopping after `max_bytes` (0 = all)."""
-    from lmforge.data.readers import iter_documents
+    from lmforge.io.readers import iter_documents
 
     stats = stats if stats is not None else {}
     stats.setdefault("docs", 0)
@@ -229,9 +249,13 @@ def tokenizer_info(path: str | Path, tok=None) -> dict:
         return tok.token_to_id(v) if isinstance(v, str) else None
 
     n = vocab_len(tok)
+    eos, pad = tid("eos_token"), tid("pad_token")
+    # Many released tokenizers (Llama, Mistral) declare no pad token; padding is never a
+    # target and never attended to, so eos can stand in (as TRL and LLaMA-Factory do).
     return {"vocab_size": n, "padded_vocab_size": padded_vocab_size(n), "pad_multiple": 64,
-            "bos_id": tid("bos_token"), "eos_id": tid("eos_token"), "pad_id": tid("pad_token"),
-            "special_tokens": {}}
+            "bos_id": tid("bos_token"), "eos_id": eos, "pad_id": eos if pad is None else pad,
+            "pad_is_eos": pad is None and eos is not None,
+            "special_tokens": {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}}
 
 
 def is_complete(out_dir: str | Path) -> bool:
@@ -240,7 +264,7 @@ def is_complete(out_dir: str | Path) -> bool:
 
 def run_train(cfg: TrainConfig, progress: bool = True) -> dict:
     """The `train` stage: skips a finished folder unless `overwrite`."""
-    from lmforge.data.documents import ErrorSink
+    from lmforge.io.documents import ErrorSink
 
     out = Path(cfg.out_dir)
     if is_complete(out) and not cfg.overwrite:

@@ -76,10 +76,16 @@ class SequentialDocs:
 
 
 class PackedLoader:
-    """Yields micro-batches {input_ids, labels, position_ids, doc_ids} of shape [B, T] (int64)."""
+    """Yields micro-batches {input_ids, labels, position_ids, doc_ids} of shape [B, T] (int64).
 
-    def __init__(self, dataset: TokenDataset, seq_len: int, batch_size: int, sampler: DocSampler):
+    pack=False (Index-32K's "no packing" ablation): one document per row, the rest of the
+    row padded; a document longer than the row continues in the next row, alone again.
+    """
+
+    def __init__(self, dataset: TokenDataset, seq_len: int, batch_size: int, sampler: DocSampler,
+                 pack: bool = True):
         self.ds, self.seq_len, self.batch_size, self.sampler = dataset, seq_len, batch_size, sampler
+        self.pack = pack
         self.doc: int | None = None   # current document (global index) and how far into it we are
         self.offset = 0
         self.tokens_by_domain = np.zeros(len(dataset.domain_names), dtype=np.int64)
@@ -124,6 +130,8 @@ class PackedLoader:
             self.tokens_by_domain[self.ds.doc_domain[self.doc]] += n
             self.offset += n
             filled, seg = filled + n, seg + 1
+            if not self.pack:
+                break
         if filled == 0:
             return None
         labels = np.full(T, -100, dtype=np.int64)
@@ -149,10 +157,10 @@ class PackedLoader:
 
 
 def train_loader(dataset: TokenDataset, seq_len: int, batch_size: int, seed: int,
-                 doc_ids: np.ndarray | None = None) -> PackedLoader:
+                 doc_ids: np.ndarray | None = None, pack: bool = True) -> PackedLoader:
     """Shuffled passes over all documents, or over `doc_ids` only (e.g. the long-document subset)."""
     ids = np.arange(dataset.n_docs) if doc_ids is None else np.asarray(doc_ids, dtype=np.int64)
-    return PackedLoader(dataset, seq_len, batch_size, ShuffledDocs(ids, seed))
+    return PackedLoader(dataset, seq_len, batch_size, ShuffledDocs(ids, seed), pack)
 
 
 def domain_loaders(dataset: TokenDataset, seq_len: int, batch_size: int) -> dict[str, PackedLoader]:

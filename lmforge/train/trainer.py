@@ -18,9 +18,13 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from lmforge.config import check
-from lmforge.train import checkpoint as ckpt
+from lmforge import checkpoint as ckpt
+from lmforge.config import ConfigError, check
+from lmforge.device import autocast_dtype, resolve_device
+from lmforge.model.load import OURS, open_source
+from lmforge.model.lora import lora_layers
 from lmforge.train import distributed
+from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.objectives.base import Objective
 from lmforge.train.optim import OptimConfig, build_optimizer
 from lmforge.train.schedules import ScheduleConfig, lr_at
@@ -80,12 +84,6 @@ class TrainConfig:
               "needs train.eval_every > 0 (growth is decided on validation loss)")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     head = getattr(model, "lm_head", None)
     return list(head.parameters()) if head is not None else []
@@ -120,8 +118,7 @@ class Trainer:
         self.total_steps = cfg.schedule.total_steps(cfg.steps)
         self.step, self.tokens_seen, self.bad_steps, self.bad_in_a_row = 0, 0, 0, 0
         self.growth = {"mult": 1, "best": None, "since_best": 0}  # batch-growth-on-plateau state
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
 
@@ -132,7 +129,7 @@ class Trainer:
                 "objective_name": self.objective.name, "config": self.run_config}
 
     def save_checkpoint(self) -> Path:
-        path = ckpt.save(self.ckpt_dir, self.step, self.model, self.optimizer, self.trainer_state(), self.dist)
+        path = save_checkpoint(self.ckpt_dir, self.step, self.model, self.optimizer, self.trainer_state(), self.dist)
         if self.dist.is_main:
             ckpt.prune(self.ckpt_dir, self.cfg.keep_last)
         distributed.barrier(self.dist)
@@ -168,8 +165,20 @@ class Trainer:
         self._truncate_metrics(self.step)
 
     def init_from(self, path: Path, load_optimizer: bool = False) -> None:
-        """Continue from weights (and optionally the optimizer) with a fresh schedule and data."""
-        self._load_state(path, optimizer=load_optimizer)
+        """Continue from weights (and optionally the optimizer) with a fresh schedule and data.
+
+        `path`: one of our checkpoints (a LoRA run's adapters merged) or a Hugging Face folder
+        (lmforge.model.load); only our own full-weight checkpoints carry an optimizer state."""
+        src = open_source(path)
+        if load_optimizer and (not src.has_optimizer or lora_layers(self.model)):
+            why = src.why_no_optimizer() if not src.has_optimizer else "this run trains LoRA adapters"
+            raise ConfigError(f"init.load_optimizer: {why}; set init.load_optimizer=false")
+        if src.format == OURS and src.lora is None and not lora_layers(self.model):
+            self._load_state(src.path, optimizer=load_optimizer)   # sharded / torchrun paths as before
+        elif self.dist.enabled:
+            distributed.load_full_state(self.model, src.state_dict())
+        else:
+            src.load_into(self.model)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""

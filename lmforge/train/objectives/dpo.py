@@ -59,20 +59,52 @@ def pair_batch(pairs: list[Pair], idxs: list[int], pad_id: int) -> dict[str, tor
     return batch
 
 
+def autocast_context(device, dtype: torch.dtype | None):
+    """The precision path the training loop runs the policy under (lmforge.device.autocast_dtype)."""
+    device = torch.device(device)
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def pair_logps(model, pairs: list[Pair], idxs: list[int], pad_id: int, device="cpu",
+               autocast: torch.dtype | None = None) -> torch.Tensor:
+    """[len(idxs), 2] log-probs (chosen, rejected) of one batch, run as a training micro-batch."""
+    b = pair_batch(pairs, idxs, pad_id)
+    with autocast_context(device, autocast):
+        lp = sequence_logps(model(b["input_ids"].to(device)), b["labels"].to(device))
+    return lp.view(2, -1).t()
+
+
 @torch.no_grad()
 def reference_logps(model, pairs: list[Pair], pad_id: int, batch_size: int = 8, device="cpu",
-                    progress: bool = False) -> np.ndarray:
-    """[n_pairs, 2] float64 log-probs of chosen and rejected under `model` (precomputed reference)."""
+                    progress: bool = False, autocast: torch.dtype | None = None) -> np.ndarray:
+    """[n_pairs, 2] float64 log-probs of chosen and rejected under `model` (precomputed reference).
+
+    `autocast` must be the dtype the training loop autocasts the policy to (bf16 on CUDA by
+    default): precomputed in fp32 while the policy runs in bf16, the DPO margin would not
+    start at zero, and the first steps would push on rounding error, not on preference.
+    """
     from tqdm import tqdm
 
     model.eval()
     out = np.zeros((len(pairs), 2), dtype=np.float64)
     for start in tqdm(range(0, len(pairs), batch_size), desc="reference log-probs", disable=not progress):
         idxs = list(range(start, min(start + batch_size, len(pairs))))
-        b = pair_batch(pairs, idxs, pad_id)
-        lp = sequence_logps(model(b["input_ids"].to(device)), b["labels"].to(device))
-        out[idxs] = lp.view(2, -1).t().double().cpu().numpy()
+        out[idxs] = pair_logps(model, pairs, idxs, pad_id, device, autocast).double().cpu().numpy()
     return out
+
+
+def step0_check(model, objective: "DPOObjective", device="cpu", autocast: torch.dtype | None = None) -> dict:
+    """The DPO margin of the first training micro-batch before any update, where the policy
+    still is the reference: it must be ~0. Run with the training precision path."""
+    idxs = objective.order[:objective.mbs]
+    pi = pair_logps(model, objective.pairs, idxs, objective.pad_id, device, autocast).double().cpu()
+    ref = torch.from_numpy(objective.ref_logps[idxs]) if objective.ref_logps is not None else pi
+    margin = objective.beta * ((pi[:, 0] - ref[:, 0]) - (pi[:, 1] - ref[:, 1]))
+    return {"pairs": len(idxs), "precision": str(autocast).replace("torch.", "") if autocast else "fp32",
+            "max_abs_logp_diff": float((pi - ref).abs().max()), "max_abs_margin": float(margin.abs().max())}
 
 
 class DPOObjective:

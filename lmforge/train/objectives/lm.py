@@ -39,30 +39,38 @@ class LMObjective:
 
     def __init__(self, data_path: str, seq_len: int, micro_batch_size: int, seed: int,
                  z_loss: float = 0.0, eval_batches: int = 4, stages: list[StageConfig] | None = None,
-                 doc_subset=None):
+                 doc_subset=None, packing: bool = True, seq_warmup=None):
         """doc_subset: train only on these global document indices (e.g. long documents for
-        long-context training); not combinable with stages."""
+        long-context training); not combinable with stages. packing=False: one document per
+        row, padded (validation stays packed, so losses compare across the ablation).
+        seq_warmup: a lmforge.train.seqlen.SeqWarmupConfig (row length growing by step)."""
         self.train_set = TokenDataset(data_path, "train")
         if self.train_set.n_docs == 0:
             raise ValueError(f"{data_path}: the train split has no documents")
         self.val_set = TokenDataset(data_path, "val")
         self.seq_len, self.mbs, self.z_loss, self.eval_batches = seq_len, micro_batch_size, z_loss, eval_batches
         self.seed, self.stages = seed, list(stages or [])
+        self.packing = packing
+        self.seq_warmup = seq_warmup if seq_warmup is not None and seq_warmup.enabled else None
         self.doc_subset = None if doc_subset is None else np.asarray(doc_subset, dtype=np.int64)
         if self.doc_subset is not None and (self.stages or len(self.doc_subset) == 0):
             raise ValueError("doc_subset: must be non-empty and cannot be combined with stages")
         if self.stages:  # domain mixture, possibly changing by stage
             self.sampler = MixtureSampler(self.train_set, seed)
-            self.loader = PackedLoader(self.train_set, seq_len, micro_batch_size, self.sampler)
+            self.loader = PackedLoader(self.train_set, seq_len, micro_batch_size, self.sampler, packing)
             self._stage_schedule = ScheduleConfig(kind="multistage", stages=[
                 ScheduleConfig(kind="constant", steps=s.steps) for s in self.stages])
         else:  # plain shuffled passes over all documents
-            self.loader = train_loader(self.train_set, seq_len, micro_batch_size, seed, self.doc_subset)
+            self.loader = train_loader(self.train_set, seq_len, micro_batch_size, seed, self.doc_subset, packing)
         self.stage = 0
         self.stage_tokens = [[0] * len(self.train_set.domain_names) for _ in self.stages or [None]]
 
     def on_step(self, step: int) -> None:
-        """Called by the loop before each step: set the mixture for this step's stage."""
+        """Called by the loop before each step: set the row length (context-length warmup) and
+        the mixture for this step's stage. Both are functions of the step alone (exact resume)."""
+        if self.seq_warmup is not None:
+            self.loader.seq_len = self.seq_warmup.length_at(step, self.seq_len)
+            self.loader.batch_size = self.seq_warmup.rows_at(step, self.seq_len, self.mbs)
         if not self.stages:
             return
         self.stage, local = stage_at(self._stage_schedule, step)
@@ -118,7 +126,7 @@ class LMObjective:
             tok = self.val_set.meta.get("tokenizer")
             if tok:
                 try:
-                    from lmforge.eval.perplexity import bytes_per_token
+                    from lmforge.tokenizer.bytes import bytes_per_token
                     from lmforge.tokenizer.train import load_tokenizer
                     self._bpt = bytes_per_token(self.val_set, load_tokenizer(tok), max_docs_per_domain=64)
                 except (OSError, ValueError, RuntimeError):   # tokenizer moved or unreadable
@@ -147,5 +155,10 @@ class LMObjective:
                  [repr(s.mixture) for s in self.stages]]
         if self.doc_subset is not None:   # only when set, so earlier runs' fingerprints are unchanged
             parts.append(hashlib.sha256(self.doc_subset.tobytes()).hexdigest())
+        if not self.packing:
+            parts.append("no-packing")
+        if self.seq_warmup is not None:
+            w = self.seq_warmup
+            parts.append(["seq_warmup", w.start, w.steps, w.multiple])
         key = json.dumps(parts)
         return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,0 +1,186 @@
+"""The checkpoint format (bottom layer): folders that survive kill -9 and load without executing code.
+
+    checkpoints/step-N/
+        model.safetensors   weights (safetensors: no pickle)
+        optimizer.pt        optimizer state, loaded with torch.load(weights_only=True)
+        rng.pt              torch (CPU, CUDA) RNG states, weights_only-loadable tensors
+        trainer.json        step, counters, objective/loader position, data fingerprint, RNG of
+                            numpy and python, the run config
+        meta.json           written LAST: file sizes; its presence marks the folder complete
+
+The folder is written as `.tmp-step-N` and renamed, so a crash leaves either no folder
+or a complete one; a folder without a valid meta.json (or with a file whose size does
+not match) is skipped by `latest()`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model
+
+from lmforge.io.atomic import fsync_dir, write_json
+
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def rng_state() -> tuple[dict, dict]:
+    """(tensors for rng.pt, JSON-able dict for trainer.json)."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state_all()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    plain = {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    return tensors, plain
+
+
+def set_rng_state(tensors: dict, plain: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(tensors["cuda"])
+    n = plain["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    p = plain["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def is_complete(path: Path) -> bool:
+    meta = Path(path) / "meta.json"
+    try:
+        info = json.loads(meta.read_text())
+        return bool(info.get("complete")) and all(
+            (Path(path) / name).stat().st_size == size for name, size in info["files"].items())
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False
+
+
+def list_complete(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP.match(p.name))]
+    return [p for _, p in sorted(found) if is_complete(p)]
+
+
+def latest(ckpt_dir: Path) -> Path | None:
+    done = list_complete(ckpt_dir)
+    return done[-1] if done else None
+
+
+def prune(ckpt_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` complete checkpoints, and stale temp folders."""
+    ckpt_dir = Path(ckpt_dir)
+    done = list_complete(ckpt_dir)
+    for p in done[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_dir.glob(".tmp-step-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load_trainer_state(path: Path) -> dict:
+    return json.loads((Path(path) / "trainer.json").read_text())
+
+
+def load_weights(path: Path, model: torch.nn.Module, strict: bool = True) -> None:
+    missing, unexpected = load_model(model, str(Path(path) / "model.safetensors"), strict=strict,
+                                     device=str(next(model.parameters()).device))
+    if strict and (missing or unexpected):
+        raise ValueError(f"{path}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+
+
+def is_sharded(path: Path) -> bool:
+    return (Path(path) / "dcp").is_dir()
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    f = Path(path) / "optimizer.pt"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: checkpoint has no optimizer state")
+    state = torch.load(f, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state)
+
+
+def load_rng(path: Path, plain: dict) -> None:
+    tensors = torch.load(Path(path) / "rng.pt", map_location="cpu", weights_only=True)
+    set_rng_state(tensors, plain)
+
+
+# -- writing: the trainer (lmforge.train.checkpoint.save) fills a temp folder, then commits it --
+
+def temp_dir(ckpt_dir: Path, step: int) -> Path:
+    """A fresh `.tmp-step-N` folder to write a checkpoint into."""
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir / f".tmp-step-{step}"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def commit(tmp: Path, step: int, trainer_state: dict) -> Path:
+    """Write rng.pt, trainer.json and, last, meta.json into `tmp` (every file on disk before the
+    marker says it is), then rename it to step-N."""
+    tmp = Path(tmp)
+    tensors, plain = rng_state()
+    torch.save(tensors, tmp / "rng.pt")
+    (tmp / "trainer.json").write_text(json.dumps({**trainer_state, "step": step, "rng": plain}))
+    sizes = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+    for p in tmp.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "complete": True, "files": sizes}))
+    final = tmp.parent / f"step-{step}"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(tmp.parent)
+    return final
+
+
+# -- finding checkpoints and what they belong to ------------------------------------------------
+
+def resolve(path: str | Path) -> Path:
+    """A step-N folder as given, or the newest complete checkpoint under a run folder."""
+    p = Path(path)
+    if is_complete(p):
+        return p
+    for cand in (p / "checkpoints", p):
+        found = latest(cand)
+        if found:
+            return found
+    raise FileNotFoundError(f"{path}: no complete checkpoint found (a step-N folder with meta.json, "
+                            f"or a run folder holding checkpoints/)")
+
+
+def run_dir_of(step_dir: Path) -> Path:
+    step_dir = Path(step_dir)
+    return step_dir.parent.parent if step_dir.parent.name == "checkpoints" else step_dir.parent
+
+
+def tokenizer_dir_of(step_dir: Path) -> Path | None:
+    d = run_dir_of(step_dir) / "tokenizer"
+    return d if (d / "tokenizer.json").is_file() else None
+
+
+def copy_tokenizer(src_dir: str | Path | None, run_dir: str | Path) -> Path | None:
+    """Keep a copy of the tokenizer folder beside the run's checkpoints (idempotent)."""
+    if not src_dir or not (Path(src_dir) / "tokenizer.json").is_file():
+        return None
+    dst = Path(run_dir) / "tokenizer"
+    if Path(src_dir).resolve() != dst.resolve():
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in Path(src_dir).iterdir():
+            if f.is_file():
+                shutil.copy2(f, dst / f.name)
+    return dst

@@ -1,0 +1,136 @@
+"""`lmforge export`, `lmforge generate` and `lmforge chat`."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="checkpoint -> Hugging Face folder (config.json, model.safetensors, "
+                                             "tokenizer files), or one GGUF file (--format gguf)")
+    p.add_argument("checkpoint", help="step-N folder, or a run folder (its latest checkpoint); "
+                                      "with --format gguf also an HF folder")
+    p.add_argument("out_dir", help="the folder to write (--format gguf: the .gguf file)")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf")
+    p.add_argument("--gguf-type", choices=["f32", "f16"], default="f32", help="GGUF weight type")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="weight dtype (default: the checkpoint's)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: RUN_DIR/tokenizer)")
+    p.set_defaults(func=_export)
+
+    g = subparsers.add_parser("generate", help="generate text from a checkpoint or exported folder (KV cache)")
+    g.add_argument("checkpoint", help="step-N folder, run folder, or an exported HF folder")
+    g.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for a batch)")
+    g.add_argument("--prompt-file", default=None, help="a text file, one prompt per line")
+    g.add_argument("--chat", action="store_true", help="wrap each prompt as a ChatML user turn")
+    g.add_argument("--system", default=None, help="with --chat: a system message")
+    g.add_argument("--character", default=None, metavar="CARD",
+                   help="role-play: a character card YAML or a `lmforge character` package (implies --chat)")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--json", action="store_true", help="print a JSON list of {prompt, output}")
+    g.set_defaults(func=_generate)
+
+    c = subparsers.add_parser("chat", help="multi-turn ChatML chat in the terminal (reads stdin, streams replies)")
+    c.add_argument("checkpoint", help="step-N folder, run folder, or an exported HF folder")
+    c.add_argument("--system", default=None, help="a system message")
+    c.add_argument("--character", default=None, metavar="CARD",
+                   help="role-play: a character card YAML or a `lmforge character` package (persona, "
+                        "retrieved knowledge and example dialogue in every prompt)")
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    c.add_argument("--top-k", type=int, default=0)
+    c.add_argument("--top-p", type=float, default=0.9)
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--no-cache-reuse", action="store_true", help="recompute the whole conversation every turn")
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(func=_chat)
+
+
+def _export(args) -> int:
+    if args.format == "gguf":
+        from lmforge.export.gguf import export_gguf
+        try:
+            out = export_gguf(args.checkpoint, args.out_dir, args.gguf_type, args.tokenizer)
+        except ValueError as e:   # what GGUF cannot express: one line, not a traceback
+            print(f"lmforge export: {e}", file=sys.stderr)
+            return 2
+        print(f"exported llama GGUF to {out}")
+        return 0
+    from lmforge.stages.export import ExportConfig, run
+    summary = run(ExportConfig(checkpoint=args.checkpoint, out_dir=args.out_dir, dtype=args.dtype,
+                               tokenizer=args.tokenizer), progress=False)
+    if summary.get("skipped"):
+        print(f"{args.out_dir} already exported (delete {args.out_dir}/DONE.json to export again)")
+    else:
+        print(f"exported {summary['arch']} to {args.out_dir}")
+    return 0
+
+
+def chatml(user: str, system: str | None = None) -> str:
+    from lmforge.align.chat_template import render
+    turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return render(turns, add_generation_prompt=True)
+
+
+def _chat(args) -> int:
+    from lmforge.infer.chat import ChatSession, chat_loop
+    from lmforge.infer.generate import load_for_generation
+    model, tok = load_for_generation(args.checkpoint, args.device)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                  top_p=args.top_p, seed=args.seed, reuse_cache=not args.no_cache_reuse)
+    try:
+        if args.character:
+            from lmforge.infer.character import Character, character_session
+            char = Character.load(args.character)
+            session = character_session(model, tok, char, **kwargs)
+            if char.card.greeting:
+                print(f"{char.card.name}: {char.card.greeting}")
+        else:
+            session = ChatSession(model, tok, system=args.system, **kwargs)
+    except ValueError as e:
+        print(f"lmforge chat: {e}", file=sys.stderr)
+        return 2
+    return chat_loop(session, sys.stdin, sys.stdout)
+
+
+def _generate(args) -> int:
+    from lmforge.infer.generate import generate, load_for_generation
+    prompts = list(args.prompt)
+    if args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompts += [line.rstrip("\n") for line in f if line.strip()]
+    if not prompts:
+        print("lmforge generate: give --prompt TEXT (repeatable) or --prompt-file FILE", file=sys.stderr)
+        return 2
+    model, tok = load_for_generation(args.checkpoint, args.device)
+    if args.character:
+        from lmforge.infer.character import Character
+        char = Character.load(args.character)
+        inputs = [char.prompt_text(p) for p in prompts]
+        args.chat = True
+    else:
+        inputs = [chatml(p, args.system) if args.chat else p for p in prompts]
+    stream = len(prompts) == 1 and not args.json
+    on_token = (lambda i, piece: (sys.stdout.write(piece), sys.stdout.flush())) if stream else None
+    if stream and not args.chat:
+        sys.stdout.write(prompts[0])
+    try:
+        outs = generate(model, tok, inputs, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed, on_token=on_token)
+    except ValueError as e:   # bad sampling options: one line, not a traceback
+        print(f"lmforge generate: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([{"prompt": p, "output": o} for p, o in zip(prompts, outs)], ensure_ascii=False, indent=1))
+    elif stream:
+        sys.stdout.write("\n")
+    else:
+        for p, o in zip(prompts, outs):
+            print(f"=== {p}\n{o}\n")
+    return 0

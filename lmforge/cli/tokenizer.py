@@ -1,0 +1,65 @@
+"""`lmforge tokenizer {train,extend,encode,report}`."""
+from __future__ import annotations
+
+import json
+import sys
+
+from lmforge import config
+from lmforge.cli.common import add_config_args
+
+
+def _train(args) -> int:
+    from lmforge.tokenizer.train import TrainConfig, run_train
+    cfg = config.load(TrainConfig, args.config, args.overrides)
+    info = run_train(cfg, progress=not args.quiet)
+    if info.get("skipped"):
+        print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to train again)")
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def _extend(args) -> int:
+    from lmforge.tokenizer.extend import ExtendConfig, run_extend
+    cfg = config.load(ExtendConfig, args.config, args.overrides)
+    info = run_extend(cfg, progress=not args.quiet)
+    if info.get("skipped"):
+        print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to extend again)")
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def _encode(args) -> int:
+    from lmforge.tokenizer.encode import EncodeConfig, run_encode
+    cfg = config.load(EncodeConfig, args.config, args.overrides)
+    stats = run_encode(cfg, progress=not args.quiet)
+    if stats.get("skipped"):
+        print(f"{cfg.out_dir} is already encoded (set overwrite=true to encode again)")
+    print(json.dumps({k: v for k, v in stats.items() if k not in ("domains", "empty_doc_ids")}, indent=1))
+    if stats.get("empty_docs"):
+        print(f"note: {stats['empty_docs']} empty documents not written (ids in stats.json)", file=sys.stderr)
+    return 0
+
+
+def _report(args) -> int:
+    from lmforge.tokenizer.report import ReportConfig, format_table, run_report
+    cfg = config.load(ReportConfig, args.config, args.overrides)
+    rows, path = run_report(cfg)
+    print(format_table(rows))
+    print(f"saved {path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("tokenizer", help="train / extend a BPE tokenizer, encode documents to token shards")
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    for name, func, help_ in [
+        ("train", _train, "train a byte-level BPE tokenizer on documents"),
+        ("extend", _extend, "add tokens learned from a new corpus to an existing tokenizer (old ids kept)"),
+        ("encode", _encode, "documents -> token shards (train/val split per domain)"),
+        ("report", _report, "characters and bytes per token by domain and language"),
+    ]:
+        q = sub.add_parser(name, help=help_)
+        add_config_args(q, {"train": "vocab_size=32000", "extend": "add_tokens=8000", "encode": "val_fraction=0.01", "report": "max_docs=1000"}[name])
+        if name != "report":
+            q.add_argument("--quiet", action="store_true", help="no progress bar")
+        q.set_defaults(func=func)

@@ -1,0 +1,142 @@
+"""Multi-turn ChatML chat with a KV cache kept across turns, and the terminal loop.
+
+Each turn renders the whole conversation with the ChatML template (lmforge.align.
+chat_template.render, the text tokenizer_config.json's chat_template produces), encodes
+it, and feeds the model only what the cache does not hold yet: the cache keeps the ids
+it was fed (previous prompt + generated reply), the new ids are compared with them, the
+cache is cut back to the longest common prefix and the rest is prefilled. Usually that
+is just the tail "<|im_end|>\\n<|im_start|>user\\n...<|im_start|>assistant\\n"; if the
+reply re-encodes differently from the sampled ids (BPE is not unique), the cut lands
+earlier and the result is still exactly the recomputed one.
+
+When the conversation no longer fits the window (max_seq_len - max_new_tokens), the
+prompt is middle-truncated (lmforge.truncate.truncate_middle: the system prompt and the
+latest turns survive) and prefilled from scratch.
+
+With Dynamic NTK rope scaling, cached keys keep the base of the step that wrote them (as
+in transformers' cache); a full recomputation past the original length would differ.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, TextIO
+
+import torch
+
+from lmforge.align.chat_template import render
+from lmforge.truncate import truncate_middle
+from lmforge.infer.generate import _check_args, _TextStream, as_tokenizer, default_stop_ids, sample_next
+from lmforge.model.attention import KVCache
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class ChatSession:
+    """A conversation with a model: `reply(text)` streams and returns the assistant's answer.
+
+    `messages` is the ChatML history ({"role", "content"} dicts, system first if given);
+    `cached_ids` the token ids whose keys/values the cache holds; `last_prefill` how many
+    ids the last turn had to feed (the rest came from the cache).
+    """
+
+    def __init__(self, model, tokenizer, system: str | None = None, max_new_tokens: int = 256,
+                 temperature: float = 0.7, top_k: int = 0, top_p: float = 0.9, seed: int | None = None,
+                 stop: list[str] | None = None, reuse_cache: bool = True):
+        _check_args(max_new_tokens, temperature, top_k, top_p)
+        self.model, self.tok = model.eval(), as_tokenizer(tokenizer)
+        self.system, self.max_new_tokens = system, max_new_tokens
+        self.temperature, self.top_k, self.top_p, self.stop = temperature, top_k, top_p, list(stop or [])
+        self.reuse_cache = reuse_cache
+        self.stop_ids = set(default_stop_ids(self.tok))
+        device = next(model.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        self.window = model.cfg.max_seq_len
+        if self.max_new_tokens >= self.window:
+            raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the "
+                             f"{self.window}-token window")
+        self.cache = KVCache.for_model(model, 1, self.window)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation (the system message stays)."""
+        self.messages: list[dict] = [{"role": "system", "content": self.system}] if self.system else []
+        self.cached_ids: list[int] = []
+        self.cache.truncate(0)
+        self.last_prefill = 0
+
+    def prompt_ids(self) -> list[int]:
+        text = render(self.messages, add_generation_prompt=True)
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    @torch.inference_mode()
+    def reply(self, user: str, on_text: Callable[[str], None] | None = None) -> str:
+        self.messages.append({"role": "user", "content": user})
+        ids = self.prompt_ids()
+        budget = self.window - self.max_new_tokens
+        keep = 0
+        if len(ids) > budget:
+            ids = truncate_middle(ids, budget)
+        elif self.reuse_cache:
+            keep = min(common_prefix(self.cached_ids, ids), len(ids) - 1)   # feed >= 1 token for logits
+        self.cache.truncate(keep)
+        self.cached_ids = list(ids)
+        self.last_prefill = len(ids) - keep
+        logits = self.model.forward_cached(torch.tensor([ids[keep:]], device=self.cache.k.device),
+                                           self.cache, last_only=True)[:, -1]
+        stream = _TextStream(self.tok, self.stop, on_text)
+        new: list[int] = []
+        for step in range(self.max_new_tokens):
+            t = int(sample_next(logits, self.temperature, self.top_k, self.top_p, self.generator)[0])
+            if t in self.stop_ids:
+                break
+            new.append(t)
+            if stream.update(new) or step == self.max_new_tokens - 1:
+                break
+            logits = self.model.forward_cached(torch.tensor([[t]], device=self.cache.k.device),
+                                               self.cache, last_only=True)[:, -1]
+            self.cached_ids.append(t)
+        text = stream.finish(new)
+        self.messages.append({"role": "assistant", "content": text})
+        return text
+
+
+HELP = "commands: /reset (forget the conversation), /exit (quit); end of input quits too"
+
+
+def chat_loop(session: ChatSession, inp: TextIO = sys.stdin, out: TextIO = sys.stdout,
+              prompt: str = "> ") -> int:
+    """Read user lines from `inp`, stream the replies to `out`, until /exit or end of input."""
+    out.write(f"lmforge chat ({HELP})\n")
+    while True:
+        out.write(prompt)
+        out.flush()
+        line = inp.readline()
+        if not line:                       # end of input (a pipe ran out, or Ctrl-D)
+            out.write("\n")
+            return 0
+        text = line.rstrip("\r\n")
+        cmd = text.strip()
+        if not cmd:
+            continue
+        if cmd == "/exit":
+            return 0
+        if cmd == "/reset":
+            session.reset()
+            out.write("(conversation reset)\n")
+            continue
+        if cmd.startswith("/"):
+            out.write(f"unknown command {cmd}; {HELP}\n")
+            continue
+
+        def emit(piece: str) -> None:
+            out.write(piece)
+            out.flush()
+        session.reply(text, emit)
+        out.write("\n")

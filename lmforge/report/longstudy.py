@@ -1,0 +1,197 @@
+"""The long-context study (lmforge longstudy, Index-1.9B-32K) as plots and tables: perplexity
+by context length per setting, a RoPE-base x length heatmap, needle heatmaps side by side,
+the long/short seesaw, the retrieval tasks and LongBench. Used by the stage (its own
+longstudy.md / PNGs) and by the run report (from longstudy.json)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lmforge.report.tables import Table, to_markdown  # noqa: E402
+
+
+def _label(s: dict) -> str:
+    extra = f" x{s['factor']:g}" if s.get("factor") else ""
+    return f"{s['name']} ({s['rope']}{extra}, base {s['rope_theta']:g})"
+
+
+def _ppl(study: dict, name: str, L, key: str = "ppl"):
+    r = (study["ppl"]["results"].get(name) or {}).get(str(L))
+    return r.get(key) if r else None
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_ppl_vs_length(study: dict, path: Path) -> Path | None:
+    lengths = study["ppl"]["lengths"]
+    if not study["ppl"]["results"] or not lengths:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for ax, key, title in ((axes[0], "ppl", "all positions"), (axes[1], "tail_ppl", "last quarter of positions")):
+        for s in study["settings"]:
+            pts = [(L, _ppl(study, s["name"], L, key)) for L in lengths]
+            pts = [(L, v) for L, v in pts if v is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=_label(s))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("perplexity")
+        ax.set_title(f"Validation perplexity by length: {title}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_rope_heatmap(study: dict, path: Path) -> Path | None:
+    lengths, settings = study["ppl"]["lengths"], sorted(study["settings"], key=lambda s: s["rope_theta"])
+    if not study["ppl"]["results"]:
+        return None
+    data = np.array([[np.nan if _ppl(study, s["name"], L) is None else math.log(_ppl(study, s["name"], L))
+                      for L in lengths] for s in settings], dtype=float)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(lengths), 1.2 + 0.45 * len(settings)))
+    im = ax.imshow(data, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
+    ax.set_yticks(range(len(settings)), [_label(s) for s in settings], fontsize=7)
+    ax.set_xlabel("context length (tokens)")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            ax.text(j, i, "n/a" if np.isnan(data[i, j]) else f"{math.exp(data[i, j]):.1f}", ha="center",
+                    va="center", fontsize=7, color="w" if not np.isnan(data[i, j]) else "k")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="log perplexity")
+    ax.set_title("Perplexity: RoPE base / extension (rows) x context length", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_needles(study: dict, path: Path) -> Path | None:
+    res = study["needle"]["results"]
+    names = [s["name"] for s in study["settings"] if s["name"] in res]
+    if not names:
+        return None
+    lengths, depths = study["needle"]["lengths"], study["needle"]["depths"]
+    fig, axes = plt.subplots(1, len(names), figsize=(0.5 + (1.2 + 0.45 * len(depths)) * len(names),
+                                                      1.6 + 0.35 * len(lengths)), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        g = res[name]["grid"]
+        data = np.array([[np.nan if v is None else v for v in row] for row in g["rank_acc"]], dtype=float)
+        ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="lower")
+        ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
+        ax.set_yticks(range(len(lengths)), [str(L) for L in lengths], fontsize=7)
+        ax.set_xlabel("depth (%)", fontsize=8)
+        ax.set_title(name, fontsize=8)
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                ax.text(j, i, "-" if np.isnan(data[i, j]) else f"{data[i, j]:.1f}", ha="center", va="center",
+                        fontsize=6)
+    axes[0][0].set_ylabel("length (tokens)", fontsize=8)
+    fig.suptitle("Needle retrieval (value ranked first among distractors); '-' = beyond the window", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_seesaw(study: dict, path: Path) -> Path | None:
+    saw = study["short"]["seesaw"]
+    metrics = sorted({m for r in saw.values() for m in r})
+    names = [n for n in saw if n != study["baseline"]]
+    if not metrics or not names:
+        return None
+    x = np.arange(len(metrics))
+    w = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(2 + 0.8 * len(metrics) * max(1, len(names) / 2), 3.6))
+    for i, n in enumerate(names):
+        ax.bar(x + i * w - 0.4 + w / 2, [saw[n].get(m, np.nan) for m in metrics], w, label=n)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, metrics, rotation=30, fontsize=7, ha="right")
+    ax.set_ylabel(f"% change vs {study['baseline']}")
+    ax.set_title(f"Short-context seesaw at {study['short']['seq_len']} tokens (ppl: up is worse; mcq: down is worse)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def write_plots(study: dict, out: Path) -> list[Path]:
+    out = Path(out)
+    made = [plot_ppl_vs_length(study, out / "ppl_vs_length.png"), plot_rope_heatmap(study, out / "rope_heatmap.png"),
+            plot_needles(study, out / "needle.png"), plot_seesaw(study, out / "seesaw.png")]
+    return [p for p in made if p is not None]
+
+
+def study_tables(study: dict) -> list[Table]:
+    out = []
+    s_info = Table("Settings", ["setting", "checkpoint", "rope", "factor", "RoPE base", "trained base",
+                                "max_seq_len", "window"],
+                   [[s["name"], s["checkpoint"], s["rope"], s.get("factor"), s["rope_theta"],
+                     s.get("trained_rope_theta"), s["max_seq_len"], s["window"]] for s in study["settings"]])
+    out.append(s_info)
+    lengths = study["ppl"]["lengths"]
+    if study["ppl"]["results"]:
+        src = study["ppl"]["sources"]
+        note = "; ".join(f"{L}: {v['sequences']} {v['source']} ({v['long_docs']} documents long enough)"
+                         for L, v in src.items())
+        for key, title in (("ppl", "Perplexity by context length"), ("tail_ppl", "Perplexity of the last quarter")):
+            out.append(Table(title, ["setting", *map(str, lengths)],
+                             [[s["name"], *[_ppl(study, s["name"], L, key) for L in lengths]]
+                              for s in study["settings"]], note=f"sequences per length: {note}; '-' = beyond "
+                                                                f"the setting's trained length (use rope: naive)"))
+    short = study["short"]["results"]
+    if short:
+        metrics = sorted({f"ppl/{d}" for r in short.values() for d in (r.get("ppl") or {})} |
+                         {f"mcq/{m}" for r in short.values() for m in (r.get("mcq") or {})})
+
+        def val(r, m):
+            kind, k = m.split("/", 1)
+            return (r.get(kind) or {}).get(k)
+        out.append(Table(f"Short context ({study['short']['seq_len']} tokens): the seesaw",
+                         ["setting", *metrics, *[f"{m} %" for m in metrics]],
+                         [[n, *[val(r, m) for m in metrics],
+                           *[study["short"]["seesaw"].get(n, {}).get(m) for m in metrics]] for n, r in short.items()],
+                         note=f"% = change against {study['baseline']} (Index-32K: short-text ability fell ~25%)"))
+    res = study["needle"]["results"]
+    if res:
+        out.append(Table("Needle in a haystack", ["setting", "cells", "exact", "rank accuracy", "skipped cells"],
+                         [[n, r["summary"]["cells"], r["summary"]["exact"], r["summary"]["rank_acc"],
+                           r.get("skipped_cells", 0)] for n, r in res.items()]))
+    tasks = study.get("tasks") or {}
+    if tasks:
+        rows = []
+        for n, r in tasks.items():
+            for task, by_len in r.items():
+                for L, v in by_len.items():
+                    rows.append([n, task, int(L), v["n"], v["exact"], v["recall"], v["rank_acc"]])
+        out.append(Table("Retrieval tasks", ["setting", "task", "length", "queries", "exact", "recall",
+                                             "rank accuracy"], rows))
+    lb = study.get("longbench") or {}
+    if lb:
+        rows = [[n, ds, v["metric"], v["n"], v["score"], v["max_length"]]
+                for n, r in lb.items() for ds, v in r.items() if isinstance(v, dict) and "score" in v]
+        out.append(Table("LongBench", ["setting", "dataset", "metric", "items", "score", "prompt tokens"], rows))
+    return out
+
+
+def study_markdown(study: dict, images: list[Path]) -> str:
+    lines = ["# Long-context study", ""]
+    for t in study_tables(study):
+        lines += [f"## {t.title}", "", to_markdown(t), ""]
+    lines += [f"![{p.stem}]({p.name})" for p in images]
+    return "\n".join(lines) + "\n"
+
+
+def study_blocks(study: dict, out: Path, prefix: str) -> list:
+    """Report blocks (paragraphs, images, tables) for a longstudy.json, plots drawn into `out`."""
+    blocks: list = []
+    for name, fn in (("ppl_vs_length", plot_ppl_vs_length), ("rope_heatmap", plot_rope_heatmap),
+                     ("needle", plot_needles), ("seesaw", plot_seesaw)):
+        p = fn(study, out / f"{prefix}_{name}.png")
+        if p:
+            blocks.append(p)
+    return blocks + study_tables(study)

@@ -1,0 +1,119 @@
+"""The stage contract, shared: skip a finished out_dir (DONE.json), resume an interrupted one
+from its last complete checkpoint, else start from the source; write DONE.json last."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from lmforge import checkpoint as ckpt
+from lmforge.config import check, deep_merge, to_dict
+from lmforge.io.atomic import read_json, write_json
+from lmforge.io.documents import ErrorSink
+from lmforge.model import Transformer
+from lmforge.model.lora import attach_lora
+from lmforge.stagekit.source import Source
+from lmforge.train.trainer import TrainConfig, Trainer
+
+DONE = "DONE.json"
+
+
+def done_summary(out_dir: str | Path) -> dict | None:
+    """The finished stage's summary (marked skipped), or None when it has not finished."""
+    done = Path(out_dir) / DONE
+    return {**read_json(done), "skipped": True} if done.is_file() else None
+
+
+def write_done(out_dir: str | Path, summary: dict) -> dict:
+    write_json(Path(out_dir) / DONE, summary)
+    return summary
+
+
+def stage_defaults(data: dict, train_defaults: dict) -> dict:
+    """For a config's `_base`: put the stage's train defaults under the user's keys (in place:
+    from_dict merges `{**_base(data), **data}`, so data's own `train` must already hold them)."""
+    if isinstance(data, dict) and (data.get("train") is None or isinstance(data.get("train"), dict)):
+        data["train"] = deep_merge(train_defaults, data.get("train") or {})
+    return {}
+
+
+def check_steps_unset(train: TrainConfig) -> None:
+    check(train.steps == TrainConfig().steps, "train.steps",
+          "this stage runs for `epochs` (the steps are computed from the data); use max_steps to stop early")
+
+
+def reject_sink(out_dir: str | Path) -> ErrorSink:
+    """rejects.jsonl of this run, rewritten each time the data is read (no duplicates on resume)."""
+    path = Path(out_dir) / "rejects.jsonl"
+    path.unlink(missing_ok=True)
+    return ErrorSink(path)
+
+
+def steps_for(n_micro_batches: int, train: TrainConfig, max_steps: int) -> int:
+    steps = max(1, -(-n_micro_batches // train.grad_accum))
+    return min(steps, max_steps) if max_steps else steps
+
+
+def new_model(cfg, src: Source) -> Transformer:
+    """A model of the source's shape (weights are loaded by start_trainer), with LoRA adapters
+    attached when the stage config has `lora` (only the adapters train)."""
+    model = Transformer(src.model_cfg)
+    lora = getattr(cfg, "lora", None)
+    return attach_lora(model, lora) if lora is not None else model
+
+
+def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, progress: bool,
+                  model: torch.nn.Module | None = None) -> Trainer:
+    """Trainer on a fresh model; resumed from out_dir's last checkpoint, else initialised from
+    the source (weights, and the optimizer state if cfg.init.load_optimizer)."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "stats.json", stats)
+    write_json(out / "config.json", to_dict(cfg))
+    torch.manual_seed(train.seed)
+    model = model if model is not None else new_model(cfg, src)
+    trainer = Trainer(model, objective, train, out, run_config={**to_dict(cfg), "model": to_dict(src.model_cfg)},
+                      progress=progress)
+    latest = ckpt.latest(trainer.ckpt_dir)
+    if latest is not None:
+        trainer.resume(latest)
+        if progress:
+            print(f"resuming from {latest} (step {trainer.step})")
+    else:
+        # the loaded optimizer state brings its own hyperparameters; keep this stage's
+        mine = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
+        trainer.init_from(src.step_dir, cfg.init.load_optimizer)
+        for g, h in zip(trainer.optimizer.param_groups, mine):
+            g.update(h)
+    ckpt.copy_tokenizer(src.tokenizer_dir, out)
+    return trainer
+
+
+def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool) -> Trainer:
+    """A new model of the source's shape (weights loaded by start_trainer; LoRA adapters when
+    cfg.lora), NEFTune attached when cfg.neftune_alpha > 0, trained for `steps`."""
+    from lmforge.train.objectives.sft import NEFTune
+
+    train = dataclasses.replace(cfg.train, steps=steps)
+    torch.manual_seed(train.seed)
+    model = new_model(cfg, src)
+    if getattr(cfg, "neftune_alpha", 0) > 0:
+        NEFTune(cfg.neftune_alpha, src.info["pad_id"]).attach(model)
+    return start_trainer(cfg, src, objective, train, stats, progress, model)
+
+
+def finish(cfg, trainer: Trainer) -> dict:
+    return write_done(cfg.out_dir, trainer.fit())
+
+
+def run_trainer_stage(cfg, build, progress: bool) -> dict:
+    """The whole contract for a stage whose `build(cfg, progress)` returns its Trainer: skip
+    when finished, else build (resuming if interrupted), train, write DONE.json."""
+    return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress))
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    ref = copy.deepcopy(model)
+    return ref.eval().requires_grad_(False)

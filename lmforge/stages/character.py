@@ -1,0 +1,66 @@
+"""`lmforge character`: build a role-play character package on a chat model (Index-1.9B-character).
+
+    lmforge character --set card=examples/character/lin.yaml --set checkpoint=runs/x/dpo --set out_dir=runs/x/character
+
+Reads the card (lmforge.infer.character: name, persona, few-shot examples, a knowledge
+folder), cuts the knowledge into passages and indexes them with BM25 (jieba for Chinese),
+checks the chat model and its tokenizer load and that the card's prompt fits the window,
+and writes the package `lmforge chat CKPT --character OUT` loads:
+
+    out_dir/card.json, passages.jsonl, bm25/ (the index), character.json (checkpoint,
+    tokenizer, passages, files, prompt tokens of the example turns), DONE.json.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.config import ConfigError, check
+from lmforge.io.atomic import write_json
+from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.source import InitConfig, load_source
+
+
+@dataclass
+class CharacterConfig:
+    card: str = ""                  # character card YAML
+    checkpoint: str = ""            # the chat model (step dir or run dir)
+    tokenizer: str = ""             # "" = the one beside the checkpoint
+    out_dir: str = "runs/character"
+
+    def __post_init__(self):
+        check(bool(self.card), "card", "set the character card YAML (e.g. examples/character/lin.yaml)")
+        check(bool(self.checkpoint), "checkpoint", "set the chat model checkpoint (or run dir)")
+
+
+def run(cfg: CharacterConfig, progress: bool = True) -> dict:
+    from lmforge.infer.character import Character
+
+    out = Path(cfg.out_dir)
+    skipped = done_summary(out)
+    if skipped:
+        return skipped
+    src = load_source(InitConfig(from_checkpoint=cfg.checkpoint), cfg.tokenizer)
+    try:
+        char = Character.load(cfg.card)
+    except FileNotFoundError as e:
+        raise ConfigError(f"card: {e}") from None
+    first = char.card.examples[0]["user"] if char.card.examples else char.card.name
+    prompt = src.tok.encode(char.prompt_text(first), add_special_tokens=False).ids
+    window = src.model_cfg.max_seq_len
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "card.json", {**char.to_json(), "knowledge": ""})
+    if char.index is not None:
+        char.index.save(out)
+    else:
+        (out / "passages.jsonl").write_text("")
+    passages = char.index.passages if char.index is not None else []
+    info = {"name": char.card.name, "checkpoint": str(src.step_dir), "tokenizer": str(src.tokenizer_dir),
+            "passages": len(passages), "files": len({p["source"] for p in passages}),
+            "example_prompt_tokens": len(prompt), "window": window,
+            "fits_window": len(prompt) < window}
+    write_json(out / "character.json", info)
+    if progress and not info["fits_window"]:
+        print(f"note: the card's prompt takes {len(prompt)} tokens of a {window}-token window; "
+              f"prompts will be middle-truncated")
+    return write_done(out, info)

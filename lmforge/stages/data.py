@@ -1,0 +1,51 @@
+"""The `data` stage: the data pipeline (lmforge.data.pipeline) as a recipe stage, with a stable
+out/final/ folder of the final shards for the next stages."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+from lmforge.data.config import DataConfig
+from lmforge.stagekit.runner import done_summary, write_done
+
+__all__ = ["DataConfig", "run_data"]
+
+
+def _link_final(out: Path, shards: list[str]) -> Path:
+    """out/final/ = the pipeline's final shards (hard links, else copies): a stable input
+    folder for the next stages, whatever the last step's folder is called."""
+    final = out / "final"
+    tmp = out / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, p in enumerate(shards):
+        dst = tmp / f"{i:05d}-{Path(p).name}"
+        try:
+            os.link(p, dst)
+        except OSError:
+            shutil.copy2(p, dst)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def run_data(cfg: DataConfig, progress: bool = True) -> dict:
+    """The data pipeline; its steps skip themselves by fingerprint, so this always runs it
+    (a changed config redoes the changed steps) and then refreshes out/final/."""
+    from lmforge.data.pipeline import run_pipeline
+    if not progress:
+        cfg = dataclasses.replace(cfg, progress=False)   # --quiet: no bars (not part of any fingerprint)
+    out = Path(cfg.output)
+    before = done_summary(out)
+    log = print if progress else (lambda *a, **k: None)
+    summary = run_pipeline(cfg, out, log=log)
+    last = summary["steps"][-1]
+    result = {"docs": last["kept"]["docs"], "bytes": last["kept"]["bytes"],
+              "final": str(_link_final(out, summary["final"])), "shards": len(summary["final"]),
+              "steps": {s["step"]: s["kept"]["docs"] for s in summary["steps"]}}
+    write_done(out, result)
+    if before is not None and {k: before.get(k) for k in result} == result:
+        return {**result, "skipped": True}
+    return result

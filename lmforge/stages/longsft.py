@@ -1,0 +1,104 @@
+"""The `longsft` stage: long-context instruction data for Index-1.9B-32K's long SFT.
+
+    kind: longsft
+    config: {inputs: ["${data}/final"], general: ["${corpus}/sft.jsonl"], tokenizer: "${tokenizer}",
+             long_count: 30000, general_count: 50000, length_range: [16384, 32000]}
+
+Writes out_dir/long.jsonl (retrieval conversations over real documents, lmforge.align.long_sft),
+out_dir/general.jsonl (general instructions drawn from `general`: Index mixed ~30K long with
+~50K general ones), stats.json and DONE.json. An `sft` stage then trains on both files.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmforge.align.long_sft import TASKS, Doc, build_long_conversations
+from lmforge.config import ConfigError, check
+from lmforge.io.atomic import write_json, write_jsonl
+from lmforge.io.documents import ErrorSink
+from lmforge.io.readers import iter_documents
+from lmforge.stagekit.runner import done_summary, write_done
+
+
+@dataclass
+class LongSFTConfig:
+    inputs: list[str] = field(default_factory=list)     # document files or folders (the context text)
+    general: list[str] = field(default_factory=list)    # general conversation jsonl files
+    tokenizer: str = ""                                 # tokenizer folder (measures lengths)
+    out_dir: str = "runs/longsft"
+    long_count: int = 30000                             # Index-1.9B-32K: ~30K long instructions
+    general_count: int = 50000                          # ... and ~50K general ones
+    length_range: list[int] = field(default_factory=lambda: [16384, 32000])   # context tokens
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    max_docs: int = 200000                              # documents read for the pool
+    seed: int = 0
+
+    def __post_init__(self):
+        check(bool(self.inputs), "inputs", "give document files or folders for the long contexts")
+        check(bool(self.tokenizer), "tokenizer", "set the tokenizer folder (lengths are measured in its tokens)")
+        check(self.long_count >= 1 and self.general_count >= 0, "long_count", "must be >= 1 (general_count >= 0)")
+        check(len(self.length_range) == 2 and 0 < self.length_range[0] <= self.length_range[1], "length_range",
+              f"expected [min, max] tokens, got {self.length_range}")
+        for t in self.tasks:
+            check(t in TASKS, "tasks", f"unknown task {t!r} (known: {', '.join(TASKS)})")
+
+
+def _pool(cfg: LongSFTConfig) -> list[Doc]:
+    errors = ErrorSink()
+    docs = []
+    for d in iter_documents(cfg.inputs, errors):
+        meta = d.get("meta") or {}
+        docs.append(Doc(str(meta.get("title") or meta.get("path") or d["id"]), d["text"]))
+        if len(docs) >= cfg.max_docs:
+            break
+    return docs
+
+
+def _general(cfg: LongSFTConfig) -> list[dict]:
+    from lmforge.align.sft_data import iter_jsonl
+    rows, stats = [], Counter()
+    for _, _, rec in iter_jsonl(cfg.general, ErrorSink(), stats):
+        if isinstance(rec.get("messages"), list):
+            rows.append(rec)
+    rng = random.Random(cfg.seed)
+    rng.shuffle(rows)
+    return rows[: cfg.general_count]
+
+
+def run(cfg: LongSFTConfig, progress: bool = True) -> dict:
+    from lmforge.tokenizer.train import load_tokenizer
+    out = Path(cfg.out_dir)
+    skipped = done_summary(out)
+    if skipped:
+        return skipped
+    try:
+        tok = load_tokenizer(cfg.tokenizer)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"tokenizer: {e}") from None
+    cache: dict[int, int] = {}
+
+    def n_tokens(text: str) -> int:
+        key = hash(text)
+        if key not in cache:
+            cache[key] = len(tok.encode(text, add_special_tokens=False).ids)
+        return cache[key]
+
+    try:
+        convs, stats = build_long_conversations(_pool(cfg), cfg.long_count, tuple(cfg.length_range), n_tokens,
+                                                cfg.seed, tuple(cfg.tasks))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"inputs: {e}") from None
+    general = _general(cfg) if cfg.general and cfg.general_count else []
+    write_jsonl(out / "long.jsonl", convs)
+    write_jsonl(out / "general.jsonl", general)
+    stats = {**stats, "general": len(general), "general_asked": cfg.general_count}
+    write_json(out / "stats.json", stats)
+    if progress:
+        print(f"longsft: {len(convs)} long conversations ({stats['min_tokens']}-{stats['max_tokens']} tokens), "
+              f"{len(general)} general")
+    return write_done(out, {"long": len(convs), "general": len(general), "files": [str(out / "long.jsonl"),
+                                                                                     str(out / "general.jsonl")],
+                            "mean_tokens": round(stats["mean_tokens"], 1)})

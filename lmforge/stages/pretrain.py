@@ -1,0 +1,186 @@
+"""`lmforge pretrain`: next-token training on token shards, resumable at any moment.
+
+Two ways to start from existing weights, kept apart on purpose (users of other tools get
+bitten by one silently acting as the other):
+- resume: the out_dir already holds a complete checkpoint of THIS run; weights,
+  optimizer, schedule position, loader position and RNG are all restored, and the data
+  fingerprint must match.
+- init.from_checkpoint: a new run (fresh schedule, fresh loader) that starts from another
+  run's weights, optionally with its optimizer state (`init.load_optimizer`). Leave `model`
+  unset to take the checkpoint's architecture (e.g. after `lmforge grow`). When the new
+  data's tokenizer is larger (an extended vocabulary, Skywork), the embedding and head get
+  new rows initialised to the mean of the existing rows; old token ids keep their rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lmforge import checkpoint as ckpt
+from lmforge.config import ConfigError, check, to_dict
+from lmforge.device import resolve_device
+from lmforge.io.atomic import write_json
+from lmforge.model import ModelConfig, Transformer
+from lmforge.model.flops import flops_per_token, peak_flops
+from lmforge.model.load import model_config_of, open_source, resolve_checkpoint
+from lmforge.shards import TokenDataset
+from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.source import InitConfig, source_checkpoint
+from lmforge.train import mixture
+from lmforge.train.mixture import MixtureConfig, StageConfig
+from lmforge.train.objectives.lm import LMObjective
+from lmforge.train.schedules import ScheduleConfig
+from lmforge.train.trainer import TrainConfig, Trainer
+
+
+@dataclass
+class PretrainConfig:
+    data: str = ""                        # token dataset folder (lmforge tokenizer encode output)
+    out_dir: str = "runs/pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    z_loss: float = 0.0                   # PaLM z-loss coefficient (e.g. 1e-4); StableLM 2 found it unhelpful
+    mixture: MixtureConfig | None = None  # one-stage domain mixture (None: shuffled passes over all documents)
+    stages: list[StageConfig] = field(default_factory=list)  # curriculum: each stage its steps, mixture, LR
+
+    def __post_init__(self):
+        check(bool(self.data), "data", "set the token dataset folder (e.g. --set data=runs/tokens)")
+        check(self.z_loss >= 0, "z_loss", "must be >= 0")
+        if not (self.init.from_checkpoint and self.model == ModelConfig()):   # else: the source's length decides
+            check(self.train.seq_len <= self.model.max_seq_len, "train.seq_len",
+                  f"{self.train.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+        if self.stages:
+            check(self.mixture is None, "mixture", "with stages, give each stage its own mixture")
+            check(self.train.schedule == ScheduleConfig(), "train.schedule",
+                  "with stages, give each stage its own schedule (stages[i].schedule)")
+            total = sum(s.steps for s in self.stages)
+            check(self.train.steps in (total, TrainConfig().steps), "train.steps",
+                  f"with stages the run is their total ({total} steps); leave train.steps unset")
+            names = [s.name for s in self.stages if s.name]
+            check(len(names) == len(set(names)), "stages", "stage names must be unique")
+
+    def effective_stages(self) -> list[StageConfig]:
+        if self.stages:
+            return self.stages
+        if self.mixture is not None:
+            return [StageConfig(name="main", steps=self.train.steps, mixture=self.mixture)]
+        return []
+
+    def effective_train(self) -> TrainConfig:
+        """TrainConfig with the stages' schedules joined into one multistage schedule."""
+        if not self.stages:
+            return self.train
+        sched = ScheduleConfig(kind="multistage", stages=[
+            dataclasses.replace(s.schedule, steps=s.steps) for s in self.stages])
+        return dataclasses.replace(self.train, schedule=sched, steps=sched.total_steps(0))
+
+
+def validate_data(cfg: PretrainConfig) -> TokenDataset:
+    try:
+        ds = TokenDataset(cfg.data, "train")
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data: {e}") from None
+    if ds.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the data's vocabulary "
+                          f"{ds.vocab_size} ({cfg.data}/meta.json)")
+    counts = mixture.domain_token_counts(ds)
+    for i, st in enumerate(cfg.effective_stages()):
+        mixture.validate(st.mixture, counts, f"stages[{i}].mixture" if cfg.stages else "mixture")
+    return ds
+
+
+def resolve_model(cfg: PretrainConfig) -> tuple[PretrainConfig, int | None]:
+    """The model config this run trains, and the source vocab size when it must grow.
+
+    Resuming: the run's own checkpoint decides. From init.from_checkpoint: the source's
+    architecture, unless `model` was given (then it must match the source's)."""
+    own = ckpt.latest(Path(cfg.out_dir) / "checkpoints")
+    if own is not None:
+        return dataclasses.replace(cfg, model=model_config_of(own)), None
+    if not cfg.init.from_checkpoint:
+        return cfg, None
+    _, src_cfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
+    given, source = to_dict(cfg.model), to_dict(src_cfg)
+    diff = sorted(k for k, v in given.items() if k != "preset" and source.get(k) != v)
+    if cfg.model != ModelConfig() and diff:
+        raise ConfigError(f"model: differs from the checkpoint's architecture in {', '.join(diff)} "
+                          f"({cfg.init.from_checkpoint}); leave model unset to continue from it")
+    ds_vocab = TokenDataset(cfg.data, "train").vocab_size
+    if ds_vocab > src_cfg.vocab_size:
+        check(not cfg.init.load_optimizer, "init.load_optimizer",
+              "cannot reuse the optimizer state when the vocabulary grows")
+        return dataclasses.replace(cfg, model=dataclasses.replace(src_cfg, vocab_size=ds_vocab)), src_cfg.vocab_size
+    return dataclasses.replace(cfg, model=src_cfg), None
+
+
+@torch.no_grad()
+def grow_vocab(model: Transformer, state: dict[str, torch.Tensor], old_vocab: int) -> None:
+    """Load weights of a smaller vocabulary; new embedding/head rows = mean of the old rows."""
+    own, new_vocab = model.state_dict(), model.cfg.vocab_size
+    for name, w in state.items():
+        target = own[name]
+        if name in ("embed_tokens.weight", "lm_head.weight"):   # [padded vocab, d]
+            target[:old_vocab] = w[:old_vocab]
+            target[old_vocab:new_vocab] = w[:old_vocab].mean(0)
+        else:
+            target.copy_(w)
+
+
+def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
+    cfg, old_vocab = resolve_model(cfg)
+    check(cfg.train.seq_len <= cfg.model.max_seq_len, "train.seq_len",
+          f"{cfg.train.seq_len} exceeds the model's max_seq_len {cfg.model.max_seq_len}")
+    ds = validate_data(cfg)
+    train = cfg.effective_train()
+    stages = cfg.effective_stages()
+    if stages and progress:
+        tokens_per_step = train.seq_len * train.micro_batch_size * train.grad_accum
+        print(mixture.format_plan(mixture.plan(stages, mixture.domain_token_counts(ds), tokens_per_step)))
+    torch.manual_seed(train.seed)
+    model = Transformer(cfg.model)
+    if old_vocab is not None:
+        src = open_source(cfg.init.from_checkpoint)
+        grow_vocab(model, src.state_dict(), old_vocab)
+        model.grown_from = src.path
+    objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed,
+                            z_loss=cfg.z_loss, eval_batches=train.eval_batches, stages=stages)
+    device = resolve_device(train.device)
+    return Trainer(model, objective, train, cfg.out_dir, run_config=to_dict(cfg),
+                   flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
+                   peak_flops=peak_flops(device), progress=progress)
+
+
+def run(cfg: PretrainConfig, progress: bool = True) -> dict:
+    out = Path(cfg.out_dir)
+    skipped = done_summary(out)
+    if skipped:
+        return skipped
+    trainer = build(cfg, progress)
+    main = trainer.dist.is_main
+    latest = ckpt.latest(trainer.ckpt_dir)
+    if latest is not None:
+        trainer.resume(latest)
+        if main:
+            print(f"resuming from {latest} (step {trainer.step})")
+    elif getattr(trainer.model, "grown_from", None) is not None:
+        if main:
+            print(f"initialised from {trainer.model.grown_from} with the vocabulary grown to "
+                  f"{trainer.model.cfg.vocab_size} (new rows = mean of the old ones)")
+    elif cfg.init.from_checkpoint:
+        src = resolve_checkpoint(cfg.init.from_checkpoint)
+        trainer.init_from(src, cfg.init.load_optimizer)
+        if main:
+            print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else ""))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        tok = Path(trainer.objective.train_set.meta.get("tokenizer") or "")
+        ckpt.copy_tokenizer(tok.parent if tok.suffix == ".json" else tok, out)
+        write_json(out / "config.json", trainer.run_config)
+    summary = trainer.fit()
+    if main:
+        write_done(out, summary)
+    return summary

@@ -1,0 +1,42 @@
+"""The `report` stage, `lmforge report RUN_DIR`: one HTML page (and Markdown twin) that explains a run.
+
+Reads RUN_DIR/recipe.json when present (else RUN_DIR as one stage folder, else its
+subfolders) and draws, for whatever exists: loss / LR / grad-norm / throughput curves
+by stage, per-domain validation loss, the data funnel (stats.json of each data step),
+the realised mixture (mixture.json), the SFT data funnel (sftdata.json) and task-mix grid
+(grid.json), eval tables (eval.json), the needle heatmap
+(needle.png / needle.json) and the grow layer similarity. Missing stages are listed and
+skipped, so a partial run still gets a report.
+
+Output (default RUN_DIR/report/): report.html, report.md, *.png.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.config import check
+from lmforge.stagekit.runner import write_done
+
+
+@dataclass
+class ReportConfig:
+    run_dir: str = ""
+    out: str | None = None            # default: RUN_DIR/report
+
+    def __post_init__(self):
+        check(bool(self.run_dir), "run_dir", "set the run folder to report on")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(self.run_dir) / "report"
+
+
+def run(cfg: ReportConfig, progress: bool = True) -> dict:
+    """Write the report (always redone: it is cheap and the run may have moved on)."""
+    from lmforge.report.build import build_report
+    summary = build_report(cfg.run_dir, cfg.out_dir)
+    write_done(cfg.out_dir, summary)
+    if progress:
+        print(f"report: {summary['html']} ({len(summary['images'])} plots; sections {', '.join(summary['sections'])})")
+    return summary
