@@ -123,6 +123,10 @@ class Step:
         """Returns f(doc_index_in_shard, doc) -> (doc, None) to keep or (None, reason)."""
         raise NotImplementedError
 
+    def finish(self, ctx: StepContext) -> dict:
+        """After every shard: more figures for stats.json (e.g. kept shares per domain)."""
+        return {}
+
 
 def make_step(name: str, data: DataConfig) -> Step:
     module, cls = STEPS[name].split(":")
@@ -286,6 +290,7 @@ def run_step(name: str, step_dir: Path, inputs: list[Path], data: DataConfig, fp
     todo = [i for i, p in enumerate(inputs)
             if not (step_dir / "stats" / (p.name + ".json")).exists()]
     executor.map(run_shard, [(step, ctx, i) for i in todo], desc=f"{step_dir.name}")
+    extra = {**extra, **(step.finish(ctx) or {})}
     return _finish_step(step_dir, fp, name, extra, time.perf_counter() - t0)
 
 
