@@ -8,7 +8,8 @@ One set of factors is derived from the recipe and applied to every stage's typed
             pretraining length and the needle still probes past the base model's window.
     steps   S = min(1, 48 / the longest pretraining run in steps): every step count (stage
             lengths, warmup, checkpoint and eval intervals, batch-growth steps) times S, at
-            least 1: the WSD decay fraction and the stage proportions stay as written.
+            least 1 (checkpoint and eval intervals at least 8): the WSD decay fraction and the
+            stage proportions stay as written.
     depth   D = min(1, 8 / the deepest model): layers (and the layer block `grow` duplicates)
             times D, so Yi's 32 -> 48 growth of layers 12..28 becomes 8 -> 12 of layers 3..7.
     width   every model becomes 64 wide with 4 heads (the GQA ratio, FFN ratio, partial rotary
@@ -32,7 +33,7 @@ from typing import Any
 from lmforge.model.config import ModelConfig, RopeScaling
 
 SMOKE_SEQ, SMOKE_STEPS, SMOKE_LAYERS, SMOKE_WIDTH, SMOKE_HEADS, SMOKE_VOCAB = 128, 48, 8, 64, 4, 1024
-SMOKE_MAX_STEPS, SMOKE_MICRO_BATCH = 12, 4
+SMOKE_MAX_STEPS, SMOKE_MICRO_BATCH, SMOKE_MIN_INTERVAL = 12, 4, 8
 
 LENGTH_KEYS = {"seq_len", "max_seq_len", "min_doc_tokens", "model_max_length", "original_max_position_embeddings"}
 STEP_KEYS = {"steps", "warmup_steps", "ckpt_every", "eval_every"}
@@ -168,6 +169,8 @@ def _field(name: str, v: Any, f: Factors) -> Any:
     if isinstance(v, int):
         if name in LENGTH_KEYS:
             return _len(v, f)
+        if name in ("ckpt_every", "eval_every"):      # at least 8 steps apart: checkpoints and evals
+            return max(_steps(v, f), SMOKE_MIN_INTERVAL) if v else v   # every step would dominate the run
         if name in STEP_KEYS:
             return _steps(v, f)
         if name == "grad_accum":
