@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -56,9 +57,10 @@ def steps_for(n_micro_batches: int, train: TrainConfig, max_steps: int) -> int:
 
 
 def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, progress: bool,
-                  model: torch.nn.Module | None = None) -> Trainer:
+                  model: torch.nn.Module | None = None, initialised: bool = False) -> Trainer:
     """Trainer on a fresh model; resumed from out_dir's last checkpoint, else initialised from
-    the source (weights, and the optimizer state if cfg.init.load_optimizer)."""
+    the source (weights, and the optimizer state if cfg.init.load_optimizer), unless
+    `initialised`: `model` already holds the source's weights (e.g. with new vocabulary rows)."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "stats.json", stats)
@@ -72,7 +74,7 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
         trainer.resume(latest)
         if progress:
             print(f"resuming from {latest} (step {trainer.step})")
-    else:
+    elif not initialised:
         # the loaded optimizer state brings its own hyperparameters; keep this stage's
         mine = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
         trainer.init_from(src.step_dir, cfg.init.load_optimizer)
@@ -82,17 +84,21 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
     return trainer
 
 
-def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool) -> Trainer:
-    """A new model of the source's shape (weights loaded by start_trainer), NEFTune attached
+def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool,
+                init_model: Callable[[torch.nn.Module], None] | None = None) -> Trainer:
+    """A new model of the source's shape (weights loaded by start_trainer, or by
+    `init_model(model)` when given: e.g. a source with a grown vocabulary), NEFTune attached
     when cfg.neftune_alpha > 0, trained for `steps`."""
     from lmforge.train.objectives.sft import NEFTune
 
     train = dataclasses.replace(cfg.train, steps=steps)
     torch.manual_seed(train.seed)
     model = Transformer(src.model_cfg)
+    if init_model is not None:
+        init_model(model)
     if getattr(cfg, "neftune_alpha", 0) > 0:
         NEFTune(cfg.neftune_alpha, src.info["pad_id"]).attach(model)
-    return start_trainer(cfg, src, objective, train, stats, progress, model)
+    return start_trainer(cfg, src, objective, train, stats, progress, model, initialised=init_model is not None)
 
 
 def finish(cfg, trainer: Trainer) -> dict:
