@@ -63,11 +63,13 @@ def prompt_ids(tok, user: str, system: str | None) -> list[int]:
     return ids.tolist()
 
 
-def sample_replies(tok, prompts: list[list[int]], generate_ids, seed: int, batch_size: int = 16) -> list[str]:
+def sample_replies(tok, prompts: list[list[int]], generate_ids, seed: int, batch_size: int = 16,
+                   desc: str | None = None) -> list[str]:
     """Decoded replies; `generate_ids(prompt_batch, seed)` is the sampler (the stage binds the
-    model and the sampling settings: lmforge.infer.generate.generate_ids)."""
+    model and the sampling settings: lmforge.infer.generate.generate_ids). Batch b samples with
+    seed + its first index, so seeds never repeat within seed .. seed + len(prompts)."""
     out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=desc is None):
         ids = generate_ids(prompts[start:start + batch_size], seed + start)
         out += [tok.decode(x, skip_special_tokens=True).strip() for x in ids]
     return out
@@ -89,9 +91,12 @@ def rlcd_samples(tok, prompts: list[str], facts: list[str], few_shot: list[dict]
     system = facts_system_prompt(facts, few_shot)
     stats: Counter = Counter()
     convs, pairs = [], []
-    for k in tqdm(range(samples_per_prompt), desc="rlcd samples", disable=not progress):
-        pos = sample_replies(tok, [prompt_ids(tok, p, system) for p in prompts], generate_ids, seed + 1000 * k)
-        neg = sample_replies(tok, [prompt_ids(tok, p, None) for p in prompts], generate_ids, seed + 1000 * k + 500)
+    n = len(prompts)
+    for k in range(samples_per_prompt):
+        pos = sample_replies(tok, [prompt_ids(tok, p, system) for p in prompts], generate_ids, seed + 2 * k * n,
+                             desc=f"positives {k + 1}/{samples_per_prompt}" if progress else None)
+        neg = sample_replies(tok, [prompt_ids(tok, p, None) for p in prompts], generate_ids, seed + (2 * k + 1) * n,
+                             desc=f"negatives {k + 1}/{samples_per_prompt}" if progress else None)
         for p, a, b in zip(prompts, pos, neg):
             stats["prompts_sampled"] += 1
             for cls, reply in (("positive", a), ("negative", b)):

@@ -39,7 +39,8 @@ STEP_KEYS = {"steps", "warmup_steps", "ckpt_every", "eval_every"}
 # caps: key -> most allowed in a smoke run (applied wherever the key appears)
 CAPS = {"workers": 2, "eval_batches": 2, "max_items": 40, "max_docs_per_domain": 16, "samples_per_prompt": 1,
         "max_new_tokens": 16, "calib_tokens": 2048, "trials": 1, "distractors": 2, "val_docs_per_domain": 8,
-        "batch_size": 8, "keep_last": 1, "add_tokens": 128, "long_count": 24, "general_count": 48}
+        "batch_size": 8, "keep_last": 1, "add_tokens": 128, "long_count": 24, "general_count": 48,
+        "count": 32}      # selfknow first_messages.count
 ZERO_MEANS_ALL = {"workers", "max_items", "max_docs_per_domain"}   # 0 = unlimited: capped too
 
 
