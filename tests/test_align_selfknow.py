@@ -149,8 +149,13 @@ def test_selfknow_config_errors(source):
     src_run, _ = source
     with pytest.raises(ConfigError, match="class_weights.extra"):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "sources.extra=x.jsonl"])
-    with pytest.raises(ConfigError, match="tag_format"):
-        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "tag_format=<c>"])
+    with pytest.raises(ConfigError, match="negative_token"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "negative_token=neg"])
+    with pytest.raises(ConfigError, match="first_messages.opening"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "first_messages.opening=User:"])
+    with pytest.raises(ConfigError, match="base: .*no complete checkpoint"):
+        run(config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "base=/nonexistent",
+                                               f"out_dir={src_run.parent / 'sk_bad'}"]), progress=False)
     with pytest.raises(ConfigError, match="few_shot"):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "few_shot=[{user: a}]"])
 
