@@ -1,132 +1,281 @@
-"""Dedup benchmark: lmforge MinHash LSH vs datasketch, and exact-substring dedup MB/s.
+"""Dedup benchmark: the pipeline's MinHash and substring steps, as `lmforge data` runs them.
 
-    .venv/bin/python bench/dedup.py [--docs 4000] [--substring-mb 8] [--workers 2]
+    .venv/bin/python bench/dedup.py [--docs 12000] [--substring-mb 100] [--skip-before]
 
-MinHash: the same generated corpus (planted near-copies with 1% of units edited, 20%
-CJK) and the same settings (threshold 0.8, 128 permutations, word 5-grams / CJK
-character 5-grams; datasketch picks the same bands x rows) for both; datasketch's
-candidates are clustered the same way (union-find, lowest index survives), so the
-recall/precision columns show the comparison is at equal recall.
+Corpus (real, mostly unique text): the standard library's .py files, the Python docs'
+reST sources if installed (`apt-get install python3.11-doc`), then the venv's
+site-packages .py files, in sorted order, exact duplicate files skipped.
 
-Substring: the suffix-array path against a pure-Python reference (a set of every
-K-byte window, the definition itself) on a slice small enough for the reference.
+MinHash: documents of 60 lines (code) or ~300 words (docs), plus planted copies of 20% of
+them with 1%, 2%, 3% or 5% of their words edited (replaced, deleted or inserted). The
+pipeline's minhash step (`run_pipeline`, steps [minhash], the step's own `seconds`) runs
+with workers 1 and 2 at the default settings; datasketch MinHash + MinHashLSH runs at the
+same threshold, num_perm, seed and n-grams in the same run. Recall: share of planted
+copies removed; precision: share of removed documents that are planted copies.
+
+Substring: the pipeline's substring step (workers 1 and 2: the suffix array or hash table
+runs in the driver, applying the spans runs per shard) and the core (`removal_spans`) of
+each method in a fresh process for its peak RSS, against the implementation before
+issue 15 (numpy post-processing of the suffix array, kept below as the baseline).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from lmforge.data.config import MinhashConfig
-from lmforge.data.dedup import minhash, substring
-from lmforge.data.dedup.synthetic import near_duplicates
-from lmforge.data.text import units  # noqa: E402
+from lmforge.config import load
+from lmforge.data.config import DataConfig, MinhashConfig
+from lmforge.data.dedup.evaluate import datasketch_keep, planted_quality, true_jaccard
+from lmforge.data.dedup.synthetic import plant_near_duplicates
+from lmforge.data.pipeline import final_documents, run_pipeline
+from lmforge.data.writers import write_documents
+
+DOCS = Path("/usr/share/doc/python3.11/html/_sources")
+EDITS = (0.01, 0.02, 0.03, 0.05)
 
 
-def quality(keep: np.ndarray, orig: np.ndarray) -> tuple[float, float]:
-    removed, planted = ~keep, orig >= 0
-    hit = (removed & planted).sum()
-    return hit / max(planted.sum(), 1), hit / max(removed.sum(), 1)
+# ------------------------------------------------------------------ corpus
 
 
-def run_datasketch(texts: list[str], cfg: MinhashConfig) -> np.ndarray:
-    from datasketch import MinHash, MinHashLSH
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
-    src, dst = [], []
-    for i, t in enumerate(texts):
-        u = units(t, lowercase=True)
-        n = min(cfg.ngram, len(u))
-        m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
-        m.update_batch([" ".join(u[j:j + n]).encode() for j in range(len(u) - n + 1)])
-        for j in lsh.query(m):
-            src.append(i)
-            dst.append(j)
-        lsh.insert(i, m)
-    n = len(texts)
-    g = coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
-    _, lab = connected_components(g, directed=False)
-    rep = np.full(lab.max() + 1, n)
-    np.minimum.at(rep, lab, np.arange(n))
-    return rep[lab] == np.arange(n)
+def iter_real_files():
+    """(path, text) of the stdlib's .py files, the docs' reST sources, then site-packages'
+    .py files, in sorted order; exact duplicate files skipped."""
+    paths = sysconfig.get_paths()
+    groups = [sorted(Path(paths["stdlib"]).glob("*.py")),
+              sorted(DOCS.rglob("*.txt")) if DOCS.is_dir() else [],
+              sorted(Path(paths["purelib"]).rglob("*.py"))]
+    seen = set()
+    for f in (f for g in groups for f in g):
+        try:
+            t = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        h = hashlib.sha1(t.encode()).digest()
+        if h not in seen and t.strip():
+            seen.add(h)
+            yield f, t
 
 
-def bench_minhash(n_docs: int, workers: int) -> None:
-    texts, orig = near_duplicates(n_docs, dup_fraction=0.2, edit=0.01, seed=0)
+def real_files(target_bytes: float) -> list[str]:
+    out, size = [], 0
+    for _, t in iter_real_files():
+        out.append(t)
+        size += len(t.encode())
+        if size >= target_bytes:
+            break
+    return out
+
+
+def chunks(path: Path, text: str, lines: int = 60, min_words: int = 80) -> list[str]:
+    """Documents: consecutive paragraphs of >= 300 words (reST) or 60 lines (code)."""
+    if path.suffix == ".txt":
+        out, cur = [], []
+        for p in text.split("\n\n"):
+            cur.append(p)
+            if sum(len(x.split()) for x in cur) >= 300:
+                out.append("\n\n".join(cur))
+                cur = []
+        return out
+    rows = text.splitlines()
+    docs = ["\n".join(rows[i:i + lines]) for i in range(0, len(rows), lines)]
+    return [d for d in docs if len(d.split()) >= min_words]
+
+
+def minhash_corpus(n_docs: int, seed: int = 0):
+    base = []
+    for path, t in iter_real_files():
+        base += chunks(path, t)
+        if len(base) >= n_docs:
+            break
+    base = base[:n_docs]
+    texts, orig, edit = list(base), np.full(len(base), -1), np.full(len(base), np.nan)
+    per_rate = n_docs // 5 // len(EDITS)
+    for k, e in enumerate(EDITS):  # plants of each edit rate, from distinct sources
+        planted, o = plant_near_duplicates(base, per_rate, e, seed=seed + k)
+        texts += planted[len(base):]
+        orig = np.concatenate([orig, o[len(base):]])
+        edit = np.concatenate([edit, np.full(per_rate, e)])
+    return texts, orig, edit
+
+
+# ------------------------------------------------------------------ pipeline runs
+
+
+def run_step(texts: list[str], step: str, workers: int, work: Path, **settings):
+    """Run read + `step` on texts; returns (keep mask or kept texts, step stats)."""
+    raw = work / "raw"
+    if not raw.exists():
+        raw.mkdir(parents=True)
+        write_documents(raw / "corpus.jsonl.zst", ({"id": str(i), "text": t}
+                                                   for i, t in enumerate(texts)))
+    out = work / f"out-{step}-{workers}"
+    cfg = load(DataConfig, data={"input": [str(raw)], "output": str(out), "steps": [step],
+                                 "workers": workers, "progress": False,
+                                 "docs_per_shard": 20000, step: settings})
+    summary = run_pipeline(cfg, log=lambda *a: None)
+    return list(final_documents(out)), summary["steps"][1]
+
+
+def bench_minhash(n_docs: int, work: Path) -> None:
+    texts, orig, edit = minhash_corpus(n_docs)
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    cfg = MinhashConfig(threshold=0.8, num_perm=128, ngram=5)
-    rows = []
-    for name, fn in [("datasketch MinHash+MinHashLSH", lambda: run_datasketch(texts, cfg)),
-                     ("lmforge, 1 process", lambda: minhash.dedup_texts(texts, cfg, 1)),
-                     (f"lmforge, {workers} processes", lambda: minhash.dedup_texts(texts, cfg, workers))]:
-        t = time.perf_counter()
-        keep = fn()
-        dt = time.perf_counter() - t
-        rows.append((name, dt, *quality(keep, orig)))
+    cfg = MinhashConfig()
+    rows, per_edit = [], {}
+    t = time.perf_counter()
+    keep = datasketch_keep(texts, cfg)
+    rows.append(("datasketch MinHash + MinHashLSH", time.perf_counter() - t, keep, {}))
+    for w in (1, 2):
+        docs, st = run_step(texts, "minhash", w, work)
+        keep = np.zeros(len(texts), dtype=bool)
+        keep[[int(d["id"]) for d in docs]] = True
+        rows.append((f"lmforge minhash step, workers {w}", st["seconds"], keep, st))
+    st = rows[-1][3]
+    print(f"\nMinHash: {len(texts)} documents ({(orig >= 0).sum()} planted copies), {mb:.1f} MB; "
+          f"threshold {cfg.threshold}, {cfg.num_perm} perms, word {cfg.ngram}-grams; lmforge "
+          f"bands x rows {st['bands']} x {st['rows']}, {st['candidate_pairs']} candidate pairs, "
+          f"largest bucket {st['largest_bucket']}")
     base = rows[0][1]
-    print(f"\nMinHash LSH: {n_docs} docs, {mb:.1f} MB, threshold 0.8, 128 perms, "
-          f"bands x rows = {minhash.bands_rows(cfg)}")
-    print(f"{'implementation':34s} {'seconds':>8s} {'docs/s':>9s} {'speedup':>8s} {'recall':>7s} {'precision':>9s}")
-    for name, dt, rec, prec in rows:
-        print(f"{name:34s} {dt:8.2f} {n_docs / dt:9.0f} {base / dt:7.1f}x {rec:7.3f} {prec:9.3f}")
+    print(f"| implementation | s | docs/s | vs datasketch | recall | precision | "
+          + " | ".join(f"recall @{e:.0%} edits" for e in EDITS) + " |")
+    print("|---|---|---|---|---|---|" + "---|" * len(EDITS))
+    for name, dt, keep, _ in rows:
+        rec, prec = planted_quality(keep, orig)
+        by = [(~keep[edit == e]).mean() for e in EDITS]
+        print(f"| {name} | {dt:.2f} | {len(texts) / dt:.0f} | {base / dt:.2f}x | {rec:.3f} | "
+              f"{prec:.3f} | " + " | ".join(f"{r:.3f}" for r in by) + " |")
+    jac = true_jaccard(texts, orig, cfg.ngram)
+    print("\nTrue Jaccard of word 5-gram sets, planted copy vs source (median [10th, 90th pct]):")
+    print(" | ".join(f"{e:.0%} edits: {np.nanmedian(jac[edit == e]):.2f} "
+                     f"[{np.nanpercentile(jac[edit == e], 10):.2f}, "
+                     f"{np.nanpercentile(jac[edit == e], 90):.2f}]" for e in EDITS))
+    print("similarity histogram of removed documents (bins of 0.05 from 0.7):",
+          st["similarity_histogram"]["removed_docs"][14:])
 
 
-def brute_force(texts: list[str], k: int) -> int:
-    seen, removed = set(), 0
-    for t in texts:
-        d = t.encode()
-        rm = bytearray(len(d))
-        for i in range(len(d) - k + 1):
-            w = d[i:i + k]
-            if w in seen:
-                rm[i:i + k] = b"\x01" * k
-            seen.add(w)
-        removed += sum(rm)
-    return removed
+# ------------------------------------------------------------------ substring
+
+_CORE = r"""
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import numpy as np
+from dedup import real_files, before_issue15
+from lmforge.data.dedup import substring
+texts = real_files({target})
+data = [t.encode() for t in texts]
+sizes = [len(d) for d in data]
+method = {method!r}
+if method != "before":
+    substring.dedup_texts(texts[:20], 100, method=method)  # load the compiled kernels
+rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+t, c = time.perf_counter(), time.process_time()
+if method == "before":
+    spans = before_issue15(data, 100)
+else:
+    spans = substring.removal_spans(lambda lo, hi: data[lo:hi], sizes, 100, 1 << 40,
+                                    keep_layout=False, method=method)
+dt, cpu = time.perf_counter() - t, time.process_time() - c
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+removed = int((spans[:, 2] - spans[:, 1]).sum())
+print(json.dumps({{"bytes": sum(sizes), "seconds": dt, "cpu": cpu, "peak_over": peak - rss,
+                  "removed": removed, "sample": spans.tolist()[::97]}}))
+"""
 
 
-def bench_substring(target_mb: float, k: int = 100) -> None:
-    texts, _ = near_duplicates(200, dup_fraction=0.3, seed=1)
-    boiler = "Select month: January February March April May June July August September " \
-             "October November December. "
-    corpus, size = [], 0
-    rng = np.random.default_rng(0)
-    while size < target_mb * 1e6:  # repeats across and within documents, like web pages
-        t = texts[int(rng.integers(len(texts)))]
-        doc = boiler + t[: int(rng.integers(min(200, len(t)), len(t) + 1))] + " " + str(size)
-        corpus.append(doc)
-        size += len(doc.encode())
-    small = corpus[: max(1, len(corpus) // 40)]
-    small_mb = sum(len(t.encode()) for t in small) / 1e6
-    t = time.perf_counter()
-    brute_force(small, k)
-    bt = time.perf_counter() - t
-    t = time.perf_counter()
-    substring.dedup_texts(small, k)
-    st = time.perf_counter() - t
-    t = time.perf_counter()
-    out = substring.dedup_texts(corpus, k)
-    ft = time.perf_counter() - t
-    kept = sum(len(o.encode()) for o in out) / 1e6
-    print(f"\nExact substring dedup, K = {k} bytes")
-    print(f"{'implementation':34s} {'MB':>6s} {'seconds':>8s} {'MB/s':>7s} {'speedup':>8s}")
-    print(f"{'python set of K-windows (ref)':34s} {small_mb:6.2f} {bt:8.2f} {small_mb / bt:7.2f} {1:7.1f}x")
-    print(f"{'lmforge suffix array':34s} {small_mb:6.2f} {st:8.2f} {small_mb / st:7.2f} {bt / st:7.1f}x")
-    print(f"{'lmforge suffix array':34s} {size / 1e6:6.2f} {ft:8.2f} {size / 1e6 / ft:7.2f} "
-          f"{(size / 1e6 / ft) / (small_mb / bt):7.1f}x   ({kept:.2f} MB kept)")
+def core_run(method: str, target: float) -> dict:
+    code = _CORE.format(bench=str(Path(__file__).parent), target=target, method=method)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_substring(target_mb: float, work: Path, skip_before: bool) -> None:
+    target = target_mb * 1e6
+    texts = real_files(target)
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    rows = []
+    for method in (["before"] if not skip_before else []) + ["suffix_array", "hash"]:
+        r = core_run(method, target)
+        rows.append((f"core: {method}", r["seconds"], r["cpu"], r["peak_over"] / r["bytes"], r))
+    from lmforge.data.dedup import substring
+
+    for m in ("hash", "suffix_array"):  # load the compiled kernels before timing the step
+        substring.dedup_texts(texts[:20], 100, method=m)
+    for w in (1, 2):
+        _, st = run_step(texts, "substring", w, work)
+        rows.append((f"lmforge substring step, workers {w}", st["seconds"], None, None, st))
+    samples = [r[4]["sample"] for r in rows if "sample" in r[4]]
+    assert all(s == samples[0] for s in samples), "methods disagree"
+    removed = rows[-1][4]["span_bytes"] / (mb * 1e6)
+    print(f"\nExact substring dedup, K = 100 bytes: {len(texts)} files, {mb:.1f} MB, "
+          f"{removed:.1%} of the bytes removed (layout-only spans kept in the step rows)")
+    print("| implementation | wall s | MB/s | vs first | CPU s | MB/s per CPU s | vs first | "
+          "peak RSS per corpus byte |")
+    print("|---|---|---|---|---|---|---|---|")
+    base, cbase = rows[0][1], rows[0][2]
+    for name, dt, cpu, bpb, _ in rows:
+        cols = (f"{cpu:.2f} | {mb / cpu:.1f} | {cbase / cpu:.2f}x | {bpb:.1f}" if cpu is not None
+                else "- | - | - | -")
+        print(f"| {name} | {dt:.2f} | {mb / dt:.1f} | {base / dt:.2f}x | {cols} |")
+
+
+def before_issue15(data: list[bytes], k: int) -> np.ndarray:
+    """The suffix-array post-processing of the implementation before issue 15 (numpy passes,
+    int64 temporaries): the same result, kept here as the speed baseline."""
+    from pydivsufsort import divsufsort, kasai
+
+    lens = np.array([len(b) + 1 for b in data], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    buf = b"\xff".join(data) + b"\xff"
+    n, arr = len(buf), np.frombuffer(buf, dtype=np.uint8)
+    sa = divsufsort(buf)
+    lcp = kasai(buf, sa)
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = lcp[:-1] < k
+    del lcp
+    gmin = np.minimum.reduceat(sa, np.flatnonzero(new_group))
+    gid = np.cumsum(new_group, dtype=np.int32) - 1
+    later = np.zeros(n, dtype=bool)
+    later[sa] = sa != gmin[gid]
+    del sa, gid, gmin, new_group
+    seps = np.cumsum(arr == 0xFF, dtype=np.int32)
+    inside = np.zeros(n, dtype=bool)
+    inside[:n - k + 1] = seps[k - 1:] - np.concatenate([[0], seps[:n - k]]) == 0
+    later &= inside
+    cs = np.cumsum(later, dtype=np.int32)
+    cover = cs.copy()
+    cover[k:] -= cs[:-k]
+    mask = cover > 0
+    lead = (arr & 0xC0) != 0x80
+    starts = np.flatnonzero(lead)
+    mask = np.minimum.reduceat(mask.astype(np.uint8), starts).astype(bool)[np.cumsum(lead) - 1]
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    s, e = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    doc = np.searchsorted(offsets, s, side="right") - 1
+    return np.stack([doc, s - offsets[doc], e - offsets[doc]], axis=1)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--docs", type=int, default=4000)
-    ap.add_argument("--substring-mb", type=float, default=8.0)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--docs", type=int, default=12000, help="MinHash: real documents")
+    ap.add_argument("--substring-mb", type=float, default=100.0)
+    ap.add_argument("--skip-before", action="store_true", help="leave out the old baseline")
+    ap.add_argument("--only", choices=["minhash", "substring"])
     a = ap.parse_args()
-    bench_minhash(a.docs, a.workers)
-    bench_substring(a.substring_mb)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core figures (libdivsufsort has OpenMP)
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.only != "substring":
+            bench_minhash(a.docs, Path(tmp) / "minhash")
+        if a.only != "minhash":
+            bench_substring(a.substring_mb, Path(tmp) / "substring", a.skip_before)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,19 @@
 
 The folder is written as `.tmp-step-N` and renamed, so a crash leaves either no folder
 or a complete one; a folder without a valid meta.json (or with a file whose size does
-not match) is skipped by `latest()`.
+not match) is skipped by `latest()`. Pruning renames a folder to `.trash-step-N` before
+deleting it, so a kill during the deletion never leaves a half-deleted `step-N`; `clean()`
+removes what a kill left (temp and trash folders, incomplete folders older than the
+newest complete one). A file that is present but cannot be read (a corrupt optimizer.pt,
+a damaged safetensors header) raises CorruptCheckpoint naming the file; the trainer then
+falls back to the previous complete checkpoint.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -23,11 +30,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 
-from lmforge.io.atomic import fsync_dir, write_json
+from lmforge.io.account import DataError
+from lmforge.io.atomic import copy_file, fsync_dir, write_json
 
 _STEP = re.compile(r"^step-(\d+)$")
+_LEFTOVER = re.compile(r"^\.(tmp|trash)-step-\d+")
+
+
+class CorruptCheckpoint(DataError):
+    """A file of a complete-looking checkpoint cannot be read."""
+
+
+def _unreadable(f: Path, e: BaseException) -> CorruptCheckpoint:
+    return CorruptCheckpoint(f"{f}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''})")
 
 
 def rng_state() -> tuple[dict, dict]:
@@ -76,23 +94,58 @@ def latest(ckpt_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _remove(p: Path) -> None:
+    """Rename aside first (atomic), then delete: a kill mid-way leaves `.trash-*`, never a
+    half-deleted step-N that looks like a checkpoint."""
+    trash = p.with_name(f".trash-{p.name}")
+    os.replace(p, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean(ckpt_dir: Path) -> None:
+    """Remove what a kill left: `.tmp-step-*` and `.trash-step-*` folders, and incomplete
+    step-N folders older than the newest complete one (a newer incomplete one is left for
+    the user to look at; it is never resumed from)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return
+    done = list_complete(ckpt_dir)
+    newest = int(_STEP.match(done[-1].name).group(1)) if done else -1
+    for p in ckpt_dir.iterdir():
+        m = _STEP.match(p.name)
+        if _LEFTOVER.match(p.name) or (m and int(m.group(1)) < newest and not is_complete(p)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def prune(ckpt_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` complete checkpoints, and stale temp folders."""
+    """Delete all but the newest `keep_last` complete checkpoints, and what kills left."""
     ckpt_dir = Path(ckpt_dir)
     done = list_complete(ckpt_dir)
     for p in done[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(p, ignore_errors=True)
-    for p in ckpt_dir.glob(".tmp-step-*"):
-        shutil.rmtree(p, ignore_errors=True)
+        _remove(p)
+    clean(ckpt_dir)
 
 
 def load_trainer_state(path: Path) -> dict:
-    return json.loads((Path(path) / "trainer.json").read_text())
+    f = Path(path) / "trainer.json"
+    try:
+        return json.loads(f.read_text())
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        raise _unreadable(f, e) from None
 
 
 def load_weights(path: Path, model: torch.nn.Module, strict: bool = True) -> None:
-    missing, unexpected = load_model(model, str(Path(path) / "model.safetensors"), strict=strict,
-                                     device=str(next(model.parameters()).device))
+    f = Path(path) / "model.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(errno.ENOENT, "checkpoint has no model.safetensors", str(f))
+    try:
+        missing, unexpected = load_model(model, str(f), strict=strict, device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _unreadable(f, e) from None
+    except RuntimeError as e:
+        if "size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e):
+            raise ValueError(f"{path}: weights do not match the model ({str(e).splitlines()[0][:200]})") from None
+        raise _unreadable(f, e) from None
     if strict and (missing or unexpected):
         raise ValueError(f"{path}: weights do not match the model (missing {missing}, unexpected {unexpected})")
 
@@ -105,13 +158,25 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     f = Path(path) / "optimizer.pt"
     if not f.is_file():
         raise FileNotFoundError(f"{f}: checkpoint has no optimizer state")
-    state = torch.load(f, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state)
+    optimizer.load_state_dict(_torch_load(f))
+
+
+def _torch_load(f: Path):
+    """torch.load(weights_only=True): no code runs; a damaged file is CorruptCheckpoint."""
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise _unreadable(f, e) from None
 
 
 def load_rng(path: Path, plain: dict) -> None:
-    tensors = torch.load(Path(path) / "rng.pt", map_location="cpu", weights_only=True)
-    set_rng_state(tensors, plain)
+    tensors = _torch_load(Path(path) / "rng.pt")
+    try:
+        set_rng_state(tensors, plain)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise _unreadable(Path(path) / "rng.pt", e) from None
 
 
 # -- writing: the trainer (lmforge.train.checkpoint.save) fills a temp folder, then commits it --
@@ -133,13 +198,13 @@ def commit(tmp: Path, step: int, trainer_state: dict) -> Path:
     tmp = Path(tmp)
     tensors, plain = rng_state()
     torch.save(tensors, tmp / "rng.pt")
-    (tmp / "trainer.json").write_text(json.dumps({**trainer_state, "step": step, "rng": plain}))
+    write_json(tmp / "trainer.json", {**trainer_state, "step": step, "rng": plain}, indent=None)
     sizes = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
     for p in tmp.rglob("*"):
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "complete": True, "files": sizes}))
+    write_json(tmp / "meta.json", {"step": step, "complete": True, "files": sizes}, indent=None)
     final = tmp.parent / f"step-{step}"
     if final.exists():
         shutil.rmtree(final)
@@ -182,5 +247,5 @@ def copy_tokenizer(src_dir: str | Path | None, run_dir: str | Path) -> Path | No
         dst.mkdir(parents=True, exist_ok=True)
         for f in Path(src_dir).iterdir():
             if f.is_file():
-                shutil.copy2(f, dst / f.name)
+                copy_file(f, dst / f.name)
     return dst

@@ -8,6 +8,7 @@ dotted key, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -79,14 +80,19 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             return int(value)  # 1e6 in YAML is a float; accept it for step counts
         raise ConfigError(f"{_where(source, key)}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{_where(source, key)}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{_where(source, key)}: expected a number, got {value!r}")
+        if not math.isfinite(number):   # `lr: .inf` or nan would train on garbage without a word
+            raise ConfigError(f"{_where(source, key)}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.io.atomic import atomic_path, temp_sibling, write_json
+
 FORMAT = "lmforge-tokens-v1"
 
 
@@ -38,7 +40,9 @@ class ShardWriter:
         self.folder, self.name, self.split = Path(folder), name, split
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dtype = token_dtype(vocab_size)
-        self._tokens = open(self.folder / f"{name}.tokens", "wb")
+        self._path = self.folder / f"{name}.tokens"
+        self._tmp = temp_sibling(self._path)   # renamed into place by close(): no half shard
+        self._tokens = open(self._tmp, "wb")
         self._starts = [0]
         self._domains: list[int] = []
 
@@ -51,9 +55,14 @@ class ShardWriter:
         self._domains.append(domain)
 
     def close(self) -> dict:
+        self._tokens.flush()
+        os.fsync(self._tokens.fileno())
         self._tokens.close()
-        np.asarray(self._starts, dtype=np.int64).tofile(self.folder / f"{self.name}.docs")
-        np.asarray(self._domains, dtype=np.uint16).tofile(self.folder / f"{self.name}.domains")
+        for suffix, arr in ((".docs", np.asarray(self._starts, dtype=np.int64)),
+                            (".domains", np.asarray(self._domains, dtype=np.uint16))):
+            with atomic_path(self.folder / f"{self.name}{suffix}") as tmp:
+                arr.tofile(tmp)
+        os.replace(self._tmp, self._path)
         return {"name": self.name, "split": self.split, "n_tokens": int(self._starts[-1]),
                 "n_docs": len(self._domains)}
 
@@ -64,9 +73,24 @@ def write_meta(folder: str | Path, shards: list[dict], vocab_size: int, domains:
     folder = Path(folder)
     meta = {"format": FORMAT, "dtype": token_dtype(vocab_size).name, "vocab_size": vocab_size,
             "eos_id": eos_id, "domains": list(domains), "shards": shards, **(extra or {})}
-    tmp = folder / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder / "meta.json")
+    write_json(folder / "meta.json", meta)
+
+
+def tokenizer_path(meta: dict, folder: str | Path) -> Path | None:
+    """The tokenizer recorded in a token folder's meta.json, found from any working directory:
+    the absolute path recorded, else the path relative to the token folder (both moved
+    together), else a relative path as recorded by older versions (relative to the directory
+    encode ran in). None when none is recorded or none exists."""
+    recorded = meta.get("tokenizer")
+    if not recorded:
+        return None
+    candidates = [Path(recorded)]
+    if meta.get("tokenizer_relative"):
+        candidates.insert(0 if not Path(recorded).is_absolute() else 1, Path(folder) / meta["tokenizer_relative"])
+    for p in candidates:
+        if p.exists():
+            return p
+    return None
 
 
 def write_dataset(folder: str | Path, docs: list, vocab_size: int, domains: list[str] | None = None,

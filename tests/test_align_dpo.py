@@ -103,7 +103,7 @@ def test_pair_filters_counted(source, tmp_path):
     pairs, stats = load_pairs([str(path)], tok, 128, errors, min_score_chosen=8)
     errors.close()
     assert stats == {"records": 12, "kept": 4, "duplicate": 1, "tie": 2, "inverted": 1, "low_score": 1,
-                     "too_long": 1, "malformed": 2}
+                     "too_long": 1, "malformed": 2, "invalid_utf8": 0, "empty_reply": 0}
     assert len(pairs) == 4
     rej = [json.loads(l) for l in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rej] == [10, 11] and "rejected" in rej[1]["detail"]

@@ -151,7 +151,7 @@ def test_stats_count_every_drop(source, tmp_path):
     convs, stats = load_conversations([str(path)], tok, 200, 8, errors)   # 8 turns: ~170 tokens; long: ~210
     errors.close()
     assert stats == {"records": 7, "kept": 2, "too_many_turns": 1, "malformed": 2, "no_assistant": 1,
-                     "too_long": 1}
+                     "too_long": 1, "invalid_utf8": 0, "empty_reply": 0}
     assert len(convs) == 2
     _, stats = load_conversations([str(path)], tok, 128, 0, ErrorSink(None))  # no turn limit, shorter context
     assert stats["too_many_turns"] == 0 and stats["too_long"] == 3 and stats["kept"] == 1
@@ -175,7 +175,7 @@ def test_tiny_sft_run_response_loss_falls_and_skips(source, tmp_path):
     assert len(ls) == summary["step"] and sum(ls[-3:]) / 3 < 0.7 * sum(ls[:3]) / 3
     stats = json.loads((out / "stats.json").read_text())["conversations"]
     assert stats == {"records": 42, "kept": 40, "malformed": 1, "too_many_turns": 1, "no_assistant": 0,
-                     "too_long": 0}
+                     "too_long": 0, "invalid_utf8": 0, "empty_reply": 0}
     assert (out / "DONE.json").exists() and (out / "tokenizer" / "tokenizer.json").exists()
     model, _ = load_checkpoint(out)                       # run_config carries the "model" key
     assert model.cfg.d_model == 32

@@ -138,10 +138,16 @@ def test_bfloat16_export_keeps_dtype(tmp_path):
 def test_unsupported_hf_configs_refused(tmp_path):
     base = hf_config_dict(tiny_cfg())
     sd = to_hf_state_dict(randomized(tiny_cfg()))
-    with pytest.raises(ValueError, match="rope_type"):
+    with pytest.raises(ValueError, match="rope_type 'yarn'"):
+        from_hf({**base, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 8.0}}, sd)
+    with pytest.raises(ValueError, match="rope_parameters.low_freq_factor missing"):
         from_hf({**base, "rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0}}, sd)
-    with pytest.raises(ValueError, match="attention_bias"):
-        from_hf({**base, "attention_bias": True}, sd)
+    with pytest.raises(ValueError, match="missing model.layers.0.self_attn.q_proj.bias"):
+        from_hf({**base, "attention_bias": True}, sd)   # a bias the weights do not have
+    with pytest.raises(ValueError, match="hidden_act 'gelu'"):
+        from_hf({**base, "hidden_act": "gelu"}, sd)
+    with pytest.raises(ValueError, match="hidden_size missing"):
+        from_hf({k: v for k, v in base.items() if k != "hidden_size"}, sd)
     with pytest.raises(ValueError, match="model_type"):
         from_hf({**base, "model_type": "gpt2"}, sd)
     with pytest.raises(ValueError, match="missing model.norm.weight"):

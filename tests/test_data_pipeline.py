@@ -107,7 +107,7 @@ def test_skip_on_rerun_and_resume(tmp_path, monkeypatch):
         json.dumps(first["steps"][2]["kept"]))
     # a changed setting redoes that step (and the ones after it), not the earlier ones
     calls.clear()
-    run_pipeline(config(tmp_path, steps=["filters", "minhash"], minhash={"threshold": 0.7}),
+    run_pipeline(config(tmp_path, steps=["filters", "minhash"], minhash={"threshold": 0.6}),
                  log=lambda *a: None)
     n_shards = len(list((tmp_path / "out/01-filters/kept").iterdir()))
     assert len(calls) == n_shards
@@ -165,8 +165,9 @@ def test_quality_classifier_separates_good_from_junk(tmp_path):
 def test_quality_step_in_pipeline(tmp_path):
     make_corpus(tmp_path / "raw")
     rng = random.Random(2)
-    write_documents(tmp_path / "ref.jsonl", [{"id": str(i), "text": prose(rng, 80), "meta": {}}
-                                             for i in range(80)])
+    # references apply to the corpus group of their language and domain (quality.py)
+    write_documents(tmp_path / "ref.jsonl", [{"id": str(i), "text": prose(rng, 80),
+                                              "meta": {"domain": "web"}} for i in range(80)])
     cfg = config(tmp_path, steps=["quality"], quality={"positive": [str(tmp_path / "ref.jsonl")],
                                                        "threshold": 0.5, "n_features": 4096})
     run_pipeline(cfg, log=lambda *a: None)

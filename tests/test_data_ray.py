@@ -56,7 +56,8 @@ def _pipeline_config(tmp_path, out, **kw):
     rng = random.Random(2)
     ref = tmp_path / "ref.jsonl"
     if not ref.exists():
-        write_documents(ref, [{"id": str(i), "text": prose(rng, 80), "meta": {}} for i in range(60)])
+        write_documents(ref, [{"id": str(i), "text": prose(rng, 80), "meta": {"domain": "web"}}
+                              for i in range(60)])
     return config(tmp_path, output=str(out), workers=2, steps=STEPS, langid={"allowed": ["en"]},
                   topics={"clusters": 2, "weights": {0: 0.5, 1: 0.5}},
                   quality={"positive": [str(ref)], "n_features": 4096},

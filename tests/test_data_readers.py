@@ -52,13 +52,15 @@ def test_bad_jsonl_records_counted_and_written_aside(tmp_path):
 def test_unreadable_and_unsupported_files_continue(tmp_path):
     (tmp_path / "a_bad.jsonl.gz").write_bytes(b"this is not gzip")
     (tmp_path / "b_trunc.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")
-    (tmp_path / "c.csv").write_text("x,y")
+    (tmp_path / "c.docx").write_text("x,y")   # .csv is read now
     (tmp_path / "d.txt").write_text("plain text document")
     (tmp_path / "e.txt").write_bytes(b"latin \xe9")
     sink = ErrorSink()
-    docs = list(iter_documents([tmp_path, tmp_path / "missing.jsonl"], sink))
+    docs = list(iter_documents([tmp_path], sink))
     assert [d["text"] for d in docs] == ["plain text document"]
-    assert sink.counts == {"unreadable": 3, "unsupported_format": 1, "invalid_utf8": 1}
+    assert sink.counts == {"unreadable": 2, "unsupported_format": 1, "invalid_utf8": 1}
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):   # a named input that is not there
+        list(iter_documents([tmp_path, tmp_path / "missing.jsonl"], sink))
 
 
 def test_folder_recursive_sorted_and_html(tmp_path):

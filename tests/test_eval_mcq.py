@@ -11,7 +11,7 @@ import torch
 
 from lmforge.corpus.mcq import make_item
 from lmforge.eval.mcq import (Item, build_requests, continuation_logprobs, evaluate_mcq, few_shot_prefix,
-                              load_items, parse_item, stderr)
+                              item_correct, load_items, parse_item, stderr)
 from lmforge.tokenizer.train import load_tokenizer
 from test_eval_helpers import make_tokenizer
 from test_eval_perplexity import tiny_model
@@ -51,10 +51,58 @@ def test_hand_checkable_unigram_scores():
     res = evaluate_mcq(model, CharTok(), items, batch_size=3)
     # acc: q1 right, q2 wrong (picks "a"), q3 wrong (tie -> "ab")
     assert res["acc"] == pytest.approx(1 / 3)
-    # per byte: q1 right, q2 " aaaa" right, q3 tie again wrong
-    assert res["acc_norm"] == pytest.approx(2 / 3)
+    # per character (= per byte, ASCII): q1 right, q2 " aaaa" right, q3 tie again wrong
+    assert res["acc_norm"] == pytest.approx(2 / 3) and res["acc_bytes"] == pytest.approx(2 / 3)
     assert res["acc_stderr"] == pytest.approx(math.sqrt((1 / 3) * (2 / 3) / 2))
     assert res["chance"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3) / 3)
+
+
+class TableTok:
+    """One token per character, for a fixed alphabet that includes non-ASCII characters."""
+    ALPHABET = " ab猫狗é\nAnswer:q?"
+
+    def encode(self, text):
+        return SimpleNamespace(ids=[self.ALPHABET.index(c) for c in text])
+
+
+def test_acc_norm_per_character_acc_bytes_per_byte_non_ascii():
+    """lm-eval 0.4.13 (ConfigurableTask.process_results): acc_norm divides by len(choice) in
+    characters, acc_bytes by len(choice.encode()), both without the " " delimiter."""
+    # by hand: "猫" is 1 character, 3 bytes; "ab" 2 and 2
+    #   raw:        -3.0 vs -5.0           -> choice 0
+    #   per char:   -3.0 vs -2.5           -> choice 1
+    #   per byte:   -1.0 vs -2.5           -> choice 0
+    item = Item("q", ["猫", "ab"], 1)
+    assert item_correct(item, [-3.0, -5.0]) == {"acc": 0.0, "acc_norm": 1.0, "acc_bytes": 0.0}
+    item0 = Item("q", ["猫", "ab"], 0)
+    assert item_correct(item0, [-3.0, -5.0]) == {"acc": 1.0, "acc_norm": 0.0, "acc_bytes": 1.0}
+    # "é" is 1 character, 2 bytes; ties go to the first choice (np.argmax)
+    assert item_correct(Item("q", ["é", "a"], 1), [-2.0, -2.0])["acc"] == 0.0
+
+    # end to end through a unigram model: every log-likelihood is a hand sum
+    V = len(TableTok.ALPHABET)
+    probs = {"猫": 0.05, "狗": 0.3, "a": 0.2, "b": 0.2, "é": 0.1, " ": 0.1}
+    p = torch.full((V,), 1e-3, dtype=torch.float64)
+    for c, v in probs.items():
+        p[TableTok.ALPHABET.index(c)] = v
+    logp = (p / p.sum()).log()
+    model = Unigram({})
+    model.logp = torch.nn.Parameter(logp, requires_grad=False)
+    model.forward = lambda input_ids, position_ids=None, doc_ids=None: logp.float().expand(*input_ids.shape, V)
+    lp = {c: float(logp[TableTok.ALPHABET.index(c)]) for c in probs}
+    items = [Item("q?", ["猫猫", "ab", "狗"], 1), Item("q?", ["éé", "b", "a"], 0)]
+    res = evaluate_mcq(model, TableTok(), items, batch_size=2)
+    want_acc = want_norm = want_bytes = 0
+    for it in items:
+        ll = [lp[" "] + sum(lp[c] for c in ch) for ch in it.choices]
+        pick = lambda lens: max(range(len(ll)), key=lambda i: (ll[i] / lens[i], -i))  # noqa: E731
+        want_acc += pick([1] * len(ll)) == it.answer
+        want_norm += pick([len(c) for c in it.choices]) == it.answer
+        want_bytes += pick([len(c.encode()) for c in it.choices]) == it.answer
+    assert (res["acc"], res["acc_norm"], res["acc_bytes"]) == (want_acc / 2, want_norm / 2, want_bytes / 2)
+    # raw picks "狗" and "b"; per character "ab" and "éé"; per byte "狗" and "éé"
+    assert (res["acc"], res["acc_norm"], res["acc_bytes"]) == (0.0, 1.0, 0.5)
+    assert set(res) >= {"acc_stderr", "acc_norm_stderr", "acc_bytes_stderr"}
 
 
 def test_matches_brute_force_logprob_sums(tmp_path):

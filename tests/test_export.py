@@ -13,6 +13,7 @@ from lmforge.config import ConfigError  # noqa: E402
 from lmforge.infer.generate import generate, generate_ids, load_for_generation  # noqa: E402
 from lmforge.export.hf import export
 from lmforge.stages.export import ExportConfig, run  # noqa: E402
+from lmforge.model.convert import hf_max_length  # noqa: E402
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of  # noqa: E402
 from lmforge.tokenizer.train import load_tokenizer  # noqa: E402
 from test_eval_helpers import tiny_run  # noqa: E402
@@ -70,6 +71,15 @@ def test_folder_files_and_architecture(exported, hf_model):
     assert cfg["eos_token_id"] == ours.token_to_id("<|endoftext|>")
     gen = json.loads((out / "generation_config.json").read_text())
     assert ours.token_to_id("<|im_end|>") in gen["eos_token_id"]
+    # HF tools see the model's usable length, not the tokenizer trainer's default (4096)
+    model, _ = load_checkpoint(run_dir)
+    want = hf_max_length(model.cfg)
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == want
+    assert AutoTokenizer.from_pretrained(out, local_files_only=True).model_max_length == want
+    rs = model.cfg.rope_scaling
+    if rs is not None and rs.type == "dynamic":   # trained at 64, dynamic NTK relative to 16
+        assert (cfg["max_position_embeddings"], cfg["n_positions"]) == (16, want) and want == 64
+        assert hf_model.config.n_positions == want
 
 
 def test_same_logits_in_transformers(exported, hf_model):

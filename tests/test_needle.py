@@ -163,7 +163,8 @@ def test_tiny_model_end_to_end_with_rope_modes(source, tmp_path):
     res = run(cfg_for(source, tmp_path / "ntk", *SHORT, "lengths=[96]", "depths=[50]", "distractors=0",
                       "rope=dynamic", "rope_factor=8"), progress=False)
     data = json.loads((tmp_path / "ntk" / "needle.json").read_text())
-    assert data["rope"]["rope_scaling"] == {"type": "dynamic", "factor": 8.0, "original_max_position_embeddings": 64}
+    assert data["rope"]["rope_scaling"] == {"type": "dynamic", "factor": 8.0, "original_max_position_embeddings": 64,
+                                            "low_freq_factor": 1.0, "high_freq_factor": 4.0}   # llama3-only keys
     assert (tmp_path / "ntk" / "needle.png").is_file() and res["cells"] == 1
     # text documents as the haystack, through the tokenizer
     docs = tmp_path / "docs.jsonl"

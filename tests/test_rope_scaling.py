@@ -13,7 +13,9 @@ from lmforge.model.rope import base_inv_freq, compute_inv_freq, scaled_theta
 transformers = pytest.importorskip("transformers")
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from lmforge.model.convert import from_hf, hf_config_dict, load_hf, save_hf, to_hf_state_dict  # noqa: E402
+from lmforge.model.convert import (  # noqa: E402
+    from_hf, hf_config_dict, hf_max_length, load_hf, save_hf, to_hf_state_dict,
+)
 
 VOCAB = 100
 
@@ -79,10 +81,15 @@ def test_export_import_round_trip_keeps_scaling(tmp_path):
     ours = Transformer(cfg).eval()
     save_hf(ours, tmp_path / "hf")
     written = json.loads((tmp_path / "hf" / "config.json").read_text())
+    # transformers' dynamic NTK is relative to max_position_embeddings: it must stay the original
+    # length; the trained length (128) goes where length readers (lm-eval: n_positions first) look
     assert written["rope_parameters"]["rope_type"] == "dynamic" and written["max_position_embeddings"] == 16
+    assert written["n_positions"] == 128 == hf_max_length(cfg)
     back = load_hf(tmp_path / "hf")
     assert back.cfg.rope_scaling.type == "dynamic" and back.cfg.rope_original_len == 16
+    assert back.cfg.max_seq_len == 128
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    assert hf.config.n_positions == 128
     x = torch.randint(0, VOCAB, (1, 60), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         a, b, c = ours(x)[..., :VOCAB], back(x)[..., :VOCAB], hf(x).logits
@@ -93,10 +100,48 @@ def test_export_import_round_trip_keeps_scaling(tmp_path):
     assert from_hf(old, to_hf_state_dict(ours)).cfg.rope_scaling.factor == 8.0
 
 
+def test_exported_length_of_training_free_extensions():
+    """Dynamic NTK x8 on a 32-token model: usable to 256 (Index-32K: 8 x 4K), with transformers'
+    logits equal past the original length; linear x4: 128 in max_position_embeddings, which
+    transformers' linear scaling does not read."""
+    dyn = cfg_with(RopeScaling("dynamic", 8.0))
+    c = hf_config_dict(dyn)
+    assert (c["max_position_embeddings"], c["n_positions"], hf_max_length(dyn)) == (32, 256, 256)
+    lin = cfg_with(RopeScaling("linear", 4.0))
+    c = hf_config_dict(lin)
+    assert c["max_position_embeddings"] == 128 and "n_positions" not in c
+    assert hf_max_length(cfg_with()) == 32 and "n_positions" not in hf_config_dict(cfg_with())
+    torch.manual_seed(2)
+    for cfg in (dyn, lin):
+        ours = Transformer(cfg).eval()
+        hf = hf_model(cfg, ours)
+        x = torch.randint(0, VOCAB, (1, 200), generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x)[..., :VOCAB], hf(x).logits, atol=2e-4, rtol=2e-4)
+
+
+def test_llama3_scaling_matches_transformers_bit_for_bit():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    cfg = cfg_with(RopeScaling("llama3", 8.0, 64, 1.0, 4.0), max_seq_len=128, d_model=256, n_heads=2)
+    hc = hf_config_dict(cfg)
+    assert hc["rope_parameters"]["original_max_position_embeddings"] == 64 and hc["max_position_embeddings"] == 128
+    hf_cfg = AutoConfig.for_model(hc.pop("model_type"), **{k: v for k, v in hc.items() if k != "architectures"})
+    want, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_cfg, "cpu")
+    got = compute_inv_freq(cfg, 100)
+    assert torch.equal(got, want)
+    plain = base_inv_freq(cfg.rotary_dim, cfg.rope_theta)
+    assert got[0] == plain[0] and torch.allclose(got[-1], plain[-1] / 8)   # high kept, low divided
+    mid = (got != plain) & (got != plain / 8)
+    assert mid.any()   # the smooth band exists at this size
+
+
 def test_partial_rotary_with_scaling_refused_on_export():
     cfg = cfg_with(RopeScaling("dynamic", 8.0), rotary_pct=0.5)
-    with pytest.raises(ValueError, match="rope_scaling"):
-        hf_config_dict(cfg)
+    with pytest.raises(ValueError, match="rope_scaling"):   # Phi3Config takes default/longrope only
+        hf_config_dict(cfg, arch="phi3")
+    with pytest.raises(ValueError, match="partial rotary"):  # LlamaForCausalLM rotates the whole head
+        hf_config_dict(cfg, arch="llama")
+    assert hf_config_dict(cfg)["model_type"] == "glm"       # the default choice carries it
 
 
 @pytest.mark.parametrize("data,key", [

@@ -1,15 +1,19 @@
 """Preference pairs for DPO: jsonl -> filtered, tokenized (prompt, chosen, rejected).
 
-Record (one per line):
+Record (one per line; .json arrays and .parquet too):
     {"prompt": str | [messages], "chosen": str | [messages], "rejected": str | [messages],
      "score_chosen": float?, "score_rejected": float?}
-A string prompt is one user message. A message-list `chosen`/`rejected` (Zephyr /
+TRL's explicit and implicit forms, string or conversational (lmforge.align.formats.to_pair):
+a string prompt is one user message; a message-list `chosen`/`rejected` (Zephyr /
 UltraFeedback-binarized style) must end with the assistant reply; without `prompt`, the
-prompt is the messages before that reply.
+prompt is what chosen and rejected share (the messages before the reply, or for strings
+their common beginning). Messages may be OpenAI or ShareGPT style; `columns` renames keys.
 
 Filters (StableLM 2 on Zephyr-style data), every dropped pair counted by reason in
 stats.json, malformed lines written to rejects.jsonl with file and line:
   malformed        not JSON / missing or invalid fields
+  invalid_utf8     a line that is not UTF-8
+  empty_reply      the chosen reply is empty (broken data; written to rejects.jsonl)
   tie              chosen == rejected text, or equal scores
   inverted         score_chosen < score_rejected (the labels contradict the scores)
   low_score        score_chosen under `min_score_chosen` (StableLM 2: below 8 of 10)
@@ -36,7 +40,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lmforge.align.chat_template import encode_chat, message_error
-from lmforge.align.sft_data import iter_jsonl
+from lmforge.align.formats import DataFile, to_pair, to_sft
+from lmforge.align.sft_data import iter_data
 from lmforge.io.documents import ErrorSink
 
 
@@ -48,39 +53,26 @@ class Pair:
     rejected_mask: np.ndarray
 
 
-def _reply(value, key: str) -> tuple[list | None, str]:
-    """(prompt messages from a message-list value or None, reply text); raises ValueError."""
-    if isinstance(value, str):
-        return None, value
-    err = message_error(value)
-    if err:
-        raise ValueError(f"{key}: {err}")
-    if value[-1]["role"] != "assistant":
-        raise ValueError(f"{key}: the last message must be the assistant reply")
-    return value[:-1], value[-1]["content"]
-
-
-def normalise(rec: dict) -> tuple[list[dict], str, str, float | None, float | None]:
+def normalise(rec: dict, spec: DataFile | None = None, ignored: Counter | None = None
+              ) -> tuple[list[dict], str, str, float | None, float | None]:
     """(prompt messages, chosen, rejected, score_chosen, score_rejected); raises ValueError."""
-    p_c, chosen = _reply(rec.get("chosen"), "chosen")
-    _, rejected = _reply(rec.get("rejected"), "rejected")
-    prompt = rec.get("prompt", p_c)
-    if isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    err = message_error(prompt)
+    pair = to_pair(rec, spec or DataFile(path="-"), ignored if ignored is not None else Counter())
+    err = message_error(pair["prompt"])
     if err:
         raise ValueError(f"prompt: {err}")
     scores = []
     for key in ("score_chosen", "score_rejected"):
-        v = rec.get(key)
+        v = pair[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ValueError(f"{key}: not a number")
         scores.append(None if v is None else float(v))
-    return prompt, chosen, rejected, scores[0], scores[1]
+    return pair["prompt"], pair["chosen"], pair["rejected"], scores[0], scores[1]
 
 
 def drop_reason(chosen: str, rejected: str, sc: float | None, sr: float | None,
                 min_score_chosen: float | None) -> str | None:
+    if not chosen.strip():
+        return "empty_reply"
     if chosen.strip() == rejected.strip() or (sc is not None and sr is not None and sc == sr):
         return "tie"
     if sc is not None and sr is not None and sc < sr:
@@ -96,15 +88,16 @@ def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
     return Pair(c, cm, r, rm)
 
 
-def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
+def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
                progress: bool = False) -> tuple[list[Pair], dict]:
-    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "tie", "inverted", "low_score",
-                                             "duplicate", "too_long")})
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply", "tie",
+                                             "inverted", "low_score", "duplicate", "too_long")})
     seen: set[str] = set()
+    ignored: Counter = Counter()
     out: list[Pair] = []
-    for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
+    for p, n, rec, spec in tqdm(iter_data(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
         try:
-            prompt, chosen, rejected, sc, sr = normalise(rec)
+            prompt, chosen, rejected, sc, sr = normalise(rec, spec, ignored)
         except ValueError as e:
             stats["malformed"] += 1
             errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=str(e))
@@ -119,13 +112,15 @@ def load_pairs(paths: list[str], tok, seq_len: int, errors: ErrorSink, min_score
                 reason = "too_long"
         if reason:
             stats[reason] += 1
+            if reason == "empty_reply":   # broken data, not a filter: kept aside with its line
+                errors.add(p, n, reason, raw=json.dumps(rec, ensure_ascii=False)[:2000], detail="chosen is empty")
             continue
         seen.add(key)
         stats["kept"] += 1
         out.append(pair)
     dropped = sum(v for k, v in stats.items() if k not in ("records", "kept"))
     assert stats["kept"] + dropped == stats["records"], stats
-    return out, dict(stats)
+    return out, {**stats, **({"ignored_keys": dict(ignored)} if ignored else {})}
 
 
 def self_sampled_rejected(model, tok, records: list[dict], generate_fn, **gen_kwargs) -> list[dict]:
@@ -146,7 +141,7 @@ def self_sampled_rejected(model, tok, records: list[dict], generate_fn, **gen_kw
     return out
 
 
-def pairs_from_sft(paths: list[str], seed: str, errors: ErrorSink) -> tuple[list[dict], dict]:
+def pairs_from_sft(paths: list[str | DataFile], seed: str, errors: ErrorSink) -> tuple[list[dict], dict]:
     """Preference records built from SFT conversations (no preference data ships offline):
     for each assistant turn, prompt = the messages before it, chosen = the real reply,
     rejected = another conversation's reply, or the real reply truncated or word-shuffled
@@ -156,15 +151,20 @@ def pairs_from_sft(paths: list[str], seed: str, errors: ErrorSink) -> tuple[list
 
     stats: Counter = Counter()
     convs = []
-    for p, n, rec in iter_jsonl(paths, errors, stats):
-        err = message_error(rec.get("messages"))
+    for p, n, rec, spec in iter_data(paths, errors, stats):
+        try:
+            msgs = to_sft(rec, spec, Counter()).messages
+            err = "plain text has no replies to pair" if msgs is None else message_error(msgs)
+        except ValueError as e:
+            err = str(e)
         if err:
             stats["malformed"] += 1
-            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=err)
+            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False, default=str)[:2000], detail=err)
             continue
         meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
         stats["conversations"] += 1
-        convs.append({"id": str(rec.get("id", f"{p.name}:{n}")), "messages": rec["messages"],
+        msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        convs.append({"id": str(rec.get("id", f"{p.name}:{n}")), "messages": msgs,
                       "meta": {**meta, "lang": meta.get("lang", "en")}})
     pairs = make_pairs(convs, seed)
     stats["pairs"] = len(pairs)

@@ -1,12 +1,15 @@
 """SFT conversations: jsonl -> tokenized, filtered, packed rows.
 
-Input: jsonl files with one conversation per line, `{"messages": [{"role", "content"}...]}`
-(the default corpus's sft.jsonl has this shape; extra keys are kept aside). Optional
-`"class"` (C-RLFT source class) is read when asked for.
+Input: data files of conversations in any of the formats of lmforge.align.formats (OpenAI
+`messages`, ShareGPT, Alpaca, TRL prompt/completion, plain text; detected per record or
+named per file), e.g. `{"messages": [{"role", "content"}...]}` as in the default corpus's
+sft.jsonl. Optional `"class"` (C-RLFT source class) is read when asked for.
 
 Every line ends up in exactly one bucket of the stats (never silently dropped):
   kept                conversations trained on (or held out for validation: `val`)
   malformed           not JSON / not a valid conversation -> rejects.jsonl with file + line
+  invalid_utf8        a line that is not UTF-8 -> rejects.jsonl
+  empty_reply         an assistant message with no text -> rejects.jsonl
   no_assistant        nothing to learn from
   too_many_turns      more than `max_turns` assistant replies (StableLM 2 drops > 8)
   too_long            longer than the context (`seq_len`) once tokenized
@@ -27,8 +30,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lmforge.align.chat_template import encode_chat, message_error, n_turns
+from lmforge.align.chat_template import encode_chat, encode_pieces, message_error, n_trained, n_turns
+from lmforge.align.formats import DataFile, as_data_files, iter_array_records, to_sft
 from lmforge.io.documents import ErrorSink
+from lmforge.io.jsonl import iter_records
 
 
 @dataclass
@@ -39,27 +44,44 @@ class Conversation:
 
 
 def iter_jsonl(paths: list[str], errors: ErrorSink, stats: Counter):
-    """(file, line number, record dict) for each parseable line; bad lines go to `errors`."""
+    """(file, line number, record dict) for each parseable line; bad lines go to `errors`.
+
+    Lines are read as bytes (lmforge.io.jsonl): invalid UTF-8 (`invalid_utf8`), and JSON that
+    is broken, nested too deeply or holds a 5000-digit number (`malformed`), cost that line
+    only, and a byte-order mark does not cost the first one."""
     for path in paths:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        with open(p, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                stats["records"] += 1
-                try:
-                    rec = json.loads(line)
-                except ValueError as e:
-                    stats["malformed"] += 1
-                    errors.add(p, n, "malformed", raw=line, detail=f"invalid JSON: {e}")
-                    continue
-                if not isinstance(rec, dict):
-                    stats["malformed"] += 1
-                    errors.add(p, n, "malformed", raw=line, detail="not a JSON object")
-                    continue
-                yield p, n, rec
+        for n, raw, rec, reason, detail in iter_records(p):
+            stats["records"] += 1
+            if reason is None and not isinstance(rec, dict):
+                reason, detail = "malformed", "not a JSON object"
+            if reason is not None:
+                reason = "invalid_utf8" if reason == "invalid_utf8" else "malformed"
+                stats[reason] += 1
+                errors.add(p, n, reason, raw=raw, detail=detail)
+                continue
+            yield p, n, rec
+
+
+def empty_reply(msgs: list[dict]) -> bool:
+    """An assistant message with no text: nothing to learn, and a sign of broken data."""
+    return any(m["role"] == "assistant" and not m["content"].strip() for m in msgs)
+
+
+def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter):
+    """(file, line or item number, record, its DataFile) for .jsonl, .json arrays and .parquet."""
+    for spec in as_data_files(entries):
+        p = Path(spec.path)
+        if p.suffix in (".json", ".parquet"):
+            if not p.is_file():
+                raise FileNotFoundError(f"{spec.path}: no such file")
+            records = iter_array_records(p, errors, stats)
+        else:
+            records = iter_jsonl([spec.path], errors, stats)
+        for path, n, rec in records:
+            yield path, n, rec, spec
 
 
 def add_class_tag(msgs: list[dict], tag: str) -> list[dict]:
@@ -72,44 +94,62 @@ def add_class_tag(msgs: list[dict], tag: str) -> list[dict]:
 def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, errors: ErrorSink,
                        system_prompt: str | None = None, classes: dict[str, int] | None = None,
                        progress: bool = False, path_classes: dict[str, str] | None = None,
-                       tag_format: str | None = None) -> tuple[list[Conversation], dict]:
+                       tag_format: str | None = None, eos_id: int | None = None) -> tuple[list[Conversation], dict]:
     """Tokenize and filter; returns (conversations, stats). max_turns 0 = no limit.
 
     C-RLFT: `classes` maps class name -> index; a record's class is its "class" key, else
     `path_classes[its file]`. With `tag_format` (e.g. "<class:{name}>") the class tag is
     put at the start of the system message, so the model sees its condition.
+    `paths`: file paths or DataFile entries (lmforge.align.formats); `eos_id` ends plain-text
+    records (format text / string prompt-completion).
     """
-    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "no_assistant", "too_many_turns",
-                                             "too_long", *(["unknown_class"] if classes is not None else []))})
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply",
+                                             "no_assistant", "too_many_turns", "too_long",
+                                             *(["unknown_class"] if classes is not None else []))})
+    ignored: Counter = Counter()
     out: list[Conversation] = []
-    for p, n, rec in tqdm(iter_jsonl(paths, errors, stats), desc="sft data", unit="conv", disable=not progress):
-        msgs = rec.get("messages")
-        err = message_error(msgs)
+    for p, n, rec, spec in tqdm(iter_data(paths, errors, stats), desc="sft data", unit="conv",
+                                disable=not progress):
+        try:
+            item = to_sft(rec, spec, ignored)
+            err = message_error(item.messages) if item.messages is not None else None
+        except ValueError as e:
+            err = str(e)
         if err:
             stats["malformed"] += 1
-            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False), detail=err)
+            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False, default=str), detail=err)
             continue
-        if system_prompt and msgs[0]["role"] != "system":
-            msgs = [{"role": "system", "content": system_prompt}, *msgs]
-        turns = n_turns(msgs)
-        if turns == 0:
-            stats["no_assistant"] += 1
+        if item.messages is not None and empty_reply(item.messages):
+            stats["empty_reply"] += 1
+            errors.add(p, n, "empty_reply", raw=json.dumps(rec, ensure_ascii=False, default=str),
+                       detail="an assistant reply is empty")
             continue
-        if max_turns and turns > max_turns:
-            stats["too_many_turns"] += 1
-            continue
+        msgs = item.messages
+        if msgs is not None:
+            if system_prompt and msgs[0]["role"] != "system":
+                msgs = [{"role": "system", "content": system_prompt}, *msgs]
+            turns = n_turns(msgs)
+            if n_trained(msgs) == 0:
+                stats["no_assistant"] += 1
+                continue
+            if max_turns and turns > max_turns:
+                stats["too_many_turns"] += 1
+                continue
         cls = 0
         if classes is not None:
             name = rec.get("class", (path_classes or {}).get(str(p)))
             if name not in classes:
                 stats["unknown_class"] += 1
-                errors.add(p, n, "unknown_class", raw=json.dumps(rec, ensure_ascii=False)[:2000],
+                errors.add(p, n, "unknown_class", raw=json.dumps(rec, ensure_ascii=False, default=str)[:2000],
                            detail=f"class {name!r} not in {sorted(classes)}")
                 continue
             cls = classes[name]
-            if tag_format:
+            if tag_format and msgs is not None:
                 msgs = add_class_tag(msgs, tag_format.format(name=name))
-        ids, mask = encode_chat(tok, msgs, "all")
+        if msgs is not None:
+            ids, mask = encode_chat(tok, msgs, "all")
+        else:   # plain text / a TRL string prompt-completion: no chat template
+            ids, mask = encode_pieces(tok, item.pieces, eos_id)
         if len(ids) > seq_len:
             stats["too_long"] += 1
             continue
@@ -117,7 +157,10 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
         out.append(Conversation(ids, mask, cls))
     dropped = sum(v for k, v in stats.items() if k not in ("records", "kept"))
     assert stats["kept"] + dropped == stats["records"], stats  # every line is in one bucket
-    return out, dict(stats)
+    result = dict(stats)
+    if ignored:   # extra message keys (e.g. `name`): ignored, never a reject
+        result["ignored_keys"] = dict(ignored)
+    return out, result
 
 
 def split_val(convs: list[Conversation], fraction: float, seed: int) -> tuple[list, list]:

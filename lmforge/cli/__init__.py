@@ -25,10 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "needle": ("lmforge.cli.longctx", "needle-in-a-haystack eval: retrieval over prompt length x depth"),
     "longstudy": ("lmforge.cli.longctx", "long-context study: perplexity by length, needles, seesaw, across RoPE "
                                          "settings"),
+    "sftdata": ("lmforge.cli.sftdata", "curate SFT conversations: dedup, scoring, diversity, system-prompt balance"),
+    "sftgrid": ("lmforge.cli.sftdata", "task-mix grid search: one short SFT per mix, the best by held-out loss"),
     "sft": ("lmforge.cli.align", "supervised fine-tuning on ChatML conversations (loss on replies only)"),
     "dpo": ("lmforge.cli.align", "direct preference optimization on preference pairs"),
     "selfknow": ("lmforge.cli.align", "self-knowledge: RLCD pair generation + C-RLFT training"),
     "eval": ("lmforge.cli.eval", "evaluate a checkpoint: perplexity, multiple choice, contamination"),
+    "import": ("lmforge.cli.hfimport", "Hugging Face folder -> lmforge checkpoint (step-0 + tokenizer)"),
     "export": ("lmforge.cli.export", "checkpoint -> Hugging Face folder"),
     "character": ("lmforge.cli.character", "build a role-play character package (card + BM25 knowledge index)"),
     "generate": ("lmforge.cli.export", "generate text from a checkpoint or exported folder"),

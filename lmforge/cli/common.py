@@ -41,7 +41,10 @@ def run_stage(name: str, cfg, run, quiet: bool) -> int:
     summary = run(cfg, progress=not quiet)
     if summary.get("skipped"):
         print(f"{cfg.out_dir} already finished (delete {cfg.out_dir}/DONE.json to run it again)")
-    print(json.dumps(summary, indent=1, ensure_ascii=False, default=str))
+    print(json.dumps({k: v for k, v in summary.items() if k != "account"}, indent=1, ensure_ascii=False,
+                     default=str))
+    if summary.get("account"):
+        print(summary["account"])   # last: read / kept / rejected by reason, where the rejects are
     return 0
 
 

@@ -24,4 +24,5 @@ def main(args: argparse.Namespace) -> int:
     final = summary["steps"][-1]
     print(f"[data] done: {final['kept']['docs']} documents, {final['kept']['bytes'] / 1e6:.2f} MB "
           f"in {len(summary['final'])} shards under {args.out or cfg.output}")
+    print(summary["account"])
     return 0

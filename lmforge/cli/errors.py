@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import errno
+import os
 import pickle
 import sys
 import traceback
 
 from lmforge.config import ConfigError
+from lmforge.io.account import DataError
+from lmforge.io.documents import InputRejected
 
 EXIT_CONFIG, EXIT_DIVERGED, EXIT_IO, EXIT_DATA, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 4, 5, 1, 130
 
@@ -25,10 +28,6 @@ _IO_HINTS = {
     errno.EACCES: "permission denied: check the folder's permissions or choose another out_dir",
     errno.EPERM: "operation not permitted: check the folder's permissions",
 }
-
-
-class DataError(RuntimeError):
-    """Input that cannot be used (a corrupt file, a run whose every record was rejected)."""
 
 
 def describe_os_error(e: OSError) -> str:
@@ -48,7 +47,10 @@ def classify(e: BaseException) -> tuple[int, str]:
     if isinstance(e, ConfigError):
         return EXIT_CONFIG, f"config error: {e}"
     if isinstance(e, FileNotFoundError):
-        return EXIT_CONFIG, str(e) if not e.filename else f"{e.filename}: not found"
+        if not e.filename:
+            return EXIT_CONFIG, str(e)
+        what = e.strerror if e.strerror and e.strerror != os.strerror(errno.ENOENT) else "not found"
+        return EXIT_CONFIG, f"{e.filename}: {what}"
     if isinstance(e, UnicodeDecodeError):
         return EXIT_DATA, f"invalid UTF-8 in the input ({e.reason} at byte {e.start})"
     if isinstance(e, OSError):
@@ -57,7 +59,7 @@ def classify(e: BaseException) -> tuple[int, str]:
         return EXIT_IO, f"writing a checkpoint failed ({str(e).splitlines()[0][:120]}): check free disk space"
     if _is_diverged(e):
         return EXIT_DIVERGED, str(e)
-    if isinstance(e, (DataError, pickle.UnpicklingError, EOFError)):
+    if isinstance(e, (DataError, InputRejected, pickle.UnpicklingError, EOFError)):
         return EXIT_DATA, str(e)
     return EXIT_BUG, f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)"
 

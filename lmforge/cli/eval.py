@@ -21,7 +21,9 @@ def _eval(args) -> int:
         print(f"{cfg.out_dir} already finished (delete {cfg.out_dir}/DONE.json to evaluate again)")
     else:
         print(Path(cfg.out_dir, "eval.md").read_text(encoding="utf-8"))
-    print(json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "account"}, indent=1))
+    if summary.get("account"):
+        print(summary["account"])
     return 0
 
 

@@ -7,9 +7,12 @@ import sys
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="checkpoint -> Hugging Face folder (config.json, model.safetensors, "
-                                             "tokenizer files)")
-    p.add_argument("checkpoint", help="step-N folder, or a run folder (its latest checkpoint)")
-    p.add_argument("out_dir")
+                                             "tokenizer files), or one GGUF file (--format gguf)")
+    p.add_argument("checkpoint", help="step-N folder, or a run folder (its latest checkpoint); "
+                                      "with --format gguf also an HF folder")
+    p.add_argument("out_dir", help="the folder to write (--format gguf: the .gguf file)")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf")
+    p.add_argument("--gguf-type", choices=["f32", "f16"], default="f32", help="GGUF weight type")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weight dtype (default: the checkpoint's)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: RUN_DIR/tokenizer)")
@@ -50,6 +53,15 @@ def register(subparsers) -> None:
 
 
 def _export(args) -> int:
+    if args.format == "gguf":
+        from lmforge.export.gguf import export_gguf
+        try:
+            out = export_gguf(args.checkpoint, args.out_dir, args.gguf_type, args.tokenizer)
+        except ValueError as e:   # what GGUF cannot express: one line, not a traceback
+            print(f"lmforge export: {e}", file=sys.stderr)
+            return 2
+        print(f"exported llama GGUF to {out}")
+        return 0
     from lmforge.stages.export import ExportConfig, run
     summary = run(ExportConfig(checkpoint=args.checkpoint, out_dir=args.out_dir, dtype=args.dtype,
                                tokenizer=args.tokenizer), progress=False)

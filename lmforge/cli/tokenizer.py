@@ -14,7 +14,9 @@ def _train(args) -> int:
     info = run_train(cfg, progress=not args.quiet)
     if info.get("skipped"):
         print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to train again)")
-    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in info.items() if k not in ("config", "account")}, indent=1, ensure_ascii=False))
+    if info.get("account"):
+        print(info["account"])
     return 0
 
 
@@ -34,9 +36,11 @@ def _encode(args) -> int:
     stats = run_encode(cfg, progress=not args.quiet)
     if stats.get("skipped"):
         print(f"{cfg.out_dir} is already encoded (set overwrite=true to encode again)")
-    print(json.dumps({k: v for k, v in stats.items() if k not in ("domains", "empty_doc_ids")}, indent=1))
+    print(json.dumps({k: v for k, v in stats.items() if k not in ("domains", "empty_doc_ids", "account")}, indent=1))
     if stats.get("empty_docs"):
         print(f"note: {stats['empty_docs']} empty documents not written (ids in stats.json)", file=sys.stderr)
+    if stats.get("account"):
+        print(stats["account"])
     return 0
 
 

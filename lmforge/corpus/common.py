@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from lmforge.io.account import DataError
+from lmforge.io.atomic import write_bytes
+from lmforge.io.jsonl import parse_line, strip_bom
+
 ZSTD_LEVEL = 19  # small outputs: the best ratio costs well under a second
 
 
@@ -111,10 +115,7 @@ def encode_jsonl(records: Iterable[dict]) -> bytes:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)   # lmforge.io.atomic: temp sibling, fsync, rename
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
@@ -133,7 +134,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """Read .jsonl / .jsonl.gz / .jsonl.zst; a bad line raises ValueError naming file:line."""
+    """Read .jsonl / .jsonl.gz / .jsonl.zst; a bad line raises DataError naming file:line."""
     path = Path(path)
     raw = path.read_bytes()
     if path.name.endswith(".zst"):
@@ -142,13 +143,13 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
         raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
     elif path.name.endswith(".gz"):
         raw = gzip.decompress(raw)
-    for i, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+    for i, line in enumerate(strip_bom(raw).split(b"\n"), 1):
         if not line.strip():
             continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+        value, reason, detail = parse_line(line.rstrip(b"\r"))
+        if reason:   # our own files: a bad line is an error naming file and line, never a traceback
+            raise DataError(f"{path}:{i}: {detail}")
+        yield value
 
 
 def dpkg_version(package: str) -> str:

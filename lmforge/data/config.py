@@ -1,10 +1,12 @@
 """Typed config of `lmforge data CONFIG.yaml`.
 
-    input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, txt, html)
+    input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, csv, txt, md, html,
+                                  warc, warc.gz, wet.gz)
+    text_field: content           jsonl/parquet/csv: which key holds the text (default: text)
     output: runs/data
     steps: [extract, filters, langid, quality, minhash, substring, topics, code]
     filters: {min_units: 50}      each step's settings live under its own name,
-    minhash: {threshold: 0.8}     so `--set minhash.threshold=0.7` works
+    minhash: {threshold: 0.7}     so `--set minhash.threshold=0.6` works
 
 Steps run in the listed order; each may appear once.
 """
@@ -102,43 +104,70 @@ class LangidConfig:
 
 @dataclass
 class QualityConfig:
-    """Skywork's quality classifier: positives = reference text, negatives = raw corpus sample."""
+    """Skywork's quality classifier, one per language/domain group (quality.py):
+    positives = reference text of the group (else the group's own documents),
+    negatives = damaged copies of the group's documents (+ real low-quality `negative`)."""
     positive: list[str] = field(default_factory=list)  # files/folders of reference-quality text
+    negative: list[str] = field(default_factory=list)  # files/folders of real low-quality text
     model: str | None = None  # a trained model folder to reuse instead of training
-    negatives_per_positive: float = 1.0
-    max_train_docs: int = 20_000  # per class
-    heldout_fraction: float = 0.2
+    group_by: list[str] = field(default_factory=lambda: ["lang", "domain"])  # meta keys
+    min_group_docs: int = 50  # smaller groups are pooled into one group "*"
+    min_reference: int = 20  # fewer reference docs in a group: its own docs are the positives
+    negatives_per_positive: float = 1.0  # synthetic damaged copies per positive
+    refine: int = 1  # rounds moving own-document positives that score low to the negatives
+    damage: Literal["both", "corpus", "reference"] = "both"  # whose copies are damaged
+    negative_kinds: list[str] = field(default_factory=lambda: list(NEGATIVE_KINDS))
+    max_train_docs: int = 20_000  # per group and class
+    max_chars: int = 10_000  # characters of a document used to train and score
     n_features: int = 1 << 18
     char_ngrams: list[int] = field(default_factory=lambda: [2, 4])
     word_ngrams: list[int] = field(default_factory=lambda: [1, 2])
-    C: float = 1.0
-    threshold: float = 0.5
+    C: float = 4.0  # inverse regularisation where references are the positives ...
+    C_own: float = 0.3  # ... and where a group's own documents are (strong: its junk is among them)
+    threshold: float = 0.5  # P(good) below this is low quality ...
+    min_keep: float = 0.0  # ... unless a group would keep less than this share of its documents
     mode: Literal["filter", "tag"] = "filter"
     seed: int = 0
 
     def __post_init__(self):
-        check(bool(self.positive) or self.model is not None, "positive",
-              "give reference-quality files/folders (or quality.model)")
-        check(0.0 < self.heldout_fraction < 1.0, "heldout_fraction", "must be in (0, 1)")
         check(0.0 <= self.threshold <= 1.0, "threshold", "must be in [0, 1]")
+        check(0.0 <= self.min_keep <= 1.0, "min_keep", "must be in [0, 1]")
         check(self.negatives_per_positive > 0, "negatives_per_positive", "must be > 0")
         check(self.n_features >= 16, "n_features", "must be >= 16")
         for name in ("char_ngrams", "word_ngrams"):
             v = getattr(self, name)
             check(len(v) == 2 and 1 <= v[0] <= v[1], name, "must be [min_n, max_n] with 1 <= min <= max")
-        check(self.C > 0, "C", "must be > 0")
+        check(self.C > 0 and self.C_own > 0, "C", "C and C_own must be > 0")
+        check(len(self.group_by) >= 1, "group_by", "name at least one meta key (e.g. [lang, domain])")
+        check(self.min_group_docs >= 1, "min_group_docs", "must be >= 1")
+        check(self.refine >= 0, "refine", "must be >= 0")
+        check(self.min_reference >= 1, "min_reference", "must be >= 1")
+        check(self.max_train_docs >= 2, "max_train_docs", "must be >= 2")
+        check(self.max_chars >= 100, "max_chars", "must be >= 100")
+        bad = [k for k in self.negative_kinds if k not in NEGATIVE_KINDS]
+        check(not bad and len(self.negative_kinds) > 0, "negative_kinds",
+              f"choose from {list(NEGATIVE_KINDS)}, got {self.negative_kinds}")
+
+
+NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
 
 
 @dataclass
 class MinhashConfig:
-    threshold: float = 0.8  # Jaccard similarity regarded as duplicate
+    """MinHash LSH near-duplicate removal. Which word-edit rate each threshold catches, and
+    why the defaults are 0.7 / 5-grams / fn_weight 0.9: docs/dedup.md."""
+    threshold: float = 0.7  # estimated Jaccard of word 5-gram sets regarded as duplicate
     num_perm: int = 128
     ngram: int = 5  # word n-grams; CJK characters count as words (character n-grams)
-    bands: int | None = None  # bands/rows default to datasketch's optimum for the threshold
+    bands: int | None = None  # bands/rows default to the optimum for the threshold and weights
     rows: int | None = None
-    fp_weight: float = 0.5
-    fn_weight: float = 0.5
+    # weights of missed pairs above / candidates below the threshold when picking bands x
+    # rows: verification drops false candidates, so misses are the costlier error
+    fp_weight: float = 0.1
+    fn_weight: float = 0.9
     verify: bool = True  # drop LSH candidate pairs whose signature similarity < threshold
+    max_bucket: int = 100  # all pairs in a band bucket up to this size; beyond, each doc
+    # pairs with the next max_bucket - 1 (stats: capped_buckets)
     lowercase: bool = True
     seed: int = 1
 
@@ -151,32 +180,52 @@ class MinhashConfig:
             check(self.bands * self.rows <= self.num_perm, "bands", "bands * rows must be <= num_perm")
         check(abs(self.fp_weight + self.fn_weight - 1.0) < 1e-9, "fp_weight",
               "fp_weight + fn_weight must be 1")
+        check(self.max_bucket >= 2, "max_bucket", "must be >= 2")
 
 
 @dataclass
 class SubstringConfig:
-    """Exact substring dedup (suffix array). Memory: ~17 bytes per corpus byte for one
-    part (int32 indices); a corpus above part_bytes runs part pairs, twice that."""
+    """Exact substring dedup (docs/dedup.md). Memory: ~10 bytes per byte of one buffer
+    (measured, docs/scale.md); a corpus above part_bytes runs part pairs (2 x part)."""
     min_bytes: int = 100  # K: repeated spans at least this long are removed
     min_chars_left: int = 20  # documents shorter than this after removal are dropped
-    part_bytes: int = 1 << 30  # corpus bytes per suffix array; larger corpora run pairwise
+    # corpus bytes per suffix array; larger corpora run pairwise. null: the largest that
+    # fits 70% of MemAvailable (/proc/meminfo) at 12 bytes per suffix-array byte
+    part_bytes: int | None = None
+    keep_layout_spans: bool = True  # repeated spans of only ASCII whitespace/punctuation stay
+    # both exact, same result: a hash table of windows (faster, less memory) or the
+    # suffix array of google-research/deduplicate-text-datasets (docs/scale.md)
+    method: Literal["hash", "suffix_array"] = "hash"
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
         check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")
-        check(self.part_bytes >= 1024, "part_bytes", "must be >= 1024")
+        check(self.part_bytes is None or 1024 <= self.part_bytes <= (1 << 30) - 1, "part_bytes",
+              "must be in [1024, 2^30 - 1] (two parts share one int32 suffix array), or null")
 
 
 @dataclass
 class TopicsConfig:
+    """Topic clusters (topics.py); `downsample: auto` keeps only part of ad clusters and
+    low-information clusters (Yi), measured with a shipped ad/spam term list and an
+    information score; `weights` / `term_weights` set clusters by hand and win."""
     clusters: int = 20
+    backend: Literal["tfidf", "embedding"] = "tfidf"  # embedding: pip install 'lmforge[embed]'
+    embed_chars: int = 2000  # characters of a document embedded (the model reads 256 pieces)
     max_features: int = 50_000
-    fit_docs: int = 50_000  # documents sampled to fit TF-IDF and k-means
+    fit_docs: int = 50_000  # documents sampled to fit TF-IDF, k-means and the cluster scores
     samples_per_cluster: int = 5
     sample_chars: int = 300
     top_terms: int = 10
     weights: dict[int, float] = field(default_factory=dict)  # cluster id -> keep probability
     term_weights: dict[str, float] = field(default_factory=dict)  # top term -> keep probability
+    downsample: Literal["auto", "none"] = "auto"
+    ad_terms: str | None = None  # a term file ([lang] sections); None: the shipped list
+    ad_terms_per_100: float = 1.0  # a document with this many ad terms per 100 words is ad-like
+    ad_share: float = 0.5  # a cluster with this share of ad-like documents is an ad cluster
+    ad_keep: float = 0.1  # keep probability of ad clusters
+    min_information: float = 0.25  # a cluster's mean information below this is low-information
+    low_info_keep: float = 0.5  # keep probability of low-information clusters
     seed: int = 0
 
     def __post_init__(self):
@@ -187,6 +236,20 @@ class TopicsConfig:
             check(0 <= k < self.clusters, f"weights.{k}", f"no cluster {k} (clusters={self.clusters})")
         for k, w in self.term_weights.items():
             check(0.0 <= w <= 1.0, f"term_weights.{k}", "a keep probability must be in [0, 1]")
+        for name in ("ad_share", "ad_keep", "min_information", "low_info_keep"):
+            v = getattr(self, name)
+            check(0.0 <= v <= 1.0, name, f"must be in [0, 1], got {v}")
+        check(self.ad_terms_per_100 > 0, "ad_terms_per_100", "must be > 0")
+        check(self.embed_chars >= 1, "embed_chars", "must be >= 1")
+        check(self.fit_docs >= 1, "fit_docs", "must be >= 1")
+        if self.ad_terms is not None:
+            import os
+
+            check(os.path.isfile(self.ad_terms), "ad_terms", f"no such file: {self.ad_terms}")
+        if self.backend == "embedding":
+            from .embed import EMBED_MISSING, available
+
+            check(available(), "backend", EMBED_MISSING)
 
 
 @dataclass
@@ -211,6 +274,9 @@ class DataConfig:
     format: Literal["jsonl.zst", "parquet"] = "jsonl.zst"
     docs_per_shard: int = 20_000
     max_doc_bytes: int = 64 * 1024 * 1024
+    text_field: str = "text"        # jsonl / parquet / csv: the key holding the text (The Stack: content)
+    id_field: str = "id"            # ... the document id (none: "<file>:<line>")
+    meta_fields: list[str] | None = None   # ... keys kept in meta (None: all the others)
     write_rejected: bool = True
     progress: bool = True
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -235,5 +301,12 @@ class DataConfig:
             check(importlib.util.find_spec("ray") is not None, "executor", RAY_MISSING)
         check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
         check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
+        check(bool(self.text_field), "text_field", "must name the key that holds the text")
         check("quality" not in self.steps or self.quality is not None, "quality",
-              "the quality step needs a quality: section (at least quality.positive)")
+              "the quality step needs a quality: section (e.g. {positive: [reference files]})")
+
+    def fields(self):
+        """How the readers find text, id and meta in jsonl / parquet / csv records."""
+        from ..io.readers import Fields
+        return Fields(self.text_field, self.id_field,
+                      tuple(self.meta_fields) if self.meta_fields is not None else None)

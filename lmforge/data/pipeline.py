@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,9 @@ from .config import DataConfig
 from lmforge.io.documents import ErrorSink, doc_bytes
 from .executor import Executor
 from .executors import make_executor
-from lmforge.io.readers import iter_documents, iter_file, list_files
+from lmforge.io.account import Account, DataError, first_rejects, format_reasons
+from lmforge.io.atomic import write_json, write_text
+from lmforge.io.readers import SUPPORTED, Fields, iter_documents, iter_file, list_files
 from lmforge.io.writers import DocWriter, ShardedWriter, shard_suffix
 
 STEPS = {
@@ -122,6 +123,10 @@ class Step:
         """Returns f(doc_index_in_shard, doc) -> (doc, None) to keep or (None, reason)."""
         raise NotImplementedError
 
+    def finish(self, ctx: StepContext) -> dict:
+        """After every shard: more figures for stats.json (e.g. kept shares per domain)."""
+        return {}
+
 
 def make_step(name: str, data: DataConfig) -> Step:
     module, cls = STEPS[name].split(":")
@@ -138,9 +143,7 @@ def iter_shard(path: Path) -> Iterator[dict]:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
+    write_json(path, obj)   # temp sibling + rename (lmforge.io.atomic)
 
 
 def run_shard(step: Step, ctx: StepContext, index: int) -> dict:
@@ -195,7 +198,7 @@ def read_file_task(ctx: StepContext, index: int) -> dict:
     sink = ErrorSink(errors_path)
     st = Stats()
     w = ShardedWriter(ctx.dir / "kept", f"part-{index:05d}", ctx.data.format, ctx.data.docs_per_shard)
-    for doc in iter_file(src, sink, ctx.data.max_doc_bytes):
+    for doc in iter_file(src, sink, ctx.data.max_doc_bytes, ctx.data.fields()):
         nb = doc_bytes(doc)
         st.in_docs += 1
         st.in_bytes += nb
@@ -225,7 +228,9 @@ def _input_fingerprint(data: DataConfig, files: list[Path]) -> str:
     sig = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     return _fingerprint("", "read", {"files": sig, "format": data.format,
                                      "docs_per_shard": data.docs_per_shard,
-                                     "max_doc_bytes": data.max_doc_bytes})
+                                     "max_doc_bytes": data.max_doc_bytes,
+                                     **({"fields": [data.text_field, data.id_field, data.meta_fields]}
+                                        if data.fields() != Fields() else {})})
 
 
 def kept_shards(step_dir: Path) -> list[Path]:
@@ -235,7 +240,10 @@ def kept_shards(step_dir: Path) -> list[Path]:
 
 def _is_done(step_dir: Path, fp: str) -> bool:
     marker = step_dir / "DONE"
-    return marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fp
+    try:
+        return marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fp
+    except (ValueError, AttributeError):   # cut short by a kill (older versions): redo the step
+        return False
 
 
 def _start_step(step_dir: Path, fp: str) -> None:
@@ -244,7 +252,7 @@ def _start_step(step_dir: Path, fp: str) -> None:
     if step_dir.exists() and not (marker.is_file() and marker.read_text() == fp):
         shutil.rmtree(step_dir)
     step_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fp)
+    write_text(marker, fp)
 
 
 def _finish_step(step_dir: Path, fp: str, name: str, extra: dict, seconds: float) -> dict:
@@ -282,18 +290,22 @@ def run_step(name: str, step_dir: Path, inputs: list[Path], data: DataConfig, fp
     todo = [i for i, p in enumerate(inputs)
             if not (step_dir / "stats" / (p.name + ".json")).exists()]
     executor.map(run_shard, [(step, ctx, i) for i in todo], desc=f"{step_dir.name}")
+    extra = {**extra, **(step.finish(ctx) or {})}
     return _finish_step(step_dir, fp, name, extra, time.perf_counter() - t0)
 
 
 def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> dict:
     """Run read + the configured steps; returns the summary (also in OUT/summary.json)."""
     out = Path(out or data.output)
+    sink = ErrorSink()
+    files = list_files(data.input, sink)  # a named input that is missing or unsupported raises
     out.mkdir(parents=True, exist_ok=True)
-    sink = ErrorSink(out / "missing_inputs.jsonl")
-    files = list_files(data.input, sink)  # unsupported/missing files are reported there
-    sink.close()
+    with ErrorSink(out / "missing_inputs.jsonl") as listed:   # rewritten each run, never appended
+        for r in sink.records:
+            listed.add(r["file"], r["line"], r["reason"], detail=r["detail"])
     if not files:
-        raise FileNotFoundError(f"input: no readable input files in {data.input}")
+        raise FileNotFoundError(f"input: no input files of a supported format in {data.input} "
+                                f"(supported: {', '.join(SUPPORTED)})")
     executor = make_executor(data)  # local processes or Ray tasks: the same files
     fp = _input_fingerprint(data, files)
     summary = {"input_problems": dict(sink.counts), "steps": []}
@@ -305,6 +317,11 @@ def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> 
             step_dir = out / f"{i:02d}-{name}"
             stats = run_step(name, step_dir, inputs, data, fp, executor, log)
             summary["steps"].append(stats)
+            if name == "read" and stats["kept"]["docs"] == 0:
+                hint = (" (jsonl/parquet/csv: set text_field to the key that holds the text)"
+                        if "missing_text" in stats["removed"] else "")
+                account_of(summary, out).require_kept(_first_rejects(step_dir),
+                                                      what=", ".join(map(str, data.input)) + hint)
             inputs = kept_shards(step_dir)
             log(f"[data] {step_dir.name}: in {stats['in']['docs']} docs, kept {stats['kept']['docs']} "
                 f"({stats['kept']['bytes'] / 1e6:.2f} MB); removed "
@@ -312,8 +329,47 @@ def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> 
     finally:
         executor.close()
     summary["final"] = [str(p) for p in inputs]
+    summary["account"] = account_line(summary, out)
     _write_json(out / "summary.json", summary)
+    if summary["steps"][-1]["kept"]["docs"] == 0:
+        removed = "; ".join(f"{s['step']}: {format_reasons({k: v['docs'] for k, v in s['removed'].items()})}"
+                            for s in summary["steps"] if s["removed"])
+        raise DataError(f"no documents left after the last step ({removed}); see {out}/summary.json")
     return summary
+
+
+def account_of(summary: dict, out: Path) -> Account:
+    """read = documents in the inputs (good or not), kept = documents out of the last step,
+    rejected = every document removed on the way, by reason."""
+    steps = summary["steps"]
+    rejected: dict[str, int] = {}
+    for s in steps:
+        for k, v in s["removed"].items():
+            if v["docs"]:
+                rejected[k] = rejected.get(k, 0) + v["docs"]
+    return Account("data", steps[0]["in"]["docs"], steps[-1]["kept"]["docs"], rejected, unit="documents")
+
+
+def account_line(summary: dict, out: Path) -> str:
+    line = account_of(summary, out).line()
+    if any(s["removed"] for s in summary["steps"]):
+        line += f"; rejects: {out}/*/rejected/"
+    problems = summary.get("input_problems") or {}
+    if problems:
+        line += (f"; skipped {sum(problems.values())} input files ({format_reasons(problems)}): "
+                 f"{out / 'missing_inputs.jsonl'}")
+    return line
+
+
+def _first_rejects(step_dir: Path, n: int = 3) -> list[str]:
+    records: list[dict] = []
+    for f in sorted((step_dir / "rejected").glob("errors-*.jsonl")):
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                records.append(json.loads(line))
+                if len(records) >= n:
+                    return first_rejects(records, n)
+    return first_rejects(records, n)
 
 
 def final_documents(out: str | Path) -> Iterator[dict]:

@@ -1,99 +1,155 @@
-"""Quality classifier (Skywork): reference-quality text vs a sample of the raw corpus.
+"""Quality classifier (Skywork), measured within each language and domain.
 
-Features: hashed word n-grams + hashed character n-grams (character n-grams carry CJK
-text, which has no spaces), l2-normalised, from scikit-learn's HashingVectorizer (stateless:
-only its parameters need saving). Model: logistic regression. Saved without pickle:
-`weights.npz` (coef, intercept) + `model.json` (feature parameters, held-out accuracy).
+Skywork's classifier asks "is this text fit to be cited by an encyclopedia", not "is this
+English prose". One classifier over a whole corpus learns the second question whenever
+its positives come from some domains only (a corpus's reference text is its prose;
+nothing else resembles it), so this step trains one classifier per group of documents:
 
-The step trains on `quality.positive` (or loads `quality.model`), writes the held-out
-accuracy to stats, scores every document into meta["quality"] (P(reference-like)) and,
-in mode "filter", drops documents below the threshold as "quality_low".
+  group      meta lang / meta domain ("en/prose", "zh/zh", "en/code"; `group_by`). A
+             group with fewer than `min_group_docs` documents joins the pooled group "*".
+  positives  the reference documents (`positive`) of that group when it has at least
+             `min_reference` of them; otherwise the group's own documents, which makes
+             the classifier a junk detector for that group ("positives": "corpus").
+  negatives  damaged copies (degrade.py: word salad, keyword stuffing, boilerplate-heavy
+             pages, ad spam, mojibake, repeated lines, minified) of the group's documents
+             and, with references, half of them of the references; as many as the
+             positives (`negatives_per_positive`), plus the real low-quality documents in
+             `negative` of that group. Never the clean corpus pages: in a corpus that
+             holds the reference pages, a raw-corpus sample would be the positives' own.
+  folds      every document is in one of two folds by id; model k trains on fold k and
+             scores fold 1 - k (a document, or its damaged copy, never scores itself).
+  refine     with own documents as positives, a first round on the dense features only
+             moves own documents scored below the threshold to the negatives, then the
+             full model is trained (two-step PU learning; quality_train.py).
+  threshold  P(good) >= `threshold` is kept; where that would keep less than
+             `min_keep` of the group's sampled documents, the group's threshold is
+             lowered to keep exactly that share (recorded).
+
+The step writes meta["quality"] (the group model's probability) and, in mode "filter",
+drops documents below their group's threshold as "quality_low". stats.json adds:
+
+  quality_groups   per trained group: positives (reference|corpus|mixed), training counts,
+                   held-out accuracy and recall per negative kind, threshold, sampled
+                   kept share
+  by_lang, by_domain, by_group   in/kept docs and bytes and kept_share per language,
+                   per domain, per lang/domain group (groups.py)
+
+Model folder (work/model, reusable as `quality.model`): groups.json + one sub-folder
+per group with one or two (cross-fitted) QualityModel folders. docs/quality-topics.md
+has the measurements and the limits.
 """
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from lmforge.io.documents import ErrorSink
-from .pipeline import Step, iter_shard
+from lmforge.io.atomic import write_json
+from lmforge.io.documents import ErrorSink, doc_bytes
 from lmforge.io.readers import iter_documents
 
+from .groups import GroupCounts, doc_domain, doc_lang, sum_counts
+from .pipeline import Step, iter_shard
+from .quality_model import QualityModel
+from .quality_train import GroupTrainer, fold_of
+from .sampling import reservoir, stratified_reservoir  # noqa: F401 (reservoir: old import path)
 
-class QualityModel:
-    def __init__(self, n_features: int = 1 << 18, char_ngrams=(2, 4), word_ngrams=(1, 2),
-                 coef: np.ndarray | None = None, intercept: float = 0.0, info: dict | None = None):
-        from sklearn.feature_extraction.text import HashingVectorizer
+POOLED = "*"
+BATCH = 512
 
-        self.n_features, self.char_ngrams, self.word_ngrams = n_features, tuple(char_ngrams), tuple(word_ngrams)
-        common = dict(n_features=n_features, alternate_sign=False, norm="l2", lowercase=True)
-        self._word = HashingVectorizer(analyzer="word", ngram_range=self.word_ngrams,
-                                       token_pattern=r"(?u)\b\w+\b", **common)
-        self._char = HashingVectorizer(analyzer="char_wb", ngram_range=self.char_ngrams, **common)
-        self.coef, self.intercept, self.info = coef, float(intercept), dict(info or {})
 
-    def features(self, texts: list[str]):
-        from scipy.sparse import hstack
+# ------------------------------------------------------------------ a set of group models
 
-        return hstack([self._word.transform(texts), self._char.transform(texts)]).tocsr()
 
-    def fit(self, pos: list[str], neg: list[str], heldout: float = 0.2, C: float = 1.0,
-            seed: int = 0) -> dict:
-        from sklearn.linear_model import LogisticRegression
+class QualitySet:
+    """Group models + the map from document group to model; thresholds per group."""
 
-        texts = pos + neg
-        y = np.array([1] * len(pos) + [0] * len(neg))
-        order = np.random.default_rng(seed).permutation(len(texts))
-        n_test = max(1, int(len(texts) * heldout))
-        test, train = order[:n_test], order[n_test:]
-        X = self.features(texts)
-        clf = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
-        clf.fit(X[train], y[train])
-        self.coef, self.intercept = clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
-        acc = float(((self.score_features(X[test]) >= 0.5) == y[test]).mean())
-        self.info = {"train_docs": int(len(train)), "heldout_docs": int(n_test),
-                     "positives": len(pos), "negatives": len(neg), "heldout_accuracy": acc}
-        return self.info
+    def __init__(self, group_by: list[str], groups: dict[str, dict], mapping: dict[str, str],
+                 folder: Path, seed: int):
+        self.group_by, self.groups, self.map, self.folder, self.seed = group_by, groups, mapping, folder, seed
+        self._models: dict[str, list[QualityModel]] = {}
 
-    def score_features(self, X) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(X @ self.coef + self.intercept)))
+    def resolve(self, key: str) -> str:
+        """The trained group for a document group (a model reused on another corpus may meet
+        groups it was not trained on: same language first, then the largest group)."""
+        if key in self.map:
+            return self.map[key]
+        lang = key.split("/")[0]
+        by_size = sorted(self.groups, key=lambda g: -self.groups[g].get("docs", 0))
+        same = [g for g in by_size if g.split("/")[0] == lang]
+        return (same or by_size)[0]
 
-    def score(self, texts: list[str]) -> np.ndarray:
-        return self.score_features(self.features(texts))
+    def models(self, group: str) -> list[QualityModel]:
+        if group not in self._models:
+            d = self.folder / self.groups[group]["dir"]
+            self._models[group] = [QualityModel.load(d / f"fold-{i}")
+                                   for i in range(self.groups[group]["folds"])]
+        return self._models[group]
 
-    def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "weights.npz", coef=self.coef, intercept=np.array([self.intercept]))
-        (folder / "model.json").write_text(json.dumps({
-            "kind": "hashed-ngram-logreg", "n_features": self.n_features,
-            "char_ngrams": list(self.char_ngrams), "word_ngrams": list(self.word_ngrams),
-            **self.info}, indent=1))
+    def score(self, groups: list[str], ids: list[str], texts: list[str]) -> np.ndarray:
+        """P(good) for each document, batched per (group, model)."""
+        out = np.zeros(len(texts))
+        todo: dict[tuple[str, int], list[int]] = {}
+        for i, (g, doc_id) in enumerate(zip(groups, ids)):
+            # cross-fitted groups: fold f is scored by the model trained on the other fold
+            m = 1 - fold_of(self.seed, doc_id) if self.groups[g]["folds"] == 2 else 0
+            todo.setdefault((g, m), []).append(i)
+        for (g, m), idx in todo.items():
+            model = self.models(g)[m]
+            for s in range(0, len(idx), BATCH):
+                part = idx[s:s + BATCH]
+                out[part] = model.score([texts[i] for i in part])
+        return out
+
+    def threshold(self, group: str) -> float:
+        return self.groups[group]["threshold"]
+
+    def save(self) -> None:
+        write_json(self.folder / "groups.json", {"group_by": self.group_by, "seed": self.seed,
+                                                  "groups": self.groups, "map": self.map})
 
     @classmethod
-    def load(cls, folder: str | Path) -> "QualityModel":
+    def load(cls, folder: str | Path, threshold: float = 0.5) -> "QualitySet":
         folder = Path(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        w = np.load(folder / "weights.npz", allow_pickle=False)
-        info = {k: v for k, v in meta.items()
-                if k not in ("kind", "n_features", "char_ngrams", "word_ngrams")}
-        return cls(meta["n_features"], meta["char_ngrams"], meta["word_ngrams"],
-                   w["coef"], float(w["intercept"][0]), info)
+        if not (folder / "groups.json").is_file():
+            if (folder / "model.json").is_file():  # a single model (before groups): one group
+                return cls(["lang"], {POOLED: {"dir": ".", "folds": 0, "single": True, "docs": 0,
+                                               "threshold": threshold}}, {}, folder, 0)
+            raise FileNotFoundError(f"quality.model: {folder} holds neither groups.json nor model.json")
+        meta = json.loads((folder / "groups.json").read_text())
+        return cls(meta["group_by"], meta["groups"], meta["map"], folder, meta["seed"])
 
 
-def reservoir(docs, k: int, seed: int) -> list[str]:
-    """k texts sampled uniformly from a stream (deterministic for a seed)."""
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    for i, d in enumerate(docs):
-        if len(out) < k:
-            out.append(d["text"])
-        else:
-            j = int(rng.integers(0, i + 1))
-            if j < k:
-                out[j] = d["text"]
-    return out
+def _single_models(qs: QualitySet) -> None:
+    """A pre-group model folder is itself the model (no fold sub-folders)."""
+    for g, info in qs.groups.items():
+        if info.get("single"):
+            qs._models[g] = [QualityModel.load(qs.folder)]
+            info["folds"] = 1
+
+
+def load_set(folder, threshold: float) -> QualitySet:
+    qs = QualitySet.load(folder, threshold)
+    _single_models(qs)
+    return qs
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name) or "_"
+
+
+def group_threshold(scores: np.ndarray, threshold: float, min_keep: float) -> float:
+    """The threshold, lowered where it would keep less than min_keep of these scores."""
+    if len(scores) == 0 or min_keep <= 0 or np.mean(scores >= threshold) >= min_keep:
+        return threshold
+    s = np.sort(scores)[::-1]
+    return float(min(threshold, s[max(0, int(np.ceil(min_keep * len(s))) - 1)]))
+
+
+# ------------------------------------------------------------------ the step
 
 
 def _corpus(paths):
@@ -102,31 +158,83 @@ def _corpus(paths):
 
 
 class QualityStep(Step):
+    def key(self, doc: dict, lang: str | None = None) -> str:
+        parts = []
+        for k in self.cfg.group_by:
+            if k == "lang":
+                parts.append(lang or doc_lang(doc))
+            elif k == "domain":
+                parts.append(doc_domain(doc))
+            else:
+                parts.append(str(doc["meta"].get(k) or "?"))
+        return "/".join(parts)
+
+    def _read(self, paths, sink_path: Path):
+        sink = ErrorSink(sink_path)
+        docs, counts = stratified_reservoir(iter_documents(paths, sink), self.key,
+                                            self.cfg.max_train_docs, self.cfg.seed, self.cfg.max_chars)
+        sink.close()
+        return docs, counts
+
     def prepare(self, ctx) -> dict:
         cfg = self.cfg
+        folder = ctx.work / "model"
         if cfg.model:
-            model = QualityModel.load(cfg.model)
-        else:
-            sink = ErrorSink(ctx.work / "positive_rejects.jsonl")
-            pos = reservoir(iter_documents(cfg.positive, sink), cfg.max_train_docs, cfg.seed)
-            sink.close()
-            if len(pos) < 2:
-                raise ValueError(f"quality.positive: found {len(pos)} usable documents in "
-                                 f"{cfg.positive}; need at least 2")
-            n_neg = min(cfg.max_train_docs, max(1, int(len(pos) * cfg.negatives_per_positive)))
-            neg = reservoir(_corpus(ctx.inputs), n_neg, cfg.seed + 1)
-            model = QualityModel(cfg.n_features, cfg.char_ngrams, cfg.word_ngrams)
-            model.fit(pos, neg, cfg.heldout_fraction, cfg.C, cfg.seed)
-        model.save(ctx.work / "model")
-        return {"quality_model": str(ctx.work / "model"), **model.info}
+            shutil.copytree(cfg.model, folder, dirs_exist_ok=True)
+            qs = load_set(folder, cfg.threshold)
+            return {"quality_model": str(folder), "quality_groups": qs.groups, "reused_model": cfg.model}
+        corpus, counts = stratified_reservoir(_corpus(ctx.inputs), self.key, cfg.max_train_docs,
+                                              cfg.seed, cfg.max_chars)
+        refs, ref_counts = self._read(cfg.positive, ctx.work / "positive_rejects.jsonl")
+        negs, _ = self._read(cfg.negative, ctx.work / "negative_rejects.jsonl")
+        mapping = {k: (k if n >= cfg.min_group_docs else POOLED) for k, n in counts.items()}
+        if all(v == POOLED for v in mapping.values()) and len(mapping) == 1:
+            mapping = {k: k for k in mapping}  # a single small group needs no pooling
+        groups: dict[str, dict] = {}
+        for g in sorted(set(mapping.values())):
+            members = sorted(k for k, v in mapping.items() if v == g)
+            parts = [(corpus.get(k, []), refs.get(k, []), negs.get(k, [])) for k in members]
+            info, scores = GroupTrainer(cfg, g).train(parts, folder / _slug(g))
+            t = group_threshold(scores, cfg.threshold, cfg.min_keep)
+            groups[g] = {"dir": _slug(g), "members": members, "docs": sum(counts[k] for k in members),
+                         "reference_docs": sum(ref_counts.get(k, 0) for k in members), **info,
+                         "threshold": float(t), "sample_kept_share": round(float(np.mean(scores >= t)), 4)
+                         if len(scores) else None}
+        qs = QualitySet(list(cfg.group_by), groups, mapping, folder, cfg.seed)
+        qs.save()
+        unused = sorted(k for k in ref_counts if k not in mapping)
+        accs = [(g["heldout"]["accuracy"], g["heldout"]["docs"]) for g in groups.values() if g["heldout"]]
+        out = {"quality_model": str(folder), "quality_groups": groups,
+               "reference_groups_unused": {k: ref_counts[k] for k in unused}}
+        if accs:
+            out["heldout_accuracy"] = round(sum(a * n for a, n in accs) / sum(n for _, n in accs), 4)
+        return out
 
     def open_shard(self, ctx, index):
-        model = QualityModel.load(ctx.work / "model")
+        cfg = self.cfg
+        qs = load_set(ctx.work / "model", cfg.threshold)
+        docs = list(iter_shard(ctx.inputs[index]))
+        langs = [doc_lang(d) for d in docs]
+        groups = [qs.resolve(self.key(d, l)) for d, l in zip(docs, langs)]
+        scores = qs.score(groups, [str(d["id"]) for d in docs], [d["text"][:cfg.max_chars] for d in docs])
+        keep = [cfg.mode == "tag" or s >= qs.threshold(g) for s, g in zip(scores, groups)]
+        counts = GroupCounts()
+        for d, l, k in zip(docs, langs, keep):
+            counts.add({"by_lang": l, "by_domain": doc_domain(d), "by_group": self.key(d, l)},
+                       doc_bytes(d), k)
+        counts.save(ctx.work / f"counts-{ctx.inputs[index].name}.json")
+        del docs
 
         def apply(i, doc):
-            q = float(model.score([doc["text"]])[0])
-            doc["meta"]["quality"] = round(q, 5)
-            if self.cfg.mode == "filter" and q < self.cfg.threshold:
+            doc["meta"]["quality"] = round(float(scores[i]), 5)
+            if not keep[i]:
                 return None, "quality_low"
             return doc, None
         return apply
+
+    def finish(self, ctx) -> dict:
+        return sum_counts(ctx.work, "counts-*.json")
+
+
+__all__ = ["QualityModel", "QualitySet", "QualityStep", "GroupTrainer", "group_threshold",
+           "load_set", "reservoir"]

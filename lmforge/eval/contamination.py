@@ -20,7 +20,6 @@ its right answer ("question\\nAnswer: answer", MCQ items included).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lmforge.eval.perplexity import Score, score_documents
+from lmforge.io.jsonl import iter_lines, parse_line
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BASE = np.uint64(1099511628211)  # FNV prime: odd, so the polynomial hash mixes all positions
@@ -52,19 +52,22 @@ def load_texts(path: str | Path, max_items: int = 0) -> tuple[list[str], list[st
     if not path.is_file():
         raise FileNotFoundError(f"{path}: benchmark file not found")
     texts, errors = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if path.suffix == ".txt":
-                texts.append(line.rstrip("\n"))
-            else:
-                try:
-                    texts.append(item_text(json.loads(line)))
-                except (json.JSONDecodeError, ValueError, IndexError, AttributeError) as e:
-                    errors.append(f"{path}:{n}: {e}")
-            if max_items and len(texts) >= max_items:
-                break
+    for n, raw in iter_lines(path):   # bytes: bad UTF-8 or JSON cost one line, not the file
+        if path.suffix == ".txt":
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                errors.append(f"{path}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})")
+        else:
+            rec, reason, detail = parse_line(raw)
+            try:
+                if reason:
+                    raise ValueError(detail)
+                texts.append(item_text(rec))
+            except (ValueError, IndexError, AttributeError, TypeError) as e:
+                errors.append(f"{path}:{n}: {e}")
+        if max_items and len(texts) >= max_items:
+            break
     return texts, errors
 
 

@@ -9,9 +9,15 @@ Each choice is scored as a continuation of the prompt
 
     [k solved examples "Q\\nAnswer: A\\n\\n"]  question "\\nAnswer:"  + " " + choice
 
-by the sum of its tokens' log-probabilities. `acc` picks the highest sum; `acc_norm` the
-highest sum per UTF-8 byte of the choice (lm-evaluation-harness's length normalisation,
-tokenizer-independent), which removes the bias towards short choices. Context and
+by the sum of its tokens' log-probabilities. The metrics are lm-evaluation-harness's
+(0.4.13, `ConfigurableTask.process_results` for multiple_choice), by the same names:
+  acc        the highest sum
+  acc_norm   the highest sum per CHARACTER of the choice: len(choice) in code points,
+             without the " " delimiter (lm-eval's `completion_len`)
+  acc_bytes  the highest sum per UTF-8 byte of the choice, again without the delimiter
+Both normalisations are tokenizer-independent and remove the bias towards short choices;
+they differ on non-ASCII text (a CJK character is 3 bytes). Ties go to the first choice
+(np.argmax), as in lm-eval. Context and
 continuation are tokenized separately and concatenated, so a choice's tokens are the same
 in every prompt. An over-long context is truncated in the middle (truncate_middle).
 Few-shot examples come from the same file (there is no dev split): other items, the same
@@ -19,7 +25,6 @@ subject first, drawn deterministically from `seed` and the item id.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from lmforge.eval.perplexity import token_nll
+from lmforge.io.jsonl import iter_records
 from lmforge.truncate import truncate_middle
 
 
@@ -71,14 +77,14 @@ def load_items(path: str | Path) -> LoadResult:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: MCQ file not found")
     out = LoadResult()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.items.append(parse_item(json.loads(line), f"{path.name}:{n}"))
-            except (json.JSONDecodeError, ValueError) as e:
-                out.errors.append(f"{path}:{n}: {e}")
+    for n, _, rec, reason, detail in iter_records(path):   # bytes: bad UTF-8 or JSON cost one line
+        if reason:
+            out.errors.append(f"{path}:{n}: {detail}")
+            continue
+        try:
+            out.items.append(parse_item(rec, f"{path.name}:{n}"))
+        except ValueError as e:
+            out.errors.append(f"{path}:{n}: {e}")
     return out
 
 
@@ -159,29 +165,49 @@ def continuation_logprobs(model, requests: Sequence[tuple[list[int], list[int]]]
     return out
 
 
+# metric name -> the length each choice's log-likelihood is divided by (None: not normalised)
+METRICS = {
+    "acc": None,
+    "acc_norm": lambda choice: len(choice),                    # characters (code points)
+    "acc_bytes": lambda choice: len(choice.encode("utf-8")),   # UTF-8 bytes
+}
+
+
+def item_correct(item: Item, logprobs: Sequence[float]) -> dict[str, float]:
+    """1.0 / 0.0 per metric for one item's choice log-likelihoods (lm-eval's definitions)."""
+    out = {}
+    for name, length in METRICS.items():
+        scores = np.asarray(logprobs, dtype=np.float64)
+        if length is not None:
+            scores = scores / np.array([float(length(c)) for c in item.choices])
+        out[name] = float(int(np.argmax(scores)) == item.answer)
+    return out
+
+
 def score_items(items: Sequence[Item], logprobs: Sequence[float]) -> dict:
-    """acc / acc_norm with standard errors, per subject too, from item-major choice logprobs."""
-    correct, correct_norm, by_subject = [], [], {}
+    """acc / acc_norm / acc_bytes with standard errors, per subject too, from item-major choice logprobs."""
+    rows, by_subject = [], {}
     k = 0
     for item in items:
-        lp = logprobs[k:k + len(item.choices)]
+        row = item_correct(item, logprobs[k:k + len(item.choices)])
         k += len(item.choices)
-        norm = [v / max(len(c.encode("utf-8")), 1) for v, c in zip(lp, item.choices)]
-        a = float(int(np.argmax(lp)) == item.answer)
-        an = float(int(np.argmax(norm)) == item.answer)
-        correct.append(a)
-        correct_norm.append(an)
-        by_subject.setdefault(item.subject or "-", []).append((a, an))
-    res = summarize(correct, correct_norm)
+        rows.append(row)
+        by_subject.setdefault(item.subject or "-", []).append(row)
+    res = summarize(rows)
     if len(by_subject) > 1:
-        res["subjects"] = {s: summarize([a for a, _ in v], [b for _, b in v]) for s, v in sorted(by_subject.items())}
+        res["subjects"] = {s: summarize(v) for s, v in sorted(by_subject.items())}
     return res
 
 
-def summarize(correct: Sequence[float], correct_norm: Sequence[float]) -> dict:
-    n = len(correct)
-    return {"n": n, "acc": sum(correct) / n if n else float("nan"), "acc_stderr": stderr(correct),
-            "acc_norm": sum(correct_norm) / n if n else float("nan"), "acc_norm_stderr": stderr(correct_norm)}
+def summarize(rows: Sequence[dict[str, float]]) -> dict:
+    """n, then every metric's mean and its standard error (`<metric>_stderr`, lm-eval's naming)."""
+    n = len(rows)
+    out = {"n": n}
+    for name in METRICS:
+        vals = [r[name] for r in rows]
+        out[name] = sum(vals) / n if n else float("nan")
+        out[f"{name}_stderr"] = stderr(vals)
+    return out
 
 
 def chance(items: Sequence[Item]) -> float:
@@ -192,7 +218,7 @@ def chance(items: Sequence[Item]) -> float:
 def evaluate_mcq(model, tokenizer, items: Sequence[Item], shots: int = 0, seed: int = 0,
                  max_len: int | None = None, batch_size: int = 16, bos_id: int | None = None,
                  pool: Sequence[Item] | None = None, progress: bool = False, desc: str = "mcq") -> dict:
-    """Accuracy (+ length-normalised) with standard errors on `items` at `shots` examples."""
+    """acc, acc_norm (per character), acc_bytes (per byte) with standard errors on `items` at `shots` examples."""
     max_len = max_len or model.cfg.max_seq_len
     reqs = build_requests(items, tokenizer, max_len, shots, pool, seed, bos_id)
     lps = continuation_logprobs(model, reqs, batch_size, progress, desc)

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lmforge.io.atomic import save_figure, write_text
+
 
 DEFAULT_NEEDLE = "\nThe special magic number is {value}.\n"
 DEFAULT_QUESTION = "\n\nWhat is the special magic number mentioned above? The special magic number is"
@@ -157,20 +159,11 @@ def tail_logits(model, ids: torch.Tensor, n: int) -> torch.Tensor:
     For a lmforge Transformer only those n positions go through the LM head (at 32k tokens
     and a 65k vocabulary the full logits would take 8 GB); other modules are called whole.
     """
-    from lmforge.model.attention import build_mask
-    from lmforge.model.rope import compute_inv_freq, rope_cos_sin
     from lmforge.model.transformer import Transformer
 
     if not isinstance(model, Transformer):
         return model(ids)[:, -n:]
-    B, T = ids.shape
-    x = model.embed_tokens(ids)
-    pos = torch.arange(T, device=ids.device).expand(B, T)
-    cos, sin = rope_cos_sin(pos, compute_inv_freq(model.cfg, T, device=x.device), x.dtype)
-    mask = build_mask(model.cfg.attn_backend, None, B, T, x.device)
-    for layer in model.layers:
-        x = layer(x, cos, sin, mask)
-    return model.logits(x[:, -n:])
+    return model.tail_logits(ids, n)
 
 
 @torch.no_grad()
@@ -230,7 +223,7 @@ def write_markdown(path: Path, g: dict, summary: dict, title: str) -> None:
         for L, row in zip(g["lengths"], g[name]):
             lines.append(f"| {L} | " + " | ".join("" if v is None else fmt.format(v) for v in row) + " |")
         lines.append("")
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 def plot_heatmap(path: Path, g: dict, title: str, with_rank: bool) -> None:
@@ -256,5 +249,5 @@ def plot_heatmap(path: Path, g: dict, title: str, with_rank: bool) -> None:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

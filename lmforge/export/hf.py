@@ -9,31 +9,24 @@ lmforge.stages.export).
     lmforge_export.json      where it came from (checkpoint, step, arch)
     DONE.json                the stage summary, written last (a rerun skips)
 
-Which transformers architecture (checked against the transformers 5.23 sources):
-- full rotary -> LlamaForCausalLM (the design's default).
-- partial rotary (StableLM 2's 25%) -> Phi3ForCausalLM. LlamaForCausalLM cannot do it:
-  its rotary embedding always rotates the whole head (`compute_default_rope_parameters`
-  ignores `partial_rotary_factor` and `apply_rotary_pos_emb` multiplies the full q/k),
-  and with a non-default rope_type the cos/sin come out rotary_dim wide and no longer
-  broadcast against the head. Phi-3 is our block (RMSNorm, SwiGLU, no biases) with fused
-  qkv_proj / gate_up_proj and an `apply_rotary_pos_emb` that rotates cos.shape[-1] dims.
-- partial rotary + rope scaling (dynamic NTK / linear) -> GlmForCausalLM, because
-  Phi3Config refuses every rope_type except default/longrope. GLM is the same block,
-  rotates interleaved pairs (the q/k rows are permuted on export, see convert.py) and
-  accepts any rope_type. All three give our logits (tests/test_export.py).
+Which transformers architecture: the first of llama, qwen2, qwen3, mistral, phi3, glm,
+stablelm, gemma that computes the same logits (model/hf_archs.py, docs/models.md): full
+rotary -> LlamaForCausalLM; partial rotary (StableLM 2's 25%) -> Phi3ForCausalLM, or
+GlmForCausalLM with rope scaling (Phi3Config refuses it), or StableLmForCausalLM with
+LayerNorm. tokenizer_config.json's model_max_length is the model's usable length
+(convert.hf_max_length: a Dynamic-NTK model's extended length, see docs/models.md).
 """
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
-from lmforge.io.atomic import write_json
-from lmforge.model.convert import export_arch, save_hf
+from lmforge.io.atomic import copy_file, write_json
+from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of
-from lmforge.tokenizer.train import CHATML_TEMPLATE, load_tokenizer, tokenizer_info
+from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DONE = "DONE.json"
@@ -43,18 +36,21 @@ def _write_json(path: Path, obj) -> None:
     write_json(path, obj, indent=2)
 
 
-def export_tokenizer(tok_dir: Path, out: Path) -> dict:
-    """Copy the tokenizer files; make sure the transformers side has the ChatML template."""
-    shutil.copy2(tok_dir / "tokenizer.json", out / "tokenizer.json")
+def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = None) -> dict:
+    """Copy the tokenizer files; make sure the transformers side has the ChatML template.
+    model_max_length: the model's usable length (convert.hf_max_length), replacing the tokenizer's."""
+    copy_file(tok_dir / "tokenizer.json", out / "tokenizer.json")
     info = tokenizer_info(tok_dir)
     tok = load_tokenizer(tok_dir)
     names = {k: tok.id_to_token(info[f"{k}_id"]) for k in ("bos", "eos", "pad") if info.get(f"{k}_id") is not None}
     cfg_path = tok_dir / "tokenizer_config.json"
     hf_cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     hf_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
-    if not hf_cfg.get("chat_template"):
-        hf_cfg["chat_template"] = CHATML_TEMPLATE
+    if not hf_cfg.get("chat_template") or hf_cfg["chat_template"] == CHATML_TEMPLATE_V1:
+        hf_cfg["chat_template"] = CHATML_TEMPLATE   # the current one has the TRL generation markers
     hf_cfg.setdefault("clean_up_tokenization_spaces", False)
+    if model_max_length is not None:
+        hf_cfg["model_max_length"] = model_max_length
     for k, v in names.items():
         hf_cfg.setdefault(f"{k}_token", v)
     _write_json(out / "tokenizer_config.json", hf_cfg)
@@ -92,7 +88,7 @@ def export_info(checkpoint, out_dir, dtype=None, tokenizer=None) -> dict:
         (out / marker).unlink(missing_ok=True)
     arch = export_arch(model.cfg)
     save_hf(model, out, DTYPES[dtype] if dtype else None, arch=arch)
-    ids = export_tokenizer(tok_dir, out)
+    ids = export_tokenizer(tok_dir, out, hf_max_length(model.cfg))
     config = json.loads((out / "config.json").read_text())
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         config[key] = ids[key]

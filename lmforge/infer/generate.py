@@ -230,17 +230,12 @@ def _pad_id(tok) -> int:
 
 
 def load_for_generation(path: str | Path, device: str = "cpu"):
-    """(model, tokenizer) from a checkpoint / run folder, or from an exported HF folder."""
-    p = Path(path)
-    if (p / "config.json").is_file() and (p / "model.safetensors").is_file() and not (p / "meta.json").exists():
-        from lmforge.model.convert import load_hf
-        from lmforge.tokenizer.train import load_tokenizer
-        return load_hf(p).to(device).eval(), load_tokenizer(p)
+    """(model, tokenizer) from a checkpoint / run folder, or a Hugging Face (e.g. exported) folder."""
     from lmforge.model.load import load_checkpoint, tokenizer_dir_of
     from lmforge.tokenizer.train import load_tokenizer
-    model, step_dir = load_checkpoint(p, device)
+    model, step_dir = load_checkpoint(path, device)
     tok_dir = tokenizer_dir_of(step_dir)
     if tok_dir is None:
-        raise FileNotFoundError(f"{path}: no tokenizer folder beside the checkpoint "
-                                f"(expected {step_dir.parent.parent}/tokenizer/tokenizer.json)")
+        raise FileNotFoundError(f"{path}: no tokenizer.json beside the checkpoint (RUN_DIR/tokenizer/ for a run, "
+                                f"the folder itself for a Hugging Face folder)")
     return model, load_tokenizer(tok_dir)

@@ -87,6 +87,28 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
     return Path(path)
 
 
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    """matplotlib's fig.savefig through a temporary sibling (the format from `path`'s suffix)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    return Path(path)
+
+
+def save_npy(path: str | Path, array) -> Path:
+    """numpy.save through a temporary sibling (given a file object, np.save adds no suffix)."""
+    import numpy as np
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
+    return Path(path)
+
+
+def copy_file(src: str | Path, dst: str | Path) -> Path:
+    """shutil.copy2 through a temporary sibling of `dst`."""
+    with atomic_path(dst) as tmp:
+        shutil.copy2(src, tmp)
+    return Path(dst)
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

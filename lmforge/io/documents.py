@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lmforge.io.account import DataError
+
+from .atomic import temp_sibling
+
 log = logging.getLogger("lmforge.data")
 
 RAW_PREFIX = 2000  # characters of the offending record kept in the rejects file
+
+
+class InputRejected(DataError, ValueError):
+    """Every input record was rejected: nothing to work on (the CLI exits with the bad-data code)."""
 
 
 def make_doc(id: str, text: str, meta: dict | None = None) -> dict:
@@ -44,8 +53,10 @@ class ErrorSink:
     """Counts bad records by reason and writes them aside.
 
     path: a .jsonl file receiving one {"file", "line", "reason", "detail", "raw"} per
-    bad record (opened lazily, appended to). Without a path the records are kept in
-    memory (up to `keep` of them) and each one is logged as a warning.
+    bad record. The sink owns the file: records go to a temporary sibling that replaces
+    `path` on close(), so a rerun never appends to what an interrupted attempt half-wrote,
+    and a run with no bad records leaves no (stale) file. Without a path the records are
+    kept in memory (up to `keep` of them) and each one is logged as a warning.
     """
 
     def __init__(self, path: str | Path | None = None, keep: int = 1000):
@@ -55,6 +66,7 @@ class ErrorSink:
         self.nbytes: Counter[str] = Counter()
         self.records: list[dict] = []
         self._fh = None
+        self._tmp: Path | None = None
 
     def add(self, file: str | Path, line: int | None, reason: str, raw: Any = None,
             detail: str = "", nbytes: int | None = None) -> None:
@@ -68,7 +80,8 @@ class ErrorSink:
         if self.path is not None:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")
+                self._tmp = temp_sibling(self.path)
+                self._fh = open(self._tmp, "w", encoding="utf-8")
             self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
             log.warning("%s:%s: %s %s", file, line, reason, detail)
@@ -80,9 +93,13 @@ class ErrorSink:
         return sum(self.counts.values())
 
     def close(self) -> None:
+        """Put the rejects file in place (or remove a stale one when there were none)."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+            os.replace(self._tmp, self.path)
+        elif self.path is not None and self.total == 0:
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> "ErrorSink":
         return self

@@ -11,6 +11,10 @@ Backends:
   flex  torch.nn.attention.flex_attention (compiled) with a BlockMask from a document
         mask_mod: skips fully masked blocks. CUDA only: torch 2.13 has no CPU backward.
   auto  flex on CUDA, sdpa elsewhere.
+
+Sliding window (Mistral, `sliding_window` W): query i also needs i - j < W, i.e. it sees
+itself and the W - 1 tokens before it (transformers' `kv_idx > q_idx - sliding_window`).
+Within W tokens that is the plain causal mask, so a short forward keeps the fast path.
 """
 from __future__ import annotations
 
@@ -57,30 +61,45 @@ class AttnMask:
     block: object | None = None        # flex: BlockMask
 
 
-def doc_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """Bool [B, 1, T, T]: (doc_i == doc_j) & (j <= i)."""
+def causal_window(T: int, window: int | None, device) -> torch.Tensor:
+    """Bool [T, T]: j <= i, and i - j < window when a window is given."""
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    allowed = j <= i
+    return allowed if window is None else allowed & (i - j < window)
+
+
+def doc_causal_mask(doc_ids: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """Bool [B, 1, T, T]: (doc_i == doc_j) & (j <= i) [& (i - j < window)]."""
     T = doc_ids.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
-    return (same_doc & causal)[:, None]
+    return (same_doc & causal_window(T, window, doc_ids.device))[:, None]
 
 
-def _flex_block_mask(doc_ids: torch.Tensor | None, B: int, T: int, device: torch.device):
+def _flex_block_mask(doc_ids: torch.Tensor | None, B: int, T: int, device: torch.device, window: int | None):
+    w = T if window is None else window   # i - j < T always holds: no window
+
     if doc_ids is None:
         def mask_mod(b, h, q_idx, kv_idx):
-            return kv_idx <= q_idx
+            return (kv_idx <= q_idx) & (q_idx - kv_idx < w)
         return _compiled_create_block_mask(mask_mod, None, None, T, T, device=device)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (kv_idx <= q_idx)
+        return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (kv_idx <= q_idx) & (q_idx - kv_idx < w)
     return _compiled_create_block_mask(mask_mod, B, None, T, T, device=device)
 
 
-def build_mask(backend: str, doc_ids: torch.Tensor | None, B: int, T: int, device: torch.device) -> AttnMask:
+def build_mask(backend: str, doc_ids: torch.Tensor | None, B: int, T: int, device: torch.device,
+               window: int | None = None) -> AttnMask:
+    """The mask of one forward pass; `window` is the sliding window (None: attend to all earlier tokens)."""
     backend = resolve_backend(backend, device)
+    if window is not None and window >= T:
+        window = None   # no query is more than T - 1 tokens past a key: the window changes nothing
     if backend == "flex":
-        return AttnMask("flex", block=_flex_block_mask(doc_ids, B, T, device))
-    return AttnMask("sdpa", dense=None if doc_ids is None else doc_causal_mask(doc_ids))
+        return AttnMask("flex", block=_flex_block_mask(doc_ids, B, T, device, window))
+    if doc_ids is None:
+        return AttnMask("sdpa", dense=None if window is None else causal_window(T, window, device)[None, None])
+    return AttnMask("sdpa", dense=doc_causal_mask(doc_ids, window))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask) -> torch.Tensor:
@@ -121,11 +140,13 @@ class KVCache:
         cfg = model.cfg
         return cls(cfg.n_layers, batch, capacity, cfg.kv_heads, cfg.head_dim, p.dtype, p.device)
 
-    def step_mask(self, new_valid: torch.Tensor) -> AttnMask:
+    def step_mask(self, new_valid: torch.Tensor, window: int | None = None) -> AttnMask:
         """Record validity of the next T slots and return the mask of their queries.
 
-        Query slot s = length + i may see key slot j <= s that is valid; a padding query
-        also sees itself, so no row is all-masked (SDPA would return NaN there).
+        Query slot s = length + i may see key slot j <= s that is valid (and s - j < window
+        with a sliding window: a row's real tokens fill consecutive slots, left padding
+        first, so slot distance is position distance); a padding query also sees itself,
+        so no row is all-masked (SDPA would return NaN there).
         """
         B, T = new_valid.shape
         start, end = self.length, self.length + T
@@ -135,6 +156,8 @@ class KVCache:
         q_slot = torch.arange(start, end, device=new_valid.device)[:, None]       # [T, 1]
         k_slot = torch.arange(end, device=new_valid.device)[None, :]              # [1, S]
         causal = k_slot <= q_slot                                                 # [T, S]
+        if window is not None:
+            causal = causal & (q_slot - k_slot < window)
         allowed = causal[None] & self.key_valid[:, None, :end]                    # [B, T, S]
         allowed = allowed | (k_slot == q_slot)[None]
         return AttnMask("sdpa", dense=allowed[:, None])

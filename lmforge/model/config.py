@@ -37,10 +37,11 @@ PRESETS: dict[str, dict] = {
     # Index-1.9B: 1.906B non-embedding (the name), 2.173B total; Norm-Head, untied, deep and narrow.
     "index-1.9b": dict(vocab_size=65029, d_model=2048, n_layers=36, n_heads=16, ffn_hidden=5888,
                        max_seq_len=4096, norm_head=True, tie_embeddings=False, norm_eps=1e-6),
-    # StableLM 2 1.6B: 1.644B total (vocab 100289 padded to 100352), 25% partial rotary.
-    # (The real model uses LayerNorm with biases; here it is the Llama-style block.)
+    # StableLM 2 1.6B: 1.645B total (vocab 100289 padded to 100352), 25% partial rotary, LayerNorm
+    # with biases and q/k/v biases (its config.json: use_qkv_bias true, sequential residual).
     "stablelm-2-1.6b": dict(vocab_size=100289, d_model=2048, n_layers=24, n_heads=32, ffn_hidden=5632,
-                            max_seq_len=4096, rotary_pct=0.25, tie_embeddings=False),
+                            max_seq_len=4096, rotary_pct=0.25, tie_embeddings=False, norm="layernorm",
+                            qkv_bias=True),
     # Skywork-13B: deep and thin (52 x 4608 where Llama-2-13B is 40 x 5120), FFN 12288, 36 heads of 128,
     # vocabulary 65536 (Llama's 32000 + 8000 Chinese characters + 25519 Chinese words + 17 reserved).
     "skywork-13b": dict(vocab_size=65536, d_model=4608, n_layers=52, n_heads=36, ffn_hidden=12288,
@@ -53,22 +54,31 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class RopeScaling:
-    """Training-free context extension at inference (Index-1.9B-32K compares these).
+    """RoPE frequency scaling: training-free context extension (Index-1.9B-32K compares
+    dynamic and linear) and Llama 3's frequency-dependent scaling.
 
     dynamic: Dynamic NTK (transformers' "dynamic"): for a forward over seq_len > orig
              tokens the base becomes base * (factor * seq_len / orig - (factor - 1)) ** (d / (d - 2)).
     linear:  position interpolation: every frequency divided by factor.
+    llama3:  Llama 3.1's static scaling (transformers' "llama3"): wavelengths longer than
+             orig / low_freq_factor are divided by factor, shorter than orig / high_freq_factor
+             kept, smoothly interpolated in between.
     "Naive extrapolation" is no rope_scaling at all, run past max_seq_len.
     """
-    type: Literal["dynamic", "linear"] = "dynamic"
+    type: Literal["dynamic", "linear", "llama3"] = "dynamic"
     factor: float = 8.0
     original_max_position_embeddings: int | None = None   # None: the model's max_seq_len
+    low_freq_factor: float = 1.0                           # llama3 only
+    high_freq_factor: float = 4.0                          # llama3 only
 
     def __post_init__(self):
         check(math.isfinite(self.factor) and self.factor >= 1.0, "factor", f"must be >= 1, got {self.factor}")
         o = self.original_max_position_embeddings
         check(o is None or 1 <= o <= MAX_POSITIONS, "original_max_position_embeddings",
               f"must be in [1, {MAX_POSITIONS}], got {o}")
+        check(0 < self.low_freq_factor < self.high_freq_factor and math.isfinite(self.high_freq_factor),
+              "high_freq_factor", f"need 0 < low_freq_factor ({self.low_freq_factor}) < high_freq_factor "
+              f"({self.high_freq_factor})")
 
 
 @dataclass
@@ -87,6 +97,19 @@ class ModelConfig:
     # (so a bad value is reported as rope_scaling.<key>, not as a failed union match).
     rope_scaling: RopeScaling | dict[str, Any] | None = None
     rotary_pct: float = 1.0            # fraction of head dims rotated, the FIRST ones (GPT-NeoX style)
+    # --- options of the common open model families (docs/models.md); defaults = the Llama block
+    attn_head_dim: int | None = None   # per-head size; None = d_model / n_heads (Qwen3, Gemma decouple it)
+    qkv_bias: bool = False             # biases on q/k/v projections (Qwen2, StableLM 2, GLM)
+    o_bias: bool = False               # bias on the attention output projection (Llama attention_bias)
+    mlp_bias: bool = False             # biases on gate/up/down (Llama mlp_bias)
+    qk_norm: bool = False              # norm over each head's q and k before RoPE, one weight per dim (Qwen3)
+    # rmsnorm: w * x / rms(x); rmsnorm_plus_one: (1 + w) * x / rms(x), w starts at 0 (Gemma);
+    # layernorm: (x - mean) / std * w + b (StableLM)
+    norm: Literal["rmsnorm", "rmsnorm_plus_one", "layernorm"] = "rmsnorm"
+    parallel_residual: bool = False    # x + attn(ln(x)) + mlp(ln(x)), one norm per block (StableLM option)
+    mlp_act: Literal["silu", "gelu_tanh"] = "silu"   # gated MLP activation (Gemma: GeGLU with tanh GELU)
+    embed_scale: bool = False          # multiply token embeddings by sqrt(d_model) (Gemma)
+    sliding_window: int | None = None  # attend to the last `sliding_window` positions only (Mistral)
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
     norm_head: bool = False            # Baichuan2/Index Norm-Head: head rows L2-normalised in forward
@@ -114,8 +137,12 @@ class ModelConfig:
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         check(self.n_kv_heads is None or self.n_kv_heads >= 1, "n_kv_heads", f"must be >= 1, got {self.n_kv_heads}")
         check(self.ffn_hidden is None or self.ffn_hidden >= 1, "ffn_hidden", f"must be >= 1, got {self.ffn_hidden}")
-        check(self.d_model % self.n_heads == 0, "n_heads",
-              f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        check(self.attn_head_dim is None or self.attn_head_dim >= 2, "attn_head_dim",
+              f"must be >= 2, got {self.attn_head_dim}")
+        check(self.attn_head_dim is not None or self.d_model % self.n_heads == 0, "n_heads",
+              f"d_model {self.d_model} is not divisible by n_heads {self.n_heads} (or set attn_head_dim)")
+        check(self.sliding_window is None or self.sliding_window >= 1, "sliding_window",
+              f"must be >= 1, got {self.sliding_window}")
         check(self.n_heads % self.kv_heads == 0, "n_kv_heads",
               f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.kv_heads}")
         check(0.0 < self.rotary_pct <= 1.0, "rotary_pct", f"must be in (0, 1], got {self.rotary_pct}")
@@ -144,7 +171,7 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.attn_head_dim if self.attn_head_dim is not None else self.d_model // self.n_heads
 
     @property
     def kv_heads(self) -> int:
@@ -163,8 +190,21 @@ class ModelConfig:
 
     def layer_matmul_params(self) -> int:
         """Weights of the matmuls in one block: q, k, v, o and SwiGLU gate, up, down."""
-        d, kv = self.d_model, self.kv_heads * self.head_dim
-        return 2 * d * d + 2 * d * kv + 3 * d * self.ffn_dim
+        d, q, kv = self.d_model, self.n_heads * self.head_dim, self.kv_heads * self.head_dim
+        return 2 * d * q + 2 * d * kv + 3 * d * self.ffn_dim
+
+    def norm_params(self, dim: int) -> int:
+        return 2 * dim if self.norm == "layernorm" else dim
+
+    def layer_other_params(self) -> int:
+        """Norm gains (and LayerNorm biases) and projection biases of one block."""
+        d, q, kv, f = self.d_model, self.n_heads * self.head_dim, self.kv_heads * self.head_dim, self.ffn_dim
+        n = (1 if self.parallel_residual else 2) * self.norm_params(d)
+        n += 2 * self.norm_params(self.head_dim) if self.qk_norm else 0
+        n += (q + 2 * kv) if self.qkv_bias else 0
+        n += d if self.o_bias else 0
+        n += (2 * f + d) if self.mlp_bias else 0
+        return n
 
     def n_params(self, embeddings: bool = True) -> int:
         """Parameter count, each shared tensor once.
@@ -172,7 +212,7 @@ class ModelConfig:
         embeddings=False gives the "non-embedding" count (Kaplan et al.): without the
         vocab-sized embedding table and LM head.
         """
-        body = self.n_layers * (self.layer_matmul_params() + 2 * self.d_model) + self.d_model
+        body = self.n_layers * (self.layer_matmul_params() + self.layer_other_params()) + self.norm_params(self.d_model)
         if not embeddings:
             return body
         vocab = self.padded_vocab_size * self.d_model

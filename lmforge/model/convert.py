@@ -4,20 +4,21 @@ Export folds what HF does not have into plain weights: Norm-Head rows are writte
 normalised into lm_head.weight, and the padded vocabulary rows are sliced off (HF's
 vocab_size is the real one). Import pads them back (zero rows, masked to -inf anyway).
 
-Partial rotary: transformers' LlamaForCausalLM (checked in 5.23) ignores
-`partial_rotary_factor` and rotates the whole head, which would silently change the
-outputs. A model with rotary_pct < 1 is therefore exported as Phi3ForCausalLM, the same
-block (RMSNorm, SwiGLU, no biases) with fused qkv_proj / gate_up_proj, whose rotary
-embedding does rotate only the first partial_rotary_factor of each head. Full-rotary
-models are exported as LlamaForCausalLM.
+Which architecture carries which ModelConfig is hf_archs.py's table (llama, mistral,
+qwen2, qwen3, phi3, glm, stablelm, gemma); export writes the first one that computes the
+same logits (`export_arch`). Our parameter names are HF Llama's without the "model."
+prefix, so the weights are a renaming plus three layouts:
 
-Partial rotary WITH rope scaling: Phi3Config (5.23) refuses every rope_type but
-default/longrope, so `hf_arch` refuses it; `export_arch` picks GlmForCausalLM instead
-(same block again: RMSNorm, SwiGLU with fused gate_up_proj, partial rotary, any rope
-type incl. dynamic/linear, attention_bias=False). GLM rotates INTERLEAVED pairs
-(2i, 2i+1) where we rotate (i, i + rotary_dim/2) at the same frequency i, so the q/k
-projection rows of each head's rotary part are permuted on export (and back on import).
-Applying one permutation to both q and k leaves every attention score q.k unchanged.
+- Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj (GLM fuses gate/up).
+- Partial rotary: LlamaForCausalLM (checked in 5.23) ignores `partial_rotary_factor` and
+  rotates the whole head, so a model with rotary_pct < 1 is exported as Phi3ForCausalLM
+  (same block, fused projections, rotates the first partial_rotary_factor of each head);
+  Phi3Config refuses every rope_type but default/longrope, so partial rotary WITH rope
+  scaling goes to GlmForCausalLM (any rope type) or, with LayerNorm, StableLmForCausalLM.
+- GLM rotates INTERLEAVED pairs (2i, 2i+1) where we rotate (i, i + rotary_dim/2) at the
+  same frequency i, so the q/k projection rows (and biases) of each head's rotary part are
+  permuted on export and back on import. One permutation applied to both q and k leaves
+  every attention score q.k unchanged.
 """
 from __future__ import annotations
 
@@ -26,26 +27,22 @@ from pathlib import Path
 
 import torch
 
-from lmforge.model.config import ModelConfig, RopeScaling
+from lmforge.io.atomic import atomic_path, write_json
+from lmforge.model import hf_archs
+from lmforge.model.config import ModelConfig
 from lmforge.model.transformer import Transformer
 
-_LAYER_KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm"]
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-_ARCH_CLASSES = {"llama": "LlamaForCausalLM", "phi3": "Phi3ForCausalLM", "glm": "GlmForCausalLM"}
+def export_arch(cfg: ModelConfig) -> str:
+    """The HF model_type written for cfg: the first of hf_archs.EXPORT_ORDER with exact logits."""
+    return hf_archs.choose(cfg)
 
 
 def hf_arch(cfg: ModelConfig) -> str:
-    """"llama", or "phi3" when only part of each head is rotated (see module docstring)."""
-    return "llama" if cfg.rotary_dim == cfg.head_dim else "phi3"
-
-
-def export_arch(cfg: ModelConfig) -> str:
-    """The HF architecture with exact logits: llama (full rotary), phi3 (partial), glm (partial + scaling)."""
-    arch = hf_arch(cfg)
-    return "glm" if arch == "phi3" and cfg.rope_scaling is not None else arch
+    """Same as export_arch (kept for callers of the older name)."""
+    return export_arch(cfg)
 
 
 def _glm_rotary_perm(cfg: ModelConfig) -> torch.Tensor:
@@ -56,8 +53,8 @@ def _glm_rotary_perm(cfg: ModelConfig) -> torch.Tensor:
 
 
 def _permute_heads(w: torch.Tensor, perm: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """Reorder the output rows of a q/k projection [heads * head_dim, d] inside every head."""
-    return w.view(-1, head_dim, w.shape[-1])[:, perm].reshape(w.shape)
+    """Reorder the output rows of a q/k projection weight [heads * head_dim, d] (or bias) inside every head."""
+    return w.reshape(-1, head_dim, *w.shape[1:])[:, perm].reshape(w.shape)
 
 
 def _partial_factor(cfg: ModelConfig) -> float:
@@ -69,29 +66,51 @@ def _partial_factor(cfg: ModelConfig) -> float:
 
 
 def _check_arch(cfg: ModelConfig, arch: str | None) -> str:
-    arch = arch or hf_arch(cfg)
-    if arch not in _ARCH_CLASSES:
-        raise ValueError(f"arch {arch!r} is not one of {', '.join(_ARCH_CLASSES)}")
-    if arch == "llama" and cfg.rotary_dim != cfg.head_dim:
-        raise ValueError(f"rotary_pct {cfg.rotary_pct}: LlamaForCausalLM rotates the whole head; use phi3 or glm")
+    arch = arch or export_arch(cfg)
+    if arch not in hf_archs.ARCHS:
+        raise ValueError(f"arch {arch!r} is not one of {', '.join(hf_archs.ARCHS)}")
+    reason = hf_archs.why_not(arch, cfg)
+    if reason:
+        raise ValueError(f"{hf_archs.ARCHS[arch].class_name} cannot express this model ({reason}); "
+                         "export_arch(cfg) names one that can")
     return arch
 
 
-def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32, arch: str | None = None) -> dict:
-    """config.json for LlamaForCausalLM (full rotary), Phi3ForCausalLM (partial rotary) or,
-    when asked (arch="glm", see export_arch), GlmForCausalLM."""
-    arch = _check_arch(cfg, arch)
+def hf_max_length(cfg: ModelConfig) -> int:
+    """The length HF tools should let the model run at (tokenizer model_max_length, lm-eval).
+
+    Plain RoPE and llama3 scaling: max_seq_len. A training-free extension (dynamic NTK,
+    linear) stretches the original length by its factor (Index-32K: 8 x 4K = 32K), and
+    never less than the trained length.
+    """
+    rs = cfg.rope_scaling
+    if rs is None or rs.type == "llama3":
+        return cfg.max_seq_len
+    return max(cfg.max_seq_len, int(rs.factor * cfg.rope_original_len))
+
+
+def _rope_parameters(cfg: ModelConfig, arch: str) -> dict:
     rope = {"rope_type": "default", "rope_theta": float(cfg.rope_theta)}
     rs = cfg.rope_scaling
     if rs is not None:
-        if arch == "phi3":
-            # Phi3Config accepts only default/longrope RoPE; exporting would silently change outputs
-            raise ValueError(f"rope_scaling {rs.type!r} with partial rotary (rotary_pct {cfg.rotary_pct}) "
-                             "cannot be exported as Phi-3 (transformers refuses that rope type); "
-                             "use arch='glm' (lmforge export picks it)")
         rope.update(rope_type=rs.type, factor=float(rs.factor))
+        if rs.type == "llama3":
+            rope.update(low_freq_factor=rs.low_freq_factor, high_freq_factor=rs.high_freq_factor,
+                        original_max_position_embeddings=cfg.rope_original_len)
+    if arch in ("phi3", "glm", "stablelm"):
+        rope["partial_rotary_factor"] = _partial_factor(cfg)
+    return rope
+
+
+def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32, arch: str | None = None) -> dict:
+    """config.json for `arch` (default export_arch(cfg)); ValueError if it cannot carry cfg exactly."""
+    arch = _check_arch(cfg, arch)
+    spec = hf_archs.ARCHS[arch]
+    rope = _rope_parameters(cfg, arch)
+    rs = cfg.rope_scaling
+    dynamic = rs is not None and rs.type == "dynamic"
     out = {
-        "architectures": [_ARCH_CLASSES[arch]],
+        "architectures": [spec.class_name],
         "model_type": arch,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
@@ -101,13 +120,17 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32, arch: s
         "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.head_dim,
         "hidden_act": "silu",
-        # transformers' dynamic NTK scales relative to max_position_embeddings
-        "max_position_embeddings": cfg.rope_original_len if rs and rs.type == "dynamic" else cfg.max_seq_len,
-        "rms_norm_eps": cfg.norm_eps,
+        # transformers' dynamic NTK scales relative to max_position_embeddings (5.23 ignores
+        # original_max_position_embeddings for it), so for exact logits that key must hold
+        # the original length; linear scaling does not read it: the extended length goes there
+        "max_position_embeddings": cfg.rope_original_len if dynamic else hf_max_length(cfg),
+        spec.eps_key: cfg.norm_eps,
         "initializer_range": cfg.init_std,
         "rope_parameters": rope,
         "rope_theta": float(cfg.rope_theta),      # the pre-5.0 spelling, for older readers
-        **({"rope_scaling": {"type": rs.type, "rope_type": rs.type, "factor": float(rs.factor)}} if rs else {}),
+        **({"rope_scaling": {"type": rs.type, **{k: v for k, v in rope.items()
+                                                 if k not in ("rope_theta", "partial_rotary_factor")}}}
+           if rs else {}),
         # a folded Norm-Head cannot share its matrix with the embedding
         "tie_word_embeddings": cfg.tie_embeddings and not cfg.norm_head,
         "attention_dropout": 0.0,
@@ -116,18 +139,19 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32, arch: s
         "dtype": _DTYPE_NAMES[dtype],
         "torch_dtype": _DTYPE_NAMES[dtype],       # the pre-5.0 spelling
     }
-    if arch == "llama":
-        out.update(attention_bias=False, mlp_bias=False, pretraining_tp=1)
-    else:
-        factor = _partial_factor(cfg)
-        rope["partial_rotary_factor"] = factor
-        out.update(partial_rotary_factor=factor)
-        if arch == "phi3":
-            out.update(original_max_position_embeddings=cfg.max_seq_len, sliding_window=None,
-                       resid_pdrop=0.0, embd_pdrop=0.0)
-        else:   # GLM's config defaults to q/k/v biases; ours has none
-            out.update(attention_bias=False)
+    if dynamic:
+        # lm-eval's HFLM takes the first of n_positions, max_position_embeddings as the model's
+        # length: without this a dynamic-NTK export would be cut at its original length
+        out["n_positions"] = hf_max_length(cfg)
+    if "partial_rotary_factor" in rope:
+        out["partial_rotary_factor"] = rope["partial_rotary_factor"]
+    out.update(hf_archs.arch_config(arch, cfg))
     return out
+
+
+def _layer_keys(sd: dict, i: int) -> list[str]:
+    p = f"layers.{i}."
+    return [k for k in sd if k.startswith(p)]
 
 
 def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None,
@@ -136,23 +160,25 @@ def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None,
     fusing (and GLM's interleaved rotary order)."""
     cfg = model.cfg
     arch = _check_arch(cfg, arch)
+    spec = hf_archs.ARCHS[arch]
     V = cfg.vocab_size
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
-    out = {"model.embed_tokens.weight": sd["embed_tokens.weight"][:V], "model.norm.weight": sd["norm.weight"]}
+    sd = {k: v.detach() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    out = {f"model.{k}": v for k, v in sd.items()}
+    out["model.embed_tokens.weight"] = sd["embed_tokens.weight"][:V]
     for i in range(cfg.n_layers):
-        p = f"layers.{i}."
-        for key in _LAYER_KEYS:
-            out[f"model.{p}{key}.weight"] = sd[f"{p}{key}.weight"]
-        if arch == "phi3":
-            qkv = [out.pop(f"model.{p}self_attn.{n}_proj.weight") for n in "qkv"]
-            out[f"model.{p}self_attn.qkv_proj.weight"] = torch.cat(qkv, dim=0)
-        if arch == "glm":
+        p = f"model.layers.{i}."
+        if spec.interleaved_rotary:
             for n in "qk":
-                key = f"model.{p}self_attn.{n}_proj.weight"
-                out[key] = _permute_heads(out[key], _glm_rotary_perm(cfg), cfg.head_dim)
-        if arch in ("phi3", "glm"):
-            gate_up = [out.pop(f"model.{p}mlp.{n}_proj.weight") for n in ("gate", "up")]
-            out[f"model.{p}mlp.gate_up_proj.weight"] = torch.cat(gate_up, dim=0)
+                for kind in ("weight", "bias"):
+                    key = f"{p}self_attn.{n}_proj.{kind}"
+                    if key in out:
+                        out[key] = _permute_heads(out[key], _glm_rotary_perm(cfg), cfg.head_dim)
+        if spec.fused_qkv:
+            qkv = [out.pop(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]
+            out[f"{p}self_attn.qkv_proj.weight"] = torch.cat(qkv, dim=0)
+        if spec.fused_gate_up:
+            gate_up = [out.pop(f"{p}mlp.{n}_proj.weight") for n in ("gate", "up")]
+            out[f"{p}mlp.gate_up_proj.weight"] = torch.cat(gate_up, dim=0)
     if not (cfg.tie_embeddings and not cfg.norm_head):
         with torch.no_grad():
             out["lm_head.weight"] = model.head_weight()[:V]
@@ -162,90 +188,60 @@ def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None,
 
 
 def _model_config_from_hf(config: dict, overrides: dict) -> ModelConfig:
-    arch = config.get("model_type")
-    if arch not in _ARCH_CLASSES:
-        raise ValueError(f"config.json: model_type {arch!r} is not supported ({', '.join(_ARCH_CLASSES)})")
-    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", "dynamic", "linear"):
-        raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (default, dynamic, linear)")
-    scaling = None
-    if rope_type != "default":   # dynamic NTK in transformers is relative to max_position_embeddings
-        scaling = RopeScaling(type=rope_type, factor=float(rope["factor"]))
-    theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
-    # GlmConfig's defaults differ: half the head rotated, q/k/v biases on
-    factor = rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 0.5 if arch == "glm" else 1.0))
-    if arch == "llama" and factor != 1.0:
-        raise ValueError("config.json: partial_rotary_factor on a llama model is ignored by transformers' "
-                         "LlamaForCausalLM; refusing to guess which rotary the weights were trained with")
-    for key, ok in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
-        if config.get(key, True if (arch, key) == ("glm", "attention_bias") else ok) != ok:
-            raise ValueError(f"config.json: {key}={config[key]!r} is not supported (expected {ok!r})")
-    d, heads = config["hidden_size"], config["num_attention_heads"]
-    if config.get("head_dim") not in (None, d // heads):
-        raise ValueError(f"config.json: head_dim {config['head_dim']} != hidden_size/num_attention_heads")
-    fields = dict(
-        vocab_size=config["vocab_size"], d_model=d, n_layers=config["num_hidden_layers"], n_heads=heads,
-        n_kv_heads=config.get("num_key_value_heads") or heads, ffn_hidden=config["intermediate_size"],
-        max_seq_len=config.get("max_position_embeddings", 2048), rope_theta=float(theta),
-        rope_scaling=scaling, rotary_pct=float(factor), norm_eps=config.get("rms_norm_eps", 1e-6),
-        tie_embeddings=bool(config.get("tie_word_embeddings", False)),
-        init_std=config.get("initializer_range", 0.02),
-    )
-    return ModelConfig(**{**fields, **overrides})
+    return ModelConfig(**{**hf_archs.fields_from_hf(config), **overrides})
 
 
-def _ours_from_hf_keys(hf: dict[str, torch.Tensor], cfg: ModelConfig, arch: str) -> dict[str, torch.Tensor]:
-    """HF names -> ours, splitting Phi-3's fused projections; refuses missing/extra keys."""
-    hf = dict(hf)
-    out = {}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in hf:
-            raise KeyError(key)
-        return hf.pop(key)
+def _ours_from_hf_keys(hf: dict[str, torch.Tensor], cfg: ModelConfig, arch: str,
+                       expected: list[str]) -> dict[str, torch.Tensor]:
+    """HF names -> ours, splitting fused projections; refuses missing/extra keys."""
+    spec = hf_archs.ARCHS[arch]
+    hf = {k: v for k, v in hf.items() if not k.endswith("rotary_emb.inv_freq")}
+    q, kv, f = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.ffn_dim
     try:
-        out["embed_tokens.weight"] = take("model.embed_tokens.weight")
-        out["norm.weight"] = take("model.norm.weight")
-        q, kv = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         for i in range(cfg.n_layers):
-            p = f"layers.{i}."
-            if arch == "phi3":
-                wq, wk, wv = take(f"model.{p}self_attn.qkv_proj.weight").split([q, kv, kv], dim=0)
-                out.update({f"{p}self_attn.q_proj.weight": wq, f"{p}self_attn.k_proj.weight": wk,
-                            f"{p}self_attn.v_proj.weight": wv})
-            if arch == "glm":   # back from GLM's interleaved rotary order
+            p = f"model.layers.{i}."
+            if spec.fused_qkv:
+                parts = hf.pop(f"{p}self_attn.qkv_proj.weight").split([q, kv, kv], dim=0)
+                hf.update({f"{p}self_attn.{n}_proj.weight": w for n, w in zip("qkv", parts)})
+            if spec.fused_gate_up:
+                gate, up = hf.pop(f"{p}mlp.gate_up_proj.weight").split([f, f], dim=0)
+                hf.update({f"{p}mlp.gate_proj.weight": gate, f"{p}mlp.up_proj.weight": up})
+            if spec.interleaved_rotary:   # back from GLM's interleaved rotary order
                 inverse = torch.argsort(_glm_rotary_perm(cfg))
-                for n in "qk":
-                    w = take(f"model.{p}self_attn.{n}_proj.weight")
-                    out[f"{p}self_attn.{n}_proj.weight"] = _permute_heads(w, inverse, cfg.head_dim)
-            if arch in ("phi3", "glm"):
-                gate, up = take(f"model.{p}mlp.gate_up_proj.weight").split([cfg.ffn_dim, cfg.ffn_dim], dim=0)
-                out.update({f"{p}mlp.gate_proj.weight": gate, f"{p}mlp.up_proj.weight": up})
-            for key in _LAYER_KEYS:
-                name = f"{p}{key}.weight"
-                if name not in out:
-                    out[name] = take(f"model.{name}")
-        if "lm_head.weight" in hf:
-            out["lm_head.weight"] = hf.pop("lm_head.weight")
-        elif not cfg.tie_embeddings:
-            raise KeyError("lm_head.weight")
+                for key in [f"{p}self_attn.{n}_proj.{kind}" for n in "qk" for kind in ("weight", "bias")]:
+                    if key in hf:
+                        hf[key] = _permute_heads(hf[key], inverse, cfg.head_dim)
     except KeyError as e:
         raise ValueError(f"HF weights: missing {e.args[0]}") from None
-    hf = {k: v for k, v in hf.items() if not k.endswith("rotary_emb.inv_freq")}
-    if hf:
-        raise ValueError(f"HF weights: unexpected keys {sorted(hf)[:5]}")
+    out = {(k if k == "lm_head.weight" else k.removeprefix("model.")): v for k, v in hf.items()}
+    if cfg.tie_embeddings:
+        expected = [k for k in expected if k != "lm_head.weight"]
+        out.pop("lm_head.weight", None)   # a tied checkpoint may still store the head; the tie wins
+    missing = [k for k in expected if k not in out]   # in the model's order: the first layer first
+    if missing:
+        k = missing[0]
+        raise ValueError(f"HF weights: missing {k if k == 'lm_head.weight' else 'model.' + k}")
+    extra = sorted(set(out) - set(expected))
+    if extra:
+        raise ValueError(f"HF weights: unexpected keys {extra[:5]}")
     return out
 
 
 def from_hf(config: dict, state_dict: dict[str, torch.Tensor], **overrides) -> Transformer:
-    """Our Transformer from an HF Llama/Phi-3 config dict and weights (vocab padded back).
+    """Our Transformer from an HF config dict (any hf_archs.ARCHS model_type) and its weights
+    (vocab padded back).
 
     overrides set ModelConfig fields the HF config does not carry (pad_vocab_multiple,
     attn_backend, norm_head: harmless on imported heads whose rows already have unit norm).
     """
     cfg = _model_config_from_hf(config, overrides)
-    sd = _ours_from_hf_keys(state_dict, cfg, config["model_type"])
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model = model.to_empty(device="cpu")
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight   # to_empty does not keep the tie
+    expected = model.state_dict()
+    sd = _ours_from_hf_keys(state_dict, cfg, config["model_type"], list(expected))
     V, Vp = cfg.vocab_size, cfg.padded_vocab_size
     for key in ("embed_tokens.weight", "lm_head.weight"):
         if key in sd:
@@ -253,13 +249,8 @@ def from_hf(config: dict, state_dict: dict[str, torch.Tensor], **overrides) -> T
             if w.shape != (V, cfg.d_model):
                 raise ValueError(f"HF weights: {key} has shape {tuple(w.shape)}, expected {(V, cfg.d_model)}")
             sd[key] = torch.cat([w, w.new_zeros(Vp - V, cfg.d_model)])   # padded rows: never used
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model = model.to_empty(device="cpu")
     if cfg.tie_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight   # to_empty does not keep the tie
         sd["lm_head.weight"] = sd["embed_tokens.weight"]
-    expected = model.state_dict()
     for k, v in sd.items():
         if v.shape != expected[k].shape:
             raise ValueError(f"HF weights: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
@@ -273,16 +264,17 @@ def from_hf(config: dict, state_dict: dict[str, torch.Tensor], **overrides) -> T
 def save_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype | None = None,
             arch: str | None = None) -> Path:
     """Write config.json + model.safetensors that transformers loads with the same logits.
-    arch: None = hf_arch(cfg) (llama / phi3); "glm" for partial rotary with rope scaling."""
+    arch: None = export_arch(cfg); any hf_archs.ARCHS name that can carry the model."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = hf_config_dict(model.cfg, arch=arch)    # refuses an impossible export before writing
     sd = to_hf_state_dict(model, dtype, arch)
-    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(sd, str(tmp), metadata={"format": "pt"})
     config = hf_config_dict(model.cfg, sd["model.embed_tokens.weight"].dtype, arch)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out / "config.json", config, indent=2)
     return out
 
 

@@ -15,13 +15,14 @@ def matmul_params(cfg: ModelConfig) -> int:
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """FLOPs of one training step (forward + backward) per token:
 
-        6 * N_matmul + 12 * n_layers * d_model * seq_len
+        6 * N_matmul + 12 * n_layers * (n_heads * head_dim) * seq_len
 
     6 N: 2 FLOPs per weight per token forward, 4 backward. The second term is attention's
-    QK^T scores and the weighted sum of V (PaLM, appendix B); causal masking is not
-    subtracted, as in PaLM's MFU accounting.
+    QK^T scores and the weighted sum of V (PaLM, appendix B; n_heads * head_dim is d_model
+    unless the head size is decoupled, as in Qwen3 / Gemma); causal masking and a sliding
+    window are not subtracted, as in PaLM's MFU accounting.
     """
-    return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layers * cfg.d_model * seq_len
+    return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
 
 
 # bf16 dense peak (no sparsity), FLOP/s; first substring match of the device name wins

@@ -11,6 +11,7 @@ positions restart at every document work unchanged.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -48,9 +49,31 @@ def compute_inv_freq(cfg: ModelConfig, seq_len: int | None = None, device=None) 
     scaling (position interpolation) divides every frequency by the factor.
     """
     inv_freq = base_inv_freq(cfg.rotary_dim, scaled_theta(cfg, seq_len), device)
-    if cfg.rope_scaling is not None and cfg.rope_scaling.type == "linear":
-        inv_freq = inv_freq / cfg.rope_scaling.factor
+    rs = cfg.rope_scaling
+    if rs is not None and rs.type == "linear":
+        inv_freq = inv_freq / rs.factor
+    if rs is not None and rs.type == "llama3":
+        inv_freq = llama3_inv_freq(inv_freq, rs, cfg.rope_original_len)
     return inv_freq
+
+
+def llama3_inv_freq(inv_freq: torch.Tensor, rs: RopeScaling, orig: int) -> torch.Tensor:
+    """Llama 3.1's frequency-dependent scaling of the plain inverse frequencies.
+
+    A dimension whose wavelength 2 pi / f is shorter than orig / high_freq_factor keeps f
+    (it turns many times within the original window); longer than orig / low_freq_factor
+    is divided by `factor` (position interpolation); in between, the two are mixed with
+    weight s = (orig / wavelength - low) / (high - low). Same float32 operations in the same
+    order as transformers' `_compute_llama3_parameters`, so the angles agree bit for bit.
+    """
+    low, high, factor = rs.low_freq_factor, rs.high_freq_factor, rs.factor
+    wavelen = 2 * math.pi / inv_freq
+    long_wave = wavelen > orig / low
+    out = torch.where(long_wave, inv_freq / factor, inv_freq)
+    smooth = (orig / wavelen - low) / (high - low)
+    mixed = (1 - smooth) * out / factor + smooth * out
+    medium = ~(wavelen < orig / high) * ~long_wave
+    return torch.where(medium, mixed, out)
 
 
 def rope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
@@ -95,6 +118,8 @@ def extension_config(cfg: ModelConfig, mode: str, factor: float = 8.0) -> ModelC
 
 
 def usable_length(cfg: ModelConfig) -> int:
-    """Positions a config is meant to run at: max_seq_len for plain RoPE; with a scaling
-    (or when extrapolating on purpose) only the float32 angle limit applies."""
-    return cfg.max_seq_len if cfg.rope_scaling is None else MAX_POSITIONS
+    """Positions a config is meant to run at: max_seq_len for plain RoPE (and for Llama 3's
+    static scaling, whose max_seq_len is already the extended length); with a training-free
+    extension (or when extrapolating on purpose) only the float32 angle limit applies."""
+    rs = cfg.rope_scaling
+    return cfg.max_seq_len if rs is None or rs.type == "llama3" else MAX_POSITIONS

@@ -1,12 +1,18 @@
 """A Llama-style decoder, small enough to read in one sitting.
 
-    embed_tokens -> n_layers x Block -> norm -> lm_head
+    embed_tokens [* sqrt(d)] -> n_layers x Block -> norm -> lm_head
 
-    Block: x = x + self_attn(input_layernorm(x))          (GQA, RoPE, no biases)
-           x = x + mlp(post_attention_layernorm(x))        (SwiGLU, no biases)
+    Block: x = x + self_attn(input_layernorm(x))          (GQA, RoPE)
+           x = x + mlp(post_attention_layernorm(x))        (gated MLP: SwiGLU / GeGLU)
+    or, with parallel_residual (no post_attention_layernorm):
+           h = input_layernorm(x);  x = x + self_attn(h) + mlp(h)
 
-Parameter names follow Hugging Face Llama (without its "model." prefix), so conversion
-(convert.py) is a renaming. The vocabulary is padded to a multiple of
+The defaults are the Llama block (RMSNorm, no biases, SiLU). The ModelConfig options that
+the other common families need (docs/models.md) switch parts of it, not the whole:
+q/k/v, o and MLP biases, QK-norm, the norm kind (RMSNorm, Gemma's (1 + w) RMSNorm,
+LayerNorm with bias), GeGLU, embedding scaling, a per-head size decoupled from d_model,
+a sliding window. Parameter names follow Hugging Face Llama (without its "model."
+prefix; Qwen3's q_norm / k_norm), so conversion (convert.py) is a renaming. The vocabulary is padded to a multiple of
 cfg.pad_vocab_multiple; logits of the padded columns are -inf, so they never win an
 argmax and carry no probability or loss.
 """
@@ -26,32 +32,52 @@ from lmforge.model.rope import apply_rope, compute_inv_freq, rope_cos_sin
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    """w * x / rms(x); with plus_one (Gemma) (1 + w) * x / rms(x), w starting at 0."""
+
+    def __init__(self, dim: int, eps: float, plus_one: bool = False):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.plus_one = plus_one
+        self.weight = nn.Parameter(torch.zeros(dim) if plus_one else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # normalise in float32, scale in the input dtype (as HF Llama does, so bf16 matches too)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.plus_one:   # Gemma scales in float32, then casts (transformers' GemmaRMSNorm)
+            return (h * (1.0 + self.weight.float())).to(x.dtype)
+        # normalise in float32, scale in the input dtype (as HF Llama does, so bf16 matches too)
         return self.weight * h.to(x.dtype)
+
+
+def make_norm(cfg: ModelConfig, dim: int) -> nn.Module:
+    if cfg.norm == "layernorm":
+        return nn.LayerNorm(dim, eps=cfg.norm_eps)        # weight and bias, as StableLM's
+    return RMSNorm(dim, cfg.norm_eps, plus_one=cfg.norm == "rmsnorm_plus_one")
+
+
+_ACTIVATIONS = {"silu": F.silu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.o_bias)
+        if cfg.qk_norm:   # over head_dim, one weight shared by all heads (Qwen3)
+            self.q_norm = make_norm(cfg, cfg.head_dim)
+            self.k_norm = make_norm(cfg, cfg.head_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask,
                 cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:   # attend over the cached keys too (mask is [B, 1, T, S])
@@ -63,24 +89,30 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.mlp_bias)
+        self.act = _ACTIVATIONS[cfg.mlp_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.input_layernorm = make_norm(cfg, cfg.d_model)
         self.self_attn = Attention(cfg)
-        self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.parallel = cfg.parallel_residual
+        if not self.parallel:
+            self.post_attention_layernorm = make_norm(cfg, cfg.d_model)
         self.mlp = MLP(cfg)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None = None, layer_idx: int = 0):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer_idx)
+        h = self.input_layernorm(x)
+        if self.parallel:   # StableLM's use_parallel_residual: (x + attn) + mlp, both from one norm
+            return x + self.self_attn(h, cos, sin, mask, cache, layer_idx) + self.mlp(h)
+        x = x + self.self_attn(h, cos, sin, mask, cache, layer_idx)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -92,7 +124,7 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(V, d)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.activation_checkpointing = False   # set by the trainer (train.activation_checkpointing)
-        self.norm = RMSNorm(d, cfg.norm_eps)
+        self.norm = make_norm(cfg, d)
         self.lm_head = nn.Linear(d, V, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -106,17 +138,31 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """normal(0, init_std); o_proj and down_proj scaled by 1/sqrt(2 n_layers) (GPT-2); norms 1."""
+        """normal(0, init_std); o_proj and down_proj scaled by 1/sqrt(2 n_layers) (GPT-2);
+        norms the identity (gain 1, or 0 under Gemma's 1 + w); biases 0."""
         std = self.cfg.init_std
         out_std = std / math.sqrt(2 * self.cfg.n_layers)
-        for name, p in self.named_parameters():
-            if name.endswith("layernorm.weight") or name == "norm.weight":
-                p.fill_(1.0)
-            elif name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, 0.0, out_std)
-            else:
-                nn.init.normal_(p, 0.0, std)
+        seen = set()   # a tied head is the embedding: draw it once (keeps the seed -> weights map)
+        for mod_name, mod in self.named_modules():
+            for name, p in mod.named_parameters(recurse=False):
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                if isinstance(mod, (RMSNorm, nn.LayerNorm)):
+                    p.fill_(0.0 if name == "bias" or getattr(mod, "plus_one", False) else 1.0)
+                elif name == "bias":
+                    p.zero_()
+                elif mod_name.endswith(("o_proj", "down_proj")):
+                    nn.init.normal_(p, 0.0, out_std)
+                else:
+                    nn.init.normal_(p, 0.0, std)
         self.init_buffers()
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        if self.cfg.embed_scale:   # Gemma: sqrt(d) rounded to the weights' dtype, as transformers does
+            x = x * torch.tensor(self.cfg.d_model ** 0.5, dtype=x.dtype, device=x.device)
+        return x
 
     def head_weight(self) -> torch.Tensor:
         """The effective LM-head matrix: rows L2-normalised under Norm-Head (never stored so)."""
@@ -139,10 +185,11 @@ class Transformer(nn.Module):
         if position_ids is None:
             position_ids = (positions_from_doc_ids(doc_ids) if doc_ids is not None
                             else torch.arange(T, device=input_ids.device).expand(B, T))
-        x = self.embed_tokens(input_ids)
+        x = self.embed(input_ids)
         inv_freq = compute_inv_freq(self.cfg, T, device=x.device)
         cos, sin = rope_cos_sin(position_ids, inv_freq, x.dtype)
-        mask = build_mask(self.cfg.attn_backend, doc_ids, B, T, x.device)   # once, shared by all layers
+        # once, shared by all layers
+        mask = build_mask(self.cfg.attn_backend, doc_ids, B, T, x.device, self.cfg.sliding_window)
         hidden = []
         recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
@@ -174,15 +221,27 @@ class Transformer(nn.Module):
             position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         if valid is None:
             valid = torch.ones(B, T, dtype=torch.bool, device=input_ids.device)
-        x = self.embed_tokens(input_ids)
+        x = self.embed(input_ids)
         # seq_len = slots so far, what a full recomputation over the same rows would pass
         inv_freq = compute_inv_freq(self.cfg, start + T, device=x.device)
         cos, sin = rope_cos_sin(position_ids, inv_freq, x.dtype)
-        mask = cache.step_mask(valid)
+        mask = cache.step_mask(valid, self.cfg.sliding_window)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache, i)
         cache.advance(T)
         return self.logits(x[:, -1:] if last_only else x)
+
+    def tail_logits(self, input_ids: torch.Tensor, n: int) -> torch.Tensor:
+        """Logits [B, n, V] of the last n positions of plain causal rows: only those go
+        through the LM head (at 32k tokens and a 65k vocabulary full logits take 8 GB)."""
+        B, T = input_ids.shape
+        x = self.embed(input_ids)
+        pos = torch.arange(T, device=input_ids.device).expand(B, T)
+        cos, sin = rope_cos_sin(pos, compute_inv_freq(self.cfg, T, device=x.device), x.dtype)
+        mask = build_mask(self.cfg.attn_backend, None, B, T, x.device, self.cfg.sliding_window)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.logits(x[:, -n:])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head on a last-layer output, padded vocab columns set to -inf."""

@@ -36,6 +36,8 @@ KINDS: dict[str, StageKind] = {
     "pretrain": StageKind("lmforge.stages.pretrain", "PretrainConfig", "run", distributed=True),
     "grow": StageKind("lmforge.stages.grow", "GrowConfig", "run"),
     "longctx": StageKind("lmforge.stages.longctx", "LongCtxConfig", "run", distributed=True),
+    "sftdata": StageKind("lmforge.stages.sftdata", "SFTDataConfig", "run"),
+    "sftgrid": StageKind("lmforge.stages.sftgrid", "SFTGridConfig", "run", distributed=True),  # trains
     "sft": StageKind("lmforge.stages.sft", "SFTConfig", "run", distributed=True),
     "dpo": StageKind("lmforge.stages.dpo", "DPOConfig", "run", distributed=True),
     "selfknow": StageKind("lmforge.stages.selfknow", "SelfKnowConfig", "run", distributed=True),

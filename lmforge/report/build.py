@@ -5,11 +5,11 @@ import html
 import json
 import math
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.io.atomic import copy_file, write_text
 from lmforge.report import plots
 from lmforge.report.collect import Stage, discover, recipe_meta
 from lmforge.report.tables import Table, eval_table_list, to_html, to_markdown
@@ -140,7 +140,7 @@ def eval_section(stages: list[Stage], out: Path) -> Section | None:
             sec.blocks.extend(eval_table_list(st.eval))
         if st.needle_png:
             dst = out / f"needle_{_slug(st.name)}.png"
-            shutil.copyfile(st.needle_png, dst)
+            copy_file(st.needle_png, dst)
             sec.blocks.append(f"{st.name}: needle in a haystack: retrieval accuracy by context length (x) "
                               f"and needle depth (y).")
             sec.blocks.append(dst)
@@ -168,6 +168,101 @@ def grow_section(stages: list[Stage], out: Path) -> Section | None:
         if flat:
             sec.blocks.append(Table(f"{st.name}: {st.grow['file']}", ["key", "value"],
                                     [[k, json.dumps(v) if isinstance(v, list) else v] for k, v in flat.items()]))
+    return sec
+
+
+def _removed(step: dict) -> str:
+    return ", ".join(f"{k} {v['docs']}" for k, v in step.get("removed", {}).items()) or "-"
+
+
+def _added(step: dict) -> str:
+    parts = [f"{k} {v['docs']}" if v.get("docs") else f"{k} (+{v.get('bytes', 0)} bytes)"
+             for k, v in step.get("added", {}).items()]
+    return ", ".join(parts) or "-"
+
+
+def _distribution_plots(st: Stage, steps: list[dict], out: Path) -> list:
+    """Before/after plots of what the balancing steps balance: tasks, clusters, system prompts."""
+    blocks = []
+    by_name = {s.get("step"): s for s in steps}
+    wanted = (("task_mix", "task_before", "task_after", "Conversations per task (task weights / caps)"),
+              ("source_mix", "source_before", "source_after", "Conversations per source (source weights / caps)"),
+              ("diversity", "cluster_sizes_before", "cluster_sizes_after",
+               "Conversations per prompt cluster (diversity sampling)"),
+              ("system_assign", "system_before", "system_after", "System prompts (designed ones assigned)"),
+              ("system_balance", "system_before", "system_after", "System prompts (no one dominates)"))
+    for name, b, a, title in wanted:
+        d = by_name.get(name, {}).get("details", {})
+        if isinstance(d.get(b), dict) and d[b]:
+            p = plots.before_after(d[b], d.get(a) or {}, out / f"sft_{_slug(st.name)}_{name}.png", title)
+            if p:
+                blocks.append(p)
+        if name == "diversity" and isinstance(d.get("cluster_terms"), dict):
+            blocks.append(Table(f"{st.name}: prompt clusters", ["cluster", "before", "after", "top terms"],
+                                [[c, d[b].get(c), (d.get(a) or {}).get(c), " ".join(terms)]
+                                 for c, terms in d["cluster_terms"].items()]))
+    return blocks
+
+
+def sftdata_section(stages: list[Stage], out: Path) -> Section | None:
+    cur = [s for s in stages if isinstance(s.sftdata, dict) and isinstance(s.sftdata.get("steps"), list)]
+    if not cur:
+        return None
+    sec = Section("sftdata", "SFT data funnel",
+                  "What each SFT curation step kept, added and removed, by reason (each step reads what the "
+                  "previous one kept; in + added = kept + removed): prompt dedup, scoring by a reward model or "
+                  "the model as judge, source/task weights, diversity sampling over prompt clusters (Index) "
+                  "and system-prompt balance (Yi).")
+    for st in cur:
+        steps = [s for s in st.sftdata["steps"] if isinstance(s, dict) and "in" in s and "kept" in s]
+        p = plots.sft_funnel(steps, out / f"sft_funnel_{_slug(st.name)}.png", f"SFT data funnel ({st.name})")
+        if p:
+            sec.blocks.append(p)
+        t = Table(f"{st.name}: per step", ["step", "conversations in", "added", "kept", "kept %", "bytes in",
+                                            "bytes kept", "removed by reason"])
+        for s in steps:
+            din, dk = s["in"]["docs"], s["kept"]["docs"]
+            t.rows.append([s.get("step"), din, _added(s), dk, f"{100 * dk / din:.1f}%" if din else "-",
+                           s["in"]["bytes"], s["kept"]["bytes"], _removed(s)])
+        sec.blocks.append(t)
+        score = next((s for s in steps if s.get("step") == "score"), None)
+        if score and score.get("details", {}).get("score_quantiles"):
+            q = score["details"]["score_quantiles"]
+            sec.blocks.append(Table(f"{st.name}: scores ({score['details'].get('scorer', '?')})",
+                                    ["quantile", *q.keys()], [["score", *q.values()]]))
+        sec.blocks.extend(_distribution_plots(st, steps, out))
+        final = st.sftdata.get("final", {})
+        if isinstance(final.get("task"), dict):
+            sec.blocks.append(Table(f"{st.name}: curated set by task", ["task", "conversations"],
+                                    [[k, v] for k, v in final["task"].items()]))
+    return sec
+
+
+def sftgrid_section(stages: list[Stage], out: Path) -> Section | None:
+    grids = [s for s in stages if isinstance(s.sftgrid, dict) and isinstance(s.sftgrid.get("points"), list)]
+    if not grids:
+        return None
+    sec = Section("sftgrid", "SFT task-mix grid search",
+                  "One short SFT per task mix from the same checkpoint, each scored on held-out conversations "
+                  "of every task (reply loss, nats per reply token; MCQ accuracy where given); the best mix is "
+                  "chosen by the stated rule (Yi chose its SFT task-mix ratios by grid search).")
+    for st in grids:
+        g = st.sftgrid
+        tasks = g.get("tasks", [])
+        mcq_tasks = sorted({t for p in g["points"] for t in (p.get("mcq") or {})})
+        sec.blocks.append(f"{st.name}: rule {g.get('rule')}: {g.get('rule_text', '')}. Chosen: point "
+                          f"{g.get('best')} ({g.get('best_label')}), {g.get('size')} conversations per point, "
+                          f"{g.get('heldout_per_task')} held out per task.")
+        p = plots.grid_heatmap(g, out / f"sftgrid_{_slug(st.name)}.png")
+        if p:
+            sec.blocks.append(p)
+        t = Table(f"{st.name}: grid", ["point", "mix", *[f"loss {x}" for x in tasks],
+                                        *[f"acc_norm {x}" for x in mcq_tasks], "rule score", "chosen"])
+        for i, pt in enumerate(g["points"]):
+            t.rows.append([i, pt.get("label"), *[pt["heldout"].get(x, {}).get("loss") for x in tasks],
+                           *[(pt.get("mcq") or {}).get(x, {}).get("acc_norm") for x in mcq_tasks],
+                           (pt.get("score") or [None])[0], i == g.get("best")])
+        sec.blocks.append(t)
     return sec
 
 
@@ -271,12 +366,13 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     ov = Section("overview", "Overview", f"Run folder {run_dir}. Stages in recipe order; a stage without "
                                          f"output is listed as missing and left out below.", blocks)
     sections = [ov] + [s for s in (training_section(stages, out), data_section(stages, out),
-                                   mixture_section(stages, out), eval_section(stages, out),
+                                   mixture_section(stages, out), sftdata_section(stages, out),
+                                   sftgrid_section(stages, out), eval_section(stages, out),
                                    longstudy_section(stages, out), refusals_section(stages, out),
                                    grow_section(stages, out)) if s]
     title = f"lmforge run report: {name}" + (" (SMOKE RUN)" if meta.get("smoke") else "")
-    (out / "report.html").write_text(render_html(title, sections, out, problems), encoding="utf-8")
-    (out / "report.md").write_text(render_md(title, sections, out, problems), encoding="utf-8")
+    write_text(out / "report.html", render_html(title, sections, out, problems))
+    write_text(out / "report.md", render_md(title, sections, out, problems))
     images = sorted(p.name for s in sections for p in s.blocks if isinstance(p, Path))
     return {"html": str(out / "report.html"), "markdown": str(out / "report.md"),
             "sections": [s.id for s in sections], "images": images, "stages": [s.name for s in stages],

@@ -27,6 +27,8 @@ class Stage:
     longstudy: dict | None = None                         # longstudy.json (lmforge longstudy)
     refusals: dict | None = None                          # refusals.json (dpo: model-written refusals)
     done: dict | None = None                              # DONE.json summary
+    sftdata: dict | None = None                           # sftdata.json (SFT data curation funnel)
+    sftgrid: dict | None = None                           # grid.json (SFT task-mix grid search)
     problems: list[str] = field(default_factory=list)     # unreadable files, named
     deps: list[str] = field(default_factory=list)         # the stages it reads (recipe.json)
     seconds: float | None = None                          # wall time of its run (recipe.json)
@@ -34,7 +36,8 @@ class Stage:
     @property
     def has_content(self) -> bool:
         return bool(self.metrics or self.mixture or self.data_steps or self.eval or self.needle
-                    or self.needle_png or self.grow or self.done or self.longstudy)
+                    or self.needle_png or self.grow or self.done or self.longstudy or self.sftdata
+                    or self.sftgrid)
 
     @property
     def train_records(self) -> list[dict]:
@@ -97,7 +100,8 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
             if isinstance(stats, dict) and "in" in stats:
                 st.data_steps.append({"dir": sub.name, **stats})
     for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done"),
-                    ("longstudy.json", "longstudy"), ("refusals.json", "refusals")):
+                    ("longstudy.json", "longstudy"), ("refusals.json", "refusals"),
+                    ("sftdata.json", "sftdata"), ("grid.json", "sftgrid")):
         if (folder / f).is_file():
             setattr(st, attr, _json(folder / f, p))
     if (folder / "needle.png").is_file():
@@ -117,6 +121,10 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
 
 
 def guess_kind(st: Stage) -> str:
+    if st.sftdata is not None:
+        return "sftdata"
+    if st.sftgrid is not None:
+        return "sftgrid"
     if st.data_steps:
         return "data"
     if st.eval is not None:

@@ -11,13 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lmforge.report.collect import Stage  # noqa: E402
+from lmforge.io.atomic import save_figure  # noqa: E402
 
 DPI = 100
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -205,3 +206,125 @@ def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
     ax.axis("off")
     ax.set_title("Recipe graph (arrows: which stage's output a stage reads; colour: status)", fontsize=9)
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------ SFT data curation and task-mix grid
+
+
+def _short(label: str, n: int = 38) -> str:
+    label = " ".join(str(label).split())
+    return label if len(label) <= n else label[:n - 1] + "…"
+
+
+def sft_funnel(steps: list[dict], path: Path, title: str) -> Path | None:
+    """Conversations per curation step: kept, added (hatched) and removed by reason, stacked."""
+    if not steps:
+        return None
+    reasons = sorted({k for s in steps for k in s.get("removed", {})})
+    tab = plt.get_cmap("tab20").colors
+    palette = [c for i, c in enumerate(tab) if i not in (4, 5)]
+    labels = [str(s.get("step", i)) for i, s in enumerate(steps)]
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(steps) + 2.0))
+    added = [sum(v.get("docs", 0) for v in s.get("added", {}).values()) for s in steps]
+    kept = [s["kept"]["docs"] - a for s, a in zip(steps, added)]
+    ax.barh(labels, kept, color="#4c9a5b", label="kept")
+    ax.barh(labels, added, left=kept, color="#9fd3a8", hatch="//", label="kept (added by the step)")
+    left = [k + a for k, a in zip(kept, added)]
+    for i, reason in enumerate(reasons):
+        vals = [s.get("removed", {}).get(reason, {}).get("docs", 0) for s in steps]
+        ax.barh(labels, vals, left=left, color=palette[i % len(palette)], label=reason)
+        left = [a + b for a, b in zip(left, vals)]
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel="conversations")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(fig, path)
+
+
+def before_after(before: dict, after: dict, path: Path, title: str, xlabel: str = "conversations",
+                 top: int = 24) -> Path | None:
+    """Paired horizontal bars of one distribution before and after a step (largest `top` groups;
+    a group may exist only after, e.g. an assigned system prompt)."""
+    if not before and not after:
+        return None
+    allk = set(before) | set(after)
+    keys = sorted(allk, key=lambda k: (-max(before.get(k, 0), after.get(k, 0)), str(k)))[:top]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(keys) + 1.8))
+    y = list(range(len(keys)))
+    ax.barh([v - 0.2 for v in y], [before.get(k, 0) for k in keys], height=0.4, color="#9aa5b1", label="before")
+    ax.barh([v + 0.2 for v in y], [after.get(k, 0) for k in keys], height=0.4, color="#5470c6", label="after")
+    ax.set_yticks(y, [_short(k) for k in keys], fontsize=8)
+    ax.invert_yaxis()
+    more = f" (largest {top} of {len(allk)})" if len(allk) > top else ""
+    ax.set(title=title + more, xlabel=xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def grid_heatmap(grid: dict, path: Path) -> Path | None:
+    """Task-mix grid: held-out reply loss per point and task (lower is better; the chosen point
+    boxed), and, for a two-axis weight grid, the rule's score over the two axes."""
+    import numpy as np
+
+    points, tasks = grid.get("points") or [], grid.get("tasks") or []
+    if not points or not tasks:
+        return None
+    loss = np.array([[p["heldout"].get(t, {}).get("loss", np.nan) for t in tasks] for p in points], float)
+    mean = np.nanmean(loss, axis=1, keepdims=True)
+    cols = [*tasks, "mean"]
+    mat = np.hstack([loss, mean])
+    axes2 = grid.get("axes") or {}
+    two = len(axes2) == 2
+    fig, axs = plt.subplots(1, 2 if two else 1, figsize=(12 if two else 7.5, 0.45 * len(points) + 2.2),
+                            squeeze=False)
+    ax = axs[0][0]
+    # colour per column (tasks differ in scale): each column scaled to its own range
+    lo, hi = np.nanmin(mat, axis=0), np.nanmax(mat, axis=0)
+    scaled = (mat - lo) / np.where(hi > lo, hi - lo, 1.0)
+    ax.imshow(scaled, cmap="viridis_r", aspect="auto", vmin=0, vmax=1)
+    for i in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            ax.text(j, i, f"{mat[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                    color="white" if scaled[i, j] > 0.5 else "black")
+    best = int(grid.get("best", -1))
+    if 0 <= best < len(points):
+        ax.add_patch(plt.Rectangle((-0.5, best - 0.5), len(cols), 1, fill=False, ec="red", lw=2))
+    ax.set_xticks(range(len(cols)), cols, fontsize=8)
+    ax.set_yticks(range(len(points)), [_short(p.get("label", i), 44) for i, p in enumerate(points)], fontsize=8)
+    ax.set(title=f"Held-out reply loss (nats/token) per task; rule {grid.get('rule')}, chosen boxed")
+    if two:
+        (ta, va), (tb, vb), score = _axes_score(grid, points, tasks)
+        ax2 = axs[0][1]
+        im = ax2.imshow(score, cmap="viridis_r", aspect="auto", origin="lower")
+        for i in range(score.shape[0]):
+            for j in range(score.shape[1]):
+                if np.isfinite(score[i, j]):
+                    ax2.text(j, i, f"{score[i, j]:.3f}", ha="center", va="center", fontsize=8, color="white")
+        ax2.set_xticks(range(len(va)), [str(v) for v in va])
+        ax2.set_yticks(range(len(vb)), [str(v) for v in vb])
+        ax2.set(xlabel=f"weight of {ta}", ylabel=f"weight of {tb}",
+                title=f"rule score ({grid.get('rule')}; lower is better)")
+        fig.colorbar(im, ax=ax2, fraction=0.046)
+    return _save(fig, path)
+
+
+def _axes_score(grid: dict, points: list[dict], tasks: list[str]):
+    """((task a, its weights), (task b, its weights), score[b, a]) for a grid whose weights vary
+    on two tasks (the others fixed): each cell is the point with that cell's shares."""
+    import numpy as np
+
+    (ta, va), (tb, vb) = sorted(grid["axes"].items())
+    weights = (grid.get("config") or {}).get("weights") or {}
+    fixed = {t: float((weights.get(t) or [1.0])[0]) for t in tasks}
+    score = np.full((len(vb), len(va)), np.nan)
+    for i, b in enumerate(vb):
+        for j, a in enumerate(va):
+            w = {**fixed, ta: float(a), tb: float(b)}
+            total = sum(w.values())
+            if total <= 0:
+                continue
+            for p in points:
+                if all(abs(p["shares"].get(t, 0.0) - w[t] / total) < 1e-9 for t in tasks):
+                    score[i, j] = (p.get("score") or [np.nan])[0]
+    return (ta, va), (tb, vb), score

@@ -62,14 +62,16 @@ def eval_table_list(result: dict) -> list[Table]:
         out.append(t)
     mcq = result.get("mcq")
     if mcq:
-        t = Table("Multiple choice (log-likelihood)", ["set", "shots", "items", "accuracy", "acc (length-norm.)",
+        t = Table("Multiple choice (log-likelihood)", ["set", "shots", "items", "acc", "acc_norm", "acc_bytes",
                                                        "chance"],
-                  note="± is the standard error sqrt(p(1-p)/(n-1)); length-normalised: log-likelihood per "
-                       "UTF-8 byte of the choice.")
+                  note="lm-eval's metrics: acc = highest log-likelihood; acc_norm = per character of the choice; "
+                       "acc_bytes = per UTF-8 byte. ± is the standard error sqrt(p(1-p)/(n-1)).")
         for name, s in mcq.items():
             for k, r in s.get("results", {}).items():
                 t.rows.append([name, int(k), r["n"], _pm(r["acc"], r["acc_stderr"]),
-                               _pm(r["acc_norm"], r["acc_norm_stderr"]), r.get("chance")])
+                               _pm(r["acc_norm"], r["acc_norm_stderr"]),
+                               _pm(r["acc_bytes"], r["acc_bytes_stderr"]) if "acc_bytes" in r else "-",
+                               r.get("chance")])
         out.append(t)
     cont = result.get("contamination")
     if cont:

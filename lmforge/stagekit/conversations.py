@@ -8,8 +8,8 @@ import numpy as np
 
 from lmforge.config import ConfigError, check
 from lmforge.io.documents import ErrorSink
-from lmforge.stagekit.runner import steps_for
-from lmforge.stagekit.source import Source
+from lmforge.stagekit.runner import data_account, reject_sink, start_fresh, steps_for
+from lmforge.stagekit.source import Source, load_source
 
 # Train defaults of conversation stages (Yi: constant 1e-5), deep-merged under the user's keys.
 CHAT_TRAIN = {"optim": {"lr": 1e-5}, "schedule": {"kind": "constant", "warmup_steps": 0}, "ckpt_every": 200}
@@ -69,7 +69,7 @@ def _mix_loader(cfg, src: Source, T: int):
 def build_conversation_objective(cfg, files: list[str], src: Source, errors: ErrorSink, progress: bool,
                                  system_prompt: str | None = None, classes: dict[str, int] | None = None,
                                  class_weights: list[float] | None = None, objective_cls=None,
-                                 load_kwargs: dict | None = None, **objective_kwargs):
+                                 load_kwargs: dict | None = None, stage: str = "sft", **objective_kwargs):
     """(objective, stats, steps) for conversation `files`. `cfg` gives train, epochs, max_steps,
     max_turns, mix and val_fraction; load_kwargs go to sft_data.load_conversations (C-RLFT:
     path_classes, tag_format)."""
@@ -81,9 +81,11 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
         raise ConfigError(f"train.seq_len: {T} exceeds the model's max_seq_len {src.model_cfg.max_seq_len}")
     try:
         convs, stats = sft_data.load_conversations(files, src.tok, T, cfg.max_turns, errors, system_prompt,
-                                                   classes, progress, **(load_kwargs or {}))
+                                                   classes, progress, eos_id=src.info.get("eos_id"),
+                                                   **(load_kwargs or {}))
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
+    account = data_account(stage, stats, errors, files)   # DataError when every record was rejected
     long_cfg, long_stats = getattr(cfg, "long", None), {}
     if long_cfg is not None and long_cfg.data:
         try:
@@ -116,8 +118,20 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
                     cfg.train.eval_batches, mix_loader, cfg.mix.share, fp, class_weights, **objective_kwargs)
     steps = steps_for(-(-n_rows // cfg.train.micro_batch_size), cfg.train, cfg.max_steps)
     stats = {"conversations": stats, "train_conversations": len(train_convs), "val_conversations": len(val_convs),
-             "epochs": cfg.epochs, "rows": len(rows), "planned_steps": steps,
+             "epochs": cfg.epochs, "rows": len(rows), "planned_steps": steps, "account": account,
              "row_fill": float(sum(len(train_convs[i].ids) for r in rows for i in r) / max(len(rows) * T, 1))}
     if long_stats:
         stats["long"] = long_stats
     return objective, stats, steps
+
+
+def build_sft_trainer(cfg, progress: bool):
+    """The SFT trainer of `cfg` (the `lmforge sft` config's keys: data, out_dir, init, tokenizer,
+    system_prompt, neftune_alpha and those of build_conversation_objective): the source
+    checkpoint, the conversation objective, a fresh model resumed or initialised from the
+    source. `lmforge sft` and each point of the task-mix grid (`lmforge sftgrid`) train this way."""
+    src = load_source(cfg.init, cfg.tokenizer)
+    with reject_sink(cfg.out_dir) as errors:
+        objective, stats, steps = build_conversation_objective(cfg, cfg.data, src, errors, progress,
+                                                               cfg.system_prompt or None)
+    return start_fresh(cfg, src, objective, steps, stats, progress)

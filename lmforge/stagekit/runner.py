@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -11,9 +12,11 @@ import torch
 
 from lmforge import checkpoint as ckpt
 from lmforge.config import check, deep_merge, to_dict
+from lmforge.io.account import Account, first_rejects
 from lmforge.io.atomic import read_json, write_json
 from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
+from lmforge.model.lora import attach_lora
 from lmforge.stagekit.source import Source
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -21,9 +24,22 @@ DONE = "DONE.json"
 
 
 def done_summary(out_dir: str | Path) -> dict | None:
-    """The finished stage's summary (marked skipped), or None when it has not finished."""
+    """The finished stage's summary (marked skipped), or None when it has not finished.
+
+    DONE.json is written atomically now, but one cut short by a kill in an older version
+    (or by a full disk) must not fail every rerun: the stage then runs again and, being
+    resumable, rewrites it."""
     done = Path(out_dir) / DONE
-    return {**read_json(done), "skipped": True} if done.is_file() else None
+    if not done.is_file():
+        return None
+    try:
+        summary = read_json(done)
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        print(f"warning: {done} is unreadable ({e}); running the stage again to finish it", file=sys.stderr)
+        return None
+    return {**summary, "skipped": True}
 
 
 def write_done(out_dir: str | Path, summary: dict) -> dict:
@@ -51,9 +67,29 @@ def reject_sink(out_dir: str | Path) -> ErrorSink:
     return ErrorSink(path)
 
 
+def data_account(stage: str, counts: dict, errors: ErrorSink, files) -> str:
+    """The stage's one-line account of its input records (rejects file put in place first);
+    DataError with the count, reasons and first rejects when nothing was kept."""
+    errors.close()
+    acc = Account.from_stats(stage, counts, errors.path)
+    acc.require_kept(first_rejects(errors.records), what=", ".join(map(str, files)))
+    return acc.line()
+
+
 def steps_for(n_micro_batches: int, train: TrainConfig, max_steps: int) -> int:
     steps = max(1, -(-n_micro_batches // train.grad_accum))
     return min(steps, max_steps) if max_steps else steps
+
+
+def new_model(cfg, src: Source, init_model: Callable[[torch.nn.Module], None] | None = None) -> Transformer:
+    """A model of the source's shape (weights are loaded by start_trainer, or here by
+    `init_model(model)` before any adapter), with LoRA adapters attached when the stage
+    config has `lora` (only the adapters train)."""
+    model = Transformer(src.model_cfg)
+    if init_model is not None:
+        init_model(model)
+    lora = getattr(cfg, "lora", None)
+    return attach_lora(model, lora) if lora is not None else model
 
 
 def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, progress: bool,
@@ -66,12 +102,12 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
     write_json(out / "stats.json", stats)
     write_json(out / "config.json", to_dict(cfg))
     torch.manual_seed(train.seed)
-    model = model if model is not None else Transformer(src.model_cfg)
+    model = model if model is not None else new_model(cfg, src)
     trainer = Trainer(model, objective, train, out, run_config={**to_dict(cfg), "model": to_dict(src.model_cfg)},
                       progress=progress)
-    latest = ckpt.latest(trainer.ckpt_dir)
+    trainer.account = stats.get("account")
+    latest = trainer.resume_latest()
     if latest is not None:
-        trainer.resume(latest)
         if progress:
             print(f"resuming from {latest} (step {trainer.step})")
     elif not initialised:
@@ -87,22 +123,23 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
 def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool,
                 init_model: Callable[[torch.nn.Module], None] | None = None) -> Trainer:
     """A new model of the source's shape (weights loaded by start_trainer, or by
-    `init_model(model)` when given: e.g. a source with a grown vocabulary), NEFTune attached
-    when cfg.neftune_alpha > 0, trained for `steps`."""
+    `init_model(model)` when given: e.g. a source with a grown vocabulary; LoRA adapters when
+    cfg.lora), NEFTune attached when cfg.neftune_alpha > 0, trained for `steps`."""
     from lmforge.train.objectives.sft import NEFTune
 
     train = dataclasses.replace(cfg.train, steps=steps)
     torch.manual_seed(train.seed)
-    model = Transformer(src.model_cfg)
-    if init_model is not None:
-        init_model(model)
+    model = new_model(cfg, src, init_model)
     if getattr(cfg, "neftune_alpha", 0) > 0:
         NEFTune(cfg.neftune_alpha, src.info["pad_id"]).attach(model)
     return start_trainer(cfg, src, objective, train, stats, progress, model, initialised=init_model is not None)
 
 
 def finish(cfg, trainer: Trainer) -> dict:
-    return write_done(cfg.out_dir, trainer.fit())
+    summary = trainer.fit()
+    if getattr(trainer, "account", None):
+        summary["account"] = trainer.account
+    return write_done(cfg.out_dir, summary)
 
 
 def run_trainer_stage(cfg, build, progress: bool) -> dict:

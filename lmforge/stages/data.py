@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from lmforge.data.config import DataConfig
+from lmforge.io.atomic import replace_dir
 from lmforge.stagekit.runner import done_summary, write_done
 
 __all__ = ["DataConfig", "run_data"]
@@ -26,9 +27,7 @@ def _link_final(out: Path, shards: list[str]) -> Path:
             os.link(p, dst)
         except OSError:
             shutil.copy2(p, dst)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
+    return replace_dir(tmp, final)
 
 
 def run_data(cfg: DataConfig, progress: bool = True) -> dict:
@@ -44,7 +43,7 @@ def run_data(cfg: DataConfig, progress: bool = True) -> dict:
     last = summary["steps"][-1]
     result = {"docs": last["kept"]["docs"], "bytes": last["kept"]["bytes"],
               "final": str(_link_final(out, summary["final"])), "shards": len(summary["final"]),
-              "steps": {s["step"]: s["kept"]["docs"] for s in summary["steps"]}}
+              "steps": {s["step"]: s["kept"]["docs"] for s in summary["steps"]}, "account": summary["account"]}
     write_done(out, result)
     if before is not None and {k: before.get(k) for k in result} == result:
         return {**result, "skipped": True}

@@ -30,6 +30,8 @@ while training) or it runs beside the policy as a frozen model (`reference: mode
 Either way the reference goes through the policy's precision path (`train.precision`: bf16
 autocast on CUDA), so the margin starts at zero; stats.json's `step0` records the first
 micro-batch's margin before any update (it must be ~0; a warning is printed otherwise).
+With `lora:` only adapters train, and `reference: model` is the policy itself with its
+adapters switched off (the base: no second copy of the weights); the export merges them.
 metrics.jsonl logs per step (means over the step's pairs, names ending in `_sum` as all
 per-target means in the loop): dpo_loss_sum, reward_chosen_sum, reward_rejected_sum,
 margin_sum, accuracy_sum (preference accuracy), logp_chosen_sum; `val/...` the same on
@@ -44,12 +46,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
+from lmforge.align.formats import DataFile
 from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
-from lmforge.stagekit.runner import (check_steps_unset, reject_sink, run_trainer_stage, stage_defaults,
-                                     start_trainer, steps_for)
+from lmforge.model.lora import BaseOf, LoRAConfig
+from lmforge.stagekit.runner import (check_steps_unset, data_account, new_model, reject_sink, run_trainer_stage,
+                                     stage_defaults, start_trainer, steps_for)
 from lmforge.stagekit.source import InitConfig, Source, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -60,7 +65,7 @@ DPO_TRAIN = {"optim": {"lr": 1e-6}, "schedule": {"kind": "cosine", "warmup_steps
 @dataclass
 class PairsFromSFTConfig:
     """Build preference pairs from SFT conversation files (no preference data ships offline)."""
-    files: list[str] = field(default_factory=list)
+    files: list[str | DataFile] = field(default_factory=list)
     rejected: Literal["synthetic", "model"] = "synthetic"
     seed: str = "dpo"
     max_new_tokens: int = 64       # rejected: model - sampling settings
@@ -89,7 +94,7 @@ class RefusalsConfig:
 
 @dataclass
 class DPOConfig:
-    data: list[str] = field(default_factory=list)      # preference jsonl files
+    data: list[str | DataFile] = field(default_factory=list)   # preference files, or {path, format, columns, tags}
     pairs_from_sft: PairsFromSFTConfig = field(default_factory=PairsFromSFTConfig)
     refusals: RefusalsConfig = field(default_factory=RefusalsConfig)
     out_dir: str = "runs/dpo"
@@ -103,6 +108,7 @@ class DPOConfig:
     reference: Literal["precompute", "model"] = "precompute"
     min_score_chosen: float | None = None   # StableLM 2: 8 (on a 10-point scale)
     val_fraction: float = 0.0
+    lora: LoRAConfig | None = None          # train LoRA adapters (the reference: the base, adapters off)
 
     @classmethod
     def _base(cls, data):
@@ -117,6 +123,8 @@ class DPOConfig:
         check(self.beta > 0, "beta", "must be > 0")
         check(self.sft_coef >= 0, "sft_coef", "must be >= 0")
         check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+        check(self.lora is None or not self.init.load_optimizer, "init.load_optimizer",
+              "cannot continue a full-weight optimizer state with lora (set one of them)")
         check_steps_unset(self.train)
 
 
@@ -224,8 +232,7 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
         raise ConfigError(f"data: {e}") from None
     finally:
         errors.close()
-    if not pairs:
-        raise ConfigError(f"data: no usable preference pairs in {files} (see stats: {stats})")
+    stats["account"] = data_account("dpo", stats["pairs"], errors, files)   # DataError when nothing is usable
     val: list = []
     if cfg.val_fraction > 0 and len(pairs) > 1:
         perm = np.random.default_rng([cfg.train.seed, 11]).permutation(len(pairs))
@@ -249,10 +256,16 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     pad = src.info["pad_id"]
     # the reference is always the starting checkpoint (also when this run resumes later weights)
     device = resolve_device(cfg.train.device)
-    ref_model, _ = load_checkpoint(src.step_dir, device)
     # the reference goes through the policy's precision path (bf16 autocast on CUDA)
     amp = autocast_dtype(cfg.train.precision, device)
     kwargs: dict = {}
+    model = None   # built by start_trainer, unless the reference needs it first
+    if cfg.lora is not None and cfg.reference == "model":
+        torch.manual_seed(cfg.train.seed)
+        model = new_model(cfg, src)
+        ref_model = BaseOf(model)   # the policy with its adapters off: the starting weights, no copy
+    else:
+        ref_model, _ = load_checkpoint(src.step_dir, device)
     if cfg.reference == "precompute":
         bs = cfg.train.micro_batch_size
         kwargs["ref_logps"] = cached_reference_logps(cfg.out_dir, "train", ref_model, pairs, pad, bs,
@@ -273,7 +286,7 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     steps = steps_for(objective.n_micro_batches(), cfg.train, cfg.max_steps)
     stats.update({"train_pairs": len(pairs), "val_pairs": len(val), "epochs": cfg.epochs, "planned_steps": steps})
     train = dataclasses.replace(cfg.train, steps=steps)
-    return start_trainer(cfg, src, objective, train, stats, progress)
+    return start_trainer(cfg, src, objective, train, stats, progress, model)
 
 
 def run(cfg: DPOConfig, progress: bool = True) -> dict:

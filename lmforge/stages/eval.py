@@ -7,6 +7,7 @@ interrupted eval resumes with the sections it had finished.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.config import check, to_dict
+from lmforge.io.account import Account, DataError
 from lmforge.io.atomic import read_json, write_json, write_text
 from lmforge.stagekit.runner import done_summary, write_done
 
@@ -59,10 +61,11 @@ class MCQConfig:
     def all_sets(self) -> list[MCQSetConfig]:
         sets = list(self.sets)
         if self.corpus:
-            for f in DEFAULT_MCQ_FILES:
-                p = Path(self.corpus) / f
-                if p.is_file():
-                    sets.append(MCQSetConfig(name=p.stem.removeprefix("mcq_"), path=str(p)))
+            found = [Path(self.corpus) / f for f in DEFAULT_MCQ_FILES if (Path(self.corpus) / f).is_file()]
+            if not found:   # a corpus that is not there (or holds no item files) is an error, not 0 sets
+                raise FileNotFoundError(errno.ENOENT, f"mcq.corpus: none of {', '.join(DEFAULT_MCQ_FILES)} in it",
+                                        str(self.corpus))
+            sets += [MCQSetConfig(name=p.stem.removeprefix("mcq_"), path=str(p)) for p in found]
         return [MCQSetConfig(s.name or Path(s.path).stem, s.path) for s in sets]
 
 
@@ -147,10 +150,18 @@ def eval_perplexity(model, tok, cfg: PerplexityConfig, progress: bool) -> dict:
                                   cfg.max_docs_per_domain, progress)}
 
 
-def eval_mcq_set(model, tok, s: MCQSetConfig, cfg: MCQConfig, parts: Parts, rejects: list, progress: bool) -> dict:
+def eval_mcq_set(model, tok, s: MCQSetConfig, cfg: MCQConfig, parts: Parts, rejects: list, progress: bool,
+                 tally: dict | None = None) -> dict:
     from lmforge.eval.mcq import evaluate_mcq, load_items
     loaded = load_items(s.path)
     rejects.extend(loaded.errors)
+    if tally is not None:
+        tally["records"] = tally.get("records", 0) + len(loaded.items) + len(loaded.errors)
+        tally["kept"] = tally.get("kept", 0) + len(loaded.items)
+        tally["malformed"] = tally.get("malformed", 0) + len(loaded.errors)
+    if not loaded.items:
+        raise DataError(f"mcq: {s.path}: no usable items ({len(loaded.errors)} malformed lines"
+                        + (f"; first: {'; '.join(loaded.errors[:3])}" if loaded.errors else "") + ")")
     pool = loaded.items
     items = pool[:cfg.max_items] if cfg.max_items else pool
     out = {"path": s.path, "items": len(items), "malformed": len(loaded.errors), "results": {}}
@@ -244,8 +255,9 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
         result["perplexity"] = parts.get_or_run("perplexity", cfg.perplexity,
                                                 lambda: eval_perplexity(model, tok, cfg.perplexity, progress))
     sets = cfg.mcq.all_sets()
+    tally: dict = {}
     if sets:
-        result["mcq"] = {s.name: eval_mcq_set(model, tok, s, cfg.mcq, parts, rejects, progress) for s in sets}
+        result["mcq"] = {s.name: eval_mcq_set(model, tok, s, cfg.mcq, parts, rejects, progress, tally) for s in sets}
     benchmarks = contamination_benchmarks(cfg)
     if benchmarks:
         result["contamination"] = {
@@ -256,9 +268,13 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     result["malformed_lines"] = len(rejects)
     if rejects:
         write_text(out / "rejects.txt", "".join(r + "\n" for r in rejects))
+    else:
+        (out / "rejects.txt").unlink(missing_ok=True)   # none left from an earlier attempt
     write_json(out / "eval.json", result)
     write_text(out / "eval.md", markdown(result))
     summary = {"eval": str(out / "eval.json"), "checkpoint": str(step_dir), **headline(result)}
+    if tally:
+        summary["account"] = Account.from_stats("eval", tally, out / "rejects.txt", unit="items").line()
     return write_done(out, summary)
 
 

@@ -22,8 +22,9 @@ from lmforge import checkpoint as ckpt
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.device import resolve_device
 from lmforge.grow import depth
-from lmforge.io.atomic import write_json, write_text
+from lmforge.io.atomic import save_figure, write_json, write_text
 from lmforge.model.config import ModelConfig
+from lmforge.model.load import load_weights, tokenizer_dir_of
 from lmforge.model.transformer import Transformer
 from lmforge.shards import TokenDataset
 from lmforge.stagekit.runner import done_summary, write_done
@@ -61,7 +62,7 @@ class GrowConfig:
 
 def validate(cfg: GrowConfig) -> tuple[Path, ModelConfig, list[TokenDataset]]:
     """Everything that can be checked before loading weights; ConfigError naming the key."""
-    step_dir, mcfg = source_checkpoint(cfg.init.from_checkpoint)
+    step_dir, mcfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
     n = mcfg.n_layers
     if cfg.block is not None and cfg.block[1] > n:
         raise ConfigError(f"block: {cfg.block} is outside the {n} layers of {step_dir} (indices 0..{n - 1}, "
@@ -125,7 +126,7 @@ def plot_similarity(path: Path, sims: list[float], block: tuple[int, int] | None
     ax.set_ylabel("cos(input, output)")
     ax.set_title("Layer input/output cosine similarity")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -137,7 +138,7 @@ def run(cfg: GrowConfig, progress: bool = True) -> dict:
     step_dir, mcfg, sets = validate(cfg)
     device = resolve_device(cfg.device)
     model = Transformer(mcfg).to(device)
-    ckpt.load_weights(step_dir, model)
+    load_weights(step_dir, model)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     size = (cfg.block[1] - cfg.block[0]) if cfg.block else (cfg.add_layers or max(1, mcfg.n_layers // 2))
@@ -157,7 +158,7 @@ def run(cfg: GrowConfig, progress: bool = True) -> dict:
     state = {"config": {**to_dict(cfg), "model": to_dict(new_cfg)}, "objective_name": "grow",
              "source": str(step_dir), "tokens_seen": 0, "bad_steps": 0}
     path = save_checkpoint(out / "checkpoints", 0, grown, None, state)
-    ckpt.copy_tokenizer(ckpt.tokenizer_dir_of(step_dir), out)
+    ckpt.copy_tokenizer(tokenizer_dir_of(step_dir), out)
     write_json(out / "model.json", to_dict(new_cfg))
     grow_info = {"source": str(step_dir), "block": list(block), "n_layers_before": mcfg.n_layers,
                  "n_layers_after": new_cfg.n_layers, "mapping": mapping,

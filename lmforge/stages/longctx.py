@@ -37,12 +37,12 @@ import torch
 from lmforge import checkpoint as ckpt
 from lmforge.config import ConfigError, check, deep_merge, to_dict
 from lmforge.device import resolve_device
-from lmforge.io.atomic import write_json
+from lmforge.io.atomic import save_figure, write_json, write_text
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.config import ContextOverrides
 from lmforge.model.flops import flops_per_token, peak_flops
-from lmforge.model.load import model_config_of
-from lmforge.shards import TokenDataset
+from lmforge.model.load import config_diff, model_config_of, tokenizer_dir_of
+from lmforge.shards import TokenDataset, tokenizer_path
 from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.objectives.lm import LMObjective
@@ -166,7 +166,7 @@ def write_length_report(out: Path, report: dict) -> None:
     for i, (a, u) in enumerate(zip(report["all"]["histogram"], report["used"]["histogram"])):
         if a:
             lines.append(f"| [{e[i]}, {e[i + 1]}) | {a} | {u} |")
-    (out / "lengths.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "lengths.md", "\n".join(lines) + "\n")
     plot_lengths(out / "lengths.png", report)
 
 
@@ -187,19 +187,19 @@ def plot_lengths(path: Path, report: dict) -> None:
     ax.set_ylabel("documents")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
 def data_tokenizer(ds: TokenDataset) -> Path | None:
     """The tokenizer folder recorded in the token dataset's meta.json, if any."""
-    tok = Path(ds.meta.get("tokenizer") or "")
-    return (tok.parent if tok.suffix == ".json" else tok) if str(tok) not in ("", ".") else None
+    tok = tokenizer_path(ds.meta, ds.folder)
+    return (tok.parent if tok.suffix == ".json" else tok) if tok is not None else None
 
 
 def validate(cfg: LongCtxConfig) -> tuple[Path, ModelConfig, TokenDataset]:
     """Source checkpoint, new model config and data, all checked before any work."""
-    src, source_cfg = source_checkpoint(cfg.init.from_checkpoint)
+    src, source_cfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
     mcfg = long_model_config(cfg, source_cfg)
     try:
         ds = TokenDataset(cfg.data, "train")
@@ -236,9 +236,12 @@ def run(cfg: LongCtxConfig, progress: bool = True) -> dict:
     main = trainer.dist.is_main
     latest = ckpt.latest(trainer.ckpt_dir)
     if latest is not None:
-        if model_config_of(latest) != trainer.model.cfg:
-            raise ConfigError(f"model: {latest} was trained with another model config; use a new out_dir")
-        trainer.resume(latest)
+        diff = config_diff(trainer.model.cfg, model_config_of(latest))
+        if diff:
+            raise ConfigError(f"model: {', '.join(diff)}: differs from {latest}, which this out_dir would "
+                              f"resume; use a new out_dir")
+        latest = trainer.resume_latest()
+    if latest is not None:
         if main:
             print(f"resuming from {latest} (step {trainer.step})")
     else:
@@ -250,7 +253,7 @@ def run(cfg: LongCtxConfig, progress: bool = True) -> dict:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_length_report(out, report)
-        ckpt.copy_tokenizer(ckpt.tokenizer_dir_of(src) or data_tokenizer(trainer.objective.train_set), out)
+        ckpt.copy_tokenizer(tokenizer_dir_of(src) or data_tokenizer(trainer.objective.train_set), out)
         write_json(out / "config.json", trainer.run_config)
     summary = trainer.fit()
     m = trainer.model.cfg

@@ -20,13 +20,13 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from lmforge import checkpoint as ckpt
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.device import resolve_device
 from lmforge.eval.needle import (DEFAULT_NEEDLE, DEFAULT_QUESTION, NeedleText, build_cases, grids, haystack_stream,
                                  plot_heatmap, score_case, summarize, write_markdown)
 from lmforge.io.atomic import write_json, write_jsonl
 from lmforge.model.config import MAX_POSITIONS
+from lmforge.model.load import load_weights, tokenizer_dir_of
 from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import source_checkpoint
 
@@ -81,7 +81,7 @@ def prepare(cfg: NeedleConfig):
     step_dir, mcfg = source_checkpoint(cfg.checkpoint, "checkpoint")
     mcfg = dataclasses.replace(extension_config(mcfg, cfg.rope, cfg.rope_factor), attn_backend="sdpa")
     window = usable_length(mcfg) if cfg.rope == "model" else MAX_POSITIONS
-    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else ckpt.tokenizer_dir_of(step_dir)
+    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else tokenizer_dir_of(step_dir)
     if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
         raise ConfigError(f"tokenizer: no tokenizer folder given and none beside {step_dir} (set tokenizer=DIR)")
     tok = load_tokenizer(tok_dir)
@@ -134,7 +134,7 @@ def run(cfg: NeedleConfig, progress: bool = True, model=None) -> dict:
     device = resolve_device(cfg.device)
     if model is None:
         model = Transformer(mcfg)
-        ckpt.load_weights(step_dir, model)
+        load_weights(step_dir, model)
         if device.type == "cuda":
             model = model.to(torch.bfloat16)
     model = model.to(device).eval()

@@ -14,6 +14,7 @@ bitten by one silently acting as the other):
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from lmforge.device import resolve_device
 from lmforge.io.atomic import write_json
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.flops import flops_per_token, peak_flops
-from lmforge.model.load import model_config_of
-from lmforge.shards import TokenDataset
+from lmforge.model.load import config_diff, model_config_of, open_source, resolve_checkpoint
+from lmforge.shards import TokenDataset, tokenizer_path
 from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train import mixture
@@ -96,14 +97,23 @@ def validate_data(cfg: PretrainConfig) -> TokenDataset:
 def resolve_model(cfg: PretrainConfig) -> tuple[PretrainConfig, int | None]:
     """The model config this run trains, and the source vocab size when it must grow.
 
-    Resuming: the run's own checkpoint decides. From init.from_checkpoint: the source's
-    architecture, unless `model` was given (then it must match the source's)."""
+    Resuming: the run's own checkpoint decides; a `model` given that differs from it is
+    refused (it would otherwise be ignored without a word). From init.from_checkpoint: the
+    source's architecture, unless `model` was given (then it must match the source's)."""
     own = ckpt.latest(Path(cfg.out_dir) / "checkpoints")
     if own is not None:
-        return dataclasses.replace(cfg, model=model_config_of(own)), None
+        saved = model_config_of(own)
+        diff = config_diff(cfg.model, saved) if cfg.model != ModelConfig() else []
+        if diff:
+            raise ConfigError(
+                f"model: {', '.join(diff)}: differs from the checkpoint {own} that {cfg.out_dir} would resume; "
+                f"rerun with the checkpoint's model settings (or none) to resume, use a new out_dir for a new "
+                f"model, or to continue from these weights on purpose start a new out_dir with "
+                f"init.from_checkpoint={own}")
+        return dataclasses.replace(cfg, model=saved), None
     if not cfg.init.from_checkpoint:
         return cfg, None
-    _, src_cfg = source_checkpoint(cfg.init.from_checkpoint)
+    _, src_cfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
     given, source = to_dict(cfg.model), to_dict(src_cfg)
     diff = sorted(k for k, v in given.items() if k != "preset" and source.get(k) != v)
     if cfg.model != ModelConfig() and diff:
@@ -143,10 +153,9 @@ def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
     torch.manual_seed(train.seed)
     model = Transformer(cfg.model)
     if old_vocab is not None:
-        from safetensors.torch import load_file
-        src = ckpt.resolve(cfg.init.from_checkpoint)
-        grow_vocab(model, load_file(str(src / "model.safetensors")), old_vocab)
-        model.grown_from = src
+        src = open_source(cfg.init.from_checkpoint)
+        grow_vocab(model, src.state_dict(), old_vocab)
+        model.grown_from = src.path
     objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed,
                             z_loss=cfg.z_loss, eval_batches=train.eval_batches, stages=stages)
     device = resolve_device(train.device)
@@ -162,9 +171,8 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
         return skipped
     trainer = build(cfg, progress)
     main = trainer.dist.is_main
-    latest = ckpt.latest(trainer.ckpt_dir)
+    latest = trainer.resume_latest()
     if latest is not None:
-        trainer.resume(latest)
         if main:
             print(f"resuming from {latest} (step {trainer.step})")
     elif getattr(trainer.model, "grown_from", None) is not None:
@@ -172,14 +180,18 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
             print(f"initialised from {trainer.model.grown_from} with the vocabulary grown to "
                   f"{trainer.model.cfg.vocab_size} (new rows = mean of the old ones)")
     elif cfg.init.from_checkpoint:
-        src = ckpt.resolve(cfg.init.from_checkpoint)
+        src = resolve_checkpoint(cfg.init.from_checkpoint)
         trainer.init_from(src, cfg.init.load_optimizer)
         if main:
             print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else ""))
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        tok = Path(trainer.objective.train_set.meta.get("tokenizer") or "")
-        ckpt.copy_tokenizer(tok.parent if tok.suffix == ".json" else tok, out)
+        ds = trainer.objective.train_set
+        tok = tokenizer_path(ds.meta, ds.folder)
+        if tok is None and ds.meta.get("tokenizer"):
+            print(f"warning: the tokenizer recorded in {ds.folder}/meta.json ({ds.meta['tokenizer']}) is not there: "
+                  f"the run gets no tokenizer/ copy (SFT and export need one) and no val_bpb", file=sys.stderr)
+        ckpt.copy_tokenizer(tok.parent if tok is not None and tok.suffix == ".json" else tok, out)
         write_json(out / "config.json", trainer.run_config)
     summary = trainer.fit()
     if main:

@@ -3,7 +3,8 @@
 Reads RUN_DIR/recipe.json when present (else RUN_DIR as one stage folder, else its
 subfolders) and draws, for whatever exists: loss / LR / grad-norm / throughput curves
 by stage, per-domain validation loss, the data funnel (stats.json of each data step),
-the realised mixture (mixture.json), eval tables (eval.json), the needle heatmap
+the realised mixture (mixture.json), the SFT data funnel (sftdata.json) and task-mix grid
+(grid.json), eval tables (eval.json), the needle heatmap
 (needle.png / needle.json) and the grow layer similarity. Missing stages are listed and
 skipped, so a partial run still gets a report.
 

@@ -297,7 +297,8 @@ def train_reference(cfg: SelfKnowConfig, src: Source, init_model, rlcd_path: Pat
     files, classes, _, path_classes = conversation_files(cfg, rlcd_path)
     with reject_sink(rcfg.out_dir) as errors:
         objective, stats, steps = build_conversation_objective(
-            rcfg, files, src, errors, progress, None, classes, None, load_kwargs={"path_classes": path_classes})
+            rcfg, files, src, errors, progress, None, classes, None, load_kwargs={"path_classes": path_classes},
+            stage="selfknow reference")
     return finish(rcfg, start_fresh(rcfg, src, objective, steps, {"role": "C-RLFT reference (SFT on D_c)",
                                                                    "classes": classes, **stats},
                                     progress, init_model))
@@ -322,7 +323,7 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
         objective, stats, steps = build_conversation_objective(
             cfg, files, grown, errors, progress, None, classes, weights, objective_cls=CRLFTObjective,
             load_kwargs={"path_classes": path_classes}, reference=reference, kl_coef=cfg.kl_coef,
-            vocab_size=grown.model_cfg.vocab_size)
+            vocab_size=grown.model_cfg.vocab_size, stage="selfknow")
     stats = {"first_messages": fm_stats, "rlcd": rlcd_stats, "tokenizer": tok_stats, "classes": classes,
              "reference": ref_summary and {k: ref_summary.get(k) for k in ("step", "final_loss", "checkpoint")},
              **stats}

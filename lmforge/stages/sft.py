@@ -11,6 +11,10 @@ Long instructions can be mixed in at a set share of conversations (`long: {data,
 Index-32K's long SFT, and its failed 1-per-mille attempt: `share: 0.001`); stats.json's
 `long` records the realised share.
 
+Data: any of the formats of lmforge.align.formats (OpenAI messages, ShareGPT, Alpaca, TRL
+prompt/completion, plain text), detected per record or named per file. `init.from_checkpoint`
+may be a Hugging Face folder. `lora: {r: 8}` trains LoRA adapters only (merged on export).
+
 Like pretraining: a rerun of a finished out_dir skips (DONE.json), an interrupted one
 resumes exactly from its last checkpoint; a new out_dir starts from `init.from_checkpoint`.
 out_dir gets stats.json (every input line accounted for), rejects.jsonl (malformed lines
@@ -20,16 +24,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmforge.align.formats import DataFile
 from lmforge.config import check
-from lmforge.stagekit.conversations import CHAT_TRAIN, LongInstructConfig, MixConfig, build_conversation_objective
-from lmforge.stagekit.runner import check_steps_unset, reject_sink, run_trainer_stage, stage_defaults, start_fresh
-from lmforge.stagekit.source import InitConfig, load_source
+from lmforge.model.lora import LoRAConfig
+from lmforge.stagekit.conversations import CHAT_TRAIN, LongInstructConfig, MixConfig, build_sft_trainer
+from lmforge.stagekit.runner import check_steps_unset, run_trainer_stage, stage_defaults
+from lmforge.stagekit.source import InitConfig
 from lmforge.train.trainer import TrainConfig, Trainer
 
 
 @dataclass
 class SFTConfig:
-    data: list[str] = field(default_factory=list)   # conversation jsonl files ({"messages": [...]})
+    # conversation files (.jsonl / .json / .parquet): a path (format detected per record) or
+    # {path, format, columns, tags} (lmforge.align.formats: messages, sharegpt, alpaca, prompt_completion, text)
+    data: list[str | DataFile] = field(default_factory=list)
+    lora: LoRAConfig | None = None # train LoRA adapters instead of all weights (merged on export)
     out_dir: str = "runs/sft"
     init: InitConfig = field(default_factory=InitConfig)
     tokenizer: str = ""            # tokenizer folder; "" = the one beside init.from_checkpoint's run
@@ -48,7 +57,9 @@ class SFTConfig:
         return stage_defaults(data, CHAT_TRAIN)
 
     def __post_init__(self):
-        check(len(self.data) > 0, "data", "give at least one conversation jsonl file")
+        check(len(self.data) > 0, "data", "give at least one conversation file")
+        check(self.lora is None or not self.init.load_optimizer, "init.load_optimizer",
+              "cannot continue a full-weight optimizer state with lora (set one of them)")
         check(bool(self.init.from_checkpoint), "init.from_checkpoint", "SFT starts from a pretrained checkpoint")
         check(self.epochs >= 1, "epochs", "must be >= 1")
         check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = all epochs)")
@@ -59,11 +70,7 @@ class SFTConfig:
 
 
 def build(cfg: SFTConfig, progress: bool = True) -> Trainer:
-    src = load_source(cfg.init, cfg.tokenizer)
-    with reject_sink(cfg.out_dir) as errors:
-        objective, stats, steps = build_conversation_objective(cfg, cfg.data, src, errors, progress,
-                                                               cfg.system_prompt or None)
-    return start_fresh(cfg, src, objective, steps, stats, progress)
+    return build_sft_trainer(cfg, progress)
 
 
 def run(cfg: SFTConfig, progress: bool = True) -> dict:

@@ -34,6 +34,8 @@ from typing import Iterator
 import numpy as np
 
 from lmforge.config import ConfigError, check, to_dict
+from lmforge.io.account import Account, first_rejects
+from lmforge.io.atomic import write_json
 from lmforge.shards import ShardWriter, write_meta
 
 MAX_EMPTY_IDS = 100
@@ -243,10 +245,10 @@ class SplitWriters:
 
 
 def _clear_partial(out: Path) -> None:
-    """Remove what an interrupted run left (our own file kinds only)."""
+    """Remove what an interrupted run left (our own file kinds only, and temp files)."""
     for f in out.iterdir():
         if f.suffix in (".tokens", ".docs", ".domains") or f.name in (
-                "meta.json.tmp", "stats.json", "rejects.jsonl"):
+                "meta.json.tmp", "stats.json", "rejects.jsonl") or (f.name.startswith(".") and ".tmp-" in f.name):
             f.unlink()
 
 
@@ -277,15 +279,21 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from lmforge.io.documents import ErrorSink
-    from lmforge.io.readers import iter_documents
+    from lmforge.io.readers import iter_documents, list_files
 
     from .train import load_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 
     out = Path(cfg.out_dir)
+    inputs = [str(Path(p).resolve()) for p in cfg.inputs]
     if (out / "meta.json").is_file() and not cfg.overwrite:
+        before = json.loads((out / "meta.json").read_text()).get("inputs_resolved")
+        if before is not None and before != inputs:
+            raise ConfigError(f"inputs: {out} already holds tokens encoded from {before}; set overwrite=true "
+                              f"to encode {inputs} into it, or choose another out_dir")
         stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
         return {**stats, "skipped": True}
-    tok_path = tokenizer_file(cfg.tokenizer)
+    list_files(cfg.inputs, ErrorSink())   # a missing or unsupported input: an error before any writing
+    tok_path = tokenizer_file(cfg.tokenizer).resolve()
     tok = load_tokenizer(tok_path)
     info = tokenizer_info(tok_path, tok)
     eos_id = info.get("eos_id")
@@ -349,9 +357,16 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
     errors.close()
     seconds = time.perf_counter() - t0
     stats = _stats(per_dom, empty_ids, errors, workers, seconds, entries)
-    (out / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False))
+    account = Account("tokenizer encode", stats["docs"] + errors.total, stats["train_docs"] + stats["val_docs"],
+                      {**errors.counts, "empty": stats["empty_docs"]}, errors.path, unit="documents")
+    stats["account"] = account.line()
+    write_json(out / "stats.json", stats)
+    account.require_kept(first_rejects(errors.records), what=", ".join(cfg.inputs))   # no meta.json: not done
     write_meta(out, entries, vocab, dom_names, eos_id if cfg.append_eos else None, extra={
-        "tokenizer": str(tok_path), "tokenizer_sha256": hashlib.sha256(tok_path.read_bytes()).hexdigest(),
+        # absolute, and relative to this folder: found from any working directory, also when moved
+        "tokenizer": str(tok_path), "tokenizer_relative": os.path.relpath(tok_path, out.resolve()),
+        "inputs_resolved": inputs,
+        "tokenizer_sha256": hashlib.sha256(tok_path.read_bytes()).hexdigest(),
         "padded_vocab_size": info.get("padded_vocab_size"), "pad_id": info.get("pad_id"),
         "bos_id": info.get("bos_id"),
         "split": {"val_fraction": cfg.val_fraction, "val_docs_per_domain": cfg.val_docs_per_domain,

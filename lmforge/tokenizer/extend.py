@@ -20,12 +20,12 @@ token", so the model's outputs barely move before training, unlike a random init
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from lmforge.config import check, to_dict
+from lmforge.io.atomic import copy_file
 
 
 @dataclass
@@ -183,5 +183,5 @@ def run_extend(cfg: ExtendConfig, progress: bool = True) -> dict:
                "n_added": len(added), "added_tokens_sample": added[:50],
                "trained_on": {**seen, "reader_errors": dict(errors.counts)}, "config": to_dict(cfg)})
     if (base_file.parent / "chat_template.jinja").is_file():
-        shutil.copy(base_file.parent / "chat_template.jinja", out / "chat_template.jinja")
+        copy_file(base_file.parent / "chat_template.jinja", out / "chat_template.jinja")
     return side

@@ -8,11 +8,11 @@ as json.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.config import check
+from lmforge.io.atomic import write_json
 
 ALL = "*"
 
@@ -129,7 +129,6 @@ def run_report(cfg: ReportConfig) -> tuple[list[dict], Path]:
     rows = compression_report(tok, docs, base, cfg.batch_docs, cfg.default_domain)
     out = Path(cfg.out) if cfg.out else tok_file.parent / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"tokenizer": str(tok_file), "baseline": cfg.baseline or None,
-                               "reader_errors": dict(errors.counts), "rows": rows}, indent=1,
-                              ensure_ascii=False))
+    write_json(out, {"tokenizer": str(tok_file), "baseline": cfg.baseline or None,
+                     "reader_errors": dict(errors.counts), "rows": rows})
     return rows, out

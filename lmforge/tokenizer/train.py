@@ -28,20 +28,40 @@ folder complete.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from lmforge.config import ConfigError, check, to_dict
+from lmforge.config import check, to_dict
+from lmforge.io.atomic import atomic_path, write_json
 
 SIDE_FILE = "lmforge_tokenizer.json"
 N_BYTES = 256
 
-# ChatML (Yi, Qwen). Kept identical to what `lmforge.align` formats, so a model sees the
-# same ids in SFT as through `tokenizer.apply_chat_template`.
+# ChatML (Yi, Qwen). Renders exactly what `lmforge.align` formats, so a model sees the
+# same ids in SFT as through `tokenizer.apply_chat_template`. For TRL / transformers:
+# - `{% generation %}` marks each assistant reply and its <|im_end|> (what our SFT trains on),
+#   so apply_chat_template(..., return_assistant_tokens_mask=True) gives our reply mask;
+# - content may be a string or a list of text parts ([{"type": "text", "text": ...}], joined
+#   with nothing between them, as lmforge.align.formats does); any other part is refused;
+# - `tools=` is refused (raise_exception): ChatML here has no tool-call format, and
+#   silently dropping the tools would train or prompt the model without them.
 CHATML_TEMPLATE = (
+    "{% if tools %}{{ raise_exception('tools are not supported by this ChatML template') }}{% endif %}"
+    "{% macro content(c) %}{% if c is string %}{{ c }}{% else %}{% for part in c %}"
+    "{% if part['type'] != 'text' %}{{ raise_exception('only text content parts are supported') }}{% endif %}"
+    "{{ part['text'] }}{% endfor %}{% endif %}{% endmacro %}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ content(message['content']) + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% else %}{{ content(message['content']) + '<|im_end|>' + '\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# The template before the generation markers: folders saved with it get the current one on export.
+CHATML_TEMPLATE_V1 = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
@@ -156,7 +176,8 @@ def save_tokenizer(tok, out_dir: str | Path, *, special_tokens: list[str], bos_t
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / SIDE_FILE).unlink(missing_ok=True)  # incomplete until rewritten below
-    tok.save(str(out / "tokenizer.json"))
+    with atomic_path(out / "tokenizer.json") as tmp:
+        tok.save(str(tmp))
     extra_specials = [t for t in special_tokens if t not in (bos_token, eos_token, pad_token)]
     specials_map = {k: v for k, v in (("bos_token", bos_token), ("eos_token", eos_token),
                                       ("pad_token", pad_token)) if v is not None}
@@ -191,9 +212,7 @@ def save_tokenizer(tok, out_dir: str | Path, *, special_tokens: list[str], bos_t
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, obj)   # temp sibling + rename (lmforge.io.atomic)
 
 
 def tokenizer_file(path: str | Path) -> Path:
@@ -229,9 +248,13 @@ def tokenizer_info(path: str | Path, tok=None) -> dict:
         return tok.token_to_id(v) if isinstance(v, str) else None
 
     n = vocab_len(tok)
+    eos, pad = tid("eos_token"), tid("pad_token")
+    # Many released tokenizers (Llama, Mistral) declare no pad token; padding is never a
+    # target and never attended to, so eos can stand in (as TRL and LLaMA-Factory do).
     return {"vocab_size": n, "padded_vocab_size": padded_vocab_size(n), "pad_multiple": 64,
-            "bos_id": tid("bos_token"), "eos_id": tid("eos_token"), "pad_id": tid("pad_token"),
-            "special_tokens": {}}
+            "bos_id": tid("bos_token"), "eos_id": eos, "pad_id": eos if pad is None else pad,
+            "pad_is_eos": pad is None and eos is not None,
+            "special_tokens": {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}}
 
 
 def is_complete(out_dir: str | Path) -> bool:
@@ -240,11 +263,14 @@ def is_complete(out_dir: str | Path) -> bool:
 
 def run_train(cfg: TrainConfig, progress: bool = True) -> dict:
     """The `train` stage: skips a finished folder unless `overwrite`."""
+    from lmforge.io.account import Account, first_rejects
     from lmforge.io.documents import ErrorSink
+    from lmforge.io.readers import list_files
 
     out = Path(cfg.out_dir)
     if is_complete(out) and not cfg.overwrite:
         return {**tokenizer_info(out), "skipped": True}
+    list_files(cfg.inputs, ErrorSink())   # a missing or unsupported input: an error before any writing
     out.mkdir(parents=True, exist_ok=True)
     errors = ErrorSink(out / "rejects.jsonl")
     seen: dict = {}
@@ -253,12 +279,13 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict:
                     cfg.special_tokens, cfg.min_frequency, show_progress=progress)
     seconds = time.perf_counter() - t0
     errors.close()
-    if seen["docs"] == 0:
-        raise ConfigError(f"inputs: no documents to train on in {cfg.inputs}")
-    return save_tokenizer(
+    account = Account("tokenizer train", seen["docs"] + errors.total, seen["docs"], dict(errors.counts),
+                      errors.path, unit="documents")
+    account.require_kept(first_rejects(errors.records), what=", ".join(cfg.inputs))
+    return {**save_tokenizer(
         tok, out, special_tokens=cfg.special_tokens, bos_token=cfg.bos_token,
         eos_token=cfg.eos_token, pad_token=cfg.pad_token, chat_template=cfg.chat_template,
         pad_multiple=cfg.pad_multiple, model_max_length=cfg.model_max_length,
         extra={"kind": "byte-level BPE, single digits", "trained_on": {
             "docs": seen["docs"], "bytes": seen["bytes"], "seconds": round(seconds, 3),
-            "reader_errors": dict(errors.counts)}, "config": to_dict(cfg)})
+            "reader_errors": dict(errors.counts)}, "config": to_dict(cfg)}), "account": account.line()}

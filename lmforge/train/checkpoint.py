@@ -5,6 +5,7 @@ reshardable to any world size), rank 0 also the full safetensors weights and the
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,7 +21,19 @@ def save(ckpt_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
     shards (model + optimizer, reshardable), rank 0 also the full safetensors and the rest."""
     ckpt_dir = Path(ckpt_dir)
     main = dist_info is None or dist_info.is_main
-    tmp, final = ckpt_dir / f".tmp-step-{step}", ckpt_dir / f"step-{step}"
+    tmp = ckpt_dir / f".tmp-step-{step}"
+    try:
+        return _write(tmp, step, model, optimizer, trainer_state, dist_info, main)
+    except BaseException:
+        # a full disk or a kill signal: leave no half-written .tmp-step-N behind (the previous
+        # complete checkpoint is untouched); the error itself goes on to the CLI boundary
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write(tmp: Path, step: int, model, optimizer, trainer_state: dict, dist_info, main: bool) -> Path:
+    ckpt_dir, final = tmp.parent, tmp.parent / f"step-{step}"
     if main:
         fmt.temp_dir(ckpt_dir, step)
     if dist_info is not None and dist_info.enabled:

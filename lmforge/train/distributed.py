@@ -171,6 +171,15 @@ def full_model_state(model) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def load_full_state(model, sd: dict) -> None:
+    """A full state dict (e.g. a Hugging Face folder's, converted) into a sharded model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True,
+                                                             strict=not any(k.endswith(".lora_A") for k in
+                                                                            model.state_dict())))
+
+
 def load_full_weights(path, model) -> None:
     """Full safetensors weights into a sharded model (every rank reads the file)."""
     from pathlib import Path

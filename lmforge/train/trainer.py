@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,11 @@ import torch
 from tqdm import tqdm
 
 from lmforge import checkpoint as ckpt
-from lmforge.config import check
+from lmforge.config import ConfigError, check
 from lmforge.device import autocast_dtype, resolve_device
+from lmforge.io.atomic import write_json, write_text
+from lmforge.model.load import OURS, open_source
+from lmforge.model.lora import lora_layers
 from lmforge.train import distributed
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.objectives.base import Objective
@@ -139,7 +143,7 @@ class Trainer:
             distributed.load_sharded(path / "dcp", self.model, self.optimizer)  # reshards to any world size
         elif self.dist.enabled:
             if optimizer:
-                raise ValueError(f"{path}: optimizer state of a single-process checkpoint cannot be loaded under "
+                raise ConfigError(f"{path}: optimizer state of a single-process checkpoint cannot be loaded under "
                                  f"torchrun; continue with one process, or start from its weights only")
             distributed.load_full_weights(path, self.model)
         else:
@@ -151,7 +155,7 @@ class Trainer:
         """Full resume: weights, optimizer, step, loader position, RNG. Refuses other data."""
         state = ckpt.load_trainer_state(path)
         if state.get("fingerprint") != self.objective.fingerprint():
-            raise ValueError(
+            raise ConfigError(   # a ValueError: one line at the CLI, exit 2
                 f"{path}: checkpoint was trained on other data or loader settings (fingerprint "
                 f"{state.get('fingerprint')} != {self.objective.fingerprint()}); to start on new data from "
                 f"these weights use `init.from_checkpoint` with a new out_dir instead of resuming")
@@ -160,24 +164,64 @@ class Trainer:
         self.step, self.tokens_seen, self.bad_steps = state["step"], state["tokens_seen"], state["bad_steps"]
         self.growth = state["growth"]
         ckpt.load_rng(path, state["rng"])
-        self._truncate_metrics(self.step)
+
+    def resume_latest(self) -> Path | None:
+        """Resume from the newest complete checkpoint that can be read (None: there is none).
+
+        A checkpoint whose files are present but unreadable (a corrupt optimizer.pt or
+        safetensors header) is skipped for the previous complete one, and that is said on
+        stderr; when none can be read, CorruptCheckpoint names every one. Other refusals
+        (other data, another model) are not corruption and stop the run."""
+        failures = []
+        for path in reversed(ckpt.list_complete(self.ckpt_dir)):
+            try:
+                self.resume(path)
+            except ckpt.CorruptCheckpoint as e:
+                failures.append(str(e))
+                continue
+            if failures and self.dist.is_main:
+                print(f"warning: {'; '.join(failures)}; falling back to the previous complete checkpoint "
+                      f"{path} (step {self.step}); the steps after it are redone", file=sys.stderr)
+            return path
+        if failures:
+            raise ckpt.CorruptCheckpoint(f"no readable checkpoint in {self.ckpt_dir}: {'; '.join(failures)}; "
+                                         f"delete the checkpoints to start over")
+        return None
 
     def init_from(self, path: Path, load_optimizer: bool = False) -> None:
-        """Continue from weights (and optionally the optimizer) with a fresh schedule and data."""
-        self._load_state(path, optimizer=load_optimizer)
+        """Continue from weights (and optionally the optimizer) with a fresh schedule and data.
+
+        `path`: one of our checkpoints (a LoRA run's adapters merged) or a Hugging Face folder
+        (lmforge.model.load); only our own full-weight checkpoints carry an optimizer state."""
+        src = open_source(path)
+        if load_optimizer and (not src.has_optimizer or lora_layers(self.model)):
+            why = src.why_no_optimizer() if not src.has_optimizer else "this run trains LoRA adapters"
+            raise ConfigError(f"init.load_optimizer: {why}; set init.load_optimizer=false")
+        if src.format == OURS and src.lora is None and not lora_layers(self.model):
+            self._load_state(src.path, optimizer=load_optimizer)   # sharded / torchrun paths as before
+        elif self.dist.enabled:
+            distributed.load_full_state(self.model, src.state_dict())
+        else:
+            src.load_into(self.model)
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
+        """Keep only the metric lines of steps up to `step` (where training starts now): a fresh
+        start drops what a killed first attempt logged before its first checkpoint, a resume
+        what was logged after the checkpoint (both are redone, so nothing appears twice).
+        The final evaluation line (step == `step`, no loss) is redone too. Rewritten through
+        a temporary file: a kill or a full disk here never loses the metrics kept."""
         if not self.metrics_path.exists() or not self.dist.is_main:
             return
         keep = []
         for line in self.metrics_path.read_text().splitlines():
             try:
-                if json.loads(line).get("step", 0) <= step:
+                rec = json.loads(line)
+                s = rec.get("step", 0)
+                if s < step or (s == step and "loss" in rec):
                     keep.append(line)
-            except ValueError:  # a line cut short by a kill
+            except (ValueError, AttributeError):  # a line cut short by a kill
                 continue
-        self.metrics_path.write_text("".join(line + "\n" for line in keep))
+        write_text(self.metrics_path, "".join(line + "\n" for line in keep))
 
     # -- one step -------------------------------------------------------------------------
     def _autocast(self):
@@ -272,6 +316,9 @@ class Trainer:
 
     def fit(self) -> dict:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._truncate_metrics(self.step)   # fresh start or resume: never append to a killed attempt
+        if self.dist.is_main:
+            ckpt.clean(self.ckpt_dir)        # temp/trash/half-deleted folders a kill left
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
                    desc=f"{self.objective.name}", unit="step", dynamic_ncols=True)
@@ -311,7 +358,7 @@ class Trainer:
             self._log({"step": self.step, **final_eval})
         path = self.save_checkpoint()
         if hasattr(self.objective, "realised_mixture"):
-            (self.out_dir / "mixture.json").write_text(json.dumps(self.objective.realised_mixture(), indent=1))
+            write_json(self.out_dir / "mixture.json", self.objective.realised_mixture())
         summary = {"step": self.step, "tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
                    "checkpoint": str(path), "final_loss": last.get("loss"), **final_eval}
         return summary

@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from lmforge.io.atomic import save_npy
+
 from ..pipeline import Step, iter_shard
 from ..text import UNIT_RE
 
@@ -186,82 +188,155 @@ def _band_keys(sig: np.ndarray) -> np.ndarray:
     return key
 
 
-def clusters(sigs: np.ndarray, bands: int, rows: int, threshold: float | None = None
-             ) -> np.ndarray:
+def bucket_pairs(keys: np.ndarray, max_bucket: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Index pairs (i < j) that share a key: every pair of a bucket of up to max_bucket
+    members; in a larger bucket each member (in index order) pairs with the next
+    max_bucket - 1. Returns (i, j, number of capped buckets, largest bucket)."""
+    order = np.argsort(keys, kind="stable")  # stable: members in index order
+    ks = keys[order]
+    new = np.ones(len(ks), dtype=bool)
+    new[1:] = ks[1:] != ks[:-1]
+    start = np.flatnonzero(new)
+    size = np.diff(np.append(start, len(ks)))
+    member_end = np.repeat(start + size, size)
+    live = np.flatnonzero(member_end - np.arange(len(ks)) > 1)  # sorted positions with a later member
+    src, dst = [], []
+    d = 1
+    while len(live) and d < max_bucket:  # pairs at distance d inside a bucket
+        live = live[live + d < member_end[live]]
+        src.append(order[live])
+        dst.append(order[live + d])
+        d += 1
+    capped, largest = int((size > max_bucket).sum()), int(size.max()) if len(size) else 0
+    if not src:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), capped, largest
+    return (np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64), capped,
+            largest)
+
+
+def candidate_pairs(sigs: np.ndarray, docs: np.ndarray, bands: int, rows: int,
+                    max_bucket: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Unique (src < dst) document pairs that share at least one band bucket."""
+    codes, capped, largest = [], 0, 0
+    n = np.int64(len(sigs))
+    for band in range(bands):
+        keys = _band_keys(sigs[docs, band * rows:(band + 1) * rows])
+        i, j, c, big = bucket_pairs(keys, max_bucket)
+        capped, largest = capped + c, max(largest, big)
+        a, b = docs[i], docs[j]
+        codes.append(np.minimum(a, b) * n + np.maximum(a, b))
+        codes = [np.unique(np.concatenate(codes))]  # bounded by the distinct pairs so far
+    code = codes[0] if codes else np.zeros(0, np.int64)
+    info = {"candidate_pairs": int(len(code)), "largest_bucket": largest,
+            "capped_buckets": capped}
+    return code // n, code % n, info
+
+
+def agreement(sigs: np.ndarray, src: np.ndarray, dst: np.ndarray, chunk: int = 1 << 15
+              ) -> np.ndarray:
+    """Estimated Jaccard (share of equal signature entries) of each pair, in chunks so
+    memory stays at chunk x num_perm x 9 bytes."""
+    out = np.empty(len(src), dtype=np.float32)
+    for k in range(0, len(src), chunk):
+        out[k:k + chunk] = (sigs[src[k:k + chunk]] == sigs[dst[k:k + chunk]]).mean(axis=1)
+    return out
+
+
+HIST_EDGES = np.round(np.linspace(0.0, 1.0, 21), 2)  # 0.05-wide similarity bins
+
+
+def _histogram(values: np.ndarray) -> list[int]:
+    return np.histogram(np.clip(values, 0.0, 1.0), bins=HIST_EDGES)[0].astype(int).tolist()
+
+
+def clusters(sigs: np.ndarray, bands: int, rows: int, threshold: float | None = None,
+             max_bucket: int = 100, info: dict | None = None) -> np.ndarray:
     """Cluster representative (lowest index in its cluster) for each document.
 
-    Documents without shingles (all-EMPTY signatures) are their own cluster.
+    Candidates: every pair of documents sharing a band bucket (capped, bucket_pairs).
+    With a threshold, a pair is linked only if its estimated Jaccard reaches it; the
+    clusters are the connected components (union-find) of the links. Documents without
+    shingles (all-EMPTY signatures) are their own cluster. `info`, if given, gets the
+    pair counts and similarity histograms (removed documents: each one's highest
+    estimated similarity to a document it is linked to; rejected candidate pairs).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = len(sigs)
-    valid = ~np.all(sigs == EMPTY, axis=1)
-    docs = np.flatnonzero(valid)
-    src, dst = [], []
-    for band in range(bands):
-        keys = _band_keys(sigs[docs, band * rows:(band + 1) * rows])
-        _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-        head = first[inv]  # position (in docs) of the bucket's first document
-        linked = head != np.arange(len(docs))
-        src.append(docs[linked])
-        dst.append(docs[head[linked]])
-    src = np.concatenate(src) if src else np.zeros(0, np.int64)
-    dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
-    if threshold is not None and len(src):
-        agree = (sigs[src] == sigs[dst]).mean(axis=1)
-        src, dst = src[agree >= threshold], dst[agree >= threshold]
-    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    docs = np.flatnonzero(~np.all(sigs == EMPTY, axis=1))
+    src, dst, stats = candidate_pairs(sigs, docs, bands, rows, max_bucket)
+    sim = agreement(sigs, src, dst)
+    keep = sim >= threshold if threshold is not None else np.ones(len(src), dtype=bool)
+    graph = coo_matrix((np.ones(int(keep.sum()), dtype=np.int8), (src[keep], dst[keep])),
+                       shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     rep = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
     np.minimum.at(rep, labels, np.arange(n))
-    return rep[labels]
+    rep = rep[labels]
+    if info is not None:
+        best = np.zeros(n, dtype=np.float32)  # highest linked similarity per document
+        np.maximum.at(best, src[keep], sim[keep])
+        np.maximum.at(best, dst[keep], sim[keep])
+        removed = rep != np.arange(n)
+        info.update(stats, linked_pairs=int(keep.sum()), similarity_histogram={
+            "bin_edges": HIST_EDGES.tolist(), "removed_docs": _histogram(best[removed]),
+            "rejected_candidate_pairs": _histogram(sim[~keep])})
+    return rep
 
 
-def dedup_signatures(sigs: np.ndarray, cfg) -> np.ndarray:
+def dedup_signatures(sigs: np.ndarray, cfg, info: dict | None = None) -> np.ndarray:
     """Representative index per document; a document is kept iff rep[i] == i."""
     b, r = bands_rows(cfg)
-    return clusters(sigs, b, r, cfg.threshold if cfg.verify else None)
+    return clusters(sigs, b, r, cfg.threshold if cfg.verify else None, cfg.max_bucket, info)
 
 
-def dedup_texts(texts: list[str], cfg, workers: int = 1) -> np.ndarray:
+def dedup_texts(texts: list[str], cfg, workers: int = 1, info: dict | None = None) -> np.ndarray:
     """Boolean keep mask over texts (first document of each near-duplicate cluster)."""
-    rep = dedup_signatures(parallel_signatures(texts, cfg, workers), cfg)
+    rep = dedup_signatures(parallel_signatures(texts, cfg, workers), cfg, info)
     return rep == np.arange(len(texts))
 
 
 # ------------------------------------------------------------------ pipeline step
 
 
-def _shard_signatures(cfg, shard, out) -> dict:
-    import os
-    from pathlib import Path
-
-    texts = [d["text"] for d in iter_shard(shard)]
+def _shard_signatures(cfg, shard, out, part: int = 0, n_parts: int = 1) -> dict:
+    """Signatures of documents part, part + n_parts, ... of one shard, saved to `out`."""
+    texts = [d["text"] for i, d in enumerate(iter_shard(shard)) if i % n_parts == part]
     sigs = signatures_of_texts(texts, cfg)
-    tmp = Path(str(out) + ".tmp.npy")
-    np.save(tmp, sigs)
-    os.replace(tmp, out)
+    save_npy(out, sigs)
     return {"docs": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts)}
 
 
 class MinhashStep(Step):
     def prepare(self, ctx) -> dict:
-        paths = [ctx.work / f"sig-{i:05d}.npy" for i in range(len(ctx.inputs))]
-        todo = [(self.cfg, ctx.inputs[i], paths[i]) for i in range(len(paths))
-                if not paths[i].exists()]  # resumable: signatures already made are kept
+        # Fewer shards than workers: each shard is split (document i to part i % n_parts)
+        # so every worker has signatures to compute; the result does not depend on it.
+        n_parts = max(1, -(-self.data.workers // max(len(ctx.inputs), 1)))
+        paths = [[ctx.work / f"sig-{i:05d}-{p}of{n_parts}.npy" for p in range(n_parts)]
+                 for i in range(len(ctx.inputs))]
+        todo = [(self.cfg, ctx.inputs[i], paths[i][p], p, n_parts)
+                for i in range(len(paths)) for p in range(n_parts)
+                if not paths[i][p].exists()]  # resumable: signatures already made are kept
         ctx.executor.map(_shard_signatures, todo, desc=f"{ctx.dir.name} signatures")
-        sigs = [np.load(p) for p in paths]
+        sigs = []
+        for parts in paths:
+            loaded = [np.load(p) for p in parts]
+            whole = np.empty((sum(map(len, loaded)), self.cfg.num_perm), dtype=np.uint32)
+            for p, part in enumerate(loaded):
+                whole[p::n_parts] = part
+            sigs.append(whole)
         counts = [len(s) for s in sigs]
+        info: dict = {}
         rep = dedup_signatures(np.concatenate(sigs) if sigs else np.zeros((0, 1), np.uint32),
-                               self.cfg)
+                               self.cfg, info)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         for i in range(len(paths)):
-            np.save(ctx.work / f"rep-{i:05d}.npy", rep[offsets[i]:offsets[i + 1]])
+            save_npy(ctx.work / f"rep-{i:05d}.npy", rep[offsets[i]:offsets[i + 1]])
         b, r = bands_rows(self.cfg)
         n_dup = int((rep != np.arange(len(rep))).sum())
         return {"bands": b, "rows": r, "clusters_with_duplicates":
-                int(len(np.unique(rep[rep != np.arange(len(rep))]))), "duplicates": n_dup}
+                int(len(np.unique(rep[rep != np.arange(len(rep))]))), "duplicates": n_dup, **info}
 
     def open_shard(self, ctx, index):
         rep = np.load(ctx.work / f"rep-{index:05d}.npy")

@@ -1,78 +1,64 @@
-"""Exact substring dedup with a suffix array (Index, after google-research/deduplicate-text-datasets).
+"""Exact substring dedup (Index, after google-research/deduplicate-text-datasets).
 
 The corpus is the documents' UTF-8 bytes joined by 0xFF (a byte valid UTF-8 never
 contains). A byte is removed when it lies in a window of K bytes (K = min_bytes) that
 also occurs at an earlier position of the corpus: every repeated span of >= K bytes,
 at any position, within or across documents, loses all occurrences but the first.
 (A span of length L >= K occurs earlier iff each of its K-windows does, so K-windows
-suffice.)
+suffice.) Windows that would cross a 0xFF are ignored.
 
-With the suffix array SA and kasai's LCP (lcp[i] = LCP(SA[i], SA[i+1])), suffixes whose
-first K bytes are equal form runs with lcp >= K; in each run every position except the
-smallest starts a repeated window. Windows that would cross a 0xFF are ignored.
-Removed spans are then trimmed to whole UTF-8 characters (a character goes only if all
-its bytes go), so CJK text is never split.
+`later` windows (those whose K bytes also start earlier) come from one of two exact
+methods with the same result (substring_kernels.py, compiled loops): `hash`, one pass
+with a hash table of each distinct window's first start, every hit verified byte by byte
+(the default: faster, less memory); or `suffix_array` (pydivsufsort, int32) with a capped
+permuted-LCP pass, as in deduplicate-text-datasets. One pass per document turns later
+windows into removed spans, trimmed to whole UTF-8 characters (a character goes only if
+all its bytes go, so CJK text is never split). With keep_layout_spans (the default), a
+span made only of ASCII whitespace and punctuation stays: runs of spaces, table borders
+and rules repeat everywhere, and removing them breaks ASCII tables and indentation.
 
-Memory: about 17 bytes per corpus byte at the peak below 2 GB per suffix array (text,
-int32 SA, LCP and group ids, a few byte masks), about 30 above (int64 indices).
-Measured speed: bench/dedup.py. A corpus above `part_bytes` is split into parts P0..Pm in
-document order; part k is checked against itself and against each earlier part
-(suffix array of Pj + Pk), which is still exact, costs m(m+1)/2 suffix arrays, and
-needs memory for two parts.
+Memory (docs/scale.md, measured): 9.5-10 bytes per byte of one buffer at the peak. A
+corpus above `part_bytes` is split into parts P0..Pm in document order; part k is checked
+against itself and against each earlier part (one buffer Pj + Pk), which is still exact,
+costs m(m+1)/2 passes, and needs memory for two parts. part_bytes: null picks the largest
+part that fits the machine's available memory (auto_part_bytes).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from lmforge.io.atomic import save_npy
+
 from ..pipeline import Step, iter_shard
+from .substring_kernels import (later_by_hash, later_in_group, removed_spans,
+                                shares_prefix_with_pred)
 
 SEP = 0xFF
+MAX_SA_BYTES = (1 << 31) - 1  # int32 suffix arrays: one suffix array's input stays below this
+BYTES_PER_BYTE = 12  # budgeted peak per byte of one buffer (measured: docs/scale.md)
+HASH_LOAD = 2 / 3  # hash table: windows per slot
 
 
-def repeated_mask(buf: bytes, k: int, start: int = 0) -> np.ndarray:
-    """Bool mask over buf[start:]: bytes inside a k-window that occurs earlier in buf."""
-    from pydivsufsort import divsufsort, kasai
+def check_sa_size(n: int) -> None:
+    if n > MAX_SA_BYTES:
+        raise ValueError(f"substring: {n} bytes in one suffix array, at most {MAX_SA_BYTES} "
+                         "(int32 indices): lower substring.part_bytes")
 
-    n = len(buf)
-    out = np.zeros(n - start, dtype=bool)
-    if n < k:
-        return out
+
+def later_windows(buf: bytes, offsets: np.ndarray, k: int, method: str = "hash") -> np.ndarray:
+    """bool[len(buf)]: the k bytes from p, inside one document, also start at an earlier
+    position of buf (positions whose window leaves the document: unspecified)."""
+    check_sa_size(len(buf))
     arr = np.frombuffer(buf, dtype=np.uint8)
+    if method == "hash":
+        return later_by_hash(arr, offsets, k, HASH_LOAD)
+    from pydivsufsort import divsufsort
+
+    if len(buf) == 0:
+        return np.zeros(0, dtype=bool)
     sa = divsufsort(buf)
-    lcp = kasai(buf, sa)
-    idx = np.int32 if n < 2 ** 31 else np.int64
-    new_group = np.ones(n, dtype=bool)
-    new_group[1:] = lcp[:-1] < k
-    del lcp
-    gmin = np.minimum.reduceat(sa, np.flatnonzero(new_group))
-    gid = np.cumsum(new_group, dtype=idx) - 1
-    del new_group
-    later = np.zeros(n, dtype=bool)  # by position: starts a window that occurred before
-    later[sa] = sa != gmin[gid]
-    del sa, gid, gmin
-    # only windows inside one document: no separator among the k bytes from p
-    seps = np.cumsum(arr == SEP, dtype=idx)
-    inside = np.zeros(n, dtype=bool)
-    inside[:n - k + 1] = seps[k - 1:] - np.concatenate([[0], seps[:n - k]]) == 0
-    later &= inside
-    del seps, inside
-    # byte x is covered when a marked window starts in (x - k, x]
-    cs = np.cumsum(later, dtype=idx)
-    cover = cs.copy()
-    cover[k:] -= cs[:-k]
-    out[:] = cover[start:] > 0
-    return out
-
-
-def whole_chars(buf: bytes, mask: np.ndarray) -> np.ndarray:
-    """Shrink a removal mask so that a UTF-8 character goes only if all its bytes go."""
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    lead = (arr & 0xC0) != 0x80
-    starts = np.flatnonzero(lead)
-    if len(starts) == 0:
-        return mask
-    all_removed = np.minimum.reduceat(mask.astype(np.uint8), starts).astype(bool)
-    return all_removed[np.cumsum(lead) - 1]
+    assert sa.dtype == np.int32
+    return later_in_group(sa, shares_prefix_with_pred(arr, sa, k))
 
 
 def _join(texts_bytes: list[bytes]) -> tuple[bytes, np.ndarray]:
@@ -80,14 +66,6 @@ def _join(texts_bytes: list[bytes]) -> tuple[bytes, np.ndarray]:
     lens = np.array([len(b) + 1 for b in texts_bytes], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lens)])
     return b"\xff".join(texts_bytes) + b"\xff", offsets
-
-
-def _spans(mask: np.ndarray, offsets: np.ndarray, first_doc: int) -> np.ndarray:
-    """(n, 3) int64 rows (global doc index, byte start, byte end) of removed runs."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    s, e = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    doc = np.searchsorted(offsets, s, side="right") - 1
-    return np.stack([doc + first_doc, s - offsets[doc], e - offsets[doc]], axis=1)
 
 
 def make_parts(sizes: list[int], part_bytes: int) -> list[tuple[int, int]]:
@@ -103,27 +81,63 @@ def make_parts(sizes: list[int], part_bytes: int) -> list[tuple[int, int]]:
     return parts
 
 
-def removal_spans(load, sizes: list[int], k: int, part_bytes: int, progress=None) -> np.ndarray:
+def mem_available() -> int:
+    """Bytes the kernel says can be allocated without swapping (/proc/meminfo MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def auto_part_bytes(total_bytes: int, available: int | None = None, share: float = 0.7) -> int:
+    """The part size for part_bytes: null. A share of available memory at BYTES_PER_BYTE
+    per suffix-array byte: the whole corpus as one part when it fits, else parts of half
+    that (a part pair is one suffix array of two parts)."""
+    budget = int((mem_available() if available is None else available) * share)
+    one = min(budget // BYTES_PER_BYTE, MAX_SA_BYTES)
+    if total_bytes <= one:
+        return max(one, 1024)
+    return max(one // 2, 1024)
+
+
+def removal_spans(load, sizes: list[int], k: int, part_bytes: int, keep_layout: bool = True,
+                  method: str = "hash", progress=None, stats: dict | None = None) -> np.ndarray:
     """Removed byte spans (doc, start, end) over a corpus loaded part by part.
 
-    load(lo, hi) returns the UTF-8 bytes of documents lo..hi-1.
+    load(lo, hi) returns the UTF-8 bytes of documents lo..hi-1. `stats`, if given, gets
+    the number and bytes of repeated layout-only spans that were left alone.
     """
     parts = make_parts(sizes, part_bytes)
-    rows = []
+    rows, n_layout, layout_bytes = [], 0, 0
     for pk, (lo, hi) in enumerate(parts):
-        cur = load(lo, hi)
-        buf, offsets = _join(cur)
+        buf, offsets = _join(load(lo, hi))
         if pk == 0:
-            mask = repeated_mask(buf, k)
+            later = later_windows(buf, offsets, k, method)
         else:
-            mask = np.zeros(len(buf), dtype=bool)
+            later = np.zeros(len(buf), dtype=bool)
             for jlo, jhi in parts[:pk]:  # exact across parts: Pj before Pk
-                prev, _ = _join(load(jlo, jhi))
-                mask |= repeated_mask(prev + buf, k, start=len(prev))
-        mask = whole_chars(buf, mask)
-        rows.append(_spans(mask, offsets, lo))
+                pair, prev_offsets = _join(load(jlo, jhi))
+                n_prev = len(pair)
+                pair += buf
+                both = np.concatenate([prev_offsets[:-1], offsets + n_prev])
+                later |= later_windows(pair, both, k, method)[n_prev:]
+                del pair
+        spans, nl, lb = removed_spans(np.frombuffer(buf, dtype=np.uint8), later, offsets, k,
+                                      keep_layout)
+        spans[:, 0] += lo
+        n_layout, layout_bytes = n_layout + nl, layout_bytes + lb
+        rows.append(spans)
+        del buf, later
         if progress:
             progress(pk + 1, len(parts))
+    if stats is not None:
+        stats.update(layout_spans_kept=int(n_layout), layout_bytes_kept=int(layout_bytes))
     return np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)
 
 
@@ -136,11 +150,15 @@ def apply_spans(data: bytes, spans) -> str:
     return b"".join(keep).decode("utf-8")
 
 
-def dedup_texts(texts: list[str], min_bytes: int = 100, part_bytes: int = 1 << 30) -> list[str]:
+def dedup_texts(texts: list[str], min_bytes: int = 100, part_bytes: int | None = None,
+                keep_layout: bool = True, method: str = "hash") -> list[str]:
     """The texts with every repeated span of >= min_bytes removed but its first occurrence."""
     data = [t.encode("utf-8") for t in texts]
-    spans = removal_spans(lambda lo, hi: data[lo:hi], [len(d) for d in data], min_bytes,
-                          part_bytes)
+    sizes = [len(d) for d in data]
+    if part_bytes is None:
+        part_bytes = auto_part_bytes(sum(sizes) + len(sizes))
+    spans = removal_spans(lambda lo, hi: data[lo:hi], sizes, min_bytes, part_bytes, keep_layout,
+                          method)
     bounds = np.searchsorted(spans[:, 0], np.arange(len(data) + 1))  # spans come sorted by doc
     return [apply_spans(d, spans[bounds[i]:bounds[i + 1], 1:].tolist()) for i, d in enumerate(data)]
 
@@ -152,14 +170,30 @@ class SubstringStep(Step):
     modified_reason = "substring_spans"
 
     def prepare(self, ctx) -> dict:
-        shard_sizes = []
-        for p in ctx.inputs:  # first pass: sizes only, so parts can be planned
-            shard_sizes.append([len(d["text"].encode("utf-8")) for d in iter_shard(p)])
+        # First pass: sizes, so parts can be planned. The texts are kept while they fit
+        # one part (then the suffix array / hash pass reads nothing again).
+        cap = self.cfg.part_bytes or auto_part_bytes(0)
+        shard_sizes, cache, cached = [], [], 0
+        for p in ctx.inputs:
+            sizes = []
+            for d in iter_shard(p):
+                b = d["text"].encode("utf-8")
+                sizes.append(len(b))
+                cached += len(b) + 1
+                if cache is not None:
+                    cache.append(b)
+                    if cached > cap:
+                        cache = None
+            shard_sizes.append(sizes)
         counts = [len(s) for s in shard_sizes]
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         sizes = [s for ss in shard_sizes for s in ss]
 
         def load(lo, hi):
+            nonlocal cache
+            if cache is not None:  # one part: handed over once, so it is freed after the join
+                out, cache = cache[lo:hi], None
+                return out
             out = []
             first = int(np.searchsorted(starts, lo, side="right") - 1)
             for si in range(first, len(ctx.inputs)):
@@ -170,16 +204,20 @@ class SubstringStep(Step):
                         out.append(d["text"].encode("utf-8"))
             return out
 
-        spans = removal_spans(load, sizes, self.cfg.min_bytes, self.cfg.part_bytes)
+        part_bytes = self.cfg.part_bytes or auto_part_bytes(sum(sizes) + len(sizes))
+        layout: dict = {}
+        spans = removal_spans(load, sizes, self.cfg.min_bytes, part_bytes,
+                              self.cfg.keep_layout_spans, self.cfg.method, stats=layout)
         for si in range(len(ctx.inputs)):
             sel = (spans[:, 0] >= starts[si]) & (spans[:, 0] < starts[si + 1])
             mine = spans[sel].copy()
             mine[:, 0] -= starts[si]
-            np.save(ctx.work / f"spans-{si:05d}.npy", mine)
+            save_npy(ctx.work / f"spans-{si:05d}.npy", mine)
         total = int(sum(sizes))
         removed = int((spans[:, 2] - spans[:, 1]).sum()) if len(spans) else 0
-        return {"parts": len(make_parts(sizes, self.cfg.part_bytes)), "spans": int(len(spans)),
-                "span_bytes": removed, "span_fraction": round(removed / max(total, 1), 6)}
+        return {"parts": len(make_parts(sizes, part_bytes)), "spans": int(len(spans)),
+                "span_bytes": removed, "span_fraction": round(removed / max(total, 1), 6),
+                **layout}
 
     def open_shard(self, ctx, index):
         spans = np.load(ctx.work / f"spans-{index:05d}.npy")

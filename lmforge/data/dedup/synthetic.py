@@ -66,3 +66,47 @@ def repeated_spans(n_docs: int = 50, length: tuple[int, int] = (50, 400), alphab
         pos = int(rng.integers(len(docs[d]) + 1))
         docs[d] = docs[d][:pos] + s + docs[d][pos:]
     return docs
+
+
+def stdlib_documents(max_docs: int = 2000, lines: int = 60, min_words: int = 80) -> list[str]:
+    """Real, mostly unique text that every Python has: its standard library's .py files,
+    cut into documents of `lines` lines (files and chunks in sorted order)."""
+    import sysconfig
+    from pathlib import Path
+
+    docs = []
+    for f in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        for i in range(0, len(text), lines):
+            chunk = "\n".join(text[i:i + lines])
+            if len(chunk.split()) >= min_words:
+                docs.append(chunk)
+                if len(docs) >= max_docs:
+                    return docs
+    return docs
+
+
+def plant_near_duplicates(texts: list[str], n_copies: int, edit: float, seed: int = 0
+                          ) -> tuple[list[str], np.ndarray]:
+    """texts + n_copies edited copies of distinct random texts (appended, so the original
+    comes first). A copy has a fraction `edit` of its whitespace-separated words edited:
+    replaced by a word from elsewhere in the corpus (60%), deleted (20%), or a word
+    inserted after it (20%). Returns (texts, orig) with orig[i] = source index or -1."""
+    rng = np.random.default_rng(seed)
+    vocab = [w for t in texts[:200] for w in t.split()]
+    out, orig = list(texts), [-1] * len(texts)
+    for src in sorted(rng.choice(len(texts), size=n_copies, replace=False).tolist()):
+        words = texts[src].split(" ")
+        n_edit = max(1, int(round(len(words) * edit)))
+        for j in sorted(rng.choice(len(words), size=min(n_edit, len(words)), replace=False),
+                        reverse=True):
+            r = rng.random()
+            if r < 0.6:
+                words[j] = vocab[int(rng.integers(len(vocab)))]
+            elif r < 0.8:
+                del words[j]
+            else:
+                words.insert(j + 1, vocab[int(rng.integers(len(vocab)))])
+        out.append(" ".join(words))
+        orig.append(src)
+    return out, np.asarray(orig, dtype=np.int64)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmforge.shards import TokenDataset
+from lmforge.shards import TokenDataset, tokenizer_path
 from lmforge.train.loader import PackedLoader, domain_loaders, train_loader
 from lmforge.train.mixture import MixtureSampler, StageConfig, shares
 from lmforge.train.schedules import ScheduleConfig, stage_at
@@ -123,8 +123,8 @@ class LMObjective:
         tokenizer recorded in the shards' meta.json; none, no bits-per-byte)."""
         if not hasattr(self, "_bpt"):
             self._bpt = {}
-            tok = self.val_set.meta.get("tokenizer")
-            if tok:
+            tok = tokenizer_path(self.val_set.meta, self.val_set.folder)
+            if tok is not None:
                 try:
                     from lmforge.tokenizer.bytes import bytes_per_token
                     from lmforge.tokenizer.train import load_tokenizer

@@ -1,0 +1,59 @@
+"""JSON lines read one way everywhere: bytes in, and every line either a value or one
+counted reject, never an exception that ends the file.
+
+`json.loads` raises more than JSONDecodeError on hostile lines: a 5000-digit integer raises
+ValueError (CPython's int-string limit, 4300 digits) and a deeply nested `[[[[...` line
+RecursionError. Both are caught here, so one bad line costs that line only. Lines are read
+as bytes and decoded here, so invalid UTF-8 is a reject too (a text-mode reader would stop
+the whole file with UnicodeDecodeError), and a UTF-8 byte-order mark at the start of the
+file (editors on Windows write one) is dropped instead of costing the first record.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+BOM = b"\xef\xbb\xbf"
+PARSE_ERRORS = (ValueError, RecursionError)   # JSONDecodeError is a ValueError
+
+
+def strip_bom(raw: bytes) -> bytes:
+    return raw[len(BOM):] if raw.startswith(BOM) else raw
+
+
+def parse_error(e: BaseException) -> str:
+    """A short description of why a line is not JSON."""
+    if isinstance(e, RecursionError):
+        return "invalid JSON: nested too deeply"
+    return f"invalid JSON: {str(e)[:200]}"
+
+
+def parse_line(raw: bytes) -> tuple[Any, str | None, str]:
+    """(value, None, "") for a JSON line, else (None, reason, detail) with reason
+    `invalid_utf8` or `malformed_json`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, "invalid_utf8", f"invalid UTF-8: {e.reason} at byte {e.start}"
+    try:
+        return json.loads(text), None, ""
+    except PARSE_ERRORS as e:
+        return None, "malformed_json", parse_error(e)
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, bytes without the newline) of each non-blank line of a file."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1:
+                raw = strip_bom(raw)
+            if raw.strip():
+                yield n, raw.rstrip(b"\r\n")
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, bytes, Any, str | None, str]]:
+    """(line number, raw bytes, value, reason, detail) per non-blank line; see parse_line."""
+    for n, raw in iter_lines(path):
+        value, reason, detail = parse_line(raw)
+        yield n, raw, value, reason, detail
