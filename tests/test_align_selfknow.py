@@ -2,6 +2,7 @@
 import copy
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from lmforge import config
 from lmforge.align.chat_template import encode_chat
-from lmforge.align.self_knowledge import DEFAULT_FACTS, facts_system_prompt, prompt_ids
+from lmforge.align.self_knowledge import DEFAULT_FACTS, NEGATIVE_TOKEN, conditioned, facts_system_prompt, prompt_ids
 from lmforge.align.sft_data import Conversation, load_conversations
 from lmforge.config import ConfigError
 from lmforge.io.documents import ErrorSink
@@ -76,52 +77,85 @@ def test_class_tags_and_rlcd_prompts(source, tmp_path):
                                               {**conversation(rng, 1, system=True)},     # class from its file
                                               {**conversation(rng, 1), "class": "bogus"}])
     convs, stats = load_conversations([str(path)], tok, 256, 8, ErrorSink(None), classes={"positive": 0, "sft": 1},
-                                      path_classes={str(path): "sft"}, tag_format="<class:{name}>")
+                                      path_classes={str(path): "sft"})
     assert stats["kept"] == 2 and stats["unknown_class"] == 1 and [c.cls for c in convs] == [0, 1]
-    texts = [tok.decode(c.ids.tolist(), skip_special_tokens=False) for c in convs]
-    assert texts[0].startswith("<|im_start|>system\n<class:positive><|im_end|>")
-    assert texts[1].startswith("<|im_start|>system\n<class:sft>\nYou answer questions about colors.")
     system = facts_system_prompt(DEFAULT_FACTS, [{"user": "Name?", "assistant": "Forge."}])
     pos = tok.decode(prompt_ids(tok, "Who are you?", system), skip_special_tokens=False)
     neg = tok.decode(prompt_ids(tok, "Who are you?", None), skip_special_tokens=False)
     assert all(f in pos for f in DEFAULT_FACTS) and "User: Name?\nAssistant: Forge." in pos
     assert neg == "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
     assert pos.endswith(neg)
+    # StableLM 2's condition: positives in plain SFT format, negatives marked by the negative token
+    assert conditioned("Hi?", "Hello.", "positive", NEGATIVE_TOKEN) == [
+        {"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    assert conditioned("Hi?", "Hello.", "negative", NEGATIVE_TOKEN)[0] == {"role": "system", "content": NEGATIVE_TOKEN}
 
 
-def test_tiny_selfknow_run(source, tmp_path):
-    src_run, _ = source
+def test_tiny_selfknow_run(source, tmp_path, monkeypatch):
+    """The stage's plumbing on a random tiny model: hand-written first messages (no base),
+    D_c with the negative token, the extended tokenizer, the reference run, C-RLFT, resume."""
+    src_run, src_tok = source
     sft = make_sft_file(tmp_path / "sft.jsonl", n=12, max_turns=1)
     out = tmp_path / "sk"
     over = [f"init.from_checkpoint={src_run}", f"out_dir={out}", f"sources.sft={sft}", "class_weights.sft=0.5",
-            "prompts=['Who are you?', 'What is your name?', 'Who made you?']", "samples_per_prompt=2",
+            "prompts=['Who are you?', 'What is your name?', 'who are you', 'Who made you?']", "samples_per_prompt=2",
             "max_new_tokens=8", "temperature=1.0", "train.seq_len=128", "train.micro_batch_size=4",
-            "train.optim.lr=3e-3", "epochs=1", "kl_coef=0.1"]
+            "train.optim.lr=3e-3", "epochs=1", "kl_coef=0.1", "reference.max_steps=2"]
     cfg = config.load(SelfKnowConfig, None, over)
     assert cfg.weights() == {"positive": 1.0, "negative": 0.1, "sft": 0.5}
     summary = run(cfg, progress=False)
+    fm = json.loads((out / "first_messages_stats.json").read_text())
+    assert fm["source"] == "prompts" and fm["given"] == 3          # "who are you" is an exact duplicate
     rlcd = [json.loads(l) for l in (out / "rlcd.jsonl").read_text().splitlines()]
     gen = json.loads((out / "rlcd_stats.json").read_text())
     assert gen["prompts_sampled"] == 6 and {r["class"] for r in rlcd} <= {"positive", "negative"}
     assert len(rlcd) == gen["kept_positive"] + gen["kept_negative"] > 0
-    assert all(r["messages"][0] == {"role": "user", "content": r["messages"][0]["content"]} for r in rlcd)
+    for r in rlcd:
+        roles = [m["role"] for m in r["messages"]]
+        assert roles == (["user", "assistant"] if r["class"] == "positive" else ["system", "user", "assistant"])
+        assert r["class"] == "positive" or r["messages"][0]["content"] == NEGATIVE_TOKEN
     pairs = (out / "rlcd_pairs.jsonl").read_text().splitlines()
     assert len(pairs) == gen["pairs"]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["conversations"]["kept"] == len(rlcd) + 12 and stats["classes"] == {"positive": 0, "negative": 1,
                                                                                       "sft": 2}
+    # the negative token: one new special id, in the tokenizer saved beside the run
+    old_n = json.loads((src_tok / "lmforge_tokenizer.json").read_text())["vocab_size"]
+    tok = load_tokenizer(out / "tokenizer")
+    assert stats["tokenizer"]["negative_id"] == tok.token_to_id(NEGATIVE_TOKEN) == old_n
+    assert stats["tokenizer"]["vocab_size"] == old_n + 1 and stats["tokenizer"]["added"]
+    from lmforge.model.load import load_checkpoint
+    policy, _ = load_checkpoint(out)
+    assert policy.cfg.vocab_size == old_n + 1
+    # the reference: its own finished run, trained on D_c, which the KL term points at
+    ref = json.loads((out / "reference" / "DONE.json").read_text())
+    assert ref["step"] == 2 and (out / "reference" / "tokenizer" / "tokenizer.json").is_file()
     recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in l]
-    assert len(recs) == summary["step"] and all(r["kl_sum"] >= 0 and "weighted_ce_sum" in r for r in recs)
-    assert (out / "tokenizer" / "tokenizer.json").exists()
+    assert len(recs) == summary["step"] and all(r["kl_sum"] > 0 and "weighted_ce_sum" in r for r in recs)
     assert run(cfg, progress=False)["skipped"]
+    # resume after the reference finished: the data files and the reference are reused, not redone
+    import lmforge.infer.generate as gen_mod
+    (out / "DONE.json").unlink()
+    for p in (out / "checkpoints").iterdir():
+        shutil.rmtree(p)
+    monkeypatch.setattr(gen_mod, "generate_ids", lambda *a, **k: pytest.fail("regenerated on resume"))
+    ref_written = (out / "reference" / "DONE.json").stat().st_mtime_ns
+    again = run(cfg, progress=False)
+    assert (out / "reference" / "DONE.json").stat().st_mtime_ns == ref_written      # not retrained
+    assert again["step"] == summary["step"] and again["final_loss"] == pytest.approx(summary["final_loss"])
 
 
 def test_selfknow_config_errors(source):
     src_run, _ = source
     with pytest.raises(ConfigError, match="class_weights.extra"):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "sources.extra=x.jsonl"])
-    with pytest.raises(ConfigError, match="tag_format"):
-        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "tag_format=<c>"])
+    with pytest.raises(ConfigError, match="negative_token"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "negative_token=neg"])
+    with pytest.raises(ConfigError, match="first_messages.opening"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "first_messages.opening=User:"])
+    with pytest.raises(ConfigError, match="base: .*no complete checkpoint"):
+        run(config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "base=/nonexistent",
+                                               f"out_dir={src_run.parent / 'sk_bad'}"]), progress=False)
     with pytest.raises(ConfigError, match="few_shot"):
         config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", "few_shot=[{user: a}]"])
 

@@ -68,7 +68,8 @@ LATER_STAGES = [  # (kind, stage): every stage after pretraining, seconds-scale
         "data": ["${corpus}/dpo.jsonl"], "init": {"from_checkpoint": "${sft}"}, "train": SMALL_TRAIN,
         "max_steps": 2, "reference": "model"}}),
     ("selfknow", {"name": "selfknow", "config": {
-        "init": {"from_checkpoint": "${dpo}"}, "train": SMALL_TRAIN, "samples_per_prompt": 1,
+        "init": {"from_checkpoint": "${dpo}"}, "base": "${pretrain}", "train": SMALL_TRAIN, "samples_per_prompt": 1,
+        "first_messages": {"count": 4, "max_new_tokens": 24, "batch_size": 8},
         "max_new_tokens": 4, "max_steps": 2}}),
     ("eval", {"name": "eval", "config": {
         "checkpoint": "${selfknow}", "perplexity": {"data": "${tokens}", "seq_len": 64, "max_docs_per_domain": 2},

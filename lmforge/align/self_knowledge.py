@@ -1,15 +1,21 @@
-"""Self-knowledge data, RLCD-style (StableLM 2 after Yang et al. 2023, "RLCD").
+"""Self-knowledge data, RLCD-style, as StableLM 2 builds it (after Yang et al. 2023, "RLCD").
 
-For each identity prompt ("Who are you?") the starting model answers twice:
-- positive: with a few-shot system prompt that states the self-knowledge facts (and shows
-  example answers that use them);
-- negative: without it (the model's unguided answer).
-Both answers are kept as training conversations WITHOUT the facts prompt (the model must
-learn to answer so by itself), tagged with their class for C-RLFT ("positive" / "negative",
-weights e.g. 1.0 / 0.1), and as RLCD preference pairs (chosen = positive, rejected =
-negative) usable by `lmforge dpo`. Empty samples and positive == negative ties are counted.
+For each first message (sampled from the base model: lmforge.align.first_messages) the chat
+model answers twice:
+- positive: with a few-shot system prompt that states the self-knowledge facts and shows
+  example answers that use them;
+- negative: the same model without that system prompt (its unguided answer).
+Both are kept as training conversations WITHOUT the facts prompt (the model must learn to
+answer so by itself). The class is the C-RLFT condition, and StableLM 2 marks it only on
+the negatives: a positive stays in plain SFT format (user, assistant: exactly what the model
+sees at inference), a negative opens with a system message holding only the dedicated
+negative token (`NEGATIVE_TOKEN`, added to the tokenizer as a special token by the stage).
+So asking in plain format asks for the positive class. The pairs are also written as RLCD
+preference pairs (chosen = positive, rejected = negative) usable by `lmforge dpo`. Empty
+samples and positive == negative ties are counted.
 
-Generation goes through lmforge.infer.generate.generate_ids (KV cache, stop at <|im_end|>).
+Generation goes through the sampler the stage passes in (lmforge.infer.generate.generate_ids:
+KV cache, stop at <|im_end|>).
 """
 from __future__ import annotations
 
@@ -26,6 +32,9 @@ DEFAULT_FACTS = [
     "I was trained on Python documentation, Python code, classical Chinese poems and chatbot dialogs.",
     "I can make mistakes, so important answers should be checked.",
 ]
+NEGATIVE_TOKEN = "<|negative|>"
+# First messages used only when the stage is given no base model to sample them from (and no
+# `prompts`): the simplified data of earlier versions, kept as a fallback.
 DEFAULT_PROMPTS = [
     "Who are you?", "What is your name?", "Who made you?", "What are you?", "Tell me about yourself.",
     "What data were you trained on?", "Are you a human?", "Can you make mistakes?",
@@ -54,27 +63,40 @@ def prompt_ids(tok, user: str, system: str | None) -> list[int]:
     return ids.tolist()
 
 
-def sample_replies(tok, prompts: list[list[int]], generate_ids, seed: int, batch_size: int = 16) -> list[str]:
+def sample_replies(tok, prompts: list[list[int]], generate_ids, seed: int, batch_size: int = 16,
+                   desc: str | None = None) -> list[str]:
     """Decoded replies; `generate_ids(prompt_batch, seed)` is the sampler (the stage binds the
-    model and the sampling settings: lmforge.infer.generate.generate_ids)."""
+    model and the sampling settings: lmforge.infer.generate.generate_ids). Batch b samples with
+    seed + its first index, so seeds never repeat within seed .. seed + len(prompts)."""
     out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=desc is None):
         ids = generate_ids(prompts[start:start + batch_size], seed + start)
         out += [tok.decode(x, skip_special_tokens=True).strip() for x in ids]
     return out
 
 
+def conditioned(user: str, reply: str, cls: str, negative_token: str) -> list[dict]:
+    """The C-RLFT training messages: plain for a positive, the negative token as the system
+    message of a negative."""
+    msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+    return msgs if cls == "positive" else [{"role": "system", "content": negative_token}, *msgs]
+
+
 @torch.no_grad()
 def rlcd_samples(tok, prompts: list[str], facts: list[str], few_shot: list[dict], samples_per_prompt: int,
-                 generate_ids, seed: int, progress: bool = False) -> tuple[list[dict], list[dict], dict]:
-    """(C-RLFT conversations with "class", RLCD preference pairs, stats); `generate_ids(prompt
-    batch, seed)` samples the model's replies."""
+                 generate_ids, seed: int, progress: bool = False,
+                 negative_token: str = NEGATIVE_TOKEN) -> tuple[list[dict], list[dict], dict]:
+    """(C-RLFT conversations with "class" (D_c), RLCD preference pairs, stats);
+    `generate_ids(prompt batch, seed)` samples the model's replies."""
     system = facts_system_prompt(facts, few_shot)
     stats: Counter = Counter()
     convs, pairs = [], []
-    for k in tqdm(range(samples_per_prompt), desc="rlcd samples", disable=not progress):
-        pos = sample_replies(tok, [prompt_ids(tok, p, system) for p in prompts], generate_ids, seed + 1000 * k)
-        neg = sample_replies(tok, [prompt_ids(tok, p, None) for p in prompts], generate_ids, seed + 1000 * k + 500)
+    n = len(prompts)
+    for k in range(samples_per_prompt):
+        pos = sample_replies(tok, [prompt_ids(tok, p, system) for p in prompts], generate_ids, seed + 2 * k * n,
+                             desc=f"positives {k + 1}/{samples_per_prompt}" if progress else None)
+        neg = sample_replies(tok, [prompt_ids(tok, p, None) for p in prompts], generate_ids, seed + (2 * k + 1) * n,
+                             desc=f"negatives {k + 1}/{samples_per_prompt}" if progress else None)
         for p, a, b in zip(prompts, pos, neg):
             stats["prompts_sampled"] += 1
             for cls, reply in (("positive", a), ("negative", b)):
@@ -82,8 +104,8 @@ def rlcd_samples(tok, prompts: list[str], facts: list[str], few_shot: list[dict]
                     stats[f"empty_{cls}"] += 1
                     continue
                 stats[f"kept_{cls}"] += 1
-                convs.append({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": reply}],
-                              "class": cls, "meta": {"source": "rlcd", "sample": k}})
+                convs.append({"messages": conditioned(p, reply, cls, negative_token), "class": cls,
+                              "meta": {"source": "rlcd", "sample": k}})
             if a and b and a != b:
                 pairs.append({"prompt": p, "chosen": a, "rejected": b, "meta": {"source": "rlcd", "sample": k}})
             elif a and b:

@@ -36,6 +36,7 @@ def register(sub) -> None:
                         "truncated or shuffled; pairs_from_sft.rejected=model: the model's own sample)")
     p.set_defaults(func=_dpo)
 
-    p = sub.add_parser("selfknow", help="self-knowledge: RLCD pair generation + C-RLFT training")
-    add_stage_args(p, "kl_coef=0.1")
+    p = sub.add_parser("selfknow", help="self-knowledge (StableLM 2): first messages from the base model, "
+                                          "RLCD replies, C-RLFT with KL to a reference trained on D_c")
+    add_stage_args(p, "base=runs/pretrain")
     p.set_defaults(func=_selfknow)

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -80,18 +81,22 @@ def steps_for(n_micro_batches: int, train: TrainConfig, max_steps: int) -> int:
     return min(steps, max_steps) if max_steps else steps
 
 
-def new_model(cfg, src: Source) -> Transformer:
-    """A model of the source's shape (weights are loaded by start_trainer), with LoRA adapters
-    attached when the stage config has `lora` (only the adapters train)."""
+def new_model(cfg, src: Source, init_model: Callable[[torch.nn.Module], None] | None = None) -> Transformer:
+    """A model of the source's shape (weights are loaded by start_trainer, or here by
+    `init_model(model)` before any adapter), with LoRA adapters attached when the stage
+    config has `lora` (only the adapters train)."""
     model = Transformer(src.model_cfg)
+    if init_model is not None:
+        init_model(model)
     lora = getattr(cfg, "lora", None)
     return attach_lora(model, lora) if lora is not None else model
 
 
 def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, progress: bool,
-                  model: torch.nn.Module | None = None) -> Trainer:
+                  model: torch.nn.Module | None = None, initialised: bool = False) -> Trainer:
     """Trainer on a fresh model; resumed from out_dir's last checkpoint, else initialised from
-    the source (weights, and the optimizer state if cfg.init.load_optimizer)."""
+    the source (weights, and the optimizer state if cfg.init.load_optimizer), unless
+    `initialised`: `model` already holds the source's weights (e.g. with new vocabulary rows)."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "stats.json", stats)
@@ -105,7 +110,7 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
     if latest is not None:
         if progress:
             print(f"resuming from {latest} (step {trainer.step})")
-    else:
+    elif not initialised:
         # the loaded optimizer state brings its own hyperparameters; keep this stage's
         mine = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
         trainer.init_from(src.step_dir, cfg.init.load_optimizer)
@@ -115,17 +120,19 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
     return trainer
 
 
-def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool) -> Trainer:
-    """A new model of the source's shape (weights loaded by start_trainer; LoRA adapters when
+def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: bool,
+                init_model: Callable[[torch.nn.Module], None] | None = None) -> Trainer:
+    """A new model of the source's shape (weights loaded by start_trainer, or by
+    `init_model(model)` when given: e.g. a source with a grown vocabulary; LoRA adapters when
     cfg.lora), NEFTune attached when cfg.neftune_alpha > 0, trained for `steps`."""
     from lmforge.train.objectives.sft import NEFTune
 
     train = dataclasses.replace(cfg.train, steps=steps)
     torch.manual_seed(train.seed)
-    model = new_model(cfg, src)
+    model = new_model(cfg, src, init_model)
     if getattr(cfg, "neftune_alpha", 0) > 0:
         NEFTune(cfg.neftune_alpha, src.info["pad_id"]).attach(model)
-    return start_trainer(cfg, src, objective, train, stats, progress, model)
+    return start_trainer(cfg, src, objective, train, stats, progress, model, initialised=init_model is not None)
 
 
 def finish(cfg, trainer: Trainer) -> dict:

@@ -1,12 +1,14 @@
 """C-RLFT (OpenChat, Wang et al. 2023), as StableLM 2 uses it for self-knowledge.
 
 Conditioned-RL fine-tuning is SFT where
-- every conversation carries its source class as a condition the model sees (a class tag
-  in the system prompt, e.g. `<class:good>`; lmforge.align.self_knowledge adds it), so at
-  inference the good class is asked for by its tag;
+- every conversation carries its source class as a condition the model sees. StableLM 2
+  marks only the negatives: a positive is in plain SFT format, a negative opens with a
+  system message holding a special negative token (lmforge.align.self_knowledge), so at
+  inference the plain chat format asks for the good class;
 - the loss of each target token is weighted by its class's weight (the coarse reward:
   e.g. good 1.0, bad 0.1);
-- a KL term to a frozen reference model (the initial policy) keeps the policy close:
+- a KL term to a frozen reference model keeps the policy close (StableLM 2: a model trained
+  on the class-conditioned data D_c, pi_c in OpenChat's terms; `lmforge selfknow` trains it):
       loss = sum_t w_class(t) * CE_t + kl_coef * sum_t KL(pi(.|x<t) || ref(.|x<t))
   over the target tokens t, normalised by the step's target count like all objectives.
   The KL is the exact one over the vocabulary (zero when policy == reference).
