@@ -60,3 +60,18 @@ def test_sharded_checkpoint_resumes_with_one_process(token_data, tmp_path):
     p = run(cmd(1, token_data, out, "train.steps=6"))
     assert "resuming from" in p.stdout
     assert losses(out) == pytest.approx(losses(tmp_path / "straight"), rel=2e-4)
+
+
+def test_partial_token_batch_is_padded_with_empty_rows_for_the_ranks():
+    """The last micro-batch of an SFT epoch can hold fewer rows than the world size (it used to
+    stop a 2-process SFT run); empty rows (labels -100) fill it, and each rank gets its share."""
+    import torch
+    from lmforge.train.distributed import DistInfo, local_rows
+    batch = {"input_ids": torch.arange(12).view(3, 4), "labels": torch.arange(12).view(3, 4),
+             "position_ids": torch.ones(3, 4, dtype=torch.long)}
+    r0, r1 = (local_rows(batch, DistInfo(rank=r, world=2)) for r in (0, 1))
+    assert r0["input_ids"].shape == r1["input_ids"].shape == (2, 4)
+    assert torch.equal(torch.cat([r0["labels"], r1["labels"]])[:3], batch["labels"])
+    assert (r1["labels"][1] == -100).all() and (r1["input_ids"][1] == 0).all()
+    with pytest.raises(ValueError, match="multiple of the world size 2"):
+        local_rows({"chosen_ids": torch.zeros(3, 4)}, DistInfo(rank=0, world=2))   # pairs: no silent padding

@@ -67,11 +67,24 @@ def shard(model: torch.nn.Module, device_type: str, activation_checkpointing: bo
     return model
 
 
+def pad_rows(batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """`batch` with rows appended up to `n` that train nothing: labels -100, everything else 0
+    (the loss is normalised by target tokens, so an empty row changes no number)."""
+    have = next(iter(batch.values())).shape[0]
+    return {k: torch.cat([v, torch.full((n - have, *v.shape[1:]), -100 if k == "labels" else 0,
+                                        dtype=v.dtype, device=v.device)]) for k, v in batch.items()}
+
+
 def local_rows(batch: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
-    """This rank's contiguous slice of a global micro-batch."""
+    """This rank's contiguous slice of a global micro-batch. A token-level batch (with labels) whose
+    rows do not divide by the world size (the last, partial micro-batch of an SFT epoch) is padded
+    with empty rows first; any other batch must divide."""
     if not info.enabled:
         return batch
     n = next(iter(batch.values())).shape[0]
+    if n % info.world and "labels" in batch:
+        batch = pad_rows(batch, n + info.world - n % info.world)
+        n = next(iter(batch.values())).shape[0]
     if n % info.world:
         raise ValueError(f"train.micro_batch_size ({n} rows) must be a multiple of the world size {info.world}")
     per = n // info.world
