@@ -8,15 +8,14 @@ interrupted eval resumes with the sections it had finished.
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.config import check, to_dict
 from lmforge.io.account import Account, DataError
-from lmforge.io.atomic import read_json, write_json, write_text
+from lmforge.io.atomic import write_json, write_text
+from lmforge.stagekit.parts import Parts
 from lmforge.stagekit.runner import done_summary, write_done
 
 DEFAULT_MCQ_FILES = ("mcq_quiz.jsonl", "mcq_poems.jsonl")
@@ -119,23 +118,15 @@ class EvalConfig:
 # ------------------------------------------------------------------ cached sections
 
 
-class Parts:
-    """Finished sections on disk, keyed by checkpoint + section config (resume support)."""
+class CheckpointParts(Parts):
+    """Parts keyed by the checkpoint as well as each section's config."""
 
     def __init__(self, out: Path, ckpt: Path):
-        self.dir, self.ckpt = out / "parts", str(ckpt.resolve())
+        super().__init__(out)
+        self.ckpt = str(ckpt.resolve())
 
     def get_or_run(self, name: str, cfg, fn):
-        key = hashlib.sha256(json.dumps([self.ckpt, name, to_dict(cfg)], sort_keys=True,
-                                        default=str).encode()).hexdigest()[:16]
-        path = self.dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.json"
-        if path.is_file():
-            saved = read_json(path)
-            if saved.get("key") == key:
-                return saved["result"]
-        result = fn()
-        write_json(path, {"key": key, "result": result})
-        return result
+        return super().get_or_run(name, [self.ckpt, name, to_dict(cfg)], fn)
 
 
 # ------------------------------------------------------------------ sections
@@ -248,7 +239,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
         return skipped
     model, step_dir, tok = _load(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    parts, rejects = Parts(out, step_dir), []
+    parts, rejects = CheckpointParts(out, step_dir), []
     m = re.match(r"step-(\d+)$", step_dir.name)
     result: dict = {"checkpoint": str(step_dir), "step": int(m.group(1)) if m else None, "config": to_dict(cfg)}
     if cfg.perplexity.data:

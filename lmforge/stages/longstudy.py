@@ -32,16 +32,14 @@ setting x section, so an interrupted study resumes), DONE.json.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from lmforge.config import ConfigError, check, to_dict
-from lmforge.io.atomic import read_json, write_json, write_text
+from lmforge.io.atomic import write_json, write_text
 from lmforge.model.config import MAX_POSITIONS
+from lmforge.stagekit.parts import Parts
 from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import source_checkpoint
 
@@ -194,24 +192,6 @@ def prepare(s: StudySetting, key: str) -> Prepared:
     mcfg = dataclasses.replace(extension_config(mcfg, s.rope, s.factor), attn_backend="sdpa")
     window = usable_length(mcfg) if s.rope == "model" else MAX_POSITIONS
     return Prepared(s, step_dir, mcfg, window, trained)
-
-
-class Parts:
-    """Finished (setting, section) results in out_dir/parts/, keyed by what they depend on."""
-
-    def __init__(self, out: Path):
-        self.dir = out / "parts"
-
-    def get_or_run(self, name: str, key_obj, fn):
-        key = hashlib.sha256(json.dumps(key_obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        path = self.dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.json"
-        if path.is_file():
-            saved = read_json(path)
-            if saved.get("key") == key:
-                return saved["result"]
-        result = fn()
-        write_json(path, {"key": key, "result": result})
-        return result
 
 
 def load_model(p: Prepared, device):
