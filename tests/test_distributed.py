@@ -52,6 +52,17 @@ def test_fsdp_two_processes_match_one(token_data, tmp_path):
         assert (wa[k] - wb[k]).abs().max() < 1e-4, k
 
 
+def test_torchrun_with_one_process_runs_fsdp_and_matches_plain(token_data, tmp_path):
+    """World size 1 under torchrun is the sharded path (process group, FSDP2, DCP), the way
+    it is checked on a single GPU; its losses equal a plain run's."""
+    run(cmd(1, token_data, tmp_path / "plain", "train.steps=4"))
+    c = cmd(2, token_data, tmp_path / "fsdp", "train.steps=4", "train.ckpt_every=4")
+    run([a.replace("--nproc_per_node=2", "--nproc_per_node=1") for a in c])
+    assert ckpt.is_sharded(tmp_path / "fsdp" / "checkpoints" / "step-4")
+    assert not ckpt.is_sharded(ckpt.latest(tmp_path / "plain" / "checkpoints"))
+    assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "plain"), rel=2e-4)
+
+
 def test_sharded_checkpoint_resumes_with_one_process(token_data, tmp_path):
     run(cmd(1, token_data, tmp_path / "straight", "train.steps=6"))
     out = tmp_path / "resharded"
@@ -69,9 +80,9 @@ def test_partial_token_batch_is_padded_with_empty_rows_for_the_ranks():
     from lmforge.train.distributed import DistInfo, local_rows
     batch = {"input_ids": torch.arange(12).view(3, 4), "labels": torch.arange(12).view(3, 4),
              "position_ids": torch.ones(3, 4, dtype=torch.long)}
-    r0, r1 = (local_rows(batch, DistInfo(rank=r, world=2)) for r in (0, 1))
+    r0, r1 = (local_rows(batch, DistInfo(rank=r, world=2, launched=True)) for r in (0, 1))
     assert r0["input_ids"].shape == r1["input_ids"].shape == (2, 4)
     assert torch.equal(torch.cat([r0["labels"], r1["labels"]])[:3], batch["labels"])
     assert (r1["labels"][1] == -100).all() and (r1["input_ids"][1] == 0).all()
     with pytest.raises(ValueError, match="multiple of the world size 2"):
-        local_rows({"chosen_ids": torch.zeros(3, 4)}, DistInfo(rank=0, world=2))   # pairs: no silent padding
+        local_rows({"chosen_ids": torch.zeros(3, 4)}, DistInfo(rank=0, world=2, launched=True))   # pairs: no silent padding

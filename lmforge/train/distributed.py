@@ -27,10 +27,11 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False   # started by torchrun: a process group and FSDP2, even at world size 1
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.launched
 
     @property
     def is_main(self) -> bool:
@@ -38,9 +39,10 @@ class DistInfo:
 
 
 def setup(device_type: str) -> DistInfo:
-    """Join the torchrun process group if there is one (WORLD_SIZE > 1)."""
+    """Join the torchrun process group if launched by torchrun (also at world size 1, so that
+    `torchrun --nproc_per_node=1` runs the FSDP2 + DCP path, e.g. to check it on one GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -48,7 +50,7 @@ def setup(device_type: str) -> DistInfo:
         if device_type == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend)
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, launched=True)
 
 
 def shard(model: torch.nn.Module, device_type: str, activation_checkpointing: bool = False) -> torch.nn.Module:
