@@ -13,6 +13,7 @@ Counting reads the token data once (at most `max_train_tokens`, spread over the 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 
 LN2 = math.log(2.0)
@@ -35,6 +36,22 @@ def unigram_logprobs(train, max_train_tokens: int = 50_000_000, alpha: float = 0
 
 def token_baselines(data_dir: str | Path, split: str = "val", max_docs_per_domain: int = 0,
                     max_train_tokens: int = 50_000_000) -> dict | None:
+    """Cached _token_baselines (the report asks for the same documents from several sections;
+    the cache key includes meta.json's modification time, so rewritten data is read again)."""
+    try:
+        stamp = (Path(data_dir) / "meta.json").stat().st_mtime_ns
+    except OSError:
+        return None
+    return _cached(str(data_dir), split, int(max_docs_per_domain), int(max_train_tokens), stamp)
+
+
+@lru_cache(maxsize=16)
+def _cached(data_dir: str, split: str, max_docs_per_domain: int, max_train_tokens: int, _stamp: int):
+    return _token_baselines(data_dir, split, max_docs_per_domain, max_train_tokens)
+
+
+def _token_baselines(data_dir: str | Path, split: str = "val", max_docs_per_domain: int = 0,
+                     max_train_tokens: int = 50_000_000) -> dict | None:
     """{"vocab_size", "uniform" (nats/token), "domains": {d: {"docs", "tokens", "nats", "loss"}},
     "all": {...}} for the held-out docs the eval picks (its first max_docs_per_domain per
     domain); None when the token data cannot be read."""

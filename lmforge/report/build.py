@@ -13,7 +13,8 @@ from lmforge.report.evalsection import eval_section, final_eval_column, grow_sec
 from lmforge.report.section import Section, last as _last, slug as _slug
 from lmforge.report.tables import Table, to_html, to_markdown
 from lmforge.report.trainplots import stage_objective
-from lmforge.report.training import training_section
+from lmforge.report.summary import Bullets, headlines
+from lmforge.report.training import training_section, val_baselines
 from lmforge.report.units import Count
 
 __all__ = ["Section", "build_report", "overview"]
@@ -176,12 +177,12 @@ def refusals_section(stages: list[Stage], out: Path) -> Section | None:
 
 # ------------------------------------------------------------------ rendering
 
-CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
 color:#222}h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;display:block;margin:0.8em 0}.note{color:#666;font-size:0.85em}nav a{margin-right:1em}
-.problems{color:#a33}.tw{overflow-x:auto}"""
+.problems{color:#a33}.headlines li{margin:0.3em 0}.tw{overflow-x:auto}"""
 
 
 def render_html(title: str, sections: list[Section], out: Path, problems: list[str]) -> str:
@@ -199,6 +200,9 @@ def render_html(title: str, sections: list[Section], out: Path, problems: list[s
                 parts.append(f'<img src="{html.escape(rel)}" alt="{html.escape(b.stem)}">')
             elif isinstance(b, Table):
                 parts.append(f"<h3>{html.escape(b.title)}</h3><div class='tw'>{to_html(b)}</div>")
+            elif isinstance(b, Bullets):
+                items = "".join(f"<li>{html.escape(x)}</li>" for x in b)
+                parts.append(f"<ul class='headlines'>{items}</ul>")
             else:
                 parts.append(f"<p>{html.escape(str(b))}</p>")
         parts.append("</section>")
@@ -206,9 +210,14 @@ def render_html(title: str, sections: list[Section], out: Path, problems: list[s
         items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
         parts.append(f'<section id="problems"><h2>Problems</h2><ul class="problems">{items}</ul></section>')
     # lets a headless browser check (scripts/check_report.sh) that it decoded every image
-    parts.append("<script>window.addEventListener('load',function(){var i=document.images,n=0;"
-                 "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
-                 "document.body.setAttribute('data-images-ok',n+'/'+i.length);});</script>")
+    # and that no figure is shrunk so far that its text is unreadable, nor the page wider than the window
+    parts.append("<script>window.addEventListener('load',function(){var i=document.images,n=0,s=1;"
+                 "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){n++;"
+                 "s=Math.min(s,i[k].width/i[k].naturalWidth);}}"
+                 "var b=document.body;b.setAttribute('data-images-ok',n+'/'+i.length);"
+                 "b.setAttribute('data-min-image-scale',s.toFixed(2));"
+                 "b.setAttribute('data-overflow',document.documentElement.scrollWidth>window.innerWidth+1?'yes':'no');"
+                 "});</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -222,6 +231,8 @@ def render_md(title: str, sections: list[Section], out: Path, problems: list[str
                 lines += [f"![{b.stem}]({b.relative_to(out).as_posix()})", ""]
             elif isinstance(b, Table):
                 lines += [f"### {b.title}", "", to_markdown(b), ""]
+            elif isinstance(b, Bullets):
+                lines += [f"- {x}" for x in b] + [""]
             else:
                 lines += [str(b), ""]
     if problems:
@@ -238,11 +249,14 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     problems += [p for st in stages for p in st.problems]
     meta = recipe_meta(run_dir)
     blocks: list = [smoke_note(meta)] if meta.get("smoke") else []
+    base = val_baselines(stages)
+    blocks.append(headlines(stages, problems, base))
     graph = plots.recipe_graph(stages, out / "recipe_graph.png")
     blocks += ([graph] if graph else []) + [overview(stages)]
-    ov = Section("overview", "Overview", f"Run folder {run_dir}. Stages in recipe order; a stage without "
-                                         f"output is listed as missing and left out below.", blocks)
-    sections = [ov] + [s for s in (training_section(stages, out, final_eval_column(stages)), data_section(stages, out),
+    ov = Section("overview", "Overview", f"Run folder {run_dir}. Headlines first, each number beside what it "
+                                         f"is read against; then the stages in recipe order (a stage without "
+                                         f"output is listed as missing and left out below).", blocks)
+    sections = [ov] + [s for s in (training_section(stages, out, final_eval_column(stages), base), data_section(stages, out),
                                    mixture_section(stages, out), sftdata_section(stages, out),
                                    sftgrid_section(stages, out), eval_section(stages, out),
                                    longstudy_section(stages, out), refusals_section(stages, out),

@@ -255,19 +255,19 @@ def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
         cols.setdefault(depth[st.name], []).append(st.name)
     pos = {n: (d, -i) for d, names in cols.items() for i, n in enumerate(names)}
     height = max(len(v) for v in cols.values())
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(cols)), max(2.5, 0.7 * height + 1)))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.8 * len(cols) + 0.6), max(2.2, 0.55 * height + 1)))
     colours = {"done": "#cfe8cf", "failed": "#f3c4c4", "running": "#fde6b0", "this report": "#dde6f5"}
-    for st in stages:
-        x1, y1 = pos[st.name]
-        for d in st.deps:
-            if d in pos and d != st.name and not (st.kind == "report"):
-                x0, y0 = pos[d]
-                ax.annotate("", xy=(x1 - 0.32, y1), xytext=(x0 + 0.32, y0),
-                            arrowprops=dict(arrowstyle="->", color="#777", lw=0.8))
+    boxes = {}
     for st in stages:
         x, y = pos[st.name]
-        ax.text(x, y, st.name, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round,pad=0.3", fc=colours.get(st.status, "#eeeeee"), ec="#555"))
+        boxes[st.name] = ax.text(x, y, st.name, ha="center", va="center", fontsize=8.5, zorder=3,
+                                 bbox=dict(boxstyle="round,pad=0.3", fc=colours.get(st.status, "#eeeeee"), ec="#555"))
+    for st in stages:
+        for d in st.deps:
+            if d in boxes and d != st.name and st.kind != "report":
+                # from the right edge of the input's box to the left edge of the reader's
+                ax.annotate("", xy=(0, 0.5), xycoords=boxes[st.name], xytext=(1, 0.5), textcoords=boxes[d],
+                            arrowprops=dict(arrowstyle="->", color="#777", lw=0.8, shrinkA=1, shrinkB=1), zorder=2)
     ax.set_xlim(-0.6, max(cols) + 0.6)
     ax.set_ylim(-height + 0.4, 0.6)
     ax.axis("off")

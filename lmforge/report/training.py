@@ -157,7 +157,7 @@ def training_section(stages: list[Stage], out: Path, final_eval: tuple[str, dict
         p = trainplots.training_loss(stages, out / "train_loss.png")
         if p:
             sec.blocks.append(p)
-    base = base if base is not None else val_baselines(stages)
+    base = base or val_baselines(stages)
     unigram = {d: v["loss"] for d, v in (base or {}).get("domains", {}).items()}
     v = trainplots.validation(stages, out / "val_loss.png", unigram, (base or {}).get("uniform"))
     if v:

@@ -119,7 +119,7 @@ def dynamics(stages: list[Stage], path: Path) -> Path | None:
     kinds = [k for k in ("lr", "grad_norm", "tokens_per_s") if k in groups]
     if not kinds:
         return None
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds) + 1.6, 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.8 * len(kinds) + 1.6, 3.3), squeeze=False)
     colours = stage_colours(stages)
     for ax, kind in zip(axes[0], kinds):
         info = kind_info(kind)
