@@ -483,3 +483,26 @@ def test_dpo_and_baselines_in_a_report(full_run, tmp_path):
     rows = [r for r in ppl.splitlines() if r.startswith("| ") and not r.startswith("| domain")]
     assert rows and all(re.search(r"\| [+-]\d\.\d{3} \|$", r) for r in rows), rows
     assert "Progress by stage" in md and "untrained (ln V)" in md
+
+
+def test_broken_and_partial_files_are_listed_not_fatal(tmp_path):
+    run = tmp_path / "run"
+    write_lines(run / "pretrain" / "metrics.jsonl", [{"step": 1, "loss": 6.9, "val/code": 6.5}])
+    (run / "pretrain" / "config.json").write_text("[1, 2]")                       # not an object
+    (run / "pretrain" / "mixture.json").write_text(json.dumps([{"stage": "main", "tokens": {"a": 3, "b": 1}}]))
+    write_lines(run / "dpo" / "metrics.jsonl", DPO_METRICS[:2])
+    (run / "dpo" / "stats.json").write_text('{"pairs": ')                           # cut by a crash
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text(json.dumps({"perplexity": {"data": str(tmp_path / "gone"), "domains": {
+        "a": {"docs": 1, "tokens": 10, "bytes": 30, "loss": 5.0, "ppl": 148.4, "bpb": 3.4}}}}))
+    (run / "needle").mkdir()
+    (run / "needle" / "needle.json").write_text(json.dumps({"summary": {"cells": 0}}))   # no grid
+    summary = run_report(ReportConfig(run_dir=str(run), out=str(tmp_path / "rep")), progress=False)
+    assert summary["sections"] == ["overview", "training", "mixture", "eval"]
+    probs = " ".join(summary["problems"])
+    assert "config.json: not a JSON object" in probs and "dpo/stats.json: unreadable" in probs
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "No untrained / unigram baselines: the eval's token data" in md and "was not found" in md
+    assert "'target' is empty: no mixture is configured" in md
+    page = parse(tmp_path / "rep" / "report.html")
+    assert "Problems" in " ".join(page.text)

@@ -106,7 +106,11 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
                     ("sftdata.json", "sftdata"), ("grid.json", "sftgrid"), ("stats.json", "stats"),
                     ("config.json", "config")):
         if (folder / f).is_file():
-            setattr(st, attr, _json(folder / f, p))
+            value = _json(folder / f, p)
+            if value is not None and not isinstance(value, dict):
+                p.append(f"{folder / f}: not a JSON object, ignored")
+                value = None
+            setattr(st, attr, value)
     if (folder / "needle.png").is_file():
         st.needle_png = folder / "needle.png"
     for f in sorted(folder.glob("*.json")):

@@ -55,7 +55,11 @@ def eval_section(stages: list[Stage], out: Path) -> Section | None:
     for st in ev:
         if st.eval:
             sec.blocks.append(f"{st.name}: checkpoint {needleplot.checkpoint_label(st.eval.get('checkpoint', '?'))}.")
-            sec.blocks.extend(eval_table_list(st.eval, eval_baselines(st.eval)))
+            data = ((st.eval.get("perplexity") or {}).get("data")
+                    or ((st.eval.get("config") or {}).get("perplexity") or {}).get("data"))
+            sec.blocks.extend(eval_table_list(st.eval, eval_baselines(st.eval),
+                                              f"the eval's token data ({data}) was not found" if data else
+                                              "eval.json does not name its token data"))
         if st.needle:
             p = needleplot.plot(st.needle, st.name, out / f"needle_{slug(st.name)}.png")
             if p:

@@ -87,7 +87,7 @@ def _vs_chance(v, se, chance) -> str:
     return f"{d:+.3f} ({d / se:+.1f} se)" if se and not math.isnan(se) else f"{d:+.3f}"
 
 
-def perplexity_table(ppl: dict, base: dict | None = None) -> Table:
+def perplexity_table(ppl: dict, base: dict | None = None, base_why: str = "") -> Table:
     """Per-domain loss / perplexity / bits per byte; with `base` (lmforge.report.baselines on
     the same documents) also the untrained and unigram scores and the change against unigram."""
     from lmforge.report.baselines import bpb
@@ -100,6 +100,8 @@ def perplexity_table(ppl: dict, base: dict | None = None) -> Table:
         note += (" Baselines on the same documents: untrained = ln V (uniform over the vocabulary of "
                  f"{base['vocab_size']:,}); unigram = each token by its frequency in the training split. "
                  "A negative 'loss vs unigram' is what training bought beyond token frequencies.")
+    if not base and base_why:
+        note += f" No untrained / unigram baselines: {base_why}."
     t = Table(f"Perplexity ({ppl.get('split', 'val')} split)", cols, note=note)
     for d, r in ppl.get("domains", {}).items():
         row = [d, r["docs"], r["tokens"], Bytes(r["bytes"]) if isinstance(r.get("bytes"), int) else r.get("bytes"),
@@ -162,11 +164,12 @@ def contamination_table(cont: dict) -> Table:
     return t
 
 
-def eval_table_list(result: dict, base: dict | None = None) -> list[Table]:
-    """The tables of one eval.json (`base`: lmforge.report.baselines for its perplexity docs)."""
+def eval_table_list(result: dict, base: dict | None = None, base_why: str = "") -> list[Table]:
+    """The tables of one eval.json (`base`: lmforge.report.baselines for its perplexity docs,
+    else `base_why` says why there is none)."""
     out = []
     if result.get("perplexity"):
-        out.append(perplexity_table(result["perplexity"], base))
+        out.append(perplexity_table(result["perplexity"], base, base_why))
     if result.get("mcq"):
         out.append(mcq_table(result["mcq"]))
     if result.get("contamination"):
