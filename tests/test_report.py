@@ -149,7 +149,8 @@ def test_full_report(full_run, tmp_path):
     text = " ".join(page.text)
     for needle in ("Perplexity (val split)", "Multiple choice", "bits/byte", "selfknow", "missing", "filters",
                    "prose", "code", "unigram", "acc_norm vs chance", "Progress by stage", "dpo: pairs read",
-                   "dropped: duplicate", "documents kept per domain", "Pretraining data mixture by domain", "expected sd"):
+                   "dropped: duplicate", "documents kept per domain", "Pretraining data mixture by domain",
+                   "expected sd"):
         assert needle in text, needle
     raw = html_path.read_text()
     # numbers rounded for reading: no float printed with more than 5 decimals anywhere

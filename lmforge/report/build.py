@@ -15,7 +15,7 @@ from lmforge.report.tables import Table, to_html, to_markdown
 from lmforge.report.trainplots import stage_objective
 from lmforge.report.summary import Bullets, headlines
 from lmforge.report.training import training_section, val_baselines
-from lmforge.report.units import Count
+from lmforge.report.units import Bytes, Count, Share, human_bytes
 
 __all__ = ["Section", "build_report", "overview"]
 
@@ -54,7 +54,7 @@ def _removed(step: dict) -> str:
 
 
 def _added(step: dict) -> str:
-    parts = [f"{k} {v['docs']}" if v.get("docs") else f"{k} (+{v.get('bytes', 0)} bytes)"
+    parts = [f"{k} {v['docs']}" if v.get("docs") else f"{k} (+{human_bytes(v.get('bytes', 0))})"
              for k, v in step.get("added", {}).items()]
     return ", ".join(parts) or "-"
 
@@ -100,8 +100,8 @@ def sftdata_section(stages: list[Stage], out: Path) -> Section | None:
                                             "bytes kept", "removed by reason"])
         for s in steps:
             din, dk = s["in"]["docs"], s["kept"]["docs"]
-            t.rows.append([s.get("step"), din, _added(s), dk, f"{100 * dk / din:.1f}%" if din else "-",
-                           s["in"]["bytes"], s["kept"]["bytes"], _removed(s)])
+            t.rows.append([s.get("step"), din, _added(s), dk, Share(dk / din) if din else None,
+                           Bytes(s["in"]["bytes"]), Bytes(s["kept"]["bytes"]), _removed(s)])
         sec.blocks.append(t)
         score = next((s for s in steps if s.get("step") == "score"), None)
         if score and score.get("details", {}).get("score_quantiles"):
@@ -180,7 +180,8 @@ def refusals_section(stages: list[Stage], out: Path) -> Section | None:
 CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
 color:#222}h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}
 img{max-width:100%;display:block;margin:0.8em 0}.note{color:#666;font-size:0.85em}nav a{margin-right:1em}
 .problems{color:#a33}.headlines li{margin:0.3em 0}.tw{overflow-x:auto}"""
 
@@ -256,7 +257,8 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     ov = Section("overview", "Overview", f"Run folder {run_dir}. Headlines first, each number beside what it "
                                          f"is read against; then the stages in recipe order (a stage without "
                                          f"output is listed as missing and left out below).", blocks)
-    sections = [ov] + [s for s in (training_section(stages, out, final_eval_column(stages), base), data_section(stages, out),
+    sections = [ov] + [s for s in (training_section(stages, out, final_eval_column(stages), base),
+                                   data_section(stages, out),
                                    mixture_section(stages, out), sftdata_section(stages, out),
                                    sftgrid_section(stages, out), eval_section(stages, out),
                                    longstudy_section(stages, out), refusals_section(stages, out),

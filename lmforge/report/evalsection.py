@@ -20,7 +20,8 @@ def eval_baselines(result: dict) -> dict | None:
     data = ppl.get("data") or cfg.get("data")
     if not data:
         return None
-    return token_baselines(data, ppl.get("split") or cfg.get("split") or "val", int(cfg.get("max_docs_per_domain") or 0))
+    split = ppl.get("split") or cfg.get("split") or "val"
+    return token_baselines(data, split, int(cfg.get("max_docs_per_domain") or 0))
 
 
 def final_eval_column(stages: list[Stage]) -> tuple[str, dict] | None:

@@ -120,6 +120,28 @@ def verdict(realised: float, target: float, sd: float | None, n_docs: float) -> 
     return f"beyond noise ({z:+.1f} sd): check the mixture"
 
 
+def _sft_reading(config, target: dict, total: int) -> str:
+    """SFT mixes pretraining rows in by feedback, not by sampling: how close that holds the share."""
+    if not target["pretraining text"]:
+        return "no pretraining text mixed in"
+    seq = ((config.get("train") or {}).get("seq_len") or 0) if isinstance(config, dict) else 0
+    if not (seq and total):
+        return "held by the loader (within one row)"
+    return (f"held by the loader: it adds a pretraining row whenever the share falls below the target, "
+            f"so it is off by at most one row ({seq} tokens = {seq / total:.1%})")
+
+
+def _target(rec: dict, mix: dict | None, counts: dict[str, int], tokens: dict[str, int]) -> dict | None:
+    """Target shares of one mixture.json record: SFT's pretraining share, else the configured
+    mixture's (natural proportions need the token counts), else None (no mixture configured)."""
+    if "target_pretraining_share" in rec:
+        t = float(rec["target_pretraining_share"] or 0.0)
+        return {"pretraining text": t, "sft replies": 1 - t}
+    if mix is None or not (mix.get("weights") or counts):
+        return None
+    return _weights_to_shares(mix, counts or {d: 1 for d in tokens})
+
+
 def compare(stage_dir: Path, mixture: list[dict]) -> list[dict]:
     """Per mixture stage of a training stage folder: [{stage, tokens, n_docs, rows: [{domain,
     target, realised, sd, verdict}]}]; target None where no mixture is configured."""
@@ -135,29 +157,15 @@ def compare(stage_dir: Path, mixture: list[dict]) -> list[dict]:
         tokens = {d: int(v) for d, v in (rec.get("tokens") or {}).items()}
         total = sum(tokens.values())
         realised = {d: (v / total if total else 0.0) for d, v in tokens.items()}
-        mix = (mixes or {}).get(str(rec.get("stage")))
-        if "target_pretraining_share" in rec:                          # SFT: pretraining text mixed in
-            t = float(rec["target_pretraining_share"] or 0.0)
-            target = {"pretraining text": t, "sft replies": 1 - t}
-        elif mix is not None:
-            target = _weights_to_shares(mix, counts or {d: 1 for d in tokens}) if (mix.get("weights") or counts) \
-                else None
-        else:
-            target = None
+        target = _target(rec, (mixes or {}).get(str(rec.get("stage"))), counts, tokens)
         sd, n_docs = share_sd(target, lengths, total) if target and lengths else ({}, 0.0)
-        if "target_pretraining_share" in rec:
-            seq = ((config.get("train") or {}).get("seq_len") or 0) if isinstance(config, dict) else 0
-            held = "no pretraining text mixed in" if not target["pretraining text"] else (f"held by the loader: it adds a pretraining row whenever the share falls below the target, "
-                    f"so it is off by at most one row ({seq} tokens = {seq / total:.1%})") if seq and total \
-                else "held by the loader (within one row)"
+        held = _sft_reading(config, target, total) if "target_pretraining_share" in rec else None
         rows = []
         for d in sorted(set(tokens) | set(target or {})):
-            tg = (target or {}).get(d)
-            sdd = sd.get(d) if sd else None
+            tg, sdd = (target or {}).get(d), sd.get(d)
+            reading = held or (verdict(realised.get(d, 0.0), tg, sdd, n_docs) if tg is not None else None)
             rows.append({"domain": d, "target": tg, "realised": realised.get(d, 0.0), "tokens": tokens.get(d, 0),
-                         "sd": sdd, "verdict": (held if "target_pretraining_share" in rec else
-                                                verdict(realised.get(d, 0.0), tg, sdd, n_docs) if tg is not None
-                                                else None)})
+                         "sd": sdd, "verdict": reading})
         out.append({"stage": str(rec.get("stage")), "tokens": total, "n_docs": n_docs, "rows": rows,
                     "sft": "target_pretraining_share" in rec})
     return out
