@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from lmforge.report import plots
 from lmforge.report.collect import Stage, discover, recipe_meta
 from lmforge.report.datasections import data_section, mixture_section
 from lmforge.report.evalsection import eval_section, final_eval_column, grow_section
+from lmforge.report.needleplot import checkpoint_label
 from lmforge.report.section import Section, last as _last, slug as _slug
 from lmforge.report.tables import Table, to_html, to_markdown
 from lmforge.report.trainplots import stage_objective
@@ -106,7 +108,9 @@ def sftdata_section(stages: list[Stage], out: Path) -> Section | None:
         score = next((s for s in steps if s.get("step") == "score"), None)
         if score and score.get("details", {}).get("score_quantiles"):
             q = score["details"]["score_quantiles"]
-            sec.blocks.append(Table(f"{st.name}: scores ({score['details'].get('scorer', '?')})",
+            scorer = re.sub(r"[\w./-]*/checkpoints/step-\d+", lambda m: checkpoint_label(m.group(0)),
+                            str(score["details"].get("scorer", "?")))
+            sec.blocks.append(Table(f"{st.name}: scores ({scorer})",
                                     ["quantile", *q.keys()], [["score", *q.values()]]))
         sec.blocks.extend(_distribution_plots(st, steps, out))
         final = st.sftdata.get("final", {})
@@ -177,7 +181,7 @@ def refusals_section(stages: list[Stage], out: Path) -> Section | None:
 
 # ------------------------------------------------------------------ rendering
 
-CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
+CSS = """body{font-family:"DejaVu Sans",Helvetica,Arial,"Noto Sans CJK SC","WenQuanYi Micro Hei",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
 color:#222}h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}

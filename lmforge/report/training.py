@@ -83,8 +83,9 @@ def progress_table(stages: list[Stage], base: dict | None, final_eval: tuple[str
     unigram = {d: v["loss"] for d, v in (base or {}).get("domains", {}).items()}
     if base and unigram:
         unigram["mean"] = sum(unigram.values()) / len(unigram)
+    names = {"sft_loss": "SFT replies", "mean": "mean of domains"}
     for d in domains:
-        row: list = [d]
+        row: list = [names.get(d, d)]
         prev = None
         if base:
             row += [base["uniform"], unigram.get(d)]
