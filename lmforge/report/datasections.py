@@ -77,6 +77,8 @@ def mixture_table(title: str, comps: list[tuple[str, dict]]) -> Table:
                              "are the data's own",
                    "expected sd": "the stages' token data (config.json `data`) was not found, or no target is set",
                    "reading": "no target to compare with"})
+    if comps and all(c["sft"] for _, c in comps):
+        t.why["expected sd"] = "SFT's pretraining share is not sampled: the loader holds it (see 'reading')"
     for label, c in comps:
         for r in c["rows"]:
             t.rows.append([label, r["domain"], Share(r["target"]) if r["target"] is not None else None,
