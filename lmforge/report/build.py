@@ -2,47 +2,43 @@
 from __future__ import annotations
 
 import html
-import json
-import math
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.io.atomic import copy_file, write_text
+from lmforge.io.atomic import write_text
 from lmforge.report import plots
 from lmforge.report.collect import Stage, discover, recipe_meta
-from lmforge.report.tables import Table, eval_table_list, to_html, to_markdown
+from lmforge.report.datasections import data_section, mixture_section
+from lmforge.report.evalsection import eval_section, final_eval_column, grow_section
+from lmforge.report.needleplot import checkpoint_label
+from lmforge.report.section import Section, last as _last, slug as _slug
+from lmforge.report.tables import Table, to_html, to_markdown
+from lmforge.report.trainplots import stage_objective
+from lmforge.report.summary import Bullets, headlines
+from lmforge.report.training import training_section, val_baselines
+from lmforge.report.units import Bytes, Count, Share, human_bytes
 
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    intro: str = ""
-    blocks: list = field(default_factory=list)   # str (paragraph), Path (image), Table
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", s).strip("_") or "x"
-
-
-def _last(records: list[dict], key: str):
-    for r in reversed(records):
-        v = r.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            return v
-    return None
+__all__ = ["Section", "build_report", "overview"]
 
 
 def overview(stages: list[Stage]) -> Table:
     t = Table("Stages", ["stage", "kind", "reads", "status", "seconds", "steps", "final loss", "final val loss",
-                         "tokens seen", "folder"])
+                         "tokens seen", "folder"],
+              note="final loss: the stage's own objective (LM loss in nats/token; DPO's preference loss and "
+                   "C-RLFT's weighted loss are marked); final val loss: mean held-out LM loss over domains. "
+                   "'-': the stage does not train.")
     for st in stages:
         recs = st.train_records
         reads = ", ".join(st.deps) if st.kind != "report" else "all"
+        loss = _last(recs, "loss")
+        obj = stage_objective(st) if recs else "lm"
+        if loss is not None and obj != "lm":
+            loss = f"{loss:.4g} ({'DPO' if obj == 'dpo' else 'weighted'})"
+        seen = _last(recs, "tokens_seen")
         t.rows.append([st.name, st.kind or "-", reads or "-", st.status or "-", st.seconds, _last(recs, "step"),
-                       _last(recs, "loss"), _last(st.metrics, "val/mean"), _last(recs, "tokens_seen"), str(st.dir)])
+                       loss, _last(st.metrics, "val/mean"), Count(int(seen)) if seen is not None else None,
+                       str(st.dir)])
     return t
 
 
@@ -55,128 +51,12 @@ def smoke_note(meta: dict) -> str:
                                          "max_steps_cap": "-", **f})
 
 
-def training_section(stages: list[Stage], out: Path) -> Section | None:
-    train = [s for s in stages if s.train_records]
-    if not train:
-        return None
-    sec = Section("training", "Training",
-                  "Training loss (thin: every step; thick: smoothed), learning rate, gradient norm before "
-                  "clipping and throughput, against the step counted over all training stages in order; "
-                  "dashed lines mark where a stage starts.")
-    for key, title, ylabel, log, smooth in (
-            ("loss", "Training loss", "nats / token", False, True),
-            ("lr", "Learning rate", "lr", False, False),
-            ("grad_norm", "Gradient norm (before clipping)", "L2 norm", True, True),
-            ("tokens_per_s", "Throughput", "tokens / s", False, True)):
-        p = plots.curve(train, key, out / f"train_{key}.png", title, ylabel, log, smooth)
-        if p:
-            sec.blocks.append(p)
-    v = plots.val_curves(train, out / "val_loss.png")
-    if v:
-        sec.blocks.append("Per-domain validation loss on held-out documents (Skywork monitors these to catch "
-                          "a domain that stops improving or a leak: a sudden drop on one domain).")
-        sec.blocks.append(v)
-    t = Table("Per stage", ["stage", "steps", "first loss", "final loss", "final lr", "median tokens/s",
-                            "skipped (non-finite) steps"])
-    for st in train:
-        recs = st.train_records
-        tps = sorted(r["tokens_per_s"] for r in recs if isinstance(r.get("tokens_per_s"), (int, float)))
-        t.rows.append([st.name, _last(recs, "step"), recs[0].get("loss"), _last(recs, "loss"), _last(recs, "lr"),
-                       tps[len(tps) // 2] if tps else None, sum(1 for r in recs if r.get("skipped"))])
-    sec.blocks.append(t)
-    return sec
-
-
-def data_section(stages: list[Stage], out: Path) -> Section | None:
-    data = [s for s in stages if s.data_steps]
-    if not data:
-        return None
-    sec = Section("data", "Data funnel",
-                  "What each cleaning step kept and removed, by reason, in documents and in UTF-8 bytes "
-                  "(each step reads what the previous one kept; in = kept + removed).")
-    for st in data:
-        p = plots.funnel(st, out / f"funnel_{_slug(st.name)}.png")
-        if p:
-            sec.blocks.append(p)
-        t = Table(f"{st.name}: per step", ["step", "docs in", "docs kept", "kept %", "bytes in", "bytes kept",
-                                            "removed (docs) by reason"])
-        for s in st.data_steps:
-            din, dk = s["in"]["docs"], s["kept"]["docs"]
-            rem = ", ".join(f"{k} {v['docs']}" for k, v in s.get("removed", {}).items()) or "-"
-            t.rows.append([s.get("step", s["dir"]), din, dk, f"{100 * dk / din:.1f}%" if din else "-",
-                           s["in"]["bytes"], s["kept"]["bytes"], rem])
-        sec.blocks.append(t)
-    return sec
-
-
-def mixture_section(stages: list[Stage], out: Path) -> Section | None:
-    mixed = [s for s in stages if s.mixture]
-    if not mixed:
-        return None
-    sec = Section("mixture", "Data mixture", "Share of each domain among the tokens actually trained on, "
-                                             "per mixture stage (mixture.json).")
-    for st in mixed:
-        p = plots.mixture(st, out / f"mixture_{_slug(st.name)}.png")
-        if p:
-            sec.blocks.append(p)
-        domains = sorted({d for r in st.mixture for d in r.get("tokens", {})})
-        t = Table(f"{st.name}: tokens by domain", ["mixture stage", *domains])
-        for r in st.mixture:
-            t.rows.append([r.get("stage"), *[r.get("tokens", {}).get(d, 0) for d in domains]])
-        sec.blocks.append(t)
-    return sec
-
-
-def eval_section(stages: list[Stage], out: Path) -> Section | None:
-    ev = [s for s in stages if s.eval or s.needle or s.needle_png]
-    if not ev:
-        return None
-    sec = Section("eval", "Evaluation", "Held-out perplexity and bits per byte by domain, multiple choice "
-                                        "accuracy, contamination checks and long-context retrieval.")
-    for st in ev:
-        if st.eval:
-            sec.blocks.append(f"{st.name}: checkpoint {st.eval.get('checkpoint', '?')} "
-                              f"(step {st.eval.get('step', '?')}).")
-            sec.blocks.extend(eval_table_list(st.eval))
-        if st.needle_png:
-            dst = out / f"needle_{_slug(st.name)}.png"
-            copy_file(st.needle_png, dst)
-            sec.blocks.append(f"{st.name}: needle in a haystack: retrieval accuracy by context length (x) "
-                              f"and needle depth (y).")
-            sec.blocks.append(dst)
-        if st.needle:
-            flat = {k: v for k, v in st.needle.items() if isinstance(v, (int, float, str, bool))}
-            if flat:
-                sec.blocks.append(Table(f"{st.name}: needle summary", ["key", "value"], [[k, v] for k, v in flat.items()]))
-    return sec
-
-
-def grow_section(stages: list[Stage], out: Path) -> Section | None:
-    grown = [s for s in stages if s.grow]
-    if not grown:
-        return None
-    sec = Section("grow", "Depth up-scaling", "Cosine similarity between each layer's input and output; "
-                                              "the layers closest to 1 change the least and are duplicated.")
-    for st in grown:
-        p = plots.similarity(st, out / f"grow_{_slug(st.name)}.png")
-        if p:
-            sec.blocks.append(p)
-        raw = st.grow.get("raw") if isinstance(st.grow.get("raw"), dict) else {}
-        flat = {k: v for k, v in raw.items() if isinstance(v, (int, float, str, bool))
-                or (isinstance(v, list) and len(v) <= 64 and "sim" not in k
-                    and not any(isinstance(x, dict) for x in v))}
-        if flat:
-            sec.blocks.append(Table(f"{st.name}: {st.grow['file']}", ["key", "value"],
-                                    [[k, json.dumps(v) if isinstance(v, list) else v] for k, v in flat.items()]))
-    return sec
-
-
 def _removed(step: dict) -> str:
     return ", ".join(f"{k} {v['docs']}" for k, v in step.get("removed", {}).items()) or "-"
 
 
 def _added(step: dict) -> str:
-    parts = [f"{k} {v['docs']}" if v.get("docs") else f"{k} (+{v.get('bytes', 0)} bytes)"
+    parts = [f"{k} {v['docs']}" if v.get("docs") else f"{k} (+{human_bytes(v.get('bytes', 0))})"
              for k, v in step.get("added", {}).items()]
     return ", ".join(parts) or "-"
 
@@ -222,13 +102,15 @@ def sftdata_section(stages: list[Stage], out: Path) -> Section | None:
                                             "bytes kept", "removed by reason"])
         for s in steps:
             din, dk = s["in"]["docs"], s["kept"]["docs"]
-            t.rows.append([s.get("step"), din, _added(s), dk, f"{100 * dk / din:.1f}%" if din else "-",
-                           s["in"]["bytes"], s["kept"]["bytes"], _removed(s)])
+            t.rows.append([s.get("step"), din, _added(s), dk, Share(dk / din) if din else None,
+                           Bytes(s["in"]["bytes"]), Bytes(s["kept"]["bytes"]), _removed(s)])
         sec.blocks.append(t)
         score = next((s for s in steps if s.get("step") == "score"), None)
         if score and score.get("details", {}).get("score_quantiles"):
             q = score["details"]["score_quantiles"]
-            sec.blocks.append(Table(f"{st.name}: scores ({score['details'].get('scorer', '?')})",
+            scorer = re.sub(r"[\w./-]*/checkpoints/step-\d+", lambda m: checkpoint_label(m.group(0)),
+                            str(score["details"].get("scorer", "?")))
+            sec.blocks.append(Table(f"{st.name}: scores ({scorer})",
                                     ["quantile", *q.keys()], [["score", *q.values()]]))
         sec.blocks.extend(_distribution_plots(st, steps, out))
         final = st.sftdata.get("final", {})
@@ -299,12 +181,13 @@ def refusals_section(stages: list[Stage], out: Path) -> Section | None:
 
 # ------------------------------------------------------------------ rendering
 
-CSS = """body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+CSS = """body{font-family:"DejaVu Sans",Helvetica,Arial,"Noto Sans CJK SC","WenQuanYi Micro Hei",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
 color:#222}h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}
 img{max-width:100%;display:block;margin:0.8em 0}.note{color:#666;font-size:0.85em}nav a{margin-right:1em}
-.problems{color:#a33}"""
+.problems{color:#a33}.headlines li{margin:0.3em 0}.tw{overflow-x:auto}"""
 
 
 def render_html(title: str, sections: list[Section], out: Path, problems: list[str]) -> str:
@@ -321,7 +204,10 @@ def render_html(title: str, sections: list[Section], out: Path, problems: list[s
                 rel = b.relative_to(out).as_posix()
                 parts.append(f'<img src="{html.escape(rel)}" alt="{html.escape(b.stem)}">')
             elif isinstance(b, Table):
-                parts.append(f"<h3>{html.escape(b.title)}</h3>{to_html(b)}")
+                parts.append(f"<h3>{html.escape(b.title)}</h3><div class='tw'>{to_html(b)}</div>")
+            elif isinstance(b, Bullets):
+                items = "".join(f"<li>{html.escape(x)}</li>" for x in b)
+                parts.append(f"<ul class='headlines'>{items}</ul>")
             else:
                 parts.append(f"<p>{html.escape(str(b))}</p>")
         parts.append("</section>")
@@ -329,9 +215,14 @@ def render_html(title: str, sections: list[Section], out: Path, problems: list[s
         items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
         parts.append(f'<section id="problems"><h2>Problems</h2><ul class="problems">{items}</ul></section>')
     # lets a headless browser check (scripts/check_report.sh) that it decoded every image
-    parts.append("<script>window.addEventListener('load',function(){var i=document.images,n=0;"
-                 "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
-                 "document.body.setAttribute('data-images-ok',n+'/'+i.length);});</script>")
+    # and that no figure is shrunk so far that its text is unreadable, nor the page wider than the window
+    parts.append("<script>window.addEventListener('load',function(){var i=document.images,n=0,s=1;"
+                 "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){n++;"
+                 "s=Math.min(s,i[k].width/i[k].naturalWidth);}}"
+                 "var b=document.body;b.setAttribute('data-images-ok',n+'/'+i.length);"
+                 "b.setAttribute('data-min-image-scale',s.toFixed(2));"
+                 "b.setAttribute('data-overflow',document.documentElement.scrollWidth>window.innerWidth+1?'yes':'no');"
+                 "});</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -345,6 +236,8 @@ def render_md(title: str, sections: list[Section], out: Path, problems: list[str
                 lines += [f"![{b.stem}]({b.relative_to(out).as_posix()})", ""]
             elif isinstance(b, Table):
                 lines += [f"### {b.title}", "", to_markdown(b), ""]
+            elif isinstance(b, Bullets):
+                lines += [f"- {x}" for x in b] + [""]
             else:
                 lines += [str(b), ""]
     if problems:
@@ -361,11 +254,15 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     problems += [p for st in stages for p in st.problems]
     meta = recipe_meta(run_dir)
     blocks: list = [smoke_note(meta)] if meta.get("smoke") else []
+    base = val_baselines(stages)
+    blocks.append(headlines(stages, problems, base))
     graph = plots.recipe_graph(stages, out / "recipe_graph.png")
     blocks += ([graph] if graph else []) + [overview(stages)]
-    ov = Section("overview", "Overview", f"Run folder {run_dir}. Stages in recipe order; a stage without "
-                                         f"output is listed as missing and left out below.", blocks)
-    sections = [ov] + [s for s in (training_section(stages, out), data_section(stages, out),
+    ov = Section("overview", "Overview", f"Run folder {run_dir}. Headlines first, each number beside what it "
+                                         f"is read against; then the stages in recipe order (a stage without "
+                                         f"output is listed as missing and left out below).", blocks)
+    sections = [ov] + [s for s in (training_section(stages, out, final_eval_column(stages), base),
+                                   data_section(stages, out),
                                    mixture_section(stages, out), sftdata_section(stages, out),
                                    sftgrid_section(stages, out), eval_section(stages, out),
                                    longstudy_section(stages, out), refusals_section(stages, out),

@@ -27,6 +27,8 @@ class Stage:
     longstudy: dict | None = None                         # longstudy.json (lmforge longstudy)
     refusals: dict | None = None                          # refusals.json (dpo: model-written refusals)
     done: dict | None = None                              # DONE.json summary
+    stats: dict | None = None                             # stats.json of a training stage (filter counts)
+    config: dict | None = None                            # config.json (the resolved stage config)
     sftdata: dict | None = None                           # sftdata.json (SFT data curation funnel)
     sftgrid: dict | None = None                           # grid.json (SFT task-mix grid search)
     problems: list[str] = field(default_factory=list)     # unreadable files, named
@@ -101,9 +103,14 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
                 st.data_steps.append({"dir": sub.name, **stats})
     for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done"),
                     ("longstudy.json", "longstudy"), ("refusals.json", "refusals"),
-                    ("sftdata.json", "sftdata"), ("grid.json", "sftgrid")):
+                    ("sftdata.json", "sftdata"), ("grid.json", "sftgrid"), ("stats.json", "stats"),
+                    ("config.json", "config")):
         if (folder / f).is_file():
-            setattr(st, attr, _json(folder / f, p))
+            value = _json(folder / f, p)
+            if value is not None and not isinstance(value, dict):
+                p.append(f"{folder / f}: not a JSON object, ignored")
+                value = None
+            setattr(st, attr, value)
     if (folder / "needle.png").is_file():
         st.needle_png = folder / "needle.png"
     for f in sorted(folder.glob("*.json")):

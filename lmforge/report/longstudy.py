@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -37,7 +38,7 @@ def plot_ppl_vs_length(study: dict, path: Path) -> Path | None:
     lengths = study["ppl"]["lengths"]
     if not study["ppl"]["results"] or not lengths:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharex=True)
     for ax, key, title in ((axes[0], "ppl", "all positions"), (axes[1], "tail_ppl", "last quarter of positions")):
         for s in study["settings"]:
             pts = [(L, _ppl(study, s["name"], L, key)) for L in lengths]
@@ -46,11 +47,14 @@ def plot_ppl_vs_length(study: dict, path: Path) -> Path | None:
                 ax.plot(*zip(*pts), marker="o", label=_label(s))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("perplexity")
         ax.set_title(f"Validation perplexity by length: {title}", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return _save(fig, path)
 
 
@@ -60,15 +64,17 @@ def plot_rope_heatmap(study: dict, path: Path) -> Path | None:
         return None
     data = np.array([[np.nan if _ppl(study, s["name"], L) is None else math.log(_ppl(study, s["name"], L))
                       for L in lengths] for s in settings], dtype=float)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(lengths), 1.2 + 0.45 * len(settings)))
+    fig, ax = plt.subplots(figsize=(3.5 + 1.0 * len(lengths), 1.3 + 0.5 * len(settings)))
     im = ax.imshow(data, cmap="viridis_r", aspect="auto")
     ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
-    ax.set_yticks(range(len(settings)), [_label(s) for s in settings], fontsize=7)
+    ax.set_yticks(range(len(settings)), [_label(s) for s in settings], fontsize=8)
     ax.set_xlabel("context length (tokens)")
+    lo, hi = np.nanmin(data), np.nanmax(data)
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
+            dark = not np.isnan(data[i, j]) and (data[i, j] - lo) > 0.5 * (hi - lo)   # viridis_r: high is dark
             ax.text(j, i, "n/a" if np.isnan(data[i, j]) else f"{math.exp(data[i, j]):.1f}", ha="center",
-                    va="center", fontsize=7, color="w" if not np.isnan(data[i, j]) else "k")
+                    va="center", fontsize=9, color="w" if dark else "k")
     fig.colorbar(im, ax=ax, fraction=0.046, label="log perplexity")
     ax.set_title("Perplexity: RoPE base / extension (rows) x context length", fontsize=9)
     return _save(fig, path)
@@ -80,22 +86,23 @@ def plot_needles(study: dict, path: Path) -> Path | None:
     if not names:
         return None
     lengths, depths = study["needle"]["lengths"], study["needle"]["depths"]
-    fig, axes = plt.subplots(1, len(names), figsize=(0.5 + (1.2 + 0.45 * len(depths)) * len(names),
-                                                      1.6 + 0.35 * len(lengths)), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(0.5 + (1.2 + 0.6 * len(depths)) * len(names),
+                                                      1.8 + 0.45 * len(lengths)), squeeze=False)
     for ax, name in zip(axes[0], names):
         g = res[name]["grid"]
         data = np.array([[np.nan if v is None else v for v in row] for row in g["rank_acc"]], dtype=float)
         ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="lower")
-        ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
-        ax.set_yticks(range(len(lengths)), [str(L) for L in lengths], fontsize=7)
-        ax.set_xlabel("depth (%)", fontsize=8)
-        ax.set_title(name, fontsize=8)
+        ax.set_xticks(range(len(depths)), [f"{d:g}%" for d in depths], fontsize=8)
+        ax.set_yticks(range(len(lengths)), [str(L) for L in lengths], fontsize=8)
+        ax.set_xlabel("needle depth (% of the prompt)", fontsize=8)
+        ax.set_title(name, fontsize=9)
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
-                ax.text(j, i, "-" if np.isnan(data[i, j]) else f"{data[i, j]:.1f}", ha="center", va="center",
-                        fontsize=6)
-    axes[0][0].set_ylabel("length (tokens)", fontsize=8)
-    fig.suptitle("Needle retrieval (value ranked first among distractors); '-' = beyond the window", fontsize=9)
+                ax.text(j, i, "-" if np.isnan(data[i, j]) else f"{data[i, j]:.0%}", ha="center", va="center",
+                        fontsize=10)
+    axes[0][0].set_ylabel("prompt length (tokens)", fontsize=8)
+    fig.suptitle("Needle retrieval (share of cells whose value is ranked first among the distractors); columns: "
+                 "needle depth, rows: prompt length; '-' = beyond the setting's window", fontsize=9)
     return _save(fig, path)
 
 
@@ -115,7 +122,7 @@ def plot_seesaw(study: dict, path: Path) -> Path | None:
     ax.set_ylabel(f"% change vs {study['baseline']}")
     ax.set_title(f"Short-context seesaw at {study['short']['seq_len']} tokens (ppl: up is worse; mcq: down is worse)",
                  fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return _save(fig, path)
 
 

@@ -10,17 +10,20 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lmforge.report.collect import Stage  # noqa: E402
 from lmforge.io.atomic import save_figure  # noqa: E402
+from lmforge.report import palette, units  # noqa: E402
+from lmforge.report.collect import Stage  # noqa: E402
 
 DPI = 100
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def save(fig, path: Path, rect=None) -> Path:
+    fig.tight_layout(rect=rect)
     save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return path
+
+
 
 
 def _finite(x) -> bool:
@@ -59,121 +62,185 @@ def ema(values: list[float], alpha: float = 0.1) -> list[float]:
     return out
 
 
-def _boundaries(ax, stages, offsets):
-    for st in stages:
-        if st.name in offsets and offsets[st.name] > 0:
-            ax.axvline(offsets[st.name], color="grey", lw=0.8, ls="--")
+def legend_outside(ax, **kw) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  frameon=False, **kw)
 
 
-def curve(stages: list[Stage], key: str, path: Path, title: str, ylabel: str, log: bool = False,
-          smooth: bool = False) -> Path | None:
-    """One metric against the global step, a colour per stage, dashed lines at stage starts."""
-    offsets = stage_offsets(stages)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    drawn = False
-    for st in stages:
-        pts = [(r["step"] + offsets[st.name], r[key]) for r in st.train_records if _finite(r.get(key))]
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        line, = ax.plot(xs, ys, lw=1, alpha=0.45 if smooth and len(ys) > 10 else 1, label=st.name)
-        if smooth and len(ys) > 10:
-            ax.plot(xs, ema(list(ys)), lw=1.8, color=line.get_color())
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    _boundaries(ax, stages, offsets)
-    if log:
-        ax.set_yscale("log")
-    ax.set(title=title, xlabel="step (all stages)", ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def val_curves(stages: list[Stage], path: Path) -> Path | None:
-    """Per-domain validation loss (val/<domain>) against the global step."""
-    offsets = stage_offsets(stages)
-    series: dict[str, list] = {}
-    for st in stages:
-        for r in st.metrics:
-            for k, v in r.items():
-                if k.startswith("val/") and k not in ("val/ppl",) and _finite(v):
-                    series.setdefault(k[4:], []).append((r["step"] + offsets[st.name], v))
-    if not series:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for dom, pts in sorted(series.items()):
-        pts.sort()
-        xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker="o", ms=3, lw=2.2 if dom == "mean" else 1.2,
-                ls="--" if dom == "mean" else "-", label=dom)
-    _boundaries(ax, stages, offsets)
-    ax.set(title="Validation loss by domain", xlabel="step (all stages)", ylabel="nats / token")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    return _save(fig, path)
+def reason_order(steps: list[dict]) -> list[tuple[str, str]]:
+    """(step, reason) for every removal reason, grouped by the step that removes it (its
+    family), in step order; a reason two steps share is listed under the first."""
+    seen, out = set(), []
+    for s in steps:
+        for reason in s.get("removed", {}):
+            if reason not in seen:
+                seen.add(reason)
+                out.append((str(s.get("step", s.get("dir", "?"))), reason))
+    return out
 
 
 def funnel(st: Stage, path: Path) -> Path | None:
-    """Documents and bytes per data step: kept and removed by reason (stacked bars)."""
+    """Documents and bytes per data step: kept and removed by reason (stacked bars); a distinct
+    colour per reason (lmforge.report.palette), the legend grouped by the step that removes it."""
     steps = st.data_steps
     if not steps:
         return None
-    reasons = sorted({k for s in steps for k in s.get("removed", {})})
-    tab = plt.get_cmap("tab20").colors
-    palette = [c for i, c in enumerate(tab) if i not in (4, 5)]  # greens are for "kept"
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(steps) + 2.2))
+    order = reason_order(steps)
+    colours = palette.colours_for([r for _, r in order])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.42 * len(steps) + 1.8))
     labels = [s.get("step", s["dir"]) for s in steps]
     for ax, unit in zip(axes, ("docs", "bytes")):
         left = [s["kept"][unit] for s in steps]
-        ax.barh(labels, left, color="#4c9a5b", label="kept")
-        for i, reason in enumerate(reasons):
+        ax.barh(labels, left, color=palette.KEPT, label="kept")
+        for step_name, reason in order:
             vals = [s.get("removed", {}).get(reason, {}).get(unit, 0) for s in steps]
-            ax.barh(labels, vals, left=left, color=palette[i % len(palette)], label=reason)
+            ax.barh(labels, vals, left=left, color=colours[reason], label=f"{step_name}: {reason}")
             left = [a + b for a, b in zip(left, vals)]
         ax.invert_yaxis()
-        ax.set(title=f"{unit}: kept and removed per step", xlabel=unit)
+        ax.xaxis.set_major_formatter(units.bytes_formatter() if unit == "bytes" else units.count_formatter())
+        ax.set(title=f"{'documents' if unit == 'docs' else 'UTF-8 bytes'}: kept and removed per step",
+               xlabel="documents" if unit == "docs" else "bytes")
         ax.grid(axis="x", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, path)
+    legend_outside(axes[1], ncol=1 if len(order) <= 16 else 2)
+    return save(fig, path)
 
 
-def mixture(st: Stage, path: Path) -> Path | None:
-    """Realised domain shares per mixture stage (mixture.json)."""
-    rows = [r for r in (st.mixture or []) if isinstance(r, dict) and r.get("share")]
+def keep_rates(steps: list[dict], path: Path, axis: str = "by_domain") -> Path | None:
+    """Share of documents each step kept, per domain (or language / group): rows = groups,
+    columns = the steps that report them (quality, topics), a cell = kept / in."""
+    import numpy as np
+
+    cols = [s for s in steps if isinstance(s.get(axis), dict) and s[axis]]
+    if not cols:
+        return None
+    groups = sorted({g for s in cols for g in s[axis]})
+    data = np.full((len(groups), len(cols)), np.nan)
+    for j, s in enumerate(cols):
+        for i, g in enumerate(groups):
+            r = s[axis].get(g)
+            if isinstance(r, dict) and r.get("in", {}).get("docs"):
+                data[i, j] = r["kept"]["docs"] / r["in"]["docs"]
+    fig, ax = plt.subplots(figsize=(2.4 + 1.5 * len(cols), 0.45 * len(groups) + 1.5))
+    ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(groups)):
+        for j in range(len(cols)):
+            r = cols[j][axis].get(groups[i]) or {}
+            txt = "-" if np.isnan(data[i, j]) else f"{data[i, j]:.0%}\n({r['kept']['docs']}/{r['in']['docs']})"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(cols)), [str(s.get("step", s.get("dir"))) for s in cols])
+    ax.set_yticks(range(len(groups)), groups)
+    ax.set_title(f"Documents kept per {axis[3:]} (kept / in)", fontsize=10)
+    return save(fig, path)
+
+
+def mixture(comparison: list[tuple[str, dict]], path: Path, title: str) -> Path | None:
+    """Target vs realised token share per domain, one panel per (stage label, mixture stage
+    comparison of lmforge.report.mixstats): grey bar the target with its expected sampling
+    range (+-2 sd whisker), coloured bar the realised share."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    rows = [(label, c) for label, c in comparison if c["rows"]]
     if not rows:
         return None
-    domains = sorted({d for r in rows for d in r["share"]})
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.8))
-    labels = [str(r.get("stage", i)) for i, r in enumerate(rows)]
-    left = [0.0] * len(rows)
-    cmap = plt.get_cmap("tab10")
-    for i, d in enumerate(domains):
-        vals = [r["share"].get(d, 0.0) for r in rows]
-        ax.barh(labels, vals, left=left, color=cmap(i % 10), label=d)
-        for y, (l0, v) in enumerate(zip(left, vals)):
-            if v > 0.06:
-                ax.text(l0 + v / 2, y, f"{v:.0%}", ha="center", va="center", fontsize=8, color="white")
-        left = [a + b for a, b in zip(left, vals)]
-    ax.invert_yaxis()
-    ax.set(title=f"Realised data mixture ({st.name})", xlabel="share of trained tokens", xlim=(0, 1))
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, path)
+    domains = sorted({r["domain"] for _, c in rows for r in c["rows"]})
+    colours = palette.colours_for(domains)
+    ncol = min(len(rows), 3)
+    nrow = (len(rows) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol + 2.4, (0.45 * len(domains) + 1.4) * nrow + 0.6),
+                             squeeze=False, sharey=True)
+    y = list(range(len(domains)))
+    for k, (label, c) in enumerate(rows):
+        ax = axes[k // ncol][k % ncol]
+        by = {r["domain"]: r for r in c["rows"]}
+        for v, d in zip(y, domains):
+            r = by.get(d, {})
+            t = r.get("target")
+            if t is not None:
+                ax.barh(v - 0.2, t, height=0.38, color="#c8c8c8")
+                if r.get("sd"):
+                    lo, hi = max(0.0, t - 2 * r["sd"]), min(1.0, t + 2 * r["sd"])
+                    ax.errorbar(t, v - 0.2, xerr=[[t - lo], [hi - t]], color="#444", lw=1, capsize=3)
+            real = r.get("realised", 0.0)
+            ax.barh(v + 0.2, real, height=0.38, color=colours[d])
+            ax.text(min(real, 0.78) + 0.015, v + 0.2, f"{real:.0%}" if real >= 0.1 or real == 0 else f"{real:.1%}",
+                    va="center", fontsize=9)
+        ax.xaxis.set_major_formatter(units.percent_formatter())
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_title(f"{label}\n{units.human_count(c['tokens'])} tokens" +
+                     (f", ~{c['n_docs']:.0f} docs" if c.get("n_docs") else ""), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for k in range(len(rows), nrow * ncol):
+        axes[k // ncol][k % ncol].axis("off")
+    axes[0][0].set_yticks(y, domains)
+    axes[0][0].set_ylim(len(domains) - 0.5, -0.5)       # shared: first domain on top, target above realised
+    for row in axes:
+        row[0].set_ylabel("")
+    handles = [Patch(color="#c8c8c8", label="target"), Line2D([], [], color="#444", lw=1, label="target +-2 sd"),
+               Patch(color="#888", label="realised\n(colour per domain)")]
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.supxlabel("share of trained tokens", fontsize=9)
+    return save(fig, path)
 
 
 def similarity(st: Stage, path: Path) -> Path | None:
+    """Depth up-scaling: each layer's input/output cosine similarity and, where recorded, the
+    mean over each candidate block; the axis zoomed to the values (0.977 vs 0.988 must read
+    as different) with every bar labelled, and the chosen block marked."""
     sim = (st.grow or {}).get("similarity")
     if not sim:
         return None
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.bar(range(len(sim)), sim, color="#5470c6")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set(title="Layer input/output cosine similarity (depth up-scaling picks the most similar layers)",
-           xlabel="layer", ylabel="cosine similarity", ylim=(min(0.0, min(sim)), 1.0))
+    raw = (st.grow or {}).get("raw") or {}
+    chosen = chosen_layers(raw, len(sim))
+    scores = raw.get("block_scores") if isinstance(raw.get("block_scores"), list) else None
+    size = int(raw.get("block_size") or (len(chosen) or 1))
+    panels = 2 if scores else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 3.4), squeeze=False)
+    _zoomed_bars(axes[0][0], list(range(len(sim))), sim, set(chosen), [str(i) for i in range(len(sim))])
+    axes[0][0].set(title="Cosine similarity of each layer's input and output", xlabel="layer",
+                   ylabel="cosine similarity")
+    if scores:
+        best = max(range(len(scores)), key=lambda i: scores[i])
+        start = chosen[0] if chosen else best
+        labels = [f"{i}-{i + size - 1}" for i in range(len(scores))]
+        _zoomed_bars(axes[0][1], list(range(len(scores))), scores, {start}, labels)
+        axes[0][1].set(title=f"Mean over each block of {size} layers", xlabel="block (layers)",
+                       ylabel="mean cosine similarity")
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color="#e4572e", label="duplicated (the chosen block)"),
+                        Patch(color="#5470c6", label="other layers")],
+               loc="upper center", ncol=2, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    return save(fig, path, rect=(0, 0, 1, 0.92))
+
+
+def chosen_layers(raw: dict, n: int) -> list[int]:
+    """The duplicated layers: `chosen_block` / `block` [start, end), else a `duplicated` list."""
+    for key in ("chosen_block", "block"):
+        b = raw.get(key)
+        if isinstance(b, list) and len(b) == 2 and all(isinstance(x, int) for x in b):
+            return list(range(b[0], min(b[1], n)))
+    d = raw.get("duplicated")
+    if isinstance(d, list) and all(isinstance(x, int) for x in d):
+        return [x for x in d if 0 <= x < n]
+    return []
+
+
+def _zoomed_bars(ax, xs, vals, marked: set, labels) -> None:
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or max(abs(hi), 1e-3) * 0.05
+    bottom = lo - 0.25 * span
+    ax.bar(xs, [v - bottom for v in vals], bottom=bottom, color=["#e4572e" if x in marked else "#5470c6" for x in xs])
+    for x, v in zip(xs, vals):
+        ax.text(x, v + 0.02 * span, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(bottom, hi + 0.15 * span)
+    ax.set_xticks(xs, labels)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    ax.text(0.0, -0.2, f"axis starts at {bottom:.3f}, not 0", transform=ax.transAxes, fontsize=7, color="#777")
 
 
 def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
@@ -188,24 +255,24 @@ def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
         cols.setdefault(depth[st.name], []).append(st.name)
     pos = {n: (d, -i) for d, names in cols.items() for i, n in enumerate(names)}
     height = max(len(v) for v in cols.values())
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(cols)), max(2.5, 0.7 * height + 1)))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.8 * len(cols) + 0.6), max(2.2, 0.55 * height + 1)))
     colours = {"done": "#cfe8cf", "failed": "#f3c4c4", "running": "#fde6b0", "this report": "#dde6f5"}
-    for st in stages:
-        x1, y1 = pos[st.name]
-        for d in st.deps:
-            if d in pos and d != st.name and not (st.kind == "report"):
-                x0, y0 = pos[d]
-                ax.annotate("", xy=(x1 - 0.32, y1), xytext=(x0 + 0.32, y0),
-                            arrowprops=dict(arrowstyle="->", color="#777", lw=0.8))
+    boxes = {}
     for st in stages:
         x, y = pos[st.name]
-        ax.text(x, y, st.name, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round,pad=0.3", fc=colours.get(st.status, "#eeeeee"), ec="#555"))
+        boxes[st.name] = ax.text(x, y, st.name, ha="center", va="center", fontsize=8.5, zorder=3,
+                                 bbox=dict(boxstyle="round,pad=0.3", fc=colours.get(st.status, "#eeeeee"), ec="#555"))
+    for st in stages:
+        for d in st.deps:
+            if d in boxes and d != st.name and st.kind != "report":
+                # from the right edge of the input's box to the left edge of the reader's
+                ax.annotate("", xy=(0, 0.5), xycoords=boxes[st.name], xytext=(1, 0.5), textcoords=boxes[d],
+                            arrowprops=dict(arrowstyle="->", color="#777", lw=0.8, shrinkA=1, shrinkB=1), zorder=2)
     ax.set_xlim(-0.6, max(cols) + 0.6)
     ax.set_ylim(-height + 0.4, 0.6)
     ax.axis("off")
     ax.set_title("Recipe graph (arrows: which stage's output a stage reads; colour: status)", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # ------------------------------------------------------------------ SFT data curation and task-mix grid
@@ -220,25 +287,24 @@ def sft_funnel(steps: list[dict], path: Path, title: str) -> Path | None:
     """Conversations per curation step: kept, added (hatched) and removed by reason, stacked."""
     if not steps:
         return None
-    reasons = sorted({k for s in steps for k in s.get("removed", {})})
-    tab = plt.get_cmap("tab20").colors
-    palette = [c for i, c in enumerate(tab) if i not in (4, 5)]
+    order = reason_order(steps)
+    colours = palette.colours_for([r for _, r in order])
     labels = [str(s.get("step", i)) for i, s in enumerate(steps)]
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(steps) + 2.0))
     added = [sum(v.get("docs", 0) for v in s.get("added", {}).values()) for s in steps]
     kept = [s["kept"]["docs"] - a for s, a in zip(steps, added)]
-    ax.barh(labels, kept, color="#4c9a5b", label="kept")
-    ax.barh(labels, added, left=kept, color="#9fd3a8", hatch="//", label="kept (added by the step)")
+    ax.barh(labels, kept, color=palette.KEPT, label="kept")
+    ax.barh(labels, added, left=kept, color=palette.ADDED, hatch="//", label="kept (added by the step)")
     left = [k + a for k, a in zip(kept, added)]
-    for i, reason in enumerate(reasons):
+    for step_name, reason in order:
         vals = [s.get("removed", {}).get(reason, {}).get("docs", 0) for s in steps]
-        ax.barh(labels, vals, left=left, color=palette[i % len(palette)], label=reason)
+        ax.barh(labels, vals, left=left, color=colours[reason], label=f"{step_name}: {reason}")
         left = [a + b for a, b in zip(left, vals)]
     ax.invert_yaxis()
     ax.set(title=title, xlabel="conversations")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, path)
+    legend_outside(ax)
+    return save(fig, path)
 
 
 def before_after(before: dict, after: dict, path: Path, title: str, xlabel: str = "conversations",
@@ -258,8 +324,8 @@ def before_after(before: dict, after: dict, path: Path, title: str, xlabel: str 
     more = f" (largest {top} of {len(allk)})" if len(allk) > top else ""
     ax.set(title=title + more, xlabel=xlabel)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    legend_outside(ax)
+    return save(fig, path)
 
 
 def grid_heatmap(grid: dict, path: Path) -> Path | None:
@@ -306,7 +372,7 @@ def grid_heatmap(grid: dict, path: Path) -> Path | None:
         ax2.set(xlabel=f"weight of {ta}", ylabel=f"weight of {tb}",
                 title=f"rule score ({grid.get('rule')}; lower is better)")
         fig.colorbar(im, ax=ax2, fraction=0.046)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _axes_score(grid: dict, points: list[dict], tasks: list[str]):

@@ -1,12 +1,14 @@
 """The `report` stage, `lmforge report RUN_DIR`: one HTML page (and Markdown twin) that explains a run.
 
 Reads RUN_DIR/recipe.json when present (else RUN_DIR as one stage folder, else its
-subfolders) and draws, for whatever exists: loss / LR / grad-norm / throughput curves
-by stage, per-domain validation loss, the data funnel (stats.json of each data step),
-the realised mixture (mixture.json), the SFT data funnel (sftdata.json) and task-mix grid
-(grid.json), eval tables (eval.json), the needle heatmap
-(needle.png / needle.json) and the grow layer similarity. Missing stages are listed and
-skipped, so a partial run still gets a report.
+subfolders) and draws, for whatever exists: headlines (each number beside its baseline),
+losses with one axis per quantity kind (LM loss, perplexity, DPO loss / rewards / accuracy),
+LR / grad-norm / throughput, per-domain validation loss against unigram and untrained
+baselines, the data funnel (stats.json of each data step, keep rates by domain), target vs
+realised mixture with its sampling spread (config.json + mixture.json), the SFT data funnel
+(sftdata.json) and task-mix grid (grid.json), eval tables (eval.json) with baselines, the
+needle heatmap (needle.json) and the grow layer similarity. Missing stages are listed and
+skipped, so a partial run still gets a report (docs/eval.md, "Report").
 
 Output (default RUN_DIR/report/): report.html, report.md, *.png.
 """
