@@ -7,15 +7,37 @@ import sys
 from lmforge import config
 
 
-def add_config_args(p, example: str = "train.steps=200") -> None:
-    p.add_argument("config", nargs="?", help="YAML config file (optional: all keys can come from --set)")
+def add_config_args(p, example: str, kind: str, required: bool = False) -> None:
+    """config, --set and --help-config. `kind`: the recipe kind (or lmforge.cli.confighelp name)
+    whose config class the command reads; `example`: a --set valid for it
+    (tests/test_config_help.py parses every one)."""
+    p.add_argument("config", nargs=None if required else "?",
+                   help="YAML config file" + ("" if required else " (optional: all keys can come from --set)")
+                        + f"; `lmforge {p.prog.split(' ', 1)[-1]} --help-config` lists every key")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a config key, e.g. --set {example} (repeatable)")
+    add_help_config(p, kind)
+    p.set_defaults(config_kind=kind, set_example=example)
 
 
-def add_stage_args(p, example: str = "train.steps=200") -> None:
-    """The arguments every stage subcommand takes: config, --set, --quiet."""
-    add_config_args(p, example)
+def add_help_config(p, kind: str) -> None:
+    """`--help-config`: print every key of the command's config (type, default, meaning) and exit.
+    The config's module is imported only then."""
+    import argparse
+
+    class HelpConfig(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            from lmforge.cli.confighelp import config_class, format_text
+            print(format_text(config_class(kind), parser.prog))
+            parser.exit(0)
+
+    p.add_argument("--help-config", action=HelpConfig, nargs=0,
+                   help="list every config key with its type, default and meaning, and exit")
+
+
+def add_stage_args(p, example: str, kind: str) -> None:
+    """The arguments every stage subcommand takes: config, --set, --help-config, --quiet."""
+    add_config_args(p, example, kind)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -52,14 +52,16 @@ def _report(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenizer", help="train / extend a BPE tokenizer, encode documents to token shards")
     sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
-    for name, func, help_ in [
-        ("train", _train, "train a byte-level BPE tokenizer on documents"),
-        ("extend", _extend, "add tokens learned from a new corpus to an existing tokenizer (old ids kept)"),
-        ("encode", _encode, "documents -> token shards (train/val split per domain)"),
-        ("report", _report, "characters and bytes per token by domain and language"),
+    for name, func, help_, example, kind in [
+        ("train", _train, "train a byte-level BPE tokenizer on documents", "vocab_size=32000", "tokenizer"),
+        ("extend", _extend, "add tokens learned from a new corpus to an existing tokenizer (old ids kept)",
+         "add_tokens=8000", "extend"),
+        ("encode", _encode, "documents -> token shards (train/val split per domain)", "val_fraction=0.01", "encode"),
+        ("report", _report, "characters and bytes per token by domain and language", "max_docs=1000",
+         "tokenizer-report"),
     ]:
         q = sub.add_parser(name, help=help_)
-        add_config_args(q, {"train": "vocab_size=32000", "extend": "add_tokens=8000", "encode": "val_fraction=0.01", "report": "max_docs=1000"}[name])
+        add_config_args(q, example, kind)
         if name != "report":
             q.add_argument("--quiet", action="store_true", help="no progress bar")
         q.set_defaults(func=func)
