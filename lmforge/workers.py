@@ -1,4 +1,4 @@
-"""Worker processes (bottom layer): how a pool worker treats signals."""
+"""Signals (bottom layer): how a pool worker treats them, and SIGTERM in the main process."""
 from __future__ import annotations
 
 import signal
@@ -12,3 +12,15 @@ def quiet_worker(*_) -> None:
     dies raising inside a queue lock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def sigterm_as_interrupt() -> None:
+    """In the main process, `kill PID` (a scheduler, a timeout) is handled like Ctrl-C: a
+    KeyboardInterrupt that the stage turns into a resumable stop and the CLI into exit 130.
+    Pool workers set SIGTERM back to the default action (quiet_worker), so a pool's own
+    terminate() stays silent."""
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        signal.signal(signal.SIGTERM, handler)

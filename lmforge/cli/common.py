@@ -1,8 +1,9 @@
 """Argument helpers every stage subcommand shares."""
 from __future__ import annotations
 
-import json
 import sys
+import time
+from pathlib import Path
 
 from lmforge import config
 
@@ -59,11 +60,17 @@ def load_config(cls, args, extra: dict | None = None):
 
 
 def run_stage(name: str, cfg, run, quiet: bool) -> int:
-    """Run a stage's `run(cfg)` and print its summary (or that it was already done)."""
+    """Run a stage's `run(cfg)` and print its one-line summary (or that it was already done);
+    the whole summary is in OUT_DIR/DONE.json."""
+    from lmforge.stagekit.summary import summary_line
+    t0 = time.perf_counter()
     summary = run(cfg, progress=not quiet)
+    out = getattr(cfg, "out_dir", None)
     if summary.get("skipped"):
-        print(f"{cfg.out_dir} already finished (delete {cfg.out_dir}/DONE.json to run it again)")
-    print(json.dumps(summary, indent=1, ensure_ascii=False, default=str))
+        print(f"{out} already finished (delete {out}/DONE.json to run it again)")
+    done = f"{out}/DONE.json" if out and Path(out, "DONE.json").is_file() else None
+    when = "already done" if summary.get("skipped") else f"done in {time.perf_counter() - t0:.1f}s"
+    print(f"[{name}] {when}: {summary_line(summary) or '-'}" + (f" (all numbers: {done})" if done else ""))
     return 0
 
 

@@ -1,7 +1,6 @@
 """`lmforge tokenizer {train,extend,encode,report}`."""
 from __future__ import annotations
 
-import json
 import sys
 
 from lmforge import config
@@ -14,8 +13,13 @@ def _train(args) -> int:
     info = run_train(cfg, progress=not args.quiet)
     if info.get("skipped"):
         print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to train again)")
-    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1, ensure_ascii=False))
+    _done("tokenizer train", info, cfg.out_dir)
     return 0
+
+
+def _done(what: str, summary: dict, out_dir: str) -> None:
+    from lmforge.stagekit.summary import summary_line
+    print(f"[{what}] {'already done' if summary.get('skipped') else 'done'}: {summary_line(summary)} -> {out_dir}")
 
 
 def _extend(args) -> int:
@@ -24,7 +28,7 @@ def _extend(args) -> int:
     info = run_extend(cfg, progress=not args.quiet)
     if info.get("skipped"):
         print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to extend again)")
-    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1, ensure_ascii=False))
+    _done("tokenizer extend", info, cfg.out_dir)
     return 0
 
 
@@ -34,7 +38,7 @@ def _encode(args) -> int:
     stats = run_encode(cfg, progress=not args.quiet)
     if stats.get("skipped"):
         print(f"{cfg.out_dir} is already encoded (set overwrite=true to encode again)")
-    print(json.dumps({k: v for k, v in stats.items() if k not in ("domains", "empty_doc_ids")}, indent=1))
+    _done("tokenizer encode", stats, cfg.out_dir)
     if stats.get("empty_docs"):
         print(f"note: {stats['empty_docs']} empty documents not written (ids in stats.json)", file=sys.stderr)
     return 0

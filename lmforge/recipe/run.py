@@ -23,16 +23,14 @@ from pathlib import Path
 
 from lmforge.config import ConfigError
 from lmforge.io.atomic import write_json
+from lmforge.stagekit.summary import summary_line
 
 from .config import Recipe, RecipeStage, load_recipe
 from .lock import RunLock
 
 
-def _scalar_items(summary: dict, limit: int = 8) -> str:
-    items = [(k, v) for k, v in summary.items()
-             if k != "skipped" and isinstance(v, (int, float, str, bool)) and len(str(v)) <= 60]
-    fmt = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items[:limit]]
-    return ", ".join(fmt)
+def _scalar_items(summary: dict) -> str:
+    return summary_line(summary) or "-"
 
 
 class Ledger:

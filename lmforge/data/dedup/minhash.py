@@ -164,7 +164,9 @@ def parallel_signatures(texts: list[str], cfg, workers: int = 1, chunk: int = 20
     import multiprocessing as mp
 
     parts = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
-    with mp.get_context("fork").Pool(workers) as pool:
+    from lmforge.workers import quiet_worker
+
+    with mp.get_context("fork").Pool(workers, initializer=quiet_worker) as pool:   # no tracebacks on Ctrl-C
         sigs = pool.starmap(_sig_chunk, [(p, cfg) for p in parts])
     return np.concatenate(sigs)
 
