@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model
 
-from lmforge.io.atomic import fsync_dir, write_json
+from lmforge.io.atomic import fsync_dir, with_default_mode, write_json
 
 _STEP = re.compile(r"^step-(\d+)$")
 
@@ -137,6 +137,7 @@ def commit(tmp: Path, step: int, trainer_state: dict) -> Path:
     sizes = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
     for p in tmp.rglob("*"):
         if p.is_file():
+            with_default_mode(p)        # safetensors creates its files 0600; the rest follow the umask
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
     (tmp / "meta.json").write_text(json.dumps({"step": step, "complete": True, "files": sizes}))
