@@ -225,7 +225,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML (see recipes/tiny.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, e.g. --set stages.sft.config.max_steps=50 or "
-                        "--set device=cuda (repeatable)")
+                        "--set device=cuda (repeatable; `lmforge config show KIND` lists a stage's keys)")
     p.add_argument("--only", action="append", default=None, metavar="NAME",
                    help="run only these stages (repeatable or comma-separated)")
     p.add_argument("--from", dest="start", default=None, metavar="NAME", help="start at this stage")
