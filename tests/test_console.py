@@ -139,3 +139,30 @@ def test_help_starts_on_the_standard_library_alone():
     third_party = [m for m in eval(r.stderr.strip().splitlines()[-1])
                    if m != "lmforge" and not m.startswith(("_", "__"))]
     assert third_party == [], third_party
+
+
+def test_interrupts_are_held_while_a_pool_starts_or_stops():
+    """A signal inside deferred_interrupts() acts when the block ends, never inside it (inside
+    multiprocessing's fork hooks it used to be swallowed, or to hang the exit)."""
+    from lmforge.workers import Terminated, deferred_interrupts, sigterm_as_interrupt, worker_pool
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        sigterm_as_interrupt()
+        reached = []
+        with pytest.raises(Terminated):
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                reached.append("end of block")
+        assert reached == ["end of block"]
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                reached.append("again")
+        assert reached[-1] == "again"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with worker_pool(2) as pool:            # and the pool still works, its workers quiet
+            assert pool.map(abs, [-1, -2, 3]) == [1, 2, 3]
+    finally:
+        signal.signal(signal.SIGTERM, old)

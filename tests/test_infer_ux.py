@@ -302,3 +302,14 @@ def test_weights_get_the_same_permissions_as_other_files(tmp_path, capsys, umask
     modes = {f"{f.parent.name}/{f.name}": stat.S_IMODE(f.stat().st_mode) for f in files if f.is_file()}
     assert "hf/model.safetensors" in modes and "step-1/model.safetensors" in modes
     assert set(modes.values()) == {want}, {k: oct(v) for k, v in modes.items()}
+
+
+def test_kill_ends_the_chat_where_ctrl_c_only_ends_the_reply(model, tok):
+    from lmforge.workers import Terminated
+    session = ChatSession(model, tok, max_new_tokens=6, temperature=0.0)
+
+    def killed(piece):
+        raise Terminated("signal 15")
+
+    with pytest.raises(Terminated):       # SIGTERM (sigterm_as_interrupt): the CLI exits 130
+        session.reply("hello there", killed)

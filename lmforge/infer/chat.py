@@ -25,6 +25,7 @@ import torch
 
 from lmforge.align.chat_template import render
 from lmforge.truncate import truncate_middle
+from lmforge.workers import Terminated
 from lmforge.infer.generate import _check_args, _TextStream, as_tokenizer, default_stop_ids, sample_next
 from lmforge.model.attention import KVCache
 
@@ -105,7 +106,9 @@ class ChatSession:
                 logits = self.model.forward_cached(torch.tensor([[t]], device=self.cache.k.device),
                                                    self.cache, last_only=True)[:, -1]
                 self.cached_ids.append(t)
-        except KeyboardInterrupt:
+        except Terminated:                 # `kill`: the chat ends (the CLI says so, exit 130)
+            raise
+        except KeyboardInterrupt:          # Ctrl-C: this reply ends, the chat goes on
             return self._stopped(stream)
         text = stream.finish(new)
         self.messages.append({"role": "assistant", "content": text})
