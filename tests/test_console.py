@@ -125,7 +125,7 @@ def test_stage_command_prints_one_summary_line(capsys, tmp_path):
     assert run_stage("pretrain", Cfg(), run, quiet=True) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("[pretrain] done in ")
-    assert ": val loss 1.5 (mean of 1 domains) | train loss 2 | step 5" in out[0]
+    assert ": val loss 1.5 (mean of 1 domain) | train loss 2 | step 5" in out[0]
     assert out[0].endswith(f"(all numbers: {tmp_path}/DONE.json)")
 
 

@@ -60,7 +60,7 @@ def summary_line(summary: dict, limit: int = 5) -> str:
         key, value = v
         domains = [k for k in summary if k.startswith("val/") and k not in ("val/mean", "val/ppl")
                    and "/" not in k[4:] and key == "val/mean"]
-        where = f"mean of {len(domains)} domains" if key == "val/mean" else key
+        where = f"mean of {len(domains)} domain{'' if len(domains) == 1 else 's'}" if key == "val/mean" else key
         items.append(f"val loss {value:.4g} ({where})")
         used.add(key)
     for key, label in LEADING.items():
