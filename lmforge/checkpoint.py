@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model
 
 from lmforge.io.account import DataError
-from lmforge.io.atomic import copy_file, fsync_dir, write_json
+from lmforge.io.atomic import copy_file, fsync_dir, with_default_mode, write_json
 
 _STEP = re.compile(r"^step-(\d+)$")
 _LEFTOVER = re.compile(r"^\.(tmp|trash)-step-\d+")
@@ -202,6 +202,7 @@ def commit(tmp: Path, step: int, trainer_state: dict) -> Path:
     sizes = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
     for p in tmp.rglob("*"):
         if p.is_file():
+            with_default_mode(p)        # safetensors creates its files 0600; the rest follow the umask
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
     write_json(tmp / "meta.json", {"step": step, "complete": True, "files": sizes}, indent=None)

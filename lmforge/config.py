@@ -134,7 +134,7 @@ def from_dict(cls: type[T], data: Any, source: str = "", prefix: str = "") -> T:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b=c` -> (['a', 'b'], value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=3e-4")
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.optim.lr=3e-4")
     key, raw = text.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:

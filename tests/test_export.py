@@ -108,9 +108,9 @@ def test_greedy_generation_equals_transformers(exported, hf_model):
         ref = hf_model.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
                                 pad_token_id=0)[0, x.shape[1]:].tolist()
         assert got == ref
-    # the text API on top decodes the same ids
+    # the text API on top decodes the same ids (less a character cut off by max_new_tokens)
     texts = generate(model, tok, PROMPTS, max_new_tokens=n, stop_ids=[])
-    assert texts == [tok.decode(o, skip_special_tokens=True) for o in ours]
+    assert texts == [tok.decode(o, skip_special_tokens=True).rstrip("\ufffd") for o in ours]
 
 
 def test_batched_greedy_equals_transformers_batched(exported, hf_model):

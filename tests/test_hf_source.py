@@ -137,7 +137,8 @@ def test_eval_and_generate_read_hf_folder(hf_dir, tmp_path):
     enc = load_tokenizer(hf_dir).encode("What color is the sky?", add_special_tokens=False).ids
     ref = hf.generate(torch.tensor([enc]), max_new_tokens=5, do_sample=False, eos_token_id=None,
                       pad_token_id=0)[0, len(enc):]
-    assert text == tok.decode(ref.tolist(), skip_special_tokens=False)
+    # (less a character cut off by max_new_tokens, which generate() does not show)
+    assert text == tok.decode(ref.tolist(), skip_special_tokens=False).rstrip("\ufffd")
 
 
 def test_import_writes_our_format_and_export_gives_back_the_logits(hf_dir, tmp_path):

@@ -533,7 +533,7 @@ def test_cli_and_sft_reads_the_output(source, tmp_path, capsys):
     path = write_jsonl(tmp_path / "c.jsonl", recs)
     out = tmp_path / "out"
     assert main(["sftdata", "--data", str(path), "--set", f"out_dir={out}", "--quiet"]) == 0
-    assert '"conversations_out": 12' in capsys.readouterr().out
+    assert "conversations_out 12" in capsys.readouterr().out   # the one-line summary
     convs, stats = load_conversations([str(out / "sft.jsonl")], load_tokenizer(tok_dir), 128, 8, ErrorSink(None))
     assert stats["kept"] == 12 and stats["malformed"] == 0
     assert main(["sftdata", "--set", f"out_dir={out}"]) == 2        # no data: a config error, exit 2

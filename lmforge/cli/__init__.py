@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("lmforge.cli.export", "multi-turn ChatML chat in the terminal"),
     "report": ("lmforge.cli.report", "write report.html / report.md with plots of a run folder"),
     "run": ("lmforge.cli.recipe", "run a recipe: every stage in order, resumable"),
+    "config": ("lmforge.cli.configcmd", "the config keys of a stage kind: type, default, meaning"),
 }
 
 def _chosen(argv: list[str]) -> str | None:
@@ -72,6 +73,15 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:     # `lmforge ... | head`: the reader left; no traceback
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

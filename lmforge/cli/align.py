@@ -22,13 +22,13 @@ def _selfknow(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning on ChatML conversations (loss on replies only)")
-    add_stage_args(p, "epochs=3")
+    add_stage_args(p, "epochs=3", "sft")
     p.add_argument("--data", action="append", default=[], metavar="JSONL",
                    help="conversation jsonl ({'messages': [...]}), added to `data` (repeatable)")
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("dpo", help="direct preference optimization on preference pairs")
-    add_stage_args(p, "beta=0.1")
+    add_stage_args(p, "beta=0.1", "dpo")
     p.add_argument("--data", action="append", default=[], metavar="JSONL",
                    help="preference jsonl (prompt, chosen, rejected[, scores]), added to `data` (repeatable)")
     p.add_argument("--build-pairs", action="append", default=[], metavar="SFT_JSONL",
@@ -38,5 +38,5 @@ def register(sub) -> None:
 
     p = sub.add_parser("selfknow", help="self-knowledge (StableLM 2): first messages from the base model, "
                                           "RLCD replies, C-RLFT with KL to a reference trained on D_c")
-    add_stage_args(p, "base=runs/pretrain")
+    add_stage_args(p, "base=runs/pretrain", "selfknow")
     p.set_defaults(func=_selfknow)

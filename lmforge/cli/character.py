@@ -13,5 +13,5 @@ def _character(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("character", help="build a role-play character package: card + BM25 index of its "
                                          "knowledge folder, checked against the chat model")
-    add_stage_args(p, "card=examples/character/lin.yaml")
+    add_stage_args(p, "card=examples/character/lin.yaml", "character")
     p.set_defaults(func=_character)

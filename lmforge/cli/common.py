@@ -1,21 +1,44 @@
 """Argument helpers every stage subcommand shares."""
 from __future__ import annotations
 
-import json
 import sys
+import time
+from pathlib import Path
 
 from lmforge import config
 
 
-def add_config_args(p, example: str = "train.steps=200") -> None:
-    p.add_argument("config", nargs="?", help="YAML config file (optional: all keys can come from --set)")
+def add_config_args(p, example: str, kind: str, required: bool = False) -> None:
+    """config, --set and --help-config. `kind`: the recipe kind (or lmforge.cli.confighelp name)
+    whose config class the command reads; `example`: a --set valid for it
+    (tests/test_config_help.py parses every one)."""
+    p.add_argument("config", nargs=None if required else "?",
+                   help="YAML config file" + ("" if required else " (optional: all keys can come from --set)")
+                        + f"; `lmforge {p.prog.split(' ', 1)[-1]} --help-config` lists every key")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a config key, e.g. --set {example} (repeatable)")
+    add_help_config(p, kind)
+    p.set_defaults(config_kind=kind, set_example=example)
 
 
-def add_stage_args(p, example: str = "train.steps=200") -> None:
-    """The arguments every stage subcommand takes: config, --set, --quiet."""
-    add_config_args(p, example)
+def add_help_config(p, kind: str) -> None:
+    """`--help-config`: print every key of the command's config (type, default, meaning) and exit.
+    The config's module is imported only then."""
+    import argparse
+
+    class HelpConfig(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            from lmforge.cli.confighelp import config_class, format_text
+            print(format_text(config_class(kind), parser.prog))
+            parser.exit(0)
+
+    p.add_argument("--help-config", action=HelpConfig, nargs=0,
+                   help="list every config key with its type, default and meaning, and exit")
+
+
+def add_stage_args(p, example: str, kind: str) -> None:
+    """The arguments every stage subcommand takes: config, --set, --help-config, --quiet."""
+    add_config_args(p, example, kind)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -37,12 +60,17 @@ def load_config(cls, args, extra: dict | None = None):
 
 
 def run_stage(name: str, cfg, run, quiet: bool) -> int:
-    """Run a stage's `run(cfg)` and print its summary (or that it was already done)."""
+    """Run a stage's `run(cfg)` and print its one-line summary (or that it was already done);
+    the whole summary is in OUT_DIR/DONE.json."""
+    from lmforge.stagekit.summary import summary_line
+    t0 = time.perf_counter()
     summary = run(cfg, progress=not quiet)
+    out = getattr(cfg, "out_dir", None)
     if summary.get("skipped"):
-        print(f"{cfg.out_dir} already finished (delete {cfg.out_dir}/DONE.json to run it again)")
-    print(json.dumps({k: v for k, v in summary.items() if k != "account"}, indent=1, ensure_ascii=False,
-                     default=str))
+        print(f"{out} already finished (delete {out}/DONE.json to run it again)")
+    done = f"{out}/DONE.json" if out and Path(out, "DONE.json").is_file() else None
+    when = "already done" if summary.get("skipped") else f"done in {time.perf_counter() - t0:.1f}s"
+    print(f"[{name}] {when}: {summary_line(summary) or '-'}" + (f" (all numbers: {done})" if done else ""))
     if summary.get("account"):
         print(summary["account"])   # last: read / kept / rejected by reason, where the rejects are
     return 0

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from lmforge.cli.common import add_config_args
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="clean, filter and deduplicate raw documents",
                               description=__doc__)
-    p.add_argument("config", help="data pipeline YAML (see lmforge/data/config.py)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set minhash.threshold=0.7")
+    add_config_args(p, "minhash.threshold=0.7", "data", required=True)
     p.add_argument("--out", default=None, help="output folder (overrides `output`)")
     p.set_defaults(func=main)
 

@@ -65,6 +65,8 @@ def classify(e: BaseException) -> tuple[int, str]:
 
 
 def run_guarded(func, args, command: str, debug: bool = False) -> int:
+    from lmforge.workers import sigterm_as_interrupt
+    sigterm_as_interrupt()
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:

@@ -30,7 +30,7 @@ def _eval(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: per-domain perplexity/bits-per-byte, multiple "
                                     "choice, contamination (docs/eval.md)")
-    add_config_args(p, "mcq.shots=[0,5]")
+    add_config_args(p, "mcq.shots=[0,5]", "eval")
     p.add_argument("--checkpoint", help="run folder or step-N folder (same as --set checkpoint=...)")
     p.add_argument("--out", help="output folder (same as --set out_dir=...)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

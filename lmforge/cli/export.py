@@ -8,8 +8,8 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="checkpoint -> Hugging Face folder (config.json, model.safetensors, "
                                              "tokenizer files), or one GGUF file (--format gguf)")
-    p.add_argument("checkpoint", help="step-N folder, or a run folder (its latest checkpoint); "
-                                      "with --format gguf also an HF folder")
+    p.add_argument("checkpoint", help="step-N folder, a run folder (its latest checkpoint) or a recipe run "
+                                      "folder (its last trained stage); with --format gguf also an HF folder")
     p.add_argument("out_dir", help="the folder to write (--format gguf: the .gguf file)")
     p.add_argument("--format", choices=["hf", "gguf"], default="hf")
     p.add_argument("--gguf-type", choices=["f32", "f16"], default="f32", help="GGUF weight type")
@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_export)
 
     g = subparsers.add_parser("generate", help="generate text from a checkpoint or exported folder (KV cache)")
-    g.add_argument("checkpoint", help="step-N folder, run folder, or an exported HF folder")
+    g.add_argument("checkpoint", help="step-N folder, run folder, recipe run folder (its last model: the export "
+                                      "or the last trained stage), or a Hugging Face folder")
     g.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for a batch)")
     g.add_argument("--prompt-file", default=None, help="a text file, one prompt per line")
     g.add_argument("--chat", action="store_true", help="wrap each prompt as a ChatML user turn")
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
     g.set_defaults(func=_generate)
 
     c = subparsers.add_parser("chat", help="multi-turn ChatML chat in the terminal (reads stdin, streams replies)")
-    c.add_argument("checkpoint", help="step-N folder, run folder, or an exported HF folder")
+    c.add_argument("checkpoint", help="step-N folder, run folder, recipe run folder (its last model: the export "
+                                      "or the last trained stage), or a Hugging Face folder")
     c.add_argument("--system", default=None, help="a system message")
     c.add_argument("--character", default=None, metavar="CARD",
                    help="role-play: a character card YAML or a `lmforge character` package (persona, "
@@ -52,7 +54,17 @@ def register(subparsers) -> None:
     c.set_defaults(func=_chat)
 
 
+def picked(command: str, path: str, hf: bool = True) -> str:
+    """The model folder PATH means (a run or recipe run folder: its last model), saying which."""
+    from lmforge.infer.pick import pick_model
+    model, note = pick_model(path, hf=hf)
+    if note:
+        print(f"lmforge {command}: {note}", file=sys.stderr)
+    return str(model)
+
+
 def _export(args) -> int:
+    args.checkpoint = picked("export", args.checkpoint, hf=args.format == "gguf")
     if args.format == "gguf":
         from lmforge.export.gguf import export_gguf
         try:
@@ -81,7 +93,7 @@ def chatml(user: str, system: str | None = None) -> str:
 def _chat(args) -> int:
     from lmforge.infer.chat import ChatSession, chat_loop
     from lmforge.infer.generate import load_for_generation
-    model, tok = load_for_generation(args.checkpoint, args.device)
+    model, tok = load_for_generation(picked("chat", args.checkpoint), args.device)
     kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                   top_p=args.top_p, seed=args.seed, reuse_cache=not args.no_cache_reuse)
     try:
@@ -108,7 +120,7 @@ def _generate(args) -> int:
     if not prompts:
         print("lmforge generate: give --prompt TEXT (repeatable) or --prompt-file FILE", file=sys.stderr)
         return 2
-    model, tok = load_for_generation(args.checkpoint, args.device)
+    model, tok = load_for_generation(picked("generate", args.checkpoint), args.device)
     if args.character:
         from lmforge.infer.character import Character
         char = Character.load(args.character)

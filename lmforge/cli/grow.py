@@ -12,5 +12,5 @@ def _grow(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("grow", help="depth up-scaling: measure layer similarity, duplicate a block of layers")
-    add_stage_args(p, "init.from_checkpoint=runs/pretrain")
+    add_stage_args(p, "init.from_checkpoint=runs/pretrain", "grow")
     p.set_defaults(func=_grow)

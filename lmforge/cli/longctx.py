@@ -24,14 +24,14 @@ def _longstudy(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("longctx", help="continued pretraining at a longer context with a new RoPE base "
                                        "(Index-1.9B-32K defaults; resumes automatically)")
-    add_stage_args(p, "train.seq_len=4096")
+    add_stage_args(p, "train.seq_len=4096", "longctx")
     p.set_defaults(func=_longctx)
     p = sub.add_parser("needle", help="needle-in-a-haystack eval: retrieval over prompt length x depth "
                                       "(needle.json, needle.md, needle.png)")
-    add_stage_args(p, "lengths=[1024,2048]")
+    add_stage_args(p, "lengths=[1024,2048]", "needle")
     p.set_defaults(func=_needle)
     p = sub.add_parser("longstudy", help="long-context study over checkpoints x RoPE settings: perplexity by "
                                          "length, needle heatmaps, retrieval tasks, LongBench, the short-context "
                                          "seesaw (longstudy.json/.md + plots)")
-    add_stage_args(p, "ppl.lengths=[512,1024]")
+    add_stage_args(p, "ppl.lengths=[512,1024]", "longstudy")
     p.set_defaults(func=_longstudy)

@@ -16,13 +16,13 @@ def _sftgrid(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("sftdata", help="curate SFT conversations: dedup, scoring, diversity, system-prompt balance")
-    add_stage_args(p, "diversity.target=1000")
+    add_stage_args(p, "diversity.target=1000", "sftdata")
     p.add_argument("--data", action="append", default=[], metavar="JSONL",
                    help="conversation jsonl ({'messages': [...]}), added to `data` (repeatable)")
     p.set_defaults(func=_sftdata)
 
     p = sub.add_parser("sftgrid", help="task-mix grid search: one short SFT per mix, the best by held-out loss")
-    add_stage_args(p, "weights={code: [1, 3], chat: [1, 3]}")
+    add_stage_args(p, "weights={code: [1, 3], chat: [1, 3]}", "sftgrid")
     p.add_argument("--data", action="append", default=[], metavar="JSONL",
                    help="conversation jsonl with a task per record (task_key), added to `data` (repeatable)")
     p.set_defaults(func=_sftgrid)

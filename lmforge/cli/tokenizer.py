@@ -1,7 +1,6 @@
 """`lmforge tokenizer {train,extend,encode,report}`."""
 from __future__ import annotations
 
-import json
 import sys
 
 from lmforge import config
@@ -14,10 +13,15 @@ def _train(args) -> int:
     info = run_train(cfg, progress=not args.quiet)
     if info.get("skipped"):
         print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to train again)")
-    print(json.dumps({k: v for k, v in info.items() if k not in ("config", "account")}, indent=1, ensure_ascii=False))
+    _done("tokenizer train", info, cfg.out_dir)
     if info.get("account"):
         print(info["account"])
     return 0
+
+
+def _done(what: str, summary: dict, out_dir: str) -> None:
+    from lmforge.stagekit.summary import summary_line
+    print(f"[{what}] {'already done' if summary.get('skipped') else 'done'}: {summary_line(summary)} -> {out_dir}")
 
 
 def _extend(args) -> int:
@@ -26,7 +30,7 @@ def _extend(args) -> int:
     info = run_extend(cfg, progress=not args.quiet)
     if info.get("skipped"):
         print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to extend again)")
-    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1, ensure_ascii=False))
+    _done("tokenizer extend", info, cfg.out_dir)
     return 0
 
 
@@ -36,7 +40,9 @@ def _encode(args) -> int:
     stats = run_encode(cfg, progress=not args.quiet)
     if stats.get("skipped"):
         print(f"{cfg.out_dir} is already encoded (set overwrite=true to encode again)")
-    print(json.dumps({k: v for k, v in stats.items() if k not in ("domains", "empty_doc_ids", "account")}, indent=1))
+    _done("tokenizer encode", stats, cfg.out_dir)
+    if stats.get("account"):
+        print(stats["account"])
     if stats.get("empty_docs"):
         print(f"note: {stats['empty_docs']} empty documents not written (ids in stats.json)", file=sys.stderr)
     if stats.get("account"):
@@ -56,14 +62,16 @@ def _report(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenizer", help="train / extend a BPE tokenizer, encode documents to token shards")
     sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
-    for name, func, help_ in [
-        ("train", _train, "train a byte-level BPE tokenizer on documents"),
-        ("extend", _extend, "add tokens learned from a new corpus to an existing tokenizer (old ids kept)"),
-        ("encode", _encode, "documents -> token shards (train/val split per domain)"),
-        ("report", _report, "characters and bytes per token by domain and language"),
+    for name, func, help_, example, kind in [
+        ("train", _train, "train a byte-level BPE tokenizer on documents", "vocab_size=32000", "tokenizer"),
+        ("extend", _extend, "add tokens learned from a new corpus to an existing tokenizer (old ids kept)",
+         "add_tokens=8000", "extend"),
+        ("encode", _encode, "documents -> token shards (train/val split per domain)", "val_fraction=0.01", "encode"),
+        ("report", _report, "characters and bytes per token by domain and language", "max_docs=1000",
+         "tokenizer-report"),
     ]:
         q = sub.add_parser(name, help=help_)
-        add_config_args(q, {"train": "vocab_size=32000", "extend": "add_tokens=8000", "encode": "val_fraction=0.01", "report": "max_docs=1000"}[name])
+        add_config_args(q, example, kind)
         if name != "report":
             q.add_argument("--quiet", action="store_true", help="no progress bar")
         q.set_defaults(func=func)

@@ -12,5 +12,5 @@ def _pretrain(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("pretrain", help="train a model on token shards (resumes automatically)")
-    add_stage_args(p, "train.steps=200")
+    add_stage_args(p, "train.steps=200", "pretrain")
     p.set_defaults(func=_pretrain)

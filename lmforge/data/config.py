@@ -116,7 +116,7 @@ class QualityConfig:
     negatives_per_positive: float = 1.0  # synthetic damaged copies per positive
     refine: int = 1  # rounds moving own-document positives that score low to the negatives
     damage: Literal["both", "corpus", "reference"] = "both"  # whose copies are damaged
-    negative_kinds: list[str] = field(default_factory=lambda: list(NEGATIVE_KINDS))
+    negative_kinds: list[str] = field(default_factory=lambda: list(NEGATIVE_KINDS))  # damage kinds used for synthetic negatives
     max_train_docs: int = 20_000  # per group and class
     max_chars: int = 10_000  # characters of a document used to train and score
     n_features: int = 1 << 18
@@ -219,7 +219,7 @@ class TopicsConfig:
     top_terms: int = 10
     weights: dict[int, float] = field(default_factory=dict)  # cluster id -> keep probability
     term_weights: dict[str, float] = field(default_factory=dict)  # top term -> keep probability
-    downsample: Literal["auto", "none"] = "auto"
+    downsample: Literal["auto", "none"] = "auto"  # auto: ad clusters kept at ad_keep, low-information ones at low_info_keep; none: only weights/term_weights
     ad_terms: str | None = None  # a term file ([lang] sections); None: the shipped list
     ad_terms_per_100: float = 1.0  # a document with this many ad terms per 100 words is ad-like
     ad_share: float = 0.5  # a cluster with this share of ad-like documents is an ad cluster

@@ -9,13 +9,12 @@ every executor writes the same files.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from typing import Any, Callable, Protocol, Sequence
 
 from tqdm import tqdm
 
-from lmforge.workers import quiet_worker
+from lmforge.workers import worker_pool
 
 RAY_MISSING = "Ray is not installed (executor: ray needs it): pip install 'lmforge[ray]'"
 
@@ -67,8 +66,7 @@ class LocalExecutor:
                     results[i] = fn(*t)
                     bar.done(results[i])
             else:
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp
-                with ctx.Pool(min(self.workers, len(tasks)), initializer=quiet_worker) as pool:
+                with worker_pool(min(self.workers, len(tasks))) as pool:   # quiet, interrupt-safe
                     it = pool.imap(_call, [(fn, t) for t in tasks])
                     for i, res in enumerate(it):
                         results[i] = res

@@ -25,6 +25,7 @@ import torch
 
 from lmforge.align.chat_template import render
 from lmforge.truncate import truncate_middle
+from lmforge.workers import Terminated
 from lmforge.infer.generate import _check_args, _TextStream, as_tokenizer, default_stop_ids, sample_next
 from lmforge.model.attention import KVCache
 
@@ -70,6 +71,7 @@ class ChatSession:
         self.cached_ids: list[int] = []
         self.cache.truncate(0)
         self.last_prefill = 0
+        self.interrupted = False        # the last reply was stopped by Ctrl-C
 
     def prompt_ids(self) -> list[int]:
         text = render(self.messages, add_generation_prompt=True)
@@ -88,26 +90,53 @@ class ChatSession:
         self.cache.truncate(keep)
         self.cached_ids = list(ids)
         self.last_prefill = len(ids) - keep
-        logits = self.model.forward_cached(torch.tensor([ids[keep:]], device=self.cache.k.device),
-                                           self.cache, last_only=True)[:, -1]
         stream = _TextStream(self.tok, self.stop, on_text)
         new: list[int] = []
-        for step in range(self.max_new_tokens):
-            t = int(sample_next(logits, self.temperature, self.top_k, self.top_p, self.generator)[0])
-            if t in self.stop_ids:
-                break
-            new.append(t)
-            if stream.update(new) or step == self.max_new_tokens - 1:
-                break
-            logits = self.model.forward_cached(torch.tensor([[t]], device=self.cache.k.device),
+        self.interrupted = False
+        try:
+            logits = self.model.forward_cached(torch.tensor([ids[keep:]], device=self.cache.k.device),
                                                self.cache, last_only=True)[:, -1]
-            self.cached_ids.append(t)
+            for step in range(self.max_new_tokens):
+                t = int(sample_next(logits, self.temperature, self.top_k, self.top_p, self.generator)[0])
+                if t in self.stop_ids:
+                    break
+                new.append(t)
+                if stream.update(new) or step == self.max_new_tokens - 1:
+                    break
+                logits = self.model.forward_cached(torch.tensor([[t]], device=self.cache.k.device),
+                                                   self.cache, last_only=True)[:, -1]
+                self.cached_ids.append(t)
+        except Terminated:                 # `kill`: the chat ends (the CLI says so, exit 130)
+            raise
+        except KeyboardInterrupt:          # Ctrl-C: this reply ends, the chat goes on
+            return self._stopped(stream)
         text = stream.finish(new)
         self.messages.append({"role": "assistant", "content": text})
         return text
 
+    def _stopped(self, stream) -> str:
+        """Ctrl-C during a reply: the reply ends where it was, the conversation goes on. What was
+        shown is kept as the assistant's turn (nothing shown: the user's turn is dropped too).
+        The cache may hold a half-written step, so the next turn recomputes the prompt."""
+        self.interrupted = True
+        self.cached_ids = []
+        self.cache.truncate(0)
+        text = stream.text[:stream.shown]
+        if text:
+            self.messages.append({"role": "assistant", "content": text})
+        else:
+            self.messages.pop()
+        return text
 
-HELP = "commands: /reset (forget the conversation), /exit (quit); end of input quits too"
+
+COMMANDS = {
+    "/help": "list these commands",
+    "/reset": "forget the conversation (the system message and character stay)",
+    "/exit": "quit (so do Ctrl-D and Ctrl-C at the prompt)",
+}
+HELP = "type a message; /help lists the commands; Ctrl-C stops a reply"
+COMMAND_HELP = "\n".join(f"  {c:7s} {what}" for c, what in COMMANDS.items()) + \
+    "\n  Ctrl-C during a reply stops it; the conversation goes on"
 
 
 def chat_loop(session: ChatSession, inp: TextIO = sys.stdin, out: TextIO = sys.stdout,
@@ -117,7 +146,11 @@ def chat_loop(session: ChatSession, inp: TextIO = sys.stdin, out: TextIO = sys.s
     while True:
         out.write(prompt)
         out.flush()
-        line = inp.readline()
+        try:
+            line = inp.readline()
+        except KeyboardInterrupt:          # Ctrl-C at the prompt: leave, as Ctrl-D does
+            out.write("\n")
+            return 0
         if not line:                       # end of input (a pipe ran out, or Ctrl-D)
             out.write("\n")
             return 0
@@ -127,16 +160,19 @@ def chat_loop(session: ChatSession, inp: TextIO = sys.stdin, out: TextIO = sys.s
             continue
         if cmd == "/exit":
             return 0
+        if cmd == "/help":
+            out.write(COMMAND_HELP + "\n")
+            continue
         if cmd == "/reset":
             session.reset()
             out.write("(conversation reset)\n")
             continue
         if cmd.startswith("/"):
-            out.write(f"unknown command {cmd}; {HELP}\n")
+            out.write(f"unknown command {cmd}; /help lists the commands\n")
             continue
 
         def emit(piece: str) -> None:
             out.write(piece)
             out.flush()
         session.reply(text, emit)
-        out.write("\n")
+        out.write(" [stopped]\n" if session.interrupted else "\n")

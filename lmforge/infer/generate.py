@@ -190,8 +190,10 @@ class _TextStream:
             self.shown = upto
 
     def finish(self, ids: list[int]) -> str:
+        """The whole text. A sequence cut off (max_new_tokens) inside a character ends in the
+        replacement character of its first bytes: that half character is dropped, not shown."""
         if not self.stopped:
-            self.text = self.tok.decode(ids, skip_special_tokens=True)
+            self.text = self.tok.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
             self._show(len(self.text))
         return self.text
 

@@ -16,6 +16,28 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def default_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the process umask (read without changing it
+    where /proc says it, else by setting and restoring it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def with_default_mode(path: str | Path) -> Path:
+    """Give a file written by a library that creates it private (safetensors writes 0600) the
+    mode of every other file the user writes."""
+    os.chmod(path, default_file_mode())
+    return Path(path)
+
+
 def temp_sibling(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")

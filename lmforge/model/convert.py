@@ -267,12 +267,15 @@ def save_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype | None =
     arch: None = export_arch(cfg); any hf_archs.ARCHS name that can carry the model."""
     from safetensors.torch import save_file
 
+    from lmforge.io.atomic import with_default_mode
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = hf_config_dict(model.cfg, arch=arch)    # refuses an impossible export before writing
     sd = to_hf_state_dict(model, dtype, arch)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(sd, str(tmp), metadata={"format": "pt"})
+        with_default_mode(tmp)   # safetensors creates it 0600
     config = hf_config_dict(model.cfg, sd["model.embed_tokens.weight"].dtype, arch)
     write_json(out / "config.json", config, indent=2)
     return out

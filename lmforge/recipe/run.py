@@ -23,16 +23,14 @@ from pathlib import Path
 
 from lmforge.config import ConfigError
 from lmforge.io.atomic import write_json
+from lmforge.stagekit.summary import summary_line
 
 from .config import Recipe, RecipeStage, load_recipe
 from .lock import RunLock
 
 
-def _scalar_items(summary: dict, limit: int = 8) -> str:
-    items = [(k, v) for k, v in summary.items()
-             if k != "skipped" and isinstance(v, (int, float, str, bool)) and len(str(v)) <= 60]
-    fmt = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items[:limit]]
-    return ", ".join(fmt)
+def _scalar_items(summary: dict) -> str:
+    return summary_line(summary) or "-"
 
 
 class Ledger:
@@ -227,7 +225,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML (see recipes/tiny.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, e.g. --set stages.sft.config.max_steps=50 or "
-                        "--set device=cuda (repeatable)")
+                        "--set device=cuda (repeatable; `lmforge config show KIND` lists a stage's keys)")
     p.add_argument("--only", action="append", default=None, metavar="NAME",
                    help="run only these stages (repeatable or comma-separated)")
     p.add_argument("--from", dest="start", default=None, metavar="NAME", help="start at this stage")

@@ -138,7 +138,10 @@ def study_tables(study: dict) -> list[Table]:
     s_info = Table("Settings", ["setting", "checkpoint", "rope", "factor", "RoPE base", "trained base",
                                 "max_seq_len", "window"],
                    [[s["name"], s["checkpoint"], s["rope"], s.get("factor"), s["rope_theta"],
-                     s.get("trained_rope_theta"), s["max_seq_len"], s["window"]] for s in study["settings"]])
+                     s.get("trained_rope_theta"), s["max_seq_len"],
+                     s["window"] if s["rope"] == "model" else "none (extrapolates)"] for s in study["settings"]],
+                   note="window: the longest prompt a setting is scored at; a trained RoPE is scored up to its "
+                        "max_seq_len, the training-free extensions at every length")
     out.append(s_info)
     lengths = study["ppl"]["lengths"]
     if study["ppl"]["results"]:

@@ -54,18 +54,18 @@ DEFAULT_WEIGHTS = {"positive": 1.0, "negative": 0.1}
 @dataclass
 class FirstMessagesConfig:
     """First user messages sampled from the base model (StableLM 2: 10k, deduplicated)."""
-    count: int = 10000
+    count: int = 10000                   # distinct first messages to keep (StableLM 2: 10k)
     opening: str = DEFAULT_OPENING       # the prompt; {examples} = `shots` lines "User: ...\n"
-    examples: list[str] = field(default_factory=lambda: list(DEFAULT_EXAMPLES))
-    shots: int = 3
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 0.95
-    min_chars: int = 2
-    max_chars: int = 500
+    examples: list[str] = field(default_factory=lambda: list(DEFAULT_EXAMPLES))   # example openings, drawn per prompt
+    shots: int = 3                       # examples shown in each sampling prompt
+    max_new_tokens: int = 64             # longest sampled first message
+    temperature: float = 1.0             # sampling temperature of the base model
+    top_p: float = 0.95                  # nucleus sampling of the base model
+    min_chars: int = 2                   # shorter samples are discarded
+    max_chars: int = 500                 # longer samples are discarded
     max_samples: int = 0                 # give up after this many samples; 0 = 4 x count
-    batch_size: int = 32
-    near_dedup: bool = True
+    batch_size: int = 32                 # prompts sampled per generate call
+    near_dedup: bool = True              # also drop near-duplicate messages (else exact only)
     near_dup_threshold: float = 0.7      # Jaccard of word n-grams (MinHash LSH)
     near_dup_ngram: int = 2              # first messages are short: word bigrams
 
@@ -87,8 +87,8 @@ class FirstMessagesConfig:
 @dataclass
 class ReferenceConfig:
     """The KL reference of C-RLFT: the chat model SFT'd on D_c first (unweighted)."""
-    epochs: int = 1
-    max_steps: int = 0
+    epochs: int = 1                      # SFT epochs of the reference on D_c
+    max_steps: int = 0                   # cap on its steps (0: all epochs)
 
     def __post_init__(self):
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -111,7 +111,7 @@ class SelfKnowConfig:
     max_new_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.95
-    negative_token: str = NEGATIVE_TOKEN
+    negative_token: str = NEGATIVE_TOKEN   # special token marking negative replies (added to the vocabulary)
     # C-RLFT
     sources: dict[str, str] = field(default_factory=dict)   # extra class name -> conversation jsonl
     class_weights: dict[str, float] = field(default_factory=dict)  # over DEFAULT_WEIGHTS; each source needs one

@@ -53,8 +53,8 @@ PROMPT_MINHASH = {"ngram": 2, "threshold": 0.7}
 
 @dataclass
 class DedupConfig:
-    exact: bool = True
-    near: bool = True
+    exact: bool = True             # drop conversations whose normalised prompt was seen before
+    near: bool = True              # drop near-duplicate prompts (MinHash below, word 2-grams, 0.7)
     minhash: MinhashConfig = field(default_factory=lambda: MinhashConfig(**PROMPT_MINHASH))
 
     @classmethod
@@ -69,13 +69,13 @@ class EvolveConfig:
     """Yi / WizardLM prompt evolution; meant for a capable generator (see lmforge.align.evolve)."""
     generator: str = ""            # "" = off; a checkpoint, run folder or exported HF folder
     methods: list[str] = field(default_factory=lambda: ["constraints", "deepen", "concretize", "reasoning",
-                                                        "breadth"])
+                                                        "breadth"])   # WizardLM templates, drawn in turn
     rounds: int = 1                # WizardLM: 4
     share: float = 1.0             # of the single-turn conversations evolved in round 1
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
-    batch_size: int = 8
+    max_new_tokens: int = 256      # longest rewritten prompt
+    temperature: float = 0.7       # sampling temperature of the generator
+    top_p: float = 0.95            # nucleus sampling of the generator
+    batch_size: int = 8            # prompts rewritten per generate call
     device: str = "auto"
 
     def __post_init__(self):
@@ -87,13 +87,13 @@ class EvolveConfig:
 
 @dataclass
 class ScoringConfig:
-    kind: Literal["none", "reward", "judge"] = "none"
+    kind: Literal["none", "reward", "judge"] = "none"   # reward: HF sequence classifier; judge: mean reply log-prob
     model: str = ""                # reward: Hugging Face folder; judge: lmforge checkpoint or run folder
     threshold: float | None = None     # drop scores below it
     top_share: float | None = None     # keep the best share of each task
     label: int | None = None       # reward: which logit is the reward (None: the model has one)
     max_length: int = 0            # tokens scored (0: the judge's context, 2048 for a reward model)
-    batch_size: int = 8
+    batch_size: int = 8            # conversations scored per forward pass
     device: str = "auto"
 
     def __post_init__(self):
@@ -105,10 +105,10 @@ class ScoringConfig:
 @dataclass
 class WeightsConfig:
     """StableLM 2 mixes several public sets: weights (< 1 keeps a share, > 1 repeats) and caps."""
-    sources: dict[str, float] = field(default_factory=dict)
-    source_caps: dict[str, int] = field(default_factory=dict)
-    tasks: dict[str, float] = field(default_factory=dict)
-    task_caps: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, float] = field(default_factory=dict)    # source -> weight (< 1 keeps a share, > 1 repeats)
+    source_caps: dict[str, int] = field(default_factory=dict)  # source -> most conversations kept
+    tasks: dict[str, float] = field(default_factory=dict)      # task -> weight, as for sources
+    task_caps: dict[str, int] = field(default_factory=dict)    # task -> most conversations kept
 
     def __post_init__(self):
         for name in ("sources", "tasks"):
@@ -122,9 +122,9 @@ class WeightsConfig:
 @dataclass
 class DiversityConfig:
     target: int = 0                # conversations kept; 0 = step off
-    clusters: int = 16
+    clusters: int = 16             # k-means clusters of the prompts (TF-IDF)
     backend: Literal["tfidf"] = "tfidf"   # an embedding backend would plug in here (docs/sftdata.md)
-    max_features: int = 20000
+    max_features: int = 20000      # TF-IDF vocabulary size
 
     def __post_init__(self):
         check(self.target >= 0, "target", "must be >= 0 (0 = off)")
@@ -137,7 +137,7 @@ class SystemConfig:
     prompts_file: str = ""         # more of them, one per line
     assign_share: float = 0.0      # of the conversations without a system prompt that get one
     max_share: float = 1.0         # no system prompt above this share of the kept set (1 = off)
-    group_by: Literal["text", "cluster"] = "text"
+    group_by: Literal["text", "cluster"] = "text"   # a group is one exact system prompt, or a cluster of them
     clusters: int = 8              # group_by=cluster: k-means clusters of the system prompts
 
     def __post_init__(self):
@@ -161,8 +161,8 @@ class SFTDataConfig:
     data: list[str | DataFile] = field(default_factory=list)
     out_dir: str = "runs/sftdata"
     task_key: str = "task"         # dotted key of a record's task (e.g. meta.category); else its file's stem
-    source_key: str = "meta.source"
-    seed: int = 0
+    source_key: str = "meta.source"   # dotted key of a record's source set; else its file's stem
+    seed: int = 0                  # sampling seed (diversity, balance, weights, evolution)
     workers: int = 1               # MinHash signature processes
     dedup: DedupConfig = field(default_factory=DedupConfig)
     evolve: EvolveConfig = field(default_factory=EvolveConfig)

@@ -46,27 +46,27 @@ from lmforge.train.trainer import TrainConfig
 class SFTGridConfig:
     data: list[str | DataFile] = field(default_factory=list)   # conversation files (lmforge.align.formats)
     out_dir: str = "runs/sftgrid"
-    task_key: str = "curation.task"
+    task_key: str = "curation.task"   # dotted key of a record's task (sftdata writes curation.task)
     weights: dict[str, list[float]] = field(default_factory=dict)    # task -> weights; grid = product
     points: list[dict[str, float]] = field(default_factory=list)     # or explicit points (task -> weight)
     size: int = 0                  # training conversations per point (0: all training conversations)
     heldout: int = 20              # held-out conversations per task
     mcq: dict[str, str] = field(default_factory=dict)                # task -> MCQ jsonl (lmforge eval format)
-    mcq_shots: int = 0
-    rule: Literal["mean_loss", "max_loss", "mcq"] = "mean_loss"
-    keep_checkpoints: Literal["all", "best", "none"] = "best"
-    seed: int = 0
+    mcq_shots: int = 0             # few-shot examples per MCQ item
+    rule: Literal["mean_loss", "max_loss", "mcq"] = "mean_loss"   # how the best point is chosen; ties: earlier point
+    keep_checkpoints: Literal["all", "best", "none"] = "best"   # which points keep their SFT checkpoint
+    seed: int = 0                  # sampling of the held-out and the per-point training sets
     # the SFT of each point: `lmforge sft`'s keys and defaults
     init: InitConfig = field(default_factory=InitConfig)
-    tokenizer: str = ""
+    tokenizer: str = ""            # tokenizer folder ("": the one beside the checkpoint)
     train: TrainConfig = field(default_factory=TrainConfig)
-    epochs: int = 1
-    max_steps: int = 0
-    max_turns: int = 8
-    system_prompt: str = ""
-    neftune_alpha: float = 0.0
+    epochs: int = 1                # SFT epochs per point
+    max_steps: int = 0             # cap on steps per point (0: all epochs)
+    max_turns: int = 8             # drop conversations with more assistant turns (0 = keep all)
+    system_prompt: str = ""        # default system prompt for conversations without one
+    neftune_alpha: float = 0.0     # NEFTune noise on embeddings (0: off)
     mix: MixConfig = field(default_factory=MixConfig)
-    val_fraction: float = 0.0
+    val_fraction: float = 0.0      # conversations of each point held out for its val/sft_loss
 
     @classmethod
     def _base(cls, data):

@@ -26,10 +26,12 @@ from lmforge.io.atomic import write_json, write_text
 from lmforge.model.load import OURS, open_source
 from lmforge.model.lora import lora_layers
 from lmforge.train import distributed
+from lmforge.train import trackers as tracking
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.objectives.base import Objective
 from lmforge.train.optim import OptimConfig, build_optimizer
 from lmforge.train.schedules import ScheduleConfig, lr_at
+from lmforge.train.trackers import TrackerName
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,8 +76,10 @@ class TrainConfig:
     max_bad_steps: int = 5        # non-finite steps in a row before the run stops
     activation_checkpointing: bool = False  # recompute each block in backward: memory for compute
     batch_growth: BatchGrowthConfig = field(default_factory=BatchGrowthConfig)
+    trackers: list[TrackerName] = field(default_factory=list)   # also log metrics to: tensorboard, wandb
 
     def __post_init__(self):
+        tracking.check_available(self.trackers)
         for name in ("steps", "micro_batch_size", "grad_accum", "seq_len", "max_bad_steps"):
             check(getattr(self, name) > 0, name, "must be > 0")
         for name in ("eval_every", "ckpt_every", "keep_last", "eval_batches", "log_every"):
@@ -305,6 +309,7 @@ class Trainer:
             return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        tracking.log_record(self, self.cfg.trackers, self.out_dir, self.run_config, record)
 
     def evaluate(self) -> dict:
         self.model.eval()

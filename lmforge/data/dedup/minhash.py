@@ -163,10 +163,10 @@ def parallel_signatures(texts: list[str], cfg, workers: int = 1, chunk: int = 20
     """Signatures of many texts, computed in `workers` processes (same result as 1)."""
     if workers <= 1 or len(texts) <= chunk:
         return signatures_of_texts(texts, cfg)
-    import multiprocessing as mp
+    from lmforge.workers import worker_pool
 
     parts = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
-    with mp.get_context("fork").Pool(workers) as pool:
+    with worker_pool(workers) as pool:   # quiet workers; Ctrl-C cannot leave it half started
         sigs = pool.starmap(_sig_chunk, [(p, cfg) for p in parts])
     return np.concatenate(sigs)
 

@@ -1,0 +1,31 @@
+"""`lmforge config list` / `lmforge config show KIND`: the config keys of any stage kind,
+also those a recipe uses without a command of their own (longsft, report, ...)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("config", help="the config keys of a stage kind: type, default, meaning",
+                              description=__doc__)
+    sub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    s = sub.add_parser("show", help="every key of KIND's config (a recipe stage's `kind`)")
+    s.add_argument("kind", help="a recipe stage kind: `lmforge config list` names them")
+    s.add_argument("--markdown", action="store_true", help="a Markdown table (as in docs/config.md)")
+    s.set_defaults(func=_show)
+    q = sub.add_parser("list", help="the stage kinds and their config classes")
+    q.set_defaults(func=_list)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _show(args) -> int:
+    from lmforge.cli.confighelp import config_class, format_markdown, format_text
+    cls = config_class(args.kind)
+    print(format_markdown(cls, args.kind) if args.markdown else format_text(cls, f"kind {args.kind}"))
+    return 0
+
+
+def _list(args) -> int:
+    from lmforge.cli.confighelp import all_kinds, config_class
+    for kind in all_kinds():
+        cls = config_class(kind)
+        print(f"{kind:18s} {cls.__module__}.{cls.__name__}")
+    return 0
