@@ -15,14 +15,17 @@ in the committed sample (tests/test_data_quality.py checks both).
 """
 from __future__ import annotations
 
+import ast
 import platform
 from pathlib import Path
+
+from .common import stable_hash
 
 LICENSE = "PSF-2.0"
 
 # Lib/-relative paths. Chosen for documentation quality (docstrings on the module and on
 # most functions, comments that explain why), not generated tables (keyword.py,
-# encodings/*), not tests, not thin wrappers (decimal.py, contextvars.py).
+# encodings/*), not thin wrappers (decimal.py, contextvars.py).
 MODULES = (
     "abc.py", "argparse.py", "base64.py", "bisect.py", "calendar.py", "cmd.py", "code.py",
     "codeop.py", "colorsys.py", "configparser.py", "contextlib.py", "copyreg.py", "csv.py",
@@ -36,8 +39,38 @@ MODULES = (
     "timeit.py", "tokenize.py", "tracemalloc.py", "types.py", "uuid.py", "warnings.py",
     "weakref.py", "asyncio/locks.py", "asyncio/queues.py", "concurrent/futures/thread.py",
     "urllib/parse.py",
+    # and the unit tests of some of them: reviewed, idiomatic code in the form that half of
+    # a stdlib corpus has (without them the classifier learns "a test file is not a reference")
+    "test/test_abc.py", "test/test_base64.py", "test/test_bisect.py", "test/test_colorsys.py",
+    "test/test_contextlib.py", "test/test_csv.py", "test/test_difflib.py", "test/test_fnmatch.py",
+    "test/test_glob.py", "test/test_graphlib.py", "test/test_heapq.py", "test/test_hmac.py",
+    "test/test_json/test_decode.py", "test/test_linecache.py", "test/test_netrc.py",
+    "test/test_operator.py", "test/test_pprint.py", "test/test_queue.py", "test/test_reprlib.py",
+    "test/test_sched.py", "test/test_secrets.py", "test/test_selectors.py", "test/test_shlex.py",
+    "test/test_string.py", "test/test_textwrap.py", "test/test_timeit.py",
 )
 PATHS = frozenset(MODULES)
+PIECES = 3  # top-level functions / classes per module that are references of their own
+
+
+def pieces(text: str, path: str, n: int = PIECES) -> list[tuple[str, str]]:
+    """Up to n top-level definitions (name, source with decorators and the comment lines
+    just above), picked by a stable hash. Whole modules are long; the corpus holds short
+    files too, and references of one length teach the classifier that length is quality."""
+    try:
+        body = ast.parse(text).body
+    except SyntaxError:
+        return []
+    lines = text.splitlines(keepends=True)
+    defs = [d for d in body if isinstance(d, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    defs.sort(key=lambda d: (stable_hash(f"{path}:{d.name}"), d.name))
+    out = []
+    for d in defs[:n]:
+        start = min([d.lineno] + [x.lineno for x in d.decorator_list]) - 1
+        while start > 0 and lines[start - 1].lstrip().startswith("#"):
+            start -= 1
+        out.append((d.name, "".join(lines[start:d.end_lineno])))
+    return out
 
 
 def read(root: Path | None) -> list[dict]:
@@ -52,13 +85,19 @@ def read(root: Path | None) -> list[dict]:
 
 
 def emit(records: list[dict], ctx) -> int:
-    """Add the references to quality_positives.jsonl; returns how many."""
+    """Add each module and up to PIECES of its definitions to quality_positives.jsonl;
+    returns how many references."""
+    n = 0
     for rec in records:
-        ctx.add("quality_positives.jsonl", {
-            "id": f"cpython/Lib/{rec['path']}#reference", "text": rec["text"],
-            "meta": {"source": "cpython-stdlib", "domain": "code", "lang": "en", "format": "python",
-                     "license": LICENSE, "path": rec["path"], "quality": "reference"}})
-    return len(records)
+        meta = {"source": "cpython-stdlib", "domain": "code", "lang": "en", "format": "python",
+                "license": LICENSE, "path": rec["path"], "quality": "reference"}
+        parts = [(f"cpython/Lib/{rec['path']}#reference", rec["text"])]
+        parts += [(f"cpython/Lib/{rec['path']}#reference:{name}", src)
+                  for name, src in pieces(rec["text"], rec["path"])]
+        for ref_id, text in parts:
+            ctx.add("quality_positives.jsonl", {"id": ref_id, "text": text, "meta": meta})
+            n += 1
+    return n
 
 
 def version() -> str:
