@@ -23,7 +23,9 @@ Output folder layout:
     docs/poetry.jsonl.zst      documents, domain "zh", lang "zh", meta collection/title/author
     docs/stdlib.jsonl.zst      documents, domain "code", meta.format "python"|"json"
     docs/chatterbot.jsonl.zst  the dialog YAML files as documents, domain "code", format "yaml"
-    quality_positives.jsonl    reference-quality documents (Python docs reST, Chinese classics):
+    quality_positives.jsonl    reference-quality documents (Python docs reST, Chinese classics, and
+                               curated stdlib modules with domain "code", lang "en", read from the
+                               running CPython and withheld from docs/stdlib: code_refs.py):
                                the quality classifier's positives (Skywork)
     sft.jsonl                  {"id", "messages": [{"role": "user"|"assistant", "content"}], "meta"}
     dpo.jsonl                  {"id", "prompt": [messages before], "chosen": str, "rejected": str,

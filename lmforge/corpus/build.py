@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import zh
+from . import code_refs, zh
 from .common import Source, read_jsonl, rng, stable_hash, take_bytes, write_bytes_atomic, write_jsonl
 from .dialogs import SOURCE as DIALOGS
 from .mcq import check_item
@@ -146,10 +146,25 @@ def build_corpus(out: str | Path, sources: str | list[str] | None = None,
                               counts, info.get("package", src.package))
         log(f"corpus: {name}: {origin} {version}: {len(records)} records -> "
             + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if report.get("stdlib", {}).get("status") not in (None, "missing"):
+        _code_references(report["stdlib"], ctx, paths.get("stdlib"), log)
     if not any(e["status"] != "missing" for e in report.values()):
         raise CorpusError("corpus: no source available; install them with "
                           f"`{SETUP_SCRIPT}` or build from the sample with --from-sample")
     return _write(Path(out), ctx, report, conv is not None)
+
+
+def _code_references(entry: dict, ctx: Context, override: Path | None,
+                     log: Callable[[str], None]) -> None:
+    """Curated stdlib modules as code quality references, read from the running CPython even
+    when the documents come from the sample (code_refs.py; the docs never hold them)."""
+    root = STDLIB.locate(override)
+    n = code_refs.emit(code_refs.read(root), ctx)
+    entry["counts"]["quality_positives"] = n
+    entry["references"] = {"python": code_refs.version() if root else None, "modules": n}
+    if not n:
+        log("corpus: no CPython Lib/ folder found: no code quality references "
+            f"(set {STDLIB.env}); code is then judged by its own documents")
 
 
 def _entry(src: Source, status: str, version: str, n: int, nbytes: int, counts: dict,

@@ -2,7 +2,8 @@
 
 Raw record per file: {"path": relative path, "kind": "python"|"json", "text"}.
 Output: docs/stdlib.jsonl.zst, domain "code", meta.format = "python" or "json" (the JSON
-files feed Skywork's keep-some-JSON/YAML rule for code data).
+files feed Skywork's keep-some-JSON/YAML rule for code data). The quality references
+(code_refs.py) are withheld: a reference module is never a document.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator
 
+from . import code_refs
 from .common import Source, override_path, stable_hash
 
 LICENSE = "PSF-2.0"
@@ -61,9 +63,12 @@ def _mix_json(files: list[str], every: int = 10) -> list[str]:
 
 
 def emit(records: list[dict], ctx) -> dict:
-    counts = {"docs": 0, "docs_python": 0, "docs_json": 0}
+    counts = {"docs": 0, "docs_python": 0, "docs_json": 0, "withheld_references": 0}
     for rec in records:
         text, kind = rec.get("text"), rec.get("kind")
+        if rec.get("path") in code_refs.PATHS:
+            counts["withheld_references"] += 1
+            continue
         if rec.get("error") or not isinstance(text, str) or kind not in KINDS.values():
             ctx.reject("stdlib", str(rec.get("path")), rec.get("error") or "no text")
             continue
