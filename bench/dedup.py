@@ -38,7 +38,7 @@ from lmforge.data.config import DataConfig, MinhashConfig
 from lmforge.data.dedup.evaluate import datasketch_keep, planted_quality, true_jaccard
 from lmforge.data.dedup.synthetic import plant_near_duplicates
 from lmforge.data.pipeline import final_documents, run_pipeline
-from lmforge.data.writers import write_documents
+from lmforge.io.writers import write_documents
 
 DOCS = Path("/usr/share/doc/python3.11/html/_sources")
 EDITS = (0.01, 0.02, 0.03, 0.05)
