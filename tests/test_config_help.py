@@ -169,6 +169,27 @@ def test_config_show_command(capsys):
     assert "long_count" in out and "Index-1.9B-32K" in out
     assert main(["config", "show", "nope"]) == 2
     assert "no stage kind 'nope'" in capsys.readouterr().err
+    assert main(["config", "show"]) == 2                  # no kind: the kinds are named
+    assert "pretrain, grow" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_help_config_needs_no_positional_arguments(command, capsys):
+    """README: `lmforge STAGE --help-config`; export and report take folders, yet list their keys."""
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help-config"])
+    assert e.value.code == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.startswith("  ")}
+    assert expected_keys(config_class(command)) <= listed
+
+
+def test_closed_pipe_is_silent():
+    """`lmforge config show data | head -1`: no "Broken pipe" line from the error boundary."""
+    p = subprocess.Popen([sys.executable, "-m", "lmforge", "config", "show", "data"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()              # the reader is gone before the command prints
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and err == "", err
 
 
 def test_docs_config_md_is_up_to_date():

@@ -193,3 +193,10 @@ def test_bad_config_refused_with_one_line(overrides, key):
 def test_vocab_floor_is_exactly_specials_plus_bytes():
     cfg = config.load(TrainConfig, overrides=["inputs=[x]", "out_dir=o", "vocab_size=260"])
     assert cfg.vocab_size == 260
+
+
+def test_progress_off_a_terminal_prints_nothing(capfd):
+    """tokenizers' progress bar writes bare newlines to a non-terminal stdout (a recipe's log);
+    with stdout not a terminal, training prints nothing."""
+    train_bpe((d["text"] for d in make_docs(20)), 300, SPECIALS, show_progress=True)
+    assert capfd.readouterr().out == ""

@@ -72,7 +72,7 @@ def run_guarded(func, args, command: str, debug: bool = False) -> int:
     except KeyboardInterrupt:
         print(f"lmforge {command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except SystemExit:
+    except (SystemExit, BrokenPipeError):   # a closed pipe (`| head`) is main's: silent, exit 141
         raise
     except BaseException as e:   # noqa: BLE001 - this is the boundary
         code, message = classify(e)

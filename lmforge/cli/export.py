@@ -6,6 +6,7 @@ import sys
 
 
 def register(subparsers) -> None:
+    from lmforge.cli.common import add_help_config
     p = subparsers.add_parser("export", help="checkpoint -> Hugging Face folder (config.json, model.safetensors, "
                                              "tokenizer files), or one GGUF file (--format gguf)")
     p.add_argument("checkpoint", help="step-N folder, a run folder (its latest checkpoint) or a recipe run "
@@ -16,6 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weight dtype (default: the checkpoint's)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: RUN_DIR/tokenizer)")
+    add_help_config(p, "export")   # the recipe kind's keys (README: `lmforge STAGE --help-config`)
     p.set_defaults(func=_export)
 
     g = subparsers.add_parser("generate", help="generate text from a checkpoint or exported folder (KV cache)")

@@ -325,7 +325,7 @@ def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> 
             inputs = kept_shards(step_dir)
             log(f"[data] {step_dir.name}: in {stats['in']['docs']} docs, kept {stats['kept']['docs']} "
                 f"({stats['kept']['bytes'] / 1e6:.2f} MB); removed "
-                + ", ".join(f"{k} {v['docs']}" for k, v in stats["removed"].items()))
+                + (", ".join(f"{k} {v['docs']}" for k, v in stats["removed"].items()) or "nothing"))
     finally:
         executor.close()
     summary["final"] = [str(p) for p in inputs]

@@ -20,6 +20,7 @@ token", so the model's outputs barely move before training, unlike a random init
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -79,7 +80,7 @@ def _learn(base_json: dict, texts: Iterable[str], vocab_size: int, min_frequency
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if byte_level else [],
-        show_progress=show_progress, **kwargs)
+        show_progress=show_progress and sys.stdout.isatty(), **kwargs)   # off a terminal: bare newlines
     learner.train_from_iterator(texts, trainer)
     return json.loads(learner.to_str())["model"]
 

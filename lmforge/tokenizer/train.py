@@ -28,6 +28,7 @@ folder complete.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str],
     tok = build_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress and sys.stdout.isatty())   # off a terminal its bar prints bare newlines
     tok.train_from_iterator(texts, trainer)
     for i, s in enumerate(special_tokens):  # the trainer's contract; a fixed id is the point
         assert tok.token_to_id(s) == i, (s, tok.token_to_id(s))
