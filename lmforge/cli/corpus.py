@@ -9,7 +9,10 @@ from lmforge.corpus.build import (DEFAULT_MAX_MB, SAMPLE_DIR, SAMPLE_MAX_MB, SOU
 
 
 def register(subparsers) -> None:
-    corpus = subparsers.add_parser("corpus", help="the embedded default corpus (offline sources)")
+    corpus = subparsers.add_parser("corpus", help="the embedded default corpus (offline sources)",
+                                   description="`lmforge corpus build` takes the flags below; in a recipe, the "
+                                               "corpus stage takes the same settings as config keys "
+                                               "(`lmforge config show corpus` lists them).")
     sub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION")
     p = sub.add_parser("build", help="build the default corpus from the installed offline sources",
                        description="Build docs/, sft.jsonl, dpo.jsonl, mcq_*.jsonl, quality_positives.jsonl, "
