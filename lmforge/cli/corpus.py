@@ -10,7 +10,7 @@ from lmforge.corpus.build import (DEFAULT_MAX_MB, SAMPLE_DIR, SAMPLE_MAX_MB, SOU
 
 def register(subparsers) -> None:
     corpus = subparsers.add_parser("corpus", help="the embedded default corpus (offline sources)",
-                                   description="`lmforge corpus build` takes the flags below; in a recipe, the "
+                                   description="`lmforge corpus build --help` lists its flags; in a recipe, the "
                                                "corpus stage takes the same settings as config keys "
                                                "(`lmforge config show corpus` lists them).")
     sub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION")
