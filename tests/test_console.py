@@ -166,3 +166,13 @@ def test_interrupts_are_held_while_a_pool_starts_or_stops():
             assert pool.map(abs, [-1, -2, 3]) == [1, 2, 3]
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_summary_numbers_read_right():
+    """584,000 tokens read as 584k (not 58.4k); small counts stay whole; bytes in kB/MB."""
+    from lmforge.stagekit.summary import human
+    assert human(584_000) == "584k"
+    assert human(9_999) == "9999"
+    assert human(12_345) == "12.3k"
+    assert human(2_460_000) == "2.46M"
+    assert human(1_680_000, "bytes") == "1.68 MB"

@@ -43,8 +43,9 @@ def human(v, key: str = "") -> str:
                 return f"{v / scale:.3g} {unit}"
         return f"{v} B"
     if isinstance(v, int):
-        for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e4)):
-            if abs(v) >= scale:
+        # counts below 10,000 stay whole; above, k / M / G of 1e3 / 1e6 / 1e9
+        for unit, scale, least in (("G", 1e9, 1e9), ("M", 1e6, 1e6), ("k", 1e3, 1e4)):
+            if abs(v) >= least:
                 return f"{v / scale:.3g}{unit}"
         return str(v)
     return f"{v:.4g}"
