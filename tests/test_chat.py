@@ -109,6 +109,16 @@ def test_chat_loop_commands_and_streaming(model, tok):
     assert len(replies) == 1 and text.count(replies[0]) >= 2
     prompt_writes = [i for i, w in enumerate(out.writes) if w == "> "]
     assert prompt_writes[1] - prompt_writes[0] > 3     # reply arrived in several writes, then "\n"
+    assert out.writes[prompt_writes[0] + 1] == "hello there\n"   # piped input is echoed after the prompt
+
+
+def test_chat_loop_does_not_echo_a_terminal():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    out = io.StringIO()
+    assert chat_loop(None, Tty("/help\n/exit\n"), out) == 0
+    assert "/help\n" not in out.getvalue().split("> ", 1)[1][:6]   # the terminal already showed it
 
 
 def test_cli_chat_reads_stdin(tmp_path, monkeypatch, capsys):

@@ -207,6 +207,9 @@ class CtrlCOnce(io.StringIO):
         super().__init__()
         self.prompts, self.fired = 0, False
 
+    def isatty(self):
+        return True
+
     def write(self, s):
         if s == "> ":
             self.prompts += 1
@@ -219,7 +222,10 @@ class CtrlCOnce(io.StringIO):
 def test_chat_loop_help_and_ctrl_c(model, tok):
     session = ChatSession(model, tok, max_new_tokens=6, temperature=0.0)
     out = CtrlCOnce()
-    assert chat_loop(session, io.StringIO("/help\nhello there\nmore please\n"), out) == 0
+    class Typed(io.StringIO):          # typed at a terminal: not echoed again
+        def isatty(self):
+            return True
+    assert chat_loop(session, Typed("/help\nhello there\nmore please\n"), out) == 0
     text = out.getvalue()
     for cmd in ("/help", "/reset", "/exit", "Ctrl-C"):
         assert cmd in text.split("> ", 2)[1]          # listed by /help

@@ -139,6 +139,13 @@ COMMAND_HELP = "\n".join(f"  {c:7s} {what}" for c, what in COMMANDS.items()) + \
     "\n  Ctrl-C during a reply stops it; the conversation goes on"
 
 
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):   # closed or not a file
+        return False
+
+
 def chat_loop(session: ChatSession, inp: TextIO = sys.stdin, out: TextIO = sys.stdout,
               prompt: str = "> ") -> int:
     """Read user lines from `inp`, stream the replies to `out`, until /exit or end of input."""
@@ -155,6 +162,8 @@ def chat_loop(session: ChatSession, inp: TextIO = sys.stdin, out: TextIO = sys.s
             out.write("\n")
             return 0
         text = line.rstrip("\r\n")
+        if not _is_tty(inp):               # a terminal echoes what was typed; a pipe does not
+            out.write(text + "\n")
         cmd = text.strip()
         if not cmd:
             continue
