@@ -14,14 +14,15 @@ def _train(args) -> int:
     if info.get("skipped"):
         print(f"{cfg.out_dir} already has a tokenizer (set overwrite=true to train again)")
     _done("tokenizer train", info, cfg.out_dir)
-    if info.get("account"):
-        print(info["account"])
     return 0
 
 
 def _done(what: str, summary: dict, out_dir: str) -> None:
+    """The one-line summary, then the read / kept / rejected account when there is one."""
     from lmforge.stagekit.summary import summary_line
     print(f"[{what}] {'already done' if summary.get('skipped') else 'done'}: {summary_line(summary)} -> {out_dir}")
+    if summary.get("account"):
+        print(summary["account"])
 
 
 def _extend(args) -> int:
@@ -41,12 +42,8 @@ def _encode(args) -> int:
     if stats.get("skipped"):
         print(f"{cfg.out_dir} is already encoded (set overwrite=true to encode again)")
     _done("tokenizer encode", stats, cfg.out_dir)
-    if stats.get("account"):
-        print(stats["account"])
     if stats.get("empty_docs"):
         print(f"note: {stats['empty_docs']} empty documents not written (ids in stats.json)", file=sys.stderr)
-    if stats.get("account"):
-        print(stats["account"])
     return 0
 
 
