@@ -90,6 +90,13 @@ def _insert(hay: list[int], needles: list[list[int]], fractions: list[float]) ->
     return out + hay[prev:]
 
 
+def _haystack(stream: np.ndarray, n_hay: int, seed: int, length: int, trial: int) -> list[int]:
+    """`n_hay` tokens of the stream from a start drawn by (seed, length, trial): the same
+    haystack for every task of one length and trial."""
+    start = random.Random(f"{seed}/{length}/{trial}/hay").randrange(max(len(stream) - n_hay, 0) + 1)
+    return [int(t) for t in take(stream, start, n_hay)]
+
+
 def multi_needle(pc: Pieces, stream: np.ndarray, length: int, trial: int, k: int, n_random: int,
                  seed: int) -> list[Query]:
     rng = random.Random(f"{seed}/multi_needle/{length}/{trial}")
@@ -103,9 +110,7 @@ def multi_needle(pc: Pieces, stream: np.ndarray, length: int, trial: int, k: int
         n_hay = length - sum(map(len, needles)) - len(question)
         if n_hay < 0:
             return []
-        start = random.Random(f"{seed}/{length}/{trial}/hay").randrange(max(len(stream) - n_hay, 0) + 1)
-        hay = [int(t) for t in take(stream, start, n_hay)]
-        prompt = _insert(hay, needles, _spread(k)) + question
+        prompt = _insert(_haystack(stream, n_hay, seed, length, trial), needles, _spread(k)) + question
         others = [v for v in values if v != values[j]] + pc.values(rng, n_random, set(values))
         queries.append(Query("multi_needle", length, 100.0 * _spread(k)[j], trial, prompt,
                              [pc.encode(" " + values[j])], [0], [pc.encode(" " + v) for v in others], key))
@@ -128,9 +133,7 @@ def multi_value(pc: Pieces, stream: np.ndarray, length: int, trial: int, k: int,
     n_hay = length - sum(map(len, needles)) - len(question)
     if n_hay < 0:
         return []
-    start = random.Random(f"{seed}/{length}/{trial}/hay").randrange(max(len(stream) - n_hay, 0) + 1)
-    hay = [int(t) for t in take(stream, start, n_hay)]
-    prompt = _insert(hay, needles, _spread(k)) + question
+    prompt = _insert(_haystack(stream, n_hay, seed, length, trial), needles, _spread(k)) + question
     return [Query("multi_value", length, 50.0, trial, prompt, pieces, list(range(0, len(pieces), 2)), [], key)]
 
 
