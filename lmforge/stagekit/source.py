@@ -39,17 +39,25 @@ class Source:
     info: dict
 
 
-def load_source(init: InitConfig, tokenizer: str, chatml: bool = True) -> Source:
-    """The checkpoint to start from, its model config and its tokenizer; ConfigError if unusable."""
+def source_tokenizer(step_dir: Path, tokenizer: str | None, vocab_size: int | None = None):
+    """(folder, tokenizer, info) of `tokenizer`, else of the folder beside `step_dir`; ConfigError
+    when there is none, or when it has more ids than `vocab_size` (the model's rows)."""
     from lmforge.tokenizer.train import load_tokenizer, tokenizer_info
 
-    step_dir, model_cfg = source_checkpoint(init.from_checkpoint, load_optimizer=init.load_optimizer)
     tok_dir = Path(tokenizer) if tokenizer else tokenizer_dir_of(step_dir)
     if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
         raise ConfigError(f"tokenizer: no tokenizer folder given and none beside {step_dir} (set tokenizer=DIR)")
-    tok, info = load_tokenizer(tok_dir), tokenizer_info(tok_dir)
-    if info["vocab_size"] > model_cfg.vocab_size:
-        raise ConfigError(f"tokenizer: {tok_dir} has {info['vocab_size']} ids, the model only {model_cfg.vocab_size}")
+    tok = load_tokenizer(tok_dir)
+    info = tokenizer_info(tok_dir, tok)
+    if vocab_size is not None and info["vocab_size"] > vocab_size:
+        raise ConfigError(f"tokenizer: {tok_dir} has {info['vocab_size']} ids, the model only {vocab_size}")
+    return tok_dir, tok, info
+
+
+def load_source(init: InitConfig, tokenizer: str, chatml: bool = True) -> Source:
+    """The checkpoint to start from, its model config and its tokenizer; ConfigError if unusable."""
+    step_dir, model_cfg = source_checkpoint(init.from_checkpoint, load_optimizer=init.load_optimizer)
+    tok_dir, tok, info = source_tokenizer(step_dir, tokenizer, model_cfg.vocab_size)
     for t in ("<|im_start|>", "<|im_end|>") if chatml else ():
         if tok.token_to_id(t) is None:
             raise ConfigError(f"tokenizer: {tok_dir} has no ChatML token {t} (give a tokenizer that has "

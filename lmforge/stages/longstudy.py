@@ -41,7 +41,7 @@ from lmforge.io.atomic import write_json, write_text
 from lmforge.model.config import MAX_POSITIONS
 from lmforge.stagekit.parts import Parts
 from lmforge.stagekit.runner import done_summary, write_done
-from lmforge.stagekit.source import source_checkpoint
+from lmforge.stagekit.source import source_checkpoint, source_tokenizer
 
 ROPES = ("model", "naive", "dynamic", "linear")
 
@@ -357,20 +357,15 @@ def seesaw(short: dict, base: str) -> dict:
 def run(cfg: LongStudyConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from lmforge import checkpoint as ckpt
     from lmforge.device import resolve_device
     from lmforge.report.longstudy import study_markdown, write_plots
-    from lmforge.tokenizer.train import load_tokenizer, tokenizer_info
 
     out = Path(cfg.out_dir)
     skipped = done_summary(out)
     if skipped:
         return skipped
     prepared = [prepare(s, f"settings[{i}]") for i, s in enumerate(cfg.settings)]
-    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else ckpt.tokenizer_dir_of(prepared[0].step_dir)
-    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
-        raise ConfigError(f"tokenizer: none given and none beside {prepared[0].step_dir} (set tokenizer=DIR)")
-    tok, info = load_tokenizer(tok_dir), tokenizer_info(tok_dir)
+    _, tok, info = source_tokenizer(prepared[0].step_dir, cfg.tokenizer)
     base = next(p for p in prepared if p.setting.name == cfg.base_name)
     short_len = cfg.short.seq_len or base.cfg.max_seq_len
     sequences, sources, cases, queries = inputs(cfg, tok, info)

@@ -26,9 +26,9 @@ from lmforge.eval.needle import (DEFAULT_NEEDLE, DEFAULT_QUESTION, NeedleText, b
                                  plot_heatmap, score_case, summarize, write_markdown)
 from lmforge.io.atomic import write_json, write_jsonl
 from lmforge.model.config import MAX_POSITIONS
-from lmforge.model.load import load_weights, tokenizer_dir_of
+from lmforge.model.load import load_weights
 from lmforge.stagekit.runner import done_summary, write_done
-from lmforge.stagekit.source import source_checkpoint
+from lmforge.stagekit.source import source_checkpoint, source_tokenizer
 
 
 @dataclass
@@ -76,18 +76,11 @@ def settings_key(cfg: NeedleConfig) -> str:
 def prepare(cfg: NeedleConfig):
     """Model config, tokenizer, cases; every bad setting a ConfigError before the model loads."""
     from lmforge.model.rope import extension_config, usable_length
-    from lmforge.tokenizer.train import load_tokenizer, tokenizer_info
 
     step_dir, mcfg = source_checkpoint(cfg.checkpoint, "checkpoint")
     mcfg = dataclasses.replace(extension_config(mcfg, cfg.rope, cfg.rope_factor), attn_backend="sdpa")
     window = usable_length(mcfg) if cfg.rope == "model" else MAX_POSITIONS
-    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else tokenizer_dir_of(step_dir)
-    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
-        raise ConfigError(f"tokenizer: no tokenizer folder given and none beside {step_dir} (set tokenizer=DIR)")
-    tok = load_tokenizer(tok_dir)
-    info = tokenizer_info(tok_dir, tok)
-    if info["vocab_size"] > mcfg.vocab_size:
-        raise ConfigError(f"tokenizer: {tok_dir} has {info['vocab_size']} ids, the model only {mcfg.vocab_size}")
+    tok_dir, tok, info = source_tokenizer(step_dir, cfg.tokenizer, mcfg.vocab_size)
     text = NeedleText(cfg, lambda s: tok.encode(s, add_special_tokens=False).ids)
     overhead = text.max_overhead()
     if overhead >= cfg.lengths[0]:
