@@ -5,9 +5,12 @@
 # FSDP2 at world size 1 vs plain, DCP timing. Steps run in priority order under one deadline
 # (BUDGET seconds); each has its own timeout, and a step that fails does not stop the others.
 #
-#   OUT=/tmp/gpu BUDGET=500 bash bench/gpu_suite.sh      # python3 must see a CUDA torch
+#   OUT=/tmp/gpu BUDGET=500 bash bench/gpu_suite.sh             # python3 must see a CUDA torch
+#   OUT=/tmp/gpu BUDGET=500 PART=rest bash bench/gpu_suite.sh   # only what the H200 session of
+#                                                               # 2026-11-26 left unmeasured
+# PART=first runs the rows already in RESULTS.md; PART=rest the missing ones; PART=all both.
 set -u
-OUT=${OUT:-/tmp/gpu}; BUDGET=${BUDGET:-500}; PY=${PY:-python3}
+OUT=${OUT:-/tmp/gpu}; BUDGET=${BUDGET:-500}; PY=${PY:-python3}; PART=${PART:-all}
 mkdir -p "$OUT"; export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 LOG=$OUT/gpu.log; JSON=$OUT/train.jsonl; : >"$LOG"
 step() {   # step <timeout> <title> <command...>
@@ -31,6 +34,7 @@ for _ in range(3): a @ b
 torch.cuda.synchronize(); t = time.perf_counter()
 for _ in range(10): a @ b
 torch.cuda.synchronize(); print(f\"bf16 8192^3 matmul: {10 * 2 * 8192**3 / (time.perf_counter() - t) / 1e12:.0f} TFLOP/s\")'"
+if [[ $PART == all || $PART == first ]]; then
 step 100 "1B seq 2048, eager (flex compiled inside), all rows" $TT --preset large-1b --seq-len 2048 --batch 8
 step 150 "1B seq 2048, torch.compile whole model" $TT --preset large-1b --seq-len 2048 --batch 8 --compile --rows fused,foreach_adam
 step 90 "Index-1.9B shape, 32K tokens, document masks, activation checkpointing" \
@@ -40,8 +44,19 @@ step 120 "FSDP2 world size 1 vs plain (small-125m, 20 steps) + DCP timing (large
 step 45 "generate batch 1" $PY bench/generate_speed.py --preset small-125m --batch 1 --prompt-len 128 --new-tokens 128 --repeat 2 --device cuda
 step 45 "generate batch 16" $PY bench/generate_speed.py --preset small-125m --batch 16 --prompt-len 128 --new-tokens 128 --repeat 2 --device cuda
 step 50 "125M seq 2048" $TT --preset small-125m --seq-len 2048 --batch 16 --rows hf,causal_sdpa,packed,fused
-step 50 "350M seq 2048" $TT --preset medium-350m --seq-len 2048 --batch 16 --rows hf,causal_sdpa,fused
-step 60 "Index-1.9B shape seq 2048" $TT --preset index-1.9b --seq-len 2048 --batch 4 --rows hf,fused
-step 60 "1B seq 4096" $TT --preset large-1b --seq-len 4096 --batch 4 --rows hf,causal_sdpa,fused
-step 90 "125M seq 2048, torch.compile" $TT --preset small-125m --seq-len 2048 --batch 16 --compile --rows fused
+fi
+if [[ $PART == all || $PART == rest ]]; then
+step 25 "DPO step-0 margin, bf16 reference vs fp32 reference (issue 17 item 8)" \
+  $PY bench/dpo_step0.py --device cuda --preset small-125m
+step 70 "350M seq 2048" $TT --preset medium-350m --seq-len 2048 --batch 8 --rows hf,causal_sdpa,fused
+step 70 "1B seq 4096" $TT --preset large-1b --seq-len 4096 --batch 4 --rows hf,fused
+step 70 "Index-1.9B shape seq 2048" $TT --preset index-1.9b --seq-len 2048 --batch 4 --rows hf,fused
+step 150 "1B seq 2048, both compiled (transformers and lmforge)" \
+  $TT --preset large-1b --seq-len 2048 --batch 8 --compile --compile-hf --rows hf,fused
+step 60 "Index-1.9B shape, 32K tokens, 16K-token documents (what longctx selects), AC" \
+  $PY bench/train_throughput.py --json "$JSON" --steps 2 --warmup 1 --preset index-1.9b --seq-len 32768 --batch 1 --ac --mean-doc 16384 --rows fused
+step 90 "125M seq 2048, both compiled" $TT --preset small-125m --seq-len 2048 --batch 16 --compile --compile-hf --rows hf,fused
+step 200 "DCP timing, large-1b" $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
+  bench/fsdp_check.py --dcp-only --dcp-preset large-1b --device cuda
+fi
 echo "## total ${SECONDS}s" | tee -a "$LOG"

@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--mean-doc", type=int, default=200, help="mean packed document length")
     ap.add_argument("--compile", action="store_true", help="torch.compile our model")
+    ap.add_argument("--compile-hf", action="store_true",
+                    help="torch.compile the transformers model too (a compiled-vs-compiled hf row)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--ac", action="store_true", help="activation checkpointing per block")
     ap.add_argument("--layers", type=int, default=None, help="override the preset's n_layers (memory)")
@@ -150,7 +152,9 @@ def main() -> None:
         hf_cfg.pop("architectures", None)
         torch.manual_seed(0)
         hf = LlamaForCausalLM(LlamaConfig(**{**hf_cfg, "attn_implementation": "sdpa"})).to(device)
-        bench("hf-llama (causal, sdpa)", hf, lambda input_ids: hf(input_ids=input_ids).logits, causal)
+        hf_fwd = torch.compile(hf) if args.compile_hf else hf
+        bench("hf-llama (causal, sdpa" + (", compiled)" if args.compile_hf else ")"), hf,
+              lambda input_ids: hf_fwd(input_ids=input_ids).logits, causal)
         del hf
     ours = Transformer(cfg).to(device)
     ours.activation_checkpointing = args.ac
@@ -175,7 +179,7 @@ def report(args, cfg, fpt, peak, rows, device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\ndevice={device} ({name}) torch={torch.__version__} preset={args.preset} "
           f"layers={cfg.n_layers} params={cfg.n_params() / 1e6:.1f}M seq_len={args.seq_len} batch={args.batch} "
-          f"compile={args.compile} ac={args.ac}")
+          f"compile={args.compile} compile_hf={args.compile_hf} ac={args.ac}")
     print(f"FLOPs/token = 6*N_matmul + 12*L*d*T = {fpt / 1e6:.1f} MFLOP" + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
     print(f"{'model':<44}{'tokens/s':>12}{'vs first':>9}{'MFU':>8}{'peak GiB':>10}")
     for row, tps, mfu, mem in rows:
@@ -190,6 +194,7 @@ def report(args, cfg, fpt, peak, rows, device) -> None:
             for row, tps, mfu, mem in rows:
                 f.write(json.dumps({"device": name, "preset": args.preset, "layers": cfg.n_layers,
                                     "seq_len": args.seq_len, "batch": args.batch, "compile": args.compile,
+                                    "compile_hf": args.compile_hf, "mean_doc": args.mean_doc,
                                     "ac": args.ac, "row": row, "tokens_per_s": tps, "mfu": mfu,
                                     "peak_gib": mem}) + "\n")
 
