@@ -63,4 +63,5 @@ def test_recipe_sftdata_sftgrid_sft_report(tmp_path):
     assert {"sft_funnel_sftdata.png", "sftgrid_sftgrid.png", "sft_sftdata_diversity.png",
             "sft_sftdata_system_balance.png", "sft_sftdata_system_assign.png"} <= images, images
     assert "exact_duplicate 10" in md and "diversity_sampling" in md
+    assert "prompt clusters (tfidf)" in md and "most central prompt" in md   # clusters named two ways
     assert "rule mean_loss" in md and md.count("| yes |") == 1       # one chosen point in the grid table

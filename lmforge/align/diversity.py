@@ -1,7 +1,7 @@
 """Diversity sampling (Index-1.9B: clustering to increase the diversity of the SFT set).
 
-Prompts are embedded (TF-IDF here; any matrix with one row per prompt works, so an
-embedding backend can replace it), clustered with k-means, and a target number of
+Prompts are turned into vectors (TF-IDF here, or sentence embeddings that the caller
+passes in: any matrix with one row per prompt works), clustered with k-means, and a target number of
 conversations is drawn *evenly across clusters*: every cluster gets the same quota,
 clusters smaller than the quota give all they have and the rest is shared among the
 larger ones (water-filling). Within a cluster the best-scored conversations go first
@@ -95,4 +95,19 @@ def top_terms(X, labels: np.ndarray, names: Sequence[str], n: int = 5) -> dict[s
     for c in np.unique(labels):
         mean = np.asarray(X[labels == c].mean(axis=0)).ravel()
         out[str(c)] = [names[j] for j in np.argsort(-mean)[:n] if mean[j] > 0]
+    return out
+
+
+def central(M, labels: np.ndarray, texts: Sequence[str], max_chars: int = 160) -> dict[str, str]:
+    """Each cluster's most central member: the row closest (dot product) to its cluster's mean row
+    in the space the clustering used. A label that needs no vocabulary, so it reads as well for
+    embedding clusters as for TF-IDF ones; cut to `max_chars`."""
+    out = {}
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rows = M[members]
+        mean = np.asarray(rows.mean(axis=0)).ravel()
+        sims = np.asarray(rows @ mean).ravel()
+        text = " ".join(str(texts[members[int(np.argmax(sims))]]).split())
+        out[str(c)] = text if len(text) <= max_chars else text[:max_chars - 3] + "..."
     return out

@@ -78,10 +78,20 @@ def _distribution_plots(st: Stage, steps: list[dict], out: Path) -> list:
             if p:
                 blocks.append(p)
         if name == "diversity" and isinstance(d.get("cluster_terms"), dict):
-            blocks.append(Table(f"{st.name}: prompt clusters", ["cluster", "before", "after", "top terms"],
-                                [[c, d[b].get(c), (d.get(a) or {}).get(c), " ".join(terms)]
-                                 for c, terms in d["cluster_terms"].items()]))
+            blocks.append(_cluster_table(st.name, d, b, a))
     return blocks
+
+
+def _cluster_table(name: str, d: dict, b: str, a: str) -> Table:
+    """Each prompt cluster named two ways: its members' top TF-IDF terms and its most central
+    prompt (in the space the clustering used: TF-IDF or sentence embeddings)."""
+    terms, central = d["cluster_terms"], d.get("cluster_central") or {}
+    before, after = d.get(b) or {}, d.get(a) or {}
+    return Table(f"{name}: prompt clusters ({d.get('backend', 'tfidf')})",
+                 ["cluster", "before", "after", "top terms", "most central prompt"],
+                 [[c, before.get(c), after.get(c), " ".join(terms.get(c, [])), central.get(c)]
+                  for c in (before or terms)],
+                 why={"most central prompt": "this sftdata.json predates the column, or the prompts had no terms"})
 
 
 def sftdata_section(stages: list[Stage], out: Path) -> Section | None:

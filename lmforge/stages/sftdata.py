@@ -14,7 +14,8 @@ Steps, in this order, each optional (the reports' SFT data practice):
                   log-probability per token); drop below `threshold`, keep the `top_share` per task
   source_mix      StableLM 2: per-source weights and caps
   task_mix        per-task weights and caps (Index: supplement tasks short of data)
-  diversity       Index: cluster prompts (TF-IDF + k-means), sample evenly across clusters
+  diversity       Index: cluster prompts (k-means over TF-IDF, or over sentence embeddings with
+                  diversity.backend=embedding), sample evenly across clusters
   system_assign   Yi: designed system prompts given evenly to conversations without one
   system_balance  Yi: no system prompt above `max_share` of the kept set
 
@@ -22,7 +23,8 @@ out_dir: sft.jsonl (the curated conversations, the input records with a `curatio
 task, source, origin, score, cluster), sftdata.json (every step's stats: in + added = kept
 + removed, in conversations and bytes, with its distributions before and after),
 rejected/NN-STEP.jsonl (each dropped conversation with its reason), rejects.jsonl (malformed
-lines), work/scores/, work/generations/ (reused when an interrupted run is rerun), DONE.json.
+lines), work/scores/, work/generations/, work/embeddings/ (reused when an interrupted run is
+rerun), DONE.json.
 """
 from __future__ import annotations
 
@@ -119,16 +121,28 @@ class WeightsConfig:
                 check(v >= 0, f"{name}.{k}", "must be >= 0")
 
 
+Backend = Literal["tfidf", "embedding"]   # the names of the topics stage's `backend` (lmforge.data.config)
+
+
+def _check_backend(backend: str) -> None:
+    """Refuse `embedding` at config time, before any work, when the optional extra is missing."""
+    if backend == "embedding":
+        from lmforge.data.embed import EMBED_MISSING, available
+
+        check(available(), "backend", EMBED_MISSING)
+
+
 @dataclass
 class DiversityConfig:
     target: int = 0                # conversations kept; 0 = step off
-    clusters: int = 16             # k-means clusters of the prompts (TF-IDF)
-    backend: Literal["tfidf"] = "tfidf"   # an embedding backend would plug in here (docs/sftdata.md)
-    max_features: int = 20000      # TF-IDF vocabulary size
+    clusters: int = 16             # k-means clusters of the prompts
+    backend: Backend = "tfidf"     # prompt vectors: TF-IDF, or sentence embeddings (pip install 'lmforge[embed]')
+    max_features: int = 20000      # TF-IDF vocabulary size (both backends: TF-IDF names the clusters)
 
     def __post_init__(self):
         check(self.target >= 0, "target", "must be >= 0 (0 = off)")
         check(self.clusters >= 1, "clusters", "must be >= 1")
+        _check_backend(self.backend)
 
 
 @dataclass
@@ -139,11 +153,13 @@ class SystemConfig:
     max_share: float = 1.0         # no system prompt above this share of the kept set (1 = off)
     group_by: Literal["text", "cluster"] = "text"   # a group is one exact system prompt, or a cluster of them
     clusters: int = 8              # group_by=cluster: k-means clusters of the system prompts
+    backend: Backend = "tfidf"     # group_by=cluster: TF-IDF (character n-grams) or sentence embeddings
 
     def __post_init__(self):
         check(0.0 <= self.assign_share <= 1.0, "assign_share", "must be in [0, 1]")
         check(0.0 < self.max_share <= 1.0, "max_share", "must be in (0, 1]")
         check(self.clusters >= 1, "clusters", "must be >= 1")
+        _check_backend(self.backend)
 
     def all_prompts(self) -> list[str]:
         out = list(self.prompts)
@@ -252,6 +268,45 @@ def make_generator(cfg: EvolveConfig, seed: int):
     return gen
 
 
+def embed_cached(texts: list[str], folder: Path, chunk: int = 1024):
+    """Unit sentence embeddings (lmforge.data.embed) of the texts, each distinct text embedded
+    once; work/embeddings/part-NNNNN.npz (text hashes + float32 rows) are reused on a rerun."""
+    import numpy as np
+    from lmforge.data import embed
+    from lmforge.io.atomic import atomic_open
+
+    key = lambda t: hashlib.sha1(f"{embed.PACKAGE}:{t}".encode()).hexdigest()
+    have, parts = {}, sorted(folder.glob("part-*.npz")) if folder.is_dir() else []
+    for p in parts:
+        with np.load(p) as z:
+            have.update(zip(z["keys"].tolist(), z["rows"]))
+    keys = [key(t) for t in texts]
+    todo = list({k: t for k, t in zip(keys, texts) if k not in have}.items())
+    for s in range(0, len(todo), chunk):
+        ks, ts = zip(*todo[s:s + chunk])
+        rows = embed.embed(list(ts))
+        with atomic_open(folder / f"part-{len(parts):05d}.npz", "wb") as f:
+            np.savez(f, keys=np.array(ks), rows=rows)
+        parts.append(folder / f"part-{len(parts):05d}.npz")
+        have.update(zip(ks, rows))
+    return np.stack([have[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
+
+
+def cluster_texts(texts: list[str], backend: str, k: int, seed: int, work: Path, **tfidf_kw):
+    """(k-means label per text, TF-IDF rows, their terms, the rows clustered). The TF-IDF rows
+    are made on both backends: they name the clusters (top terms of the members) in the report.
+    No term at all (e.g. only punctuation): no TF-IDF, and one cluster on the tfidf backend."""
+    import numpy as np
+
+    try:
+        X, names = diversity.tfidf(texts, **tfidf_kw)
+    except ValueError:
+        X, names = None, []
+    M = embed_cached(texts, work / "embeddings") if backend == "embedding" else X
+    labels = diversity.kmeans(M, k, seed) if M is not None else np.zeros(len(texts), dtype=np.int64)
+    return labels, X, names, M
+
+
 # ------------------------------------------------------------------ steps
 
 
@@ -309,20 +364,19 @@ def step_diversity(cfg, items, work):
 
     d = cfg.diversity
     texts = [i.prompt or i.messages[0]["content"] for i in items]   # no user turn: the first message
-    try:
-        X, names = diversity.tfidf(texts, lambda t: units(t, lowercase=True), d.max_features)
-        labels = diversity.kmeans(X, d.clusters, cfg.seed)
-    except ValueError:   # no term at all (e.g. only punctuation): one cluster
-        X, names, labels = None, [], np.zeros(len(items), dtype=np.int64)
+    labels, X, names, M = cluster_texts(texts, d.backend, d.clusters, cfg.seed, work,
+                                        tokenizer=lambda t: units(t, lowercase=True), max_features=d.max_features)
     keep = diversity.sample_evenly(labels, d.target, curate.order_by_priority(items, cfg.seed))
     for it, c in zip(items, labels):
         it.cluster = int(c)
-    res = curate.mask_step(items, keep, "diversity_sampling", f"even sampling over {len(set(labels.tolist()))} "
-                                                              f"prompt clusters to {d.target}")
-    res.details = {"target": d.target, "clusters": int(len(np.unique(labels))),
+    n = len(np.unique(labels))
+    res = curate.mask_step(items, keep, "diversity_sampling", f"even sampling over {n} prompt clusters "
+                                                              f"({d.backend}) to {d.target}")
+    res.details = {"target": d.target, "backend": d.backend, "clusters": int(n),
                    "cluster_sizes_before": diversity.cluster_sizes(labels),
                    "cluster_sizes_after": diversity.cluster_sizes(labels, keep),
-                   "cluster_terms": diversity.top_terms(X, labels, names) if X is not None else {}}
+                   "cluster_terms": diversity.top_terms(X, labels, names) if X is not None else {},
+                   "cluster_central": diversity.central(M, labels, texts) if M is not None else {}}
     return res
 
 
@@ -341,10 +395,12 @@ def step_system_balance(cfg, items, work):
     if s.group_by == "cluster":
         idx = [k for k, it in enumerate(items) if it.system]
         keys = system_balance.group_keys(items)
-        if idx:
-            X, _ = diversity.tfidf([items[k].system for k in idx])
-            for k, c in zip(idx, diversity.kmeans(X, s.clusters, cfg.seed)):
-                keys[k] = f"system cluster {int(c)}"
+        if idx:   # distinct prompts are clustered: how often one is used must not shape the groups
+            distinct = list(dict.fromkeys(items[k].system for k in idx))
+            labels = cluster_texts(distinct, s.backend, s.clusters, cfg.seed, work)[0]
+            of = dict(zip(distinct, labels.tolist()))
+            for k in idx:
+                keys[k] = f"system cluster {of[items[k].system]}"
     return system_balance.balance(items, s.max_share, cfg.seed, keys)
 
 
