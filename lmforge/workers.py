@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -18,6 +19,19 @@ def quiet_worker(*_) -> None:
     dies raising inside a queue lock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    single_threaded_torch()
+
+
+def single_threaded_torch() -> None:
+    """In a forked worker, torch runs its ops on one thread. The parent's OpenMP thread pool
+    does not survive fork(): once the parent has run a parallel op (an embedding model fitted
+    before the shards are handed out), the child's first parallel op waits forever for pool
+    threads that do not exist (the `data` stage's embedding topics hung so). One thread per
+    worker is also what a pool of one worker per core wants. Torch is not imported here: a
+    parent that never loaded it has no pool to lose."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 class Terminated(KeyboardInterrupt):
