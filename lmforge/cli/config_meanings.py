@@ -253,7 +253,8 @@ MEANINGS = {
     _STUDY + "StudyTasksConfig.distractors": "other values ranked against the true one",
     _STUDY + "StudyTasksConfig.seed": "seed of the task draws",
     "lmforge.stages.export.ExportConfig.checkpoint": "step-N folder or run folder (its latest checkpoint)",
-    "lmforge.stages.export.ExportConfig.out_dir": "the Hugging Face folder to write",
+    "lmforge.stages.export.ExportConfig.out_dir": "the Hugging Face folder to write (with `adapter`: the base "
+                                                  "model, LoRA adapters off)",
     "lmforge.stages.character.CharacterConfig.out_dir": "the character package folder to write",
     "lmforge.stages.report.ReportConfig.run_dir": "a recipe run folder (with recipe.json) or one stage's folder",
 }

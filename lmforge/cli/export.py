@@ -17,6 +17,10 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weight dtype (default: the checkpoint's)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: RUN_DIR/tokenizer)")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="a LoRA run's checkpoint: write its adapters to DIR in PEFT's format "
+                        "(adapter_model.safetensors, adapter_config.json) and OUT_DIR as their base model "
+                        "(adapters off, not merged); without it a LoRA checkpoint is exported merged")
     add_help_config(p, "export")   # the recipe kind's keys (README: `lmforge STAGE --help-config`)
     p.set_defaults(func=_export)
 
@@ -68,6 +72,10 @@ def picked(command: str, path: str, hf: bool = True) -> str:
 def _export(args) -> int:
     args.checkpoint = picked("export", args.checkpoint, hf=args.format == "gguf")
     if args.format == "gguf":
+        if args.adapter:
+            print("lmforge export: --adapter writes a Hugging Face base folder + a PEFT adapter; "
+                  "it does not combine with --format gguf", file=sys.stderr)
+            return 2
         from lmforge.export.gguf import export_gguf
         try:
             out = export_gguf(args.checkpoint, args.out_dir, args.gguf_type, args.tokenizer)
@@ -77,10 +85,21 @@ def _export(args) -> int:
         print(f"exported llama GGUF to {out}")
         return 0
     from lmforge.stages.export import ExportConfig, run
-    summary = run(ExportConfig(checkpoint=args.checkpoint, out_dir=args.out_dir, dtype=args.dtype,
-                               tokenizer=args.tokenizer), progress=False)
+    cfg = ExportConfig(checkpoint=args.checkpoint, out_dir=args.out_dir, dtype=args.dtype,
+                       tokenizer=args.tokenizer, adapter=args.adapter)
+    try:
+        summary = run(cfg, progress=False)
+    except ValueError as e:   # no adapters, a layout PEFT cannot carry: one line, not a traceback
+        if not args.adapter:
+            raise
+        print(f"lmforge export: {e}", file=sys.stderr)
+        return 2
     if summary.get("skipped"):
         print(f"{args.out_dir} already exported (delete {args.out_dir}/DONE.json to export again)")
+    elif args.adapter:
+        print(f"exported {summary['arch']} base (LoRA adapters off) to {args.out_dir} and its PEFT adapter "
+              f"(r {summary['lora_r']}, {summary['adapter_modules']} modules: "
+              f"{', '.join(summary['target_modules'])}) to {args.adapter}")
     else:
         print(f"exported {summary['arch']} to {args.out_dir}")
     return 0

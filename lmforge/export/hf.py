@@ -25,7 +25,7 @@ import torch
 
 from lmforge.io.atomic import copy_file, write_json
 from lmforge.model.convert import export_arch, hf_max_length, save_hf
-from lmforge.model.load import load_checkpoint, tokenizer_dir_of
+from lmforge.model.load import load_checkpoint, resolve_checkpoint, tokenizer_dir_of
 from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,11 +73,16 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None
     return Path(out_dir)
 
 
-def export_info(checkpoint, out_dir, dtype=None, tokenizer=None) -> dict:
-    """Write the folder; returns what was written (arch, dtype, step, n_params, ...)."""
+def export_info(checkpoint, out_dir, dtype=None, tokenizer=None, model=None) -> dict:
+    """Write the folder; returns what was written (arch, dtype, step, n_params, ...).
+    model: write this model instead of the checkpoint's (the base of a LoRA checkpoint,
+    lmforge.export.adapter); the checkpoint still gives the tokenizer, step and provenance."""
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    model, step_dir = load_checkpoint(checkpoint)
+    if model is None:
+        model, step_dir = load_checkpoint(checkpoint)
+    else:
+        step_dir = resolve_checkpoint(checkpoint)
     tok_dir = Path(tokenizer) if tokenizer else tokenizer_dir_of(step_dir)
     if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{checkpoint}: no tokenizer folder found beside the checkpoint "

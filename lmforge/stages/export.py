@@ -2,8 +2,12 @@
 folder's contents and which transformers architecture each model becomes).
 
     lmforge export runs/tiny/sft runs/tiny/export [--dtype bfloat16]
+    lmforge export runs/tiny/sft-lora runs/tiny/base --adapter runs/tiny/adapter
 
-Writes out_dir/DONE.json last; a rerun skips; an interrupted export is redone whole.
+With `adapter` (a LoRA checkpoint only) out_dir holds the base model, adapters off, and
+`adapter` the adapters in PEFT's format (lmforge.export.adapter); without it a LoRA
+checkpoint is exported merged. Writes out_dir/DONE.json last; a rerun of the same kind of
+export skips; an interrupted export, or one of the other kind, is redone whole.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.config import check
+from lmforge.export.adapter import FILES as ADAPTER_FILES
+from lmforge.export.adapter import export_with_adapter
 from lmforge.export.hf import DONE, DTYPES, export_info
 from lmforge.io.atomic import read_json, write_json
 
@@ -23,24 +29,46 @@ class ExportConfig:
     out_dir: str = ""
     dtype: str | None = None         # float32 / bfloat16 / float16; None = the checkpoint's
     tokenizer: str | None = None     # tokenizer folder; None = RUN_DIR/tokenizer beside the checkpoint
+    adapter: str | None = None       # write a LoRA checkpoint's adapters to this folder in PEFT's format
 
     def __post_init__(self):
         check(bool(self.checkpoint), "checkpoint", "required (a step-N folder or a run folder)")
         check(bool(self.out_dir), "out_dir", "required (the folder to write)")
         check(self.dtype is None or self.dtype in DTYPES, "dtype",
               f"{self.dtype!r} is not one of {', '.join(DTYPES)}")
+        # transformers loads a folder holding adapter_config.json as base + adapter: keep them apart
+        check(not self.adapter or Path(self.adapter).resolve() != Path(self.out_dir).resolve(), "adapter",
+              "must be another folder than out_dir (the base model goes to out_dir)")
+
+
+def _finished(out: Path, cfg: ExportConfig) -> dict | None:
+    """The DONE summary of an export of the same kind (merged, or base + this adapter folder)."""
+    if not (out / DONE).is_file():
+        return None
+    summary = read_json(out / DONE)
+    adapter = str(Path(cfg.adapter).resolve()) if cfg.adapter else None
+    if summary.get("adapter") != adapter:
+        return None
+    if adapter and not all((Path(adapter) / f).is_file() for f in ADAPTER_FILES):
+        return None
+    return summary
 
 
 def run(cfg: ExportConfig, progress: bool = True) -> dict:
     """The export stage (lmforge.stages contract): writes out_dir/DONE.json; a rerun skips."""
     out = Path(cfg.out_dir)
-    if (out / DONE).is_file():
-        return {**read_json(out / DONE), "skipped": True}
+    done = _finished(out, cfg)
+    if done is not None:
+        return {**done, "skipped": True}
     t0 = time.perf_counter()
-    info = export_info(cfg.checkpoint, out, cfg.dtype, cfg.tokenizer)   # an interrupted export is redone
+    if cfg.adapter:   # an interrupted export is redone
+        info = export_with_adapter(cfg.checkpoint, out, cfg.adapter, cfg.dtype, cfg.tokenizer)
+    else:
+        info = export_info(cfg.checkpoint, out, cfg.dtype, cfg.tokenizer)
     summary = {**info, "out_dir": str(out), "seconds": round(time.perf_counter() - t0, 2),
                "files": sorted(p.name for p in out.iterdir() if p.is_file())}
     if progress:
-        print(f"exported {info['arch']} ({info['n_params']:,} parameters) to {out}")
+        what = " base (adapters off) + PEFT adapter" if cfg.adapter else ""
+        print(f"exported {info['arch']}{what} ({info['n_params']:,} parameters) to {out}")
     write_json(out / DONE, summary)
     return summary
