@@ -42,7 +42,8 @@ CAPS = {"workers": 2, "eval_batches": 2, "max_items": 16, "mcq_max_items": 16, "
         "max_new_tokens": 16, "calib_tokens": 2048, "trials": 1, "distractors": 2, "val_docs_per_domain": 8,
         "batch_size": 8, "keep_last": 1, "add_tokens": 128, "long_count": 24, "general_count": 48,
         "target": 120, "clusters": 8, "size": 80, "heldout": 8,
-        "count": 32}      # selfknow first_messages.count
+        "count": 32,      # selfknow first_messages.count
+        "fit_docs": 200, "embed_chars": 200}   # data topics: the embedding backend reads ~10 docs/s on a CPU core
 ZERO_MEANS_ALL = {"workers", "max_items", "max_docs_per_domain", "mcq_max_items"}   # 0 = unlimited: capped too
 
 
