@@ -38,7 +38,9 @@ def compare(samples: list[dict], items, pool, logprobs: list[float], shots: int,
     theirs = {m: 0.0 for m in METRICS}
     for row, item in zip(samples, items, strict=True):
         ctx = few_shot_prefix(item, pool, shots, seed) + format_question(item)
-        lm_args = [(a["arg_0"], a["arg_1"]) for a in row["arguments"].values()]
+        args = row["arguments"]      # the samples file's {"gen_args_0": {"arg_0", "arg_1"}}, or in memory pairs
+        lm_args = ([(a["arg_0"], a["arg_1"]) for a in args.values()] if isinstance(args, dict)
+                   else [tuple(a) for a in args])
         same_prompt += sum(a == (ctx, " " + c) for a, c in zip(lm_args, item.choices, strict=True))
         n_req += len(item.choices)
         lm_lls = [float(r[0][0]) for r in row["resps"]]
