@@ -17,9 +17,11 @@ by the sum of its tokens' log-probabilities. The metrics are lm-evaluation-harne
   acc_bytes  the highest sum per UTF-8 byte of the choice, again without the delimiter
 Both normalisations are tokenizer-independent and remove the bias towards short choices;
 they differ on non-ASCII text (a CJK character is 3 bytes). Ties go to the first choice
-(np.argmax), as in lm-eval. Context and
-continuation are tokenized separately and concatenated, so a choice's tokens are the same
-in every prompt. An over-long context is truncated in the middle (truncate_middle).
+(np.argmax), as in lm-eval. Tokens are split as lm-eval splits them (`encode_pair`): the
+context is encoded alone and the continuation is the rest of the whole string's encoding, so
+a tokenizer that adds a BOS adds it once, at the start, and a SentencePiece-style one ("▁"
+for a space) gives the choice the tokens it has inside the whole prompt. An over-long context
+is truncated in the middle (truncate_middle; lm-eval cuts it on the left).
 Few-shot examples come from the same file (there is no dev split): other items, the same
 subject first, drawn deterministically from `seed` and the item id.
 """
@@ -123,17 +125,36 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text).ids)
 
 
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) as lm-eval 0.4.13 splits them (TemplateLM._encode_pair).
+
+    Trailing whitespace of the context moves to the continuation; the context is encoded
+    alone and the continuation is what the encoding of the whole string has after as many
+    tokens. Encoding " " + choice on its own instead would put a BOS-adding tokenizer's BOS
+    (Llama 3's post-processor) inside the continuation, and give a SentencePiece-style one
+    (Llama 2: a "▁" prepended to the text) an extra "▁" token that the whole prompt lacks.
+    """
+    n = len(context) - len(context.rstrip())
+    if n:
+        context, continuation = context[:-n], context[-n:] + continuation
+    whole = _encode(tokenizer, context + continuation)
+    ctx = _encode(tokenizer, context)
+    return ctx, whole[len(ctx):]
+
+
 def build_requests(items: Sequence[Item], tokenizer, max_len: int, shots: int = 0,
                    pool: Sequence[Item] | None = None, seed: int = 0, bos_id: int | None = None):
-    """(context ids, continuation ids) for every (item, choice), item-major."""
+    """(context ids, continuation ids) for every (item, choice), item-major.
+
+    `bos_id` is put before a context that does not already start with it."""
     reqs = []
     for item in items:
-        prefix = few_shot_prefix(item, pool if pool is not None else items, shots, seed)
-        ctx = _encode(tokenizer, prefix + format_question(item))
-        if bos_id is not None:
-            ctx = [bos_id] + ctx
+        context = few_shot_prefix(item, pool if pool is not None else items, shots, seed) + format_question(item)
         for choice in item.choices:
-            cont = _encode(tokenizer, " " + choice)[: max_len - 1]
+            ctx, cont = encode_pair(tokenizer, context, " " + choice)
+            if bos_id is not None and ctx[:1] != [bos_id]:
+                ctx = [bos_id] + ctx
+            cont = cont[: max_len - 1]
             reqs.append((truncate_middle(ctx, max_len - len(cont)), cont))
     return reqs
 
