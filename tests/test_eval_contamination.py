@@ -138,3 +138,24 @@ def test_every_mcq_set_with_a_reference_set_is_checked(tmp_path):
     off = config.load(EvalConfig, data={"checkpoint": "x", "mcq": {"corpus": str(tmp_path)},
                                         "contamination": {"auto": False}})
     assert contamination_benchmarks(off) == []
+
+
+def test_text_loss_puts_one_bos_before_a_text_with_a_bos_adding_tokenizer(tmp_path):
+    """A Hugging Face tokenizer whose post-processor adds a BOS (Llama 3's) must not give the
+    perplexity-gap texts a second BOS after the one text_loss puts first."""
+    from tokenizers import processors
+
+    from lmforge.eval.contamination import text_loss
+    from lmforge.model import ModelConfig, Transformer
+
+    texts = [p.read_text()[:400] for p in sorted(Path(json.__file__).parent.glob("*.py"))[:3]]
+    tok = train_bpe(texts * 3, vocab_size=300, special_tokens=["<|endoftext|>"])
+    bos = tok.token_to_id("<|endoftext|>")
+    assert bos is not None
+    torch.manual_seed(0)
+    model = Transformer(config.from_dict(ModelConfig, {"preset": "tiny", "vocab_size": 320, "max_seq_len": 512}))
+    plain = text_loss(model, tok, texts, 512, bos_id=bos)
+    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    assert tok.encode("x").ids[0] == bos                     # the tokenizer now adds a BOS itself
+    with_bos = text_loss(model, tok, texts, 512, bos_id=bos)
+    assert with_bos["tokens"] == plain["tokens"] and abs(with_bos["nats"] - plain["nats"]) < 1e-6, (plain, with_bos)

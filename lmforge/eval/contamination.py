@@ -77,7 +77,10 @@ def load_texts(path: str | Path, max_items: int = 0) -> tuple[list[str], list[st
 def text_loss(model, tokenizer, texts: Sequence[str], seq_len: int, bos_id: int | None = None,
               batch_size: int = 8) -> dict:
     """Mean loss per token over texts, each scored alone (bos_id, if given, as first context)."""
-    docs = [([bos_id] if bos_id is not None else []) + list(tokenizer.encode(t).ids) for t in texts]
+    # no special tokens from the tokenizer itself: a BOS-adding one (Llama 3's post-processor) would
+    # otherwise give every text two BOS tokens after bos_id
+    docs = [([bos_id] if bos_id is not None else []) + list(tokenizer.encode(t, add_special_tokens=False).ids)
+            for t in texts]
     scores = score_documents(model, docs, seq_len, batch_size)
     s = Score(docs=len(docs), tokens=sum(c for _, c in scores), nats=sum(n for n, _ in scores),
               bytes=sum(len(t.encode("utf-8")) for t in texts))
