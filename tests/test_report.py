@@ -128,8 +128,8 @@ def table_notes(html_text: str) -> list[tuple[list[str], list[list[str]], str]]:
     out = []
     for m in re.finditer(r"<table>(.*?)</table>((?:<p class=\"note\">.*?</p>)*)", html_text, re.S):
         body, notes = m.group(1), m.group(2)
-        heads = re.findall(r"<th>(.*?)</th>", body)
-        rows = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", body) if "<td>" in r]
+        heads = re.findall(r"<th[^>]*>(.*?)</th>", body)
+        rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", body) if "<td" in r]
         out.append((heads, rows, notes))
     return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 
 from lmforge.report.units import Bytes, Count, Share, num
@@ -66,9 +67,26 @@ def to_markdown(t: Table) -> str:
     return "\n".join(lines) + ("\n\n" + "\n\n".join(extra) if extra else "")
 
 
+_NUMBER = re.compile(r"^[-+~<>≈]?[\d.,:]*\d[\d.,:]*\s*(%|x|s|ms|min|h|[kMGT]?i?B|[kMGT]|e[-+]?\d+)?$|^-$")
+
+
+def text_columns(t: Table) -> list[bool]:
+    """Columns that hold words (left-aligned in HTML); numbers, sizes, ratios and '-' read
+    right-aligned. A column is text when most of its filled cells are."""
+    out = []
+    for j in range(len(t.headers)):
+        cells = [fmt(r[j]).strip() for r in t.rows if j < len(r) and fmt(r[j]).strip()]
+        words = sum(1 for c in cells if not _NUMBER.match(c))
+        out.append(j == 0 or (bool(cells) and 2 * words > len(cells)))
+    return out
+
+
 def to_html(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in r) + "</tr>" for r in t.rows)
+    left = text_columns(t)
+    cls = [' class="t"' if x else "" for x in left]
+    head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(t.headers, cls))
+    body = "".join("<tr>" + "".join(f"<td{c}>{html.escape(fmt(v))}</td>" for v, c in zip(r, cls)) + "</tr>"
+                   for r in t.rows)
     note = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes(t))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
