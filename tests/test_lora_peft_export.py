@@ -154,12 +154,12 @@ def test_fused_ranks_keep_the_scale(tok_dir, tmp_path):
 
 def test_refusals_in_one_line(tok_dir, tmp_path, capsys, monkeypatch):
     from lmforge.cli import export as cli
+    from lmforge.cli import main
     from lmforge.model import lora_hf
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     plain = lora_run(tmp_path / "plain", tok_dir, {}, ALL, lora=False)[0] / "checkpoints" / "step-1"
-    args = parser.parse_args(["export", str(plain), str(tmp_path / "b"), "--adapter", str(tmp_path / "a")])
-    assert args.func(args) == 2
+    assert main(["export", str(plain), str(tmp_path / "b"), "--adapter", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "no LoRA adapters" in err and err.count("\n") == 1
     assert not (tmp_path / "b").exists() and not (tmp_path / "a").exists()      # nothing written
@@ -171,8 +171,7 @@ def test_refusals_in_one_line(tok_dir, tmp_path, capsys, monkeypatch):
         ExportConfig(checkpoint=str(lora), out_dir=str(tmp_path / "b"), adapter=str(tmp_path / "b"))
     # a layout the adapter map does not follow (here: Phi-3's fusing forgotten) is refused, not written wrong
     monkeypatch.setattr(lora_hf, "fused_modules", lambda arch: {})
-    args = parser.parse_args(["export", str(lora), str(tmp_path / "b"), "--adapter", str(tmp_path / "a")])
-    assert args.func(args) == 2
+    assert main(["export", str(lora), str(tmp_path / "b"), "--adapter", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "Phi3ForCausalLM cannot carry the adapter on model.layers.0.self_attn.q_proj" in err
     assert err.count("\n") == 1 and not (tmp_path / "b").exists()

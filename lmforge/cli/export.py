@@ -87,13 +87,7 @@ def _export(args) -> int:
     from lmforge.stages.export import ExportConfig, run
     cfg = ExportConfig(checkpoint=args.checkpoint, out_dir=args.out_dir, dtype=args.dtype,
                        tokenizer=args.tokenizer, adapter=args.adapter)
-    try:
-        summary = run(cfg, progress=False)
-    except ValueError as e:   # no adapters, a layout PEFT cannot carry: one line, not a traceback
-        if not args.adapter:
-            raise
-        print(f"lmforge export: {e}", file=sys.stderr)
-        return 2
+    summary = run(cfg, progress=False)   # no adapters, a layout PEFT cannot carry: ConfigError, one line
     if summary.get("skipped"):
         print(f"{args.out_dir} already exported (delete {args.out_dir}/DONE.json to export again)")
     elif args.adapter:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from lmforge import checkpoint as ckpt
+from lmforge.config import ConfigError
 from lmforge.export.hf import DTYPES, export_info
 from lmforge.io.atomic import atomic_path, with_default_mode, write_json
 from lmforge.model.convert import export_arch
@@ -37,7 +38,7 @@ def load_adapted(checkpoint: str | Path):
     adapters is refused in one line."""
     src = open_source(checkpoint)
     if src.format != OURS or src.lora is None:
-        raise ValueError(f"{src.path}: no LoRA adapters to export (its run was not trained with `lora:`); "
+        raise ConfigError(f"{src.path}: no LoRA adapters to export (its run was not trained with `lora:`); "
                          f"export it without --adapter")
     model = attach_lora(Transformer(src.model_cfg), src.lora)
     ckpt.load_weights(src.path, model)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmforge.config import ConfigError
 from lmforge.model import hf_archs
 from lmforge.model.config import ModelConfig
 from lmforge.model.convert import _glm_rotary_perm, _permute_heads, to_hf_state_dict
@@ -111,16 +112,16 @@ def hf_adapter(model: torch.nn.Module, cfg: LoRAConfig, arch: str) -> HFAdapter:
 
 def check_against_base(adapter: HFAdapter, base_shapes: dict[str, torch.Size], arch: str) -> None:
     """Every adapted module is a weight of the base export (HF key -> shape), with matching
-    shapes; ValueError in one line otherwise."""
+    shapes; ConfigError (a ValueError) in one line otherwise: the CLI boundary prints it."""
     for key, t in adapter.tensors.items():
         module, _, kind = key.removeprefix(PREFIX).rpartition(".lora_")
         shape = base_shapes.get(f"{module}.weight")
         what = f"{hf_archs.ARCHS[arch].class_name} cannot carry the adapter on {module}"
         if shape is None:
-            raise ValueError(f"{what}: its base export has no such weight")
+            raise ConfigError(f"{what}: its base export has no such weight")
         dim, want = (1, shape[1]) if kind == "A.weight" else (0, shape[0])
         if t.shape[dim] != want:
-            raise ValueError(f"{what}: lora_{kind} has shape {tuple(t.shape)}, the weight {tuple(shape)}")
+            raise ConfigError(f"{what}: lora_{kind} has shape {tuple(t.shape)}, the weight {tuple(shape)}")
 
 
 def base_shapes(cfg: ModelConfig, arch: str) -> dict[str, torch.Size]:
