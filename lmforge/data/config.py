@@ -246,10 +246,9 @@ class TopicsConfig:
             import os
 
             check(os.path.isfile(self.ad_terms), "ad_terms", f"no such file: {self.ad_terms}")
-        if self.backend == "embedding":
-            from .embed import EMBED_MISSING, available
+        from .embed import check_backend
 
-            check(available(), "backend", EMBED_MISSING)
+        check_backend(self.backend)
 
 
 @dataclass

@@ -26,6 +26,15 @@ def available() -> bool:
             and importlib.util.find_spec("sentence_transformers") is not None)
 
 
+def check_backend(backend: str) -> None:
+    """A config's `backend: embedding` is refused at config time, before any work, when the
+    optional extra is missing (the topics step and sftdata's clusters)."""
+    if backend == "embedding":
+        from lmforge.config import check
+
+        check(available(), "backend", EMBED_MISSING)
+
+
 @lru_cache(maxsize=1)
 def model():
     if not available():

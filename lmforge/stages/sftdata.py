@@ -39,6 +39,7 @@ from lmforge.align.curate import Item, StepResult
 from lmforge.align.formats import DataFile
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.data.config import MinhashConfig
+from lmforge.data.embed import check_backend
 from lmforge.io.atomic import read_json, write_json, write_jsonl
 from lmforge.io.documents import ErrorSink
 
@@ -124,14 +125,6 @@ class WeightsConfig:
 Backend = Literal["tfidf", "embedding"]   # the names of the topics stage's `backend` (lmforge.data.config)
 
 
-def _check_backend(backend: str) -> None:
-    """Refuse `embedding` at config time, before any work, when the optional extra is missing."""
-    if backend == "embedding":
-        from lmforge.data.embed import EMBED_MISSING, available
-
-        check(available(), "backend", EMBED_MISSING)
-
-
 @dataclass
 class DiversityConfig:
     target: int = 0                # conversations kept; 0 = step off
@@ -142,7 +135,7 @@ class DiversityConfig:
     def __post_init__(self):
         check(self.target >= 0, "target", "must be >= 0 (0 = off)")
         check(self.clusters >= 1, "clusters", "must be >= 1")
-        _check_backend(self.backend)
+        check_backend(self.backend)
 
 
 @dataclass
@@ -159,7 +152,7 @@ class SystemConfig:
         check(0.0 <= self.assign_share <= 1.0, "assign_share", "must be in [0, 1]")
         check(0.0 < self.max_share <= 1.0, "max_share", "must be in (0, 1]")
         check(self.clusters >= 1, "clusters", "must be >= 1")
-        _check_backend(self.backend)
+        check_backend(self.backend)
 
     def all_prompts(self) -> list[str]:
         out = list(self.prompts)
