@@ -125,21 +125,20 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text).ids)
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-eval 0.4.13 splits them (TemplateLM._encode_pair).
+def encode_pair(tokenizer, context: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """(context ids, each continuation's ids) as lm-eval 0.4.13 splits them (TemplateLM._encode_pair).
 
     Trailing whitespace of the context moves to the continuation; the context is encoded
-    alone and the continuation is what the encoding of the whole string has after as many
-    tokens. Encoding " " + choice on its own instead would put a BOS-adding tokenizer's BOS
-    (Llama 3's post-processor) inside the continuation, and give a SentencePiece-style one
-    (Llama 2: a "▁" prepended to the text) an extra "▁" token that the whole prompt lacks.
+    alone (once for all continuations) and a continuation is what the encoding of the whole
+    string has after as many tokens. Encoding " " + choice on its own instead would put a
+    BOS-adding tokenizer's BOS (Llama 3's post-processor) inside the continuation, and give a
+    SentencePiece-style one (Llama 2: a "▁" prepended to the text) an extra "▁" token that
+    the whole prompt lacks.
     """
     n = len(context) - len(context.rstrip())
-    if n:
-        context, continuation = context[:-n], context[-n:] + continuation
-    whole = _encode(tokenizer, context + continuation)
+    context, moved = (context[:-n], context[-n:]) if n else (context, "")
     ctx = _encode(tokenizer, context)
-    return ctx, whole[len(ctx):]
+    return ctx, [_encode(tokenizer, context + moved + c)[len(ctx):] for c in continuations]
 
 
 def build_requests(items: Sequence[Item], tokenizer, max_len: int, shots: int = 0,
@@ -150,10 +149,10 @@ def build_requests(items: Sequence[Item], tokenizer, max_len: int, shots: int = 
     reqs = []
     for item in items:
         context = few_shot_prefix(item, pool if pool is not None else items, shots, seed) + format_question(item)
-        for choice in item.choices:
-            ctx, cont = encode_pair(tokenizer, context, " " + choice)
-            if bos_id is not None and ctx[:1] != [bos_id]:
-                ctx = [bos_id] + ctx
+        ctx, conts = encode_pair(tokenizer, context, [" " + c for c in item.choices])
+        if bos_id is not None and ctx[:1] != [bos_id]:
+            ctx = [bos_id] + ctx
+        for cont in conts:
             cont = cont[: max_len - 1]
             reqs.append((truncate_middle(ctx, max_len - len(cont)), cont))
     return reqs
