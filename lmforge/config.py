@@ -57,6 +57,8 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             return value
         raise ConfigError(f"{_where(source, key)}: expected one of {list(args)}, got {value!r}")
     if origin in (list, tuple):
+        if isinstance(value, str):   # `data=file.jsonl` for a list of files: a list of one
+            value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{_where(source, key)}: expected a list, got {value!r}")
         item = args[0] if args else Any
@@ -142,18 +144,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, yaml.safe_load(raw) if raw.strip() else ""
 
 
+def set_key(data: dict, parts: list[str], value: Any, where: str, append: bool = False) -> dict:
+    """Put `value` at the dotted key `parts` of `data`, making mappings on the way (`append`:
+    add its items to the list there). The one routine behind `--set`, a recipe's
+    `--set stages.NAME...` and a command's options (`--data FILE`)."""
+    node = data
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: {p} is not a mapping")
+        node = nxt
+    node[parts[-1]] = list(node.get(parts[-1]) or []) + list(value) if append else value
+    return data
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for text in overrides or []:
         parts, value = parse_override(text)
-        node = data
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {text!r}: {p} is not a mapping")
-            node = nxt
-        node[parts[-1]] = value
+        set_key(data, parts, value, f"--set {text!r}")
     return data
 
 

@@ -1,5 +1,4 @@
 """DPO: loss vs an independent float64 computation, pair filters, a tiny run, pairs built from SFT."""
-import argparse
 import json
 import math
 import random
@@ -143,12 +142,11 @@ def test_tiny_dpo_run_preference_accuracy_rises(source, tmp_path):
 
 
 def test_build_pairs_from_sft_cli_with_model_samples(source, tmp_path):
-    from lmforge.cli.align import register
+    from lmforge.cli import build_parser
 
     src_run, _ = source
     sft = make_sft_file(tmp_path / "sft.jsonl", n=6)
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
+    parser = build_parser(["dpo"])
     out = tmp_path / "dpo"
     args = parser.parse_args(["dpo", "--quiet", "--build-pairs", str(sft), "--set", f"init.from_checkpoint={src_run}",
                               "--set", f"out_dir={out}", "--set", "train.seq_len=128", "--set",

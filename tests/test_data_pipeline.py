@@ -132,13 +132,12 @@ def test_bad_config_refused_before_work(tmp_path):
 def test_cli_register(tmp_path, capsys):
     import argparse
 
-    from lmforge.cli.data import register
+    from lmforge.cli import build_parser
 
     make_corpus(tmp_path / "raw")
     y = tmp_path / "c.yaml"
     y.write_text(f"input: [{tmp_path / 'raw'}]\nprogress: false\nsteps: [filters]\n")
-    p = argparse.ArgumentParser()
-    register(p.add_subparsers())
+    p = build_parser(["data"])
     a = p.parse_args(["data", str(y), "--out", str(tmp_path / "o"), "--set", "filters.min_units=5"])
     assert a.func(a) == 0 and (tmp_path / "o/summary.json").exists()
     from lmforge.cli import main

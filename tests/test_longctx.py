@@ -137,14 +137,10 @@ def test_missing_checkpoint_key_refused_at_load():
 
 
 def test_cli_registers_longctx_and_needle(source, tmp_path):
-    import argparse
-
-    from lmforge.cli.longctx import register
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["longctx", "--set", "data=x"])
+    from lmforge.cli import build_parser
+    args = build_parser(["longctx"]).parse_args(["longctx", "--set", "data=x"])
     assert callable(args.func)
-    assert callable(parser.parse_args(["needle"]).func)
+    assert callable(build_parser(["needle"]).parse_args(["needle"]).func)
 
 
 # ------------------------------------------------------------------ middle truncation

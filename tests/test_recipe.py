@@ -14,10 +14,15 @@ from lmforge.config import ConfigError
 from lmforge.recipe import load_recipe, run_recipe
 from lmforge.recipe import registry as stage_mod
 from lmforge.stages.corpus import dialog_text
-from lmforge.recipe.run import main as run_main
+from lmforge.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = {"vocab_size": 300, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 64}
+
+
+def run_main(argv: list[str]) -> int:
+    """`lmforge run ARGV` through the one entry point and error boundary."""
+    return cli_main(["run", *argv])
 
 
 def has(module: str) -> bool:
@@ -163,7 +168,7 @@ def test_torchrun_two_processes(full_run, tmp_path):
     import sys
     path = write_recipe(tmp_path, mini_stages())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "lmforge.recipe", str(path), "--quiet"]
+           "-m", "lmforge", "run", str(path), "--quiet"]
     p = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -273,9 +278,9 @@ def test_bad_reference(tmp_path):
 
 
 def test_missing_module_named_up_front(tmp_path, monkeypatch):
-    monkeypatch.setitem(stage_mod.KINDS, "future", stage_mod.StageKind("lmforge.not_written_yet", "C", "run"))
+    monkeypatch.setattr(stage_mod, "STAGES", [*stage_mod.STAGES, "future"])
     stages = mini_stages() + [{"name": "later", "kind": "future", "config": {}}]
-    bad(tmp_path, stages, r"stages\[5\] \(later\): kind 'future' needs module lmforge.not_written_yet")
+    bad(tmp_path, stages, r"stages\[5\] \(later\): kind 'future' needs module lmforge.stages.future")
 
 
 def test_duplicate_names_and_top_level_keys(tmp_path):
@@ -314,7 +319,7 @@ def test_shipped_recipes_parse():
     for path in sorted((REPO / "recipes").glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         kinds = [s.get("kind", s["name"]) for s in data["stages"]]
-        present = all(has(stage_mod.KINDS[k].module) for k in kinds)
+        present = all(has(stage_mod.module_of(k)) for k in kinds)
         if present:
             load_recipe(path)
         else:

@@ -15,11 +15,16 @@ import pytest
 from lmforge.config import ConfigError
 from lmforge.recipe import load_recipe, run_recipe
 from lmforge.recipe.check import check_recipe
-from lmforge.recipe.lock import RunLock
-from lmforge.recipe.run import main as run_main
+from lmforge.stagekit.lock import RunLock
+from lmforge.cli import main as cli_main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_recipe import LATER_STAGES, MODEL, REPO, mini_stages, write_recipe  # noqa: E402
+
+
+def run_main(argv: list[str]) -> int:
+    """`lmforge run ARGV` through the one entry point and error boundary."""
+    return cli_main(["run", *argv])
 
 
 def later(name: str) -> dict:

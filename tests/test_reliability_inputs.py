@@ -203,11 +203,12 @@ def test_data_cli_account_and_no_duplicated_missing_inputs(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def docs_and_tok(tmp_path_factory):
-    from lmforge.tokenizer.train import TrainConfig, run_train
+    from lmforge.stages.tokenizer import run as run_train
+    from lmforge.tokenizer.train import TokenizerConfig
     from test_tokenizer import make_docs, write_jsonl
     d = tmp_path_factory.mktemp("enc")
     write_jsonl(d / "in" / "a.jsonl", make_docs(60, seed=3))
-    run_train(TrainConfig(inputs=[str(d / "in")], out_dir=str(d / "tok"), vocab_size=400), progress=False)
+    run_train(TokenizerConfig(inputs=[str(d / "in")], out_dir=str(d / "tok"), vocab_size=400), progress=False)
     return d
 
 
@@ -225,7 +226,8 @@ def test_encode_missing_input_writes_nothing_and_rerun_works(docs_and_tok, tmp_p
 
 
 def test_encoded_folder_is_not_silently_reused_for_other_inputs(docs_and_tok, tmp_path):
-    from lmforge.tokenizer.encode import EncodeConfig, run_encode
+    from lmforge.stages.encode import run as run_encode
+    from lmforge.tokenizer.encode import EncodeConfig
     d = docs_and_tok
     other = tmp_path / "other.jsonl"
     other.write_text('{"text": "another corpus entirely"}\n')
@@ -254,7 +256,8 @@ def test_tokenizer_train_missing_input_is_exit_2(tmp_path, capsys):
 def test_token_meta_tokenizer_path_works_from_another_cwd(docs_and_tok, tmp_path, monkeypatch):
     """A relative tokenizer path given to encode must still be found from another directory."""
     from lmforge.shards import TokenDataset, tokenizer_path
-    from lmforge.tokenizer.encode import EncodeConfig, run_encode
+    from lmforge.stages.encode import run as run_encode
+    from lmforge.tokenizer.encode import EncodeConfig
     d = docs_and_tok
     monkeypatch.chdir(d)
     run_encode(EncodeConfig(inputs=["in"], tokenizer="tok", out_dir=str(tmp_path / "tokens"),

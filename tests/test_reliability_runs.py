@@ -251,13 +251,15 @@ def test_read_only_out_dir_is_one_line_exit_4(token_data, tmp_path, capsys, monk
 def test_pretrain_from_another_directory_finds_the_tokenizer(tmp_path, monkeypatch):
     """Token data encoded with a relative tokenizer path, trained from another directory: the run
     still gets its tokenizer/ folder and val_bpb metrics."""
-    from lmforge.tokenizer.encode import EncodeConfig, run_encode
-    from lmforge.tokenizer.train import TrainConfig, run_train
+    from lmforge.stages.encode import run as run_encode
+    from lmforge.tokenizer.encode import EncodeConfig
+    from lmforge.stages.tokenizer import run as run_train
+    from lmforge.tokenizer.train import TokenizerConfig
     from test_tokenizer import make_docs, write_jsonl
     work = tmp_path / "work"
     write_jsonl(work / "in" / "a.jsonl", make_docs(80, seed=5))
     monkeypatch.chdir(work)
-    run_train(TrainConfig(inputs=["in"], out_dir="tok", vocab_size=300), progress=False)
+    run_train(TokenizerConfig(inputs=["in"], out_dir="tok", vocab_size=300), progress=False)
     run_encode(EncodeConfig(inputs=["in"], tokenizer="tok", out_dir="tokens", val_docs_per_domain=4),
                progress=False)
     elsewhere = tmp_path / "elsewhere"

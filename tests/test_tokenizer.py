@@ -8,8 +8,9 @@ import pytest
 
 from lmforge import config
 from lmforge.config import ConfigError
-from lmforge.tokenizer.train import (CHATML_TEMPLATE, SIDE_FILE, TrainConfig, load_tokenizer,
-                                     padded_vocab_size, run_train, train_bpe)
+from lmforge.stages.tokenizer import run as run_train
+from lmforge.tokenizer.train import (CHATML_TEMPLATE, SIDE_FILE, TokenizerConfig, load_tokenizer,
+                                     padded_vocab_size, train_bpe)
 
 SPECIALS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 
@@ -91,7 +92,7 @@ def tok():
 def tok_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
     data = write_jsonl(d / "docs" / "a.jsonl", make_docs(200))
-    cfg = config.load(TrainConfig, overrides=[f"inputs=[{data}]", f"out_dir={d / 'out'}",
+    cfg = config.load(TokenizerConfig, overrides=[f"inputs=[{data}]", f"out_dir={d / 'out'}",
                                               "vocab_size=700"])
     run_train(cfg, progress=False)
     return d / "out"
@@ -169,7 +170,7 @@ def test_side_file_records_padded_vocab(tok_dir):
 
 
 def test_finished_folder_is_skipped(tok_dir):
-    cfg = TrainConfig(inputs=["/nonexistent"], out_dir=str(tok_dir), vocab_size=700)
+    cfg = TokenizerConfig(inputs=["/nonexistent"], out_dir=str(tok_dir), vocab_size=700)
     assert run_train(cfg, progress=False)["skipped"] is True
     assert load_tokenizer(tok_dir).token_to_id("<|im_end|>") == 3
 
@@ -185,13 +186,13 @@ def test_finished_folder_is_skipped(tok_dir):
 ])
 def test_bad_config_refused_with_one_line(overrides, key):
     with pytest.raises(ConfigError) as e:
-        config.load(TrainConfig, overrides=["inputs=[x]", "out_dir=o"] + overrides)
+        config.load(TokenizerConfig, overrides=["inputs=[x]", "out_dir=o"] + overrides)
     msg = str(e.value)
     assert "\n" not in msg and key in msg, msg
 
 
 def test_vocab_floor_is_exactly_specials_plus_bytes():
-    cfg = config.load(TrainConfig, overrides=["inputs=[x]", "out_dir=o", "vocab_size=260"])
+    cfg = config.load(TokenizerConfig, overrides=["inputs=[x]", "out_dir=o", "vocab_size=260"])
     assert cfg.vocab_size == 260
 
 

@@ -10,9 +10,11 @@ from lmforge import config
 from lmforge.config import ConfigError
 from lmforge.shards import TokenDataset
 from lmforge.cli.tokenizer import register
-from lmforge.tokenizer.encode import EncodeConfig, ValSplit, run_encode, split_hash
-from lmforge.tokenizer.report import ReportConfig, compression_report, format_table, run_report
-from lmforge.tokenizer.train import TrainConfig, load_tokenizer, run_train
+from lmforge.stages.encode import run as run_encode
+from lmforge.stages.tokenizer import run as run_train
+from lmforge.tokenizer.encode import EncodeConfig, ValSplit, split_hash
+from lmforge.tokenizer.report import TokenizerReportConfig, compression_report, format_table, run_report
+from lmforge.tokenizer.train import TokenizerConfig, load_tokenizer
 from test_tokenizer import make_docs, write_jsonl
 
 
@@ -25,7 +27,7 @@ def setup(tmp_path_factory):
     docs[13]["text"] = "literal <|im_end|> in a web page"  # stays text, not the special id
     write_jsonl(d / "in" / "a.jsonl", docs[:100])
     write_jsonl(d / "in" / "b.jsonl", docs[100:])
-    run_train(TrainConfig(inputs=[str(d / "in")], out_dir=str(d / "tok"), vocab_size=600), progress=False)
+    run_train(TokenizerConfig(inputs=[str(d / "in")], out_dir=str(d / "tok"), vocab_size=600), progress=False)
     return d, docs
 
 
@@ -173,7 +175,7 @@ def test_report_counts_and_baseline_ratio(setup, tmp_path):
     assert by[("*", "zh")]["docs"] == sum(1 for x in docs if x["meta"].get("lang") == "zh")
     table = format_table(rows)
     assert "chars/tok" in table and "web" in table
-    cfg = ReportConfig(tokenizer=str(d / "tok"), inputs=[str(d / "in")], out=str(tmp_path / "r.json"))
+    cfg = TokenizerReportConfig(tokenizer=str(d / "tok"), inputs=[str(d / "in")], out=str(tmp_path / "r.json"))
     rows2, path = run_report(cfg)
     assert json.loads(path.read_text())["rows"][-1]["tokens"] == rows2[-1]["tokens"] == total["tokens"]
 

@@ -7,8 +7,10 @@ import torch
 
 from lmforge import config
 from lmforge.config import ConfigError
-from lmforge.tokenizer.extend import ExtendConfig, extend_tokenizer, new_embedding_rows, run_extend
-from lmforge.tokenizer.train import SIDE_FILE, TrainConfig, load_tokenizer, run_train, train_bpe
+from lmforge.stages.extend import run as run_extend
+from lmforge.stages.tokenizer import run as run_train
+from lmforge.tokenizer.extend import ExtendConfig, extend_tokenizer, new_embedding_rows
+from lmforge.tokenizer.train import SIDE_FILE, TokenizerConfig, load_tokenizer, train_bpe
 from test_tokenizer import RARE, SPECIALS, chinese, code, english, make_docs, write_jsonl
 
 
@@ -88,7 +90,7 @@ def test_extend_stage_writes_a_loadable_folder(tmp_path):
                                                     for i, t in enumerate(english_corpus())])
     zh = write_jsonl(tmp_path / "zh" / "a.jsonl", [{"id": str(i), "text": t, "meta": {}}
                                                     for i, t in enumerate(chinese_corpus())])
-    run_train(TrainConfig(inputs=[en], out_dir=str(tmp_path / "base"), vocab_size=600), progress=False)
+    run_train(TokenizerConfig(inputs=[en], out_dir=str(tmp_path / "base"), vocab_size=600), progress=False)
     cfg = config.load(ExtendConfig, overrides=[f"base={tmp_path / 'base'}", f"inputs=[{zh}]",
                                                f"out_dir={tmp_path / 'ext'}", "add_tokens=200"])
     info = run_extend(cfg, progress=False)

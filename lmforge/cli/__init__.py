@@ -1,8 +1,8 @@
 """`lmforge` command line: one subcommand per stage.
 
-Subcommands are registered lazily: `lmforge --help` lists them from the table below without
-importing any stage, and `lmforge CMD ...` imports only the module that defines CMD (so a
-data step never imports torch, and the CLI starts in well under a second).
+Subcommands are registered lazily: `lmforge --help` lists them from the stage registry and the
+table below without importing any stage, and `lmforge CMD ...` imports only the module that
+defines CMD (so a data step never imports torch, and the CLI starts in well under a second).
 
 Every command ends at one error boundary (`main`): a bad config, a missing or unreadable
 file, a full disk, a corrupt checkpoint or a bad input is one line naming what and where,
@@ -14,37 +14,43 @@ import argparse
 import importlib
 import sys
 
-# command -> (module providing register(subparsers), one-line help). Pipeline order.
+# The commands that are not one stage each: command -> (module providing register(subparsers),
+# one-line help). `corpus build` and `tokenizer train|extend|encode` run their stages' code
+# (lmforge.stagekit.stage.Stage.run); every other stage is a command of its own, made by
+# lmforge.cli.stagecmd from the stage registry (lmforge.recipe.registry.STAGES).
 COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("lmforge.cli.corpus", "the embedded default corpus (offline sources)"),
-    "data": ("lmforge.cli.data", "clean, filter and deduplicate raw documents"),
     "tokenizer": ("lmforge.cli.tokenizer", "train / extend a BPE tokenizer, encode documents to token shards"),
-    "pretrain": ("lmforge.cli.train", "train a model on token shards (resumes automatically)"),
-    "grow": ("lmforge.cli.grow", "depth up-scaling: measure layer similarity, duplicate a block of layers"),
-    "longctx": ("lmforge.cli.longctx", "continued pretraining at a longer context with a new RoPE base"),
-    "needle": ("lmforge.cli.longctx", "needle-in-a-haystack eval: retrieval over prompt length x depth"),
-    "longstudy": ("lmforge.cli.longctx", "long-context study: perplexity by length, needles, seesaw, across RoPE "
-                                         "settings"),
-    "sftdata": ("lmforge.cli.sftdata", "curate SFT conversations: dedup, scoring, diversity, system-prompt balance"),
-    "sftgrid": ("lmforge.cli.sftdata", "task-mix grid search: one short SFT per mix, the best by held-out loss"),
-    "sft": ("lmforge.cli.align", "supervised fine-tuning on ChatML conversations (loss on replies only)"),
-    "dpo": ("lmforge.cli.align", "direct preference optimization on preference pairs"),
-    "selfknow": ("lmforge.cli.align", "self-knowledge: RLCD pair generation + C-RLFT training"),
-    "eval": ("lmforge.cli.eval", "evaluate a checkpoint: perplexity, multiple choice, contamination"),
     "import": ("lmforge.cli.hfimport", "Hugging Face folder -> lmforge checkpoint (step-0 + tokenizer)"),
     "export": ("lmforge.cli.export", "checkpoint -> Hugging Face folder"),
-    "character": ("lmforge.cli.character", "build a role-play character package (card + BM25 knowledge index)"),
     "generate": ("lmforge.cli.export", "generate text from a checkpoint or exported folder"),
     "chat": ("lmforge.cli.export", "multi-turn ChatML chat in the terminal"),
-    "report": ("lmforge.cli.report", "write report.html / report.md with plots of a run folder"),
     "run": ("lmforge.cli.recipe", "run a recipe: every stage in order, resumable"),
     "config": ("lmforge.cli.configcmd", "the config keys of a stage kind: type, default, meaning"),
 }
+STAGE_MODULE = "lmforge.cli.stagecmd"
 
-def _chosen(argv: list[str]) -> str | None:
+
+def commands() -> dict[str, tuple[str, str]]:
+    """Every command -> (module, help, stage kind or ""): the stages in pipeline order, then the
+    others; read without importing any stage (lmforge.recipe.registry.declared)."""
+    from lmforge.recipe.registry import STAGES, command_words, declared
+    out: dict[str, tuple[str, str, str]] = {}
+    for kind in STAGES:
+        word = command_words(kind)[0]
+        if word in COMMANDS:
+            out.setdefault(word, (*COMMANDS[word], ""))
+        else:
+            out[word] = (STAGE_MODULE, declared(kind)["help"], kind)
+    for cmd, (module, help_) in COMMANDS.items():
+        out.setdefault(cmd, (module, help_, ""))
+    return out
+
+
+def _chosen(argv: list[str], known) -> str | None:
     for a in argv:
         if not a.startswith("-"):
-            return a if a in COMMANDS else None
+            return a if a in known else None
     return None
 
 
@@ -54,16 +60,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    chosen = _chosen(argv) if argv is not None else None
-    wanted = {m for c, (m, _) in COMMANDS.items() if argv is None or c == chosen}
+    table = commands()
+    chosen = _chosen(argv, table) if argv is not None else None
+    wanted = {table[chosen][0]} if chosen else set() if argv is not None else {m for m, _, _ in table.values()}
     done: set[str] = set()
-    for cmd, (module, help_) in COMMANDS.items():
-        if module in wanted:
-            if module not in done:
-                importlib.import_module(module).register(sub)
-                done.add(module)
-        else:
-            sub.add_parser(cmd, help=help_, add_help=False)
+    for cmd, (module, help_, kind) in table.items():
+        if module not in wanted or (kind and argv is not None and cmd != chosen):
+            sub.add_parser(cmd, help=help_, add_help=False)    # listed; its module is imported only when chosen
+        elif kind:
+            importlib.import_module(module).register(sub, kind)
+        elif module not in done:
+            importlib.import_module(module).register(sub)      # registers every command it defines
+            done.add(module)
     return parser
 
 

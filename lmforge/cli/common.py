@@ -36,41 +36,33 @@ def add_help_config(p, kind: str) -> None:
                    help="list every config key with its type, default and meaning, and exit")
 
 
-def add_stage_args(p, example: str, kind: str) -> None:
-    """The arguments every stage subcommand takes: config, --set, --help-config, --quiet."""
-    add_config_args(p, example, kind)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def load_config(cls, args, extra: dict | None = None):
-    """The config from YAML + --set, then `extra` list entries appended (e.g. --data FILE)."""
+def load_config(cls, args, options=()):
+    """The config from YAML, the command's own options (lmforge.stagekit.stage.Arg: list entries
+    appended, values set), then --set on top. A bad key is blamed on the file, or on --set."""
     data = config.read_yaml(args.config) if args.config else {}
+    for a in options:
+        value = getattr(args, a.dest)
+        if value:
+            config.set_key(data, a.key.split("."), value, a.name, append=a.append)
     data = config.apply_overrides(data, args.overrides)
-    for dotted, values in (extra or {}).items():
-        if not values:
-            continue
-        *parents, leaf = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise config.ConfigError(f"{p}: expected a mapping")
-        node[leaf] = list(node.get(leaf) or []) + list(values)
-    return config.from_dict(cls, data, source=args.config or "<config>")
+    return config.from_dict(cls, data, source=args.config or "--set")
 
 
-def run_stage(name: str, cfg, run, quiet: bool) -> int:
-    """Run a stage's `run(cfg)` and print its one-line summary (or that it was already done);
-    the whole summary is in OUT_DIR/DONE.json."""
+def run_stage(name: str, cfg, run, quiet: bool, out: str | None = None, show=None) -> int:
+    """Run a stage's `run(cfg, progress)` and print its one-line summary (or that it was already
+    done), then `show(cfg, summary)` and the input account; the whole summary is in
+    OUT_DIR/DONE.json."""
     from lmforge.stagekit.summary import summary_line
     t0 = time.perf_counter()
     summary = run(cfg, progress=not quiet)
-    out = getattr(cfg, "out_dir", None)
+    out = out or getattr(cfg, "out_dir", None)
     if summary.get("skipped"):
         print(f"{out} already finished (delete {out}/DONE.json to run it again)")
     done = f"{out}/DONE.json" if out and Path(out, "DONE.json").is_file() else None
     when = "already done" if summary.get("skipped") else f"done in {time.perf_counter() - t0:.1f}s"
     print(f"[{name}] {when}: {summary_line(summary) or '-'}" + (f" (all numbers: {done})" if done else ""))
+    if show is not None:
+        show(cfg, summary)
     if summary.get("account"):
         print(summary["account"])   # last: read / kept / rejected by reason, where the rejects are
     return 0

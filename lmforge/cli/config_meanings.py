@@ -85,16 +85,16 @@ MEANINGS = {
     _DATA + "TopicsConfig.seed": "seed of the sample, k-means and the keep draws",
     _DATA + "CodeConfig.seed": "seed of the JSON/YAML keep draw",
     # tokenizer
-    "lmforge.tokenizer.train.TrainConfig.out_dir": "tokenizer folder to write (tokenizer.json + "
+    "lmforge.tokenizer.train.TokenizerConfig.out_dir": "tokenizer folder to write (tokenizer.json + "
                                                     "tokenizer_config.json)",
-    "lmforge.tokenizer.train.TrainConfig.vocab_size": "vocabulary size, special tokens included",
-    "lmforge.tokenizer.train.TrainConfig.min_frequency": "a pair must occur this often to be merged",
-    "lmforge.tokenizer.train.TrainConfig.bos_token": "beginning-of-sequence token (one of special_tokens)",
-    "lmforge.tokenizer.train.TrainConfig.eos_token": "end-of-document token appended by encode",
-    "lmforge.tokenizer.train.TrainConfig.pad_token": "padding token",
-    "lmforge.tokenizer.train.TrainConfig.chat_template": "Jinja chat template written to tokenizer_config.json "
+    "lmforge.tokenizer.train.TokenizerConfig.vocab_size": "vocabulary size, special tokens included",
+    "lmforge.tokenizer.train.TokenizerConfig.min_frequency": "a pair must occur this often to be merged",
+    "lmforge.tokenizer.train.TokenizerConfig.bos_token": "beginning-of-sequence token (one of special_tokens)",
+    "lmforge.tokenizer.train.TokenizerConfig.eos_token": "end-of-document token appended by encode",
+    "lmforge.tokenizer.train.TokenizerConfig.pad_token": "padding token",
+    "lmforge.tokenizer.train.TokenizerConfig.chat_template": "Jinja chat template written to tokenizer_config.json "
                                                          "(ChatML)",
-    "lmforge.tokenizer.train.TrainConfig.model_max_length": "model_max_length recorded in tokenizer_config.json",
+    "lmforge.tokenizer.train.TokenizerConfig.model_max_length": "model_max_length recorded in tokenizer_config.json",
     "lmforge.tokenizer.extend.ExtendConfig.out_dir": "folder of the extended tokenizer",
     "lmforge.tokenizer.extend.ExtendConfig.min_frequency": "a pair must occur this often to be merged",
     "lmforge.tokenizer.extend.ExtendConfig.max_bytes": "learn from at most this many text bytes (0 = all)",
@@ -105,10 +105,10 @@ MEANINGS = {
                                                         "documents",
     "lmforge.tokenizer.encode.EncodeConfig.default_domain": "domain of documents without meta.domain",
     "lmforge.tokenizer.encode.EncodeConfig.append_eos": "end every document with the eos token",
-    "lmforge.tokenizer.report.ReportConfig.tokenizer": "tokenizer folder or tokenizer.json to measure",
-    "lmforge.tokenizer.report.ReportConfig.inputs": "document files or folders to measure on",
-    "lmforge.tokenizer.report.ReportConfig.batch_docs": "documents encoded per batch",
-    "lmforge.tokenizer.report.ReportConfig.default_domain": "domain of documents without meta.domain",
+    "lmforge.tokenizer.report.TokenizerReportConfig.tokenizer": "tokenizer folder or tokenizer.json to measure",
+    "lmforge.tokenizer.report.TokenizerReportConfig.inputs": "document files or folders to measure on",
+    "lmforge.tokenizer.report.TokenizerReportConfig.batch_docs": "documents encoded per batch",
+    "lmforge.tokenizer.report.TokenizerReportConfig.default_domain": "domain of documents without meta.domain",
     # model
     "lmforge.model.config.ModelConfig.rope_scaling": "RoPE scaling (dynamic NTK, linear, llama3); null = plain "
                                                      "RoPE",

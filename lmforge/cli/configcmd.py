@@ -30,8 +30,8 @@ def _show(args) -> int:
 
 
 def _list(args) -> int:
-    from lmforge.cli.confighelp import all_kinds, config_class
+    from lmforge.cli.confighelp import all_kinds, config_source
     for kind in all_kinds():
-        cls = config_class(kind)
-        print(f"{kind:18s} {cls.__module__}.{cls.__name__}")
+        module, name = config_source(kind)
+        print(f"{kind:18s} {module}.{name}")
     return 0

@@ -36,28 +36,35 @@ class Key:
     meaning: str      # one line
 
 
-# command or recipe kind -> (module, config class); the recipe kinds come from the registry
+# configs of commands that are no stage -> (module, config class); the stage kinds come from
+# their descriptors (lmforge.recipe.registry)
 EXTRA_CONFIGS = {
-    "tokenizer-report": ("lmforge.tokenizer.report", "ReportConfig"),
+    "tokenizer-report": ("lmforge.tokenizer.report", "TokenizerReportConfig"),
 }
 
 
-def config_class(name: str) -> type:
-    """The config dataclass of a recipe kind (lmforge.recipe.registry.KINDS) or an EXTRA_CONFIGS name."""
+def config_source(name: str) -> tuple[str, str]:
+    """(module, class name) of the config of a stage kind or an EXTRA_CONFIGS name, read without
+    importing the stage (`lmforge config list` stays free of torch)."""
     from lmforge.config import ConfigError
-    from lmforge.recipe.registry import KINDS
-    if name in KINDS:
-        module, cls = KINDS[name].module, KINDS[name].config
-    elif name in EXTRA_CONFIGS:
-        module, cls = EXTRA_CONFIGS[name]
-    else:
-        raise ConfigError(f"no stage kind {name!r} (kinds: {', '.join([*KINDS, *EXTRA_CONFIGS])})")
+    from lmforge.recipe.registry import STAGES, declared
+    if name in STAGES:
+        d = declared(name)
+        return d["config_module"], d["config"]
+    if name in EXTRA_CONFIGS:
+        return EXTRA_CONFIGS[name]
+    raise ConfigError(f"no stage kind {name!r} (kinds: {', '.join(all_kinds())})")
+
+
+def config_class(name: str) -> type:
+    """The config dataclass of a stage kind (its STAGE.config) or an EXTRA_CONFIGS name."""
+    module, cls = config_source(name)
     return getattr(importlib.import_module(module), cls)
 
 
 def all_kinds() -> list[str]:
-    from lmforge.recipe.registry import KINDS
-    return [*KINDS, *EXTRA_CONFIGS]
+    from lmforge.recipe.registry import STAGES
+    return [*STAGES, *EXTRA_CONFIGS]
 
 
 # ------------------------------------------------------------------ comments in the source

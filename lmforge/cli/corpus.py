@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmforge.corpus.build import (DEFAULT_MAX_MB, SAMPLE_DIR, SAMPLE_MAX_MB, SOURCES, CorpusError, build_corpus,
-                    validate, write_sample)
+from lmforge.corpus.build import DEFAULT_MAX_MB, SAMPLE_DIR, SAMPLE_MAX_MB, SOURCES, CorpusError, write_sample
 
 
 def register(subparsers) -> None:
@@ -38,21 +37,23 @@ def register(subparsers) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    """The corpus stage (lmforge.stages.corpus, as a recipe runs it: DONE.json, a rerun skips)
+    with the flags as its config; --sample writes the maintainers' raw-record sample instead."""
+    from lmforge.config import ConfigError
+    from lmforge.stages.corpus import STAGE, CorpusConfig
     try:
         if args.sample:
             out = SAMPLE_DIR if args.out == "corpus" else args.out
             write_sample(out, args.sources, args.max_mb or SAMPLE_MAX_MB)
             print(f"corpus: sample written to {out}")
             return 0
-        summary = build_corpus(args.out, args.sources, args.max_mb or DEFAULT_MAX_MB,
-                               from_sample=args.from_sample, fallback=not args.no_fallback,
-                               prose_format=args.prose_format, max_mcq=args.max_mcq)
-    except CorpusError as e:
+        cfg = CorpusConfig(out_dir=args.out, sources=args.sources.split(",") if args.sources else None,
+                           max_mb=args.max_mb or DEFAULT_MAX_MB, from_sample=args.from_sample,
+                           fallback=not args.no_fallback, prose_format=args.prose_format, max_mcq=args.max_mcq)
+        summary = STAGE.run(cfg, progress=True)
+    except (CorpusError, ConfigError) as e:
         print(str(e), file=sys.stderr)
         return 1
-    problems = validate(args.out)
-    for line in problems[:20]:
-        print(f"corpus: invalid record: {line}", file=sys.stderr)
     files = ", ".join(f"{k} {v}" for k, v in summary["files"].items())
-    print(f"corpus: wrote {args.out}: {files}")
-    return 1 if problems else 0
+    print(f"corpus: {'already built' if summary.get('skipped') else 'wrote'} {args.out}: {files}")
+    return 0

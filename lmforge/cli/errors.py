@@ -1,6 +1,7 @@
 """The CLI's error boundary: every failure a user can cause or meet is one line and an exit code.
 
-    2   config or usage error (names the file and key), or a missing input
+    2   config or usage error (names the file and key), a missing input, or a folder locked by
+        another lmforge process ("locked: ...")
     3   training diverged (too many non-finite steps; the last good checkpoint is intact)
     4   I/O error: permission denied, read-only or full disk (names the path)
     5   bad input data: a corrupt checkpoint or file that cannot be read
@@ -18,6 +19,7 @@ import traceback
 from lmforge.config import ConfigError
 from lmforge.io.account import DataError
 from lmforge.io.documents import InputRejected
+from lmforge.stagekit.lock import LockError
 
 EXIT_CONFIG, EXIT_DIVERGED, EXIT_IO, EXIT_DATA, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 4, 5, 1, 130
 
@@ -44,6 +46,8 @@ def _is_diverged(e: BaseException) -> bool:
 
 def classify(e: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) for an exception that reached the CLI."""
+    if isinstance(e, LockError):     # another process writes the folder: say so, not "config error"
+        return EXIT_CONFIG, f"locked: {e}"
     if isinstance(e, ConfigError):
         return EXIT_CONFIG, f"config error: {e}"
     if isinstance(e, FileNotFoundError):

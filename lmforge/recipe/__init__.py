@@ -16,7 +16,16 @@ stage's out_dir ("${run}" is RUN_DIR). The whole recipe (kinds, modules, referen
 stage config) is checked before the first stage runs. RUN_DIR/recipe.json records each
 stage's status as it goes; a rerun skips finished stages and resumes the interrupted one.
 """
-from .config import Recipe, RecipeStage, load_recipe
-from .run import run_recipe
-
 __all__ = ["Recipe", "RecipeStage", "load_recipe", "run_recipe"]
+
+
+def __getattr__(name: str):
+    """Imported on use: `lmforge --help` reads lmforge.recipe.registry and must stay on the
+    standard library (no yaml, no torch)."""
+    if name in ("Recipe", "RecipeStage", "load_recipe"):
+        from . import config
+        return getattr(config, name)
+    if name == "run_recipe":
+        from .run import run_recipe
+        return run_recipe
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import ConfigError, from_dict, parse_override, read_yaml, to_dict
+from lmforge.config import ConfigError, from_dict, parse_override, read_yaml, set_key, to_dict
 
-from .registry import KINDS, StageKind, load_kind
+from .registry import load_stage
 
 REF = re.compile(r"\$\{([^}]*)\}")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -38,8 +38,7 @@ class RecipeStage:
     kind: str
     out_dir: str
     config: Any            # the stage's typed config
-    run: Any               # its run(cfg, progress) function
-    spec: StageKind
+    stage: Any             # its descriptor (lmforge.stagekit.stage.Stage): stage.run(cfg, progress)
     deps: list[str] = dataclasses.field(default_factory=list)   # stages it reads, in recipe order
 
     def fingerprint(self) -> str:
@@ -78,8 +77,11 @@ class Recipe:
                           f"{', '.join(s.name for s in self.stages)})")
 
 
-def apply_recipe_overrides(data: dict, overrides: list[str], source: str) -> dict:
-    """`--set stages.NAME.config.a.b=v` (a stage by name) or `--set device=cuda` (top level)."""
+def apply_recipe_overrides(data: dict, overrides: list[str], source: str,
+                           by_stage: dict[str, dict[str, str]] | None = None) -> dict:
+    """`--set stages.NAME.config.a.b=v` (a stage by name) or `--set device=cuda` (top level).
+    `by_stage` collects {stage: {dotted key under config: the --set text}} so that a bad
+    value is blamed on `--set`, not on the recipe file."""
     for text in overrides or []:
         parts, value = parse_override(text)
         node: Any = data
@@ -90,13 +92,9 @@ def apply_recipe_overrides(data: dict, overrides: list[str], source: str) -> dic
             if not named:
                 raise ConfigError(f"--set {text!r}: {source} has no stage named {parts[1]!r}")
             node, parts = named[0], parts[2:]
-        for p in parts[:-1]:
-            if node.get(p) is None:
-                node[p] = {}
-            node = node[p]
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: {p} is not a mapping")
-        node[parts[-1]] = value
+            if by_stage is not None and parts[0] == "config" and len(parts) > 1:
+                by_stage.setdefault(named[0]["name"], {})[".".join(parts[1:])] = text
+        set_key(node, parts, value, f"--set {text!r}")
     return data
 
 
@@ -166,7 +164,21 @@ def _stage_entry(raw: Any, i: int, source: str) -> tuple[str, str, dict, list[st
     return name, kind, cfg, after
 
 
-def build_recipe(data: dict, source: str = "<recipe>") -> Recipe:
+def _blame_set(e: ConfigError, where: str, stage: str, set_keys: dict[str, str]) -> ConfigError:
+    """The stage config's error `e` ("SOURCE: stages[i].config.KEY: why") as "--set TEXT: stage
+    NAME: KEY: why" when KEY came from --set."""
+    msg = str(e)
+    if not msg.startswith(where):
+        return e
+    rest = msg[len(where):]
+    key = rest.split(":", 1)[0]
+    for dotted, text in set_keys.items():
+        if key == dotted or key.startswith((dotted + ".", dotted + "[")):
+            return ConfigError(f"--set {text}: stage {stage}: {rest}")
+    return e
+
+
+def build_recipe(data: dict, source: str = "<recipe>", set_keys: dict[str, dict[str, str]] | None = None) -> Recipe:
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key (known keys: {', '.join(TOP_KEYS)})")
@@ -189,21 +201,23 @@ def build_recipe(data: dict, source: str = "<recipe>") -> Recipe:
         for a in after:
             if a not in dirs or a == "run":
                 raise ConfigError(f"{source}: stages[{i}].after: {a!r} names no earlier stage")
-        cls, fn = load_kind(kind, f"{source}: stages[{i}] ({sname})")
-        spec = KINDS[kind]
+        stage = load_stage(kind, f"{source}: stages[{i}] ({sname})")
         key = f"stages[{i}].config"
         refs: set[str] = set(after)
         cfg = expand(copy.deepcopy(cfg), dirs, key, source, refs)
         if "run" in refs:
             refs.discard("run")
             refs |= {s.name for s in stages}
-        cfg.setdefault(spec.out_key, str(Path(run_dir) / sname))
-        cfg = apply_device(cfg, cls, device)
-        typed = from_dict(cls, cfg, source=source, prefix=key)
-        out_dir = str(getattr(typed, spec.out_key))
+        cfg.setdefault(stage.out_key, str(Path(run_dir) / sname))
+        cfg = apply_device(cfg, stage.config, device)
+        try:
+            typed = from_dict(stage.config, cfg, source=source, prefix=key)
+        except ConfigError as e:
+            raise _blame_set(e, f"{source}: {key}.", sname, (set_keys or {}).get(sname, {})) from None
+        out_dir = str(stage.out_dir(typed))
         dirs[sname] = out_dir
         deps = [s.name for s in stages if s.name in refs]
-        stages.append(RecipeStage(sname, kind, out_dir, typed, fn, spec, deps))
+        stages.append(RecipeStage(sname, kind, out_dir, typed, stage, deps))
     return Recipe(name, run_dir, source, stages, device)
 
 
@@ -211,11 +225,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, smoke: boo
     """Read, override, resolve and type-check a recipe (no stage runs). `smoke`: every stage
     shrunk (lmforge.recipe.smoke) and the run folder moved to RUN_DIR-smoke."""
     source = str(path)
-    data = apply_recipe_overrides(read_yaml(path), overrides or [], source)
+    set_keys: dict[str, dict[str, str]] = {}
+    data = apply_recipe_overrides(read_yaml(path), overrides or [], source, set_keys)
     if smoke and isinstance(data, dict):
         name = data.get("name")
         data["out_dir"] = (data.get("out_dir") or f"runs/{name}") + "-smoke"
-    recipe = build_recipe(data, source)
+    recipe = build_recipe(data, source, set_keys)
     if smoke:
         from .smoke import smoke_recipe
         smoke_recipe(recipe)

@@ -1,78 +1,106 @@
-"""The stage registry: recipe `kind` -> (config class, run function), imported lazily.
+"""The stage registry: one line per stage kind, its module lmforge.stages.<kind>.
 
-Every run function follows the stage contract: `run(cfg, progress=True) -> dict`, writes
-into the config's out_dir, skips when it finds its own finished output and resumes an
-interrupted run. The stage modules are lmforge.stages.* (the tokenizer stages keep their
-run functions beside the tokenizer code, which they are thin wrappers of).
+Each module declares its stage as `STAGE = lmforge.stagekit.stage.Stage(...)` (config class,
+run body, CLI help and example, outputs, hooks); the recipe, the command line, `--check`,
+`--smoke` and the docs all read that descriptor. Adding a stage kind is its module plus one
+line here. Modules are imported only when a stage of that kind is used; `declared(kind)`
+reads a descriptor's literal fields without importing (`lmforge --help`, `config list`).
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
-from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
-from lmforge.config import ConfigError
-
-
-@dataclass(frozen=True)
-class StageKind:
-    module: str
-    config: str              # class name in `module`
-    run: str                 # function name in `module`
-    out_key: str = "out_dir"  # the config field that holds the stage's output folder
-    distributed: bool = False  # under torchrun every rank runs it (training); else rank 0 only
-
-    def load(self) -> tuple[type, callable]:
-        mod = importlib.import_module(self.module)
-        return getattr(mod, self.config), getattr(mod, self.run)
-
-
-KINDS: dict[str, StageKind] = {
-    "corpus": StageKind("lmforge.stages.corpus", "CorpusConfig", "run_corpus"),
-    "data": StageKind("lmforge.stages.data", "DataConfig", "run_data", out_key="output"),
-    "tokenizer": StageKind("lmforge.tokenizer.train", "TrainConfig", "run_train"),
-    "extend": StageKind("lmforge.tokenizer.extend", "ExtendConfig", "run_extend"),
-    "encode": StageKind("lmforge.tokenizer.encode", "EncodeConfig", "run_encode"),
-    "pretrain": StageKind("lmforge.stages.pretrain", "PretrainConfig", "run", distributed=True),
-    "grow": StageKind("lmforge.stages.grow", "GrowConfig", "run"),
-    "longctx": StageKind("lmforge.stages.longctx", "LongCtxConfig", "run", distributed=True),
-    "sftdata": StageKind("lmforge.stages.sftdata", "SFTDataConfig", "run"),
-    "sftgrid": StageKind("lmforge.stages.sftgrid", "SFTGridConfig", "run", distributed=True),  # trains
-    "sft": StageKind("lmforge.stages.sft", "SFTConfig", "run", distributed=True),
-    "dpo": StageKind("lmforge.stages.dpo", "DPOConfig", "run", distributed=True),
-    "selfknow": StageKind("lmforge.stages.selfknow", "SelfKnowConfig", "run", distributed=True),
-    "longsft": StageKind("lmforge.stages.longsft", "LongSFTConfig", "run"),
-    "eval": StageKind("lmforge.stages.eval", "EvalConfig", "run"),
-    "needle": StageKind("lmforge.stages.needle", "NeedleConfig", "run"),
-    "longstudy": StageKind("lmforge.stages.longstudy", "LongStudyConfig", "run"),
-    "export": StageKind("lmforge.stages.export", "ExportConfig", "run"),
-    "character": StageKind("lmforge.stages.character", "CharacterConfig", "run"),
-    "report": StageKind("lmforge.stages.report", "ReportConfig", "run", out_key="out"),  # always redone
-}
+STAGES: list[str] = [   # pipeline order (the order of `lmforge --help` and docs/config.md)
+    "corpus",
+    "data",
+    "tokenizer",
+    "extend",
+    "encode",
+    "pretrain",
+    "grow",
+    "longctx",
+    "sftdata",
+    "sftgrid",
+    "sft",
+    "dpo",
+    "selfknow",
+    "longsft",
+    "eval",
+    "needle",
+    "longstudy",
+    "export",
+    "character",
+    "report",
+]
 
 
-def load_kind(kind: str, where: str) -> tuple[type, callable]:
-    """(config class, run function) of `kind`, or a one-line ConfigError naming `where`."""
-    if kind not in KINDS:
-        raise ConfigError(f"{where}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
-    spec = KINDS[kind]
+def module_of(kind: str) -> str:
+    return f"lmforge.stages.{kind}"
+
+
+def load_stage(kind: str, where: str):
+    """The `Stage` of `kind`, or a one-line ConfigError naming `where`."""
+    from lmforge.config import ConfigError
+    if kind not in STAGES:
+        raise ConfigError(f"{where}: unknown kind {kind!r} (known: {', '.join(STAGES)})")
+    module = module_of(kind)
     try:
-        cls, fn = spec.load()
+        stage = importlib.import_module(module).STAGE
     except ModuleNotFoundError as e:
-        if e.name and (spec.module == e.name or spec.module.startswith(e.name + ".")):
-            raise ConfigError(f"{where}: kind {kind!r} needs module {spec.module}, which is not in "
-                              f"this tree yet") from None
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            raise ConfigError(f"{where}: kind {kind!r} needs module {module}, which is not in this tree yet") from None
         raise
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"{where}: kind {kind!r}: {spec.module} does not provide "
-                          f"{spec.config} + {spec.run} ({e})") from None
-    return cls, fn
+    except AttributeError as e:
+        raise ConfigError(f"{where}: kind {kind!r}: {module} declares no STAGE ({e})") from None
+    return stage
+
+
+@lru_cache(maxsize=None)
+def declared(kind: str) -> dict:
+    """The literal keyword fields of `STAGE = Stage(...)` in kind's module, read from its source
+    without importing it (stage modules import torch; `lmforge --help` must not). `config` is
+    the config class's name, `config_module` the module defining it. tests/test_architecture.py
+    checks these against the imported STAGE."""
+    path = Path(__file__).resolve().parent.parent / "stages" / f"{kind}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "STAGE" for t in node.targets):
+            out = {}
+            for kw in node.value.keywords:
+                if kw.arg == "config" and isinstance(kw.value, ast.Name):
+                    out["config"] = kw.value.id
+                    out["config_module"] = _defined_in(tree, kw.value.id, module_of(kind))
+                else:
+                    try:
+                        out[kw.arg] = ast.literal_eval(kw.value)
+                    except ValueError:
+                        continue    # a function or a computed value: known after import only
+            return out
+    raise LookupError(f"{path}: no `STAGE = Stage(...)` declaration")
+
+
+def _defined_in(tree: ast.Module, name: str, module: str) -> str:
+    """The module a top-level name of `tree` (the source of `module`) comes from."""
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            return node.module if not node.level else f"{module.rsplit('.', node.level)[0]}.{node.module}"
+    return module
+
+
+def command_words(kind: str) -> list[str]:
+    """The CLI words of a stage kind (`tokenizer train`), read without importing it."""
+    return (declared(kind).get("command") or kind).split()
 
 
 if __name__ == "__main__":  # python -m lmforge.recipe.registry: which kinds import here
-    for k in KINDS:
+    from lmforge.config import ConfigError
+    for k in STAGES:
         try:
-            load_kind(k, k)
+            load_stage(k, k)
             print(f"{k}: ok")
         except ConfigError as e:
             print(e, file=sys.stderr)

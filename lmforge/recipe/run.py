@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from lmforge.io.atomic import write_json
 from lmforge.stagekit.summary import summary_line
 
 from .config import Recipe, RecipeStage, load_recipe
-from .lock import RunLock
+from lmforge.stagekit.lock import RunLock
 
 
 def _scalar_items(summary: dict) -> str:
@@ -49,7 +48,8 @@ class Ledger:
                      "smoke": recipe.smoke, "stages": []}
         for st in recipe.stages:
             prev = old.get(st.name, {})
-            entry = {"name": st.name, "kind": st.kind, "out_dir": st.out_dir, "deps": st.deps,
+            entry = {"name": st.name, "kind": st.kind, "objective": st.stage.extra.get("objective", ""),
+                     "out_dir": st.out_dir, "deps": st.deps,
                      "status": prev.get("status", "pending"), "seconds": prev.get("seconds"),
                      "cpu_seconds": prev.get("cpu_seconds"),
                      "fingerprint": prev.get("fingerprint")}
@@ -132,14 +132,14 @@ def run_stage(st: RecipeStage, i: int, n: int, ledger: Ledger, ranks: Ranks, pro
         if entry["status"] == "done" and entry.get("fingerprint") not in (None, fp):
             log(f"   note: {st.name}'s config changed since it finished; a stage that finds its finished "
                 f"output skips: delete {st.out_dir} to redo it (and the stages after it)")
-    if not st.spec.distributed and not ranks.is_main:
+    if not st.stage.distributed and not ranks.is_main:
         ranks.barrier()  # rank 0 runs it
         return None
     if ranks.is_main:
         ledger.update(st.name, status="running", error=None)
     t0, c0 = time.perf_counter(), cpu_seconds()
     try:
-        summary = st.run(st.config, progress=progress) or {}
+        summary = st.stage.run(st.config, progress=progress) or {}
     except BaseException as e:
         if ranks.is_main:
             ledger.update(st.name, status="failed", error=f"{type(e).__name__}: {e}"[:500],
@@ -157,18 +157,20 @@ def run_stage(st: RecipeStage, i: int, n: int, ledger: Ledger, ranks: Ranks, pro
         clean = {k: v for k, v in summary.items() if k != "skipped"}
         ledger.update(st.name, status="done", seconds=seconds, cpu_seconds=cpu, fingerprint=fp,
                       summary=json.loads(json.dumps(clean, default=str)))
-    if not st.spec.distributed:
+    if not st.stage.distributed:
         ranks.barrier()
     return summary
 
 
 def finished(st: RecipeStage, ledger: Ledger) -> bool:
-    """Has this stage's output been completed (by this run folder's ledger or its own marker)?"""
-    out = Path(st.out_dir)
-    if ledger.entry(st.name).get("status") == "done" and out.exists():
+    """Has this stage's output been completed (by this run folder's ledger or the stage's own
+    rule: DONE.json, or its `finished` hook)?"""
+    if ledger.entry(st.name).get("status") == "done" and Path(st.out_dir).exists():
         return True
-    markers = {"encode": "meta.json", "tokenizer": "tokenizer.json"}
-    return (out / "DONE.json").is_file() or (st.kind in markers and (out / markers[st.kind]).is_file())
+    try:
+        return st.stage.done(st.config) is not None
+    except ConfigError:      # finished from other inputs: it will refuse when it runs
+        return False
 
 
 def check_order(recipe: Recipe, todo: list[int], ledger: Ledger) -> None:
@@ -239,6 +241,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def plan(recipe: Recipe, todo: set[int]) -> list[str]:
+    """`--check`'s listing: per stage, done (finished: a run skips it), run (selected, not
+    finished) or skip (not selected), its kind, out_dir and inputs."""
+    ledger = Ledger(recipe, write=False)
+    lines = []
+    for i, st in enumerate(recipe.stages):
+        mark = "done" if finished(st, ledger) else "run " if i in todo else "skip"
+        after = f"  <- {', '.join(st.deps)}" if st.deps else ""
+        lines.append(f"{mark} {st.name:14s} {st.kind:10s} -> {st.out_dir}{after}")
+    return lines
+
+
 def command(args: argparse.Namespace) -> int:
     from .check import check_recipe
     recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
@@ -247,10 +261,7 @@ def command(args: argparse.Namespace) -> int:
     todo = set(select(recipe, args.only, args.start, args.until, args.target))
     problems = check_recipe(recipe)
     if args.check:
-        for i, st in enumerate(recipe.stages):
-            mark = "run " if i in todo else "skip"
-            after = f"  <- {', '.join(st.deps)}" if st.deps else ""
-            print(f"{mark} {st.name:14s} {st.kind:10s} -> {st.out_dir}{after}")
+        print("\n".join(plan(recipe, todo)))
         for line in problems:
             print(line, file=sys.stderr)
         if problems:
@@ -261,39 +272,5 @@ def command(args: argparse.Namespace) -> int:
     if problems:
         more = f" (and {len(problems) - 1} more: --check lists them)" if len(problems) > 1 else ""
         raise ConfigError(problems[0].removeprefix(f"{recipe.source}: ") + more)
-    _sigterm_as_interrupt()
     run_recipe(recipe, args.only, args.start, args.until, progress=not args.quiet, target=args.target)
     return 0
-
-
-def _sigterm_as_interrupt() -> None:
-    """`kill PID` (schedulers, timeouts) is recorded like Ctrl-C: the stage is marked failed."""
-    import signal
-    import threading
-    if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
-        signal.signal(signal.SIGTERM, handler)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m lmforge.recipe RECIPE.yaml ...` (same as `lmforge run`)."""
-    p = argparse.ArgumentParser(prog="lmforge run", description=__doc__.splitlines()[0])
-    add_args(p)
-    args = p.parse_args(argv)
-    try:
-        return command(args)
-    except ConfigError as e:
-        print(f"lmforge run: config error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lmforge run: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as e:  # a stage failed: recipe.json says which; show the cause
-        traceback.print_exc()
-        print(f"lmforge run: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

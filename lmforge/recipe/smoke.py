@@ -34,6 +34,7 @@ from lmforge.model.config import ModelConfig, RopeScaling
 
 SMOKE_SEQ, SMOKE_STEPS, SMOKE_LAYERS, SMOKE_WIDTH, SMOKE_HEADS, SMOKE_VOCAB = 128, 48, 8, 64, 4, 1024
 SMOKE_MAX_STEPS, SMOKE_MICRO_BATCH, SMOKE_MIN_INTERVAL = 12, 4, 8
+SIZES = {"vocab": SMOKE_VOCAB, "max_steps": SMOKE_MAX_STEPS}   # what a stage's smoke hook may use
 
 LENGTH_KEYS = {"seq_len", "max_seq_len", "min_doc_tokens", "model_max_length", "original_max_position_embeddings"}
 STEP_KEYS = {"steps", "warmup_steps", "ckpt_every", "eval_every"}
@@ -79,9 +80,9 @@ def factors(stages) -> Factors:
     seq, steps, layers, accum, extra = 1, 1, 1, 1, 0
     for st in stages:
         cfg = st.config
-        if st.kind == "extend":
+        if isinstance(getattr(cfg, "add_tokens", None), int):     # a vocabulary extension
             extra = max(extra, min(cfg.add_tokens, CAPS["add_tokens"]))
-        if st.kind == "pretrain":
+        if st.stage.extra.get("sets_smoke_scale"):                 # pretraining's length and steps
             seq = max(seq, cfg.train.seq_len)
             total = sum(s.steps for s in cfg.stages) if cfg.stages else cfg.train.steps
             steps = max(steps, total)
@@ -202,22 +203,17 @@ def smoke_recipe(recipe) -> dict:
     f = factors(recipe.stages)
     for st in recipe.stages:
         cfg = shrink(st.config, f)
-        cfg = _stage_specific(st.kind, cfg)
-        st.config = cfg
+        if st.stage.smoke is not None:
+            cfg = st.stage.smoke(cfg, SIZES)
+        st.config = _any_stage(cfg)
     recipe.smoke = f.to_dict()
     return recipe.smoke
 
 
-def _stage_specific(kind: str, cfg: Any) -> Any:
-    """Settings that are not a scale: offline sample data, tokenizer size, no torch.compile."""
-    if kind == "corpus":
-        cfg = dataclasses.replace(cfg, from_sample=True, max_mb=min(cfg.max_mb, 1.0))
-    if kind == "tokenizer":
-        cfg = dataclasses.replace(cfg, vocab_size=SMOKE_VOCAB, max_bytes=0)
-    if kind == "dpo" and getattr(cfg, "reference", None) == "precompute":
-        # the same loss; a frozen copy scores only the pairs the capped steps use, where
-        # precompute would score every pair of the file first
-        cfg = dataclasses.replace(cfg, reference="model")
+def _any_stage(cfg: Any) -> Any:
+    """Settings that are not a scale, for every stage: no torch.compile, the source's shape. (A
+    stage's own ones, e.g. the offline sample corpus or the tokenizer's size, are its descriptor's
+    `smoke` hook, called with SIZES.)"""
     train = getattr(cfg, "train", None)
     if train is not None and hasattr(train, "compile"):
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(train, compile=False, precision="auto"))

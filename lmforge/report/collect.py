@@ -17,6 +17,7 @@ class Stage:
     dir: Path
     kind: str = ""
     status: str = ""
+    objective: str = ""        # what it trains, as its stage descriptor declares (recipe.json)
     metrics: list[dict] = field(default_factory=list)     # metrics.jsonl records
     mixture: list[dict] | None = None                     # mixture.json (realised, by stage)
     data_steps: list[dict] = field(default_factory=list)  # NN-step/stats.json, in order
@@ -168,6 +169,7 @@ def discover(run_dir: str | Path) -> tuple[str, list[Stage], list[str]]:
                 status = "this report"   # the report is being written by this very stage
             st = load_stage(name, out, s.get("kind", ""), status)
             st.deps = [str(d) for d in s.get("deps") or []]
+            st.objective = str(s.get("objective") or "")
             st.seconds = s.get("seconds")
             stages.append(st)
         return data.get("name") or run_dir.name, stages, problems

@@ -47,13 +47,14 @@ _PARTS = {"sft_ce", "pt_ce", "sft_targets", "pt_targets", "tokens", "tokens_seen
           "grad_accum", "head_grad_share"}
 
 
-def objective(stage_kind: str, keys) -> str:
-    """What a training stage optimises: "dpo", "selfknow" (C-RLFT) or "lm", from its recipe
-    kind, else from the metric names it logs (a stage folder reported without a recipe)."""
+def objective(declared: str, keys) -> str:
+    """What a training stage optimises: "dpo", "selfknow" (C-RLFT) or "lm": as its stage
+    descriptor declares it (recipe.json's `objective`), else from the metric names it logs (a
+    stage folder reported without a recipe)."""
     keys = set(keys)
-    if stage_kind == "dpo" or "dpo_loss_sum" in keys:
+    if declared == "dpo" or "dpo_loss_sum" in keys:
         return "dpo"
-    if stage_kind == "selfknow" or "weighted_ce_sum" in keys:
+    if declared == "selfknow" or "weighted_ce_sum" in keys:
         return "selfknow"
     return "lm"
 

@@ -23,7 +23,7 @@ def _finite(x) -> bool:
 
 
 def stage_objective(st: Stage) -> str:
-    return objective(st.kind, {k for r in st.metrics[:50] for k in r})
+    return objective(st.objective, {k for r in st.metrics[:50] for k in r})
 
 
 def series_by_kind(stages: list[Stage], keys=None, val: bool = False) -> dict[str, dict[tuple[str, str], list]]:

@@ -1,5 +1,7 @@
-"""The stage contract, shared: skip a finished out_dir (DONE.json), resume an interrupted one
-from its last complete checkpoint, else start from the source; write DONE.json last."""
+"""What every training stage does the same way: resume an interrupted out_dir from its last
+complete checkpoint, else start from the source; train; the summary. (Skipping a finished
+out_dir, the lock and DONE.json are the contract of lmforge.stagekit.stage, which wraps every
+stage; `run_trainer_stage` applies it to a part of a stage, e.g. a grid point.)"""
 from __future__ import annotations
 
 import copy
@@ -18,34 +20,8 @@ from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.model.lora import attach_lora
 from lmforge.stagekit.source import Source
+from lmforge.stagekit.stage import DONE, done_summary, write_done  # noqa: F401 (parts of a stage use them)
 from lmforge.train.trainer import TrainConfig, Trainer
-
-DONE = "DONE.json"
-
-
-def done_summary(out_dir: str | Path) -> dict | None:
-    """The finished stage's summary (marked skipped), or None when it has not finished.
-
-    DONE.json is written atomically now, but one cut short by a kill in an older version
-    (or by a full disk) must not fail every rerun: the stage then runs again and, being
-    resumable, rewrites it."""
-    done = Path(out_dir) / DONE
-    if not done.is_file():
-        return None
-    try:
-        summary = read_json(done)
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as e:
-        print(f"warning: {done} is unreadable ({e}); running the stage again to finish it", file=sys.stderr)
-        return None
-    return {**summary, "skipped": True}
-
-
-def write_done(out_dir: str | Path, summary: dict) -> dict:
-    write_json(Path(out_dir) / DONE, summary)
-    return summary
-
 
 def stage_defaults(data: dict, train_defaults: dict) -> dict:
     """For a config's `_base`: put the stage's train defaults under the user's keys (in place:
@@ -135,16 +111,27 @@ def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: 
     return start_trainer(cfg, src, objective, train, stats, progress, model, initialised=init_model is not None)
 
 
-def finish(cfg, trainer: Trainer) -> dict:
+def trained(trainer: Trainer) -> dict:
+    """Train to the end; the summary with the input account."""
     summary = trainer.fit()
     if getattr(trainer, "account", None):
         summary["account"] = trainer.account
-    return write_done(cfg.out_dir, summary)
+    return summary
+
+
+def finish(cfg, trainer: Trainer) -> dict:
+    return write_done(cfg.out_dir, trained(trainer))
+
+
+def trainer_body(build):
+    """The body of a stage whose `build(cfg, progress)` returns its Trainer (resumed if
+    interrupted): train it to the end (lmforge.stagekit.stage.Stage.run adds skip and DONE.json)."""
+    return lambda cfg, progress=True: trained(build(cfg, progress))
 
 
 def run_trainer_stage(cfg, build, progress: bool) -> dict:
-    """The whole contract for a stage whose `build(cfg, progress)` returns its Trainer: skip
-    when finished, else build (resuming if interrupted), train, write DONE.json."""
+    """A part of a stage trained on its own (a grid point, a reference model): skip when
+    finished, else build (resuming if interrupted), train, write DONE.json."""
     return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress))
 
 

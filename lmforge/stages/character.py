@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lmforge.config import ConfigError, check
 from lmforge.io.atomic import write_json
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, load_source
 
 
@@ -33,13 +33,10 @@ class CharacterConfig:
         check(bool(self.checkpoint), "checkpoint", "set the chat model checkpoint (or run dir)")
 
 
-def run(cfg: CharacterConfig, progress: bool = True) -> dict:
+def body(cfg: CharacterConfig, progress: bool = True) -> dict:
     from lmforge.infer.character import Character
 
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     src = load_source(InitConfig(from_checkpoint=cfg.checkpoint), cfg.tokenizer)
     try:
         char = Character.load(cfg.card)
@@ -63,4 +60,10 @@ def run(cfg: CharacterConfig, progress: bool = True) -> dict:
     if progress and not info["fits_window"]:
         print(f"note: the card's prompt takes {len(prompt)} tokens of a {window}-token window; "
               f"prompts will be middle-truncated")
-    return write_done(out, info)
+    return (info)
+
+
+STAGE = Stage(kind="character", config=CharacterConfig, body=body,
+              help="build a role-play character package: card + BM25 index of its knowledge folder, checked against the chat model",
+              example="card=examples/character/lin.yaml", outputs=("card.json", "passages.jsonl", "character.json", DONE))
+run = STAGE.run

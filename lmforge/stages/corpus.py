@@ -2,11 +2,13 @@
 also writing the SFT dialogs as plain-text documents for a decay-stage instruction share."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.config import ConfigError, check
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.stage import DONE, Stage
 
 
 @dataclass
@@ -95,11 +97,9 @@ def domain_counts(out: Path) -> dict[str, int]:
     return counts
 
 
-def run_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
+def body(cfg: CorpusConfig, progress: bool = True) -> dict:
     from lmforge.corpus.build import CorpusError, build_corpus, validate
     out = Path(cfg.out_dir)
-    if (skipped := done_summary(out)) is not None:
-        return skipped
     try:
         summary = build_corpus(out, cfg.sources, cfg.max_mb, from_sample=cfg.from_sample,
                                fallback=cfg.fallback, paths=cfg.paths, prose_format=cfg.prose_format,
@@ -118,4 +118,21 @@ def run_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
               "instruct_docs": files.get("instruct/instruct.jsonl.zst", 0), "files": files,
               "curated_docs": sum(curated.values()), "domain_docs": domain_counts(out),
               "sources": {k: v["status"] for k, v in summary["sources"].items()}}
-    return write_done(out, result)
+    return (result)
+
+
+def recipe_check(checker, st, cfg: CorpusConfig) -> Facts:
+    """The domains it writes, by subfolder (docs/ by source, instruct/)."""
+    docs = {"prose", "zh", "code"} | ({"curated"} if cfg.curated else set())
+    return Facts(domains={"docs": docs, "instruct": {cfg.instruct_domain} if cfg.instruct_docs else set()})
+
+
+def smoke_settings(cfg: CorpusConfig, sizes: dict) -> CorpusConfig:
+    return dataclasses.replace(cfg, from_sample=True, max_mb=min(cfg.max_mb, 1.0))   # offline, small
+
+
+STAGE = Stage(kind="corpus", config=CorpusConfig, body=body, command="corpus build",
+              help="the embedded default corpus (offline sources)", example="from_sample=true",
+              outputs=("docs", "instruct", "sft.jsonl", "dpo.jsonl", "mcq_quiz.jsonl", DONE),
+              check=recipe_check, smoke=smoke_settings)
+run = STAGE.run

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from lmforge.data.config import DataConfig
 from lmforge.io.atomic import replace_dir
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.stage import DONE, Arg, Stage
 
-__all__ = ["DataConfig", "run_data"]
+__all__ = ["DataConfig", "STAGE", "run"]
 
 
 def _link_final(out: Path, shards: list[str]) -> Path:
@@ -30,21 +31,30 @@ def _link_final(out: Path, shards: list[str]) -> Path:
     return replace_dir(tmp, final)
 
 
-def run_data(cfg: DataConfig, progress: bool = True) -> dict:
+def body(cfg: DataConfig, progress: bool = True) -> dict:
     """The data pipeline; its steps skip themselves by fingerprint, so this always runs it
-    (a changed config redoes the changed steps) and then refreshes out/final/."""
+    (a changed config redoes the changed steps) and then refreshes out/final/ (the contract
+    reports it skipped when nothing changed)."""
     from lmforge.data.pipeline import run_pipeline
     if not progress:
         cfg = dataclasses.replace(cfg, progress=False)   # --quiet: no bars (not part of any fingerprint)
     out = Path(cfg.output)
-    before = done_summary(out)
     log = print if progress else (lambda *a, **k: None)
     summary = run_pipeline(cfg, out, log=log)
     last = summary["steps"][-1]
-    result = {"docs": last["kept"]["docs"], "bytes": last["kept"]["bytes"],
-              "final": str(_link_final(out, summary["final"])), "shards": len(summary["final"]),
-              "steps": {s["step"]: s["kept"]["docs"] for s in summary["steps"]}, "account": summary["account"]}
-    write_done(out, result)
-    if before is not None and {k: before.get(k) for k in result} == result:
-        return {**result, "skipped": True}
-    return result
+    return {"docs": last["kept"]["docs"], "bytes": last["kept"]["bytes"],
+            "final": str(_link_final(out, summary["final"])), "shards": len(summary["final"]),
+            "steps": {s["step"]: s["kept"]["docs"] for s in summary["steps"]}, "account": summary["account"]}
+
+
+def recipe_check(checker, st, cfg: DataConfig) -> Facts:
+    """Its domains are its inputs' (cleaning only removes documents)."""
+    inputs = [str(x) for x in (cfg.input if isinstance(cfg.input, list) else [cfg.input])]
+    return Facts(domains={"": checker.domains_of(inputs)}, counts_from=inputs)
+
+
+STAGE = Stage(kind="data", config=DataConfig, body=body, out_key="output", always="steps",
+              help="clean, filter and deduplicate raw documents", example="minhash.threshold=0.7",
+              args=(Arg("--out", "output", "output folder (same as --set output=...)"),),
+              outputs=("final", "summary.json", DONE), check=recipe_check)
+run = STAGE.run

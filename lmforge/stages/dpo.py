@@ -53,8 +53,10 @@ from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
 from lmforge.model.lora import BaseOf, LoRAConfig
-from lmforge.stagekit.runner import (check_steps_unset, data_account, new_model, reject_sink, run_trainer_stage,
-                                     stage_defaults, start_trainer, steps_for)
+from lmforge.stagekit.runner import (check_steps_unset, data_account, new_model, reject_sink, stage_defaults,
+                                     start_trainer, steps_for, trainer_body)
+from lmforge.stagekit.facts import conversations
+from lmforge.stagekit.stage import DONE, Arg, Stage
 from lmforge.stagekit.source import InitConfig, Source, load_source
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -289,5 +291,19 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     return start_trainer(cfg, src, objective, train, stats, progress, model)
 
 
-def run(cfg: DPOConfig, progress: bool = True) -> dict:
-    return run_trainer_stage(cfg, build, progress)
+def smoke_settings(cfg: DPOConfig, sizes: dict) -> DPOConfig:
+    """The same loss; a frozen copy scores only the pairs the capped steps use, where precompute
+    would score every pair of the file first."""
+    return dataclasses.replace(cfg, reference="model") if cfg.reference == "precompute" else cfg
+
+
+STAGE = Stage(kind="dpo", config=DPOConfig, body=trainer_body(build), inputs=("data", "pairs_from_sft.files"), distributed=True,
+              help="direct preference optimization on preference pairs", example="beta=0.1",
+              args=(Arg("--data", "data", "preference jsonl (prompt, chosen, rejected[, scores]), added to `data` "
+                        "(repeatable)", append=True, metavar="JSONL"),
+                    Arg("--build-pairs", "pairs_from_sft.files", "build pairs from SFT conversations (real reply "
+                        "vs another conversation's reply, truncated or shuffled; pairs_from_sft.rejected=model: the "
+                        "model's own sample)", append=True, metavar="SFT_JSONL")),
+              outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE),
+              check=conversations, smoke=smoke_settings, extra={"objective": "dpo"})
+run = STAGE.run

@@ -16,7 +16,8 @@ from lmforge.config import check, to_dict
 from lmforge.io.account import Account, DataError
 from lmforge.io.atomic import write_json, write_text
 from lmforge.stagekit.parts import Parts
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.stage import DONE, Arg, Stage
 
 DEFAULT_MCQ_FILES = ("mcq_quiz.jsonl", "mcq_poems.jsonl")
 
@@ -232,11 +233,8 @@ def _load(cfg: EvalConfig):
     return model, step_dir, load_tokenizer(tok_path)
 
 
-def run(cfg: EvalConfig, progress: bool = True) -> dict:
+def body(cfg: EvalConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     model, step_dir, tok = _load(cfg)
     out.mkdir(parents=True, exist_ok=True)
     parts, rejects = CheckpointParts(out, step_dir), []
@@ -266,7 +264,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     summary = {"eval": str(out / "eval.json"), "checkpoint": str(step_dir), **headline(result)}
     if tally:
         summary["account"] = Account.from_stats("eval", tally, out / "rejects.txt", unit="items").line()
-    return write_done(out, summary)
+    return (summary)
 
 
 def headline(result: dict) -> dict:
@@ -292,3 +290,28 @@ def markdown(result: dict) -> str:
     from lmforge.report.tables import eval_tables
     head = f"# Evaluation\n\ncheckpoint: `{result['checkpoint']}` (step {result.get('step')})\n\n"
     return head + "\n\n".join(f"## {title}\n\n{table}" for title, table in eval_tables(result)) + "\n"
+
+
+def recipe_check(checker, st, cfg: EvalConfig) -> Facts:
+    """The perplexity length and vocabulary against the model evaluated."""
+    model = checker.model_of(cfg.checkpoint)
+    if model is not None and cfg.perplexity.data and cfg.perplexity.seq_len:
+        checker.check_len(st, "perplexity.seq_len", cfg.perplexity.seq_len, model)
+    if model is not None and cfg.perplexity.data:
+        checker.check_vocab(st, model, checker.facts_of(cfg.perplexity.data), "perplexity.data")
+    return Facts()
+
+
+def _show(cfg: EvalConfig, summary: dict) -> None:
+    """`lmforge eval` prints the tables (eval.md) of a fresh evaluation."""
+    if not summary.get("skipped"):
+        print(Path(cfg.out_dir, "eval.md").read_text(encoding="utf-8"))
+
+
+STAGE = Stage(kind="eval", config=EvalConfig, body=body,
+              help="evaluate a checkpoint: per-domain perplexity/bits-per-byte, multiple choice, contamination (docs/eval.md)",
+              example="mcq.shots=[0,5]", outputs=("eval.json", "eval.md", DONE),
+              args=(Arg("--checkpoint", "checkpoint", "run folder or step-N folder (same as --set checkpoint=...)"),
+                 Arg("--out", "out_dir", "output folder (same as --set out_dir=...)")), show=_show,
+              check=recipe_check)
+run = STAGE.run

@@ -19,7 +19,8 @@ from lmforge.config import check
 from lmforge.export.adapter import FILES as ADAPTER_FILES
 from lmforge.export.adapter import export_with_adapter
 from lmforge.export.hf import DONE, DTYPES, export_info
-from lmforge.io.atomic import read_json, write_json
+from lmforge.io.atomic import read_json
+from lmforge.stagekit.stage import Stage
 
 
 @dataclass
@@ -41,8 +42,9 @@ class ExportConfig:
               "must be another folder than out_dir (the base model goes to out_dir)")
 
 
-def _finished(out: Path, cfg: ExportConfig) -> dict | None:
+def _finished(cfg: ExportConfig) -> dict | None:
     """The DONE summary of an export of the same kind (merged, or base + this adapter folder)."""
+    out = Path(cfg.out_dir)
     if not (out / DONE).is_file():
         return None
     summary = read_json(out / DONE)
@@ -54,21 +56,23 @@ def _finished(out: Path, cfg: ExportConfig) -> dict | None:
     return summary
 
 
-def run(cfg: ExportConfig, progress: bool = True) -> dict:
-    """The export stage (lmforge.stages contract): writes out_dir/DONE.json; a rerun skips."""
+def body(cfg: ExportConfig, progress: bool = True) -> dict:
+    """The export (the contract writes out_dir/DONE.json; a rerun of the same kind skips)."""
     out = Path(cfg.out_dir)
-    done = _finished(out, cfg)
-    if done is not None:
-        return {**done, "skipped": True}
     t0 = time.perf_counter()
     if cfg.adapter:   # an interrupted export is redone
         info = export_with_adapter(cfg.checkpoint, out, cfg.adapter, cfg.dtype, cfg.tokenizer)
     else:
         info = export_info(cfg.checkpoint, out, cfg.dtype, cfg.tokenizer)
     summary = {**info, "out_dir": str(out), "seconds": round(time.perf_counter() - t0, 2),
-               "files": sorted(p.name for p in out.iterdir() if p.is_file())}
+               "files": sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))}
     if progress:
         what = " base (adapters off) + PEFT adapter" if cfg.adapter else ""
         print(f"exported {info['arch']}{what} ({info['n_params']:,} parameters) to {out}")
-    write_json(out / DONE, summary)
     return summary
+
+
+STAGE = Stage(kind="export", config=ExportConfig, body=body, finished=_finished,
+              help="checkpoint -> Hugging Face folder (config.json, model.safetensors, tokenizer files)",
+              example="dtype=bfloat16", outputs=("config.json", "model.safetensors", "tokenizer.json", DONE))
+run = STAGE.run

@@ -11,6 +11,7 @@ The work is one pass, so an interrupted run is simply redone.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from lmforge.model.config import ModelConfig
 from lmforge.model.load import load_weights, tokenizer_dir_of
 from lmforge.model.transformer import Transformer
 from lmforge.shards import TokenDataset
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.loader import PackedLoader, SequentialDocs
@@ -130,11 +132,8 @@ def plot_similarity(path: Path, sims: list[float], block: tuple[int, int] | None
     plt.close(fig)
 
 
-def run(cfg: GrowConfig, progress: bool = True) -> dict:
+def body(cfg: GrowConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     step_dir, mcfg, sets = validate(cfg)
     device = resolve_device(cfg.device)
     model = Transformer(mcfg).to(device)
@@ -168,4 +167,28 @@ def run(cfg: GrowConfig, progress: bool = True) -> dict:
                "similarity": [round(s, 6) for s in sims] if sims else None,
                "calibration_tokens": n_calib,
                "continue_with": [f"init.from_checkpoint={out}", f"model.n_layers={new_cfg.n_layers}"]}
-    return write_done(out, summary)
+    return (summary)
+
+
+def recipe_check(checker, st, cfg: GrowConfig) -> Facts:
+    """The block fits the source model; the grown model is the source's, deeper."""
+    source = checker.model_of(cfg.init.from_checkpoint)
+    if source is None:
+        return Facts()
+    n = source.n_layers
+    if cfg.block is not None and cfg.block[1] > n:
+        checker.problem(st, "block", f"{cfg.block} is outside the {n} layers of the source model")
+        return Facts()
+    size = (cfg.block[1] - cfg.block[0]) if cfg.block else (cfg.add_layers or max(1, n // 2))
+    if size > n:
+        checker.problem(st, "add_layers", f"{size} > the {n} layers of the source model")
+    if cfg.seq_len:
+        checker.check_len(st, "seq_len", cfg.seq_len, source)
+    return Facts(model=dataclasses.replace(source, n_layers=n + size))
+
+
+STAGE = Stage(kind="grow", config=GrowConfig, body=body,
+              help="depth up-scaling: measure layer similarity, duplicate a block of layers",
+              example="init.from_checkpoint=runs/pretrain", outputs=("checkpoints/step-0", "tokenizer", "grow.json", DONE),
+              check=recipe_check)
+run = STAGE.run

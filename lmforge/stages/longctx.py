@@ -43,7 +43,8 @@ from lmforge.model.config import ContextOverrides
 from lmforge.model.flops import flops_per_token, peak_flops
 from lmforge.model.load import config_diff, model_config_of, tokenizer_dir_of
 from lmforge.shards import TokenDataset, tokenizer_path
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.objectives.lm import LMObjective
 from lmforge.train.seqlen import SeqWarmupConfig
@@ -227,11 +228,8 @@ def build(cfg: LongCtxConfig, progress: bool = True) -> tuple[Trainer, Path, dic
     return trainer, src, report
 
 
-def run(cfg: LongCtxConfig, progress: bool = True) -> dict:
+def body(cfg: LongCtxConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     trainer, src, report = build(cfg, progress)
     main = trainer.dist.is_main
     latest = ckpt.latest(trainer.ckpt_dir)
@@ -259,6 +257,29 @@ def run(cfg: LongCtxConfig, progress: bool = True) -> dict:
     m = trainer.model.cfg
     summary = {**summary, "rope_theta": m.rope_theta, "max_seq_len": m.max_seq_len, "source": str(src),
                "long_docs": {k: report["used"][k] for k in ("docs", "tokens", "p50", "max")}}
-    if main:
-        write_done(out, summary)
     return summary
+
+
+def recipe_check(checker, st, cfg: LongCtxConfig) -> Facts:
+    """The long model (the source's with the new RoPE and length) against its data."""
+    source = checker.model_of(cfg.init.from_checkpoint)
+    data = checker.facts_of(cfg.data)
+    if source is None:
+        return Facts()
+    try:
+        model = long_model_config(cfg, source)
+    except ConfigError as e:
+        checker.problem_from(st, e)
+        return Facts()
+    have = data.domains.get("")
+    for d in sorted(set(cfg.domains) - (have or set(cfg.domains))):
+        checker.problem(st, "domains", f"{d!r} is not in the token data (domains: {', '.join(sorted(have))})")
+    checker.check_vocab(st, model, data, "data")
+    return Facts(model=model)
+
+
+STAGE = Stage(kind="longctx", config=LongCtxConfig, body=body, inputs=("data",),
+              help="continued pretraining at a longer context with a new RoPE base (Index-1.9B-32K defaults; resumes automatically)",
+              example="train.seq_len=4096", outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE), distributed=True,
+              check=recipe_check)
+run = STAGE.run

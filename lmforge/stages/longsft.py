@@ -20,7 +20,7 @@ from lmforge.config import ConfigError, check
 from lmforge.io.atomic import write_json, write_jsonl
 from lmforge.io.documents import ErrorSink
 from lmforge.io.readers import iter_documents
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.stage import DONE, Stage
 
 
 @dataclass
@@ -68,12 +68,9 @@ def _general(cfg: LongSFTConfig) -> list[dict]:
     return rows[: cfg.general_count]
 
 
-def run(cfg: LongSFTConfig, progress: bool = True) -> dict:
+def body(cfg: LongSFTConfig, progress: bool = True) -> dict:
     from lmforge.tokenizer.train import load_tokenizer
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     try:
         tok = load_tokenizer(cfg.tokenizer)
     except (OSError, ValueError) as e:
@@ -99,6 +96,12 @@ def run(cfg: LongSFTConfig, progress: bool = True) -> dict:
     if progress:
         print(f"longsft: {len(convs)} long conversations ({stats['min_tokens']}-{stats['max_tokens']} tokens), "
               f"{len(general)} general")
-    return write_done(out, {"long": len(convs), "general": len(general), "files": [str(out / "long.jsonl"),
+    return ({"long": len(convs), "general": len(general), "files": [str(out / "long.jsonl"),
                                                                                      str(out / "general.jsonl")],
                             "mean_tokens": round(stats["mean_tokens"], 1)})
+
+
+STAGE = Stage(kind="longsft", config=LongSFTConfig, body=body,
+              help="long-context SFT data: conversations built from long documents, plus general ones",
+              example="long_count=200", outputs=("long.jsonl", "general.jsonl", DONE))
+run = STAGE.run

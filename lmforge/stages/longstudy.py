@@ -40,7 +40,7 @@ from lmforge.config import ConfigError, check, to_dict
 from lmforge.io.atomic import write_json, write_text
 from lmforge.model.config import MAX_POSITIONS
 from lmforge.stagekit.parts import Parts
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import source_checkpoint, source_tokenizer
 
 ROPES = ("model", "naive", "dynamic", "linear")
@@ -354,16 +354,13 @@ def seesaw(short: dict, base: str) -> dict:
     return out
 
 
-def run(cfg: LongStudyConfig, progress: bool = True) -> dict:
+def body(cfg: LongStudyConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from lmforge.device import resolve_device
     from lmforge.report.longstudy import study_markdown, write_plots
 
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     prepared = [prepare(s, f"settings[{i}]") for i, s in enumerate(cfg.settings)]
     _, tok, info = source_tokenizer(prepared[0].step_dir, cfg.tokenizer)
     base = next(p for p in prepared if p.setting.name == cfg.base_name)
@@ -408,4 +405,10 @@ def run(cfg: LongStudyConfig, progress: bool = True) -> dict:
         for L, v in r.items():
             if v:
                 summary[f"ppl/{name}/{L}"] = round(v["ppl"], 3)
-    return write_done(out, summary)
+    return (summary)
+
+
+STAGE = Stage(kind="longstudy", config=LongStudyConfig, body=body,
+              help="long-context study over checkpoints x RoPE settings: perplexity by length, needle heatmaps, retrieval tasks, LongBench, the short-context seesaw",
+              example="ppl.lengths=[512,1024]", outputs=("longstudy.json", "longstudy.md", DONE))
+run = STAGE.run

@@ -27,7 +27,8 @@ from lmforge.eval.needle import (DEFAULT_NEEDLE, DEFAULT_QUESTION, NeedleText, b
 from lmforge.io.atomic import write_json, write_jsonl
 from lmforge.model.config import MAX_POSITIONS
 from lmforge.model.load import load_weights
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import source_checkpoint, source_tokenizer
 
 
@@ -115,14 +116,11 @@ def load_cells(path: Path, key: str) -> dict[str, dict]:
     return cells
 
 
-def run(cfg: NeedleConfig, progress: bool = True, model=None) -> dict:
+def body(cfg: NeedleConfig, progress: bool = True, model=None) -> dict:
     """Evaluate; `model` replaces the checkpoint's weights (tests: oracles with the same tokenizer)."""
     from lmforge.model.transformer import Transformer
 
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     step_dir, mcfg, cases, stream_len = prepare(cfg)
     device = resolve_device(cfg.device)
     if model is None:
@@ -156,4 +154,32 @@ def run(cfg: NeedleConfig, progress: bool = True, model=None) -> dict:
     plot_heatmap(out / "needle.png", g, title, with_rank=cfg.distractors > 0)
     done_info = {**summary, "checkpoint": str(step_dir), "rope": cfg.rope, "lengths": cfg.lengths,
                  "depths": cfg.depths, "needle_json": str(out / "needle.json")}
-    return write_done(out, done_info)
+    return (done_info)
+
+
+NEEDLE_ANSWER_SLACK = 2   # tokens beyond the value's digits (a leading space, an end token)
+
+
+def recipe_check(checker, st, cfg: NeedleConfig) -> Facts:
+    """The longest prompt plus its answer fits the model (unless a RoPE extension is tested)."""
+    model = checker.model_of(cfg.checkpoint)
+    if model is None or cfg.rope != "model":
+        return Facts()
+    answer = cfg.value_digits + NEEDLE_ANSWER_SLACK
+    longest = max(cfg.lengths)
+    if longest + answer > model.max_seq_len:
+        checker.problem(st, "lengths", f"{longest} (+ up to {answer} answer tokens) exceeds max_seq_len "
+                                       f"{model.max_seq_len} of {cfg.checkpoint}: use lengths up to "
+                                       f"{model.max_seq_len - answer}, or rope: dynamic|naive to test past it")
+    return Facts()
+
+
+STAGE = Stage(kind="needle", config=NeedleConfig, body=body,
+              help="needle-in-a-haystack eval: retrieval over prompt length x depth (needle.json, needle.md, needle.png)",
+              example="lengths=[1024,2048]", outputs=("needle.json", "needle.md", "needle.png", DONE),
+              check=recipe_check)
+
+
+def run(cfg: NeedleConfig, progress: bool = True, model=None) -> dict:
+    """The stage contract around the evaluation; `model` replaces the checkpoint's weights."""
+    return dataclasses.replace(STAGE, body=lambda c, p: body(c, p, model)).run(cfg, progress)

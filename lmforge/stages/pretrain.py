@@ -28,7 +28,8 @@ from lmforge.model import ModelConfig, Transformer
 from lmforge.model.flops import flops_per_token, peak_flops
 from lmforge.model.load import config_diff, model_config_of, open_source, resolve_checkpoint
 from lmforge.shards import TokenDataset, tokenizer_path
-from lmforge.stagekit.runner import done_summary, write_done
+from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train import mixture
 from lmforge.train.mixture import MixtureConfig, StageConfig
@@ -164,11 +165,8 @@ def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
                    peak_flops=peak_flops(device), progress=progress)
 
 
-def run(cfg: PretrainConfig, progress: bool = True) -> dict:
+def body(cfg: PretrainConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
-    skipped = done_summary(out)
-    if skipped:
-        return skipped
     trainer = build(cfg, progress)
     main = trainer.dist.is_main
     latest = trainer.resume_latest()
@@ -194,6 +192,37 @@ def run(cfg: PretrainConfig, progress: bool = True) -> dict:
         ckpt.copy_tokenizer(tok.parent if tok is not None and tok.suffix == ".json" else tok, out)
         write_json(out / "config.json", trainer.run_config)
     summary = trainer.fit()
-    if main:
-        write_done(out, summary)
     return summary
+
+
+def recipe_check(checker, st, cfg: PretrainConfig) -> Facts:
+    """Its model (its own, or the source checkpoint's with the vocabulary grown to the data's) against
+    the data: training length, vocabulary, mixture domains."""
+    data = checker.facts_of(cfg.data)
+    model = cfg.model
+    if cfg.init.from_checkpoint:
+        source = checker.model_of(cfg.init.from_checkpoint)
+        if source is not None:
+            given, have = to_dict(cfg.model), to_dict(source)
+            diff = sorted(k for k, v in given.items() if k != "preset" and have.get(k) != v)
+            if cfg.model != ModelConfig() and diff and not (diff == ["vocab_size"] and data.vocab
+                                                              and data.vocab > source.vocab_size):
+                checker.problem(st, "model", f"differs from the source checkpoint's architecture "
+                                             f"({cfg.init.from_checkpoint}) in {', '.join(diff)}")
+            model = source if cfg.model == ModelConfig() else cfg.model
+            if data.vocab and data.vocab > model.vocab_size:
+                model = dataclasses.replace(model, vocab_size=data.vocab)   # grown rows (Skywork)
+        elif cfg.model == ModelConfig():
+            model = None
+    if model is not None:
+        checker.check_len(st, "train.seq_len", cfg.train.seq_len, model)
+        checker.check_vocab(st, model, data)
+    checker.check_mixtures(st, cfg, data)
+    return Facts(model=model)
+
+
+STAGE = Stage(kind="pretrain", config=PretrainConfig, body=body, inputs=("data",),
+              help="train a model on token shards (resumes automatically)",
+              example="train.steps=200", outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE), distributed=True,
+              check=recipe_check, extra={"sets_smoke_scale": True})   # its length and steps: --smoke's factors
+run = STAGE.run

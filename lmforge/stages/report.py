@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.config import check
-from lmforge.stagekit.runner import write_done
+from lmforge.stagekit.stage import Arg, Stage
 
 
 @dataclass
@@ -34,11 +34,18 @@ class ReportConfig:
         return Path(self.out) if self.out else Path(self.run_dir) / "report"
 
 
-def run(cfg: ReportConfig, progress: bool = True) -> dict:
+def body(cfg: ReportConfig, progress: bool = True) -> dict:
     """Write the report (always redone: it is cheap and the run may have moved on)."""
     from lmforge.report.build import build_report
     summary = build_report(cfg.run_dir, cfg.out_dir)
-    write_done(cfg.out_dir, summary)
     if progress:
         print(f"report: {summary['html']} ({len(summary['images'])} plots; sections {', '.join(summary['sections'])})")
     return summary
+
+
+STAGE = Stage(kind="report", config=ReportConfig, body=body, out_key="out", always="redo",
+              help="write report.html / report.md with plots of a run folder", example="out=runs/tiny/report",
+              args=(Arg("run_dir", "run_dir", "a recipe run folder (with recipe.json) or one stage's folder"),
+                    Arg("--out", "out", "output folder (default RUN_DIR/report)")),
+              outputs=("report.html", "report.md", "DONE.json"))
+run = STAGE.run

@@ -42,8 +42,10 @@ from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import read_json, write_json, write_jsonl
 from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_conversation_objective
-from lmforge.stagekit.runner import check_steps_unset, done_summary, finish, reject_sink, run_trainer_stage, \
-    stage_defaults, start_fresh
+from lmforge.stagekit.runner import check_steps_unset, done_summary, finish, reject_sink, stage_defaults, \
+    start_fresh, trainer_body
+from lmforge.stagekit.facts import conversations
+from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, Source, load_source, source_checkpoint
 from lmforge.train.trainer import TrainConfig, Trainer
 
@@ -330,5 +332,9 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
     return start_fresh(cfg, grown, objective, steps, stats, progress, init_model)
 
 
-def run(cfg: SelfKnowConfig, progress: bool = True) -> dict:
-    return run_trainer_stage(cfg, build, progress)
+STAGE = Stage(kind="selfknow", config=SelfKnowConfig, body=trainer_body(build), distributed=True,
+              help="self-knowledge (StableLM 2): first messages from the base model, RLCD replies, C-RLFT with KL "
+                   "to a reference trained on D_c", example="base=runs/pretrain",
+              outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE),
+              check=conversations, extra={"objective": "selfknow"})
+run = STAGE.run

@@ -28,8 +28,10 @@ from lmforge.align.formats import DataFile
 from lmforge.config import check
 from lmforge.model.lora import LoRAConfig
 from lmforge.stagekit.conversations import CHAT_TRAIN, LongInstructConfig, MixConfig, build_sft_trainer
-from lmforge.stagekit.runner import check_steps_unset, run_trainer_stage, stage_defaults
+from lmforge.stagekit.runner import check_steps_unset, stage_defaults, trainer_body
 from lmforge.stagekit.source import InitConfig
+from lmforge.stagekit.facts import conversations
+from lmforge.stagekit.stage import DONE, Arg, Stage
 from lmforge.train.trainer import TrainConfig, Trainer
 
 
@@ -73,5 +75,10 @@ def build(cfg: SFTConfig, progress: bool = True) -> Trainer:
     return build_sft_trainer(cfg, progress)
 
 
-def run(cfg: SFTConfig, progress: bool = True) -> dict:
-    return run_trainer_stage(cfg, build, progress)
+STAGE = Stage(kind="sft", config=SFTConfig, body=trainer_body(build), inputs=("data",), distributed=True,
+              help="supervised fine-tuning on ChatML conversations (loss on replies only)", example="epochs=3",
+              args=(Arg("--data", "data", "conversation jsonl ({'messages': [...]}), added to `data` (repeatable)",
+                        append=True, metavar="JSONL"),),
+              outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE),
+              check=conversations)
+run = STAGE.run

@@ -42,10 +42,7 @@ from lmforge.data.config import MinhashConfig
 from lmforge.data.embed import check_backend
 from lmforge.io.atomic import read_json, write_json, write_jsonl
 from lmforge.io.documents import ErrorSink
-
-# The stage contract (DONE.json written last; a finished out_dir skips) by hand: the stage kit's
-# runner imports torch, which this stage needs only for scoring or evolution with a model.
-DONE = "DONE.json"
+from lmforge.stagekit.stage import DONE, Arg, Stage
 
 
 # Prompts are short: word bigrams (the pipeline's 5-grams leave a short prompt one or two shingles;
@@ -430,10 +427,8 @@ def _read(cfg: SFTDataConfig, out: Path) -> tuple[list[Item], dict]:
     return items, read
 
 
-def run(cfg: SFTDataConfig, progress: bool = True) -> dict:
+def body(cfg: SFTDataConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
-    if (out / DONE).is_file():
-        return {**read_json(out / DONE), "skipped": True}
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     items, read = _read(cfg, out)
@@ -466,5 +461,13 @@ def run(cfg: SFTDataConfig, progress: bool = True) -> dict:
     summary = {"output": str(out / "sft.jsonl"), "conversations_in": read["in"]["docs"],
                "conversations_out": len(items), "steps": [s["step"] for s in steps],
                "tasks": len(final["task"]), "sources": len(final["source"])}
-    write_json(out / DONE, summary)
     return summary
+
+
+STAGE = Stage(kind="sftdata", config=SFTDataConfig, body=body, inputs=("data",),
+              help="curate SFT conversations: dedup, scoring, diversity, system-prompt balance",
+              example="diversity.target=1000",
+              args=(Arg("--data", "data", "conversation jsonl ({'messages': [...]}), added to `data` (repeatable)",
+                        append=True, metavar="JSONL"),),
+              outputs=("sft.jsonl", "sftdata.json", DONE))
+run = STAGE.run

@@ -36,9 +36,9 @@ from lmforge.config import ConfigError, check, to_dict
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
 from lmforge.io.documents import ErrorSink
 from lmforge.stagekit.conversations import CHAT_TRAIN, MixConfig, build_sft_trainer
-from lmforge.stagekit.runner import check_steps_unset, done_summary, reject_sink, run_trainer_stage, \
-    stage_defaults, write_done
+from lmforge.stagekit.runner import check_steps_unset, reject_sink, run_trainer_stage, stage_defaults
 from lmforge.stagekit.source import InitConfig
+from lmforge.stagekit.stage import DONE, Arg, Stage
 from lmforge.train.trainer import TrainConfig
 
 
@@ -167,11 +167,8 @@ def run_point(cfg: SFTGridConfig, k: int, shares: dict[str, float], pools: dict,
     return res
 
 
-def run(cfg: SFTGridConfig, progress: bool = True) -> dict:
+def body(cfg: SFTGridConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
-    finished = done_summary(out)
-    if finished:
-        return finished
     out.mkdir(parents=True, exist_ok=True)
     by_task = _tasks(cfg, out)
     tasks = sorted(by_task)
@@ -208,4 +205,13 @@ def run(cfg: SFTGridConfig, progress: bool = True) -> dict:
         for r in results:
             if cfg.keep_checkpoints == "none" or r["point"] != best:
                 shutil.rmtree(out / "points" / f"{r['point']:02d}" / "checkpoints", ignore_errors=True)
-    return write_done(out, summary)
+    return summary
+
+
+STAGE = Stage(kind="sftgrid", config=SFTGridConfig, body=body, inputs=("data",), distributed=True,   # each point trains
+              help="task-mix grid search: one short SFT per mix, the best by held-out loss",
+              example="weights={code: [1, 3], chat: [1, 3]}",
+              args=(Arg("--data", "data", "conversation jsonl with a task per record (task_key), added to `data` "
+                        "(repeatable)", append=True, metavar="JSONL"),),
+              outputs=("grid.json", "best.jsonl", "best_mix.json", DONE))
+run = STAGE.run

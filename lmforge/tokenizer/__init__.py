@@ -1,9 +1,9 @@
-"""Tokenizer stage: train / extend a byte-level BPE, encode documents to token shards.
+"""Tokenizer library (the stages are lmforge.stages.tokenizer, extend, encode): train / extend a byte-level BPE, encode documents to token shards.
 
-- `train.py`: `TrainConfig`, `train_bpe`, the tokenizer folder (`save_tokenizer`, `load_tokenizer`,
+- `train.py`: `TokenizerConfig`, `train_folder`, `train_bpe`, the tokenizer folder (`save_tokenizer`, `load_tokenizer`,
   `tokenizer_info`, `padded_vocab_size`).
 - `extend.py`: `extend_tokenizer` (new tokens, old ids kept), `new_embedding_rows` (mean init).
-- `encode.py`: `EncodeConfig`, `run_encode` (parallel, deterministic, val split per domain).
+- `encode.py`: `EncodeConfig`, `encode_folder` (parallel, deterministic, val split per domain).
 - `report.py`: characters/bytes per token by domain and language vs a baseline.
 
 Submodules are imported on use so `import lmforge.tokenizer` stays cheap.

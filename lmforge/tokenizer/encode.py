@@ -274,8 +274,23 @@ def _doc_batches(docs, size: int, max_bytes: int, default_domain: str, max_docs:
         yield payload, texts
 
 
-def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
-    """Encode `cfg.inputs` into token shards under `cfg.out_dir`; returns the stats."""
+def finished_encoding(cfg: EncodeConfig) -> dict | None:
+    """The stats of a finished encoding in out_dir (meta.json is written last), None when there is
+    none or `overwrite`; a ConfigError when it was encoded from other inputs."""
+    out = Path(cfg.out_dir)
+    if not (out / "meta.json").is_file() or cfg.overwrite:
+        return None
+    inputs = [str(Path(p).resolve()) for p in cfg.inputs]
+    before = json.loads((out / "meta.json").read_text()).get("inputs_resolved")
+    if before is not None and before != inputs:
+        raise ConfigError(f"inputs: {out} already holds tokens encoded from {before}; set overwrite=true "
+                          f"to encode {inputs} into it, or choose another out_dir")
+    return json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
+
+
+def encode_folder(cfg: EncodeConfig, progress: bool = True) -> dict:
+    """Encode `cfg.inputs` into token shards under `cfg.out_dir`; returns the stats (the `encode`
+    stage, lmforge.stages.encode)."""
     from tqdm import tqdm
 
     from lmforge.io.documents import ErrorSink
@@ -285,13 +300,6 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
 
     out = Path(cfg.out_dir)
     inputs = [str(Path(p).resolve()) for p in cfg.inputs]
-    if (out / "meta.json").is_file() and not cfg.overwrite:
-        before = json.loads((out / "meta.json").read_text()).get("inputs_resolved")
-        if before is not None and before != inputs:
-            raise ConfigError(f"inputs: {out} already holds tokens encoded from {before}; set overwrite=true "
-                              f"to encode {inputs} into it, or choose another out_dir")
-        stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
-        return {**stats, "skipped": True}
     list_files(cfg.inputs, ErrorSink())   # a missing or unsupported input: an error before any writing
     tok_path = tokenizer_file(cfg.tokenizer).resolve()
     tok = load_tokenizer(tok_path)

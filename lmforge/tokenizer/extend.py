@@ -146,16 +146,13 @@ def new_embedding_rows(old_weight, n_new: int):
     return mean.expand(n_new, -1).to(old_weight.dtype).clone()
 
 
-def run_extend(cfg: ExtendConfig, progress: bool = True) -> dict:
-    """The `extend` stage: writes a tokenizer folder like `train` does."""
+def extend_folder(cfg: ExtendConfig, progress: bool = True) -> dict:
+    """A tokenizer folder like `train` writes (the `extend` stage, lmforge.stages.extend)."""
     from lmforge.io.documents import ErrorSink
 
-    from .train import is_complete, iter_texts, load_tokenizer, save_tokenizer, tokenizer_file, \
-        tokenizer_info, vocab_len
+    from .train import iter_texts, load_tokenizer, save_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 
     out = Path(cfg.out_dir)
-    if is_complete(out) and not cfg.overwrite:
-        return {**tokenizer_info(out), "skipped": True}
     base_file = tokenizer_file(cfg.base)
     base = load_tokenizer(base_file)
     info = tokenizer_info(base_file, base)

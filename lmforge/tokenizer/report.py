@@ -18,7 +18,7 @@ ALL = "*"
 
 
 @dataclass
-class ReportConfig:
+class TokenizerReportConfig:
     """`lmforge tokenizer report`."""
     tokenizer: str = ""
     inputs: list[str] = field(default_factory=list)
@@ -110,7 +110,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(l) for l in lines[1:]])
 
 
-def run_report(cfg: ReportConfig) -> tuple[list[dict], Path]:
+def run_report(cfg: TokenizerReportConfig) -> tuple[list[dict], Path]:
     """Compute the report over `cfg.inputs`, save json, return (rows, json path)."""
     from itertools import islice
 

@@ -72,7 +72,7 @@ CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
 
 
 @dataclass
-class TrainConfig:
+class TokenizerConfig:
     """`lmforge tokenizer train`: documents -> a tokenizer folder."""
     inputs: list[str] = field(default_factory=list)   # document files or folders
     out_dir: str = ""
@@ -263,15 +263,20 @@ def is_complete(out_dir: str | Path) -> bool:
     return (Path(out_dir) / SIDE_FILE).is_file()
 
 
-def run_train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """The `train` stage: skips a finished folder unless `overwrite`."""
+def finished_folder(cfg) -> dict | None:
+    """The info of a finished tokenizer folder at cfg.out_dir, None when there is none or `overwrite`
+    (the skip rule of the tokenizer and extend stages)."""
+    out = Path(cfg.out_dir)
+    return tokenizer_info(out) if is_complete(out) and not cfg.overwrite else None
+
+
+def train_folder(cfg: TokenizerConfig, progress: bool = True) -> dict:
+    """Train a tokenizer on cfg.inputs into cfg.out_dir (the `tokenizer` stage, lmforge.stages.tokenizer)."""
     from lmforge.io.account import Account, first_rejects
     from lmforge.io.documents import ErrorSink
     from lmforge.io.readers import list_files
 
     out = Path(cfg.out_dir)
-    if is_complete(out) and not cfg.overwrite:
-        return {**tokenizer_info(out), "skipped": True}
     list_files(cfg.inputs, ErrorSink())   # a missing or unsupported input: an error before any writing
     out.mkdir(parents=True, exist_ok=True)
     errors = ErrorSink(out / "rejects.jsonl")

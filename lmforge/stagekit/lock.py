@@ -1,8 +1,11 @@
-"""One writer per run folder: RUN_DIR/.lock holds the owner's pid, host and start time.
+"""One writer per folder: DIR/.lock holds the owner's pid, host and start time.
 
-A second `lmforge run` on the same folder refuses in one line naming the holder; a lock whose
-process is gone (same host, dead pid) is stale and taken over, with a message. The lock is
-created with O_EXCL, so two runs starting at the same moment cannot both get it.
+Taken by `lmforge run` on its run folder and by the stage contract (lmforge.stagekit.stage) on
+every stage's out_dir, so two commands writing one folder cannot interleave their checkpoints
+and metrics. A second writer refuses in one line naming the holder (LockError: the CLI says
+"locked", not "config error"); a lock whose process is gone (same host, dead pid) is stale and
+taken over, with a message. The lock is created with O_EXCL, so two runs starting at the same
+moment cannot both get it.
 """
 from __future__ import annotations
 
@@ -13,6 +16,10 @@ import time
 from pathlib import Path
 
 from lmforge.config import ConfigError
+
+
+class LockError(ConfigError):
+    """The folder is being written by another lmforge process (exit 2, like a usage error)."""
 
 
 def _alive(pid: int) -> bool:
@@ -65,10 +72,17 @@ class RunLock:
                     self.path.unlink(missing_ok=True)
                 continue
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("since", 0)))
-            raise ConfigError(f"{self.path.parent} is in use by another lmforge run (pid {pid} on "
+            raise LockError(f"{self.path.parent} is in use by another lmforge run (pid {pid} on "
                               f"{h.get('host')}, since {since}); wait for it, or delete {self.path} "
                               "if that run is gone")
-        raise ConfigError(f"{self.path}: could not take the run folder's lock")
+        raise LockError(f"{self.path}: could not take the folder's lock")
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def release(self) -> None:
         if self.held:
