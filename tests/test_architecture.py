@@ -142,3 +142,70 @@ def test_cli_and_data_steps_do_not_import_torch(code):
     out = subprocess.run([sys.executable, "-c", code + "; import sys; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("code", [
+    "from lmforge.cli import main; main(['config', 'list'])",
+    "from lmforge.cli import build_parser; build_parser(['tokenizer', 'encode', '--help'])",
+])
+def test_config_list_and_tokenizer_commands_do_not_import_torch(code):
+    out = subprocess.run([sys.executable, "-c", code + "; import sys; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True, cwd=ROOT.parent)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_every_registered_stage_has_a_descriptor_a_command_and_a_config_doc():
+    """Each kind of lmforge.recipe.registry.STAGES: its module declares STAGE (its fields as the
+    registry reads them without importing), `lmforge COMMAND` exists and reaches Stage.run, and
+    docs/config.md documents its config."""
+    import importlib
+
+    from lmforge.cli import build_parser
+    from lmforge.recipe.registry import STAGES, declared, module_of
+    from lmforge.stagekit.stage import Stage
+    config_md = (ROOT.parent / "docs" / "config.md").read_text(encoding="utf-8")
+    for kind in STAGES:
+        stage = importlib.import_module(module_of(kind)).STAGE
+        assert isinstance(stage, Stage) and stage.kind == kind, kind
+        seen = declared(kind)
+        assert seen["kind"] == kind and seen["help"] == stage.help and seen["config"] == stage.config.__name__
+        assert seen["config_module"] == stage.config.__module__, kind
+        run = importlib.import_module(module_of(kind)).run
+        assert getattr(run, "__self__", None) is stage or kind == "needle", kind   # needle: + a test model
+        parser, words = build_parser(stage.words), stage.words
+        sub = parser
+        for w in words:
+            sub = next(a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction").choices[w]
+        assert sub.format_help(), kind
+        assert f"\n## {kind}\n\n`{stage.config.__module__}.{stage.config.__name__}`" in config_md, kind
+
+
+def test_stage_commands_run_the_stage_contract():
+    """The generic command of a stage calls that stage's Stage.run (not a copy of its code)."""
+    from lmforge.cli import build_parser
+    from lmforge.stages.data import STAGE
+    args = build_parser(["data"]).parse_args(["data", "x.yaml"])
+    assert args.func.__closure__ and STAGE in [c.cell_contents for c in args.func.__closure__]
+
+
+def test_adding_a_stage_kind_touches_its_module_and_one_registry_line(tmp_path):
+    """docs/architecture.md's example, done: a new stage module plus one line in STAGES gives a
+    recipe kind, a command and a config listing (the module is written to a temporary copy)."""
+    import shutil
+    copy = tmp_path / "lmforge"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "stages" / "wordcount.py").write_text((ROOT.parent / "docs" / "architecture.md").read_text(
+        encoding="utf-8").split("```python\n# lmforge/stages/wordcount.py\n", 1)[1].split("```", 1)[0])
+    reg = copy / "recipe" / "registry.py"
+    reg.write_text(reg.read_text().replace('    "report",\n]', '    "report",\n    "wordcount",\n]'))
+    (tmp_path / "in.txt").write_text("one two three\nfour five\n")
+    code = ("from lmforge.cli import main; import sys; "
+            f"sys.exit(main(['wordcount', '--set', 'input={tmp_path / 'in.txt'}', '--set', "
+            f"'out_dir={tmp_path / 'wc'}']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[wordcount] done" in out.stdout and '"words": 5' in (tmp_path / "wc" / "DONE.json").read_text()
+    listed = subprocess.run([sys.executable, "-m", "lmforge", "config", "list"], capture_output=True, text=True,
+                            cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert "wordcount" in listed.stdout
