@@ -130,8 +130,6 @@ def test_bad_config_refused_before_work(tmp_path):
 
 
 def test_cli_register(tmp_path, capsys):
-    import argparse
-
     from lmforge.cli import build_parser
 
     make_corpus(tmp_path / "raw")

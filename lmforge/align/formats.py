@@ -76,10 +76,6 @@ def as_data_files(entries) -> list[DataFile]:
     return [e if isinstance(e, DataFile) else DataFile(path=str(e)) for e in entries]
 
 
-def data_paths(entries) -> list[str]:
-    return [f.path for f in as_data_files(entries)]
-
-
 # ---------------------------------------------------------------- reading files
 
 

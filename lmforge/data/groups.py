@@ -35,19 +35,6 @@ def doc_domain(doc: dict) -> str:
     return str((doc.get("meta") or {}).get("domain") or UNKNOWN)
 
 
-def doc_group(doc: dict, keys: list[str] | tuple[str, ...] = ("lang", "domain")) -> str:
-    """"en/prose": the document's value for each key, joined by "/" ("?" when unknown)."""
-    parts = []
-    for k in keys:
-        if k == "lang":
-            parts.append(doc_lang(doc))
-        elif k == "domain":
-            parts.append(doc_domain(doc))
-        else:
-            parts.append(str((doc.get("meta") or {}).get(k) or UNKNOWN))
-    return "/".join(parts)
-
-
 class GroupCounts:
     """in/kept docs and bytes per value of several keys (e.g. lang, domain, group)."""
 

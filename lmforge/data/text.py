@@ -25,11 +25,3 @@ def units(text: str, lowercase: bool = False) -> list[str]:
 def words(text: str) -> list[str]:
     """Non-CJK words only."""
     return WORD_RE.findall(text)
-
-
-def cjk_count(text: str) -> int:
-    return len(CJK_RE.findall(text))
-
-
-def is_cjk_char(ch: str) -> bool:
-    return CJK_RE.match(ch) is not None

@@ -149,11 +149,6 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32, arch: s
     return out
 
 
-def _layer_keys(sd: dict, i: int) -> list[str]:
-    p = f"layers.{i}."
-    return [k for k in sd if k.startswith(p)]
-
-
 def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None,
                      arch: str | None = None) -> dict[str, torch.Tensor]:
     """Our weights under HF names: vocab sliced to the real size, Norm-Head folded, Phi-3/GLM

@@ -4,9 +4,7 @@ out_dir, the lock and DONE.json are the contract of lmforge.stagekit.stage, whic
 stage; `run_trainer_stage` applies it to a part of a stage, e.g. a grid point.)"""
 from __future__ import annotations
 
-import copy
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -15,12 +13,12 @@ import torch
 from lmforge import checkpoint as ckpt
 from lmforge.config import check, deep_merge, to_dict
 from lmforge.io.account import Account, first_rejects
-from lmforge.io.atomic import read_json, write_json
+from lmforge.io.atomic import write_json
 from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.model.lora import attach_lora
 from lmforge.stagekit.source import Source
-from lmforge.stagekit.stage import DONE, done_summary, write_done  # noqa: F401 (parts of a stage use them)
+from lmforge.stagekit.stage import done_summary, write_done
 from lmforge.train.trainer import TrainConfig, Trainer
 
 def stage_defaults(data: dict, train_defaults: dict) -> dict:
@@ -133,8 +131,3 @@ def run_trainer_stage(cfg, build, progress: bool) -> dict:
     """A part of a stage trained on its own (a grid point, a reference model): skip when
     finished, else build (resuming if interrupted), train, write DONE.json."""
     return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress))
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    ref = copy.deepcopy(model)
-    return ref.eval().requires_grad_(False)
