@@ -160,6 +160,21 @@ def set_key(data: dict, parts: list[str], value: Any, where: str, append: bool =
     return data
 
 
+def blame_set(e: ConfigError, where: str, set_keys: dict[str, str], what: str = "") -> ConfigError:
+    """A config error "WHERE KEY: why" as "--set TEXT: WHAT KEY: why" when KEY (or a key under
+    it) was given by --set (`set_keys`: dotted key -> the --set text), else `e` unchanged: the
+    user is sent to the command line, not to a file they did not write that key in."""
+    msg = str(e)
+    if not msg.startswith(where):
+        return e
+    rest = msg[len(where):]
+    key = rest.split(":", 1)[0]
+    for dotted, text in set_keys.items():
+        if key == dotted or key.startswith((dotted + ".", dotted + "[")):
+            return ConfigError(f"--set {text}: {what}{rest}")
+    return e
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for text in overrides or []:
         parts, value = parse_override(text)

@@ -236,8 +236,8 @@ def figures(monkeypatch):
 
 
 def stage(name, kind, records, **kw):
-    from lmforge.report.collect import Stage
-    return Stage(name, Path(name), kind, "done", metrics=records, **kw)
+    from lmforge.report.collect import StageFolder
+    return StageFolder(name, Path(name), kind, "done", metrics=records, **kw)
 
 
 def test_metric_kind_puts_each_quantity_on_its_own_axis():

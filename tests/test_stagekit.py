@@ -63,7 +63,12 @@ def test_lmforge_data_and_the_recipe_data_stage_write_the_same_outputs(tmp_path,
     recipe = tmp_path / "r.yaml"
     recipe.write_text(json.dumps({"name": "r", "out_dir": str(tmp_path / "run"),
                                   "stages": [{"name": "data", "config": cfg}]}))
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--check"]) == 0
+    assert capsys.readouterr().out.startswith("run  data ")      # selected, not finished
     run_recipe(load_recipe(recipe), progress=False, log=lambda m: None)
+    assert main(["run", str(recipe), "--check"]) == 0
+    assert capsys.readouterr().out.startswith("done data ")      # recipe.json and DONE.json say so
     rec_out = tmp_path / "run" / "data"
     for out in (cli_out, rec_out):
         assert (out / DONE).is_file() and (out / "final").is_dir() and not (out / ".lock").exists()
@@ -158,3 +163,18 @@ def test_a_recipe_set_typo_names_the_stage_and_set(tmp_path):
     with pytest.raises(ConfigError, match=r"r\.yaml: stages\[1\]\.config\.minhash\.treshold: unknown key"):
         recipe.write_text(recipe.read_text().replace('"input"', '"minhash": {"treshold": 1}, "input"'))
         load_recipe(recipe)
+
+
+def test_a_set_typo_with_a_config_file_is_blamed_on_set_not_the_file(tmp_path):
+    from lmforge.cli.common import load_config
+    from lmforge.stages.sft import SFTConfig
+    (tmp_path / "sft.yaml").write_text("data: [a.jsonl]\ninit: {from_checkpoint: runs/x}\n")
+
+    class Args:
+        config, overrides = str(tmp_path / "sft.yaml"), ["train.optim.lr=fast"]
+    with pytest.raises(ConfigError, match=r"^--set train\.optim\.lr=fast: train\.optim\.lr: expected a number"):
+        load_config(SFTConfig, Args())
+    Args.overrides = []
+    (tmp_path / "sft.yaml").write_text("data: [a.jsonl]\ninit: {from_checkpoint: runs/x}\ntrain: {optim: {lr: fast}}\n")
+    with pytest.raises(ConfigError, match=r"sft\.yaml: train\.optim\.lr: expected a number"):
+        load_config(SFTConfig, Args())

@@ -45,7 +45,12 @@ def load_config(cls, args, options=()):
         if value:
             config.set_key(data, a.key.split("."), value, a.name, append=a.append)
     data = config.apply_overrides(data, args.overrides)
-    return config.from_dict(cls, data, source=args.config or "--set")
+    source = args.config or "--set"
+    try:
+        return config.from_dict(cls, data, source=source)
+    except config.ConfigError as e:
+        set_keys = {t.split("=", 1)[0].strip(): t for t in args.overrides if "=" in t}
+        raise config.blame_set(e, f"{source}: ", set_keys) from None
 
 
 def run_stage(name: str, cfg, run, quiet: bool, out: str | None = None, show=None) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import ConfigError, from_dict, parse_override, read_yaml, set_key, to_dict
+from lmforge.config import ConfigError, blame_set, from_dict, parse_override, read_yaml, set_key, to_dict
 
 from .registry import load_stage
 
@@ -164,20 +164,6 @@ def _stage_entry(raw: Any, i: int, source: str) -> tuple[str, str, dict, list[st
     return name, kind, cfg, after
 
 
-def _blame_set(e: ConfigError, where: str, stage: str, set_keys: dict[str, str]) -> ConfigError:
-    """The stage config's error `e` ("SOURCE: stages[i].config.KEY: why") as "--set TEXT: stage
-    NAME: KEY: why" when KEY came from --set."""
-    msg = str(e)
-    if not msg.startswith(where):
-        return e
-    rest = msg[len(where):]
-    key = rest.split(":", 1)[0]
-    for dotted, text in set_keys.items():
-        if key == dotted or key.startswith((dotted + ".", dotted + "[")):
-            return ConfigError(f"--set {text}: stage {stage}: {rest}")
-    return e
-
-
 def build_recipe(data: dict, source: str = "<recipe>", set_keys: dict[str, dict[str, str]] | None = None) -> Recipe:
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
@@ -213,7 +199,7 @@ def build_recipe(data: dict, source: str = "<recipe>", set_keys: dict[str, dict[
         try:
             typed = from_dict(stage.config, cfg, source=source, prefix=key)
         except ConfigError as e:
-            raise _blame_set(e, f"{source}: {key}.", sname, (set_keys or {}).get(sname, {})) from None
+            raise blame_set(e, f"{source}: {key}.", (set_keys or {}).get(sname, {}), f"stage {sname}: ") from None
         out_dir = str(stage.out_dir(typed))
         dirs[sname] = out_dir
         deps = [s.name for s in stages if s.name in refs]

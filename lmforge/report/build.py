@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lmforge.io.atomic import write_text
 from lmforge.report import plots
-from lmforge.report.collect import Stage, discover, recipe_meta
+from lmforge.report.collect import StageFolder, discover, recipe_meta
 from lmforge.report.datasections import data_section, mixture_section
 from lmforge.report.evalsection import eval_section, final_eval_column, grow_section
 from lmforge.report.needleplot import checkpoint_label
@@ -22,7 +22,7 @@ from lmforge.report.units import Bytes, Count, Share, human_bytes
 __all__ = ["Section", "build_report", "overview"]
 
 
-def overview(stages: list[Stage]) -> Table:
+def overview(stages: list[StageFolder]) -> Table:
     t = Table("Stages", ["stage", "kind", "reads", "status", "seconds", "steps", "final loss", "final val loss",
                          "tokens seen", "folder"],
               note="final loss: the stage's own objective (LM loss in nats/token; DPO's preference loss and "
@@ -61,7 +61,7 @@ def _added(step: dict) -> str:
     return ", ".join(parts) or "-"
 
 
-def _distribution_plots(st: Stage, steps: list[dict], out: Path) -> list:
+def _distribution_plots(st: StageFolder, steps: list[dict], out: Path) -> list:
     """Before/after plots of what the balancing steps balance: tasks, clusters, system prompts."""
     blocks = []
     by_name = {s.get("step"): s for s in steps}
@@ -94,7 +94,7 @@ def _cluster_table(name: str, d: dict, b: str, a: str) -> Table:
                  why={"most central prompt": "this sftdata.json predates the column, or the prompts had no terms"})
 
 
-def sftdata_section(stages: list[Stage], out: Path) -> Section | None:
+def sftdata_section(stages: list[StageFolder], out: Path) -> Section | None:
     cur = [s for s in stages if isinstance(s.sftdata, dict) and isinstance(s.sftdata.get("steps"), list)]
     if not cur:
         return None
@@ -130,7 +130,7 @@ def sftdata_section(stages: list[Stage], out: Path) -> Section | None:
     return sec
 
 
-def sftgrid_section(stages: list[Stage], out: Path) -> Section | None:
+def sftgrid_section(stages: list[StageFolder], out: Path) -> Section | None:
     grids = [s for s in stages if isinstance(s.sftgrid, dict) and isinstance(s.sftgrid.get("points"), list)]
     if not grids:
         return None
@@ -158,7 +158,7 @@ def sftgrid_section(stages: list[Stage], out: Path) -> Section | None:
     return sec
 
 
-def longstudy_section(stages: list[Stage], out: Path) -> Section | None:
+def longstudy_section(stages: list[StageFolder], out: Path) -> Section | None:
     from lmforge.report.longstudy import study_blocks
 
     studies = [s for s in stages if s.longstudy]
@@ -174,7 +174,7 @@ def longstudy_section(stages: list[Stage], out: Path) -> Section | None:
     return sec
 
 
-def refusals_section(stages: list[Stage], out: Path) -> Section | None:
+def refusals_section(stages: list[StageFolder], out: Path) -> Section | None:
     from lmforge.report.refusals import refusal_blocks
 
     found = [s for s in stages if s.refusals]

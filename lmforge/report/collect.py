@@ -12,7 +12,9 @@ _DATA_STEP = re.compile(r"^(\d+)-(.+)$")
 
 
 @dataclass
-class Stage:
+class StageFolder:
+    """What one stage's out_dir holds, read for the report (not lmforge.stagekit.stage.Stage,
+    the stage's declaration)."""
     name: str
     dir: Path
     kind: str = ""
@@ -88,8 +90,8 @@ def find_similarity(obj, depth: int = 0):
     return None
 
 
-def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Stage:
-    st = Stage(name, folder, kind, status)
+def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> StageFolder:
+    st = StageFolder(name, folder, kind, status)
     if not folder.is_dir():
         return st
     p = st.problems
@@ -128,7 +130,7 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
     return st
 
 
-def guess_kind(st: Stage) -> str:
+def guess_kind(st: StageFolder) -> str:
     if st.sftdata is not None:
         return "sftdata"
     if st.sftgrid is not None:
@@ -148,7 +150,7 @@ def guess_kind(st: Stage) -> str:
     return ""
 
 
-def discover(run_dir: str | Path) -> tuple[str, list[Stage], list[str]]:
+def discover(run_dir: str | Path) -> tuple[str, list[StageFolder], list[str]]:
     """(run name, stages in order, problems). Reads RUN_DIR/recipe.json when present, else
     treats RUN_DIR as one stage folder, else its subfolders as stages."""
     run_dir = Path(run_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmforge.report import mixstats, plots
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.section import Section, slug
 from lmforge.report.tables import Table
 from lmforge.report.units import Bytes, Count, Share, human_bytes
@@ -13,7 +13,7 @@ from lmforge.report.units import Bytes, Count, Share, human_bytes
 GROUP_AXES = (("by_domain", "domain"), ("by_lang", "language"), ("by_group", "group"))
 
 
-def keep_rate_table(st: Stage) -> Table | None:
+def keep_rate_table(st: StageFolder) -> Table | None:
     """Kept share per domain, language and language/domain group of the steps that report them
     (stats.json by_domain / by_lang / by_group: quality, topics), one row per group."""
     steps = [s for s in st.data_steps if any(isinstance(s.get(a), dict) and s[a] for a, _ in GROUP_AXES)]
@@ -35,7 +35,7 @@ def keep_rate_table(st: Stage) -> Table | None:
     return t
 
 
-def data_section(stages: list[Stage], out: Path) -> Section | None:
+def data_section(stages: list[StageFolder], out: Path) -> Section | None:
     data = [s for s in stages if s.data_steps]
     if not data:
         return None
@@ -87,7 +87,7 @@ def mixture_table(title: str, comps: list[tuple[str, dict]]) -> Table:
     return t
 
 
-def mixture_section(stages: list[Stage], out: Path) -> Section | None:
+def mixture_section(stages: list[StageFolder], out: Path) -> Section | None:
     mixed = [s for s in stages if s.mixture]
     if not mixed:
         return None

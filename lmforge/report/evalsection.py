@@ -8,7 +8,7 @@ from pathlib import Path
 from lmforge.io.atomic import copy_file
 from lmforge.report import needleplot, plots
 from lmforge.report.baselines import token_baselines
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.section import Section, slug
 from lmforge.report.tables import Table, eval_table_list
 
@@ -24,7 +24,7 @@ def eval_baselines(result: dict) -> dict | None:
     return token_baselines(data, split, int(cfg.get("max_docs_per_domain") or 0))
 
 
-def final_eval_column(stages: list[Stage]) -> tuple[str, dict] | None:
+def final_eval_column(stages: list[StageFolder]) -> tuple[str, dict] | None:
     """('eval (<checkpoint>)', {domain: loss}) of the last eval stage, for the progress table."""
     for st in reversed(stages):
         ppl = (st.eval or {}).get("perplexity") or {}
@@ -35,7 +35,7 @@ def final_eval_column(stages: list[Stage]) -> tuple[str, dict] | None:
     return None
 
 
-def _needle_summary(st: Stage) -> Table:
+def _needle_summary(st: StageFolder) -> Table:
     s = st.needle.get("summary") or {}
     c = needleplot.chance(st.needle)
     g = needleplot.guess_logprob(st.needle)
@@ -46,7 +46,7 @@ def _needle_summary(st: Stage) -> Table:
                  ["measure", "value", "chance / guessing"], rows)
 
 
-def eval_section(stages: list[Stage], out: Path) -> Section | None:
+def eval_section(stages: list[StageFolder], out: Path) -> Section | None:
     ev = [s for s in stages if s.eval or s.needle or (s.needle_png and not s.longstudy)]
     if not ev:
         return None
@@ -75,7 +75,7 @@ def eval_section(stages: list[Stage], out: Path) -> Section | None:
     return sec
 
 
-def grow_section(stages: list[Stage], out: Path) -> Section | None:
+def grow_section(stages: list[StageFolder], out: Path) -> Section | None:
     grown = [s for s in stages if s.grow]
     if not grown:
         return None

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lmforge.io.atomic import save_figure  # noqa: E402
 from lmforge.report import palette, units  # noqa: E402
-from lmforge.report.collect import Stage  # noqa: E402
+from lmforge.report.collect import StageFolder  # noqa: E402
 
 DPI = 100
 
@@ -30,7 +30,7 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def stage_offsets(stages: list[Stage]) -> dict[str, int]:
+def stage_offsets(stages: list[StageFolder]) -> dict[str, int]:
     """Global step where each training stage starts: where the training stage it reads ended
     (two branches from one checkpoint start at the same step); without a recipe graph, the
     stages run one after another."""
@@ -81,7 +81,7 @@ def reason_order(steps: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def funnel(st: Stage, path: Path) -> Path | None:
+def funnel(st: StageFolder, path: Path) -> Path | None:
     """Documents and bytes per data step: kept and removed by reason (stacked bars); a distinct
     colour per reason (lmforge.report.palette), the legend grouped by the step that removes it."""
     steps = st.data_steps
@@ -187,7 +187,7 @@ def mixture(comparison: list[tuple[str, dict]], path: Path, title: str) -> Path 
     return save(fig, path)
 
 
-def similarity(st: Stage, path: Path) -> Path | None:
+def similarity(st: StageFolder, path: Path) -> Path | None:
     """Depth up-scaling: each layer's input/output cosine similarity and, where recorded, the
     mean over each candidate block; the axis zoomed to the values (0.977 vs 0.988 must read
     as different) with every bar labelled, and the chosen block marked."""
@@ -243,7 +243,7 @@ def _zoomed_bars(ax, xs, vals, marked: set, labels) -> None:
     ax.text(0.0, -0.2, f"axis starts at {bottom:.3f}, not 0", transform=ax.transAxes, fontsize=7, color="#777")
 
 
-def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
+def recipe_graph(stages: list[StageFolder], path: Path) -> Path | None:
     """The recipe as a graph: a column per depth (longest chain of inputs), an arrow per input."""
     if not any(st.deps for st in stages):
         return None

@@ -3,7 +3,7 @@ against (unigram / untrained loss, chance, sampling noise), at the top of the pa
 from __future__ import annotations
 
 from lmforge.report import mixstats, needleplot
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.evalsection import eval_baselines
 from lmforge.report.trainplots import stage_objective
 from lmforge.report.units import human_bytes, human_count
@@ -13,7 +13,7 @@ class Bullets(list):
     """A block of short lines, rendered as a list."""
 
 
-def _data_line(st: Stage) -> str | None:
+def _data_line(st: StageFolder) -> str | None:
     steps = st.data_steps
     if not steps:
         return None
@@ -27,7 +27,7 @@ def _data_line(st: Stage) -> str | None:
             f"{worst.get('step', worst['dir'])} ({lost:,} documents).")
 
 
-def _training_line(stages: list[Stage], base: dict | None) -> str | None:
+def _training_line(stages: list[StageFolder], base: dict | None) -> str | None:
     train = [s for s in stages if s.train_records]
     if not train:
         return None
@@ -54,7 +54,7 @@ def _training_line(stages: list[Stage], base: dict | None) -> str | None:
     return line
 
 
-def _eval_line(st: Stage) -> str | None:
+def _eval_line(st: StageFolder) -> str | None:
     ev = st.eval or {}
     parts = []
     ppl = ((ev.get("perplexity") or {}).get("domains") or {}).get("all")
@@ -80,7 +80,7 @@ def _eval_line(st: Stage) -> str | None:
     return f"Eval ({st.name}, {needleplot.checkpoint_label(ev.get('checkpoint', '?'))}): " + "; ".join(parts) + "."
 
 
-def _needle_line(st: Stage) -> str | None:
+def _needle_line(st: StageFolder) -> str | None:
     s = (st.needle or {}).get("summary")
     if not s:
         return None
@@ -90,7 +90,7 @@ def _needle_line(st: Stage) -> str | None:
             + (f" (chance {c:.0%})" if c else "") + ".")
 
 
-def _mixture_line(stages: list[Stage]) -> str | None:
+def _mixture_line(stages: list[StageFolder]) -> str | None:
     flagged, compared = [], 0
     for st in stages:
         if not st.mixture:
@@ -109,7 +109,7 @@ def _mixture_line(stages: list[Stage]) -> str | None:
     return f"Mixture: {len(flagged)} of {compared} shares outside 2 sd of the target: " + "; ".join(flagged) + "."
 
 
-def headlines(stages: list[Stage], problems: list[str], base: dict | None = None) -> Bullets:
+def headlines(stages: list[StageFolder], problems: list[str], base: dict | None = None) -> Bullets:
     lines = Bullets()
     for st in stages:
         if st.data_steps:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lmforge.report import trainplots
 from lmforge.report.baselines import token_baselines
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.kinds import lm_loss_key
 from lmforge.report.section import Section, last, slug
 from lmforge.report.tables import Table
@@ -17,7 +17,7 @@ OBJECTIVE_LABEL = {"lm": "LM loss (nats/token)", "dpo": "DPO loss (per pair)",
                    "selfknow": "C-RLFT weighted loss"}
 
 
-def val_baselines(stages: list[Stage]) -> dict | None:
+def val_baselines(stages: list[StageFolder]) -> dict | None:
     """Unigram / uniform losses on all validation documents of the first LM training stage's
     token data (the documents the trainer's validation draws from)."""
     for st in stages:
@@ -29,7 +29,7 @@ def val_baselines(stages: list[Stage]) -> dict | None:
     return None
 
 
-def _mixture_bounds(st: Stage) -> list[tuple[str, int]]:
+def _mixture_bounds(st: StageFolder) -> list[tuple[str, int]]:
     """(mixture stage name, last step) of a pretraining curriculum (config.json stages)."""
     out, end = [], 0
     for i, s in enumerate((st.config or {}).get("stages") or []):
@@ -39,7 +39,7 @@ def _mixture_bounds(st: Stage) -> list[tuple[str, int]]:
     return out if len(out) > 1 else []
 
 
-def progress_points(stages: list[Stage]) -> list[tuple[str, dict]]:
+def progress_points(stages: list[StageFolder]) -> list[tuple[str, dict]]:
     """(column label, {domain: held-out loss}) at the end of each training stage (and of each
     mixture stage of a curriculum), from the val/<domain> records of metrics.jsonl."""
     cols = []
@@ -61,7 +61,7 @@ def progress_points(stages: list[Stage]) -> list[tuple[str, dict]]:
     return cols
 
 
-def progress_table(stages: list[Stage], base: dict | None, final_eval: tuple[str, dict] | None) -> Table | None:
+def progress_table(stages: list[StageFolder], base: dict | None, final_eval: tuple[str, dict] | None) -> Table | None:
     cols = progress_points(stages)
     if final_eval:
         cols.append(final_eval)
@@ -98,7 +98,7 @@ def progress_table(stages: list[Stage], base: dict | None, final_eval: tuple[str
     return t
 
 
-def stage_table(train: list[Stage]) -> Table:
+def stage_table(train: list[StageFolder]) -> Table:
     t = Table("Per stage", ["stage", "objective", "steps", "first loss", "final loss", "final lr",
                             "median tokens/s", "tokens seen", "skipped (non-finite) steps"],
               note="first/final loss: the stage's own objective (column 'objective'); LM losses in nats/token.")
@@ -113,7 +113,7 @@ def stage_table(train: list[Stage]) -> Table:
     return t
 
 
-def filter_table(st: Stage) -> Table | None:
+def filter_table(st: StageFolder) -> Table | None:
     """What a training stage dropped from its data (stats.json `pairs` for DPO, `conversations`
     for SFT / C-RLFT): read, kept, and each reason."""
     stats = st.stats or {}
@@ -144,7 +144,7 @@ def filter_table(st: Stage) -> Table | None:
     return None
 
 
-def training_section(stages: list[Stage], out: Path, final_eval: tuple[str, dict] | None = None,
+def training_section(stages: list[StageFolder], out: Path, final_eval: tuple[str, dict] | None = None,
                      base: dict | None = None) -> Section | None:
     train = [s for s in stages if s.train_records]
     if not train:

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from lmforge.report import palette, plots
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.kinds import kind_info, lm_loss_key, metric_kind, objective
 from lmforge.report.units import count_formatter
 
@@ -22,11 +22,11 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def stage_objective(st: Stage) -> str:
+def stage_objective(st: StageFolder) -> str:
     return objective(st.objective, {k for r in st.metrics[:50] for k in r})
 
 
-def series_by_kind(stages: list[Stage], keys=None, val: bool = False) -> dict[str, dict[tuple[str, str], list]]:
+def series_by_kind(stages: list[StageFolder], keys=None, val: bool = False) -> dict[str, dict[tuple[str, str], list]]:
     """{kind: {(stage, key): [(global step, value), ...]}} of the training records (val=False:
     records with a training `loss`) or of the held-out evaluations (val=True: `val/` keys).
     `keys` limits the metric names (None: all)."""
@@ -48,7 +48,7 @@ def series_by_kind(stages: list[Stage], keys=None, val: bool = False) -> dict[st
     return out
 
 
-def stage_marks(ax, stages: list[Stage], names=None) -> None:
+def stage_marks(ax, stages: list[StageFolder], names=None) -> None:
     """Dashed lines where training stages start (offsets over all `stages`), named at the top
     of the axes; only the stages in `names` (default: all), the x axis starting at 0."""
     offsets = plots.stage_offsets(stages)
@@ -72,7 +72,7 @@ def stage_marks(ax, stages: list[Stage], names=None) -> None:
                         color="#555", rotation=30, ha="left", va="bottom", clip_on=False)
 
 
-def stage_colours(stages: list[Stage]) -> dict[str, str]:
+def stage_colours(stages: list[StageFolder]) -> dict[str, str]:
     """One colour per training stage, the same in every training plot."""
     return palette.colours_for([st.name for st in stages if st.train_records])
 
@@ -87,7 +87,7 @@ def _draw(ax, pts, label, colour=None, smooth=False, **kw):
         ax.plot(xs, ys, lw=1.4, color=colour, label=label, marker="o" if len(ys) <= 12 else None, ms=3)
 
 
-def training_loss(stages: list[Stage], path: Path) -> Path | None:
+def training_loss(stages: list[StageFolder], path: Path) -> Path | None:
     """The plain LM loss (nats/token) of every stage that has one: pretraining, SFT, and
     C-RLFT's unweighted cross-entropy; DPO's loss is another kind and drawn apart."""
     pts = {}
@@ -113,7 +113,7 @@ def training_loss(stages: list[Stage], path: Path) -> Path | None:
     return plots.save(fig, path)
 
 
-def dynamics(stages: list[Stage], path: Path) -> Path | None:
+def dynamics(stages: list[StageFolder], path: Path) -> Path | None:
     """Learning rate, gradient norm and throughput side by side (one axis each)."""
     groups = series_by_kind(stages, keys={"lr", "grad_norm", "tokens_per_s"})
     kinds = [k for k in ("lr", "grad_norm", "tokens_per_s") if k in groups]
@@ -135,7 +135,7 @@ def dynamics(stages: list[Stage], path: Path) -> Path | None:
     return plots.save(fig, path)
 
 
-def validation(stages: list[Stage], path: Path, unigram: dict[str, float] | None = None,
+def validation(stages: list[StageFolder], path: Path, unigram: dict[str, float] | None = None,
                uniform: float | None = None) -> Path | None:
     """Held-out LM loss per domain (and on SFT replies) against the step; dotted lines: the
     unigram model's loss on each domain's validation documents; grey dashed: an untrained
@@ -170,7 +170,7 @@ def validation(stages: list[Stage], path: Path, unigram: dict[str, float] | None
     return plots.save(fig, path)
 
 
-def dpo(st: Stage, path: Path) -> Path | None:
+def dpo(st: StageFolder, path: Path) -> Path | None:
     """A DPO stage: its loss (ln 2 where the policy equals the reference), the implicit rewards
     of chosen and rejected replies and their margin, and preference accuracy, per step."""
     recs = st.train_records
@@ -211,7 +211,7 @@ def dpo(st: Stage, path: Path) -> Path | None:
     return plots.save(fig, path)
 
 
-def other_objectives(stages: list[Stage], path: Path) -> Path | None:
+def other_objectives(stages: list[StageFolder], path: Path) -> Path | None:
     """Losses of other objectives (C-RLFT's class-weighted loss, KL), one axis per kind."""
     groups = series_by_kind(stages)
     kinds = [k for k in groups if k in ("weighted_loss", "kl") or k.startswith("other:")]
