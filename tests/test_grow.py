@@ -177,9 +177,6 @@ def test_bad_config_refused_at_load(tmp_path, extra, key):
 
 
 def test_cli_registers_grow():
-    import argparse
-
-    from lmforge.cli.grow import register
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
+    from lmforge.cli import build_parser
+    parser = build_parser(["grow"])
     assert callable(parser.parse_args(["grow", "--set", "block=[1,2]"]).func)

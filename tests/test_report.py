@@ -185,13 +185,8 @@ def test_partial_run_and_single_stage(full_run, tmp_path):
 
 
 def test_cli_and_config_errors(full_run, tmp_path):
-    import argparse
-    from lmforge.cli.eval import register as reg_eval
-    from lmforge.cli.report import register as reg_report
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    reg_eval(sub)
-    reg_report(sub)
+    from lmforge.cli import build_parser
+    parser = build_parser(["report"])
     args = parser.parse_args(["report", str(full_run), "--out", str(tmp_path / "cli")])
     assert args.func(args) == 0 and (tmp_path / "cli" / "report.html").is_file()
     with pytest.raises(config.ConfigError, match="run_dir"):

@@ -37,9 +37,12 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self.log = log
         self.held = False
+        self.made_dir = False    # the folder was created for the lock: removed again if left empty
 
     def _create(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.made_dir = True
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -89,3 +92,8 @@ class RunLock:
             if self.holder().get("pid") == os.getpid():
                 self.path.unlink(missing_ok=True)
             self.held = False
+            if self.made_dir:     # a stage refused before writing anything leaves no folder behind
+                try:
+                    self.path.parent.rmdir()
+                except OSError:
+                    pass
