@@ -185,22 +185,9 @@ class Transformer(nn.Module):
         if position_ids is None:
             position_ids = (positions_from_doc_ids(doc_ids) if doc_ids is not None
                             else torch.arange(T, device=input_ids.device).expand(B, T))
-        x = self.embed(input_ids)
-        inv_freq = compute_inv_freq(self.cfg, T, device=x.device)
-        cos, sin = rope_cos_sin(position_ids, inv_freq, x.dtype)
-        # once, shared by all layers
-        mask = build_mask(self.cfg.attn_backend, doc_ids, B, T, x.device, self.cfg.sliding_window)
-        hidden = []
-        recompute = self.activation_checkpointing and torch.is_grad_enabled()
-        for layer in self.layers:
-            if return_hidden:
-                hidden.append(x)
-            if recompute:   # keep only block inputs; recompute the block in backward
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
-            else:
-                x = layer(x, cos, sin, mask)
-        if return_hidden:
-            hidden.append(x)
+        mask = build_mask(self.cfg.attn_backend, doc_ids, B, T, input_ids.device, self.cfg.sliding_window)
+        hidden: list[torch.Tensor] | None = [] if return_hidden else None
+        x = self._trunk(input_ids, position_ids, T, mask, hidden=hidden)
         if labels is not None:
             return linear_cross_entropy(self.norm(x), self.head_weight(), labels, self.cfg.vocab_size, z_loss)
         logits = self.logits(x)
@@ -221,13 +208,8 @@ class Transformer(nn.Module):
             position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         if valid is None:
             valid = torch.ones(B, T, dtype=torch.bool, device=input_ids.device)
-        x = self.embed(input_ids)
-        # seq_len = slots so far, what a full recomputation over the same rows would pass
-        inv_freq = compute_inv_freq(self.cfg, start + T, device=x.device)
-        cos, sin = rope_cos_sin(position_ids, inv_freq, x.dtype)
-        mask = cache.step_mask(valid, self.cfg.sliding_window)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, cache, i)
+        # RoPE length = slots so far, what a full recomputation over the same rows would pass
+        x = self._trunk(input_ids, position_ids, start + T, cache.step_mask(valid, self.cfg.sliding_window), cache)
         cache.advance(T)
         return self.logits(x[:, -1:] if last_only else x)
 
@@ -235,13 +217,32 @@ class Transformer(nn.Module):
         """Logits [B, n, V] of the last n positions of plain causal rows: only those go
         through the LM head (at 32k tokens and a 65k vocabulary full logits take 8 GB)."""
         B, T = input_ids.shape
-        x = self.embed(input_ids)
         pos = torch.arange(T, device=input_ids.device).expand(B, T)
-        cos, sin = rope_cos_sin(pos, compute_inv_freq(self.cfg, T, device=x.device), x.dtype)
-        mask = build_mask(self.cfg.attn_backend, None, B, T, x.device, self.cfg.sliding_window)
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask)
-        return self.logits(x[:, -n:])
+        mask = build_mask(self.cfg.attn_backend, None, B, T, input_ids.device, self.cfg.sliding_window)
+        return self.logits(self._trunk(input_ids, pos, T, mask)[:, -n:])
+
+    def _trunk(self, input_ids: torch.Tensor, position_ids: torch.Tensor, rope_len: int, mask: AttnMask,
+               cache: KVCache | None = None, hidden: list | None = None) -> torch.Tensor:
+        """The one path through the model that forward, forward_cached and tail_logits share:
+        embeddings, RoPE at `position_ids` (frequencies for a sequence of `rope_len`, which the
+        dynamic scalings depend on), every layer with the one `mask`; the last layer's output
+        before the final norm. `cache`: each layer reads and fills its KV slots (generation);
+        `hidden` collects each layer's input and the last output."""
+        x = self.embed(input_ids)
+        cos, sin = rope_cos_sin(position_ids, compute_inv_freq(self.cfg, rope_len, device=x.device), x.dtype)
+        recompute = cache is None and self.activation_checkpointing and torch.is_grad_enabled()
+        for i, layer in enumerate(self.layers):
+            if hidden is not None:
+                hidden.append(x)
+            if recompute:   # keep only block inputs; recompute the block in backward
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
+            elif cache is not None:
+                x = layer(x, cos, sin, mask, cache, i)
+            else:
+                x = layer(x, cos, sin, mask)
+        if hidden is not None:
+            hidden.append(x)
+        return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head on a last-layer output, padded vocab columns set to -inf."""
