@@ -155,7 +155,8 @@ def test_a_recipe_set_typo_names_the_stage_and_set(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(json.dumps({"name": "r", "out_dir": str(tmp_path / "run"),
                                   "stages": [{"name": "corpus", "config": {"from_sample": True}},
-                                             {"name": "clean", "kind": "data", "config": {"input": ["${corpus}/docs"]}}]}))
+                                             {"name": "clean", "kind": "data",
+                                              "config": {"input": ["${corpus}/docs"]}}]}))
     with pytest.raises(ConfigError) as e:
         load_recipe(recipe, ["stages.clean.config.minhash.treshold=0.5"])
     assert str(e.value).startswith("--set stages.clean.config.minhash.treshold=0.5: stage clean: minhash.treshold: "

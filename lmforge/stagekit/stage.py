@@ -72,7 +72,7 @@ class Stage:
     finished: Callable[[Any], dict | None] | None = None
     always: str = ""                        # "", "redo" or "steps" (above)
     check: Callable[[Any, Any, Any], Any] | None = None   # (checker, recipe stage, cfg) -> stagekit.facts.Facts
-    smoke: Callable[[Any, dict], Any] | None = None   # (cfg, smoke sizes) -> cfg: what a smoke run sets beyond the scale
+    smoke: Callable[[Any, dict], Any] | None = None   # (cfg, smoke sizes) -> cfg: settings beyond the scale
     show: Callable[[Any, dict], None] | None = None   # (cfg, summary): the command's extra output
     extra: dict = field(default_factory=dict)         # free-form facts for the report (e.g. objective)
 

@@ -64,6 +64,8 @@ def body(cfg: CharacterConfig, progress: bool = True) -> dict:
 
 
 STAGE = Stage(kind="character", config=CharacterConfig, body=body,
-              help="build a role-play character package: card + BM25 index of its knowledge folder, checked against the chat model",
-              example="card=examples/character/lin.yaml", outputs=("card.json", "passages.jsonl", "character.json", DONE))
+              help="build a role-play character package: card + BM25 index of its knowledge folder, checked "
+                   "against the chat model",
+              example="card=examples/character/lin.yaml",
+              outputs=("card.json", "passages.jsonl", "character.json", DONE))
 run = STAGE.run

@@ -297,7 +297,8 @@ def smoke_settings(cfg: DPOConfig, sizes: dict) -> DPOConfig:
     return dataclasses.replace(cfg, reference="model") if cfg.reference == "precompute" else cfg
 
 
-STAGE = Stage(kind="dpo", config=DPOConfig, body=trainer_body(build), inputs=("data", "pairs_from_sft.files"), distributed=True,
+STAGE = Stage(kind="dpo", config=DPOConfig, body=trainer_body(build), inputs=("data", "pairs_from_sft.files"),
+              distributed=True,
               help="direct preference optimization on preference pairs", example="beta=0.1",
               args=(Arg("--data", "data", "preference jsonl (prompt, chosen, rejected[, scores]), added to `data` "
                         "(repeatable)", append=True, metavar="JSONL"),

@@ -309,9 +309,10 @@ def _show(cfg: EvalConfig, summary: dict) -> None:
 
 
 STAGE = Stage(kind="eval", config=EvalConfig, body=body,
-              help="evaluate a checkpoint: per-domain perplexity/bits-per-byte, multiple choice, contamination (docs/eval.md)",
+              help="evaluate a checkpoint: per-domain perplexity/bits-per-byte, multiple choice, contamination "
+                   "(docs/eval.md)",
               example="mcq.shots=[0,5]", outputs=("eval.json", "eval.md", DONE),
               args=(Arg("--checkpoint", "checkpoint", "run folder or step-N folder (same as --set checkpoint=...)"),
-                 Arg("--out", "out_dir", "output folder (same as --set out_dir=...)")), show=_show,
-              check=recipe_check)
+                    Arg("--out", "out_dir", "output folder (same as --set out_dir=...)")),
+              show=_show, check=recipe_check)
 run = STAGE.run

@@ -189,6 +189,6 @@ def recipe_check(checker, st, cfg: GrowConfig) -> Facts:
 
 STAGE = Stage(kind="grow", config=GrowConfig, body=body,
               help="depth up-scaling: measure layer similarity, duplicate a block of layers",
-              example="init.from_checkpoint=runs/pretrain", outputs=("checkpoints/step-0", "tokenizer", "grow.json", DONE),
-              check=recipe_check)
+              example="init.from_checkpoint=runs/pretrain",
+              outputs=("checkpoints/step-0", "tokenizer", "grow.json", DONE), check=recipe_check)
 run = STAGE.run

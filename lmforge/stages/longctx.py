@@ -279,7 +279,8 @@ def recipe_check(checker, st, cfg: LongCtxConfig) -> Facts:
 
 
 STAGE = Stage(kind="longctx", config=LongCtxConfig, body=body, inputs=("data",),
-              help="continued pretraining at a longer context with a new RoPE base (Index-1.9B-32K defaults; resumes automatically)",
-              example="train.seq_len=4096", outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE), distributed=True,
-              check=recipe_check)
+              help="continued pretraining at a longer context with a new RoPE base (Index-1.9B-32K defaults; "
+                   "resumes automatically)",
+              example="train.seq_len=4096", outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE),
+              distributed=True, check=recipe_check)
 run = STAGE.run

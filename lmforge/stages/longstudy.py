@@ -409,6 +409,7 @@ def body(cfg: LongStudyConfig, progress: bool = True) -> dict:
 
 
 STAGE = Stage(kind="longstudy", config=LongStudyConfig, body=body,
-              help="long-context study over checkpoints x RoPE settings: perplexity by length, needle heatmaps, retrieval tasks, LongBench, the short-context seesaw",
+              help="long-context study over checkpoints x RoPE settings: perplexity by length, needle heatmaps, "
+                   "retrieval tasks, LongBench, the short-context seesaw",
               example="ppl.lengths=[512,1024]", outputs=("longstudy.json", "longstudy.md", DONE))
 run = STAGE.run

@@ -175,7 +175,8 @@ def recipe_check(checker, st, cfg: NeedleConfig) -> Facts:
 
 
 STAGE = Stage(kind="needle", config=NeedleConfig, body=body,
-              help="needle-in-a-haystack eval: retrieval over prompt length x depth (needle.json, needle.md, needle.png)",
+              help="needle-in-a-haystack eval: retrieval over prompt length x depth (needle.json, needle.md, "
+                   "needle.png)",
               example="lengths=[1024,2048]", outputs=("needle.json", "needle.md", "needle.png", DONE),
               check=recipe_check)
 

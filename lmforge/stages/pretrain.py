@@ -223,6 +223,7 @@ def recipe_check(checker, st, cfg: PretrainConfig) -> Facts:
 
 STAGE = Stage(kind="pretrain", config=PretrainConfig, body=body, inputs=("data",),
               help="train a model on token shards (resumes automatically)",
-              example="train.steps=200", outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE), distributed=True,
-              check=recipe_check, extra={"sets_smoke_scale": True})   # its length and steps: --smoke's factors
+              example="train.steps=200", outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE),
+              distributed=True, check=recipe_check,
+              extra={"sets_smoke_scale": True})   # its length and steps set --smoke's factors
 run = STAGE.run

@@ -1,4 +1,5 @@
-"""Tokenizer library (the stages are lmforge.stages.tokenizer, extend, encode): train / extend a byte-level BPE, encode documents to token shards.
+"""Tokenizer library: train / extend a byte-level BPE, encode documents to token shards (the
+stages that run them are lmforge.stages.tokenizer, extend and encode).
 
 - `train.py`: `TokenizerConfig`, `train_folder`, `train_bpe`, the tokenizer folder (`save_tokenizer`, `load_tokenizer`,
   `tokenizer_info`, `padded_vocab_size`).
