@@ -147,6 +147,8 @@ def test_cli_and_data_steps_do_not_import_torch(code):
 @pytest.mark.parametrize("code", [
     "from lmforge.cli import main; main(['config', 'list'])",
     "from lmforge.cli import build_parser; build_parser(['tokenizer', 'encode', '--help'])",
+    "from lmforge.cli import build_parser; build_parser(['sft', '--help'])",
+    "from lmforge.cli import build_parser; build_parser(['report', '--help'])",
 ])
 def test_config_list_and_tokenizer_commands_do_not_import_torch(code):
     out = subprocess.run([sys.executable, "-c", code + "; import sys; print('torch' in sys.modules)"],
@@ -162,13 +164,15 @@ def test_every_registered_stage_has_a_descriptor_a_command_and_a_config_doc():
 
     from lmforge.cli import build_parser
     from lmforge.recipe.registry import STAGES, declared, module_of
-    from lmforge.stagekit.stage import Stage
+    from lmforge.stagekit.stage import Arg, Stage
     config_md = (ROOT.parent / "docs" / "config.md").read_text(encoding="utf-8")
     for kind in STAGES:
         stage = importlib.import_module(module_of(kind)).STAGE
         assert isinstance(stage, Stage) and stage.kind == kind, kind
         seen = declared(kind)
         assert seen["kind"] == kind and seen["help"] == stage.help and seen["config"] == stage.config.__name__
+        assert seen["example"] == stage.example and (seen.get("command") or kind) == (stage.command or kind)
+        assert [Arg(*a["args"], **a["kwargs"]) for a in seen.get("args", [])] == list(stage.args), kind
         assert seen["config_module"] == stage.config.__module__, kind
         run = importlib.import_module(module_of(kind)).run
         assert getattr(run, "__self__", None) is stage or kind == "needle", kind   # needle: + a test model
@@ -180,12 +184,19 @@ def test_every_registered_stage_has_a_descriptor_a_command_and_a_config_doc():
         assert f"\n## {kind}\n\n`{stage.config.__module__}.{stage.config.__name__}`" in config_md, kind
 
 
-def test_stage_commands_run_the_stage_contract():
-    """The generic command of a stage calls that stage's Stage.run (not a copy of its code)."""
-    from lmforge.cli import build_parser
-    from lmforge.stages.data import STAGE
-    args = build_parser(["data"]).parse_args(["data", "x.yaml"])
-    assert args.func.__closure__ and STAGE in [c.cell_contents for c in args.func.__closure__]
+def test_stage_commands_run_the_stage_contract(tmp_path, monkeypatch):
+    """The generic command of a stage runs that stage's descriptor through Stage.run (not a copy of
+    its code): a body swapped into lmforge.stages.data.STAGE is what `lmforge data` runs, under
+    the contract (DONE.json written)."""
+    import dataclasses
+
+    import lmforge.stages.data as data_stage
+    from lmforge.cli import main
+    seen = []
+    monkeypatch.setattr(data_stage, "STAGE", dataclasses.replace(
+        data_stage.STAGE, body=lambda cfg, progress: seen.append(cfg.output) or {"docs": 1}))
+    assert main(["data", "--set", "input=x", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert seen == [str(tmp_path / "o")] and (tmp_path / "o" / "DONE.json").read_text().strip().startswith("{")
 
 
 def test_adding_a_stage_kind_touches_its_module_and_one_registry_line(tmp_path):

@@ -74,6 +74,8 @@ def declared(kind: str) -> dict:
                 if kw.arg == "config" and isinstance(kw.value, ast.Name):
                     out["config"] = kw.value.id
                     out["config_module"] = _defined_in(tree, kw.value.id, module_of(kind))
+                elif kw.arg == "args" and isinstance(kw.value, ast.Tuple):
+                    out["args"] = [_literal_call(c) for c in kw.value.elts]
                 else:
                     try:
                         out[kw.arg] = ast.literal_eval(kw.value)
@@ -81,6 +83,14 @@ def declared(kind: str) -> dict:
                         continue    # a function or a computed value: known after import only
             return out
     raise LookupError(f"{path}: no `STAGE = Stage(...)` declaration")
+
+
+def _literal_call(node: ast.AST) -> dict:
+    """`Arg("--data", "data", "help", append=True)` as {"args": [...], "kwargs": {...}}."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Arg"):
+        raise ValueError("an option that is not a literal Arg(...)")
+    return {"args": [ast.literal_eval(a) for a in node.args],
+            "kwargs": {k.arg: ast.literal_eval(k.value) for k in node.keywords}}
 
 
 def _defined_in(tree: ast.Module, name: str, module: str) -> str:
