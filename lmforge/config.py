@@ -161,8 +161,8 @@ def set_key(data: dict, parts: list[str], value: Any, where: str, append: bool =
 
 
 def blame_set(e: ConfigError, where: str, set_keys: dict[str, str], what: str = "") -> ConfigError:
-    """A config error "WHERE KEY: why" as "--set TEXT: WHAT KEY: why" when KEY (or a key under
-    it) was given by --set (`set_keys`: dotted key -> the --set text), else `e` unchanged: the
+    """A config error "WHERE KEY: why" as "--set TEXT: WHAT KEY: why" when KEY (a key under it, or
+    the section of an unknown key) was given by --set (`set_keys`: dotted key -> the --set text), else `e` unchanged: the
     user is sent to the command line, not to a file they did not write that key in."""
     msg = str(e)
     if not msg.startswith(where):
@@ -170,7 +170,7 @@ def blame_set(e: ConfigError, where: str, set_keys: dict[str, str], what: str = 
     rest = msg[len(where):]
     key = rest.split(":", 1)[0]
     for dotted, text in set_keys.items():
-        if key == dotted or key.startswith((dotted + ".", dotted + "[")):
+        if key == dotted or key.startswith((dotted + ".", dotted + "[")) or dotted.startswith(key + "."):
             return ConfigError(f"--set {text}: {what}{rest}")
     return e
 

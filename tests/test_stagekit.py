@@ -142,7 +142,7 @@ def test_missing_sft_data_is_one_line_before_any_model_loading(tmp_path, capsys)
 
 
 def test_a_set_typo_is_blamed_on_set():
-    with pytest.raises(ConfigError, match=r"^--set: trian: unknown key"):
+    with pytest.raises(ConfigError, match=r"^--set trian\.lr=1: trian: unknown key"):
         from lmforge.cli.common import load_config
         from lmforge.stages.sft import SFTConfig
 
