@@ -153,7 +153,11 @@ class Trainer:
         else:
             ckpt.load_weights(path, self.model)
             if optimizer:
-                ckpt.load_optimizer(path, self.optimizer)
+                try:
+                    ckpt.load_optimizer(path, self.optimizer)
+                except ValueError as e:   # torch: the saved parameter groups do not match ours
+                    raise ConfigError(f"{path}/optimizer.pt: not a state of this run's optimizer "
+                                      f"(train.optim.name: {self.cfg.optim.name}): {e}") from None
 
     def resume(self, path: Path) -> None:
         """Full resume: weights, optimizer, step, loader position, RNG. Refuses other data."""
