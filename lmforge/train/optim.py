@@ -14,7 +14,7 @@ NS_DTYPES = ("auto", "bfloat16", "float32", "float64")
 @dataclass
 class MuonConfig:
     momentum: float = 0.95           # Nesterov momentum of the Muon matrices (torch.optim.Muon, modded-nanogpt)
-    nesterov: bool = True
+    nesterov: bool = True            # Nesterov form g + mu*(m - g) (Keller Jordan's and torch's default)
     ns_steps: int = 5                # Newton-Schulz iterations (5 in every published implementation)
     lr_scale: str = "match_rms_adamw"  # match_rms_adamw: 0.2*sqrt(max(rows, cols)), reuses AdamW's lr and wd (Moonshot); original: sqrt(max(1, rows/cols)) (Keller Jordan)
     lr_mult: float = 1.0             # multiplies the schedule's LR on Muon matrices only (e.g. ~40 with lr_scale: original)
