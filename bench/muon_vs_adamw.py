@@ -74,7 +74,7 @@ def one_run(data: Path, out: Path, name: str, seed: int, a) -> dict:
     wall = time.perf_counter() - t0
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r["loss"] for r in rows if "loss" in r]
-    return {"train": statistics.mean(train[-10:]), "val": summary.get("val_loss"), "wall": wall}
+    return {"train": statistics.mean(train[-10:]), "val": summary["val/mean"], "wall": wall}
 
 
 def fmt(xs: list[float]) -> str:
