@@ -118,3 +118,23 @@ def test_distilled_run_resumes_bit_identically(data, teacher, tmp_path):
         run(cfg(token_data, split, STUDENT, "train.steps=8", "train.ckpt_every=3", f"distill.teacher={teacher}",
                 "distill.kind=forward"), progress=False)
     assert ckpt.latest(split / "checkpoints") is not None
+
+
+def test_sft_with_the_start_checkpoint_as_teacher_starts_at_zero_divergence(tmp_path):
+    """In SFT, with the student's own start checkpoint as teacher, the first step's divergence
+    is 0 (same weights, same batch: the teacher really sees the student's rows) and it grows
+    as the student moves away; the reply loss still falls."""
+    from lmforge.stages.sft import SFTConfig, run as run_sft
+    from test_align_utils import losses, make_sft_file, make_source
+    src_run, _ = make_source(tmp_path / "src")
+    data = make_sft_file(tmp_path / "sft.jsonl", n=40, max_turns=2)
+    out = tmp_path / "sft"
+    run_sft(config.load(SFTConfig, None, [f"init.from_checkpoint={src_run}", f"data={[str(data)]}", f"out_dir={out}",
+                                          "train.seq_len=128", "train.micro_batch_size=4", "train.optim.lr=3e-3",
+                                          "max_steps=8", f"distill.teacher={src_run}", "distill.weight=0.5"]),
+            progress=False)
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"distill_sum"' in l]
+    kd = [r["distill_sum"] for r in rows]
+    assert len(kd) >= 4 and kd[0] == pytest.approx(0.0, abs=1e-6) and kd[-1] > 1e-3
+    ls = losses(out)
+    assert ls[-1] < ls[0]

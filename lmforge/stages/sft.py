@@ -30,6 +30,7 @@ from lmforge.model.lora import LoRAConfig
 from lmforge.stagekit.conversations import CHAT_TRAIN, LongInstructConfig, MixConfig, build_sft_trainer
 from lmforge.stagekit.runner import check_steps_unset, run_trainer_stage, stage_defaults
 from lmforge.stagekit.source import InitConfig
+from lmforge.train.objectives.distill import DistillConfig
 from lmforge.train.trainer import TrainConfig, Trainer
 
 
@@ -51,6 +52,7 @@ class SFTConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     long: LongInstructConfig = field(default_factory=LongInstructConfig)   # long instructions at a share
     val_fraction: float = 0.0      # conversations held out for val/sft_loss
+    distill: DistillConfig | None = None   # logit distillation from a teacher with the same tokenizer (mixed with the reply loss)
 
     @classmethod
     def _base(cls, data):
