@@ -13,6 +13,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype a `precision` setting means on `device` (None: plain fp32)."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    # fp8: torchao's float8 matmuls inside the converted linear layers, bf16 autocast around them
+    if precision in ("bf16", "fp8") or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None

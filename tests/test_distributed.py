@@ -86,3 +86,13 @@ def test_partial_token_batch_is_padded_with_empty_rows_for_the_ranks():
     assert (r1["labels"][1] == -100).all() and (r1["input_ids"][1] == 0).all()
     with pytest.raises(ValueError, match="multiple of the world size 2"):
         local_rows({"chosen_ids": torch.zeros(3, 4)}, DistInfo(rank=0, world=2, launched=True))   # pairs: no silent padding
+
+
+def test_fsdp_muon_two_processes_match_one(token_data, tmp_path):
+    """Muon under FSDP2: each rank gathers the full momentum of a sharded matrix,
+    orthogonalises it and keeps its own rows; the losses equal one process's."""
+    run(cmd(1, token_data, tmp_path / "one", "train.steps=4", "train.optim.name=muon"))
+    run(cmd(2, token_data, tmp_path / "two", "train.steps=4", "train.optim.name=muon"))
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(a) == len(b) == 4 and a[-1] < a[0]
+    assert b == pytest.approx(a, rel=2e-4)

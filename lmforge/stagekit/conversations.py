@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lmforge.config import ConfigError, check
+from lmforge.device import resolve_device
 from lmforge.io.documents import ErrorSink
 from lmforge.stagekit.runner import data_account, reject_sink, start_fresh, steps_for
 from lmforge.stagekit.source import Source, load_source
+from lmforge.stagekit.teacher import attach_teacher
 
 # Train defaults of conversation stages (Yi: constant 1e-5), deep-merged under the user's keys.
 CHAT_TRAIN = {"optim": {"lr": 1e-5}, "schedule": {"kind": "constant", "warmup_steps": 0}, "ckpt_every": 200}
@@ -134,4 +136,7 @@ def build_sft_trainer(cfg, progress: bool):
     with reject_sink(cfg.out_dir) as errors:
         objective, stats, steps = build_conversation_objective(cfg, cfg.data, src, errors, progress,
                                                                cfg.system_prompt or None)
+    if getattr(cfg, "distill", None) is not None:
+        objective = attach_teacher(objective, cfg.distill, src.model_cfg, resolve_device(cfg.train.device),
+                                   src.tokenizer_dir)
     return start_fresh(cfg, src, objective, steps, stats, progress)

@@ -31,8 +31,10 @@ from lmforge.shards import TokenDataset, tokenizer_path
 from lmforge.stagekit.facts import Facts
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
+from lmforge.stagekit.teacher import attach_teacher
 from lmforge.train import mixture
 from lmforge.train.mixture import MixtureConfig, StageConfig
+from lmforge.train.objectives.distill import DistillConfig
 from lmforge.train.objectives.lm import LMObjective
 from lmforge.train.schedules import ScheduleConfig
 from lmforge.train.trainer import TrainConfig, Trainer
@@ -48,6 +50,7 @@ class PretrainConfig:
     z_loss: float = 0.0                   # PaLM z-loss coefficient (e.g. 1e-4); StableLM 2 found it unhelpful
     mixture: MixtureConfig | None = None  # one-stage domain mixture (None: shuffled passes over all documents)
     stages: list[StageConfig] = field(default_factory=list)  # curriculum: each stage its steps, mixture, LR
+    distill: DistillConfig | None = None  # logit distillation from a teacher (same tokenizer), mixed with the LM loss
 
     def __post_init__(self):
         check(bool(self.data), "data", "set the token dataset folder (e.g. --set data=runs/tokens)")
@@ -160,6 +163,8 @@ def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
     objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed,
                             z_loss=cfg.z_loss, eval_batches=train.eval_batches, stages=stages)
     device = resolve_device(train.device)
+    if cfg.distill is not None:
+        objective = attach_teacher(objective, cfg.distill, cfg.model, device, tokenizer_path(ds.meta, ds.folder))
     return Trainer(model, objective, train, cfg.out_dir, run_config=to_dict(cfg),
                    flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
                    peak_flops=peak_flops(device), progress=progress)

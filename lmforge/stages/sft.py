@@ -32,6 +32,7 @@ from lmforge.stagekit.runner import check_steps_unset, stage_defaults, trainer_b
 from lmforge.stagekit.source import InitConfig
 from lmforge.stagekit.facts import conversations
 from lmforge.stagekit.stage import DONE, Arg, Stage
+from lmforge.train.objectives.distill import DistillConfig
 from lmforge.train.trainer import TrainConfig, Trainer
 
 
@@ -53,6 +54,7 @@ class SFTConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     long: LongInstructConfig = field(default_factory=LongInstructConfig)   # long instructions at a share
     val_fraction: float = 0.0      # conversations held out for val/sft_loss
+    distill: DistillConfig | None = None   # logit distillation from a teacher with the same tokenizer (mixed with the reply loss)
 
     @classmethod
     def _base(cls, data):

@@ -25,7 +25,7 @@ from lmforge.device import autocast_dtype, resolve_device
 from lmforge.io.atomic import write_json, write_text
 from lmforge.model.load import OURS, open_source
 from lmforge.model.lora import lora_layers
-from lmforge.train import distributed
+from lmforge.train import distributed, fp8
 from lmforge.train import trackers as tracking
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.objectives.base import Objective
@@ -65,7 +65,8 @@ class TrainConfig:
     seed: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16", "fp8"] = "auto"   # auto: bf16 autocast on CUDA, fp32 on CPU; fp8: torchao float8 linears (GPU >= sm89)
+    fp8_recipe: Literal["tensorwise", "rowwise"] = "tensorwise"  # torchao float8 scaling (precision: fp8); tensorwise is the fastest
     compile: bool = False
     device: str = "auto"
     log_every: int = 10           # progress-bar refresh; metrics.jsonl gets every step
@@ -113,6 +114,11 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.model = model.to(self.device)
+        if cfg.precision == "fp8":       # before sharding and compiling: they wrap the swapped layers
+            fp8.check_supported(self.device)
+            decisions = fp8.convert(self.model, cfg.fp8_recipe)
+            if self.dist.is_main:
+                print(fp8.summary(decisions, cfg.fp8_recipe))
         self.model.activation_checkpointing = cfg.activation_checkpointing
         if self.dist.enabled:
             distributed.shard(self.model, self.device.type, cfg.activation_checkpointing)
@@ -153,7 +159,11 @@ class Trainer:
         else:
             ckpt.load_weights(path, self.model)
             if optimizer:
-                ckpt.load_optimizer(path, self.optimizer)
+                try:
+                    ckpt.load_optimizer(path, self.optimizer)
+                except ValueError as e:   # torch: the saved parameter groups do not match ours
+                    raise ConfigError(f"{path}/optimizer.pt: not a state of this run's optimizer "
+                                      f"(train.optim.name: {self.cfg.optim.name}): {e}") from None
 
     def resume(self, path: Path) -> None:
         """Full resume: weights, optimizer, step, loader position, RNG. Refuses other data."""

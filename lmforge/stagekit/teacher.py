@@ -1,0 +1,50 @@
+"""A distillation teacher for a training stage: loaded, checked against the student, wrapped
+around the stage's objective (`distill:` in pretrain and sft configs)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from lmforge.config import ConfigError
+from lmforge.model.config import ModelConfig
+from lmforge.model.load import open_source, tokenizer_dir_of
+from lmforge.train.objectives.distill import DistillConfig, DistillObjective
+
+
+def _vocab(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    from lmforge.tokenizer.train import load_tokenizer
+    folder = path.parent if path.suffix == ".json" else path
+    if not (folder / "tokenizer.json").is_file():
+        return None
+    return load_tokenizer(folder).get_vocab()
+
+
+def check_same_tokenizer(teacher_tok: Path | None, student_tok: Path | None, teacher: str) -> None:
+    """Distillation compares distributions id by id: the two vocabularies must be the same map."""
+    a, b = _vocab(teacher_tok), _vocab(student_tok)
+    if a is None or b is None:
+        which = "teacher" if a is None else "student"
+        print(f"warning: distill.teacher: no tokenizer found for the {which}; only the vocabulary sizes "
+              f"were compared", file=sys.stderr)
+        return
+    if a != b:
+        diff = sum(1 for t, i in a.items() if b.get(t) != i) + len(set(b) - set(a))
+        raise ConfigError(f"distill.teacher: {teacher} has another tokenizer than the student "
+                          f"({teacher_tok} vs {student_tok}: {diff} tokens differ); distillation needs the same one")
+
+
+def attach_teacher(objective, cfg: DistillConfig, student: ModelConfig, device: torch.device,
+                   student_tokenizer: Path | None):
+    try:
+        src = open_source(cfg.teacher)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"distill.teacher: {e}") from None
+    if src.model_cfg.vocab_size != student.vocab_size:
+        raise ConfigError(f"distill.teacher: {src.path} has {src.model_cfg.vocab_size} token ids, the student "
+                          f"{student.vocab_size}; distillation needs the same tokenizer")
+    check_same_tokenizer(tokenizer_dir_of(src.path), student_tokenizer, cfg.teacher)
+    return DistillObjective(objective, src.build(device), cfg, student.vocab_size)
