@@ -150,9 +150,28 @@ class MinHasher:
         return out
 
 
-def signatures_of_texts(texts, cfg) -> np.ndarray:
-    sh = Shingler(cfg.ngram, cfg.lowercase)
-    return MinHasher(cfg.num_perm, cfg.seed).signatures([sh(t) for t in texts])
+def signatures_of_texts(texts, cfg, batch_bytes: int = 1 << 24) -> np.ndarray:
+    """(len(texts), num_perm) uint32 signatures by the compiled kernel (minhash_kernels.py),
+    bit-identical to MinHasher(...).signatures([Shingler(...)(t) for t in texts]), in
+    batches of about `batch_bytes` of UTF-8 so its buffer stays bounded."""
+    from . import minhash_kernels as K
+
+    mh = MinHasher(cfg.num_perm, cfg.seed)
+    a, b, classes = mh.a.ravel(), mh.b.ravel(), K.char_classes()
+    out = np.empty((len(texts), cfg.num_perm), dtype=np.uint32)
+    i = 0
+    while i < len(texts):
+        chunk, size = [], 0
+        while i + len(chunk) < len(texts) and (not chunk or size < batch_bytes):
+            t = texts[i + len(chunk)]
+            chunk.append((t.lower() if cfg.lowercase else t).encode("utf-8", "surrogatepass"))
+            size += len(chunk[-1])
+        offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c in chunk], out=offsets[1:])
+        buf = np.frombuffer(b"".join(chunk), dtype=np.uint8)
+        K.signatures(buf, offsets, classes, cfg.ngram, _POLY, a, b, out[i:i + len(chunk)])
+        i += len(chunk)
+    return out
 
 
 def _sig_chunk(texts, cfg):
