@@ -170,9 +170,13 @@ class MinhashConfig:
     # pairs with the next max_bucket - 1 (stats: capped_buckets)
     lowercase: bool = True
     seed: int = 1
+    # partitions of the distributed LSH shuffle (one task each per stage); null: one per
+    # 2^23 (band key, document) rows, ~0.4 GB per task (docs/scale.md)
+    partitions: int | None = None
 
     def __post_init__(self):
         check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
+        check(self.partitions is None or self.partitions >= 1, "partitions", "must be >= 1 or null")
         check(self.num_perm >= 2, "num_perm", "must be >= 2")
         check(self.ngram >= 1, "ngram", "must be >= 1")
         check((self.bands is None) == (self.rows is None), "bands", "set bands and rows together")
