@@ -47,6 +47,7 @@ STEPS = {
     "substring": "lmforge.data.dedup.substring:SubstringStep",
     "topics": "lmforge.data.topics:TopicsStep",
     "code": "lmforge.data.code:CodeStep",
+    "decontam": "lmforge.data.decontam:DecontamStep",
 }
 
 Verdict = tuple  # (doc or None, reason or None)
