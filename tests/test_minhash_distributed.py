@@ -9,7 +9,7 @@ import pytest
 
 from lmforge.config import load
 from lmforge.data.config import DataConfig, MinhashConfig
-from lmforge.data.dedup import components, minhash
+from lmforge.data.dedup import components, minhash, minhash_step
 from lmforge.data.dedup.partfiles import partition_of, write_partitioned
 from lmforge.data.dedup.synthetic import near_duplicates, plant_near_duplicates, stdlib_documents
 from lmforge.data.executor import LocalExecutor
@@ -82,7 +82,7 @@ def _components_by_stars(tmp_path, n, src, dst, parts):
         write_partitioned(edges[k], partition_of(u[sl], parts), parts, u=u[sl], v=v[sl],
                           sim=np.ones(len(u[sl]), np.float32))
     ex = LocalExecutor(1, progress=False)
-    files = minhash._star_rounds(ex.map, edges, parts, tmp_path, "test")
+    files = minhash_step._star_rounds(ex.map, edges, parts, tmp_path, "test")
     offsets = np.array([0, n // 3, n], dtype=np.int64)
     labels = [tmp_path / f"l{p}.npy" for p in range(parts)]
     for p in range(parts):

@@ -264,7 +264,7 @@ class DecontamConfig:
     min_ngram: int = 8  # items with fewer units are not matched (counted as too short)
     shingle: int = 5  # word n-grams for the near-duplicate rule (as the MinHash step's)
     containment: float | None = 0.5  # share of an item's shingles in a document that removes it; null: n-grams only
-    lowercase: bool = True
+    lowercase: bool = True  # compare lowercased text
 
     def __post_init__(self):
         check(self.ngram >= 1, "ngram", "must be >= 1")

@@ -43,7 +43,7 @@ STEPS = {
     "filters": "lmforge.data.filters:FilterStep",
     "langid": "lmforge.data.langid:LangidStep",
     "quality": "lmforge.data.quality:QualityStep",
-    "minhash": "lmforge.data.dedup.minhash:MinhashStep",
+    "minhash": "lmforge.data.dedup.minhash_step:MinhashStep",
     "substring": "lmforge.data.dedup.substring:SubstringStep",
     "topics": "lmforge.data.topics:TopicsStep",
     "code": "lmforge.data.code:CodeStep",

@@ -1,0 +1,124 @@
+"""The pipeline's MinHash step (Yi's document-level near-dedup) at any corpus size:
+signatures per shard, then the distributed LSH stages (lsh_tasks.py) and connected
+components (components.py) as executor maps, local or Ray. The driver holds counters and
+file names only: O(shards + partitions), nothing per document. minhash.clusters is the
+same computation on one process, kept for in-memory lists (SFT prompts, self-knowledge
+samples); tests/test_minhash_distributed.py checks that both give the same result.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from lmforge.io.atomic import save_npy
+
+from ..pipeline import Step, iter_shard
+from . import components as C
+from . import lsh_tasks as L
+from .minhash import HIST_EDGES, bands_rows, signatures_of_texts
+
+
+# ------------------------------------------------------------------ pipeline step
+
+
+_ROWS_PER_PARTITION = 1 << 23  # (key, doc) rows per LSH partition: ~0.4 GB per bucket task
+_MAX_ROUNDS = 200  # star rounds; O(log^2 n) are needed (~2 x 15 at 10^9 nodes)
+
+
+def _star_rounds(run, edges: list, parts: int, lsh, name: str) -> list:
+    """Alternate large-star and small-star rounds until a round changes nothing; returns
+    the files of the last round (stars around each component's smallest node)."""
+    files = edges
+    for rnd in range(_MAX_ROUNDS):
+        changed = 0
+        for kind in ("large", "small"):
+            out = [lsh / f"{kind}{rnd:03d}-{p:05d}.npy" for p in range(parts)]
+            got = run(C.star_task, [(kind, files, p, parts, out[p]) for p in range(parts)],
+                      desc=f"{name} components {kind}-star {rnd}")
+            changed += sum(g["changed"] for g in got)
+            if files is not edges:
+                for f in files:  # each round's files are read by the next round only
+                    for g in f.parent.glob(f.name[:-len(".npy")] + ".*"):
+                        g.unlink()
+            files = out
+        if changed == 0:
+            return files
+    raise RuntimeError(f"{name}: connected components did not converge in {_MAX_ROUNDS} rounds")
+
+
+def _shard_signatures(cfg, shard, out, part: int = 0, n_parts: int = 1) -> dict:
+    """Signatures of documents part, part + n_parts, ... of one shard, saved to `out`."""
+    texts = [d["text"] for i, d in enumerate(iter_shard(shard)) if i % n_parts == part]
+    sigs = signatures_of_texts(texts, cfg)
+    save_npy(out, sigs)
+    return {"docs": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts)}
+
+
+class MinhashStep(Step):
+    """Signatures per shard, then the distributed LSH stages (lsh_tasks.py) and connected
+    components (components.py) as executor maps: the driver holds counters and file names
+    only, whatever the number of documents. `clusters` above is the same computation on one
+    process, kept for in-memory lists (SFT prompts, self-knowledge samples)."""
+
+    def prepare(self, ctx) -> dict:
+        # Fewer shards than workers: each shard is split (document i to part i % n_parts)
+        # so every worker has signatures to compute; the result does not depend on it.
+        n_parts = max(1, -(-self.data.workers // max(len(ctx.inputs), 1)))
+        paths = [[ctx.work / f"sig-{i:05d}-{p}of{n_parts}.npy" for p in range(n_parts)]
+                 for i in range(len(ctx.inputs))]
+        todo = [(self.cfg, ctx.inputs[i], paths[i][p], p, n_parts)
+                for i in range(len(paths)) for p in range(n_parts)
+                if not paths[i][p].exists()]  # resumable: signatures already made are kept
+        ctx.executor.map(_shard_signatures, todo, desc=f"{ctx.dir.name} signatures")
+        counts = [sum(len(np.load(p, mmap_mode="r")) for p in parts) for parts in paths]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        store = L.SigStore(paths, offsets)
+        b, r = bands_rows(self.cfg)
+        P = self.cfg.partitions or max(1, -(-int(offsets[-1]) * b // _ROWS_PER_PARTITION))
+        lsh = ctx.work / "lsh"
+        shutil.rmtree(lsh, ignore_errors=True)  # everything after the signatures is redone
+        lsh.mkdir(parents=True)
+        run = ctx.executor.map
+        band = [lsh / f"band-{i:05d}.npy" for i in range(len(paths))]
+        run(L.band_task, [(store, i, b, r, P, band[i]) for i in range(len(paths))],
+            desc=f"{ctx.dir.name} LSH bands")
+        pairs = [lsh / f"pairs-{p:05d}.npy" for p in range(P)]
+        got = run(L.bucket_task, [(band, p, self.cfg.max_bucket, P, pairs[p]) for p in range(P)],
+                  desc=f"{ctx.dir.name} LSH buckets")
+        capped, largest = sum(g["capped"] for g in got), max([g["largest"] for g in got] or [0])
+        edges = [lsh / f"edges-{p:05d}.npy" for p in range(P)]
+        threshold = self.cfg.threshold if self.cfg.verify else None
+        ver = run(L.verify_task, [(store, pairs, p, threshold, P, edges[p]) for p in range(P)],
+                  desc=f"{ctx.dir.name} verify pairs")
+        files = _star_rounds(run, edges, P, lsh, ctx.dir.name)
+        labels = [lsh / f"labels-{p:05d}.npy" for p in range(P)]
+        lab = run(C.labels_task, [(files, edges, p, offsets, labels[p]) for p in range(P)],
+                  desc=f"{ctx.dir.name} components")
+        run(C.rep_task, [(labels, i, int(offsets[i]), counts[i], ctx.work / f"rep-{i:05d}.npy")
+                         for i in range(len(paths))], desc=f"{ctx.dir.name} representatives")
+        shutil.rmtree(lsh)  # intermediate shuffle files: the rep files are the result
+        return {"bands": b, "rows": r, "clusters_with_duplicates": sum(g["clusters"] for g in lab),
+                "duplicates": sum(g["removed"] for g in lab),
+                "candidate_pairs": sum(v["candidate_pairs"] for v in ver),
+                "largest_bucket": largest, "capped_buckets": capped,
+                "linked_pairs": sum(v["linked_pairs"] for v in ver),
+                "similarity_histogram": {
+                    "bin_edges": HIST_EDGES.tolist(),
+                    "removed_docs": np.sum([g["removed_hist"] for g in lab], axis=0).tolist(),
+                    "rejected_candidate_pairs": np.sum([v["rejected_hist"] for v in ver],
+                                                       axis=0).tolist()},
+                "lsh_partitions": P}
+
+    def open_shard(self, ctx, index):
+        rep = np.load(ctx.work / f"rep-{index:05d}.npy")
+        offset = sum(len(np.load(ctx.work / f"rep-{i:05d}.npy", mmap_mode="r"))
+                     for i in range(index))
+
+        def apply(i, doc):
+            g = offset + i
+            if rep[i] != g:
+                doc["meta"]["duplicate_of_index"] = int(rep[i])
+                return None, "minhash_duplicate"
+            return doc, None
+        return apply
