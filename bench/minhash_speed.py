@@ -192,6 +192,8 @@ st = s["steps"][1]
 print(json.dumps({{"seconds": time.perf_counter() - t, "minhash_seconds": st["seconds"],
                   "docs": st["in"]["docs"], "bytes": st["in"]["bytes"],
                   "duplicates": st["duplicates"], "partitions": st["lsh_partitions"],
+                  "cpu": sum(resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime
+                             for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)),
                   "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}}))
 """
@@ -224,8 +226,8 @@ def make_raw(folder: Path, target_mb: float) -> None:
 
 
 def bench_rss(sizes_mb: list[float]) -> None:
-    print("\n| corpus | docs | LSH partitions | duplicates | minhash step s | MB/s | driver peak RSS | largest worker peak RSS |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| corpus | docs | LSH partitions | duplicates | minhash step s | MB/s | CPU s per MB (read + minhash, all processes) | driver peak RSS | largest worker peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mb in sizes_mb:
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "raw"
@@ -235,7 +237,8 @@ def bench_rss(sizes_mb: list[float]) -> None:
                                             text=True, check=True).stdout.strip().splitlines()[-1])
         print(f"| {res['bytes'] / 1e6:.0f} MB | {res['docs']:,} | {res['partitions']} | "
               f"{res['duplicates']:,} | {res['minhash_seconds']:.1f} | "
-              f"{res['bytes'] / 1e6 / res['minhash_seconds']:.1f} | {res['driver_rss'] / 1e6:.0f} MB | "
+              f"{res['bytes'] / 1e6 / res['minhash_seconds']:.1f} | {res['cpu'] / (res['bytes'] / 1e6):.3f} | "
+              f"{res['driver_rss'] / 1e6:.0f} MB | "
               f"{res['worker_rss'] / 1e6:.0f} MB |", flush=True)
 
 
