@@ -73,6 +73,7 @@ class MinhashStep(Step):
         ctx.executor.map(_shard_signatures, todo, desc=f"{ctx.dir.name} signatures")
         counts = [sum(len(np.load(p, mmap_mode="r")) for p in parts) for parts in paths]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        save_npy(ctx.work / "offsets.npy", offsets)
         store = L.SigStore(paths, offsets)
         b, r = bands_rows(self.cfg)
         P = self.cfg.partitions or max(1, -(-int(offsets[-1]) * b // _ROWS_PER_PARTITION))
@@ -112,8 +113,8 @@ class MinhashStep(Step):
 
     def open_shard(self, ctx, index):
         rep = np.load(ctx.work / f"rep-{index:05d}.npy")
-        offset = sum(len(np.load(ctx.work / f"rep-{i:05d}.npy", mmap_mode="r"))
-                     for i in range(index))
+        # one small file, not a header read of every earlier shard's rep file (O(shards^2))
+        offset = int(np.load(ctx.work / "offsets.npy", mmap_mode="r")[index])
 
         def apply(i, doc):
             g = offset + i
