@@ -1,8 +1,10 @@
 """MinHash LSH as distributed stages (tasks for executor.map; the driver holds counters and
 file names only). Stages and their files under the step's work/lsh/:
 
-1. band_task, one per shard: for every band, (band key, global doc id) rows of the
-   shard's documents that have shingles, partitioned by key hash -> band-SSSSS.*.npy
+1. band_task, one per run of consecutive shards (at most max(P, workers) runs, so a
+   bucket task opens that many files, not one per shard): for every band, (band key,
+   global doc id) rows of the documents that have shingles, partitioned by key hash
+   -> band-GGGGG.*.npy
 2. bucket_task, one per partition: the rows of that partition from every shard; documents
    sharing a key are candidate pairs exactly as minhash.bucket_pairs makes them (all
    pairs up to max_bucket members, each member with the next max_bucket - 1 beyond);
@@ -52,18 +54,23 @@ class SigStore:
         return out
 
 
-def band_task(store: SigStore, i: int, bands: int, rows: int, parts: int, out: Path) -> dict:
-    sigs = store.shard(i)
-    docs = np.flatnonzero(~np.all(sigs == EMPTY, axis=1))
-    keys, ids = [], []
-    for band in range(bands):
-        k = _band_keys(sigs[docs, band * rows:(band + 1) * rows])
-        keys.append(k * np.uint64(0x9E3779B97F4A7C15) + np.uint64(band))  # band in the key
-        ids.append(docs + int(store.offsets[i]))
+def band_task(store: SigStore, shards: list[int], bands: int, rows: int, parts: int,
+              out: Path) -> dict:
+    """Band rows of a run of consecutive shards (in order, so every bucket's members stay in
+    global index order), partitioned by key hash into one file."""
+    keys, ids, n = [], [], 0
+    for i in shards:
+        sigs = store.shard(i)
+        n += len(sigs)
+        docs = np.flatnonzero(~np.all(sigs == EMPTY, axis=1))
+        for band in range(bands):
+            k = _band_keys(sigs[docs, band * rows:(band + 1) * rows])
+            keys.append(k * np.uint64(0x9E3779B97F4A7C15) + np.uint64(band))  # band in the key
+            ids.append(docs + int(store.offsets[i]))
     key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
     doc = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64)
     write_partitioned(out, partition_of(key, parts), parts, key=key, doc=doc)
-    return {"docs": len(sigs), "bytes": 0}
+    return {"docs": n, "bytes": 0}
 
 
 def bucket_task(band_files: list[Path], p: int, max_bucket: int, parts: int, out: Path) -> dict:

@@ -81,8 +81,12 @@ class MinhashStep(Step):
         shutil.rmtree(lsh, ignore_errors=True)  # everything after the signatures is redone
         lsh.mkdir(parents=True)
         run = ctx.executor.map
-        band = [lsh / f"band-{i:05d}.npy" for i in range(len(paths))]
-        run(L.band_task, [(store, i, b, r, P, band[i]) for i in range(len(paths))],
+        # runs of consecutive shards: each bucket task reads one slice per run, so the
+        # shuffle opens runs x P files in all, not shards x P
+        runs = [g.tolist() for g in np.array_split(np.arange(len(paths)),
+                                                    max(1, min(len(paths), max(P, self.data.workers))))]
+        band = [lsh / f"band-{k:05d}.npy" for k in range(len(runs))]
+        run(L.band_task, [(store, g, b, r, P, band[k]) for k, g in enumerate(runs)],
             desc=f"{ctx.dir.name} LSH bands")
         pairs = [lsh / f"pairs-{p:05d}.npy" for p in range(P)]
         got = run(L.bucket_task, [(band, p, self.cfg.max_bucket, P, pairs[p]) for p in range(P)],
