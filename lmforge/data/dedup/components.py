@@ -62,12 +62,12 @@ def star_task(kind: str, files: list[Path], p: int, parts: int, out: Path) -> di
     return {"docs": 0, "bytes": 0, "changed": changed, "rows": int(len(u))}
 
 
-def labels_task(files: list[Path], linked: list[Path], p: int, shard_offsets: np.ndarray,
+def labels_task(files: list[Path], linked: list[Path], p: int, run_starts: np.ndarray,
                 out: Path) -> dict:
     """After convergence: (node, representative) of the removed nodes of partition p,
-    grouped by shard; the clusters (stars) centred here; the removed nodes' best linked
-    similarity (from the verified links) as a histogram."""
-    u, v, m = _grouped(files, p)
+    grouped by run of shards (run k holds the documents from run_starts[k]); the clusters
+    (stars) centred here; the removed nodes' best linked similarity as a histogram."""
+    u, v, _ = _grouped(files, p)
     removed = u[v < u]
     rep = v[v < u]
     assert len(np.unique(removed)) == len(removed), "components did not converge to stars"
@@ -81,19 +81,26 @@ def labels_task(files: list[Path], linked: list[Path], p: int, shard_offsets: np
         start = np.flatnonzero(np.r_[True, lu[1:] != lu[:-1]])
         mx = np.maximum.reduceat(ls, start)
         best = mx[np.searchsorted(lu[start], removed)]
-    shard = np.searchsorted(shard_offsets, removed, side="right") - 1
-    write_partitioned(out, shard, len(shard_offsets) - 1, node=removed, rep=rep)
+    run = np.searchsorted(run_starts, removed, side="right") - 1
+    write_partitioned(out, run, len(run_starts), node=removed, rep=rep)
     hist = np.histogram(np.clip(best, 0.0, 1.0), bins=HIST_EDGES)[0]
     return {"docs": 0, "bytes": 0, "removed": int(len(removed)), "clusters": centres,
             "removed_hist": hist.astype(int).tolist()}
 
 
-def rep_task(label_files: list[Path], i: int, start: int, count: int, out: Path) -> dict:
-    """rep-SSSSS.npy of shard i: the representative's global index of each document."""
+def rep_task(label_files: list[Path], k: int, shards: list[int], offsets: np.ndarray,
+             outs: list[Path]) -> dict:
+    """rep-SSSSS.npy of every shard of run k: the representative's global index of each
+    document (its own index unless removed)."""
     from lmforge.io.atomic import save_npy
 
-    rep = np.arange(start, start + count, dtype=np.int64)
-    node, r = read_partition(label_files, i, "node", "rep")
-    rep[node.astype(np.int64) - start] = r.astype(np.int64)
-    save_npy(out, rep)
-    return {"docs": count, "bytes": 0}
+    node, r = (c.astype(np.int64) for c in read_partition(label_files, k, "node", "rep"))
+    n = 0
+    for i, out in zip(shards, outs):
+        start, end = int(offsets[i]), int(offsets[i + 1])
+        rep = np.arange(start, end, dtype=np.int64)
+        sel = (node >= start) & (node < end)
+        rep[node[sel] - start] = r[sel]
+        save_npy(out, rep)
+        n += end - start
+    return {"docs": n, "bytes": 0}

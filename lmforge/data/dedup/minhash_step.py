@@ -83,8 +83,8 @@ class MinhashStep(Step):
         run = ctx.executor.map
         # runs of consecutive shards: each bucket task reads one slice per run, so the
         # shuffle opens runs x P files in all, not shards x P
-        runs = [g.tolist() for g in np.array_split(np.arange(len(paths)),
-                                                    max(1, min(len(paths), max(P, self.data.workers))))]
+        n_runs = max(1, min(len(paths), max(P, self.data.workers)))
+        runs = [g.tolist() for g in np.array_split(np.arange(len(paths)), n_runs)]
         band = [lsh / f"band-{k:05d}.npy" for k in range(len(runs))]
         run(L.band_task, [(store, g, b, r, P, band[k]) for k, g in enumerate(runs)],
             desc=f"{ctx.dir.name} LSH bands")
@@ -98,10 +98,11 @@ class MinhashStep(Step):
                   desc=f"{ctx.dir.name} verify pairs")
         files = _star_rounds(run, edges, P, lsh, ctx.dir.name)
         labels = [lsh / f"labels-{p:05d}.npy" for p in range(P)]
-        lab = run(C.labels_task, [(files, edges, p, offsets, labels[p]) for p in range(P)],
+        run_starts = offsets[[g[0] if g else len(paths) for g in runs]]
+        lab = run(C.labels_task, [(files, edges, p, run_starts, labels[p]) for p in range(P)],
                   desc=f"{ctx.dir.name} components")
-        run(C.rep_task, [(labels, i, int(offsets[i]), counts[i], ctx.work / f"rep-{i:05d}.npy")
-                         for i in range(len(paths))], desc=f"{ctx.dir.name} representatives")
+        run(C.rep_task, [(labels, k, g, offsets, [ctx.work / f"rep-{i:05d}.npy" for i in g])
+                         for k, g in enumerate(runs)], desc=f"{ctx.dir.name} representatives")
         shutil.rmtree(lsh)  # intermediate shuffle files: the rep files are the result
         return {"bands": b, "rows": r, "clusters_with_duplicates": sum(g["clusters"] for g in lab),
                 "duplicates": sum(g["removed"] for g in lab),
