@@ -62,6 +62,27 @@ class MinhashStep(Step):
     process, kept for in-memory lists (SFT prompts, self-knowledge samples)."""
 
     def prepare(self, ctx) -> dict:
+        paths, counts = self._signatures(ctx)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        save_npy(ctx.work / "offsets.npy", offsets)
+        b, r = bands_rows(self.cfg)
+        P = self.cfg.partitions or max(1, -(-int(offsets[-1]) * b // _ROWS_PER_PARTITION))
+        lsh = ctx.work / "lsh"
+        shutil.rmtree(lsh, ignore_errors=True)  # everything after the signatures is redone
+        lsh.mkdir(parents=True)
+        # runs of consecutive shards: each partition task reads one slice per run, so a
+        # shuffle reads runs x P slices in all, not shards x P
+        n_runs = max(1, min(len(paths), max(P, self.data.workers)))
+        runs = [g.tolist() for g in np.array_split(np.arange(len(paths)), n_runs)]
+        edges, stats = self._links(ctx, L.SigStore(paths, offsets), runs, b, r, P)
+        stats.update(self._components(ctx, edges, runs, offsets, P))
+        shutil.rmtree(lsh)  # intermediate shuffle files: the rep files are the result
+        stats["similarity_histogram"] = {
+            "bin_edges": HIST_EDGES.tolist(), "removed_docs": stats.pop("removed_hist").tolist(),
+            "rejected_candidate_pairs": stats.pop("rejected_hist").tolist()}
+        return {"bands": b, "rows": r, **stats, "lsh_partitions": P}
+
+    def _signatures(self, ctx) -> tuple[list[list], list[int]]:
         # Fewer shards than workers: each shard is split (document i to part i % n_parts)
         # so every worker has signatures to compute; the result does not depend on it.
         n_parts = max(1, -(-self.data.workers // max(len(ctx.inputs), 1)))
@@ -71,50 +92,40 @@ class MinhashStep(Step):
                 for i in range(len(paths)) for p in range(n_parts)
                 if not paths[i][p].exists()]  # resumable: signatures already made are kept
         ctx.executor.map(_shard_signatures, todo, desc=f"{ctx.dir.name} signatures")
-        counts = [sum(len(np.load(p, mmap_mode="r")) for p in parts) for parts in paths]
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        save_npy(ctx.work / "offsets.npy", offsets)
-        store = L.SigStore(paths, offsets)
-        b, r = bands_rows(self.cfg)
-        P = self.cfg.partitions or max(1, -(-int(offsets[-1]) * b // _ROWS_PER_PARTITION))
-        lsh = ctx.work / "lsh"
-        shutil.rmtree(lsh, ignore_errors=True)  # everything after the signatures is redone
-        lsh.mkdir(parents=True)
-        run = ctx.executor.map
-        # runs of consecutive shards: each bucket task reads one slice per run, so the
-        # shuffle opens runs x P files in all, not shards x P
-        n_runs = max(1, min(len(paths), max(P, self.data.workers)))
-        runs = [g.tolist() for g in np.array_split(np.arange(len(paths)), n_runs)]
+        return paths, [sum(len(np.load(p, mmap_mode="r")) for p in parts) for parts in paths]
+
+    def _links(self, ctx, store, runs: list, b: int, r: int, P: int) -> tuple[list, dict]:
+        """Bands -> buckets -> verified links (files partitioned by node), and their counts."""
+        lsh, run, name = ctx.work / "lsh", ctx.executor.map, ctx.dir.name
         band = [lsh / f"band-{k:05d}.npy" for k in range(len(runs))]
         run(L.band_task, [(store, g, b, r, P, band[k]) for k, g in enumerate(runs)],
-            desc=f"{ctx.dir.name} LSH bands")
+            desc=f"{name} LSH bands")
         pairs = [lsh / f"pairs-{p:05d}.npy" for p in range(P)]
         got = run(L.bucket_task, [(band, p, self.cfg.max_bucket, P, pairs[p]) for p in range(P)],
-                  desc=f"{ctx.dir.name} LSH buckets")
-        capped, largest = sum(g["capped"] for g in got), max([g["largest"] for g in got] or [0])
+                  desc=f"{name} LSH buckets")
         edges = [lsh / f"edges-{p:05d}.npy" for p in range(P)]
         threshold = self.cfg.threshold if self.cfg.verify else None
         ver = run(L.verify_task, [(store, pairs, p, threshold, P, edges[p]) for p in range(P)],
-                  desc=f"{ctx.dir.name} verify pairs")
-        files = _star_rounds(run, edges, P, lsh, ctx.dir.name)
+                  desc=f"{name} verify pairs")
+        return edges, {"candidate_pairs": sum(v["candidate_pairs"] for v in ver),
+                       "largest_bucket": max([g["largest"] for g in got] or [0]),
+                       "capped_buckets": sum(g["capped"] for g in got),
+                       "linked_pairs": sum(v["linked_pairs"] for v in ver),
+                       "rejected_hist": np.sum([v["rejected_hist"] for v in ver], axis=0)}
+
+    def _components(self, ctx, edges: list, runs: list, offsets: np.ndarray, P: int) -> dict:
+        """Star rounds -> labels -> work/rep-*.npy; the cluster counts and histograms."""
+        lsh, run, name = ctx.work / "lsh", ctx.executor.map, ctx.dir.name
+        files = _star_rounds(run, edges, P, lsh, name)
         labels = [lsh / f"labels-{p:05d}.npy" for p in range(P)]
-        run_starts = offsets[[g[0] if g else len(paths) for g in runs]]
+        run_starts = offsets[[g[0] if g else len(offsets) - 1 for g in runs]]
         lab = run(C.labels_task, [(files, edges, p, run_starts, labels[p]) for p in range(P)],
-                  desc=f"{ctx.dir.name} components")
+                  desc=f"{name} components")
         run(C.rep_task, [(labels, k, g, offsets, [ctx.work / f"rep-{i:05d}.npy" for i in g])
-                         for k, g in enumerate(runs)], desc=f"{ctx.dir.name} representatives")
-        shutil.rmtree(lsh)  # intermediate shuffle files: the rep files are the result
-        return {"bands": b, "rows": r, "clusters_with_duplicates": sum(g["clusters"] for g in lab),
+                         for k, g in enumerate(runs)], desc=f"{name} representatives")
+        return {"clusters_with_duplicates": sum(g["clusters"] for g in lab),
                 "duplicates": sum(g["removed"] for g in lab),
-                "candidate_pairs": sum(v["candidate_pairs"] for v in ver),
-                "largest_bucket": largest, "capped_buckets": capped,
-                "linked_pairs": sum(v["linked_pairs"] for v in ver),
-                "similarity_histogram": {
-                    "bin_edges": HIST_EDGES.tolist(),
-                    "removed_docs": np.sum([g["removed_hist"] for g in lab], axis=0).tolist(),
-                    "rejected_candidate_pairs": np.sum([v["rejected_hist"] for v in ver],
-                                                       axis=0).tolist()},
-                "lsh_partitions": P}
+                "removed_hist": np.sum([g["removed_hist"] for g in lab], axis=0)}
 
     def open_shard(self, ctx, index):
         rep = np.load(ctx.work / f"rep-{index:05d}.npy")
