@@ -186,6 +186,15 @@ import json, resource, sys, time
 from lmforge.config import load
 from lmforge.data.config import DataConfig
 from lmforge.data.pipeline import run_pipeline
+from lmforge.data.executor import LocalExecutor
+maps, _map = {{}}, LocalExecutor.map
+def timed(self, fn, tasks, desc=""):  # wall seconds per kind of map (for per-stage costs)
+    t = time.perf_counter()
+    out = _map(self, fn, tasks, desc)
+    key = " ".join(w for w in desc.split()[1:] if not w.isdigit()) or desc
+    maps[key] = maps.get(key, 0.0) + time.perf_counter() - t
+    return out
+LocalExecutor.map = timed
 cfg = load(DataConfig, data={{"input": [{raw!r}], "output": {out!r}, "steps": ["minhash"],
                              "workers": 2, "progress": False, "minhash": {{"partitions": 4}}}})
 t = time.perf_counter()
@@ -193,7 +202,7 @@ s = run_pipeline(cfg, log=lambda *a: None)
 st = s["steps"][1]
 print(json.dumps({{"seconds": time.perf_counter() - t, "minhash_seconds": st["seconds"],
                   "docs": st["in"]["docs"], "bytes": st["in"]["bytes"],
-                  "duplicates": st["duplicates"], "partitions": st["lsh_partitions"],
+                  "duplicates": st["duplicates"], "partitions": st["lsh_partitions"], "maps": maps,
                   "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}}))
 """
@@ -232,6 +241,7 @@ def make_raw(folder: Path, target_mb: float) -> None:
 
 
 def bench_rss(sizes_mb: list[float]) -> None:
+    stages = []
     print("\n| corpus | docs | LSH partitions | duplicates | minhash step s | MB/s | driver peak RSS | largest worker peak RSS |")
     print("|---|---|---|---|---|---|---|---|")
     for mb in sizes_mb:
@@ -245,6 +255,10 @@ def bench_rss(sizes_mb: list[float]) -> None:
               f"{res['duplicates']:,} | {res['minhash_seconds']:.1f} | "
               f"{res['bytes'] / 1e6 / res['minhash_seconds']:.1f} | {res['driver_rss'] / 1e6:.0f} MB | "
               f"{res['worker_rss'] / 1e6:.0f} MB |", flush=True)
+        stages.append((res["bytes"], res["maps"]))
+    print("\nwall seconds per map (both workers busy), by kind:")
+    for nbytes, maps in stages:
+        print(f"  {nbytes / 1e6:.0f} MB: " + ", ".join(f"{k} {v:.1f}" for k, v in maps.items()))
 
 
 def main() -> None:
