@@ -36,9 +36,9 @@ def _extend(args) -> int:
 
 
 def _encode(args) -> int:
-    from lmforge.tokenizer.encode import EncodeConfig, run_encode
+    from lmforge.stages.encode import EncodeConfig, run_encode_stage
     cfg = config.load(EncodeConfig, args.config, args.overrides)
-    stats = run_encode(cfg, progress=not args.quiet)
+    stats = run_encode_stage(cfg, progress=not args.quiet)
     if stats.get("skipped"):
         print(f"{cfg.out_dir} is already encoded (set overwrite=true to encode again)")
     _done("tokenizer encode", stats, cfg.out_dir)

@@ -32,7 +32,7 @@ KINDS: dict[str, StageKind] = {
     "data": StageKind("lmforge.stages.data", "DataConfig", "run_data", out_key="output"),
     "tokenizer": StageKind("lmforge.tokenizer.train", "TrainConfig", "run_train"),
     "extend": StageKind("lmforge.tokenizer.extend", "ExtendConfig", "run_extend"),
-    "encode": StageKind("lmforge.tokenizer.encode", "EncodeConfig", "run_encode"),
+    "encode": StageKind("lmforge.stages.encode", "EncodeConfig", "run_encode_stage"),
     "pretrain": StageKind("lmforge.stages.pretrain", "PretrainConfig", "run", distributed=True),
     "grow": StageKind("lmforge.stages.grow", "GrowConfig", "run"),
     "longctx": StageKind("lmforge.stages.longctx", "LongCtxConfig", "run", distributed=True),

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -59,6 +59,10 @@ class EncodeConfig:
     specials_in_text: bool = False  # False: "<|im_end|>" inside a document stays plain text
     max_docs: int = 0               # 0 = all
     overwrite: bool = False
+    # ray: one task per input file on a Ray cluster, then the shards written in input order
+    # (the same bytes as local; resumable per input file); local: worker processes here
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: a private local Ray; "auto": join `ray start`'s cluster
 
     def __post_init__(self):
         check(len(self.inputs) > 0, "inputs", "give at least one document file or folder")
@@ -74,6 +78,10 @@ class EncodeConfig:
               "set either val_fraction or val_docs_per_domain, not both")
         check(bool(self.default_domain), "default_domain", "must not be empty")
         check(self.max_docs >= 0, "max_docs", "must be >= 0 (0 = all)")
+        check(self.executor == "ray" or self.ray_address is None, "ray_address",
+              "only used with executor: ray")
+        check(self.executor == "local" or self.max_docs == 0, "max_docs",
+              "needs executor: local (the Ray tasks encode whole input files)")
 
 
 # ---------------------------------------------------------------- workers
@@ -274,13 +282,16 @@ def _doc_batches(docs, size: int, max_bytes: int, default_domain: str, max_docs:
         yield payload, texts
 
 
-def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
-    """Encode `cfg.inputs` into token shards under `cfg.out_dir`; returns the stats."""
+def run_encode(cfg: EncodeConfig, progress: bool = True, executor=None) -> dict:
+    """Encode `cfg.inputs` into token shards under `cfg.out_dir`; returns the stats.
+    With an executor (lmforge.data's local or Ray executor, see stages/encode.py), one task
+    per input file encodes it (encode_parts.py); the output is the same bytes."""
     from tqdm import tqdm
 
     from lmforge.io.documents import ErrorSink
     from lmforge.io.readers import iter_documents, list_files
 
+    from .encode_parts import encode_parts, remove_parts
     from .train import load_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 
     out = Path(cfg.out_dir)
@@ -326,9 +337,11 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     batches = _doc_batches(iter_documents(cfg.inputs, errors), cfg.batch_docs, cfg.batch_bytes,
                            cfg.default_domain, cfg.max_docs)
-    with _Encoder(str(tok_path), workers, cfg.specials_in_text) as enc, \
+    with _Encoder(str(tok_path), 1 if executor else workers, cfg.specials_in_text) as enc, \
             tqdm(unit="doc", desc="encode", disable=not progress, smoothing=0.1) as bar:
-        for payload, (flat, lens) in enc.map(batches):
+        encoded = (encode_parts(executor, cfg, tok_path, out, errors) if executor is not None
+                   else enc.map(batches))
+        for payload, (flat, lens) in encoded:
             ends = np.cumsum(lens)
             for (doc_id, dom_name, nb), end, n in zip(payload, ends, lens):
                 if dom_name not in domains:
@@ -371,7 +384,9 @@ def run_encode(cfg: EncodeConfig, progress: bool = True) -> dict:
         "bos_id": info.get("bos_id"),
         "split": {"val_fraction": cfg.val_fraction, "val_docs_per_domain": cfg.val_docs_per_domain,
                   "salt": cfg.split_salt},
-        "config": {k: v for k, v in to_dict(cfg).items() if k not in ("workers", "overwrite", "out_dir")}})
+        "config": {k: v for k, v in to_dict(cfg).items()
+                   if k not in ("workers", "overwrite", "out_dir", "executor", "ray_address")}})
+    remove_parts(out)  # meta.json is written: the per-file parts are no longer needed
     return stats
 
 
