@@ -24,11 +24,11 @@ from lmforge.io.atomic import save_npy, write_json
 from lmforge.io.documents import ErrorSink
 from lmforge.io.readers import iter_file, list_files
 
+from .encoding import _doc_batches, _load, encode_texts
+
 
 def encode_file_task(tok_path: str, specials_in_text: bool, src: str, part: str,
                      batch_docs: int, batch_bytes: int, default_domain: str) -> dict:
-    from .encode import _doc_batches, _load, encode_texts
-
     part_dir = Path(part)
     if (part_dir / "DONE.json").is_file():
         return json.loads((part_dir / "DONE.json").read_text())
