@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from lmforge.shards import TokenDataset
-from lmforge.tokenizer.encode import EncodeConfig, run_encode
+from lmforge.stages.encode import run as run_encode
+from lmforge.tokenizer.encode import EncodeConfig
 from lmforge.tokenizer.train import CHATML_TEMPLATE, save_tokenizer, train_bpe
 
 SPECIALS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]

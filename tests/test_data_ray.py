@@ -14,7 +14,8 @@ from lmforge.data.pipeline import run_pipeline
 from lmforge.io.writers import write_documents
 from test_data_pipeline import config, make_corpus, prose
 
-STEPS = ["extract", "code", "filters", "langid", "quality", "minhash", "substring", "topics"]
+STEPS = ["extract", "code", "filters", "langid", "quality", "minhash", "substring", "topics",
+         "decontam"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,12 @@ def _pipeline_config(tmp_path, out, **kw):
     if not ref.exists():
         write_documents(ref, [{"id": str(i), "text": prose(rng, 80), "meta": {"domain": "web"}}
                               for i in range(60)])
+    bench = tmp_path / "bench.jsonl"  # eval items: 30 words from inside each of c.jsonl's first 3 docs
+    if not bench.exists():
+        rng3 = random.Random(3)
+        write_documents(bench, [{"text": " ".join(prose(rng3, 70).split()[20:50])} for _ in range(3)])
     return config(tmp_path, output=str(out), workers=2, steps=STEPS, langid={"allowed": ["en"]},
+                  decontam={"eval": [str(bench)]},
                   topics={"clusters": 2, "weights": {0: 0.5, 1: 0.5}},
                   quality={"positive": [str(ref)], "n_features": 4096},
                   minhash={"threshold": 0.7}, substring={"min_bytes": 40, "part_bytes": 4096},
@@ -83,7 +89,8 @@ def test_ray_run_writes_the_same_files_as_local(tmp_path, ray_module):
         assert a[k] == b[k], f"{k} differs between the local and the Ray run"
     # the run really removed things in every global step (the comparison is not vacuous)
     removed = {r for s in local["steps"] for r in s["removed"]}
-    assert {"minhash_duplicate", "substring_spans", "quality_low", "topic_downsampled"} <= removed
+    assert {"minhash_duplicate", "substring_spans", "quality_low", "topic_downsampled",
+            "eval_ngram"} <= removed
     assert [s["kept"] for s in local["steps"]] == [s["kept"] for s in remote["steps"]]
 
 

@@ -18,7 +18,7 @@ from typing import Literal
 from ..config import check
 
 StepName = Literal["extract", "filters", "langid", "quality", "minhash", "substring", "topics",
-                   "code"]
+                   "code", "decontam"]
 
 
 @dataclass
@@ -170,9 +170,13 @@ class MinhashConfig:
     # pairs with the next max_bucket - 1 (stats: capped_buckets)
     lowercase: bool = True
     seed: int = 1
+    # partitions of the distributed LSH shuffle (one task each per stage); null: one per
+    # 2^23 (band key, document) rows, ~0.4 GB per task (docs/scale.md)
+    partitions: int | None = None
 
     def __post_init__(self):
         check(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
+        check(self.partitions is None or self.partitions >= 1, "partitions", "must be >= 1 or null")
         check(self.num_perm >= 2, "num_perm", "must be >= 2")
         check(self.ngram >= 1, "ngram", "must be >= 1")
         check((self.bands is None) == (self.rows is None), "bands", "set bands and rows together")
@@ -252,6 +256,25 @@ class TopicsConfig:
 
 
 @dataclass
+class DecontamConfig:
+    """Remove training documents that contain evaluation items (decontam.py): a shared
+    n-gram (GPT-3 / Llama: 13 words) or most of an item's shingles (edited copies)."""
+    eval: list[str] = field(default_factory=list)  # eval files, folders or globs (jsonl: text or question+answer; txt: an item per line)
+    ngram: int = 13  # units (lowercased words, CJK characters) per n-gram; shorter items use their length
+    min_ngram: int = 8  # items with fewer units are not matched (counted as too short)
+    shingle: int = 5  # word n-grams for the near-duplicate rule (as the MinHash step's)
+    containment: float | None = 0.5  # share of an item's shingles in a document that removes it; null: n-grams only
+    lowercase: bool = True  # compare lowercased text
+
+    def __post_init__(self):
+        check(self.ngram >= 1, "ngram", "must be >= 1")
+        check(1 <= self.min_ngram <= self.ngram, "min_ngram", "must be in [1, ngram]")
+        check(self.shingle >= 1, "shingle", "must be >= 1")
+        check(self.containment is None or 0.0 < self.containment <= 1.0, "containment",
+              "must be in (0, 1] or null")
+
+
+@dataclass
 class CodeConfig:
     """Skywork keeps only some JSON/YAML in code data: they are mostly data, not code."""
     json_yaml_keep: float = 0.1  # share of JSON/YAML files kept
@@ -286,6 +309,7 @@ class DataConfig:
     substring: SubstringConfig = field(default_factory=SubstringConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
 
     def __post_init__(self):
         check(len(self.input) > 0, "input", "give at least one input file or folder")
@@ -301,6 +325,8 @@ class DataConfig:
         check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
         check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
         check(bool(self.text_field), "text_field", "must name the key that holds the text")
+        check("decontam" not in self.steps or bool(self.decontam.eval), "decontam.eval",
+              "the decontam step needs eval files (e.g. decontam: {eval: [bench/*.jsonl]})")
         check("quality" not in self.steps or self.quality is not None, "quality",
               "the quality step needs a quality: section (e.g. {positive: [reference files]})")
 

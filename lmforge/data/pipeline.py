@@ -43,10 +43,11 @@ STEPS = {
     "filters": "lmforge.data.filters:FilterStep",
     "langid": "lmforge.data.langid:LangidStep",
     "quality": "lmforge.data.quality:QualityStep",
-    "minhash": "lmforge.data.dedup.minhash:MinhashStep",
+    "minhash": "lmforge.data.dedup.minhash_step:MinhashStep",
     "substring": "lmforge.data.dedup.substring:SubstringStep",
     "topics": "lmforge.data.topics:TopicsStep",
     "code": "lmforge.data.code:CodeStep",
+    "decontam": "lmforge.data.decontam:DecontamStep",
 }
 
 Verdict = tuple  # (doc or None, reason or None)

@@ -1,15 +1,33 @@
 """The `encode` stage, `lmforge tokenizer encode`: documents -> token shards with a train/val split per
-domain (lmforge.tokenizer.encode). A finished folder (meta.json) skips unless `overwrite`; one encoded
-from other inputs is refused."""
+domain (lmforge.tokenizer.encode), on worker processes here (`executor: local`) or as one Ray task per
+input file (`executor: ray`, the data pipeline's Ray executor); both write the same bytes. This file
+picks the executor: the tokenizer layer may not import data/. A finished folder (meta.json) skips
+unless `overwrite`; one encoded from other inputs is refused."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from lmforge.stagekit.facts import Facts
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.tokenizer.encode import EncodeConfig, encode_folder, finished_encoding
+
+
+def encode(cfg: EncodeConfig, progress: bool = True) -> dict:
+    if cfg.executor == "local":
+        return encode_folder(cfg, progress)
+    from lmforge.data.executors import make_executor
+
+    executor = make_executor(SimpleNamespace(executor="ray", ray_address=cfg.ray_address,
+                                             workers=cfg.workers or os.cpu_count() or 1,
+                                             progress=progress))
+    try:
+        return encode_folder(cfg, progress, executor=executor)
+    finally:
+        executor.close()
 
 
 def _show(cfg: EncodeConfig, summary: dict) -> None:
@@ -33,7 +51,7 @@ def recipe_check(checker, st, cfg: EncodeConfig) -> Facts:
     return Facts(vocab=checker.facts_of(cfg.tokenizer).vocab, domains={"": checker.domains_of(list(cfg.inputs))})
 
 
-STAGE = Stage(kind="encode", config=EncodeConfig, body=encode_folder, finished=finished_encoding,
+STAGE = Stage(kind="encode", config=EncodeConfig, body=encode, finished=finished_encoding,
               command="tokenizer encode", help="documents -> token shards (train/val split per domain)",
               example="val_fraction=0.01", outputs=("meta.json", "stats.json", DONE), show=_show,
               check=recipe_check)

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -37,6 +37,8 @@ from lmforge.config import ConfigError, check, to_dict
 from lmforge.io.account import Account, first_rejects
 from lmforge.io.atomic import write_json
 from lmforge.shards import ShardWriter, write_meta
+
+from .encoding import _doc_batches, _load, encode_texts  # noqa: F401  (encode_texts: public here too)
 
 MAX_EMPTY_IDS = 100
 
@@ -59,6 +61,10 @@ class EncodeConfig:
     specials_in_text: bool = False  # False: "<|im_end|>" inside a document stays plain text
     max_docs: int = 0               # 0 = all
     overwrite: bool = False
+    # ray: one task per input file on a Ray cluster, then the shards written in input order
+    # (the same bytes as local; resumable per input file); local: worker processes here
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: a private local Ray; "auto": join `ray start`'s cluster
 
     def __post_init__(self):
         check(len(self.inputs) > 0, "inputs", "give at least one document file or folder")
@@ -74,21 +80,15 @@ class EncodeConfig:
               "set either val_fraction or val_docs_per_domain, not both")
         check(bool(self.default_domain), "default_domain", "must not be empty")
         check(self.max_docs >= 0, "max_docs", "must be >= 0 (0 = all)")
+        check(self.executor == "ray" or self.ray_address is None, "ray_address",
+              "only used with executor: ray")
+        check(self.executor == "local" or self.max_docs == 0, "max_docs",
+              "needs executor: local (the Ray tasks encode whole input files)")
 
 
 # ---------------------------------------------------------------- workers
 
 _TOK = None
-
-
-def _load(path: str, specials_in_text: bool):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(path)
-    # Document text is data, not control: a literal "<|im_start|>" in a web page must not
-    # become the ChatML token (prompt-injection into pretraining data).
-    tok.encode_special_tokens = not specials_in_text
-    return tok
 
 
 def _init_worker(path: str, specials_in_text: bool) -> None:
@@ -97,19 +97,6 @@ def _init_worker(path: str, specials_in_text: bool) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     global _TOK
     _TOK = _load(path, specials_in_text)
-
-
-def encode_texts(tok, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of each text, flat (uint32) plus per-text lengths: cheap to pickle back."""
-    fast = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: faster
-    encs = fast(texts, add_special_tokens=False)
-    lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-    flat = np.empty(int(lens.sum()), dtype=np.uint32)
-    pos = 0
-    for e, n in zip(encs, lens):
-        flat[pos:pos + n] = e.ids
-        pos += n
-    return flat, lens
 
 
 def _work(texts: list[str]):
@@ -255,25 +242,6 @@ def _clear_partial(out: Path) -> None:
 # ---------------------------------------------------------------- the stage
 
 
-def _doc_batches(docs, size: int, max_bytes: int, default_domain: str, max_docs: int):
-    """(payload, texts) batches; payload = [(doc id, domain name, utf-8 bytes)]."""
-    payload, texts, nbytes = [], [], 0
-    for i, doc in enumerate(docs):
-        if max_docs and i >= max_docs:
-            break
-        dom = doc["meta"].get("domain")
-        dom = default_domain if dom is None or dom == "" else str(dom)
-        n = len(doc["text"].encode("utf-8"))
-        payload.append((doc["id"], dom, n))
-        texts.append(doc["text"])
-        nbytes += n
-        if len(texts) >= size or nbytes >= max_bytes:
-            yield payload, texts
-            payload, texts, nbytes = [], [], 0
-    if texts:
-        yield payload, texts
-
-
 def finished_encoding(cfg: EncodeConfig) -> dict | None:
     """The stats of a finished encoding in out_dir (meta.json is written last), None when there is
     none or `overwrite`; a ConfigError when it was encoded from other inputs."""
@@ -288,14 +256,16 @@ def finished_encoding(cfg: EncodeConfig) -> dict | None:
     return json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
 
 
-def encode_folder(cfg: EncodeConfig, progress: bool = True) -> dict:
+def encode_folder(cfg: EncodeConfig, progress: bool = True, executor=None) -> dict:
     """Encode `cfg.inputs` into token shards under `cfg.out_dir`; returns the stats (the `encode`
-    stage, lmforge.stages.encode)."""
+    stage, lmforge.stages.encode). With an executor (lmforge.data's local or Ray executor, picked
+    by stages/encode.py), one task per input file encodes it (encode_parts.py): the same bytes."""
     from tqdm import tqdm
 
     from lmforge.io.documents import ErrorSink
     from lmforge.io.readers import iter_documents, list_files
 
+    from .encode_parts import encode_parts, remove_parts
     from .train import load_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 
     out = Path(cfg.out_dir)
@@ -334,9 +304,11 @@ def encode_folder(cfg: EncodeConfig, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     batches = _doc_batches(iter_documents(cfg.inputs, errors), cfg.batch_docs, cfg.batch_bytes,
                            cfg.default_domain, cfg.max_docs)
-    with _Encoder(str(tok_path), workers, cfg.specials_in_text) as enc, \
+    with _Encoder(str(tok_path), 1 if executor else workers, cfg.specials_in_text) as enc, \
             tqdm(unit="doc", desc="encode", disable=not progress, smoothing=0.1) as bar:
-        for payload, (flat, lens) in enc.map(batches):
+        encoded = (encode_parts(executor, cfg, tok_path, out, errors) if executor is not None
+                   else enc.map(batches))
+        for payload, (flat, lens) in encoded:
             ends = np.cumsum(lens)
             for (doc_id, dom_name, nb), end, n in zip(payload, ends, lens):
                 if dom_name not in domains:
@@ -379,7 +351,9 @@ def encode_folder(cfg: EncodeConfig, progress: bool = True) -> dict:
         "bos_id": info.get("bos_id"),
         "split": {"val_fraction": cfg.val_fraction, "val_docs_per_domain": cfg.val_docs_per_domain,
                   "salt": cfg.split_salt},
-        "config": {k: v for k, v in to_dict(cfg).items() if k not in ("workers", "overwrite", "out_dir")}})
+        "config": {k: v for k, v in to_dict(cfg).items()
+                   if k not in ("workers", "overwrite", "out_dir", "executor", "ray_address")}})
+    remove_parts(out)  # meta.json is written: the per-file parts are no longer needed
     return stats
 
 

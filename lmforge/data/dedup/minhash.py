@@ -14,6 +14,10 @@
    cluster survives. Everything depends only on the seed: same seed, same removals.
 
 Memory: 4 * num_perm bytes per document for the signatures (512 B at 128).
+
+Signatures come from the compiled kernel (minhash_kernels.py, bit-identical to Shingler +
+MinHasher here). `clusters` runs 3-4 on one process over an in-memory matrix; the
+pipeline step (minhash_step.py) runs the same LSH and components as distributed stages.
 """
 from __future__ import annotations
 
@@ -21,9 +25,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from lmforge.io.atomic import save_npy
-
-from ..pipeline import Step, iter_shard
 from ..text import UNIT_RE
 
 MERSENNE = np.uint64((1 << 61) - 1)
@@ -150,9 +151,28 @@ class MinHasher:
         return out
 
 
-def signatures_of_texts(texts, cfg) -> np.ndarray:
-    sh = Shingler(cfg.ngram, cfg.lowercase)
-    return MinHasher(cfg.num_perm, cfg.seed).signatures([sh(t) for t in texts])
+def signatures_of_texts(texts, cfg, batch_bytes: int = 1 << 24) -> np.ndarray:
+    """(len(texts), num_perm) uint32 signatures by the compiled kernel (minhash_kernels.py),
+    bit-identical to MinHasher(...).signatures([Shingler(...)(t) for t in texts]), in
+    batches of about `batch_bytes` of UTF-8 so its buffer stays bounded."""
+    from . import minhash_kernels as K
+
+    mh = MinHasher(cfg.num_perm, cfg.seed)
+    a, b, classes = mh.a.ravel(), mh.b.ravel(), K.char_classes()
+    out = np.empty((len(texts), cfg.num_perm), dtype=np.uint32)
+    i = 0
+    while i < len(texts):
+        chunk, size = [], 0
+        while i + len(chunk) < len(texts) and (not chunk or size < batch_bytes):
+            t = texts[i + len(chunk)]
+            chunk.append((t.lower() if cfg.lowercase else t).encode("utf-8", "surrogatepass"))
+            size += len(chunk[-1])
+        offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c in chunk], out=offsets[1:])
+        buf = np.frombuffer(b"".join(chunk), dtype=np.uint8)
+        K.signatures(buf, offsets, classes, cfg.ngram, _POLY, a, b, out[i:i + len(chunk)])
+        i += len(chunk)
+    return out
 
 
 def _sig_chunk(texts, cfg):
@@ -295,58 +315,3 @@ def dedup_texts(texts: list[str], cfg, workers: int = 1, info: dict | None = Non
     """Boolean keep mask over texts (first document of each near-duplicate cluster)."""
     rep = dedup_signatures(parallel_signatures(texts, cfg, workers), cfg, info)
     return rep == np.arange(len(texts))
-
-
-# ------------------------------------------------------------------ pipeline step
-
-
-def _shard_signatures(cfg, shard, out, part: int = 0, n_parts: int = 1) -> dict:
-    """Signatures of documents part, part + n_parts, ... of one shard, saved to `out`."""
-    texts = [d["text"] for i, d in enumerate(iter_shard(shard)) if i % n_parts == part]
-    sigs = signatures_of_texts(texts, cfg)
-    save_npy(out, sigs)
-    return {"docs": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts)}
-
-
-class MinhashStep(Step):
-    def prepare(self, ctx) -> dict:
-        # Fewer shards than workers: each shard is split (document i to part i % n_parts)
-        # so every worker has signatures to compute; the result does not depend on it.
-        n_parts = max(1, -(-self.data.workers // max(len(ctx.inputs), 1)))
-        paths = [[ctx.work / f"sig-{i:05d}-{p}of{n_parts}.npy" for p in range(n_parts)]
-                 for i in range(len(ctx.inputs))]
-        todo = [(self.cfg, ctx.inputs[i], paths[i][p], p, n_parts)
-                for i in range(len(paths)) for p in range(n_parts)
-                if not paths[i][p].exists()]  # resumable: signatures already made are kept
-        ctx.executor.map(_shard_signatures, todo, desc=f"{ctx.dir.name} signatures")
-        sigs = []
-        for parts in paths:
-            loaded = [np.load(p) for p in parts]
-            whole = np.empty((sum(map(len, loaded)), self.cfg.num_perm), dtype=np.uint32)
-            for p, part in enumerate(loaded):
-                whole[p::n_parts] = part
-            sigs.append(whole)
-        counts = [len(s) for s in sigs]
-        info: dict = {}
-        rep = dedup_signatures(np.concatenate(sigs) if sigs else np.zeros((0, 1), np.uint32),
-                               self.cfg, info)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        for i in range(len(paths)):
-            save_npy(ctx.work / f"rep-{i:05d}.npy", rep[offsets[i]:offsets[i + 1]])
-        b, r = bands_rows(self.cfg)
-        n_dup = int((rep != np.arange(len(rep))).sum())
-        return {"bands": b, "rows": r, "clusters_with_duplicates":
-                int(len(np.unique(rep[rep != np.arange(len(rep))]))), "duplicates": n_dup, **info}
-
-    def open_shard(self, ctx, index):
-        rep = np.load(ctx.work / f"rep-{index:05d}.npy")
-        offset = sum(len(np.load(ctx.work / f"rep-{i:05d}.npy", mmap_mode="r"))
-                     for i in range(index))
-
-        def apply(i, doc):
-            g = offset + i
-            if rep[i] != g:
-                doc["meta"]["duplicate_of_index"] = int(rep[i])
-                return None, "minhash_duplicate"
-            return doc, None
-        return apply

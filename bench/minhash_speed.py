@@ -1,0 +1,279 @@
+"""MinHash speed and quality against datasketch and rensa, and the minhash step's driver
+memory at two corpus sizes (issue 26, items 1 and 3).
+
+    .venv/bin/python bench/minhash_speed.py [--docs 12000] [--sizes-mb 100 400] [--skip-rss]
+
+1. Speed and quality, same run, same corpus, same threshold (0.7 and 0.8), 128
+   permutations, seed 1, word 5-grams of the same units: real, mostly unique text (the
+   stdlib's .py files, the Python docs' reST if installed, then site-packages; bench/dedup.py's
+   corpus) plus planted copies of 20% of the documents with 1-5% of their words edited.
+   Rows (each times signatures + LSH + components on one process, workers 1):
+   - datasketch MinHash + MinHashLSH (query, then insert; lowest index of each component kept)
+   - rensa RMinHash + RMinHashLSH the same way (its own string hashing, bands as datasketch)
+   - rensa signatures of our shingle hashes (digest_matrix_from_flat_token_hashes) + our
+     LSH and verification: is rensa's hashing compatible with our pipeline, recall kept?
+   - lmforge numpy signatures (the code before issue 26) + our LSH and verification
+   - lmforge compiled kernel (minhash_kernels.py) + our LSH and verification
+   Recall: share of planted copies removed; precision: share of removed documents that
+   are planted copies (natural near-duplicates in site-packages count against it).
+2. Driver peak RSS of `lmforge data` with steps [minhash], workers 2, at two corpus sizes
+   built from the real text (each document's words shuffled within lines at a per-copy
+   seed, so copies are not near-duplicates), in a fresh process each: ru_maxrss of the
+   driver and of the largest worker. Input files of 10,000 documents and `partitions: 4`,
+   because the local executor runs a map of a single task in the driver's own process
+   (no fork cost), which would count that task's memory as the driver's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dedup import chunks, iter_real_files  # noqa: E402  (bench/dedup.py: the same corpus)
+
+from lmforge.data.config import MinhashConfig  # noqa: E402
+from lmforge.data.dedup import minhash  # noqa: E402
+from lmforge.data.dedup.evaluate import datasketch_keep, planted_quality, true_jaccard  # noqa: E402
+from lmforge.data.dedup.synthetic import plant_near_duplicates  # noqa: E402
+from lmforge.data.text import units  # noqa: E402
+
+EDITS = (0.01, 0.02, 0.03, 0.04, 0.05)
+
+
+def corpus(n_docs: int, seed: int = 0):
+    base = []
+    for path, t in iter_real_files():
+        base += chunks(path, t)
+        if len(base) >= n_docs:
+            break
+    base = base[:n_docs]
+    texts, orig, edit = list(base), np.full(len(base), -1), np.full(len(base), np.nan)
+    per_rate = n_docs // 5 // len(EDITS)
+    for k, e in enumerate(EDITS):
+        planted, o = plant_near_duplicates(base, per_rate, e, seed=seed + k)
+        texts += planted[len(base):]
+        orig = np.concatenate([orig, o[len(base):]])
+        edit = np.concatenate([edit, np.full(per_rate, e)])
+    return texts, orig, edit
+
+
+def _keep_from_rep(rep: np.ndarray) -> np.ndarray:
+    return rep == np.arange(len(rep))
+
+
+def ours(texts, cfg, kernel: bool):
+    t = time.perf_counter()
+    if kernel:
+        sigs = minhash.signatures_of_texts(texts, cfg)
+    else:
+        sh = minhash.Shingler(cfg.ngram, cfg.lowercase)
+        sigs = minhash.MinHasher(cfg.num_perm, cfg.seed).signatures([sh(x) for x in texts])
+    ts = time.perf_counter() - t
+    return _keep_from_rep(minhash.dedup_signatures(sigs, cfg)), ts
+
+
+def rensa_on_our_shingles(texts, cfg):
+    from rensa import RMinHash
+
+    t = time.perf_counter()
+    sh = minhash.Shingler(cfg.ngram, cfg.lowercase)
+    hashes = [sh(x) for x in texts]
+    off = np.zeros(len(hashes) + 1, dtype=np.uint64)
+    np.cumsum([len(h) for h in hashes], out=off[1:])
+    m = RMinHash.digest_matrix_from_flat_token_hashes(np.concatenate(hashes), off, cfg.num_perm,
+                                                      cfg.seed)
+    sigs = np.asarray(m.to_rows(), dtype=np.uint32).reshape(len(texts), cfg.num_perm)
+    empty = np.array([len(h) == 0 for h in hashes])
+    sigs[empty] = minhash.EMPTY
+    ts = time.perf_counter() - t
+    return _keep_from_rep(minhash.dedup_signatures(sigs, cfg)), ts
+
+
+def _shingle_strings(text, cfg):
+    u = units(text, lowercase=cfg.lowercase)
+    n = min(cfg.ngram, len(u))
+    return [" ".join(u[j:j + n]) for j in range(len(u) - n + 1)]
+
+
+def _divisor_bands(threshold: float, num_perm: int) -> int:
+    """rensa needs bands dividing num_perm: the divisor with the least datasketch error
+    (false positive + false negative area, equal weights)."""
+    def err(b):
+        r = num_perm // b
+        return (minhash._integrate(lambda s: 1 - (1 - s ** r) ** b, 0.0, threshold)
+                + minhash._integrate(lambda s: (1 - s ** r) ** b, threshold, 1.0))
+    return min((b for b in range(1, num_perm + 1) if num_perm % b == 0), key=err)
+
+
+def rensa_end_to_end(texts, cfg):
+    """rensa as a user would run it: string shingles, RMinHash, RMinHashLSH (bands: the
+    divisor of num_perm nearest datasketch's choice); query then insert; components as
+    datasketch_keep."""
+    from rensa import RMinHash, RMinHashLSH
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    t = time.perf_counter()
+    mhs = []
+    for x in texts:
+        m = RMinHash(num_perm=cfg.num_perm, seed=cfg.seed)
+        m.update(_shingle_strings(x, cfg))
+        mhs.append(m)
+    ts = time.perf_counter() - t
+    b = _divisor_bands(cfg.threshold, cfg.num_perm)
+    lsh = RMinHashLSH(cfg.threshold, cfg.num_perm, b)
+    src, dst = [], []
+    for i, m in enumerate(mhs):
+        for j in lsh.query(m):
+            src.append(i)
+            dst.append(j)
+        lsh.insert(i, m)
+    n = len(texts)
+    _, lab = connected_components(coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n)),
+                                  directed=False)
+    rep = np.full(lab.max() + 1, n)
+    np.minimum.at(rep, lab, np.arange(n))
+    return rep[lab] == np.arange(n), ts
+
+
+def bench_speed(n_docs: int) -> None:
+    texts, orig, edit = corpus(n_docs)
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    minhash.signatures_of_texts(texts[:50], MinhashConfig())  # compile / load the kernel once
+    jac = true_jaccard(texts, orig, 5)
+    print(f"\n{len(texts)} documents ({int((orig >= 0).sum())} planted copies), {mb:.1f} MB; true "
+          "Jaccard of the copies, median by edit rate: "
+          + ", ".join(f"{e:.0%} {np.nanmedian(jac[edit == e]):.2f}" for e in EDITS))
+    for threshold in (0.7, 0.8):
+        cfg = MinhashConfig(threshold=threshold)
+        runs = [("datasketch MinHash + MinHashLSH", lambda: (datasketch_keep(texts, cfg), None)),
+                ("rensa RMinHash + RMinHashLSH", lambda: rensa_end_to_end(texts, cfg)),
+                ("rensa signatures of our shingles + our LSH/verify",
+                 lambda: rensa_on_our_shingles(texts, cfg)),
+                ("lmforge numpy signatures (before) + LSH/verify", lambda: ours(texts, cfg, False)),
+                ("lmforge compiled kernel + LSH/verify", lambda: ours(texts, cfg, True))]
+        b, r = minhash.bands_rows(cfg)
+        print(f"\nthreshold {threshold}, {cfg.num_perm} permutations; lmforge bands x rows {b} x {r}")
+        above = jac >= threshold  # copies that really are near-duplicates at this threshold
+        print("| implementation | signatures s | total s | docs/s | vs datasketch | recall | "
+              "recall of copies with J >= t | precision | "
+              + " | ".join(f"recall @{e:.0%}" for e in EDITS) + " |")
+        print("|---|---|---|---|---|---|---|---|" + "---|" * len(EDITS))
+        base = None
+        for name, fn in runs:
+            t = time.perf_counter()
+            keep, ts = fn()
+            dt = time.perf_counter() - t
+            base = base or dt
+            rec, prec = planted_quality(keep, orig)
+            by = [(~keep[edit == e]).mean() for e in EDITS]
+            print(f"| {name} | {'' if ts is None else f'{ts:.2f}'} | {dt:.2f} | {len(texts) / dt:,.0f} | "
+                  f"{base / dt:.1f}x | {rec:.3f} | {(~keep[above]).mean():.3f} | {prec:.3f} | " + " | ".join(f"{x:.3f}" for x in by)
+                  + " |", flush=True)
+
+
+_RSS = r"""
+import json, resource, sys, time
+from lmforge.config import load
+from lmforge.data.config import DataConfig
+from lmforge.data.pipeline import run_pipeline
+from lmforge.data.executor import LocalExecutor
+maps, _map = {{}}, LocalExecutor.map
+def timed(self, fn, tasks, desc=""):  # wall seconds per kind of map (for per-stage costs)
+    t = time.perf_counter()
+    out = _map(self, fn, tasks, desc)
+    key = " ".join(w for w in desc.split()[1:] if not w.isdigit()) or desc
+    maps[key] = maps.get(key, 0.0) + time.perf_counter() - t
+    return out
+LocalExecutor.map = timed
+cfg = load(DataConfig, data={{"input": [{raw!r}], "output": {out!r}, "steps": ["minhash"],
+                             "workers": 2, "progress": False, "minhash": {{"partitions": 4}}}})
+t = time.perf_counter()
+s = run_pipeline(cfg, log=lambda *a: None)
+st = s["steps"][1]
+print(json.dumps({{"seconds": time.perf_counter() - t, "minhash_seconds": st["seconds"],
+                  "docs": st["in"]["docs"], "bytes": st["in"]["bytes"],
+                  "duplicates": st["duplicates"], "partitions": st["lsh_partitions"], "maps": maps,
+                  "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}}))
+"""
+
+
+def make_raw(folder: Path, target_mb: float) -> None:
+    """Real text, re-used with each line's words shuffled per copy: mostly unique documents."""
+    from lmforge.io.writers import write_documents
+
+    base = []
+    for path, t in iter_real_files():
+        base += chunks(path, t)
+        if len(base) >= 20000:
+            break
+
+    def docs():
+        size, copy = 0, 0
+        while True:
+            rng = np.random.default_rng(copy)
+            for i, d in enumerate(base):
+                lines = [" ".join(rng.permutation(ln.split())) if copy else ln for ln in d.splitlines()]
+                text = "\n".join(lines)
+                size += len(text.encode())
+                yield {"id": f"{copy}-{i}", "text": text}
+                if size >= target_mb * 1e6:
+                    return
+            copy += 1
+    folder.mkdir(parents=True)
+    it, k = docs(), 0
+    while True:  # files of ~25 MB: every read task runs in a worker, none in the driver
+        batch = [d for _, d in zip(range(10000), it)]
+        if not batch:
+            break
+        write_documents(folder / f"corpus-{k:04d}.jsonl.zst", batch)
+        k += 1
+
+
+def bench_rss(sizes_mb: list[float]) -> None:
+    stages = []
+    print("\n| corpus | docs | LSH partitions | duplicates | minhash step s | MB/s | driver peak RSS | largest worker peak RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mb in sizes_mb:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "raw"
+            make_raw(raw, mb)
+            code = _RSS.format(raw=str(raw), out=str(Path(tmp) / "out"))
+            res = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                            text=True, check=True).stdout.strip().splitlines()[-1])
+        print(f"| {res['bytes'] / 1e6:.0f} MB | {res['docs']:,} | {res['partitions']} | "
+              f"{res['duplicates']:,} | {res['minhash_seconds']:.1f} | "
+              f"{res['bytes'] / 1e6 / res['minhash_seconds']:.1f} | {res['driver_rss'] / 1e6:.0f} MB | "
+              f"{res['worker_rss'] / 1e6:.0f} MB |", flush=True)
+        stages.append((res["bytes"], res["maps"]))
+    print("\nwall seconds per map (both workers busy), by kind:")
+    for nbytes, maps in stages:
+        print(f"  {nbytes / 1e6:.0f} MB: " + ", ".join(f"{k} {v:.1f}" for k, v in maps.items()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--docs", type=int, default=12000, help="real documents before planting")
+    ap.add_argument("--sizes-mb", type=float, nargs=2, default=[100, 400])
+    ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
+    a = ap.parse_args()
+    if not a.skip_speed:
+        bench_speed(a.docs)
+    if not a.skip_rss:
+        bench_rss(a.sizes_mb)
+    print(f"\n(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
