@@ -11,7 +11,8 @@ from lmforge.data.executor import LocalExecutor
 from lmforge.stages.encode import run as run_encode_stage
 from lmforge.tokenizer import encode_parts
 from lmforge.tokenizer.encode import EncodeConfig, encode_folder as run_encode
-from lmforge.tokenizer.train import TrainConfig, run_train
+from lmforge.stages.tokenizer import run as run_train
+from lmforge.tokenizer.train import TokenizerConfig
 from test_tokenizer import make_docs, write_jsonl
 
 
@@ -26,7 +27,7 @@ def setup(tmp_path_factory):
     write_jsonl(d / "in" / "c.jsonl", docs[170:])
     with open(d / "in" / "b.jsonl", "a", encoding="utf-8") as f:
         f.write("{not json\n")    # a bad record: the same reject either way
-    run_train(TrainConfig(inputs=[str(d / "in")], out_dir=str(d / "tok"), vocab_size=600),
+    run_train(TokenizerConfig(inputs=[str(d / "in")], out_dir=str(d / "tok"), vocab_size=600),
               progress=False)
     return d
 
@@ -99,7 +100,7 @@ def _fail_on(name, after):
 def test_ray_executor_writes_the_same_bytes(setup):
     ray = pytest.importorskip("ray")
     d = setup
-    run_encode(_cfg(d, "stream2"), progress=False)
+    run_encode_stage(_cfg(d, "stream2"), progress=False)     # the stage, local executor
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
