@@ -289,7 +289,8 @@ def _domain_counts(paths: list[str], checker: Checker) -> dict[str, int] | None:
 
 def check_recipe(recipe: Recipe) -> list[str]:
     """Every cross-stage problem of `recipe`, one line each (empty: it fits together)."""
-    return Checker(recipe).run()
+    from .fidelity import check as fidelity_check   # realised shares and languages vs the header's
+    return Checker(recipe).run() + fidelity_check(recipe)
 
 
 def refuse_problems(recipe: Recipe) -> None:

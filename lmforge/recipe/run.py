@@ -251,6 +251,8 @@ def command(args: argparse.Namespace) -> int:
             mark = "run " if i in todo else "skip"
             after = f"  <- {', '.join(st.deps)}" if st.deps else ""
             print(f"{mark} {st.name:14s} {st.kind:10s} -> {st.out_dir}{after}")
+        from . import fidelity
+        print(fidelity.describe(recipe) + "\n" + fidelity.describe_languages(recipe))
         for line in problems:
             print(line, file=sys.stderr)
         if problems:
