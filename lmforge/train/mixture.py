@@ -45,7 +45,7 @@ class RampConfig:
 @dataclass
 class MixtureConfig:
     weights: dict[str, float] = field(default_factory=dict)
-    repeat: dict[str, float] = field(default_factory=dict)  # domain -> its epochs per pass over the others (only without weights)
+    repeat: dict[str, float] = field(default_factory=dict)
     ramp: RampConfig | None = None
 
     def __post_init__(self):
