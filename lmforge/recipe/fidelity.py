@@ -13,8 +13,8 @@ A recipe may state the report's figures as data under a top-level `declares:` ke
 
 `lmforge run R --check` prints, for every recipe, each pretraining (curriculum) stage's
 token shares as the sampler will realise them (lmforge.train.mixture.shares: at its start and,
-for a ramp, its end) and what changes at each boundary where a stage continues another's
-checkpoint; a declared share more than TOLERANCE away, or a langid setting that disagrees with
+for a ramp, its end) and what changes at each boundary (a curriculum stage after the one before
+it, a stage that continues another's checkpoint); a declared share more than TOLERANCE away, or a langid setting that disagrees with
 the declared languages or names a language the langid model cannot output, is a problem.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ class MixRow:
     stage: str            # "recipe stage" or "recipe stage/curriculum stage"
     start: dict[str, float] | None    # shares at the start (None: the data's natural proportions, unknown yet)
     end: dict[str, float] | None
-    source: str | None = None         # the recipe stage whose checkpoint it continues
+    source: str | None = None         # the stage it continues: a checkpoint's, or the curriculum stage before
 
 
 def declares_of(recipe) -> Declares:
@@ -83,7 +83,7 @@ def mixture_rows(recipe) -> list[MixRow]:
         for i, s in enumerate(stages):
             name = st.name if not cfg.stages else f"{st.name}/{s.name or f'stage{i}'}"
             rows.append(MixRow(name, _stage_shares(s.mixture, counts, 0.0), _stage_shares(s.mixture, counts, 1.0),
-                               source if i == 0 else None))
+                               source if i == 0 else rows[-1].stage))
     return rows
 
 
@@ -119,7 +119,7 @@ def describe(recipe) -> str:
                      for d in sorted(set(before) | set(r.start))
                      if abs(before.get(d, 0) - r.start.get(d, 0)) >= TOLERANCE]
             lines.append(f"  {'':<22} at the boundary from {r.source}: {', '.join(moved) or 'no change'}")
-        last_end[r.stage.split("/")[0]] = r.end
+        last_end[r.stage] = last_end[r.stage.split("/")[0]] = r.end
     return "\n".join(lines)
 
 
