@@ -202,7 +202,6 @@ def test_batch_growth_carried_across_init_from_checkpoint(mixed, tmp_path):
     run(pretrain_cfg(mixed, tmp_path / "p1", "train.steps=4", "train.ckpt_every=4", *grow), progress=False)
     recs = [json.loads(l) for l in (tmp_path / "p1" / "metrics.jsonl").read_text().splitlines() if "loss" in l]
     grown = recs[-1]["grad_accum"]
-    print("phase-1 grad_accum per step", [r["grad_accum"] for r in recs])
     assert grown > 1                       # lr 0: the loss never falls, so the batch grew
     p2 = ["train.steps=2", f"init.from_checkpoint={tmp_path / 'p1'}", *grow]
     carried = build(pretrain_cfg(mixed, tmp_path / "p2", "train.batch_growth.carry=true", *p2), progress=False)
