@@ -137,6 +137,31 @@ def test_neftune_scale_and_train_only():
     assert torch.equal(NEFTune(0.0, 0)(model.embed_tokens, (ids,), clean), clean)
 
 
+def test_neftune_length_is_each_packed_samples_own():
+    """NEFTune's alpha / sqrt(L * d) takes L per sample: in a row packing a 12- and a 40-token
+    conversation, the short one's tokens get the larger noise (the row's length, 52 + padding,
+    would shrink both: Yi's noise level would depend on how many samples share a row)."""
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(100)
+    model = Transformer(cfg)
+    NEFTune(alpha=5.0, pad_id=0).attach(model)
+    seen = []
+    model.embed_tokens.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    ids = torch.randint(1, 100, (1, 64))
+    doc = torch.full((1, 64), -1)
+    doc[0, :12], doc[0, 12:52] = 0, 1
+    ids[0, 52:] = 0
+    pos = torch.cat([torch.arange(12), torch.arange(40), torch.zeros(12, dtype=torch.long)])[None]
+    model.train()
+    model(ids, position_ids=pos, doc_ids=doc)
+    noise = seen[-1] - torch.nn.functional.embedding(ids, model.embed_tokens.weight).detach()
+    for span, L in ((slice(0, 12), 12), (slice(12, 52), 40)):
+        bound = 5.0 / math.sqrt(L * cfg.d_model)
+        n = noise[0, span]
+        assert n.abs().max() <= bound * (1 + 1e-5) and n.abs().max() > 0.9 * bound
+        assert n.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.15)
+
+
 def test_stats_count_every_drop(source, tmp_path):
     _, tok_dir = source
     tok = load_tokenizer(tok_dir)

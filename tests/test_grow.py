@@ -146,6 +146,24 @@ def test_grow_stage_and_continued_training(source, tmp_path):
     assert not torch.equal(trained.layers[5].mlp.up_proj.weight, grown.layers[5].mlp.up_proj.weight)
 
 
+def test_grow_records_which_block_and_why(source, tmp_path):
+    """Yi chose the block by layer cosine similarity: grow.json (and DONE.json) say how the block
+    was chosen, with its score, its rank among all candidates and the runner-up's score."""
+    auto = run(grow_cfg(source, tmp_path / "auto", "add_layers=2"), progress=False)
+    info = json.loads((tmp_path / "auto" / "grow.json").read_text())
+    sims = [r["cosine"] for r in json.loads((tmp_path / "auto" / "similarity.json").read_text())["layers"]]
+    scores = depth.block_scores(sims, 2)
+    assert info["chosen_by"].startswith("similarity") and info["rank"] == 1 and info["candidates"] == 3
+    assert info["best_block"] == info["block"] == auto["block"]
+    assert info["best_mean_cosine"] == pytest.approx(max(scores))
+    assert info["runner_up_mean_cosine"] == pytest.approx(sorted(scores)[-2])
+    assert info["runner_up"] != info["block"] and auto["chosen_by"] == info["chosen_by"]
+    # a configured block is recorded as such, with where it ranks by similarity
+    worst = min(range(3), key=lambda i: scores[i])
+    given = run(grow_cfg(source, tmp_path / "given", f"block=[{worst}, {worst + 2}]"), progress=False)
+    assert given["chosen_by"] == "config" and given["rank"] == 3 and given["best_block"] == info["block"]
+
+
 def test_explicit_block_without_calibration(source, tmp_path):
     cfg = config.load(GrowConfig, None, [f"init.from_checkpoint={source}", f"out_dir={tmp_path / 'g'}",
                                          "block=[1, 4]"])

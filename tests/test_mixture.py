@@ -181,3 +181,39 @@ def test_batch_growth_on_plateau(mixed, tmp_path):
     assert t.grad_accum() == 4  # capped at max_grad_accum
     with pytest.raises(ConfigError, match="eval_every"):
         pretrain_cfg(mixed, tmp_path / "q", "train.batch_growth.plateau_patience=2")
+
+
+def test_repeat_is_epochs_of_a_source_and_refused_beside_final_weights():
+    """`repeat` counts a source's natural tokens N times; explicit weights are final shares, so
+    multiplying them (Skywork's recipe did: curated .16 x 5 became .488) is refused in one line."""
+    counts = {"prose": 600, "curated": 100, "zh": 300}
+    got = shares(mix(repeat={"curated": 5}), counts)
+    assert got["curated"] == pytest.approx(500 / 1400) and got["prose"] == pytest.approx(600 / 1400)
+    with pytest.raises(ConfigError) as e:
+        mix(weights={"prose": 0.362, "curated": 0.16, "zh": 0.396, "code": 0.08}, repeat={"curated": 5})
+    assert "repeat" in str(e.value) and "final" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_batch_growth_carried_across_init_from_checkpoint(mixed, tmp_path):
+    """Yi-9B: phase 2 (init.from_checkpoint) goes on at the batch phase 1 had grown to."""
+    from lmforge.stages.pretrain import build, run
+    grow = ["train.schedule.kind=constant", "train.optim.lr=0", "train.eval_every=1", "train.eval_batches=1",
+            "train.batch_growth.plateau_patience=1", "train.batch_growth.max_grad_accum=8"]
+    run(pretrain_cfg(mixed, tmp_path / "p1", "train.steps=4", "train.ckpt_every=4", *grow), progress=False)
+    recs = [json.loads(l) for l in (tmp_path / "p1" / "metrics.jsonl").read_text().splitlines() if "loss" in l]
+    grown = recs[-1]["grad_accum"]
+    assert grown > 1                       # lr 0: the loss never falls, so the batch grew
+    p2 = ["train.steps=2", f"init.from_checkpoint={tmp_path / 'p1'}", *grow]
+    carried = build(pretrain_cfg(mixed, tmp_path / "p2", "train.batch_growth.carry=true", *p2), progress=False)
+    carried.init_from(next((tmp_path / "p1" / "checkpoints").glob("step-*")))
+    last_mult = json.loads(next((tmp_path / "p1" / "checkpoints").glob("step-*")).joinpath("trainer.json")
+                           .read_text())["growth"]["mult"]
+    assert carried.grad_accum() == min(last_mult, 8) and carried.grad_accum() >= grown
+    fresh = build(pretrain_cfg(mixed, tmp_path / "p3", *p2), progress=False)
+    fresh.init_from(next((tmp_path / "p1" / "checkpoints").glob("step-*")))
+    assert fresh.grad_accum() == 1         # without carry: back at the starting batch
+    # a different rows-per-micro-batch keeps the batch in TOKENS, not in micro-batches
+    half = build(pretrain_cfg(mixed, tmp_path / "p4", "train.batch_growth.carry=true", *p2,
+                              "train.grad_accum=2"), progress=False)
+    half.init_from(next((tmp_path / "p1" / "checkpoints").glob("step-*")))
+    assert half.grad_accum() == carried.grad_accum()   # the same tokens per step

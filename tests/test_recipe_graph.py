@@ -212,9 +212,11 @@ def test_smoke_shrinks_by_common_factors_and_keeps_every_ratio():
 
 def test_smoke_keeps_grow_block_and_batch_growth_shape():
     s = load_recipe(REPO / "recipes" / "yi-9b-growth.yaml", smoke=True).stage
-    assert s("base").config.model.n_layers == 8 and s("grow").config.block == [3, 7]     # 32 -> 48 as 8 -> 12
+    grow = s("grow").config                              # 32 -> 48 as 8 -> 12, the block chosen by similarity
+    assert s("base").config.model.n_layers == 8 and grow.block is None and grow.add_layers == 4 and grow.data
     bg = s("phase1").config.train.batch_growth
     assert (bg.plateau_patience, bg.factor) == (3, 2)
+    assert bg.carry and s("phase2").config.train.batch_growth.carry     # phase 2 keeps phase 1's grown batch
     assert s("sft").config.neftune_alpha == 5.0 and s("sft").config.train.optim.betas == [0.9, 0.999]
 
 

@@ -158,7 +158,7 @@ MEANINGS = {
     _TRAIN + "schedules.ScheduleConfig.decay_shape": "wsd: shape of the decay",
     _TRAIN + "schedules.ScheduleConfig.stages": "multistage: the schedules run one after another",
     _TRAIN + "mixture.MixtureConfig.weights": "domain -> sampling share (normalised; {} = by token counts)",
-    _TRAIN + "mixture.MixtureConfig.repeat": "domain -> multiplier of its share (Skywork: encyclopedia x5)",
+    _TRAIN + "mixture.MixtureConfig.repeat": "domain -> its epochs per pass over the others: multiplies its natural token count (Skywork: encyclopedia x5); refused beside weights, which are final shares",
     _TRAIN + "mixture.MixtureConfig.ramp": "one domain's share moving linearly over the stage",
     _TRAIN + "mixture.RampConfig.domain": "the domain whose share ramps",
     _TRAIN + "mixture.RampConfig.start": "its share at the start of the stage",

@@ -40,3 +40,9 @@ class LangidStep(Step):
                 return None, "lang_uncertain"
             return doc, None
         return apply
+
+
+def supported_languages() -> set[str]:
+    """The language codes py3langid's shipped model can output (an `allowed` code outside
+    this set can never be detected, so every document in that language would be dropped)."""
+    return set(identifier().nb_classes)

@@ -145,5 +145,6 @@ def _done_counts(out_dir: str) -> dict[str, int] | None:
 
 def check_recipe(recipe: Recipe) -> list[str]:
     """Every cross-stage problem of `recipe`, one line each (empty: it fits together)."""
-    return Checker(recipe).run()
+    from .fidelity import check as fidelity_check   # realised shares and languages vs the header's
+    return Checker(recipe).run() + fidelity_check(recipe)
 

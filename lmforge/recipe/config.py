@@ -28,7 +28,7 @@ from .registry import load_stage
 
 REF = re.compile(r"\$\{([^}]*)\}")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-TOP_KEYS = ("name", "out_dir", "device", "stages")
+TOP_KEYS = ("name", "out_dir", "device", "stages", "declares")   # declares: lmforge.recipe.fidelity
 STAGE_KEYS = ("name", "kind", "config", "after")
 
 
@@ -54,6 +54,7 @@ class Recipe:
     stages: list[RecipeStage]
     device: str | None = None
     smoke: dict | None = None     # set by --smoke: the factors every stage was shrunk by
+    declares: dict | None = None  # the report's figures as data (lmforge.recipe.fidelity checks them)
 
     def stage(self, name: str) -> RecipeStage:
         return self.stages[self.index(name)]
@@ -204,7 +205,7 @@ def build_recipe(data: dict, source: str = "<recipe>", set_keys: dict[str, dict[
         dirs[sname] = out_dir
         deps = [s.name for s in stages if s.name in refs]
         stages.append(RecipeStage(sname, kind, out_dir, typed, stage, deps))
-    return Recipe(name, run_dir, source, stages, device)
+    return Recipe(name, run_dir, source, stages, device, declares=data.get("declares"))
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> Recipe:

@@ -262,6 +262,8 @@ def command(args: argparse.Namespace) -> int:
     problems = check_recipe(recipe)
     if args.check:
         print("\n".join(plan(recipe, todo)))
+        from . import fidelity
+        print(fidelity.describe(recipe) + "\n" + fidelity.describe_languages(recipe))
         for line in problems:
             print(line, file=sys.stderr)
         if problems:

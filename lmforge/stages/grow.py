@@ -113,6 +113,24 @@ def write_similarity(out: Path, sims: list[float], block: tuple[int, int] | None
     return info
 
 
+def why_this_block(sims: list[float] | None, block: tuple[int, int], size: int, given: bool) -> dict:
+    """How the block was chosen, with the scores that decided it: the configured block's rank among
+    every candidate of its size, or the automatic choice (the highest mean cosine) and the runner-up."""
+    if sims is None:
+        return {"chosen_by": "config (no calibration data: not measured)"}
+    scores = depth.block_scores(sims, size)
+    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    best = ranked[0]
+    out = {"chosen_by": "config" if given else "similarity: the highest mean cos(input, output) of "
+                                                  f"the {len(scores)} blocks of {size} layers",
+           "candidates": len(scores), "rank": ranked.index(block[0]) + 1,
+           "best_block": [best, best + size], "best_mean_cosine": scores[best]}
+    if len(ranked) > 1:
+        nxt = ranked[1] if ranked[0] == block[0] else ranked[0]
+        out.update(runner_up=[nxt, nxt + size], runner_up_mean_cosine=scores[nxt])
+    return out
+
+
 def plot_similarity(path: Path, sims: list[float], block: tuple[int, int] | None) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -161,7 +179,8 @@ def body(cfg: GrowConfig, progress: bool = True) -> dict:
     write_json(out / "model.json", to_dict(new_cfg))
     grow_info = {"source": str(step_dir), "block": list(block), "n_layers_before": mcfg.n_layers,
                  "n_layers_after": new_cfg.n_layers, "mapping": mapping,
-                 "block_mean_cosine": (sum(sims[block[0]:block[1]]) / size) if sims else None}
+                 "block_mean_cosine": (sum(sims[block[0]:block[1]]) / size) if sims else None,
+                 **why_this_block(sims, block, size, given=cfg.block is not None)}
     write_json(out / "grow.json", grow_info)
     summary = {**{k: v for k, v in grow_info.items() if k != "mapping"}, "checkpoint": str(path),
                "similarity": [round(s, 6) for s in sims] if sims else None,

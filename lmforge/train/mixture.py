@@ -1,8 +1,13 @@
 """Domain mixtures and stage curricula for the pretraining loader.
 
 A mixture gives each domain a share of the training TOKENS:
-- `weights`: explicit shares (normalised); empty = the data's natural token proportions;
-- `repeat`: multiplies a domain's share (Skywork upsamples encyclopedia x5);
+- `weights`: explicit shares (normalised): the FINAL token shares, nothing multiplies them;
+  empty = the data's natural token proportions;
+- `repeat`: epochs of a source: with natural proportions (no `weights`), a domain's token
+  count is counted `repeat` times, so it is seen `repeat` times per pass over the others
+  (Skywork upsamples encyclopedia x5). With `weights` it is refused: multiplying shares that
+  are already final silently rescales every other domain (the Skywork recipe once had
+  curated at .488 instead of its .16: the header's en/zh/code table no longer held);
 - `ramp`: one domain's share moves linearly from `start` to `end` over the stage while
   the others keep their relative weights (Skywork stage 3: domain data 10% -> 40%).
 
@@ -50,6 +55,9 @@ class MixtureConfig:
             check(sum(self.weights.values()) > 0, "weights", "must sum to a positive number")
         for k, v in self.repeat.items():
             check(v > 0, f"repeat.{k}", "must be > 0")
+        check(not (self.weights and self.repeat), "repeat",
+              "repeat (epochs of a source) multiplies the data's natural token counts; with explicit "
+              "weights the shares are final: write the upsampled share into weights instead")
 
 
 @dataclass

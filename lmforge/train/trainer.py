@@ -47,6 +47,7 @@ class BatchGrowthConfig:
     factor: int = 2
     max_grad_accum: int = 64
     min_delta: float = 0.0         # an eval must beat the best val loss by this much to count as progress
+    carry: bool = False            # init.from_checkpoint: start at the batch the source run had grown to (Yi-9B phase 2)
 
     def __post_init__(self):
         for k, v in self.schedule.items():
@@ -217,6 +218,31 @@ class Trainer:
             distributed.load_full_state(self.model, src.state_dict())
         else:
             src.load_into(self.model)
+        if self.cfg.batch_growth.carry and src.format == OURS:
+            self.carry_growth(src.path)
+
+    def carry_growth(self, step_dir: Path) -> None:
+        """Yi-9B's second phase goes on at the batch the first had grown to, not back at 4M tokens.
+
+        The source run's last batch in tokens (its grad_accum x growth multiplier, capped as it was,
+        x rows x length, from its trainer.json) becomes this run's multiplier, rounded to the
+        nearest whole one. The plateau bookkeeping starts afresh: the new phase's data mix moves
+        the loss, so the old best would count a data change as a plateau."""
+        try:
+            state = ckpt.load_trainer_state(step_dir)
+        except FileNotFoundError:      # a Hugging Face folder or a grown model: no batch to carry
+            return
+        if "growth" not in state:      # a grown model (lmforge grow) or a run that never grew its batch
+            return
+        train = (state.get("config") or {}).get("train") or {}
+        mult = int((state.get("growth") or {}).get("mult", 1))
+        accum = int(train.get("grad_accum", self.cfg.grad_accum))
+        cap = int((train.get("batch_growth") or {}).get("max_grad_accum", 64))
+        src_tokens = (min(accum * mult, max(cap, accum)) * int(train.get("micro_batch_size", self.cfg.micro_batch_size))
+                      * int(train.get("seq_len", self.cfg.seq_len)))
+        mine = self.cfg.grad_accum * self.cfg.micro_batch_size * self.cfg.seq_len
+        self.growth = {"mult": max(1, round(src_tokens / mine)), "best": None, "since_best": 0,
+                       "carried_from": str(step_dir)}
 
     def _truncate_metrics(self, step: int) -> None:
         """Keep only the metric lines of steps up to `step` (where training starts now): a fresh

@@ -10,9 +10,11 @@
   pretraining share is below `mix_share` (0.4 for 4:6), so the realised ratio tracks the
   target to within one row at every point of the run (reported in mixture.json).
 - NEFTune (Jain et al. 2023; Yi): uniform noise U(-1, 1) * alpha / sqrt(L * d) added to the
-  input embeddings in training mode only. L = the row's non-pad tokens (as the paper's
-  reference code computes it from the attention mask; with packing this is ~seq_len),
-  d = d_model. Evaluation (model.eval()) and generation see clean embeddings.
+  input embeddings in training mode only. L = the length of the SAMPLE the token belongs to
+  (the paper adds the noise to each unpacked sample, L its non-pad tokens): in a packed row,
+  the tokens of its conversation (same doc id), not the row's length, which would shrink the
+  noise by sqrt(conversations per row). Without doc ids (a plain batch), the row's non-pad
+  tokens. d = d_model. Evaluation (model.eval()) and generation see clean embeddings.
 """
 from __future__ import annotations
 
@@ -36,17 +38,32 @@ class NEFTune:
         self.alpha, self.pad_id = float(alpha), pad_id
 
     def attach(self, model: torch.nn.Module):
+        self.doc_ids = None
+        model.register_forward_pre_hook(self._remember_docs, with_kwargs=True)
         return model.embed_tokens.register_forward_hook(self)
 
-    def scale(self, input_ids: torch.Tensor, d_model: int) -> torch.Tensor:
-        """alpha / sqrt(L * d) per row, shape [B, 1, 1]."""
-        L = (input_ids != self.pad_id).sum(-1).clamp(min=1).to(torch.float32)
-        return (self.alpha / torch.sqrt(L * d_model))[:, None, None]
+    def _remember_docs(self, module, args, kwargs):
+        """The model's doc_ids (packed rows), for the embedding hook that runs inside its forward."""
+        self.doc_ids = kwargs.get("doc_ids")
+
+    def scale(self, input_ids: torch.Tensor, d_model: int, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """alpha / sqrt(L * d) per token, shape [B, T, 1]: L = its sample's length (see module doc)."""
+        if doc_ids is None or doc_ids.shape != input_ids.shape:
+            L = (input_ids != self.pad_id).sum(-1, keepdim=True).expand_as(input_ids)
+        else:
+            rows = torch.arange(doc_ids.shape[0], device=doc_ids.device)[:, None]
+            key = rows * (int(doc_ids.max()) + 2) + doc_ids.clamp(min=-1) + 1      # (row, sample) as one id
+            _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+            L = torch.where(doc_ids >= 0, counts[inverse], (input_ids != self.pad_id).sum(-1, keepdim=True))
+        L = L.clamp(min=1).to(torch.float32)
+        return (self.alpha / torch.sqrt(L * d_model))[..., None]
 
     def __call__(self, module, inputs, output):
         if not module.training or self.alpha <= 0:
             return output
-        scale = self.scale(inputs[0], output.shape[-1]).to(output.device)
+        doc_ids = getattr(self, "doc_ids", None)
+        scale = self.scale(inputs[0], output.shape[-1], doc_ids.to(inputs[0].device) if doc_ids is not None
+                           else None).to(output.device)
         noise = torch.empty_like(output).uniform_(-1.0, 1.0)  # global RNG: saved in checkpoints
         return output + (noise * scale).to(output.dtype)
 
