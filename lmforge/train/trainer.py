@@ -179,6 +179,7 @@ class Trainer:
         failures = []
         for path in reversed(ckpt.list_complete(self.ckpt_dir)):
             try:
+                ckpt.verify(path)   # a truncated file is corruption, not an unfinished save
                 self.resume(path)
             except ckpt.CorruptCheckpoint as e:
                 failures.append(str(e))
