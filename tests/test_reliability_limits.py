@@ -110,3 +110,199 @@ def test_init_from_a_run_with_truncated_checkpoints_warns_then_exit_5(token_data
     code, _, err = run_cli(capsys, cli_args(token_data, tmp_path / "b", "train.steps=2",
                                             f"init.from_checkpoint={src}"))
     assert code == 5 and err.count("\n") == 1 and "truncated" in err and "step-2/model.safetensors" in err
+
+
+# ------------------------------------------------------------------ compressed input
+
+
+def stdlib_docs(n: int) -> list[bytes]:
+    """Real, mostly unique text: lines of CPython's standard library as documents."""
+    import os
+    root = Path(os.__file__).parent
+    out = []
+    for f in sorted(root.glob("*.py")):
+        text = f.read_text(encoding="utf-8", errors="replace")
+        for k, chunk in enumerate(text.split("\n\n")):
+            if chunk.strip():
+                out.append(json.dumps({"id": f"{f.name}:{k}", "text": chunk}).encode() + b"\n")
+            if len(out) == n:
+                return out
+    return out
+
+
+def read_docs(path):
+    from lmforge.io.documents import ErrorSink
+    from lmforge.io.readers import iter_documents
+    errors = ErrorSink()
+    docs = list(iter_documents([path], errors))
+    return docs, errors
+
+
+def damaged_before(data: bytes, at: int, lines: list[bytes]) -> int:
+    """How many whole lines precede decoded offset `at`."""
+    total, n = 0, 0
+    for line in lines:
+        total += len(line)
+        if total > at:
+            return n
+        n += 1
+    return n
+
+
+def test_zstd_damage_costs_only_the_damaged_part(tmp_path):
+    import zstandard
+    lines = stdlib_docs(6000)
+    raw = b"".join(lines)
+    comp = bytearray(zstandard.ZstdCompressor(level=3).compress(raw))    # one frame, as `zstd` writes
+    at = int(len(comp) * 0.9)
+    for k in range(64):
+        comp[at + k] ^= 0xFF
+    path = tmp_path / "one_frame.jsonl.zst"
+    path.write_bytes(bytes(comp))
+    docs, errors = read_docs(path)
+    # the decoder fails inside the damaged block; every line before that block's start survives
+    # (today a 1 MB decoded chunk was lost with it). Bound: lines before the damage minus 2 blocks.
+    dctx = zstandard.ZstdDecompressor().decompressobj()
+    good = b""
+    try:
+        for i in range(0, at, 1024):
+            good += dctx.decompress(bytes(comp[i:min(i + 1024, at)]))
+    except zstandard.ZstdError:
+        pass
+    before = damaged_before(raw, len(good), lines)
+    assert len(docs) >= before - damaged_before(raw, 256 * 1024, lines) and len(docs) >= 0.85 * len(lines)
+    assert [d["id"] for d in docs] == [json.loads(l)["id"] for l in lines[:len(docs)]]   # no garbage kept
+    assert errors.counts.get("unreadable") == 1, errors.counts
+
+    # several frames (our shard writer's and `zstd --rsyncable`-like files): the frames after the
+    # damaged one are read too
+    frames = [zstandard.ZstdCompressor(level=3).compress(b"".join(lines[i:i + 500])) for i in range(0, 6000, 500)]
+    hit = bytearray(frames[5])
+    for k in range(64):
+        hit[len(hit) // 2 + k] ^= 0xFF
+    frames[5] = bytes(hit)
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(b"".join(frames))
+    docs, errors = read_docs(path)
+    ids = {d["id"] for d in docs}
+    assert all(json.loads(l)["id"] in ids for l in lines[:2500] + lines[3000:])   # frame 5 only is hit
+    assert len(docs) < 6000 and errors.counts.get("unreadable") == 1, errors.counts
+
+
+def test_zstd_cut_mid_stream_is_unreadable_like_gzip(tmp_path):
+    import gzip
+
+    import zstandard
+    lines = stdlib_docs(3000)
+    raw = b"".join(lines)
+    for name, data in (("cut.jsonl.zst", zstandard.ZstdCompressor(level=3).compress(raw)),
+                       ("cut.jsonl.gz", gzip.compress(raw))):
+        path = tmp_path / name
+        path.write_bytes(data[:int(len(data) * 0.6)])
+        docs, errors = read_docs(path)
+        assert errors.counts.get("unreadable") == 1 and "malformed_json" not in errors.counts, (name, errors.counts)
+        assert len(docs) > 1000 and [d["id"] for d in docs] == [json.loads(l)["id"] for l in lines[:len(docs)]]
+
+
+# ------------------------------------------------------------------ bounded memory per record
+
+
+CHILD = r"""
+import json, resource, sys
+from lmforge.align.preference_data import load_pairs
+from lmforge.align.sft_data import load_conversations
+from lmforge.io.documents import ErrorSink
+from lmforge.tokenizer.train import load_tokenizer
+tok = load_tokenizer(sys.argv[1])
+tok.encode("warm up the tokenizer once, so both runs start alike")
+vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))   # a hard wall, not a hang
+load = load_conversations if sys.argv[2] == "sft" else load_pairs
+errors = ErrorSink()
+if sys.argv[2] == "sft":
+    _, stats = load_conversations([sys.argv[3]], tok, 256, 8, errors)
+else:
+    _, stats = load_pairs([sys.argv[3]], tok, 256, errors)
+print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "stats": stats,
+                  "rejects": [(r.get("line"), r.get("reason")) for r in getattr(errors, "records", [])]}))
+"""
+
+
+def child_run(tok_dir, kind, path) -> dict:
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tok_dir), kind, str(path)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def chat_tok(tmp_path_factory):
+    from test_align_utils import make_tokenizer
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def big_text(nbytes: int) -> str:
+    import os
+    text = (Path(os.__file__).parent / "argparse.py").read_text(encoding="utf-8")
+    return (text * (nbytes // len(text) + 1))[:nbytes]
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_one_huge_record_costs_bounded_memory(chat_tok, tmp_path, kind):
+    import random
+
+    from test_align_utils import conversation
+    rng = random.Random(0)
+    if kind == "sft":
+        good = [json.dumps(conversation(rng, 2)) for _ in range(200)]
+        def record(text):
+            return json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]})
+    else:
+        good = [json.dumps({"prompt": f"Which color is item {i}?", "chosen": "Blue, as always.",
+                            "rejected": f"I cannot say {i}."}) for i in range(200)]
+        def record(text):
+            return json.dumps({"prompt": "Summarise this.", "chosen": text, "rejected": "No."})
+    normal = tmp_path / "normal.jsonl"
+    normal.write_text("\n".join(good) + "\n")
+    hostile = tmp_path / "hostile.jsonl"
+    # line 101: 50 MB (over the 16 MiB cap: never read whole); line 152: 6 MB (under the cap: far
+    # over seq_len in characters, so never tokenized)
+    hostile.write_text("\n".join(good[:100] + [record(big_text(50 << 20))] + good[100:150]
+                                 + [record(big_text(6 << 20))] + good[150:]) + "\n")
+    base = child_run(chat_tok, kind, normal)
+    hurt = child_run(chat_tok, kind, hostile)
+    assert hurt["stats"]["kept"] == base["stats"]["kept"] > 0
+    assert hurt["stats"]["too_long"] == base["stats"]["too_long"] + 2
+    assert [101, "too_long"] in hurt["rejects"]             # the line is named in rejects.jsonl
+    assert hurt["rss_mb"] - base["rss_mb"] < 300, (base["rss_mb"], hurt["rss_mb"])
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_sft_and_dpo_read_compressed_files(chat_tok, tmp_path, suffix):
+    import gzip
+    import random
+
+    import zstandard
+
+    from lmforge.align.preference_data import load_pairs
+    from lmforge.align.sft_data import load_conversations
+    from lmforge.io.documents import ErrorSink
+    from lmforge.tokenizer.train import load_tokenizer
+    from test_align_utils import conversation
+    rng = random.Random(1)
+    tok = load_tokenizer(chat_tok)
+    pack = gzip.compress if suffix.endswith("gz") else zstandard.ZstdCompressor(level=3).compress
+    convs = [json.dumps(conversation(rng, rng.randint(1, 3))) for _ in range(40)]
+    sft = tmp_path / f"sft{suffix}"
+    sft.write_bytes(pack(("\n".join(convs) + "\n").encode()))
+    kept, stats = load_conversations([str(sft)], tok, 256, 8, ErrorSink())
+    assert stats["kept"] == 40 and stats["invalid_utf8"] == 0, stats
+    pairs = [json.dumps({"prompt": f"Name colour {i}.", "chosen": "Red.", "rejected": f"Not {i}."}) for i in range(30)]
+    dpo = tmp_path / f"dpo{suffix}"
+    dpo.write_bytes(pack(("\n".join(pairs) + "\n").encode()))
+    got, stats = load_pairs([str(dpo)], tok, 256, ErrorSink())
+    assert stats["kept"] == 30 and stats["invalid_utf8"] == 0, stats

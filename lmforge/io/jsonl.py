@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-BOM = b"\xef\xbb\xbf"
+from . import lines
+
+BOM = lines.BOM
 PARSE_ERRORS = (ValueError, RecursionError)   # JSONDecodeError is a ValueError
 
 
@@ -43,17 +45,23 @@ def parse_line(raw: bytes) -> tuple[Any, str | None, str]:
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, bytes without the newline) of each non-blank line of a file."""
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if n == 1:
-                raw = strip_bom(raw)
-            if raw.strip():
-                yield n, raw.rstrip(b"\r\n")
+    """(1-based line number, bytes without the newline) of each non-blank line of a plain,
+    .gz or .zst file; a damaged compressed file raises DataError naming the file and line."""
+    from .account import DataError
+    for line in lines.iter_lines(path):
+        if line.problem is not None:
+            raise DataError(f"{path}:{line.number}: {line.detail}")
+        yield line.number, line.raw
 
 
-def iter_records(path: str | Path) -> Iterator[tuple[int, bytes, Any, str | None, str]]:
-    """(line number, raw bytes, value, reason, detail) per non-blank line; see parse_line."""
-    for n, raw in iter_lines(path):
-        value, reason, detail = parse_line(raw)
-        yield n, raw, value, reason, detail
+def iter_records(path: str | Path, max_line_bytes: int | None = None
+                 ) -> Iterator[tuple[int, bytes, Any, str | None, str]]:
+    """(line number, raw bytes, value, reason, detail) per non-blank line; see parse_line.
+    Besides its reasons: `too_long` (a line over max_line_bytes, never held whole: raw is its
+    beginning) and `unreadable` (the line lost to damage in a compressed file, lmforge.io.lines)."""
+    for line in lines.iter_lines(path, max_line_bytes):
+        if line.problem is not None:
+            yield line.number, line.raw, None, line.problem, line.detail
+            continue
+        value, reason, detail = parse_line(line.raw)
+        yield line.number, line.raw, value, reason, detail
