@@ -306,3 +306,41 @@ def test_sft_and_dpo_read_compressed_files(chat_tok, tmp_path, suffix):
     dpo.write_bytes(pack(("\n".join(pairs) + "\n").encode()))
     got, stats = load_pairs([str(dpo)], tok, 256, ErrorSink())
     assert stats["kept"] == 30 and stats["invalid_utf8"] == 0, stats
+
+
+# ------------------------------------------------------------------ strict JSON out
+
+
+def strict(line: str):
+    def refuse(c):
+        raise ValueError(c)
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_data_shards_are_strict_json_and_non_finite_numbers_counted(tmp_path, capsys):
+    import zstandard
+
+    from lmforge.io.writers import DocWriter
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    good = [json.loads(l) for l in stdlib_docs(20)]
+    lines = [json.dumps(d) for d in good]
+    lines.insert(3, '{"text": "a score past the range of a double", "score": 1.1e99999}')
+    lines.insert(7, '{"text": "a NaN literal", "meta": {"q": NaN}}')
+    (raw / "a.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(json.dumps({"input": [str(raw)], "output": str(tmp_path / "out"), "workers": 1,
+                               "progress": False, "steps": []}))
+    code, out, err = run_quiet(capsys, ["data", str(cfg)])
+    assert code == 0, err
+    assert "non_finite_number 2" in out
+    shards = sorted((tmp_path / "out").rglob("*.jsonl.zst"))
+    text = b"".join(zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes())
+                    for p in shards).decode()
+    kept = [strict(l) for l in text.splitlines()]
+    assert len(kept) == 20 and "Infinity" not in text and "NaN" not in text
+    # the writer itself never writes a non-JSON number, whatever a step put into meta
+    path = tmp_path / "w.jsonl"
+    with DocWriter(path) as w:
+        w.write({"id": "x", "text": "t", "meta": {"score": float("inf"), "q": float("nan")}})
+    assert strict(path.read_text())["meta"] == {"score": "inf", "q": "nan"}

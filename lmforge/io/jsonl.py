@@ -11,6 +11,7 @@ file (editors on Windows write one) is dropped instead of costing the first reco
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,46 @@ from . import lines
 
 BOM = lines.BOM
 PARSE_ERRORS = (ValueError, RecursionError)   # JSONDecodeError is a ValueError
+
+
+class NonFinite(ValueError):
+    """A number JSON cannot hold: NaN / Infinity literals, or a float literal past the range of
+    a double (`1.1e99999` reads as inf, and would be written back out as `Infinity`)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise NonFinite(f"number {text[:40]} is out of range (not finite)")
+    return value
+
+
+def _no_constant(text: str):
+    raise NonFinite(f"{text} is not a JSON number")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """json.loads that refuses non-finite numbers (NonFinite), so what is read can be written
+    back out as strict JSON."""
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+
+
+def dumps_strict(obj: Any) -> str:
+    """json.dumps that never writes NaN / Infinity: a non-finite float becomes its string."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite_tree(obj), ensure_ascii=False, allow_nan=False)
+
+
+def _finite_tree(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_tree(v) for v in obj]
+    return obj
 
 
 def strip_bom(raw: bytes) -> bytes:

@@ -1,7 +1,8 @@
 """Read raw documents from jsonl(.gz/.zst), parquet, csv, txt, md, html and WARC files and folders.
 
 `iter_documents(paths, errors)` yields `{"id", "text", "meta"}` dicts. Anything that is
-not a usable document (malformed JSON, invalid UTF-8, no string `text`, a record over
+not a usable document (malformed JSON, invalid UTF-8, a number JSON cannot hold such as
+`1e99999` or NaN (`non_finite_number`), no string `text`, a record over
 `max_doc_bytes`, an unreadable or unsupported file) goes to the ErrorSink with file and
 line, and reading goes on with the next record or file.
 
@@ -30,7 +31,7 @@ from typing import Iterator
 from lmforge.config import ConfigError
 
 from .documents import ErrorSink, make_doc
-from .jsonl import PARSE_ERRORS, parse_error, strip_bom
+from .jsonl import PARSE_ERRORS, NonFinite, loads_strict, parse_error, strip_bom
 from .lines import iter_lines
 
 DEFAULT_MAX_DOC_BYTES = 64 * 1024 * 1024
@@ -175,7 +176,10 @@ def _record_to_doc(raw: bytes, path: Path, lineno: int, errors: ErrorSink,
         errors.add(path, lineno, "invalid_utf8", raw[:RAW_KEEP], detail=str(e), nbytes=n)
         return None
     try:
-        rec = json.loads(line)
+        rec = loads_strict(line)
+    except NonFinite as e:   # would be written out as `Infinity`, which is not JSON
+        errors.add(path, lineno, "non_finite_number", line[:RAW_KEEP], detail=str(e), nbytes=n)
+        return None
     except PARSE_ERRORS as e:   # also a 5000-digit int (ValueError), deep nesting (RecursionError)
         errors.add(path, lineno, "malformed_json", line[:RAW_KEEP], detail=parse_error(e), nbytes=n)
         return None

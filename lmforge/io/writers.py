@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from .jsonl import dumps_strict
+
 PARQUET_ROW_GROUP = 4096
 
 
@@ -57,11 +59,11 @@ class DocWriter:
         self.count += 1
         if self.kind == "parquet":
             self._rows.append({"id": doc["id"], "text": doc["text"],
-                               "meta": json.dumps(doc.get("meta") or {}, ensure_ascii=False)})
+                               "meta": dumps_strict(doc.get("meta") or {})})
             if len(self._rows) >= PARQUET_ROW_GROUP:
                 self._flush_parquet()
             return
-        line = json.dumps(doc, ensure_ascii=False) + "\n"
+        line = dumps_strict(doc) + "\n"   # strict JSON: a non-finite float is written as a string
         self._fh.write(line.encode("utf-8"))
 
     def _flush_parquet(self) -> None:
