@@ -172,6 +172,18 @@ def load_trainer_state(path: Path) -> dict:
         raise _unreadable(f, e) from None
 
 
+def read_safetensors(f: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (ours or a Hugging Face folder's); a damaged file (a cut
+    or garbage header, a size that does not cover the tensors) is CorruptCheckpoint naming it."""
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise _unreadable(Path(f), e) from None
+
+
 def load_weights(path: Path, model: torch.nn.Module, strict: bool = True) -> None:
     f = Path(path) / "model.safetensors"
     if not f.is_file():

@@ -24,6 +24,7 @@ T = TypeVar("T")
 MAX_YAML_NODES = 100_000
 # An integer given as a float (`steps: 1e6`) must be exactly representable: 1e30 is a typo.
 MAX_FLOAT_INT = 2 ** 53
+MAX_FLOAT = 3.4e38   # the float32 range: config numbers end up in float32 tensors
 
 
 class ConfigError(ValueError):
@@ -99,6 +100,8 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{_where(source, key)}: expected a number, got {value!r}")
         if not math.isfinite(number):   # `lr: .inf` or nan would train on garbage without a word
             raise ConfigError(f"{_where(source, key)}: must be a finite number, got {value!r}")
+        if abs(number) > MAX_FLOAT:   # becomes inf (or an overflow error) in a float32 tensor
+            raise ConfigError(f"{_where(source, key)}: {value!r} is beyond the float32 range (3.4e38)")
         return number
     if tp is str:
         if isinstance(value, str):

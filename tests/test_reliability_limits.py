@@ -344,3 +344,109 @@ def test_data_shards_are_strict_json_and_non_finite_numbers_counted(tmp_path, ca
     with DocWriter(path) as w:
         w.write({"id": "x", "text": "t", "meta": {"score": float("inf"), "q": float("nan")}})
     assert strict(path.read_text())["meta"] == {"score": "inf", "q": "nan"}
+
+
+# ------------------------------------------------------------------ input-caused failures: exit 2 or 5
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    from test_align_utils import make_source
+    root = tmp_path_factory.mktemp("hf")
+    run, _ = make_source(root / "src")
+    assert main(["export", str(run), str(root / "hf")]) == 0
+    return run, root / "hf"
+
+
+def _safetensors_variants(st: bytes) -> dict:
+    import struct
+    n = struct.unpack("<Q", st[:8])[0]
+    header = json.loads(st[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    beyond = {**header, name: {**header[name], "data_offsets": [0, len(st) * 4]}}
+    beyond = json.dumps(beyond).encode()
+    dtype = json.dumps({**header, name: {**header[name], "dtype": "Q7"}}).encode()
+    return {"cut in half": st[:len(st) // 2], "cut in the header": st[:20], "empty": b"",
+            "garbage": bytes((i * 7919) % 251 for i in range(len(st))),
+            "header length 2**60": struct.pack("<Q", 1 << 60) + st[8:],
+            "header not JSON": struct.pack("<Q", 10) + b"{notjson!!" + st[18:],
+            "offsets past the end": struct.pack("<Q", len(beyond)) + beyond + st[8 + n:],
+            "unknown dtype": struct.pack("<Q", len(dtype)) + dtype + st[8 + n:],
+            "last byte cut": st[:-1]}
+
+
+def hf_cases(hf: Path) -> list[tuple[str, object, int, str]]:
+    """(name, how to break a copy of the HF folder, expected exit, the file the line must name)."""
+    st = (hf / "model.safetensors").read_bytes()
+    cfg = json.loads((hf / "config.json").read_text())
+    cases = [(f"safetensors {k}", lambda d, b=b: (d / "model.safetensors").write_bytes(b), 5, "model.safetensors")
+             for k, b in _safetensors_variants(st).items()]
+    cases += [
+        ("pickle only", lambda d: ((d / "model.safetensors").unlink(), (d / "pytorch_model.bin").write_bytes(b"x")),
+         2, "pytorch_model.bin"),
+        ("config.json not JSON", lambda d: (d / "config.json").write_text("{bad"), 2, "config.json"),
+        ("config.json 100k deep", lambda d: (d / "config.json").write_text("[" * 100000 + "]" * 100000),
+         2, "config.json"),
+        ("config.json not UTF-8", lambda d: (d / "config.json").write_bytes(b'{"model_type": "\xff"}'), 2,
+         "config.json"),
+        ("huge dimensions", lambda d: (d / "config.json").write_text(json.dumps(
+            {**cfg, "hidden_size": 1 << 40, "intermediate_size": 1 << 40})), 2, "config.json"),
+        ("tokenizer.json garbage", lambda d: (d / "tokenizer.json").write_bytes(bytes(range(256)) * 8), 5,
+         "tokenizer.json"),
+        ("tokenizer.json another schema", lambda d: (d / "tokenizer.json").write_text('{"model": 1}'), 5,
+         "tokenizer.json"),
+    ]
+    return cases
+
+
+def one_line_naming(code, err, expected, name, case):
+    assert code == expected, (case, code, err)
+    assert err.count("\n") == 1 and name in err and "--debug" not in err, (case, err)
+
+
+def test_fuzz_hostile_model_folders_exit_2_or_5_naming_the_file(hf_folder, tmp_path, capsys):
+    import shutil
+    run, hf = hf_folder
+    for k, (case, edit, expected, name) in enumerate(hf_cases(hf)):
+        d = tmp_path / f"case{k}"
+        shutil.copytree(hf, d)
+        edit(d)
+        code, _, err = run_quiet(capsys, ["generate", str(d), "--prompt", "hi", "--max-new-tokens", "2"])
+        one_line_naming(code, err, expected, name, f"generate: {case}")
+        code, _, err = run_quiet(capsys, ["import", str(d), str(tmp_path / f"imported{k}")])
+        one_line_naming(code, err, expected, name, f"import: {case}")
+    # and as a training stage's starting point
+    d = tmp_path / "case0"
+    data = tmp_path / "sft.jsonl"
+    from test_align_utils import make_sft_file
+    make_sft_file(data, n=8)
+    code, _, err = run_quiet(capsys, ["sft", "--quiet", "--set", f"init.from_checkpoint={d}", "--set", f"data=[{data}]",
+                                      "--set", f"out_dir={tmp_path / 'sft'}", "--set", "train.seq_len=128",
+                                      "--set", "max_steps=1"])
+    one_line_naming(code, err, 5, "model.safetensors", "sft from a damaged HF folder")
+
+
+CONFIG_CASES = [   # (--set values or a config file's bytes, expected exit, what the line names)
+    (["train.optim.lr=1.0e+300"], 2, "lr"),
+    (["train.optim.lr=1.0e+30"], 2, "lr"),
+    (["train.steps=1.0e+30"], 2, "steps"),
+    (["data=!!python/object/apply:os.system ['true']"], 2, "--set"),
+    (["train.optim.eps=1.0e+39"], 2, "eps"),
+    (b"train:\n  steps: 10\nsystem: caf\xe9\n", 2, "bad.yaml"),
+    (b"a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", 2, "bad.yaml"),
+]
+
+
+@pytest.mark.parametrize("case,expected,name", CONFIG_CASES)
+def test_fuzz_hostile_configs_exit_2_naming_the_key_or_file(token_data, tmp_path, capsys, case, expected, name):
+    base = cli_args(token_data, tmp_path / "run", "train.steps=2")
+    if isinstance(case, bytes):
+        bad = tmp_path / "bad.yaml"
+        bad.write_bytes(case)
+        argv = [base[0], str(bad), *base[1:]]
+    else:
+        argv = [*base, *sum((["--set", s] for s in case), [])]
+    code, _, err = run_quiet(capsys, argv)
+    one_line_naming(code, err, expected, name, case)
