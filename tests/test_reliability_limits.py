@@ -450,3 +450,42 @@ def test_fuzz_hostile_configs_exit_2_naming_the_key_or_file(token_data, tmp_path
         argv = [*base, *sum((["--set", s] for s in case), [])]
     code, _, err = run_quiet(capsys, argv)
     one_line_naming(code, err, expected, name, case)
+
+
+# ------------------------------------------------------------------ full disks name the path
+
+
+def enospc(*a, **k):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device")   # as a real write reports it: no file name
+
+
+def test_full_disk_while_saving_a_checkpoint_names_the_folder(token_data, tmp_path, capsys, monkeypatch):
+    from lmforge.train import checkpoint as writer
+    monkeypatch.setattr(writer.torch, "save", enospc)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, cli_args(token_data, out, "train.steps=4"))
+    assert code == 4 and err.count("\n") == 1 and "no space left" in err and str(out / "checkpoints") in err
+
+
+def test_full_disk_while_writing_a_file_or_a_shard_names_it(token_data, tmp_path, capsys, monkeypatch):
+    from lmforge.io import atomic
+    monkeypatch.setattr(atomic.os, "fsync", enospc)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, cli_args(token_data, out, "train.steps=2"))
+    assert code == 4 and err.count("\n") == 1 and "no space left" in err and str(out) in err
+    monkeypatch.undo()
+
+    from lmforge.io.writers import DocWriter
+
+    class Full:
+        def write(self, data):
+            enospc()
+
+        def close(self):
+            pass
+    w = DocWriter(tmp_path / "shard.jsonl")
+    w._fh = Full()
+    with pytest.raises(OSError) as e:
+        w.write({"id": "a", "text": "b", "meta": {}})
+    assert e.value.filename == str(tmp_path / "shard.jsonl")

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from .atomic import naming
 from .jsonl import dumps_strict
 
 PARQUET_ROW_GROUP = 4096
@@ -64,7 +65,10 @@ class DocWriter:
                 self._flush_parquet()
             return
         line = dumps_strict(doc) + "\n"   # strict JSON: a non-finite float is written as a string
-        self._fh.write(line.encode("utf-8"))
+        try:
+            self._fh.write(line.encode("utf-8"))
+        except OSError as e:   # a full disk's ENOSPC names no file: name the shard
+            raise naming(e, self.path) from e
 
     def _flush_parquet(self) -> None:
         import pyarrow as pa
@@ -78,6 +82,12 @@ class DocWriter:
         self._rows = []
 
     def close(self) -> Path:
+        try:
+            return self._close()
+        except OSError as e:
+            raise naming(e, self.path) from e
+
+    def _close(self) -> Path:
         if self.kind == "parquet":
             self._flush_parquet()
             self._pq.close()
