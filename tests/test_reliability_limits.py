@@ -489,3 +489,17 @@ def test_full_disk_while_writing_a_file_or_a_shard_names_it(token_data, tmp_path
     with pytest.raises(OSError) as e:
         w.write({"id": "a", "text": "b", "meta": {}})
     assert e.value.filename == str(tmp_path / "shard.jsonl")
+
+
+# ------------------------------------------------------------------ a quiet recipe run
+
+
+def test_quiet_recipe_run_prints_only_its_one_error_line(tmp_path, capsys):
+    from test_recipe import mini_stages, write_recipe
+    corpus = mini_stages()[0]
+    broken = {"name": "data", "config": {"input": ["${corpus}/docs", "${corpus}/no-such-folder"],
+                                         "steps": ["extract"], "workers": 1, "progress": False}}
+    path = write_recipe(tmp_path, [corpus, broken], name="quiet")
+    code, out, err = run_quiet(capsys, ["run", str(path), "--quiet"])
+    assert code == 2, err
+    assert out == "" and err.count("\n") == 1 and "no-such-folder" in err, (out, err)
