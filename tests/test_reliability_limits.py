@@ -503,3 +503,29 @@ def test_quiet_recipe_run_prints_only_its_one_error_line(tmp_path, capsys):
     code, out, err = run_quiet(capsys, ["run", str(path), "--quiet"])
     assert code == 2, err
     assert out == "" and err.count("\n") == 1 and "no-such-folder" in err, (out, err)
+
+
+# ------------------------------------------------------------------ grow is reproducible to the byte
+
+
+def test_grow_writes_identical_checkpoints_in_two_runs(hf_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+    run, _ = hf_folder
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for name in ("a", "b"):   # separate processes: torch seeds itself at random on start-up
+        proc = subprocess.run([sys.executable, "-m", "lmforge", "grow", "--quiet", "--set",
+                               f"init.from_checkpoint={run}", "--set", f"out_dir={tmp_path / name}",
+                               "--set", "block=[0, 1]"], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    a, b = tmp_path / "a" / "checkpoints" / "step-0", tmp_path / "b" / "checkpoints" / "step-0"
+    names = sorted(p.name for p in a.iterdir())
+    assert "rng.pt" in names and names == sorted(p.name for p in b.iterdir())
+    for n in names:
+        if n in ("trainer.json", "meta.json"):   # they record the out_dir: compare all but paths
+            ja, jb = json.loads((a / n).read_text()), json.loads((b / n).read_text())
+            ja.get("config", {}).pop("out_dir", None), jb.get("config", {}).pop("out_dir", None)
+            assert ja == jb, n
+        else:
+            assert (a / n).read_bytes() == (b / n).read_bytes(), n

@@ -11,6 +11,7 @@ The work is one pass, so an interrupted run is simply redone.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from lmforge.stagekit.runner import done_summary, write_done
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.loader import PackedLoader, SequentialDocs
+
+
+GROW_SEED = 0   # the RNG state step-0 records (nothing random happens in grow)
 
 
 @dataclass
@@ -136,6 +140,11 @@ def run(cfg: GrowConfig, progress: bool = True) -> dict:
     if skipped:
         return skipped
     step_dir, mcfg, sets = validate(cfg)
+    # grow trains nothing, but its step-0 records the RNG state (rng.pt, trainer.json) like any
+    # checkpoint: fixed here, so two runs write identical checkpoints (torch's own start-up seed is random)
+    torch.manual_seed(GROW_SEED)
+    np.random.seed(GROW_SEED)
+    random.seed(GROW_SEED)
     device = resolve_device(cfg.device)
     model = Transformer(mcfg).to(device)
     load_weights(step_dir, model)
