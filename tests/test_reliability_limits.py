@@ -529,3 +529,34 @@ def test_grow_writes_identical_checkpoints_in_two_runs(hf_folder, tmp_path):
             assert ja == jb, n
         else:
             assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def test_line_reader_agrees_with_a_plain_split_at_any_chunk_size(tmp_path, monkeypatch):
+    """lmforge.io.lines against bytes.split on random lines (blank, CR, BOM, over the cap),
+    with chunk boundaries anywhere: the same lines, numbers and sizes."""
+    import random
+
+    from lmforge.io import lines as L
+    rng = random.Random(0)
+    path = tmp_path / "l.jsonl"
+    for _ in range(200):
+        parts = [bytes(rng.choice(b"ab \r{}") for _ in range(rng.choice([0, 1, 5, 50, 300])))
+                 for _ in range(rng.randint(0, 30))]
+        data = (L.BOM if rng.random() < 0.3 else b"") + b"\n".join(parts) + (b"\n" if rng.random() < 0.5 else b"")
+        limit = rng.choice([None, 10, 100])
+        monkeypatch.setattr(L, "CHUNK", rng.choice([1, 3, 7, 64, 1 << 20]))
+        path.write_bytes(data)
+        got = [(x.number, x.raw if x.problem is None else None, x.problem, x.nbytes) for x in L.iter_lines(path, limit)]
+        split = data.split(b"\n")
+        if split[-1] == b"":
+            split.pop()
+        want = []
+        for i, line in enumerate(split, 1):
+            if limit is not None and len(line) > limit:
+                want.append((i, None, "too_long", len(line)))
+                continue
+            raw = line[3:] if i == 1 and line.startswith(L.BOM) else line
+            raw = raw[:-1] if raw.endswith(b"\r") else raw
+            if raw and not raw.isspace():
+                want.append((i, raw, None, len(line)))
+        assert got == want, (data, limit)

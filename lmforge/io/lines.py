@@ -152,6 +152,20 @@ def iter_lines(path: str | Path, max_line_bytes: int | None = None) -> Iterator[
         start = 0
         while True:
             nl = chunk.find(b"\n", start)
+            if nl >= 0 and not size:   # the common case: a whole line inside this chunk, one copy
+                if 0 <= limit < nl - start:
+                    yield Line(number, chunk[start:start + RAW_KEEP], "too_long",
+                               f"line of {nl - start} bytes over the limit of {max_line_bytes}", nl - start)
+                else:
+                    raw = chunk[start:nl]
+                    if number == 1 and raw.startswith(BOM):
+                        raw = raw[len(BOM):]
+                    if raw.endswith(b"\r"):
+                        raw = raw[:-1]
+                    if raw and not raw.isspace():
+                        yield Line(number, raw, None, "", nl - start)
+                number, start = number + 1, nl + 1
+                continue
             end = len(chunk) if nl < 0 else nl
             if not over:
                 if 0 <= limit < size + end - start:
