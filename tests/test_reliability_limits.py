@@ -24,18 +24,20 @@ def run_quiet(capsys, argv):
 # ------------------------------------------------------------------ YAML
 
 
-def bomb(depth: int) -> str:
+def bomb(depth: int, indent: str = "") -> str:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, depth + 1)]
-    return "\n".join(lines) + "\n"
+    return "".join(indent + line + "\n" for line in lines)
 
 
 def test_alias_bomb_in_a_recipe_is_refused_at_once_in_one_line(tmp_path, capsys):
+    # under a stage's config: the recipe's ${...} expansion walks it before any key is checked
+    # (main: 83 s at this depth, minutes and gigabytes deeper)
     recipe = tmp_path / "bomb.yaml"
-    recipe.write_text("name: bomb\n" + bomb(9) + "stages: []\n")
+    recipe.write_text("name: bomb\nstages:\n  - name: corpus\n    config:\n      junk:\n" + bomb(7, " " * 8))
     t0 = time.process_time()
     code, _, err = run_quiet(capsys, ["run", str(recipe), "--check"])
-    assert time.process_time() - t0 < 5          # today: minutes and gigabytes (not a speed claim: a hang)
+    assert time.process_time() - t0 < 5          # not a speed claim: the difference between a hang and none
     assert code == 2 and err.count("\n") == 1 and "bomb.yaml" in err and "aliases" in err
 
 
@@ -433,9 +435,6 @@ CONFIG_CASES = [   # (--set values or a config file's bytes, expected exit, what
     (["data=!!python/object/apply:os.system ['true']"], 2, "--set"),
     (["train.optim.eps=1.0e+39"], 2, "eps"),
     (b"train:\n  steps: 10\nsystem: caf\xe9\n", 2, "bad.yaml"),
-    (b"a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-     b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-     b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", 2, "bad.yaml"),
 ]
 
 
