@@ -9,8 +9,10 @@
         meta.json           written LAST: file sizes; its presence marks the folder complete
 
 The folder is written as `.tmp-step-N` and renamed, so a crash leaves either no folder
-or a complete one; a folder without a valid meta.json (or with a file whose size does
-not match) is skipped by `latest()`. Pruning renames a folder to `.trash-step-N` before
+or a complete one; a folder without a valid meta.json is an unfinished save and is never
+used. A folder with meta.json whose files do not have the sizes it records (a truncated
+copy, a disk that lost a tail) is corrupt, exactly like an unreadable file: CorruptCheckpoint
+names the file, and resuming falls back to the previous one with a warning. Pruning renames a folder to `.trash-step-N` before
 deleting it, so a kill during the deletion never leaves a half-deleted `step-N`; `clean()`
 removes what a kill left (temp and trash folders, incomplete folders older than the
 newest complete one). A file that is present but cannot be read (a corrupt optimizer.pt,
@@ -26,6 +28,7 @@ import pickle
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,26 +73,61 @@ def set_rng_state(tensors: dict, plain: dict) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def is_complete(path: Path) -> bool:
-    meta = Path(path) / "meta.json"
+def _meta_files(path: Path) -> dict[str, int] | None:
+    """The file sizes meta.json records, or None when there is no valid completeness marker
+    (an unfinished save: the folder was never renamed from .tmp, or meta.json is damaged)."""
     try:
-        info = json.loads(meta.read_text())
-        return bool(info.get("complete")) and all(
-            (Path(path) / name).stat().st_size == size for name, size in info["files"].items())
-    except (OSError, ValueError, KeyError, AttributeError):
+        info = json.loads((Path(path) / "meta.json").read_text())
+        files = info["files"]
+        if not info.get("complete") or not isinstance(files, dict):
+            return None
+        return {str(k): int(v) for k, v in files.items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None
+
+
+def has_marker(path: Path) -> bool:
+    """meta.json says the save finished (its files may since have been damaged)."""
+    return _meta_files(path) is not None
+
+
+def verify(path: Path) -> None:
+    """Raise CorruptCheckpoint naming the first file whose size differs from what meta.json
+    records (a truncated copy, a disk that lost the tail) or that is missing."""
+    for name, size in (_meta_files(path) or {}).items():
+        f = Path(path) / name
+        try:
+            actual = f.stat().st_size
+        except OSError as e:
+            raise _unreadable(f, e) from None
+        if actual != size:
+            raise CorruptCheckpoint(f"{f}: unreadable (truncated: {actual} bytes, meta.json records {size})")
+
+
+def is_complete(path: Path) -> bool:
+    """A finished save whose every file has the size meta.json records."""
+    if not has_marker(path):
         return False
+    try:
+        verify(path)
+    except CorruptCheckpoint:
+        return False
+    return True
 
 
 def list_complete(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Finished checkpoints (meta.json present), oldest first. Their files are checked when
+    they are used (verify / resolve / Trainer.resume_latest): a damaged one is reported as
+    corrupt there, never taken for an unfinished save and silently skipped."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP.match(p.name))]
-    return [p for _, p in sorted(found) if is_complete(p)]
+    return [p for _, p in sorted(found) if has_marker(p)]
 
 
 def latest(ckpt_dir: Path) -> Path | None:
+    """The newest finished checkpoint (see list_complete; its files are not checked here)."""
     done = list_complete(ckpt_dir)
     return done[-1] if done else None
 
@@ -113,7 +151,7 @@ def clean(ckpt_dir: Path) -> None:
     newest = int(_STEP.match(done[-1].name).group(1)) if done else -1
     for p in ckpt_dir.iterdir():
         m = _STEP.match(p.name)
-        if _LEFTOVER.match(p.name) or (m and int(m.group(1)) < newest and not is_complete(p)):
+        if _LEFTOVER.match(p.name) or (m and int(m.group(1)) < newest and not has_marker(p)):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -132,6 +170,18 @@ def load_trainer_state(path: Path) -> dict:
         return json.loads(f.read_text())
     except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
         raise _unreadable(f, e) from None
+
+
+def read_safetensors(f: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (ours or a Hugging Face folder's); a damaged file (a cut
+    or garbage header, a size that does not cover the tensors) is CorruptCheckpoint naming it."""
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise _unreadable(Path(f), e) from None
 
 
 def load_weights(path: Path, model: torch.nn.Module, strict: bool = True) -> None:
@@ -217,14 +267,29 @@ def commit(tmp: Path, step: int, trainer_state: dict) -> Path:
 # -- finding checkpoints and what they belong to ------------------------------------------------
 
 def resolve(path: str | Path) -> Path:
-    """A step-N folder as given, or the newest complete checkpoint under a run folder."""
+    """A step-N folder as given, or the newest usable checkpoint under a run folder.
+
+    A finished checkpoint with a file of the wrong size is corrupt: as given it raises
+    CorruptCheckpoint; under a run folder it is named in a warning and the previous one is
+    used; when every one is damaged, CorruptCheckpoint names them all (exit 5)."""
     p = Path(path)
-    if is_complete(p):
+    if has_marker(p):
+        verify(p)
         return p
     for cand in (p / "checkpoints", p):
-        found = latest(cand)
-        if found:
+        failures = []
+        for found in reversed(list_complete(cand)):
+            try:
+                verify(found)
+            except CorruptCheckpoint as e:
+                failures.append(str(e))
+                continue
+            if failures:
+                print(f"warning: {'; '.join(failures)}; falling back to the previous complete checkpoint "
+                      f"{found}", file=sys.stderr)
             return found
+        if failures:
+            raise CorruptCheckpoint(f"no usable checkpoint in {cand}: {'; '.join(failures)}")
     raise FileNotFoundError(f"{path}: no complete checkpoint found (a step-N folder with meta.json, "
                             f"or a run folder holding checkpoints/)")
 

@@ -18,6 +18,14 @@ import yaml
 
 T = TypeVar("T")
 
+# YAML aliases let a few lines expand to billions of nodes (the "billion laughs"); every walk
+# over the loaded tree (recipe expansion, type checks) would then hang. A config is refused
+# when its tree, with every alias expanded, holds more nodes than this.
+MAX_YAML_NODES = 100_000
+# An integer given as a float (`steps: 1e6`) must be exactly representable: 1e30 is a typo.
+MAX_FLOAT_INT = 2 ** 53
+MAX_FLOAT = 3.4e38   # the float32 range: config numbers end up in float32 tensors
+
 
 class ConfigError(ValueError):
     """A bad config: the message is one line naming the file and the key."""
@@ -78,7 +86,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_FLOAT_INT:
             return int(value)  # 1e6 in YAML is a float; accept it for step counts
         raise ConfigError(f"{_where(source, key)}: expected an integer, got {value!r}")
     if tp is float:
@@ -94,6 +102,8 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{_where(source, key)}: expected a number, got {value!r}")
         if not math.isfinite(number):   # `lr: .inf` or nan would train on garbage without a word
             raise ConfigError(f"{_where(source, key)}: must be a finite number, got {value!r}")
+        if abs(number) > MAX_FLOAT:   # becomes inf (or an overflow error) in a float32 tensor
+            raise ConfigError(f"{_where(source, key)}: {value!r} is beyond the float32 range (3.4e38)")
         return number
     if tp is str:
         if isinstance(value, str):
@@ -141,7 +151,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"--set {text!r}: empty key")
-    return parts, yaml.safe_load(raw) if raw.strip() else ""
+    return parts, load_yaml_text(raw, f"--set {text!r}") if raw.strip() else ""
 
 
 def set_key(data: dict, parts: list[str], value: Any, where: str, append: bool = False) -> dict:
@@ -182,16 +192,60 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _expanded_size(node, memo: dict, budget: int) -> int:
+    """Nodes in the tree under `node` with every alias expanded (an alias is the same node
+    object again); counted once per distinct node, so a bomb is measured without expanding it."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            n += _expanded_size(child, memo, budget)
+            if n > budget:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            n += _expanded_size(k, memo, budget) + _expanded_size(v, memo, budget)
+            if n > budget:
+                break
+    memo[key] = n
+    return n
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """YAML text -> Python values, the one way every config is read: safe tags only, and a
+    tree over MAX_YAML_NODES nodes once aliases are expanded refused. Errors are ConfigError
+    naming `source` (a file, or the --set argument)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: more than {MAX_YAML_NODES} YAML nodes once aliases are expanded "
+                              f"(an alias bomb?); write the values out")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}:{line} invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', e)}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    data = load_yaml_text(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -18,7 +18,12 @@ stats.json, malformed lines written to rejects.jsonl with file and line:
   inverted         score_chosen < score_rejected (the labels contradict the scores)
   low_score        score_chosen under `min_score_chosen` (StableLM 2: below 8 of 10)
   duplicate        the same (prompt, chosen, rejected) seen before
-  too_long         prompt + reply longer than the context
+  too_long         prompt + reply longer than the context, or a line over `max_record_bytes`
+                   (read in chunks, never whole; rejects.jsonl gets its line)
+  unreadable       the line lost to damage in a .jsonl.gz / .jsonl.zst file
+Memory per pair is bounded before tokenizing, as for SFT (lmforge.align.sft_data): the byte
+cap per line, then a pair whose characters alone need more than seq_len tokens is dropped
+without being tokenized.
 
 No preference data ships offline. `lmforge corpus build` makes dpo.jsonl from the SFT
 dialogs: prompt = the conversation up to an assistant turn, chosen = the real reply,
@@ -41,7 +46,7 @@ from tqdm import tqdm
 
 from lmforge.align.chat_template import encode_chat, message_error
 from lmforge.align.formats import DataFile, to_pair, to_sft
-from lmforge.align.sft_data import iter_data
+from lmforge.align.sft_data import MAX_RECORD_BYTES, iter_data, surely_too_long
 from lmforge.io.documents import ErrorSink
 
 
@@ -89,13 +94,14 @@ def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
 
 
 def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
-               progress: bool = False) -> tuple[list[Pair], dict]:
+               progress: bool = False, max_record_bytes: int = MAX_RECORD_BYTES) -> tuple[list[Pair], dict]:
     stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply", "tie",
                                              "inverted", "low_score", "duplicate", "too_long")})
     seen: set[str] = set()
     ignored: Counter = Counter()
     out: list[Pair] = []
-    for p, n, rec, spec in tqdm(iter_data(paths, errors, stats), desc="dpo data", unit="pair", disable=not progress):
+    for p, n, rec, spec in tqdm(iter_data(paths, errors, stats, max_record_bytes), desc="dpo data", unit="pair",
+                                disable=not progress):
         try:
             prompt, chosen, rejected, sc, sr = normalise(rec, spec, ignored)
         except ValueError as e:
@@ -106,6 +112,9 @@ def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink
         key = json.dumps([prompt, chosen, rejected], ensure_ascii=False, sort_keys=True)
         if reason is None and key in seen:
             reason = "duplicate"
+        prompt_text = [m["content"] for m in prompt]
+        if reason is None and surely_too_long(tok, [*prompt_text, max(chosen, rejected, key=len)], seq_len):
+            reason = "too_long"
         if reason is None:
             pair = encode_pair(tok, prompt, chosen, rejected)
             if max(len(pair.chosen), len(pair.rejected)) > seq_len:

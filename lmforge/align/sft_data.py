@@ -12,7 +12,15 @@ Every line ends up in exactly one bucket of the stats (never silently dropped):
   empty_reply         an assistant message with no text -> rejects.jsonl
   no_assistant        nothing to learn from
   too_many_turns      more than `max_turns` assistant replies (StableLM 2 drops > 8)
-  too_long            longer than the context (`seq_len`) once tokenized
+  too_long            longer than the context (`seq_len`) once tokenized, or a line over
+                      `max_record_bytes` (never read whole: rejects.jsonl gets its line and start)
+  unreadable          the line lost to damage in a .jsonl.gz / .jsonl.zst file (lmforge.io.lines)
+
+Memory per record is bounded before tokenizing: a line over `max_record_bytes` (default
+MAX_RECORD_BYTES, 16 MiB) is skipped in chunks, and a conversation whose characters alone
+need more than `seq_len` tokens (no token of the vocabulary covers more than its longest
+entry's characters) is `too_long` without being tokenized: tokenizing a 1 MB record took
+~0.9 GB, and only ever to throw it away.
   unknown_class       (C-RLFT) a class with no configured weight
 
 Packing: whole conversations are put into rows of `seq_len` tokens in a shuffled order
@@ -35,6 +43,8 @@ from lmforge.align.formats import DataFile, as_data_files, iter_array_records, t
 from lmforge.io.documents import ErrorSink
 from lmforge.io.jsonl import iter_records
 
+MAX_RECORD_BYTES = 16 << 20   # the default byte cap per record (line) of conversation files
+
 
 @dataclass
 class Conversation:
@@ -43,22 +53,24 @@ class Conversation:
     cls: int = 0         # C-RLFT class index
 
 
-def iter_jsonl(paths: list[str], errors: ErrorSink, stats: Counter):
+def iter_jsonl(paths: list[str], errors: ErrorSink, stats: Counter, max_record_bytes: int = MAX_RECORD_BYTES):
     """(file, line number, record dict) for each parseable line; bad lines go to `errors`.
 
     Lines are read as bytes (lmforge.io.jsonl): invalid UTF-8 (`invalid_utf8`), and JSON that
     is broken, nested too deeply or holds a 5000-digit number (`malformed`), cost that line
-    only, and a byte-order mark does not cost the first one."""
+    only, and a byte-order mark does not cost the first one. .jsonl.gz / .jsonl.zst are
+    decompressed; a line over `max_record_bytes` is `too_long`, the part of a compressed file
+    lost to damage `unreadable`, both with the line."""
     for path in paths:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        for n, raw, rec, reason, detail in iter_records(p):
+        for n, raw, rec, reason, detail in iter_records(p, max_record_bytes):
             stats["records"] += 1
             if reason is None and not isinstance(rec, dict):
                 reason, detail = "malformed", "not a JSON object"
             if reason is not None:
-                reason = "invalid_utf8" if reason == "invalid_utf8" else "malformed"
+                reason = reason if reason in ("invalid_utf8", "too_long", "unreadable") else "malformed"
                 stats[reason] += 1
                 errors.add(p, n, reason, raw=raw, detail=detail)
                 continue
@@ -70,8 +82,10 @@ def empty_reply(msgs: list[dict]) -> bool:
     return any(m["role"] == "assistant" and not m["content"].strip() for m in msgs)
 
 
-def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter):
-    """(file, line or item number, record, its DataFile) for .jsonl, .json arrays and .parquet."""
+def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter,
+              max_record_bytes: int = MAX_RECORD_BYTES):
+    """(file, line or item number, record, its DataFile) for .jsonl(.gz/.zst), .json arrays and
+    .parquet (the last two are read whole: max_record_bytes bounds lines of JSON-lines files)."""
     for spec in as_data_files(entries):
         p = Path(spec.path)
         if p.suffix in (".json", ".parquet"):
@@ -79,9 +93,28 @@ def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter):
                 raise FileNotFoundError(f"{spec.path}: no such file")
             records = iter_array_records(p, errors, stats)
         else:
-            records = iter_jsonl([spec.path], errors, stats)
+            records = iter_jsonl([spec.path], errors, stats, max_record_bytes)
         for path, n, rec in records:
             yield path, n, rec, spec
+
+
+def _longest_token(tok) -> int:
+    """Characters in the vocabulary's longest entry: no token covers more characters of a text
+    (byte-level entries are one character per byte, and a byte is at most one character)."""
+    cached = getattr(tok, "_lmforge_longest_token", None)
+    if cached is None:
+        cached = max((len(t) for t in tok.get_vocab(with_added_tokens=True)), default=1) or 1
+        try:
+            tok._lmforge_longest_token = cached
+        except AttributeError:   # a tokenizer type that takes no attributes: recomputed
+            pass
+    return cached
+
+
+def surely_too_long(tok, texts, seq_len: int) -> bool:
+    """True when the texts' characters alone need more than seq_len tokens: the record can be
+    dropped without tokenizing it (the memory of tokenizing grows with the record)."""
+    return sum(len(t) for t in texts) > seq_len * _longest_token(tok)
 
 
 def add_class_tag(msgs: list[dict], tag: str) -> list[dict]:
@@ -94,7 +127,8 @@ def add_class_tag(msgs: list[dict], tag: str) -> list[dict]:
 def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, errors: ErrorSink,
                        system_prompt: str | None = None, classes: dict[str, int] | None = None,
                        progress: bool = False, path_classes: dict[str, str] | None = None,
-                       tag_format: str | None = None, eos_id: int | None = None) -> tuple[list[Conversation], dict]:
+                       tag_format: str | None = None, eos_id: int | None = None,
+                       max_record_bytes: int = MAX_RECORD_BYTES) -> tuple[list[Conversation], dict]:
     """Tokenize and filter; returns (conversations, stats). max_turns 0 = no limit.
 
     C-RLFT: `classes` maps class name -> index; a record's class is its "class" key, else
@@ -108,7 +142,7 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
                                              *(["unknown_class"] if classes is not None else []))})
     ignored: Counter = Counter()
     out: list[Conversation] = []
-    for p, n, rec, spec in tqdm(iter_data(paths, errors, stats), desc="sft data", unit="conv",
+    for p, n, rec, spec in tqdm(iter_data(paths, errors, stats, max_record_bytes), desc="sft data", unit="conv",
                                 disable=not progress):
         try:
             item = to_sft(rec, spec, ignored)
@@ -146,6 +180,10 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
             cls = classes[name]
             if tag_format and msgs is not None:
                 msgs = add_class_tag(msgs, tag_format.format(name=name))
+        texts = [m["content"] for m in msgs] if msgs is not None else [t for t, _ in item.pieces]
+        if surely_too_long(tok, texts, seq_len):
+            stats["too_long"] += 1
+            continue
         if msgs is not None:
             ids, mask = encode_chat(tok, msgs, "all")
         else:   # plain text / a TRL string prompt-completion: no chat template

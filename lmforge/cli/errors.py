@@ -59,6 +59,9 @@ def classify(e: BaseException) -> tuple[int, str]:
         return EXIT_DATA, f"invalid UTF-8 in the input ({e.reason} at byte {e.start})"
     if isinstance(e, OSError):
         return EXIT_IO, describe_os_error(e)
+    if isinstance(e, (RuntimeError, MemoryError)) and ("can't allocate memory" in str(e) or isinstance(e, MemoryError)):
+        return EXIT_IO, f"out of memory ({str(e).splitlines()[0][-160:] if str(e) else 'MemoryError'}): " \
+                        f"a smaller model, batch or input, or a machine with more memory"
     if isinstance(e, RuntimeError) and ("enforce fail" in str(e) or "PytorchStreamWriter" in str(e)):
         return EXIT_IO, f"writing a checkpoint failed ({str(e).splitlines()[0][:120]}): check free disk space"
     if _is_diverged(e):

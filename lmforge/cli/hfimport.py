@@ -14,9 +14,12 @@ def register(subparsers) -> None:
 def _import(args) -> int:
     from lmforge.config import ConfigError
     from lmforge.export.hf_import import import_hf
+    from lmforge.io.account import DataError
 
     try:
         s = import_hf(args.hf_dir, args.out_dir, args.tokenizer)
+    except DataError:   # a damaged weights or tokenizer file: exit 5 naming it, not a config error
+        raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if s.get("skipped"):

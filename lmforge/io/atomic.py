@@ -8,6 +8,7 @@ with the process umask (not mkstemp's 0600), like any other file the user writes
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -36,6 +37,29 @@ def with_default_mode(path: str | Path) -> Path:
     mode of every other file the user writes."""
     os.chmod(path, default_file_mode())
     return Path(path)
+
+
+def naming(e: BaseException, path: str | Path) -> BaseException:
+    """`e` with `path` as its file name when it is an OSError that names none (a write that hits
+    a full disk raises ENOSPC without one), so the one error line says which file failed."""
+    if isinstance(e, OSError) and not getattr(e, "filename", None):
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    return e
+
+
+WRITE_FAILURES = ("enforce fail", "PytorchStreamWriter", "No space left", "os error 28", "IoError")
+
+
+def write_failure(e: BaseException, path: str | Path) -> BaseException:
+    """A library's own error for a failed write (torch.save: "enforce fail"; safetensors:
+    "IoError(... os error 28)") as an OSError naming `path`; other errors as they are."""
+    if isinstance(e, OSError):
+        return naming(e, path)
+    text = str(e)
+    if type(e).__name__ in ("RuntimeError", "SafetensorError") and any(w in text for w in WRITE_FAILURES):
+        code = errno.ENOSPC if ("No space left" in text or "os error 28" in text) else errno.EIO
+        return OSError(code, "writing failed: often a full disk, check free disk space", str(path))
+    return e
 
 
 def temp_sibling(path: str | Path) -> Path:
@@ -68,11 +92,14 @@ def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        named = write_failure(e, path)
+        if named is not e:
+            raise named from e
         raise
     if fsync:
         fsync_dir(path.parent)

@@ -1,7 +1,8 @@
 """Read raw documents from jsonl(.gz/.zst), parquet, csv, txt, md, html and WARC files and folders.
 
 `iter_documents(paths, errors)` yields `{"id", "text", "meta"}` dicts. Anything that is
-not a usable document (malformed JSON, invalid UTF-8, no string `text`, a record over
+not a usable document (malformed JSON, invalid UTF-8, a number JSON cannot hold such as
+`1e99999` or NaN (`non_finite_number`), no string `text`, a record over
 `max_doc_bytes`, an unreadable or unsupported file) goes to the ErrorSink with file and
 line, and reading goes on with the next record or file.
 
@@ -22,8 +23,6 @@ from __future__ import annotations
 import csv
 import errno
 import functools
-import gzip
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +31,13 @@ from typing import Iterator
 from lmforge.config import ConfigError
 
 from .documents import ErrorSink, make_doc
-from .jsonl import PARSE_ERRORS, parse_error, strip_bom
+from .jsonl import PARSE_ERRORS, NonFinite, loads_strict, parse_error, strip_bom
+from .lines import iter_lines
 
 DEFAULT_MAX_DOC_BYTES = 64 * 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz")
 SUPPORTED = JSONL_SUFFIXES + (".parquet", ".csv", ".txt", ".md", ".markdown", ".html", ".htm") + WARC_SUFFIXES
-_CHUNK = 1 << 20
 RAW_KEEP = 4096  # bytes of a bad record passed on to the sink
 
 
@@ -149,63 +148,23 @@ def iter_file(path: Path, errors: ErrorSink, max_doc_bytes: int = DEFAULT_MAX_DO
 # ---------------------------------------------------------------- jsonl
 
 
-def _open_binary(path: Path, kind: str):
-    if kind == "jsonl.gz":
-        return gzip.open(path, "rb")
-    if kind == "jsonl.zst":
-        import zstandard
-
-        fh = open(path, "rb")
-        stream = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True,
-                                                            closefd=True)
-        return io.BufferedReader(stream, buffer_size=_CHUNK)
-    return open(path, "rb")
-
-
-def _read_line(fh, limit: int) -> tuple[bytes | None, bool]:
-    """One line (without its newline), read at most `limit`+1 bytes of it into memory.
-
-    Returns (prefix, too_long), (None, False) at the end of the file. A longer line is
-    consumed to its end in chunks so a single huge record cannot exhaust memory.
-    """
-    line = fh.readline(limit + 1)
-    if not line:
-        return None, False
-    if len(line) <= limit or line.endswith(b"\n"):
-        return line.rstrip(b"\r\n"), False
-    while True:  # skip the rest of the over-long line
-        more = fh.readline(_CHUNK)
-        if not more or more.endswith(b"\n"):
-            return line, True
-
-
 def _iter_jsonl(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int,
                 fields: Fields | None = None) -> Iterator[dict]:
+    """Lines read by lmforge.io.lines: bounded memory per line, and damage in a .gz/.zst file
+    costs the damaged part only (`unreadable`, with its line), never the lines before it."""
     # JSON escapes make a text at most ~6x its line; a line over 8x the limit is too large anyway
     line_limit = max_doc_bytes * 8 + 1024
-    lineno = 0
-    with _open_binary(path, kind) as fh:
-        while True:
-            lineno += 1
-            try:
-                raw, too_long = _read_line(fh, line_limit)
-            except Exception as e:
-                e._lmforge_line = lineno  # type: ignore[attr-defined]
-                raise
-            if raw is None:
-                return
-            if lineno == 1:
-                raw = strip_bom(raw)
-            if too_long:
-                errors.add(path, lineno, "too_large", raw[:RAW_KEEP],
-                           detail=f"line over {line_limit} bytes", nbytes=len(raw))
-                continue
-            if not raw.strip():
-                continue  # blank lines are not records
-            doc = _record_to_doc(raw, path, lineno, errors, max_doc_bytes, fields)
-            if doc is not None:
-                yield doc
-
+    for line in iter_lines(path, line_limit):
+        if line.problem == "too_long":
+            errors.add(path, line.number, "too_large", line.raw,
+                       detail=f"line over {line_limit} bytes", nbytes=line.nbytes)
+            continue
+        if line.problem is not None:
+            errors.add(path, line.number, line.problem, line.raw, detail=line.detail, nbytes=line.nbytes)
+            continue
+        doc = _record_to_doc(line.raw, path, line.number, errors, max_doc_bytes, fields)
+        if doc is not None:
+            yield doc
 
 
 def _record_to_doc(raw: bytes, path: Path, lineno: int, errors: ErrorSink,
@@ -217,7 +176,10 @@ def _record_to_doc(raw: bytes, path: Path, lineno: int, errors: ErrorSink,
         errors.add(path, lineno, "invalid_utf8", raw[:RAW_KEEP], detail=str(e), nbytes=n)
         return None
     try:
-        rec = json.loads(line)
+        rec = loads_strict(line)
+    except NonFinite as e:   # would be written out as `Infinity`, which is not JSON
+        errors.add(path, lineno, "non_finite_number", line[:RAW_KEEP], detail=str(e), nbytes=n)
+        return None
     except PARSE_ERRORS as e:   # also a 5000-digit int (ValueError), deep nesting (RecursionError)
         errors.add(path, lineno, "malformed_json", line[:RAW_KEEP], detail=parse_error(e), nbytes=n)
         return None

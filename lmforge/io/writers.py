@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from .atomic import naming
+from .jsonl import dumps_strict
+
 PARQUET_ROW_GROUP = 4096
 
 
@@ -57,12 +60,15 @@ class DocWriter:
         self.count += 1
         if self.kind == "parquet":
             self._rows.append({"id": doc["id"], "text": doc["text"],
-                               "meta": json.dumps(doc.get("meta") or {}, ensure_ascii=False)})
+                               "meta": dumps_strict(doc.get("meta") or {})})
             if len(self._rows) >= PARQUET_ROW_GROUP:
                 self._flush_parquet()
             return
-        line = json.dumps(doc, ensure_ascii=False) + "\n"
-        self._fh.write(line.encode("utf-8"))
+        line = dumps_strict(doc) + "\n"   # strict JSON: a non-finite float is written as a string
+        try:
+            self._fh.write(line.encode("utf-8"))
+        except OSError as e:   # a full disk's ENOSPC names no file: name the shard
+            raise naming(e, self.path) from e
 
     def _flush_parquet(self) -> None:
         import pyarrow as pa
@@ -76,6 +82,12 @@ class DocWriter:
         self._rows = []
 
     def close(self) -> Path:
+        try:
+            return self._close()
+        except OSError as e:
+            raise naming(e, self.path) from e
+
+    def _close(self) -> Path:
         if self.kind == "parquet":
             self._flush_parquet()
             self._pq.close()

@@ -27,7 +27,10 @@ from pathlib import Path
 
 import torch
 
+from lmforge.checkpoint import CorruptCheckpoint, read_safetensors
+from lmforge.config import ConfigError
 from lmforge.io.atomic import atomic_path, write_json
+from lmforge.io.jsonl import parse_error
 from lmforge.model import hf_archs
 from lmforge.model.config import ModelConfig
 from lmforge.model.transformer import Transformer
@@ -182,8 +185,48 @@ def to_hf_state_dict(model: Transformer, dtype: torch.dtype | None = None,
     return {k: v.to(dtype).contiguous().clone() for k, v in out.items()}
 
 
+MAX_PARAMS = 10 ** 12   # a config.json claiming more is broken (or not a model this toolkit can hold)
+
+
 def _model_config_from_hf(config: dict, overrides: dict) -> ModelConfig:
-    return ModelConfig(**{**hf_archs.fields_from_hf(config), **overrides})
+    cfg = ModelConfig(**{**hf_archs.fields_from_hf(config), **overrides})
+    if cfg.n_params() > MAX_PARAMS:   # before anything is allocated: huge sizes end in an allocator error
+        raise ValueError(f"{cfg.n_params():.3g} parameters (d_model {cfg.d_model}, ffn {cfg.ffn_dim}, "
+                         f"vocab {cfg.vocab_size}, {cfg.n_layers} layers): over {MAX_PARAMS:.0e}")
+    return cfg
+
+
+def read_hf_config(path: str | Path) -> dict:
+    """A Hugging Face folder's config.json as a dict; ConfigError naming the file when it is not
+    UTF-8, not JSON, nested too deeply or not an object."""
+    f = Path(path) / "config.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: not found")
+    try:
+        config = json.loads(f.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{f}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{f}: line {e.lineno}: invalid JSON: {e.msg}") from None
+    except (ValueError, RecursionError) as e:   # a 5000-digit number, [[[[... 100k deep
+        raise ConfigError(f"{f}: {parse_error(e)}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{f}: not a JSON object")
+    return config
+
+
+def model_config_of_hf(path: str | Path, overrides: dict | None = None) -> ModelConfig:
+    """Our ModelConfig for a HF folder's config.json; ConfigError naming the file and the key."""
+    f = Path(path) / "config.json"
+    config = read_hf_config(path)
+    try:
+        return _model_config_from_hf(config, overrides or {})
+    except KeyError as e:
+        raise ConfigError(f"{f}: missing key {e.args[0]}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{f}: {e}") from None
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
+        raise ConfigError(f"{f}: {str(e).splitlines()[0][:200]}") from None
 
 
 def _ours_from_hf_keys(hf: dict[str, torch.Tensor], cfg: ModelConfig, arch: str,
@@ -282,21 +325,19 @@ def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if (path / "model.safetensors").is_file():
-        return load_file(str(path / "model.safetensors"))
+        return read_safetensors(path / "model.safetensors")
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for f in files for k, v in load_file(str(path / f)).items()}
+        try:
+            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as e:
+            raise CorruptCheckpoint(f"{index}: unreadable ({type(e).__name__}: {str(e)[:150]})") from None
+        return {k: v for f in files for k, v in read_safetensors(path / f).items()}
     raise FileNotFoundError(f"{path}: no model.safetensors (pickle .bin checkpoints are not loaded)")
 
 
 def load_hf(path: str | Path, **overrides) -> Transformer:
     path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: not found")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file}: line {e.lineno}: invalid JSON: {e.msg}") from None
+    config = read_hf_config(path)
+    model_config_of_hf(path, overrides)   # a bad config.json is refused before the weights are read
     return from_hf(config, read_hf_weights(path), **overrides)

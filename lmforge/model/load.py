@@ -19,14 +19,13 @@ optimizer state to continue with (only our own full-weight checkpoints have one)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lmforge import checkpoint as ckpt
-from lmforge.config import from_dict, to_dict
+from lmforge.config import ConfigError, from_dict, to_dict
 from lmforge.model.config import ModelConfig
 from lmforge.model.lora import LoRAConfig, attach_lora, load_base_weights, lora_layers, merge_lora
 from lmforge.model.transformer import Transformer
@@ -52,7 +51,7 @@ def check_hf_weights(path: Path) -> None:
         return
     pickles = sorted(p.name for pat in _PICKLES for p in path.glob(pat))
     if pickles:
-        raise ValueError(f"{path}: only pickle weights ({', '.join(pickles[:3])}); lmforge loads safetensors only "
+        raise ConfigError(f"{path}: only pickle weights ({', '.join(pickles[:3])}); lmforge loads safetensors only "
                          "(a pickle can run code): convert them once with transformers, "
                          "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
     raise FileNotFoundError(f"{path}: config.json but no model.safetensors (or model.safetensors.index.json)")
@@ -74,19 +73,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def hf_model_config(path: str | Path) -> ModelConfig:
     """Our ModelConfig for a HF folder's config.json, without reading the weights."""
-    from lmforge.model.convert import _model_config_from_hf
+    from lmforge.model.convert import model_config_of_hf
 
-    f = Path(path) / "config.json"
-    try:
-        config = json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{f}: line {e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{f}: not a JSON object")
-    try:
-        return _model_config_from_hf(config, {})
-    except KeyError as e:
-        raise ValueError(f"{f}: missing key {e.args[0]}") from None
+    return model_config_of_hf(path)   # ConfigError naming config.json and the key
 
 
 def _run_config(step_dir: Path) -> dict:
@@ -153,8 +142,7 @@ class ModelSource:
             model = attach_lora(Transformer(self.model_cfg), self.lora)
             ckpt.load_weights(self.path, model)
             return merge_lora(model).state_dict()
-        from safetensors.torch import load_file
-        sd = load_file(str(self.path / "model.safetensors"))
+        sd = ckpt.read_safetensors(self.path / "model.safetensors")
         if self.model_cfg.tie_embeddings:   # saved once under one of the two names
             w = sd.get("embed_tokens.weight", sd.get("lm_head.weight"))
             sd.update({"embed_tokens.weight": w, "lm_head.weight": w})
@@ -165,8 +153,9 @@ class ModelSource:
         if self.format == OURS and self.lora is None and not lora_layers(model):
             ckpt.load_weights(self.path, model)   # strict; safetensors restores tied weights
             return
+        sd = self.state_dict()   # a damaged or unparseable file: CorruptCheckpoint / ConfigError as raised
         try:
-            load_base_weights(model, self.state_dict())
+            load_base_weights(model, sd)
         except (ValueError, RuntimeError) as e:
             raise ValueError(f"{self.path}: {e}") from None
 

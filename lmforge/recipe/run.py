@@ -13,6 +13,7 @@ stages can take hours; NCCL's default timeout would kill the job).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -274,5 +275,14 @@ def command(args: argparse.Namespace) -> int:
     if problems:
         more = f" (and {len(problems) - 1} more: --check lists them)" if len(problems) > 1 else ""
         raise ConfigError(problems[0].removeprefix(f"{recipe.source}: ") + more)
-    run_recipe(recipe, args.only, args.start, args.until, progress=not args.quiet, target=args.target)
+    if not args.quiet:
+        run_recipe(recipe, args.only, args.start, args.until, progress=True, target=args.target)
+        return 0
+    # --quiet: no progress lines and no stage chatter on stdout; an error is the one line the CLI
+    # prints, a good run one closing line (warnings still go to stderr)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        data = run_recipe(recipe, args.only, args.start, args.until, progress=False, log=lambda *a: None,
+                          target=args.target)
+    done = sum(e.get("status") == "done" for e in data["stages"])
+    print(f"{recipe.name}: {done}/{len(data['stages'])} stage(s) done; status in {Path(recipe.run_dir) / 'recipe.json'}")
     return 0

@@ -84,6 +84,8 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
     try:
         convs, stats = sft_data.load_conversations(files, src.tok, T, cfg.max_turns, errors, system_prompt,
                                                    classes, progress, eos_id=src.info.get("eos_id"),
+                                                   max_record_bytes=getattr(cfg, "max_record_bytes",
+                                                                            sft_data.MAX_RECORD_BYTES),
                                                    **(load_kwargs or {}))
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None

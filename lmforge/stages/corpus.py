@@ -103,7 +103,8 @@ def body(cfg: CorpusConfig, progress: bool = True) -> dict:
     try:
         summary = build_corpus(out, cfg.sources, cfg.max_mb, from_sample=cfg.from_sample,
                                fallback=cfg.fallback, paths=cfg.paths, prose_format=cfg.prose_format,
-                               max_mcq=cfg.max_mcq, seed=cfg.seed)
+                               max_mcq=cfg.max_mcq, seed=cfg.seed,
+                               log=None if progress else (lambda m: None))   # progress=False: quiet
     except CorpusError as e:
         raise ConfigError(str(e)) from None
     problems = validate(out)

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from lmforge.align.formats import DataFile
+from lmforge.align.sft_data import MAX_RECORD_BYTES
 from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import atomic_path, read_json, write_json, write_jsonl
@@ -111,6 +112,7 @@ class DPOConfig:
     min_score_chosen: float | None = None   # StableLM 2: 8 (on a 10-point scale)
     val_fraction: float = 0.0
     lora: LoRAConfig | None = None          # train LoRA adapters (the reference: the base, adapters off)
+    max_record_bytes: int = MAX_RECORD_BYTES   # a longer line is too_long, never read whole (16 MiB)
 
     @classmethod
     def _base(cls, data):
@@ -125,6 +127,7 @@ class DPOConfig:
         check(self.beta > 0, "beta", "must be > 0")
         check(self.sft_coef >= 0, "sft_coef", "must be >= 0")
         check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+        check(self.max_record_bytes > 0, "max_record_bytes", "must be > 0")
         check(self.lora is None or not self.init.load_optimizer, "init.load_optimizer",
               "cannot continue a full-weight optimizer state with lora (set one of them)")
         check_steps_unset(self.train)
@@ -229,7 +232,8 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
         stats["refusals"] = {"pairs": info["pairs"], "summary": info["summary"]}
         files.append(str(built))
     try:
-        pairs, stats["pairs"] = load_pairs(files, src.tok, cfg.train.seq_len, errors, cfg.min_score_chosen, progress)
+        pairs, stats["pairs"] = load_pairs(files, src.tok, cfg.train.seq_len, errors, cfg.min_score_chosen, progress,
+                                            cfg.max_record_bytes)
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
     finally:

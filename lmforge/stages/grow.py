@@ -12,6 +12,7 @@ The work is one pass, so an interrupted run is simply redone.
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.loader import PackedLoader, SequentialDocs
+
+
+GROW_SEED = 0   # the RNG state step-0 records (nothing random happens in grow)
 
 
 @dataclass
@@ -153,6 +157,11 @@ def plot_similarity(path: Path, sims: list[float], block: tuple[int, int] | None
 def body(cfg: GrowConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
     step_dir, mcfg, sets = validate(cfg)
+    # grow trains nothing, but its step-0 records the RNG state (rng.pt, trainer.json) like any
+    # checkpoint: fixed here, so two runs write identical checkpoints (torch's own start-up seed is random)
+    torch.manual_seed(GROW_SEED)
+    np.random.seed(GROW_SEED)
+    random.seed(GROW_SEED)
     device = resolve_device(cfg.device)
     model = Transformer(mcfg).to(device)
     load_weights(step_dir, model)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge.align.formats import DataFile
+from lmforge.align.sft_data import MAX_RECORD_BYTES
 from lmforge.config import check
 from lmforge.model.lora import LoRAConfig
 from lmforge.stagekit.conversations import CHAT_TRAIN, LongInstructConfig, MixConfig, build_sft_trainer
@@ -55,6 +56,7 @@ class SFTConfig:
     long: LongInstructConfig = field(default_factory=LongInstructConfig)   # long instructions at a share
     val_fraction: float = 0.0      # conversations held out for val/sft_loss
     distill: DistillConfig | None = None   # logit distillation from a teacher with the same tokenizer (mixed with the reply loss)
+    max_record_bytes: int = MAX_RECORD_BYTES   # a longer line is too_long, never read whole (16 MiB)
 
     @classmethod
     def _base(cls, data):
@@ -70,6 +72,7 @@ class SFTConfig:
         check(self.max_turns >= 0, "max_turns", "must be >= 0 (0 = no limit)")
         check(self.neftune_alpha >= 0, "neftune_alpha", "must be >= 0")
         check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+        check(self.max_record_bytes > 0, "max_record_bytes", "must be > 0")
         check_steps_unset(self.train)
 
 

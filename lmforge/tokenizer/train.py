@@ -227,10 +227,17 @@ def tokenizer_file(path: str | Path) -> Path:
 
 
 def load_tokenizer(path: str | Path):
-    """Load `tokenizer.json` from a folder or file path."""
+    """Load `tokenizer.json` from a folder or file path; a file the tokenizers library cannot
+    read (garbage, not UTF-8, another schema) is DataError naming it (exit 5), not a bare
+    "stream did not contain valid UTF-8"."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(tokenizer_file(path)))
+    from lmforge.io.account import DataError
+    f = tokenizer_file(path)
+    try:
+        return Tokenizer.from_file(str(f))
+    except Exception as e:   # noqa: BLE001 - tokenizers raises a bare Exception for every parse error
+        raise DataError(f"{f}: cannot be read by the tokenizers library: {str(e).splitlines()[0][:200]}") from None
 
 
 def tokenizer_info(path: str | Path, tok=None) -> dict:

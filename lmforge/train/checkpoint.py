@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file, save_model
 
 from lmforge import checkpoint as fmt
+from lmforge.io.atomic import write_failure
 from lmforge.train import distributed
 
 
@@ -24,11 +25,15 @@ def save(ckpt_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
     tmp = ckpt_dir / f".tmp-step-{step}"
     try:
         return _write(tmp, step, model, optimizer, trainer_state, dist_info, main)
-    except BaseException:
+    except BaseException as e:
         # a full disk or a kill signal: leave no half-written .tmp-step-N behind (the previous
-        # complete checkpoint is untouched); the error itself goes on to the CLI boundary
+        # complete checkpoint is untouched); the error itself goes on to the CLI boundary,
+        # naming the folder being written (a full disk's ENOSPC names no file)
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
+        named = write_failure(e, tmp)
+        if named is not e:
+            raise named from e
         raise
 
 

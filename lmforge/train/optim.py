@@ -42,7 +42,7 @@ class OptimConfig:
     def __post_init__(self):
         self.betas = list(self.betas)
         check(self.name in ("adamw", "muon"), "name", "adamw or muon")
-        check(self.lr >= 0, "lr", "must be >= 0")
+        check(0 <= self.lr <= 10, "lr", "must be in [0, 10] (AdamW diverges long before; 1e300 overflows)")
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
         check(self.eps > 0, "eps", "must be > 0")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")

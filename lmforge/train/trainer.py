@@ -22,7 +22,7 @@ from tqdm import tqdm
 from lmforge import checkpoint as ckpt
 from lmforge.config import ConfigError, check
 from lmforge.device import autocast_dtype, resolve_device
-from lmforge.io.atomic import write_json, write_text
+from lmforge.io.atomic import naming, write_json, write_text
 from lmforge.model.load import OURS, open_source
 from lmforge.model.lora import lora_layers
 from lmforge.train import distributed, fp8
@@ -190,6 +190,7 @@ class Trainer:
         failures = []
         for path in reversed(ckpt.list_complete(self.ckpt_dir)):
             try:
+                ckpt.verify(path)   # a truncated file is corruption, not an unfinished save
                 self.resume(path)
             except ckpt.CorruptCheckpoint as e:
                 failures.append(str(e))
@@ -343,8 +344,11 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:   # a full disk: the error line names metrics.jsonl
+            raise naming(e, self.metrics_path) from e
         tracking.log_record(self, self.cfg.trackers, self.out_dir, self.run_config, record)
 
     def evaluate(self) -> dict:
