@@ -167,8 +167,8 @@ class MinhashConfig:
     fn_weight: float = 0.9
     verify: bool = True  # drop LSH candidate pairs whose signature similarity < threshold
     max_bucket: int = 100  # all pairs in a band bucket up to this size; beyond, each doc
-    # pairs with the next max_bucket - 1 (stats: capped_buckets)
-    lowercase: bool = True
+                           # pairs with the next max_bucket - 1 (stats: capped_buckets)
+    lowercase: bool = True  # shingle the lowercased text (case-only edits are duplicates)
     seed: int = 1
 
     def __post_init__(self):
