@@ -196,9 +196,18 @@ class SubstringConfig:
     # both exact, same result: a hash table of windows (faster, less memory) or the
     # suffix array of google-research/deduplicate-text-datasets (docs/scale.md)
     method: Literal["hash", "suffix_array"] = "hash"
+    # meta.domain values whose documents lose only whole repeated lines, and stay parseable
+    # when they parsed as Python (dedup/snap.py); add e.g. markdown; [] cuts code mid-line
+    line_domains: list[str] = field(default_factory=lambda: ["code"])
+    # a line-domain document whose repeated spans cover more than this share of its bytes
+    # is dropped whole (substring_code_repeated); null: never
+    max_repeated_share: float | None = 0.5
+    python_check: bool = True  # in line domains, a file that parsed as Python must still parse
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
+        check(self.max_repeated_share is None or 0.0 < self.max_repeated_share <= 1.0,
+              "max_repeated_share", "must be in (0, 1], or null")
         check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")
         check(self.part_bytes is None or 1024 <= self.part_bytes <= (1 << 30) - 1, "part_bytes",
               "must be in [1024, 2^30 - 1] (two parts share one int32 suffix array), or null")
