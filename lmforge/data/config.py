@@ -40,6 +40,11 @@ class FilterConfig:
     min_units: int | None = 50
     max_units: int | None = 200_000
     min_mean_word_len: float | None = 3.0  # over non-CJK words only
+    # mean word length judges space-delimited text only: not a text whose units are at
+    # least this share CJK characters (its non-CJK words are options, formats, numbers)
+    cjk_unit_share: float = 0.3
+    # in such text the repetition n-gram rules use n x this many characters for n words
+    cjk_chars_per_word: float = 1.5
     max_mean_word_len: float | None = 10.0
     max_symbol_ratio: float | None = 0.25  # non-alphanumeric, non-punctuation chars / non-space chars
     max_digit_ratio: float | None = 0.3
@@ -61,12 +66,13 @@ class FilterConfig:
         for name in ("max_symbol_ratio", "max_digit_ratio", "min_alpha_word_ratio",
                      "max_bullet_line_ratio", "max_ellipsis_line_ratio", "max_dup_line_ratio",
                      "max_dup_para_ratio", "max_dup_line_char_ratio", "max_dup_para_char_ratio",
-                     "max_boilerplate_line_ratio"):
+                     "max_boilerplate_line_ratio", "cjk_unit_share"):
             v = getattr(self, name)
             check(v is None or 0.0 <= v <= 1.0, name, f"must be in [0, 1], got {v}")
         for name in ("max_top_ngram_ratio", "max_dup_ngram_ratio"):
             for n, v in getattr(self, name).items():
                 check(n >= 1 and 0.0 <= v <= 1.0, f"{name}.{n}", "needs n >= 1 and a ratio in [0, 1]")
+        check(1.0 <= self.cjk_chars_per_word <= 4.0, "cjk_chars_per_word", "must be in [1, 4]")
         if self.min_units is not None and self.max_units is not None:
             check(self.min_units <= self.max_units, "min_units", "must be <= max_units")
         import re
