@@ -117,3 +117,20 @@ def faq_sections(lang: str, root: Path = FAQ_DIR) -> dict[str, str]:
 def faq_pairs(lang: str = "zh-cn", root: Path = FAQ_DIR) -> list[tuple[str, str, str]]:
     en, other = faq_sections("en", root), faq_sections(lang, root)
     return [(k, en[k], other[k]) for k in en if k in other]
+
+
+def sentence_like(line: str, lang: str) -> bool:
+    """A line of running text: >= 8 CJK characters with CJK punctuation (zh), or >= 8 words
+    with a lowercase word (other languages); not a command, option list or table row."""
+    from lmforge.data.text import cjk_count
+
+    line = line.strip()
+    if lang == "zh":
+        return cjk_count(line) >= 8 and bool(re.search("[。，；：？！]", line))
+    return len(line.split()) >= 8 and bool(re.search(r"[a-z]{3,}", line))
+
+
+def prose_share(text: str, lang: str) -> float:
+    """Share of a text's non-empty lines that are sentence_like."""
+    lines = [l for l in text.splitlines() if l.strip()]
+    return sum(sentence_like(l, lang) for l in lines) / len(lines) if lines else 0.0

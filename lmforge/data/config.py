@@ -116,6 +116,10 @@ class QualityConfig:
     positive: list[str] = field(default_factory=list)  # files/folders of reference-quality text
     negative: list[str] = field(default_factory=list)  # files/folders of real low-quality text
     model: str | None = None  # a trained model folder to reuse instead of training
+    # add the shipped modern expository prose (resources/quality_refs.jsonl.zst: Debian
+    # Reference and New Maintainers' Guide, en + zh, GPL-2+) to the references of every
+    # non-code group of the same language (docs/quality-topics.md)
+    shipped_references: bool = True
     group_by: list[str] = field(default_factory=lambda: ["lang", "domain"])  # meta keys
     min_group_docs: int = 50  # smaller groups are pooled into one group "*"
     min_reference: int = 20  # fewer reference docs in a group: its own docs are the positives
