@@ -21,8 +21,10 @@ Held-out junk, per language:
   boilerplate  navigation / footer chrome around one held-out sentence (planted_junk.py)
   keywords     comma-separated lists of country and language names (the iso_3166 / iso_639
                gettext catalogues: real keyword lists, en and zh)
-  garbled      machine-garbled held-out text: an order-2 Markov chain over its words (en) or
-               characters (zh), and mojibake (UTF-8 read as cp1252 / GBK read as UTF-8 bytes)
+  markov       machine-garbled held-out text: an order-2 Markov chain over the words (en) or
+               characters (zh) of 20 held-out sections
+  mojibake     held-out text with its UTF-8 bytes read as GBK (zh) or cp1252 (en, with the
+               accented-e artefact of double encoding)
 Printed: kept share per language x source type for both arms (goal: clean >= 80%, junk <= 10%).
 """
 from __future__ import annotations
@@ -106,9 +108,9 @@ def junk_docs(clean: list[dict], per_kind: int, seed: int) -> list[dict]:
                 "boilerplate": [(pj.chrome_page_en(rng, pj.first_sentence(rng.choice(good))) if lang == "en"
                                  else pj.chrome_page_zh(rng, rng.choice(good)[:40])) for _ in range(per_kind)],
                 "keywords": keyword_lists(lang, rng, per_kind),
-                "garbled": [markov(rng.sample(good, 20), lang, rng, rng.randint(150, 400))
-                            for _ in range(per_kind // 2)]
-                + [mojibake(rng.choice(good), lang) for _ in range(per_kind - per_kind // 2)]}
+                "markov": [markov(rng.sample(good, 20), lang, rng, rng.randint(150, 400))
+                           for _ in range(per_kind)],
+                "mojibake": [mojibake(rng.choice(good), lang) for _ in range(per_kind)]}
         for kind, texts in made.items():
             out += [{"id": f"junk:{lang}:{kind}:{i}", "text": t, "meta": {"lang": lang, "src": kind}}
                     for i, t in enumerate(texts)]
@@ -161,7 +163,7 @@ def main() -> None:
         print(f"| {lang} | {src} | {'clean' if clean_src else 'junk'} | {n} | {b:.1%} | {a:.1%} | "
               f"{'>= 80%' if clean_src else '<= 10%'} |")
     for lang in ("en", "zh"):
-        for typ, srcs in (("clean", ("faq", "man")), ("junk", ("spam", "boilerplate", "keywords", "garbled"))):
+        for typ, srcs in (("clean", ("faq", "man")), ("junk", ("spam", "boilerplate", "keywords", "markov", "mojibake"))):
             n = sum(total[(lang, s)] for s in srcs)
             if n:
                 b = sum(arms["before"][(lang, s)] for s in srcs) / n

@@ -159,7 +159,8 @@ class QualityConfig:
               f"choose from {list(NEGATIVE_KINDS)}, got {self.negative_kinds}")
 
 
-NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
+NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified",
+                  "markov", "listed")
 
 
 @dataclass
