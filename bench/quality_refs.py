@@ -2,14 +2,15 @@
 
     PYTHONPATH=. .venv/bin/python bench/quality_refs.py [--man-pages 120] [--junk 60] [--seed 0]
 
-Two arms over the same documents, side by side (the step trains one classifier per language,
+Three arms over the same documents, side by side (the step trains one classifier per language,
 group_by [lang], so the references of each language reach its documents, as in the recipes'
 run that the issue measured):
 
   before   references = the corpus's quality_positives (committed sample: Python docs reST,
            Chinese classics; code references left out: this is prose), shipped_references off
   after    the same + the shipped modern prose references (resources/quality_refs.jsonl.zst:
-           Debian Reference, New Maintainers' Guide, en + zh)
+           Debian Reference, New Maintainers' Guide, en + zh): the default now
+  after+kinds   the same + the opt-in damage kinds markov and listed
 
 Held-out clean prose (sources the references do not come from):
   faq      Debian FAQ sections, en and zh-cn (Debian `debian-faq`, `debian-faq-zh-cn`, GPL-2+)
@@ -117,7 +118,8 @@ def junk_docs(clean: list[dict], per_kind: int, seed: int) -> list[dict]:
     return out
 
 
-def run_arm(tmp: Path, name: str, docs: list[dict], positives: Path, shipped: bool, seed: int) -> dict:
+def run_arm(tmp: Path, name: str, docs: list[dict], positives: Path, shipped: bool, seed: int,
+            kinds: list[str] | None) -> dict:
     raw = tmp / f"raw-{name}"
     raw.mkdir()
     with open(raw / "docs.jsonl", "w") as f:
@@ -126,7 +128,8 @@ def run_arm(tmp: Path, name: str, docs: list[dict], positives: Path, shipped: bo
     cfg = load(DataConfig, data={"input": [str(raw)], "output": str(tmp / f"out-{name}"), "workers": 2,
                                  "progress": False, "steps": ["quality"],
                                  "quality": {"positive": [str(positives)], "group_by": ["lang"],
-                                             "shipped_references": shipped, "seed": seed}})
+                                             "shipped_references": shipped, "seed": seed,
+                                             **({"negative_kinds": kinds} if kinds else {})}})
     run_pipeline(cfg, log=lambda *a: None)
     kept = collections.Counter()
     for p in (tmp / f"out-{name}" / "01-quality" / "kept").iterdir():
@@ -150,26 +153,32 @@ def main() -> None:
     docs = clean + junk_docs(clean, args.junk, args.seed)
     total = collections.Counter((d["meta"]["lang"], d["meta"]["src"]) for d in docs)
     arms = {}
-    for name, shipped in (("before", False), ("after", True)):
+    for name, shipped, kinds in ARMS:
         t = time.perf_counter()
-        arms[name] = run_arm(tmp, name, docs, positives, shipped, args.seed)
+        arms[name] = run_arm(tmp, name, docs, positives, shipped, args.seed, kinds)
         print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    names = [a[0] for a in ARMS]
     print(f"held-out documents: {len(clean)} clean, {len(docs) - len(clean)} junk; seed {args.seed}\n")
-    print("| lang | source | type | docs | kept before | kept after | goal |")
-    print("|---|---|---|---|---|---|---|")
-    for (lang, src), n in sorted(total.items(), key=lambda kv: (kv[0][0], kv[0][1] not in ("faq", "man"), kv[0][1])):
-        clean_src = src in ("faq", "man")
-        b, a = arms["before"][(lang, src)] / n, arms["after"][(lang, src)] / n
-        print(f"| {lang} | {src} | {'clean' if clean_src else 'junk'} | {n} | {b:.1%} | {a:.1%} | "
-              f"{'>= 80%' if clean_src else '<= 10%'} |")
-    for lang in ("en", "zh"):
-        for typ, srcs in (("clean", ("faq", "man")), ("junk", ("spam", "boilerplate", "keywords", "markov", "mojibake"))):
-            n = sum(total[(lang, s)] for s in srcs)
-            if n:
-                b = sum(arms["before"][(lang, s)] for s in srcs) / n
-                a = sum(arms["after"][(lang, s)] for s in srcs) / n
-                print(f"| {lang} | all {typ} | {typ} | {n} | {b:.1%} | {a:.1%} | "
-                      f"{'>= 80%' if typ == 'clean' else '<= 10%'} |")
+    print("| lang | source | type | docs | " + " | ".join(f"kept {n}" for n in names) + " | goal |")
+    print("|---|---|---|---|" + "---|" * len(names) + "---|")
+    rows = [((lang, src), [src]) for (lang, src) in sorted(total, key=lambda k: (k[0], k[1] not in CLEAN, k[1]))]
+    rows += [((lang, f"all {typ}"), list(srcs)) for lang in ("en", "zh")
+             for typ, srcs in (("clean", CLEAN), ("junk", JUNK))]
+    for (lang, label), srcs in rows:
+        n = sum(total[(lang, s)] for s in srcs)
+        if not n:
+            continue
+        typ = "clean" if srcs[0] in CLEAN else "junk"
+        cells = " | ".join(f"{sum(arms[a][(lang, s)] for s in srcs) / n:.1%}" for a in names)
+        print(f"| {lang} | {label} | {typ} | {n} | {cells} | {'>= 80%' if typ == 'clean' else '<= 10%'} |")
+
+
+CLEAN = ("faq", "man")
+JUNK = ("spam", "boilerplate", "keywords", "markov", "mojibake")
+ALL_KINDS = ["shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified", "markov", "listed"]
+ARMS = [("before", False, None),            # the corpus's references, default damage kinds
+        ("after", True, None),              # + shipped modern prose (the new default)
+        ("after+kinds", True, ALL_KINDS)]   # + the opt-in markov / listed negatives
 
 
 if __name__ == "__main__":

@@ -164,6 +164,13 @@ def shipped_references(path: Path = SHIPPED_REFERENCES) -> dict[str, list[tuple[
     return out
 
 
+def _spread(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n) (all of them when k >= n)."""
+    if k >= n:
+        return list(range(n))
+    return [int(j * n / k) for j in range(k)] if k > 0 else []
+
+
 def add_shipped_references(refs: dict, ref_counts: dict, groups: list[str], cfg) -> None:
     """Append the shipped references of a language to each corpus group of that language
     whose domain is not code (groups are "lang/domain/..." in group_by order): modern
@@ -178,6 +185,10 @@ def add_shipped_references(refs: dict, ref_counts: dict, groups: list[str], cfg)
         if di is not None and parts[di] in CODE_DOMAINS:
             continue
         extra = shipped.get(parts[li], [])[:cfg.max_train_docs]
+        own = ref_counts.get(g, 0)
+        if own and cfg.shipped_share < 1:   # beside a group's own references, at most this share
+            cap = int(own * cfg.shipped_share / (1 - cfg.shipped_share))
+            extra = [extra[j] for j in _spread(len(extra), cap)]
         if extra:
             refs.setdefault(g, []).extend((i, t[:cfg.max_chars]) for i, t in extra)
             ref_counts[g] = ref_counts.get(g, 0) + len(extra)
