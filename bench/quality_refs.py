@@ -8,9 +8,9 @@ run that the issue measured):
 
   before   references = the corpus's quality_positives (committed sample: Python docs reST,
            Chinese classics; code references left out: this is prose), shipped_references off
-  after    the same + the shipped modern prose references (resources/quality_refs.jsonl.zst:
-           Debian Reference, New Maintainers' Guide, en + zh): the default now
-  after+kinds   the same + the opt-in damage kinds markov and listed
+  shipped  the same + the shipped modern prose references (resources/quality_refs.jsonl.zst:
+           Debian Reference, New Maintainers' Guide, en + zh; shipped_references: true)
+  shipped+kinds   the same + the opt-in damage kinds markov and listed
 
 Held-out clean prose (sources the references do not come from):
   faq      Debian FAQ sections, en and zh-cn (Debian `debian-faq`, `debian-faq-zh-cn`, GPL-2+)
@@ -177,8 +177,8 @@ CLEAN = ("faq", "man")
 JUNK = ("spam", "boilerplate", "keywords", "markov", "mojibake")
 ALL_KINDS = ["shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified", "markov", "listed"]
 ARMS = [("before", False, None),            # the corpus's references, default damage kinds
-        ("after", True, None),              # + shipped modern prose (the new default)
-        ("after+kinds", True, ALL_KINDS)]   # + the opt-in markov / listed negatives
+        ("shipped", True, None),            # + shipped modern prose (shipped_references: true)
+        ("shipped+kinds", True, ALL_KINDS)]  # + the opt-in markov / listed negatives
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ def test_shipped_references_cover_both_languages_with_sources():
 
 
 def test_routed_to_non_code_groups_of_the_language():
-    cfg = load(QualityConfig, data={"positive": ["x"]})
+    cfg = load(QualityConfig, data={"positive": ["x"], "shipped_references": True, "shipped_share": 0.5})
     refs, counts = {"zh/zh": [("a", "classic")]}, {"zh/zh": 1}
     add_shipped_references(refs, counts, ["en/prose", "en/code", "zh/zh", "zh/prose", "fr/prose"], cfg)
     n_en, n_zh = len(shipped_references()["en"]), len(shipped_references()["zh"])
     # a group with references of its own gets at most as many shipped ones (shipped_share 0.5)
     assert counts == {"en/prose": n_en, "zh/zh": 1 + 1, "zh/prose": n_zh}
     assert "en/code" not in refs and "fr/prose" not in refs
-    whole = load(QualityConfig, data={"positive": ["x"], "shipped_share": 1.0})
+    whole = load(QualityConfig, data={"positive": ["x"]})          # default: all of them
     refs3, counts3 = {"zh/zh": [("a", "classic")]}, {"zh/zh": 1}
     add_shipped_references(refs3, counts3, ["zh/zh"], whole)
     assert counts3 == {"zh/zh": 1 + n_zh}

@@ -118,11 +118,11 @@ class QualityConfig:
     model: str | None = None  # a trained model folder to reuse instead of training
     # add the shipped modern expository prose (resources/quality_refs.jsonl.zst: Debian
     # Reference and New Maintainers' Guide, en + zh, GPL-2+) to the references of every
-    # non-code group of the same language (docs/quality-topics.md)
-    shipped_references: bool = True
+    # non-code group of the same language (docs/quality-topics.md: opt-in, see its figures)
+    shipped_references: bool = False
     # beside a group's own references the shipped ones are at most this share of them
     # (1: all); a group without references of its own gets all of them
-    shipped_share: float = 0.5
+    shipped_share: float = 1.0
     group_by: list[str] = field(default_factory=lambda: ["lang", "domain"])  # meta keys
     min_group_docs: int = 50  # smaller groups are pooled into one group "*"
     min_reference: int = 20  # fewer reference docs in a group: its own docs are the positives
@@ -164,9 +164,9 @@ class QualityConfig:
 
 
 DEFAULT_NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
-# markov / listed (machine-garbled text, keyword lists) are opt-in: on the planted corpus
-# (tests/test_data_quality.py, seed 3) they cost good Python-docs prose and classical poetry
-# (kept 54% / 72%); docs/quality-topics.md has the held-out figures with and without them
+# markov / listed (machine-garbled text, keyword lists) are opt-in: with the shipped references
+# on the planted corpus (tests/test_data_quality.py, seed 3) good Python-docs prose and
+# classical poetry were kept 54% / 72%; docs/quality-topics.md has the held-out figures
 NEGATIVE_KINDS = (*DEFAULT_NEGATIVE_KINDS, "markov", "listed")
 
 
