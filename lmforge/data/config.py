@@ -35,7 +35,8 @@ class ExtractConfig:
 class FilterConfig:
     """Heuristic filters (Gopher / C4 rules, CJK-aware). A threshold of null disables a rule.
 
-    "units" are words for space-separated scripts and characters for CJK text.
+    "units" are words for space-separated scripts and characters for CJK text; per-script
+    rules: cjk_unit_share, cjk_chars_per_word (docs/quality-topics.md).
     """
     min_units: int | None = 50
     max_units: int | None = 200_000

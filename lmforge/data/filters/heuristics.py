@@ -44,11 +44,10 @@ class View:
 
 
 def length(v: View, cfg) -> str | None:
-    """min_units / max_units in words: a CJK character is 1 / cjk_chars_per_word of a word
-    (the same content is ~1.5 Chinese characters per English word), so a translation
-    is as long as its original."""
-    n_cjk = cjk_count(v.text)
-    n = len(v.units) - n_cjk + n_cjk / cfg.cjk_chars_per_word
+    """min_units / max_units in units: a CJK character is a unit (recipes set min_units for
+    short poems in characters). The same content has ~1.5 Chinese characters per English
+    word, so a Chinese text reaches a threshold with less content (docs/quality-topics.md)."""
+    n = len(v.units)
     if cfg.min_units is not None and n < cfg.min_units:
         return "too_short"
     if cfg.max_units is not None and n > cfg.max_units:
