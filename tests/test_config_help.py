@@ -198,3 +198,84 @@ def test_docs_config_md_is_up_to_date():
     assert r.returncode == 0, r.stderr + " -- run: python scripts/gen_config_docs.py"
     text = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
     assert "`train.optim.lr`" in text and "## longsft" in text
+
+
+@dataclass
+class _Wrapped:
+    bucket: int = 100  # all pairs in a bucket up to this size; beyond, each doc
+                       # pairs with the next bucket - 1
+    lower: bool = True
+    limit: int = 3  # a limit of its own
+    # a block that belongs to `after`, not to `limit` above it
+    after: int = 4
+
+
+def test_wrapped_comment_continues_and_a_block_starts_the_next_field():
+    """A trailing comment wrapped onto a hanging-indented line is the field's whole help; the
+    next field without a comment has none of it (issue 35: minhash.lowercase showed the second
+    line of max_bucket's comment); a block at the field's indentation is the next field's."""
+    assert meaning_of(_Wrapped, "bucket") == ("all pairs in a bucket up to this size; beyond, "
+                                              "each doc pairs with the next bucket - 1")
+    assert meaning_of(_Wrapped, "lower") == NO_MEANING
+    assert meaning_of(_Wrapped, "limit") == "a limit of its own"
+    assert meaning_of(_Wrapped, "after") == "a block that belongs to `after`, not to `limit` above it"
+
+
+def test_config_show_data_minhash_help_lines(capsys):
+    assert main(["config", "show", "data"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    at = {l.split()[0]: i for i, l in enumerate(lines) if l.startswith("  ") and l.split()[0].count(".") <= 2
+          and not l.startswith("   " * 4)}
+    bucket = " ".join(l.strip() for l in lines[at["minhash.max_bucket"] + 1:at["minhash.lowercase"]])
+    assert "pairs with the next max_bucket - 1" in bucket
+    lower = lines[at["minhash.lowercase"] + 1]
+    assert "max_bucket" not in lower and "lowercase" in lower
+
+
+def _config_classes() -> list[type]:
+    seen: list[type] = []
+
+    def walk(tp):
+        for t in (tp, *typing.get_args(tp)):
+            for u in (t, *typing.get_args(t)):
+                if dataclasses.is_dataclass(u) and isinstance(u, type) and u not in seen:
+                    seen.append(u)
+                    for hint in typing.get_type_hints(u).values():
+                        walk(hint)
+    for kind in all_kinds():
+        walk(config_class(kind))
+    return seen
+
+
+def test_every_field_help_is_its_own_comment():
+    """Over every config class of every kind: a field's help is the comment on its own line
+    (with its hanging continuation) or the block right above it, and no comment line is the
+    help of two fields (the minhash.max_bucket / lowercase mix-up of issue 35)."""
+    import inspect
+    import textwrap
+
+    from lmforge.cli.confighelp import comment_lines
+    checked = 0
+    for cls in _config_classes():
+        for klass in cls.__mro__:
+            if not dataclasses.is_dataclass(klass):
+                continue
+            try:
+                src = textwrap.dedent(inspect.getsource(klass)).splitlines()
+            except (OSError, TypeError):
+                continue
+            owner: dict[int, str] = {}
+            for name, (node, trailing, above) in comment_lines(klass).items():
+                indent = len(src[node[0] - 1]) - len(src[node[0] - 1].lstrip())
+                for n in trailing:
+                    inside = node[0] <= n <= node[1]
+                    deeper = len(src[n - 1]) - len(src[n - 1].lstrip()) > indent
+                    assert inside or deeper, (klass.__name__, name, src[n - 1])
+                if above:
+                    assert above == list(range(node[0] - len(above), node[0])), (klass.__name__, name)
+                for n in trailing + above:
+                    assert n not in owner, (klass.__name__, name, owner.get(n), src[n - 1])
+                    owner[n] = name
+                checked += 1
+    assert checked > 300

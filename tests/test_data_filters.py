@@ -41,7 +41,7 @@ def test_good_texts_kept_english_and_chinese():
     (GOOD_EN + "\n\n" + GOOD_EN, "dup_paras", {"max_dup_line_ratio": None,
                                                "max_dup_line_char_ratio": None}),
     (GOOD_EN + " " + "cheap pills " * 40, "top_2gram", {}),
-    (GOOD_ZH + "便宜好货快来买" * 20, "top_3gram", {}),  # CJK repetition in characters
+    (GOOD_ZH + "便宜好货快来买" * 20, "top_2gram", {}),  # CJK: the 2-word rule on 3-character grams
     (GOOD_EN + " " + " ".join(GOOD_EN.split()[:12]) * 3, "dup_5gram",
      {"max_top_ngram_ratio": {}}),
 ])

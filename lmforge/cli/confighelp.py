@@ -71,13 +71,27 @@ def all_kinds() -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
+def comment_lines(cls: type) -> dict[str, tuple[tuple[int, int], list[int], list[int]]]:
+    """{field: ((first, last line of the field), trailing comment lines, block lines above)}
+    for the fields declared in `cls`'s own class body; line numbers in the dedented source."""
+    return _parse_comments(cls)[1]
+
+
+@functools.lru_cache(maxsize=None)
 def field_comments(cls: type) -> dict[str, tuple[str | None, str | None]]:
     """{field: (comment at the end of its line, comment block right above it)} for the fields
     declared in `cls`'s own class body."""
+    comments, where = _parse_comments(cls)
+    return {name: (" ".join(comments[n] for n in trailing) or None,
+                   " ".join(comments[n] for n in above) or None)
+            for name, (_, trailing, above) in where.items()}
+
+
+def _parse_comments(cls: type) -> tuple[dict[int, str], dict]:
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
-        return {}
+        return {}, {}
     comments: dict[int, str] = {}
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -87,19 +101,40 @@ def field_comments(cls: type) -> dict[str, tuple[str | None, str | None]]:
                 if text:
                     comments[tok.start[0]] = text
     except (tokenize.TokenError, SyntaxError):
-        return {}
+        return {}, {}
     lines = source.splitlines()
     body = ast.parse(source).body[0].body
-    out = {}
+    out, owned = {}, set()
     for node in body:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        trailing = [comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+        trailing = [n for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+        if trailing:
+            more = continuation_lines(lines, comments, node.end_lineno, node.col_offset)
+            trailing += more
+            owned.update(more)
         above, n = [], node.lineno - 1
-        while n >= 1 and n in comments and lines[n - 1].strip().startswith("#"):
-            above.insert(0, comments[n])
+        while (n >= 1 and n in comments and n not in owned
+               and lines[n - 1].strip().startswith("#")):
+            above.insert(0, n)
             n -= 1
-        out[node.target.id] = (" ".join(trailing) or None, " ".join(above) or None)
+        out[node.target.id] = ((node.lineno, node.end_lineno), trailing, above)
+    return comments, out
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def continuation_lines(lines: list[str], comments: dict[int, str], end: int, indent: int) -> list[int]:
+    """Comment-only lines right below a field's trailing comment that are indented deeper
+    than the field: they continue that comment (a comment line at the field's own
+    indentation is the block above the next field, not the end of this one's sentence)."""
+    out, n = [], end + 1
+    while (n <= len(lines) and n in comments and lines[n - 1].strip().startswith("#")
+           and _indent(lines[n - 1]) > indent):
+        out.append(n)
+        n += 1
     return out
 
 

@@ -35,11 +35,17 @@ class ExtractConfig:
 class FilterConfig:
     """Heuristic filters (Gopher / C4 rules, CJK-aware). A threshold of null disables a rule.
 
-    "units" are words for space-separated scripts and characters for CJK text.
+    "units" are words for space-separated scripts and characters for CJK text; per-script
+    rules: cjk_unit_share, cjk_chars_per_word (docs/quality-topics.md).
     """
     min_units: int | None = 50
     max_units: int | None = 200_000
     min_mean_word_len: float | None = 3.0  # over non-CJK words only
+    # mean word length judges space-delimited text only: not a text whose units are at
+    # least this share CJK characters (its non-CJK words are options, formats, numbers)
+    cjk_unit_share: float = 0.3
+    # in such text the repetition n-gram rules use n x this many characters for n words
+    cjk_chars_per_word: float = 1.5
     max_mean_word_len: float | None = 10.0
     max_symbol_ratio: float | None = 0.25  # non-alphanumeric, non-punctuation chars / non-space chars
     max_digit_ratio: float | None = 0.3
@@ -61,12 +67,13 @@ class FilterConfig:
         for name in ("max_symbol_ratio", "max_digit_ratio", "min_alpha_word_ratio",
                      "max_bullet_line_ratio", "max_ellipsis_line_ratio", "max_dup_line_ratio",
                      "max_dup_para_ratio", "max_dup_line_char_ratio", "max_dup_para_char_ratio",
-                     "max_boilerplate_line_ratio"):
+                     "max_boilerplate_line_ratio", "cjk_unit_share"):
             v = getattr(self, name)
             check(v is None or 0.0 <= v <= 1.0, name, f"must be in [0, 1], got {v}")
         for name in ("max_top_ngram_ratio", "max_dup_ngram_ratio"):
             for n, v in getattr(self, name).items():
                 check(n >= 1 and 0.0 <= v <= 1.0, f"{name}.{n}", "needs n >= 1 and a ratio in [0, 1]")
+        check(1.0 <= self.cjk_chars_per_word <= 4.0, "cjk_chars_per_word", "must be in [1, 4]")
         if self.min_units is not None and self.max_units is not None:
             check(self.min_units <= self.max_units, "min_units", "must be <= max_units")
         import re
@@ -110,13 +117,20 @@ class QualityConfig:
     positive: list[str] = field(default_factory=list)  # files/folders of reference-quality text
     negative: list[str] = field(default_factory=list)  # files/folders of real low-quality text
     model: str | None = None  # a trained model folder to reuse instead of training
+    # add the shipped modern expository prose (resources/quality_refs.jsonl.zst: Debian
+    # Reference and New Maintainers' Guide, en + zh, GPL-2+) to the references of every
+    # non-code group of the same language (docs/quality-topics.md: opt-in, see its figures)
+    shipped_references: bool = False
+    # beside a group's own references the shipped ones are at most this share of them
+    # (1: all); a group without references of its own gets all of them
+    shipped_share: float = 1.0
     group_by: list[str] = field(default_factory=lambda: ["lang", "domain"])  # meta keys
     min_group_docs: int = 50  # smaller groups are pooled into one group "*"
     min_reference: int = 20  # fewer reference docs in a group: its own docs are the positives
     negatives_per_positive: float = 1.0  # synthetic damaged copies per positive
     refine: int = 1  # rounds moving own-document positives that score low to the negatives
     damage: Literal["both", "corpus", "reference"] = "both"  # whose copies are damaged
-    negative_kinds: list[str] = field(default_factory=lambda: list(NEGATIVE_KINDS))  # damage kinds used for synthetic negatives
+    negative_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_NEGATIVE_KINDS))  # damage kinds used for synthetic negatives (also: markov, listed)
     max_train_docs: int = 20_000  # per group and class
     max_chars: int = 10_000  # characters of a document used to train and score
     n_features: int = 1 << 18
@@ -132,6 +146,7 @@ class QualityConfig:
     def __post_init__(self):
         check(0.0 <= self.threshold <= 1.0, "threshold", "must be in [0, 1]")
         check(0.0 <= self.min_keep <= 1.0, "min_keep", "must be in [0, 1]")
+        check(0.0 < self.shipped_share <= 1.0, "shipped_share", "must be in (0, 1]")
         check(self.negatives_per_positive > 0, "negatives_per_positive", "must be > 0")
         check(self.n_features >= 16, "n_features", "must be >= 16")
         for name in ("char_ngrams", "word_ngrams"):
@@ -149,7 +164,11 @@ class QualityConfig:
               f"choose from {list(NEGATIVE_KINDS)}, got {self.negative_kinds}")
 
 
-NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
+DEFAULT_NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
+# markov / listed (machine-garbled text, keyword lists) are opt-in: with the shipped references
+# on the planted corpus (tests/test_data_quality.py, seed 3) good Python-docs prose and
+# classical poetry were kept 54% / 72%; docs/quality-topics.md has the held-out figures
+NEGATIVE_KINDS = (*DEFAULT_NEGATIVE_KINDS, "markov", "listed")
 
 
 @dataclass
@@ -167,8 +186,8 @@ class MinhashConfig:
     fn_weight: float = 0.9
     verify: bool = True  # drop LSH candidate pairs whose signature similarity < threshold
     max_bucket: int = 100  # all pairs in a band bucket up to this size; beyond, each doc
-    # pairs with the next max_bucket - 1 (stats: capped_buckets)
-    lowercase: bool = True
+                           # pairs with the next max_bucket - 1 (stats: capped_buckets)
+    lowercase: bool = True  # shingle the lowercased text (case-only edits are duplicates)
     seed: int = 1
     # partitions of the distributed LSH shuffle (one task each per stage); null: one per
     # 2^23 (band key, document) rows, ~0.4 GB per task (docs/scale.md)
@@ -200,9 +219,18 @@ class SubstringConfig:
     # both exact, same result: a hash table of windows (faster, less memory) or the
     # suffix array of google-research/deduplicate-text-datasets (docs/scale.md)
     method: Literal["hash", "suffix_array"] = "hash"
+    # meta.domain values whose documents lose only whole repeated lines, and stay parseable
+    # when they parsed as Python (dedup/snap.py); add e.g. markdown; [] cuts code mid-line
+    line_domains: list[str] = field(default_factory=lambda: ["code"])
+    # a line-domain document whose repeated spans cover more than this share of its bytes
+    # is dropped whole (substring_code_repeated); null: never
+    max_repeated_share: float | None = 0.5
+    python_check: bool = True  # in line domains, a file that parsed as Python must still parse
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
+        check(self.max_repeated_share is None or 0.0 < self.max_repeated_share <= 1.0,
+              "max_repeated_share", "must be in (0, 1], or null")
         check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")
         check(self.part_bytes is None or 1024 <= self.part_bytes <= (1 << 30) - 1, "part_bytes",
               "must be in [1024, 2^30 - 1] (two parts share one int32 suffix array), or null")

@@ -15,6 +15,8 @@ low quality:
     repeated     one or two lines repeated to the original length (template pages)
     minified     one long line, comments and spaces dropped, names mangled to short names
                  (minified files; CJK text: garbled instead)
+    markov       machine-garbled: an order-2 Markov chain over the document's own tokens
+    listed       a keyword list: the document's distinct terms joined by separators
 
 Limits: the classifier learns to reject these kinds of damage (and whatever real
 low-quality documents `quality.negative` supplies); fluent but vapid, machine-written
@@ -167,8 +169,51 @@ def minified(text: str, rng: random.Random, cjk: bool) -> str:
     return re.sub(r"\s*\n\s*", ";", body).strip(";")
 
 
+def markov(text: str, rng: random.Random, cjk: bool) -> str:
+    """Machine-garbled text: an order-2 Markov chain over the document's own tokens (words;
+    CJK: characters), locally fluent and globally meaningless, as spam generators and
+    article spinners write it. Lines break where the original's average line would."""
+    toks = TOKEN_RE.findall(text[:8000])
+    if len(toks) < 10:
+        return shuffled(text, rng, cjk)
+    nxt: dict[tuple[str, str], list[str]] = {}
+    for a, b, c in zip(toks, toks[1:], toks[2:]):
+        nxt.setdefault((a, b), []).append(c)
+    i = rng.randrange(len(toks) - 2)
+    a, b = toks[i], toks[i + 1]
+    out = [a, b]
+    per_line = max(5, len(toks) // max(1, text.count("\n") + 1))
+    while len(out) < len(toks):
+        choices = nxt.get((a, b))
+        if not choices or rng.random() < 0.08:   # jump: spinners splice unrelated pieces
+            i = rng.randrange(len(toks) - 2)
+            a, b = toks[i], toks[i + 1]
+            out += [a, b]
+            continue
+        a, b = b, rng.choice(choices)
+        out.append(b)
+    lines = [_join(out[j:j + per_line], cjk) for j in range(0, len(out), per_line)]
+    # tokens were split from their punctuation: glue it back, so spacing is no tell
+    return re.sub(r" ([.,;:!?)\]}%])|([(\[{]) ", r"\1\2", "\n".join(lines))
+
+
+def listed(text: str, rng: random.Random, cjk: bool) -> str:
+    """A keyword list: the document's distinct words (CJK: 2-4 character pieces) joined by
+    separators, as tag clouds, SEO keyword blocks and directory pages are."""
+    if cjk:
+        chars = "".join(CJK_RE.findall(text[:6000]))
+        terms = list(dict.fromkeys(chars[j:j + rng.randint(2, 4)] for j in range(0, max(1, len(chars) - 4), 3)))
+    else:
+        terms = list(dict.fromkeys(w for w in WORD_RE.findall(text[:6000]) if len(w) > 2))
+    rng.shuffle(terms)
+    terms = terms[:rng.randint(30, 120)] or [text[:20]]
+    sep = rng.choice(["、", "，", " | ", " "] if cjk else [", ", " | ", " · ", "; ", "\n"])
+    return sep.join(terms)
+
+
 FUNCS = {"shuffled": shuffled, "stuffed": stuffed, "boilerplate": boilerplate, "spam": spam,
-         "garbled": garbled, "repeated": repeated, "minified": minified}
+         "garbled": garbled, "repeated": repeated, "minified": minified, "markov": markov,
+         "listed": listed}
 
 
 def degrade(text: str, kind: str, rng: random.Random) -> str:

@@ -149,6 +149,51 @@ def group_threshold(scores: np.ndarray, threshold: float, min_keep: float) -> fl
     return float(min(threshold, s[max(0, int(np.ceil(min_keep * len(s))) - 1)]))
 
 
+# ------------------------------------------------------------------ shipped references
+
+SHIPPED_REFERENCES = Path(__file__).parent / "resources" / "quality_refs.jsonl.zst"
+CODE_DOMAINS = ("code",)
+
+
+def shipped_references(path: Path = SHIPPED_REFERENCES) -> dict[str, list[tuple[str, str]]]:
+    """{lang: [(id, text)]} of the shipped modern prose references."""
+    sink = ErrorSink()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for d in iter_documents([str(path)], sink):
+        out.setdefault(str(d["meta"].get("lang")), []).append((str(d["id"]), d["text"]))
+    return out
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n) (all of them when k >= n)."""
+    if k >= n:
+        return list(range(n))
+    return [int(j * n / k) for j in range(k)] if k > 0 else []
+
+
+def add_shipped_references(refs: dict, ref_counts: dict, groups: list[str], cfg) -> None:
+    """Append the shipped references of a language to each corpus group of that language
+    whose domain is not code (groups are "lang/domain/..." in group_by order): modern
+    expository prose is citable whatever the group's own references are (classics, API docs)."""
+    if "lang" not in cfg.group_by:
+        return
+    li = cfg.group_by.index("lang")
+    di = cfg.group_by.index("domain") if "domain" in cfg.group_by else None
+    shipped = shipped_references()
+    for g in groups:
+        parts = g.split("/")
+        if di is not None and parts[di] in CODE_DOMAINS:
+            continue
+        extra = shipped.get(parts[li], [])[:cfg.max_train_docs]
+        own = ref_counts.get(g, 0)
+        if own and cfg.shipped_share < 1:   # beside a group's own references, at most this share
+            cap = int(own * cfg.shipped_share / (1 - cfg.shipped_share))
+            extra = [extra[j] for j in _spread(len(extra), cap)]
+        if extra:
+            refs.setdefault(g, []).extend((i, t[:cfg.max_chars]) for i, t in extra)
+            ref_counts[g] = ref_counts.get(g, 0) + len(extra)
+
+
 # ------------------------------------------------------------------ the step
 
 
@@ -186,6 +231,8 @@ class QualityStep(Step):
         corpus, counts = stratified_reservoir(_corpus(ctx.inputs), self.key, cfg.max_train_docs,
                                               cfg.seed, cfg.max_chars)
         refs, ref_counts = self._read(cfg.positive, ctx.work / "positive_rejects.jsonl")
+        if cfg.shipped_references:
+            add_shipped_references(refs, ref_counts, list(counts), cfg)
         negs, _ = self._read(cfg.negative, ctx.work / "negative_rejects.jsonl")
         mapping = {k: (k if n >= cfg.min_group_docs else POOLED) for k, n in counts.items()}
         if all(v == POOLED for v in mapping.values()) and len(mapping) == 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmforge.report import mixstats, plots
+from lmforge.report import groupcheck, mixstats, plots
 from lmforge.report.collect import StageFolder
 from lmforge.report.section import Section, slug
 from lmforge.report.tables import Table
@@ -64,6 +64,7 @@ def data_section(stages: list[StageFolder], out: Path) -> Section | None:
         kt = keep_rate_table(st)
         if kt:
             sec.blocks.append(kt)
+        sec.blocks += [t for t in [groupcheck.group_check_table(st)] if t]   # issue 35: per-group loss flag
     return sec
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from lmforge.io.atomic import save_npy
 
 from ..pipeline import Step, iter_shard
+from .snap import SnapCounts, snap_document
 from .substring_kernels import (later_by_hash, later_in_group, removed_spans,
                                 shares_prefix_with_pred)
 
@@ -150,9 +151,9 @@ def apply_spans(data: bytes, spans) -> str:
     return b"".join(keep).decode("utf-8")
 
 
-def dedup_texts(texts: list[str], min_bytes: int = 100, part_bytes: int | None = None,
-                keep_layout: bool = True, method: str = "hash") -> list[str]:
-    """The texts with every repeated span of >= min_bytes removed but its first occurrence."""
+def doc_spans(texts: list[str], min_bytes: int = 100, part_bytes: int | None = None,
+              keep_layout: bool = True, method: str = "hash") -> tuple[list[bytes], list[list]]:
+    """Each text's UTF-8 bytes and its found repeated spans [(start, end), ...]."""
     data = [t.encode("utf-8") for t in texts]
     sizes = [len(d) for d in data]
     if part_bytes is None:
@@ -160,7 +161,26 @@ def dedup_texts(texts: list[str], min_bytes: int = 100, part_bytes: int | None =
     spans = removal_spans(lambda lo, hi: data[lo:hi], sizes, min_bytes, part_bytes, keep_layout,
                           method)
     bounds = np.searchsorted(spans[:, 0], np.arange(len(data) + 1))  # spans come sorted by doc
-    return [apply_spans(d, spans[bounds[i]:bounds[i + 1], 1:].tolist()) for i, d in enumerate(data)]
+    return data, [spans[bounds[i]:bounds[i + 1], 1:].tolist() for i in range(len(data))]
+
+
+def dedup_texts(texts: list[str], min_bytes: int = 100, part_bytes: int | None = None,
+                keep_layout: bool = True, method: str = "hash",
+                line_docs: list[bool] | None = None, max_repeated_share: float | None = 0.5
+                ) -> list[str | None]:
+    """The texts with every repeated span of >= min_bytes removed but its first occurrence.
+
+    Texts marked in `line_docs` (code) lose only whole lines and stay parseable if they
+    parsed as Python (snap.py); one that is mostly repeated comes back as None (dropped)."""
+    data, spans = doc_spans(texts, min_bytes, part_bytes, keep_layout, method)
+    out: list[str | None] = []
+    for i, (d, sp) in enumerate(zip(data, spans)):
+        if line_docs is not None and line_docs[i] and sp:
+            r = snap_document(d, sp, max_repeated_share=max_repeated_share)
+            out.append(None if r.reason else apply_spans(d, r.spans))
+        else:
+            out.append(apply_spans(d, sp))
+    return out
 
 
 # ------------------------------------------------------------------ pipeline step
@@ -224,13 +244,36 @@ class SubstringStep(Step):
         by_doc: dict[int, list] = {}
         for d, s, e in spans.tolist():
             by_doc.setdefault(d, []).append((s, e))
+        snapped = self._snap_shard(ctx, index, by_doc) if self.cfg.line_domains else {}
 
         def apply(i, doc):
             if i not in by_doc:
                 return doc, None
-            text = apply_spans(doc["text"].encode("utf-8"), by_doc[i])
+            found = by_doc[i]
+            if i in snapped:
+                if snapped[i].reason:
+                    return None, snapped[i].reason
+                found = snapped[i].spans
+            text = apply_spans(doc["text"].encode("utf-8"), found)
             if len(text.strip()) < self.cfg.min_chars_left:
                 return None, "substring_too_short"
             doc["text"] = text
             return doc, None
         return apply
+
+    def _snap_shard(self, ctx, index: int, by_doc: dict) -> dict:
+        """Line-domain documents with spans: their snapped spans (dedup/snap.py), decided
+        before the shard is written so the counts are saved once per shard."""
+        out, counts = {}, SnapCounts()
+        for i, doc in enumerate(iter_shard(ctx.inputs[index])):
+            if i in by_doc and str(doc["meta"].get("domain") or "") in self.cfg.line_domains:
+                r = snap_document(doc["text"].encode("utf-8"), by_doc[i],
+                                  is_python=None if self.cfg.python_check else False,
+                                  max_repeated_share=self.cfg.max_repeated_share)
+                counts.add(r, by_doc[i])
+                out[i] = r
+        counts.save(ctx.work / f"snap-{ctx.inputs[index].name}.json")
+        return out
+
+    def finish(self, ctx) -> dict:
+        return {"line_snapping": SnapCounts.total(ctx.work)}

@@ -72,9 +72,19 @@ def repetition(v: View, cfg) -> str | None:
     u = v.units
     unit_chars = sum(len(x) for x in u) or 1
     for n, limit in sorted(cfg.max_top_ngram_ratio.items()):
-        if _top_ngram_chars(u, n) / unit_chars > limit:
+        if _top_ngram_chars(u, cjk_n(v, n, cfg)) / unit_chars > limit:
             return f"top_{n}gram"
     for n, limit in sorted(cfg.max_dup_ngram_ratio.items()):
-        if _dup_ngram_chars(u, n) / unit_chars > limit:
+        if _dup_ngram_chars(u, cjk_n(v, n, cfg)) / unit_chars > limit:
             return f"dup_{n}gram"
     return None
+
+
+def cjk_n(v: View, n: int, cfg) -> int:
+    """Gopher's n counts words; in text that is mostly CJK the units are characters, and a
+    Chinese word is ~1.5 characters (cjk_chars_per_word), so an n-word rule looks at
+    round(n * 1.5)-character n-grams there (5 words -> 8 characters): with n characters
+    the same content repeats more often than with n words."""
+    if v.cjk_share >= cfg.cjk_unit_share:
+        return max(n, round(n * cfg.cjk_chars_per_word))
+    return n

@@ -1,0 +1,63 @@
+"""Shipped modern prose references (issue 35): both languages, their sources and licences
+recorded, routed to every non-code group of their language, and never the held-out text the
+bench evaluates on (Debian FAQ, manual pages, gettext catalogues)."""
+from __future__ import annotations
+
+import random
+
+from lmforge.config import load
+from lmforge.corpus import parallel
+from lmforge.data.config import QualityConfig
+from lmforge.data.degrade import degrade
+from lmforge.data.quality import add_shipped_references, shipped_references
+
+
+def test_shipped_references_cover_both_languages_with_sources():
+    refs = shipped_references()
+    assert len(refs["en"]) >= 200 and len(refs["zh"]) >= 200
+    for lang, docs in refs.items():
+        for doc_id, text in docs:
+            assert doc_id.startswith(("ref:debian-reference:", "ref:maint-guide:")), doc_id
+            assert len(text) >= 500 and parallel.prose_share(text, lang) >= 0.5, doc_id
+
+
+def test_routed_to_non_code_groups_of_the_language():
+    cfg = load(QualityConfig, data={"positive": ["x"], "shipped_references": True, "shipped_share": 0.5})
+    refs, counts = {"zh/zh": [("a", "classic")]}, {"zh/zh": 1}
+    add_shipped_references(refs, counts, ["en/prose", "en/code", "zh/zh", "zh/prose", "fr/prose"], cfg)
+    n_en, n_zh = len(shipped_references()["en"]), len(shipped_references()["zh"])
+    # a group with references of its own gets at most as many shipped ones (shipped_share 0.5)
+    assert counts == {"en/prose": n_en, "zh/zh": 1 + 1, "zh/prose": n_zh}
+    assert "en/code" not in refs and "fr/prose" not in refs
+    whole = load(QualityConfig, data={"positive": ["x"]})          # default: all of them
+    refs3, counts3 = {"zh/zh": [("a", "classic")]}, {"zh/zh": 1}
+    add_shipped_references(refs3, counts3, ["zh/zh"], whole)
+    assert counts3 == {"zh/zh": 1 + n_zh}
+    off = load(QualityConfig, data={"positive": ["x"], "group_by": ["domain"]})
+    refs2: dict = {}
+    add_shipped_references(refs2, {}, ["prose"], off)   # no lang key: no language to match
+    assert refs2 == {}
+
+
+def _shingles(text: str, n: int = 60) -> set[str]:
+    flat = " ".join(text.split())
+    return {flat[i:i + n] for i in range(0, max(0, len(flat) - n), 30)}
+
+
+def test_held_out_sources_share_no_text_with_the_references():
+    refs = {s for docs in shipped_references().values() for _, t in docs for s in _shingles(t)}
+    held = [t for _, a, b in parallel.mo_pairs()[:400] for t in (a, b)]
+    held += [t for _, a, b in parallel.man_pairs(limit=15) for t in (a, b)]
+    held += [t for _, a, b in parallel.faq_pairs() for t in (a, b)]
+    shared = sum(1 for t in held for s in _shingles(t) if s in refs)
+    assert len(held) >= 100 and shared == 0, shared
+
+
+def test_new_damage_kinds_keep_language():
+    rng = random.Random(0)
+    zh = shipped_references()["zh"][0][1]
+    en = shipped_references()["en"][0][1]
+    for kind in ("markov", "listed"):
+        for text in (zh, en):
+            out = degrade(text, kind, rng)
+            assert out != text and len(out) > 50
