@@ -9,7 +9,7 @@ quality, topics) give in/kept documents per group; the first of them is the inpu
 last the output, so the survival rate also counts what the steps between them removed."""
 from __future__ import annotations
 
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.tables import Table
 from lmforge.report.units import Share
 
@@ -41,7 +41,7 @@ def group_rows(steps: list[dict], axis: str) -> list[dict]:
     return rows
 
 
-def group_check_table(st: Stage) -> Table | None:
+def group_check_table(st: StageFolder) -> Table | None:
     axis = _axis(st.data_steps)
     if axis is None:
         return None
