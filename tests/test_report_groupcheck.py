@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder as Stage
 from lmforge.report.datasections import data_section
 from lmforge.report.groupcheck import group_check_table, group_rows
 from lmforge.report.tables import fmt
