@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmforge.report.collect import StageFolder as Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.datasections import data_section
 from lmforge.report.groupcheck import group_check_table, group_rows
 from lmforge.report.tables import fmt
@@ -36,12 +36,12 @@ def test_group_rows_share_survival_and_flag():
 
 
 def test_table_in_the_data_section(tmp_path):
-    st = Stage("data", Path("data"), "data", "done", data_steps=steps())
+    st = StageFolder("data", Path("data"), "data", "done", data_steps=steps())
     t = group_check_table(st)
     cells = {r[0]: [fmt(c) for c in r] for r in t.rows}
     assert cells["zh/prose"][-1].startswith("LOSES 98%") and cells["en/prose"][-1] == "ok"
     assert t.headers[:4] == ["group", "share of input", "docs in", "kept (all steps)"]
     sec = data_section([st], tmp_path)
     assert any(getattr(b, "title", "") == t.title for b in sec.blocks)
-    plain = Stage("data", Path("data"), "data", "done", data_steps=steps()[:1])
+    plain = StageFolder("data", Path("data"), "data", "done", data_steps=steps()[:1])
     assert group_check_table(plain) is None              # no step reports groups: no table
