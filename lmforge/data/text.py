@@ -17,6 +17,10 @@ WORD_RE = re.compile(f"[^\\W{CJK_CLASS}]+")  # non-CJK words only
 CJK_RE = re.compile(_CJK)
 
 
+def cjk_count(text: str) -> int:
+    return len(CJK_RE.findall(text))
+
+
 def units(text: str, lowercase: bool = False) -> list[str]:
     """Words for space-separated scripts, single characters for CJK."""
     return UNIT_RE.findall(text.lower() if lowercase else text)
