@@ -135,17 +135,24 @@ def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: 
     return start_trainer(cfg, src, objective, train, stats, progress, model, initialised=init_model is not None)
 
 
-def finish(cfg, trainer: Trainer) -> dict:
+def finish(cfg, trainer: Trainer, effect: Callable | None = None) -> dict:
+    """Train to the end and write DONE.json; `effect(cfg, trainer)` -> the stage's before/after
+    dict (lmforge.eval.effect.paired_effect) goes under "effect", computed before DONE.json is
+    written so a finished stage always has it."""
     summary = trainer.fit()
     if getattr(trainer, "account", None):
         summary["account"] = trainer.account
+    if effect is not None:
+        result = effect(cfg, trainer)
+        if result:
+            summary["effect"] = result
     return write_done(cfg.out_dir, summary)
 
 
-def run_trainer_stage(cfg, build, progress: bool) -> dict:
+def run_trainer_stage(cfg, build, progress: bool, effect: Callable | None = None) -> dict:
     """The whole contract for a stage whose `build(cfg, progress)` returns its Trainer: skip
-    when finished, else build (resuming if interrupted), train, write DONE.json."""
-    return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress))
+    when finished, else build (resuming if interrupted), train, measure `effect`, write DONE.json."""
+    return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress), effect)
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -289,5 +289,30 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     return start_trainer(cfg, src, objective, train, stats, progress, model)
 
 
+def heldout_effect(cfg: DPOConfig, trainer: Trainer) -> dict | None:
+    """Every held-out pair (val_fraction) scored by the starting model (before) and the trained
+    one (after): preference accuracy = share of pairs whose chosen reply is more likely than the
+    rejected one (summed log-probs of the reply tokens, as DPO scores them), with the mean
+    log-prob margin and the DPO reward accuracy (the policy moved the margin the right way)."""
+    from lmforge.eval.effect import paired_effect, target_logps
+    from lmforge.model.load import load_checkpoint
+
+    val = trainer.objective.val_pairs
+    if not val:
+        return None
+    src = load_source(cfg.init, cfg.tokenizer)
+    start, _ = load_checkpoint(src.step_dir, next(trainer.model.parameters()).device)
+
+    def margins(model) -> np.ndarray:
+        chosen, _ = target_logps(model, [(p.chosen, p.chosen_mask) for p in val])
+        rejected, _ = target_logps(model, [(p.rejected, p.rejected_mask) for p in val])
+        return chosen - rejected
+
+    before, after = margins(start), margins(trainer.model)
+    margin = paired_effect("held-out log-prob margin (chosen - rejected, nats)", before, after, True)
+    return paired_effect("held-out preference accuracy", (before > 0).astype(float), (after > 0).astype(float),
+                         True, reward_accuracy=float(((after - before) > 0).mean()), more=[margin])
+
+
 def run(cfg: DPOConfig, progress: bool = True) -> dict:
-    return run_trainer_stage(cfg, build, progress)
+    return run_trainer_stage(cfg, build, progress, heldout_effect)

@@ -330,5 +330,26 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
     return start_fresh(cfg, grown, objective, steps, stats, progress, init_model)
 
 
+def facts_effect(cfg: SelfKnowConfig, trainer: Trainer) -> dict:
+    """The taught facts as replies to held-out paraphrased questions (plain chat format), loss
+    per reply token under the chat model the stage started from (before) and the trained one."""
+    import numpy as np
+
+    from lmforge.align.self_knowledge import fact_probe_items
+    from lmforge.eval.effect import mean_target_nll, paired_effect
+    from lmforge.model.load import load_checkpoint
+
+    src = load_source(cfg.init, cfg.tokenizer)
+    start, _ = load_checkpoint(src.step_dir, next(trainer.model.parameters()).device)
+    probes = fact_probe_items(src.tok, cfg.facts)
+    flat = [item for q in probes for item in q]
+
+    def per_question(model) -> np.ndarray:
+        return mean_target_nll(model, flat).reshape(len(probes), len(cfg.facts)).mean(1)
+
+    return paired_effect("taught facts: reply loss on held-out questions (nats/token)", per_question(start),
+                         per_question(trainer.model), False)
+
+
 def run(cfg: SelfKnowConfig, progress: bool = True) -> dict:
-    return run_trainer_stage(cfg, build, progress)
+    return run_trainer_stage(cfg, build, progress, facts_effect)

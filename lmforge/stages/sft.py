@@ -74,4 +74,6 @@ def build(cfg: SFTConfig, progress: bool = True) -> Trainer:
 
 
 def run(cfg: SFTConfig, progress: bool = True) -> dict:
-    return run_trainer_stage(cfg, build, progress)
+    from lmforge.stagekit.effects import sft_effect
+
+    return run_trainer_stage(cfg, build, progress, sft_effect)

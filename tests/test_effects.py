@@ -1,0 +1,125 @@
+"""Before/after effects of the stages (lmforge.eval.effect and the stages that write `effect`):
+the paired noise estimate and verdict rule, and on tiny runs that the effect is measured on
+held-out items and shows the change the stage trained for."""
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from lmforge import config
+from lmforge.eval.effect import bootstrap_margin, paired_effect, verdict
+from test_align_dpo import color_pairs
+from test_align_utils import make_sft_file, make_source, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_source(tmp_path_factory.mktemp("src"))
+
+
+def test_paired_effect_stderr_is_the_paired_one_and_the_verdict_follows_two_stderrs():
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(5, 2, size=40)          # item difficulty: cancels in the paired change
+    before = difficulty + rng.normal(0, 0.1, 40)
+    after = difficulty - 0.3 + rng.normal(0, 0.1, 40)
+    e = paired_effect("loss", before, after, higher_is_better=False)
+    d = after - before
+    assert e["n"] == 40 and math.isclose(e["delta"], d.mean())
+    assert math.isclose(e["stderr"], d.std(ddof=1) / math.sqrt(40))
+    assert e["stderr"] < 0.05 < 2 / math.sqrt(40)   # the unpaired error would be ~0.45
+    assert e["verdict"] == "gain"
+    assert paired_effect("loss", after, before, False)["verdict"] == "loss"
+    assert paired_effect("acc", before, after, True)["verdict"] == "loss"
+    noisy = paired_effect("loss", before, before + rng.normal(0, 1, 40), False)
+    assert noisy["verdict"] == "within noise" and abs(noisy["delta"]) < 2 * noisy["stderr"]
+    assert verdict(0.1, 0.0, 5, True) == "gain" and verdict(0.0, 0.0, 5, True) == "within noise"
+    assert paired_effect("x", [1.0], [2.0], True)["verdict"] == "too few items"
+    with pytest.raises(ValueError):
+        paired_effect("x", [1.0, 2.0], [1.0], True)
+
+
+def test_bootstrap_margin_flip_share():
+    rng = np.random.default_rng(1)
+    base = rng.normal(3, 1, 60)
+    clear = bootstrap_margin(base - 0.5 + rng.normal(0, 0.1, 60), base)
+    assert clear["margin"] < -0.4 and clear["flip_share"] == 0.0
+    tie = bootstrap_margin(base + rng.normal(0, 0.5, 60), base + rng.normal(0, 0.5, 60))
+    assert 0.05 < tie["flip_share"] < 0.95
+
+
+def test_dpo_writes_a_heldout_effect_that_shows_the_learned_preference(source, tmp_path):
+    from lmforge.stages.dpo import DPOConfig, run
+
+    src_run, _ = source
+    data = write_jsonl(tmp_path / "pairs.jsonl", color_pairs(80, seed=3, scrambled=True))
+    out = tmp_path / "dpo"
+    cfg = config.load(DPOConfig, None, [f"init.from_checkpoint={src_run}", f"data=[{data}]", f"out_dir={out}",
+                                        "train.seq_len=64", "train.micro_batch_size=8", "train.optim.lr=3e-3",
+                                        "epochs=3", "beta=0.5", "val_fraction=0.3"])
+    summary = run(cfg, progress=False)
+    e = summary["effect"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert e["n"] == stats["val_pairs"] > 0
+    assert e["metric"].startswith("held-out preference accuracy")
+    # held-out pairs: the trained policy prefers the chosen reply, the start model did not as often
+    assert e["verdict"] == "gain" and e["after"] >= 0.9 > e["before"]
+    assert e["reward_accuracy"] >= 0.9
+    margin = e["more"][0]
+    assert margin["verdict"] == "gain" and margin["delta"] > 0
+    assert json.loads((out / "DONE.json").read_text())["effect"] == e
+
+
+def test_sft_writes_heldout_reply_loss_and_turn_ending_before_after(source, tmp_path):
+    from lmforge.stages.sft import SFTConfig, run
+
+    src_run, _ = source
+    data = make_sft_file(tmp_path / "sft.jsonl", n=160, seed=4, max_turns=1)
+    out = tmp_path / "sft"
+    cfg = config.load(SFTConfig, None, [f"init.from_checkpoint={src_run}", f"data=[{data}]", f"out_dir={out}",
+                                        "train.seq_len=128", "train.micro_batch_size=8", "train.optim.lr=3e-3",
+                                        "epochs=3", "val_fraction=0.15"])
+    e = run(cfg, progress=False)["effect"]
+    assert e["n"] == 24 and e["verdict"] == "gain" and e["after"] < e["before"] - 1.0
+    fmt = e["more"][0]
+    assert fmt["n"] == 24 and "end their turn" in fmt["metric"]
+    # the trained model closes every turn (a random start does by chance: its greedy argmax is
+    # often one fixed token, here <|im_end|> for ~70% of the prompts)
+    assert fmt["after"] >= 0.9 and fmt["after"] > fmt["before"]
+
+
+def test_fact_probes_target_only_the_fact_reply(source):
+    from lmforge.align.self_knowledge import DEFAULT_FEW_SHOT, DEFAULT_PROMPTS, HELDOUT_QUESTIONS, fact_probe_items
+    from lmforge.tokenizer.train import load_tokenizer
+
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    seen = {q.lower() for q in DEFAULT_PROMPTS} | {x["user"].lower() for x in DEFAULT_FEW_SHOT}
+    assert not seen & {q.lower() for q in HELDOUT_QUESTIONS}
+    facts = ["My name is Forge.", "I can make mistakes."]
+    probes = fact_probe_items(tok, facts, ["Who are you?", "What's your name?"])
+    assert [len(q) for q in probes] == [2, 2]
+    ids, mask = probes[1][0]
+    assert tok.decode(ids[mask].tolist(), skip_special_tokens=False) == "My name is Forge.<|im_end|>"
+
+
+def test_grid_effect_pairs_the_winner_with_the_best_distinct_mix():
+    from lmforge.stages.sftgrid import winner_effect
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(4, 0.5, 30)
+
+    def point(shares, shift, noise=0.02):
+        per = (base + shift + rng.normal(0, noise, 30)).tolist()
+        return {"shares": shares, "label": str(shares),
+                "heldout": {"en": {"loss": float(np.mean(per[:15])), "per_conversation": per[:15]},
+                            "zh": {"loss": float(np.mean(per[15:])), "per_conversation": per[15:]}}}
+
+    results = [point({"en": 1, "zh": 1}, 0.0), point({"en": 2, "zh": 2}, 0.001), point({"en": 1, "zh": 0}, 0.4)]
+    e = winner_effect(results, 0, "mean_loss")
+    # 2:2 is the winner's own mix; the runner-up is en only, clearly worse
+    assert e["runner_up"] == str({"en": 1, "zh": 0}) and e["verdict"] == "gain" and e["n"] == 30
+    results[2] = point({"en": 1, "zh": 0}, 0.001, noise=0.3)
+    assert winner_effect(results, 0, "mean_loss")["verdict"] == "within noise"
+    assert winner_effect(results[:2], 0, "mean_loss") is None   # one distinct mix: nothing to compare
