@@ -123,3 +123,30 @@ def test_grid_effect_pairs_the_winner_with_the_best_distinct_mix():
     results[2] = point({"en": 1, "zh": 0}, 0.001, noise=0.3)
     assert winner_effect(results, 0, "mean_loss")["verdict"] == "within noise"
     assert winner_effect(results[:2], 0, "mean_loss") is None   # one distinct mix: nothing to compare
+
+
+def test_report_effects_section_lists_every_effect_and_the_stages_without_one(tmp_path):
+    from lmforge.report.build import build_report
+    from lmforge.report.effects import effects_section
+    from lmforge.report.collect import Stage
+    from lmforge.report.tables import fmt
+
+    dpo = paired_effect("held-out preference accuracy", [0, 1, 0, 0, 1, 0], [1, 1, 1, 0, 1, 1], True)
+    dpo["more"] = [paired_effect("margin", [0.1, -0.2, 0.3, 0.0], [0.1, -0.2, 0.3, 0.01], True)]
+    stages = [Stage("dpo", tmp_path, kind="dpo", done={"effect": dpo}),
+              Stage("sft", tmp_path, kind="sft", done={"step": 3}),
+              Stage("export", tmp_path, kind="export", done={"ok": 1})]
+    sec = effects_section(stages)
+    table = sec.blocks[0]
+    assert [r[0] for r in table.rows] == ["dpo", ""] and table.rows[0][-1] == dpo["verdict"]
+    assert table.rows[0][4] == f"{fmt(dpo['delta'])} ± {fmt(2 * dpo['stderr'])}"
+    assert "No before/after measurement recorded for: sft." in sec.blocks
+    assert effects_section([Stage("sft", tmp_path, kind="sft", done={"step": 3})]) is None
+    # in a built report: the section comes right after the overview
+    run = tmp_path / "run"
+    (run / "dpo").mkdir(parents=True)
+    (run / "dpo" / "DONE.json").write_text(json.dumps({"step": 2, "effect": dpo}))
+    (run / "dpo" / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.69, "lr": 1e-6}) + "\n")
+    res = build_report(run, tmp_path / "rep")
+    assert res["sections"][:2] == ["overview", "effects"]
+    assert "What each stage did" in (tmp_path / "rep" / "report.md").read_text()

@@ -233,3 +233,31 @@ def test_packing_off_puts_one_document_per_row(source, tmp_path):
     out = tmp_path / "nopack"
     summary = run(cfg_for(source, out, "packing=false"), progress=False)
     assert summary["step"] == 4 and json.loads((out / "config.json").read_text())["packing"] is False
+
+
+def test_longctx_effect_compares_the_unextended_source_past_its_window(source, finished):
+    """DONE.json's effect: held-out windows of the new length, loss past the source's window,
+    the source run there with its own RoPE (before) vs the trained long model (after)."""
+    import dataclasses
+
+    import numpy as np
+
+    from lmforge.eval.effect import mean_target_nll
+    from lmforge.model import Transformer
+    from lmforge.model.load import load_weights
+
+    out, summary = finished
+    e = json.loads((out / "DONE.json").read_text())["effect"]
+    assert e["n"] >= 2 and "positions 64-128" in e["metric"] and not e["higher_is_better"]
+    src, _ = load_checkpoint(source)
+    wide = Transformer(dataclasses.replace(src.cfg, max_seq_len=128))
+    load_weights(source, wide)
+    val = TokenDataset(source.parent / "tokens", "val")
+    wins = [np.asarray(val.doc(i), dtype=np.int64)[a:a + 128] for i in range(val.n_docs)
+            for a in range(0, max(len(val.doc(i)) - 128, 0) + 1, 128)]
+    wins = [w for w in wins if len(w) > 64 + 16][:48]
+    items = [(w, np.arange(len(w)) >= 64) for w in wins]
+    assert e["n"] == len(items)
+    assert e["before"] == pytest.approx(float(mean_target_nll(wide, items).mean()), rel=1e-5)
+    long, _ = load_checkpoint(out)
+    assert e["after"] == pytest.approx(float(mean_target_nll(long, items).mean()), rel=1e-5)
