@@ -62,12 +62,13 @@ def test_dpo_writes_a_heldout_effect_that_shows_the_learned_preference(source, t
     e = summary["effect"]
     stats = json.loads((out / "stats.json").read_text())
     assert e["n"] == stats["val_pairs"] > 0
-    assert e["metric"].startswith("held-out preference accuracy")
-    # held-out pairs: the trained policy prefers the chosen reply, the start model did not as often
-    assert e["verdict"] == "gain" and e["after"] >= 0.9 > e["before"]
-    assert e["reward_accuracy"] >= 0.9
-    margin = e["more"][0]
-    assert margin["verdict"] == "gain" and margin["delta"] > 0
+    assert e["metric"].startswith("held-out log-prob margin")
+    # held-out pairs: the policy raised the chosen reply's margin; it prefers the chosen reply,
+    # the start model did not as often
+    assert e["verdict"] == "gain" and e["delta"] > 0 and e["reward_accuracy"] >= 0.9
+    acc = e["more"][0]
+    assert acc["metric"].startswith("held-out preference accuracy")
+    assert acc["verdict"] == "gain" and acc["after"] >= 0.9 > acc["before"]
     assert json.loads((out / "DONE.json").read_text())["effect"] == e
 
 
