@@ -323,7 +323,7 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
         objective, stats, steps = build_conversation_objective(
             cfg, files, grown, errors, progress, None, classes, weights, objective_cls=CRLFTObjective,
             load_kwargs={"path_classes": path_classes}, reference=reference, kl_coef=cfg.kl_coef,
-            vocab_size=grown.model_cfg.vocab_size, stage="selfknow")
+            vocab_size=grown.model_cfg.vocab_size, class_names=sorted(classes, key=classes.get), stage="selfknow")
     stats = {"first_messages": fm_stats, "rlcd": rlcd_stats, "tokenizer": tok_stats, "classes": classes,
              "reference": ref_summary and {k: ref_summary.get(k) for k in ("step", "final_loss", "checkpoint")},
              **stats}
