@@ -35,7 +35,8 @@ def test_paired_effect_stderr_is_the_paired_one_and_the_verdict_follows_two_stde
     noisy = paired_effect("loss", before, before + rng.normal(0, 1, 40), False)
     assert noisy["verdict"] == "within noise" and abs(noisy["delta"]) < 2 * noisy["stderr"]
     assert verdict(0.1, 0.0, 5, True) == "gain" and verdict(0.0, 0.0, 5, True) == "within noise"
-    assert paired_effect("x", [1.0], [2.0], True)["verdict"] == "too few items"
+    one = paired_effect("x", [1.0], [2.0], True)
+    assert one["verdict"] == "too few items" and one["stderr"] is None and one["delta"] == 1.0
     with pytest.raises(ValueError):
         paired_effect("x", [1.0, 2.0], [1.0], True)
 

@@ -50,7 +50,8 @@ def paired_effect(metric: str, before: Sequence[float], after: Sequence[float], 
            "after": float(a.mean()) if n else float("nan"), "delta": delta, "stderr": stderr, "n": n,
            "higher_is_better": higher_is_better, "verdict": verdict(delta, stderr, n, higher_is_better)}
     out.update(extra)
-    return out
+    # undefined figures (no items; one item has no spread) as null: DONE.json stays strict JSON
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
 def bootstrap_margin(a: Sequence[float], b: Sequence[float], samples: int = 2000, seed: int = 0) -> dict:
