@@ -152,3 +152,41 @@ def test_report_effects_section_lists_every_effect_and_the_stages_without_one(tm
     res = build_report(run, tmp_path / "rep")
     assert res["sections"][:2] == ["overview", "effects"]
     assert "What each stage did" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_selfknow_facts_effect_is_specific_to_the_taught_facts(source):
+    """Trained on the facts as replies to the built-in (not held-out) questions, a model makes
+    the true facts likelier than the false ones on the held-out questions: a gain; the start
+    model against itself: no change."""
+    import types
+
+    import torch
+
+    from lmforge.align.chat_template import encode_chat
+    from lmforge.align.self_knowledge import DEFAULT_FACTS, DEFAULT_PROMPTS
+    from lmforge.model.load import load_checkpoint
+    from lmforge.stages.selfknow import SelfKnowConfig, facts_effect
+    from lmforge.tokenizer.train import load_tokenizer
+
+    src_run, tok_dir = source
+    cfg = config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}"])
+    start, _ = load_checkpoint(src_run)
+    same = facts_effect(cfg, types.SimpleNamespace(model=start))
+    assert same["n"] == 16 and same["delta"] == pytest.approx(0.0, abs=1e-9) and same["verdict"] == "within noise"
+    tok = load_tokenizer(tok_dir)
+    model, _ = load_checkpoint(src_run)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(40):
+        q, f = DEFAULT_PROMPTS[step % len(DEFAULT_PROMPTS)], DEFAULT_FACTS[step % len(DEFAULT_FACTS)]
+        ids, mask = encode_chat(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": f}], "last")
+        x = torch.as_tensor(ids.astype(np.int64))[None]
+        logp = torch.log_softmax(model(x[:, :-1]).float()[0], -1)
+        loss = -logp.gather(1, x[0, 1:, None])[:, 0][torch.as_tensor(mask[1:])].mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    e = facts_effect(cfg, types.SimpleNamespace(model=model))
+    assert e["metric"].startswith("taught facts vs false ones") and e["higher_is_better"]
+    assert e["verdict"] == "gain" and e["after"] > e["before"] + 0.3
+    assert e["more"][0]["verdict"] == "gain"   # the true facts' own loss fell too

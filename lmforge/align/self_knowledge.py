@@ -50,6 +50,15 @@ HELDOUT_QUESTIONS = [
     "Hello! Who am I talking to?", "What toolkit trained you?", "Say something about your training.",
     "Do you have a name?",
 ]
+# False facts in the same style: the control of the before/after check. A model that only got
+# better at identity-style replies lowers both losses; one that learned the facts lowers the
+# true facts' loss more (the effect is the gap, control loss - fact loss, before vs after).
+CONTROL_FACTS = [
+    "My name is Atlas.",
+    "I am a large search engine built by a public library.",
+    "I was trained on news articles, legal texts, cooking recipes and song lyrics.",
+    "I am never wrong, so my answers need no checking.",
+]
 DEFAULT_FEW_SHOT = [
     {"user": "What should I call you?", "assistant": "You can call me Forge."},
     {"user": "Are you always right?", "assistant": "No. I am a small language model and I can make mistakes."},

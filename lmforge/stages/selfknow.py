@@ -331,24 +331,29 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
 
 
 def facts_effect(cfg: SelfKnowConfig, trainer: Trainer) -> dict:
-    """The taught facts as replies to held-out paraphrased questions (plain chat format), loss
-    per reply token under the chat model the stage started from (before) and the trained one."""
+    """The taught facts as replies to held-out paraphrased questions (plain chat format), under
+    the chat model the stage started from (before) and the trained one (after). The headline is
+    fact-specific: per question, the loss of false facts in the same style (CONTROL_FACTS) minus
+    the loss of the true ones (higher = the true facts are the likelier); the raw loss of the
+    true facts, which also falls when replies in general get likelier, is in `more`."""
     import numpy as np
 
-    from lmforge.align.self_knowledge import fact_probe_items
+    from lmforge.align.self_knowledge import CONTROL_FACTS, fact_probe_items
     from lmforge.eval.effect import mean_target_nll, paired_effect
     from lmforge.model.load import load_checkpoint
 
     src = load_source(cfg.init, cfg.tokenizer)
     start, _ = load_checkpoint(src.step_dir, next(trainer.model.parameters()).device)
-    probes = fact_probe_items(src.tok, cfg.facts)
-    flat = [item for q in probes for item in q]
 
-    def per_question(model) -> np.ndarray:
-        return mean_target_nll(model, flat).reshape(len(probes), len(cfg.facts)).mean(1)
+    def per_question(model, facts) -> np.ndarray:
+        probes = fact_probe_items(src.tok, facts)
+        return mean_target_nll(model, [it for q in probes for it in q]).reshape(len(probes), len(facts)).mean(1)
 
-    return paired_effect("taught facts: reply loss on held-out questions (nats/token)", per_question(start),
-                         per_question(trainer.model), False)
+    true_b, true_a = per_question(start, cfg.facts), per_question(trainer.model, cfg.facts)
+    ctrl_b, ctrl_a = per_question(start, CONTROL_FACTS), per_question(trainer.model, CONTROL_FACTS)
+    raw = paired_effect("taught facts: reply loss on held-out questions (nats/token)", true_b, true_a, False)
+    return paired_effect("taught facts vs false ones: control loss - fact loss on held-out questions (nats/token)",
+                         ctrl_b - true_b, ctrl_a - true_a, True, more=[raw])
 
 
 def run(cfg: SelfKnowConfig, progress: bool = True) -> dict:
