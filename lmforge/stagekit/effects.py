@@ -35,12 +35,13 @@ def ends_turn(tok, pad_id: int = 0, max_new_tokens: int = FORMAT_TOKENS):
     end, start = tok.token_to_id(IM_END), tok.token_to_id(IM_START)
 
     def score(model, prompts: list[list[int]]) -> np.ndarray:
+        budget = min(max_new_tokens, model.cfg.max_seq_len // 2)   # a shrunk (smoke) window keeps room for the prompt
         out = []
         for i in range(0, len(prompts), 16):
             batch = prompts[i:i + 16]
             # stop only at <|im_end|> (not kept in g): a reply that fills the budget did not end
-            gen = generate_ids(model, batch, max_new_tokens=max_new_tokens, stop_ids=[end], pad_id=pad_id)
-            out += [float(0 < len(g) < max_new_tokens and start not in g) for g in gen]
+            gen = generate_ids(model, batch, max_new_tokens=budget, stop_ids=[end], pad_id=pad_id)
+            out += [float(0 < len(g) < budget and start not in g) for g in gen]
         return np.asarray(out)
 
     return score
