@@ -69,6 +69,35 @@ def test_crlft_class_weights_and_kl(source):
     assert float(same.loss(model, same.next_batch())[1]["kl_sum"]) == pytest.approx(0.0, abs=1e-5)
 
 
+def test_crlft_logs_each_class_cross_entropy_apart_from_the_class_mix(source):
+    """Issue 34: the weighted C-RLFT loss per target moves with the step's class mix (it rose
+    2.28 -> 2.62 in a tiny run whose plain cross-entropy fell): each class's own CE is logged."""
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    V = tok.get_vocab_size()
+    rng = random.Random(1)
+    convs = [Conversation(*encode_chat(tok, conversation(rng, 1)["messages"]), cls=k) for k in (0, 1, 1, 1)]
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(V)).eval()
+    obj = CRLFTObjective(convs, [[0, 1], [0, 1, 2, 3]], 128, 1, 1, class_weights=[1.0, 0.1],
+                         class_names=["positive", "negative"])
+    terms = [f64_terms(model, model, c, V)[0] for c in convs]
+    n_tok = [int(c.mask[1:].sum()) for c in convs]
+    per_class = {}
+    for batch_rows in (obj.next_batch(), obj.next_batch()):
+        _, m = obj.loss(model, batch_rows)
+        for name in ("positive", "negative"):
+            per_class.setdefault(name, []).append(float(m[f"{name}_ce_sum"]) / max(int(m[f"{name}_targets_sum"]), 1))
+        per_class.setdefault("weighted", []).append(float(m["weighted_ce_sum"]) / obj.weight(batch_rows))
+    # row 1 holds conversations 0-1, row 2 all four: each class's CE per token is its own
+    want_pos = terms[0] / n_tok[0]
+    assert per_class["positive"] == pytest.approx([want_pos, want_pos], rel=1e-4)
+    assert per_class["negative"][0] == pytest.approx(terms[1] / n_tok[1], rel=1e-4)
+    assert per_class["negative"][1] == pytest.approx(sum(terms[1:]) / sum(n_tok[1:]), rel=1e-4)
+    # same model, same per-class CE, yet the weighted loss per target differs by the class mix
+    assert abs(per_class["weighted"][1] - per_class["weighted"][0]) > 0.1 * per_class["weighted"][0]
+
+
 def test_class_tags_and_rlcd_prompts(source, tmp_path):
     _, tok_dir = source
     tok = load_tokenizer(tok_dir)

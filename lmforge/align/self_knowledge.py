@@ -40,6 +40,25 @@ DEFAULT_PROMPTS = [
     "What data were you trained on?", "Are you a human?", "Can you make mistakes?",
     "Introduce yourself.", "What kind of model are you?",
 ]
+# Held-out paraphrases of identity questions for the before/after check of the stage: none is
+# a DEFAULT_PROMPTS or few-shot question, and the first messages are sampled from the base model.
+HELDOUT_QUESTIONS = [
+    "Could you tell me who you are?", "What's your name?", "What should I know about you?",
+    "How were you made?", "Which data did you learn from?", "Are you ever wrong?",
+    "Describe yourself in one sentence.", "What are you called?", "Who built you?",
+    "Are you a person or a program?", "What do you know about yourself?", "Can I trust every answer you give?",
+    "Hello! Who am I talking to?", "What toolkit trained you?", "Say something about your training.",
+    "Do you have a name?",
+]
+# False facts in the same style: the control of the before/after check. A model that only got
+# better at identity-style replies lowers both losses; one that learned the facts lowers the
+# true facts' loss more (the effect is the gap, control loss - fact loss, before vs after).
+CONTROL_FACTS = [
+    "My name is Atlas.",
+    "I am a large search engine built by a public library.",
+    "I was trained on news articles, legal texts, cooking recipes and song lyrics.",
+    "I am never wrong, so my answers need no checking.",
+]
 DEFAULT_FEW_SHOT = [
     {"user": "What should I call you?", "assistant": "You can call me Forge."},
     {"user": "Are you always right?", "assistant": "No. I am a small language model and I can make mistakes."},
@@ -112,3 +131,11 @@ def rlcd_samples(tok, prompts: list[str], facts: list[str], few_shot: list[dict]
                 stats["tie"] += 1
     stats["pairs"] = len(pairs)
     return convs, pairs, dict(stats)
+
+
+def fact_probe_items(tok, facts: list[str], questions: list[str] | None = None) -> list[list[tuple]]:
+    """For each held-out question, one (ids, target mask) per fact: the fact as the assistant's
+    reply in the plain chat format (no system prompt: what the model sees at inference).
+    A question's score is the mean over facts of the reply loss (lmforge.eval.effect)."""
+    return [[encode_chat(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": f}], "last")
+             for f in facts] for q in (questions or HELDOUT_QUESTIONS)]

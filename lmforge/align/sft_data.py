@@ -239,12 +239,14 @@ def plan_rows(convs: list[Conversation], seq_len: int, epochs: int, seed: int) -
 def build_row(convs: list[Conversation], idxs: list[int], seq_len: int, pad_id: int,
               class_weights: list[float] | None = None) -> dict[str, np.ndarray]:
     """One packed row: input_ids, labels (-100 = no target), position_ids, doc_ids (-1 = pad)
-    and, for C-RLFT, token_weight (the class weight of each target)."""
+    and, for C-RLFT, token_weight (the class weight of each target) and token_class (its class
+    index, -1 = no target)."""
     ids = np.full(seq_len, pad_id, dtype=np.int64)
     labels = np.full(seq_len, -100, dtype=np.int64)
     pos = np.zeros(seq_len, dtype=np.int64)
     doc = np.full(seq_len, -1, dtype=np.int64)
     weight = np.zeros(seq_len, dtype=np.float32)
+    token_class = np.full(seq_len, -1, dtype=np.int64)
     at = 0
     for k, i in enumerate(idxs):
         c = convs[i]
@@ -257,10 +259,12 @@ def build_row(convs: list[Conversation], idxs: list[int], seq_len: int, pad_id: 
         doc[at:at + n] = k
         if class_weights is not None:
             weight[at:at + n - 1] = np.where(c.mask[1:], class_weights[c.cls], 0.0)
+            token_class[at:at + n - 1] = np.where(c.mask[1:], c.cls, -1)
         at += n
     row = {"input_ids": ids, "labels": labels, "position_ids": pos, "doc_ids": doc}
     if class_weights is not None:
         row["token_weight"] = weight
+        row["token_class"] = token_class
     return row
 
 

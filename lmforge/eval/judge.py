@@ -62,7 +62,10 @@ def judge_scores(model, tok, conversations: Sequence[list[dict]], **kw) -> list[
 
 
 def heldout_loss(model, tok, conversations: Sequence[list[dict]], **kw) -> dict:
-    """{conversations, tokens, loss}: reply nats per reply token over all of them."""
+    """{conversations, tokens, loss, per_conversation}: reply nats per reply token over all of
+    them, and per conversation."""
     res = reply_nll(model, tok, conversations, **kw)
     nats, tokens = sum(n for n, _ in res), sum(c for _, c in res)
-    return {"conversations": len(res), "tokens": tokens, "loss": nats / tokens if tokens else float("nan")}
+    return {"conversations": len(res), "tokens": tokens, "loss": nats / tokens if tokens else float("nan"),
+            # each conversation's own nats per reply token: the items a paired comparison needs
+            "per_conversation": [n / c if c else float("nan") for n, c in res]}

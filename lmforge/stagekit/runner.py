@@ -109,25 +109,32 @@ def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: 
     return start_trainer(cfg, src, objective, train, stats, progress, model, initialised=init_model is not None)
 
 
-def trained(trainer: Trainer) -> dict:
-    """Train to the end; the summary with the input account."""
+def trained(trainer: Trainer, cfg=None, effect: Callable | None = None) -> dict:
+    """Train to the end; the summary with the input account and, with `effect(cfg, trainer)`,
+    the stage's before/after dict (lmforge.eval.effect.paired_effect) under "effect", computed
+    before DONE.json is written so a finished stage always has it."""
     summary = trainer.fit()
     if getattr(trainer, "account", None):
         summary["account"] = trainer.account
+    if effect is not None:
+        result = effect(cfg, trainer)
+        if result:
+            summary["effect"] = result
     return summary
 
 
-def finish(cfg, trainer: Trainer) -> dict:
-    return write_done(cfg.out_dir, trained(trainer))
+def finish(cfg, trainer: Trainer, effect: Callable | None = None) -> dict:
+    return write_done(cfg.out_dir, trained(trainer, cfg, effect))
 
 
-def trainer_body(build):
+def trainer_body(build, effect: Callable | None = None):
     """The body of a stage whose `build(cfg, progress)` returns its Trainer (resumed if
-    interrupted): train it to the end (lmforge.stagekit.stage.Stage.run adds skip and DONE.json)."""
-    return lambda cfg, progress=True: trained(build(cfg, progress))
+    interrupted): train it to the end and measure `effect` (lmforge.stagekit.stage.Stage.run adds
+    skip and DONE.json)."""
+    return lambda cfg, progress=True: trained(build(cfg, progress), cfg, effect)
 
 
-def run_trainer_stage(cfg, build, progress: bool) -> dict:
+def run_trainer_stage(cfg, build, progress: bool, effect: Callable | None = None) -> dict:
     """A part of a stage trained on its own (a grid point, a reference model): skip when
-    finished, else build (resuming if interrupted), train, write DONE.json."""
-    return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress))
+    finished, else build (resuming if interrupted), train, measure `effect`, write DONE.json."""
+    return done_summary(cfg.out_dir) or finish(cfg, build(cfg, progress), effect)

@@ -295,13 +295,42 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     return start_trainer(cfg, src, objective, train, stats, progress, model)
 
 
+def heldout_effect(cfg: DPOConfig, trainer: Trainer) -> dict | None:
+    """Every held-out pair (val_fraction) scored by the starting model (before) and the trained
+    one (after): the log-prob margin log p(chosen) - log p(rejected) (summed over the reply
+    tokens, as DPO scores them), the preference accuracy (share of pairs with margin > 0) and
+    the DPO reward accuracy (share of pairs whose margin the training raised)."""
+    from lmforge.eval.effect import paired_effect, target_logps
+    from lmforge.model.load import load_checkpoint
+
+    val = trainer.objective.val_pairs
+    if not val:
+        return None
+    src = load_source(cfg.init, cfg.tokenizer)
+    start, _ = load_checkpoint(src.step_dir, next(trainer.model.parameters()).device)
+
+    def margins(model) -> np.ndarray:
+        chosen, _ = target_logps(model, [(p.chosen, p.chosen_mask) for p in val])
+        rejected, _ = target_logps(model, [(p.rejected, p.rejected_mask) for p in val])
+        return chosen - rejected
+
+    before, after = margins(start), margins(trainer.model)
+    # the headline is the margin DPO optimises (its change is the mean implicit reward margin /
+    # beta); the raw accuracy is length-bound where the rejected reply is a truncation (a half
+    # as long reply is always the likelier one), so it moves little even when DPO learns
+    accuracy = paired_effect("held-out preference accuracy (log p chosen > log p rejected)",
+                             (before > 0).astype(float), (after > 0).astype(float), True)
+    return paired_effect("held-out log-prob margin, chosen - rejected (nats)", before, after, True,
+                         reward_accuracy=float(((after - before) > 0).mean()), more=[accuracy])
+
+
 def smoke_settings(cfg: DPOConfig, sizes: dict) -> DPOConfig:
     """The same loss; a frozen copy scores only the pairs the capped steps use, where precompute
     would score every pair of the file first."""
     return dataclasses.replace(cfg, reference="model") if cfg.reference == "precompute" else cfg
 
 
-STAGE = Stage(kind="dpo", config=DPOConfig, body=trainer_body(build), inputs=("data", "pairs_from_sft.files"),
+STAGE = Stage(kind="dpo", config=DPOConfig, body=trainer_body(build, heldout_effect), inputs=("data", "pairs_from_sft.files"),
               distributed=True,
               help="direct preference optimization on preference pairs", example="beta=0.1",
               args=(Arg("--data", "data", "preference jsonl (prompt, chosen, rejected[, scores]), added to `data` "

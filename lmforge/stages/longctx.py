@@ -228,6 +228,42 @@ def build(cfg: LongCtxConfig, progress: bool = True) -> tuple[Trainer, Path, dic
     return trainer, src, report
 
 
+MAX_WINDOWS = 48   # held-out windows scored for the before/after effect (two forward passes each)
+
+
+def long_context_effect(cfg: LongCtxConfig, src: Path, model: Transformer) -> dict | None:
+    """Held-out windows of the new length (val documents longer than the source's window): the loss per
+    token at the positions past the source's max_seq_len, under the source model run there
+    as it is (plain RoPE, its own base: the un-extended model) and under the trained model.
+    None when the val split has fewer than 2 such documents."""
+    from lmforge.eval.effect import mean_target_nll, paired_effect
+    from lmforge.model.load import load_weights
+
+    old = model_config_of(src)
+    try:
+        val = TokenDataset(cfg.data, "val")
+    except (FileNotFoundError, ValueError):
+        return None
+    new_len = model.cfg.max_seq_len
+    # every full window of new_len tokens of the val documents (the one window of a shorter
+    # document that still reaches past the old window), at most MAX_WINDOWS spread evenly
+    docs = []
+    for i in range(val.n_docs):
+        d = np.asarray(val.doc(i), dtype=np.int64)
+        starts = range(0, max(len(d) - new_len, 0) + 1, new_len)
+        docs += [d[a:a + new_len] for a in starts if len(d[a:a + new_len]) > old.max_seq_len + 16]
+    if len(docs) < 2:
+        return None
+    docs = [docs[k] for k in np.linspace(0, len(docs) - 1, min(len(docs), MAX_WINDOWS)).round().astype(int)]
+    before_model = Transformer(dataclasses.replace(old, max_seq_len=new_len))
+    load_weights(src, before_model)
+    before_model.to(next(model.parameters()).device)
+    items = [(d, np.arange(len(d)) >= old.max_seq_len) for d in docs]
+    return paired_effect(f"held-out loss past the old window (positions {old.max_seq_len}-{new_len}, nats/token)",
+                         mean_target_nll(before_model, items), mean_target_nll(model, items), False,
+                         baseline="source model, plain RoPE extrapolated")
+
+
 def body(cfg: LongCtxConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
     trainer, src, report = build(cfg, progress)
@@ -257,6 +293,10 @@ def body(cfg: LongCtxConfig, progress: bool = True) -> dict:
     m = trainer.model.cfg
     summary = {**summary, "rope_theta": m.rope_theta, "max_seq_len": m.max_seq_len, "source": str(src),
                "long_docs": {k: report["used"][k] for k in ("docs", "tokens", "p50", "max")}}
+    if main:
+        effect = long_context_effect(cfg, src, trainer.model)
+        if effect:
+            summary["effect"] = effect
     return summary
 
 

@@ -325,14 +325,40 @@ def build(cfg: SelfKnowConfig, progress: bool = True) -> Trainer:
         objective, stats, steps = build_conversation_objective(
             cfg, files, grown, errors, progress, None, classes, weights, objective_cls=CRLFTObjective,
             load_kwargs={"path_classes": path_classes}, reference=reference, kl_coef=cfg.kl_coef,
-            vocab_size=grown.model_cfg.vocab_size, stage="selfknow")
+            vocab_size=grown.model_cfg.vocab_size, class_names=sorted(classes, key=classes.get), stage="selfknow")
     stats = {"first_messages": fm_stats, "rlcd": rlcd_stats, "tokenizer": tok_stats, "classes": classes,
              "reference": ref_summary and {k: ref_summary.get(k) for k in ("step", "final_loss", "checkpoint")},
              **stats}
     return start_fresh(cfg, grown, objective, steps, stats, progress, init_model)
 
 
-STAGE = Stage(kind="selfknow", config=SelfKnowConfig, body=trainer_body(build), distributed=True,
+def facts_effect(cfg: SelfKnowConfig, trainer: Trainer) -> dict:
+    """The taught facts as replies to held-out paraphrased questions (plain chat format), under
+    the chat model the stage started from (before) and the trained one (after). The headline is
+    fact-specific: per question, the loss of false facts in the same style (CONTROL_FACTS) minus
+    the loss of the true ones (higher = the true facts are the likelier); the raw loss of the
+    true facts, which also falls when replies in general get likelier, is in `more`."""
+    import numpy as np
+
+    from lmforge.align.self_knowledge import CONTROL_FACTS, fact_probe_items
+    from lmforge.eval.effect import mean_target_nll, paired_effect
+    from lmforge.model.load import load_checkpoint
+
+    src = load_source(cfg.init, cfg.tokenizer)
+    start, _ = load_checkpoint(src.step_dir, next(trainer.model.parameters()).device)
+
+    def per_question(model, facts) -> np.ndarray:
+        probes = fact_probe_items(src.tok, facts)
+        return mean_target_nll(model, [it for q in probes for it in q]).reshape(len(probes), len(facts)).mean(1)
+
+    true_b, true_a = per_question(start, cfg.facts), per_question(trainer.model, cfg.facts)
+    ctrl_b, ctrl_a = per_question(start, CONTROL_FACTS), per_question(trainer.model, CONTROL_FACTS)
+    raw = paired_effect("taught facts: reply loss on held-out questions (nats/token)", true_b, true_a, False)
+    return paired_effect("taught facts vs false ones: control loss - fact loss on held-out questions (nats/token)",
+                         ctrl_b - true_b, ctrl_a - true_a, True, more=[raw])
+
+
+STAGE = Stage(kind="selfknow", config=SelfKnowConfig, body=trainer_body(build, facts_effect), distributed=True,
               help="self-knowledge (StableLM 2): first messages from the base model, RLCD replies, C-RLFT with KL "
                    "to a reference trained on D_c", example="base=runs/pretrain",
               outputs=("checkpoints", "tokenizer", "metrics.jsonl", DONE),

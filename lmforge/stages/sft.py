@@ -29,6 +29,7 @@ from lmforge.align.sft_data import MAX_RECORD_BYTES
 from lmforge.config import check
 from lmforge.model.lora import LoRAConfig
 from lmforge.stagekit.conversations import CHAT_TRAIN, LongInstructConfig, MixConfig, build_sft_trainer
+from lmforge.stagekit.effects import sft_effect
 from lmforge.stagekit.runner import check_steps_unset, stage_defaults, trainer_body
 from lmforge.stagekit.source import InitConfig
 from lmforge.stagekit.facts import conversations
@@ -80,7 +81,7 @@ def build(cfg: SFTConfig, progress: bool = True) -> Trainer:
     return build_sft_trainer(cfg, progress)
 
 
-STAGE = Stage(kind="sft", config=SFTConfig, body=trainer_body(build), inputs=("data",), distributed=True,
+STAGE = Stage(kind="sft", config=SFTConfig, body=trainer_body(build, sft_effect), inputs=("data",), distributed=True,
               help="supervised fine-tuning on ChatML conversations (loss on replies only)", example="epochs=3",
               args=(Arg("--data", "data", "conversation jsonl ({'messages': [...]}), added to `data` (repeatable)",
                         append=True, metavar="JSONL"),),

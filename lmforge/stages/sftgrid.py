@@ -167,6 +167,28 @@ def run_point(cfg: SFTGridConfig, k: int, shares: dict[str, float], pools: dict,
     return res
 
 
+def winner_effect(results: list[dict], best: int, rule: str) -> dict | None:
+    """The winner against the runner-up (the next best point with different shares: 1:1 and
+    2:2 are one mix) on the same held-out conversations, paired per conversation: is the
+    choice beyond noise? (Each conversation's nats per reply token; the rule's mean_loss
+    weights tokens within a task, so `before`/`after` can differ from the scores slightly.)"""
+    from lmforge.eval.effect import paired_effect
+
+    def shares(r):
+        total = sum(r["shares"].values()) or 1.0
+        return tuple(sorted((t, round(v / total, 6)) for t, v in r["shares"].items()))
+
+    order = sorted(range(len(results)), key=lambda i: (task_mix.rule_key(results[i], rule), i))
+    runner = next((i for i in order if shares(results[i]) != shares(results[best])), None)
+    if runner is None or any("per_conversation" not in v for r in (results[best], results[runner])
+                             for v in r["heldout"].values()):
+        return None
+    items = lambda r: [x for t in sorted(r["heldout"]) for x in r["heldout"][t]["per_conversation"]]  # noqa: E731
+    return paired_effect("held-out reply loss: runner-up mix -> chosen mix (nats/token)", items(results[runner]),
+                         items(results[best]), False, winner=results[best]["label"],
+                         runner_up=results[runner]["label"])
+
+
 def body(cfg: SFTGridConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,6 +211,9 @@ def body(cfg: SFTGridConfig, progress: bool = True) -> dict:
     summary = {"best": best, "best_label": results[best]["label"], "rule": cfg.rule, "points": len(results),
                "best_score": results[best]["score"], "grid": str(out / "grid.json"),
                "best_data": str(out / "best.jsonl")}
+    effect = winner_effect(results, best, cfg.rule)
+    if effect:
+        summary["effect"] = effect
     if not _is_main():
         return summary
     grid = {"tasks": tasks, "rule": cfg.rule, "rule_text": task_mix.RULES[cfg.rule], "best": best,

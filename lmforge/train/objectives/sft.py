@@ -99,6 +99,7 @@ class SFTObjective:
         row = {k: v[0].numpy() for k, v in b.items()}
         if self.class_weights is not None:
             row["token_weight"] = (row["labels"] != -100).astype(np.float32)
+            row["token_class"] = np.full(row["labels"].shape, -1, dtype=np.int64)   # pretraining text: no class
         return row
 
     def next_batch(self) -> dict[str, torch.Tensor] | None:

@@ -1,0 +1,44 @@
+"""The "What each stage did" section: every stage's before/after effect (the `effect` its
+DONE.json holds, written by lmforge.eval.effect.paired_effect: the stage's input model vs its
+output model on held-out items, paired) as one table row per metric. A stage without an
+effect is listed as such, so a missing measurement never reads as a silent pass."""
+from __future__ import annotations
+
+from lmforge.report.collect import Stage
+from lmforge.report.section import Section
+from lmforge.report.tables import Table, fmt
+
+# stages that train or choose something and so can show a gain (the rest move data or score)
+CAN_GAIN = ("data", "pretrain", "grow", "longctx", "sftgrid", "sft", "dpo", "selfknow", "longsft")
+
+
+def effect_rows(name: str, effect: dict) -> list[list]:
+    rows = []
+    for i, e in enumerate([effect, *(effect.get("more") or [])]):
+        d, se = e.get("delta"), e.get("stderr")
+        change = f"{fmt(d)} ± {fmt(2 * se)}" if isinstance(d, float) and isinstance(se, float) else fmt(d)
+        better = "higher" if e.get("higher_is_better") else "lower"
+        rows.append([name if i == 0 else "", f"{e.get('metric')} ({better} is better)", e.get("before"),
+                     e.get("after"), change, e.get("n"), e.get("verdict")])
+    return rows
+
+
+def effects_section(stages: list[Stage]) -> Section | None:
+    with_effect = [s for s in stages if isinstance((s.done or {}).get("effect"), dict)]
+    missing = [s.name for s in stages if s not in with_effect and (s.kind or s.name) in CAN_GAIN and s.done]
+    if not with_effect:   # a run from before effects were measured: no section (nothing to compare)
+        return None
+    sec = Section("effects", "What each stage did",
+                  "Each stage's input model against its output model on held-out items it did not train on, "
+                  "the same items scored by both (paired). change = after - before ± 2 standard errors of "
+                  "the paired change; verdict: gain / loss when the change exceeds 2 standard errors in "
+                  "that direction, else within noise.")
+    t = Table("Before / after", ["stage", "metric", "before", "after", "change ± 2 se", "n", "verdict"])
+    for s in with_effect:
+        t.rows += effect_rows(s.name, s.done["effect"])
+    sec.blocks.append(t)
+    if missing:
+        sec.blocks.append("No before/after measurement recorded for: " + ", ".join(missing) + ".")
+    gains = sum(1 for s in with_effect if s.done["effect"].get("verdict") == "gain")
+    sec.blocks.append(f"{gains} of {len(with_effect)} measured stages show a gain beyond noise.")
+    return sec
