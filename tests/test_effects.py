@@ -130,20 +130,20 @@ def test_grid_effect_pairs_the_winner_with_the_best_distinct_mix():
 def test_report_effects_section_lists_every_effect_and_the_stages_without_one(tmp_path):
     from lmforge.report.build import build_report
     from lmforge.report.effects import effects_section
-    from lmforge.report.collect import Stage
+    from lmforge.report.collect import StageFolder
     from lmforge.report.tables import fmt
 
     dpo = paired_effect("held-out preference accuracy", [0, 1, 0, 0, 1, 0], [1, 1, 1, 0, 1, 1], True)
     dpo["more"] = [paired_effect("margin", [0.1, -0.2, 0.3, 0.0], [0.1, -0.2, 0.3, 0.01], True)]
-    stages = [Stage("dpo", tmp_path, kind="dpo", done={"effect": dpo}),
-              Stage("sft", tmp_path, kind="sft", done={"step": 3}),
-              Stage("export", tmp_path, kind="export", done={"ok": 1})]
+    stages = [StageFolder("dpo", tmp_path, kind="dpo", done={"effect": dpo}),
+              StageFolder("sft", tmp_path, kind="sft", done={"step": 3}),
+              StageFolder("export", tmp_path, kind="export", done={"ok": 1})]
     sec = effects_section(stages)
     table = sec.blocks[0]
     assert [r[0] for r in table.rows] == ["dpo", ""] and table.rows[0][-1] == dpo["verdict"]
     assert table.rows[0][4] == f"{fmt(dpo['delta'])} ± {fmt(2 * dpo['stderr'])}"
     assert "No before/after measurement recorded for: sft." in sec.blocks
-    assert effects_section([Stage("sft", tmp_path, kind="sft", done={"step": 3})]) is None
+    assert effects_section([StageFolder("sft", tmp_path, kind="sft", done={"step": 3})]) is None
     # in a built report: the section comes right after the overview
     run = tmp_path / "run"
     (run / "dpo").mkdir(parents=True)

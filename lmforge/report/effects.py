@@ -4,7 +4,7 @@ output model on held-out items, paired) as one table row per metric. A stage wit
 effect is listed as such, so a missing measurement never reads as a silent pass."""
 from __future__ import annotations
 
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.report.section import Section
 from lmforge.report.tables import Table, fmt
 
@@ -23,7 +23,7 @@ def effect_rows(name: str, effect: dict) -> list[list]:
     return rows
 
 
-def effects_section(stages: list[Stage]) -> Section | None:
+def effects_section(stages: list[StageFolder]) -> Section | None:
     with_effect = [s for s in stages if isinstance((s.done or {}).get("effect"), dict)]
     missing = [s.name for s in stages if s not in with_effect and (s.kind or s.name) in CAN_GAIN and s.done]
     if not with_effect:   # a run from before effects were measured: no section (nothing to compare)
