@@ -158,6 +158,8 @@ def test_grow_records_which_block_and_why(source, tmp_path):
     assert info["best_mean_cosine"] == pytest.approx(max(scores))
     assert info["runner_up_mean_cosine"] == pytest.approx(sorted(scores)[-2])
     assert info["runner_up"] != info["block"] and auto["chosen_by"] == info["chosen_by"]
+    sim_file = json.loads((tmp_path / "auto" / "similarity.json").read_text())    # what the run report reads
+    assert sim_file["chosen_by"] == info["chosen_by"] and sim_file["runner_up"] == info["runner_up"]
     # a configured block is recorded as such, with where it ranks by similarity
     worst = min(range(3), key=lambda i: scores[i])
     given = run(grow_cfg(source, tmp_path / "given", f"block=[{worst}, {worst + 2}]"), progress=False)

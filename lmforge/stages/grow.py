@@ -103,10 +103,12 @@ def calibration_batches(sets: list[TokenDataset], seq_len: int, batch_size: int,
             yield batch
 
 
-def write_similarity(out: Path, sims: list[float], block: tuple[int, int] | None, size: int) -> dict:
+def write_similarity(out: Path, sims: list[float], block: tuple[int, int] | None, size: int,
+                     why: dict | None = None) -> dict:
     scores = depth.block_scores(sims, size) if size else []
     info = {"layers": [{"layer": i, "cosine": s} for i, s in enumerate(sims)],
-            "block_size": size, "block_scores": scores, "chosen_block": list(block) if block else None}
+            "block_size": size, "block_scores": scores, "chosen_block": list(block) if block else None,
+            **(why or {})}    # how the block was chosen: the run report's table shows it
     write_json(out / "similarity.json", info)
     lines = ["| layer | cos(input, output) | duplicated |", "|---:|---:|:---:|"]
     for i, s in enumerate(sims):
@@ -176,7 +178,7 @@ def body(cfg: GrowConfig, progress: bool = True) -> dict:
         sims, n_calib = depth.layer_similarity(model, batches)
     block = tuple(cfg.block) if cfg.block else depth.choose_block(sims, size)
     if sims is not None:
-        write_similarity(out, sims, block, size)
+        write_similarity(out, sims, block, size, why_this_block(sims, block, size, given=cfg.block is not None))
 
     grown = depth.grow_model(model.cpu(), *block)
     mapping = depth.layer_mapping(mcfg.n_layers, *block)
