@@ -47,7 +47,7 @@ KINDS: dict[str, StageKind] = {
     "longstudy": StageKind("lmforge.stages.longstudy", "LongStudyConfig", "run"),
     "export": StageKind("lmforge.stages.export", "ExportConfig", "run"),
     "character": StageKind("lmforge.stages.character", "CharacterConfig", "run"),
-    "report": StageKind("lmforge.stages.report", "ReportConfig", "run", out_key="out"),  # always redone
+    "report": StageKind("lmforge.stages.report", "ReportConfig", "run", out_key="out"),  # skips on unchanged inputs
 }
 
 

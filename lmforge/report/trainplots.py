@@ -48,28 +48,50 @@ def series_by_kind(stages: list[Stage], keys=None, val: bool = False) -> dict[st
     return out
 
 
-def stage_marks(ax, stages: list[Stage], names=None) -> None:
-    """Dashed lines where training stages start (offsets over all `stages`), named at the top
-    of the axes; only the stages in `names` (default: all), the x axis starting at 0."""
+def stage_marks(ax, stages: list[Stage], names=None) -> float:
+    """Dashed lines where training stages start (offsets over all `stages`), named above the
+    axes; only the stages in `names` (default: all), the x axis starting at 0. Stages that
+    start at the same step (branches from one checkpoint) share one label; labels that would
+    overlap go on rows above each other. Returns the title padding (points) they need."""
     offsets = plots.stage_offsets(stages)
-    trans = ax.get_xaxis_transform()
     ax.set_xlim(left=0)
+    marks: dict[float, list[str]] = {}
     for st in stages:
         if st.name in offsets and (names is None or st.name in names):
             x = offsets[st.name]
+            marks.setdefault(x, []).append(st.name)
             if x > 0:
                 ax.axvline(x, color="grey", lw=0.8, ls="--", zorder=0)
-            ax.text(x, 1.01, st.name, transform=trans, fontsize=7, color="#555", rotation=30,
-                    ha="left", va="bottom", clip_on=False)
             subs = [s for s in ((st.config or {}).get("stages") or []) if isinstance(s, dict)]
             end = 0
             for sub, nxt in zip(subs, subs[1:]):          # a curriculum's mixture stages (WSD: decay)
                 if not isinstance(sub.get("steps"), int):
                     break
                 end += sub["steps"]
+                marks.setdefault(x + end, []).append(f"{st.name}/{nxt.get('name', '')}")
                 ax.axvline(x + end, color="grey", lw=0.8, ls=":", zorder=0)
-                ax.text(x + end, 1.01, f"{st.name}/{nxt.get('name', '')}", transform=trans, fontsize=7,
-                        color="#555", rotation=30, ha="left", va="bottom", clip_on=False)
+    return _mark_labels(ax, {x: ", ".join(v) for x, v in sorted(marks.items())})
+
+
+def _mark_labels(ax, labels: dict[float, str], fontsize: float = 7.5) -> float:
+    """Place labels at their x above the axes, each on the lowest row where it overlaps no
+    other (widths estimated from the character count); returns the padding they need."""
+    fig = ax.figure
+    lo, hi = ax.get_xlim()
+    width_in = ax.get_position().width * fig.get_figwidth()
+    per_char = 0.56 * fontsize / 72 / width_in * (hi - lo)      # data units per character
+    rows: list[float] = []                                      # right end of the last label per row
+    trans = ax.get_xaxis_transform()
+    for x, text in labels.items():
+        right = x + (len(text) + 1) * per_char
+        row = next((i for i, end in enumerate(rows) if x > end), len(rows))
+        if row == len(rows):
+            rows.append(right)
+        rows[row] = right
+        ax.annotate(text, (x, 1.0), xycoords=trans, xytext=(0, 2 + row * (fontsize + 3)),
+                    textcoords="offset points", fontsize=fontsize, color="#555", ha="left", va="bottom",
+                    annotation_clip=False)
+    return 6 + max(1, len(rows)) * (fontsize + 3)
 
 
 def stage_colours(stages: list[Stage]) -> dict[str, str]:
@@ -77,14 +99,67 @@ def stage_colours(stages: list[Stage]) -> dict[str, str]:
     return palette.colours_for([st.name for st in stages if st.train_records])
 
 
-def _draw(ax, pts, label, colour=None, smooth=False, **kw):
+def _draw(ax, pts, label, colour=None, smooth=False, ls="-", **kw):
     pts = sorted(pts)
     xs, ys = zip(*pts)
     if smooth and len(ys) > 10:
-        line, = ax.plot(xs, ys, lw=0.8, alpha=0.35, color=colour)
-        ax.plot(xs, plots.ema(list(ys)), lw=1.8, color=line.get_color(), label=label)
+        line, = ax.plot(xs, ys, lw=0.8, alpha=0.35, color=colour, ls=ls)
+        ax.plot(xs, plots.smooth(xs, ys), lw=1.8, color=line.get_color(), label=label, ls=ls)
     else:
-        ax.plot(xs, ys, lw=1.4, color=colour, label=label, marker="o" if len(ys) <= 12 else None, ms=3)
+        ax.plot(xs, ys, lw=1.4, color=colour, label=label, marker="o" if len(ys) <= 12 else None, ms=3, ls=ls)
+
+
+def coincide(a: list, b: list, tol: float, log: bool = False) -> bool:
+    """Would series a and b draw as one line: the same x values and every y within `tol`
+    (in log10 units on a log axis)?"""
+    if len(a) != len(b):
+        return False
+    for (xa, ya), (xb, yb) in zip(sorted(a), sorted(b)):
+        if xa != xb:
+            return False
+        if log:
+            if ya <= 0 or yb <= 0:
+                return False
+            ya, yb = math.log10(ya), math.log10(yb)
+        if abs(ya - yb) > tol:
+            return False
+    return True
+
+
+def merge_coincident(series: dict[str, list], log: bool = False, share: float = 0.01) -> dict[str, list]:
+    """Series that would draw as one line (within `share` of the axis's y range) kept once,
+    labelled with every name ("a = b"): a legend entry whose line hides under another's
+    reads as a bug (7 training stages listed, 3 lines visible)."""
+    ys = [math.log10(y) if log else y for pts in series.values() for _, y in pts if not log or y > 0]
+    tol = share * ((max(ys) - min(ys)) if ys else 0.0) or 1e-12
+    groups: list[tuple[list[str], list]] = []
+    for label, pts in series.items():
+        for names, rep in groups:
+            if coincide(rep, pts, tol, log):
+                names.append(label)
+                break
+        else:
+            groups.append(([label], pts))
+    return {" = ".join(names): pts for names, pts in groups}
+
+
+_DASHES = ("-", "--", ":", "-.")
+
+
+def draw_series(ax, series: dict[str, list], colours: dict[str, str] | None = None, smooth: bool = False,
+                log: bool = False) -> None:
+    """Series on one axis: coincident ones merged (merge_coincident); a series whose steps
+    overlap an earlier one's (two branches from one checkpoint) dashed, so neither hides."""
+    merged = merge_coincident(series, log)
+    spans: list[tuple[float, float]] = []
+    for label, pts in merged.items():
+        xs = [x for x, _ in pts]
+        lo, hi = min(xs), max(xs)
+        overlaps = sum(1 for a, b in spans if a < hi and lo < b)
+        spans.append((lo, hi))
+        first = label.split(" = ")[0]
+        colour = (colours or {}).get(first, (colours or {}).get(first.split(" (")[0]))
+        _draw(ax, pts, label, colour, smooth=smooth, ls=_DASHES[overlaps % len(_DASHES)])
 
 
 def training_loss(stages: list[Stage], path: Path) -> Path | None:
@@ -102,12 +177,11 @@ def training_loss(stages: list[Stage], path: Path) -> Path | None:
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(10, 3.9))
-    colours = stage_colours(stages)
-    for name, (p, key) in pts.items():
-        _draw(ax, p, name if key == "loss" else f"{name} (plain CE)", colours.get(name), smooth=True)
-    stage_marks(ax, stages, set(pts))
+    draw_series(ax, {name if key == "loss" else f"{name} (plain CE)": p for name, (p, key) in pts.items()},
+                stage_colours(stages), smooth=True)
+    pad = stage_marks(ax, stages, set(pts))
     ax.set(xlabel="step (all training stages in order)", ylabel="nats / token")
-    ax.set_title("Training loss (language modelling, nats/token): thin every step, thick smoothed", pad=36)
+    ax.set_title("Training loss (language modelling, nats/token): thin every step, thick smoothed", pad=pad)
     ax.grid(alpha=0.3)
     plots.legend_outside(ax)
     return plots.save(fig, path)
@@ -123,8 +197,8 @@ def dynamics(stages: list[Stage], path: Path) -> Path | None:
     colours = stage_colours(stages)
     for ax, kind in zip(axes[0], kinds):
         info = kind_info(kind)
-        for (stage, _key), pts in groups[kind].items():
-            _draw(ax, pts, stage, colours.get(stage), smooth=kind != "lr")
+        draw_series(ax, {stage: pts for (stage, _key), pts in groups[kind].items()}, colours,
+                    smooth=kind != "lr", log=info.log)
         if info.log:
             ax.set_yscale("log")
         if kind == "tokens_per_s":
@@ -162,9 +236,9 @@ def validation(stages: list[Stage], path: Path, unigram: dict[str, float] | None
     if uniform:
         ax.axhline(uniform, color="grey", lw=1, ls="--")
         ax.plot([], [], color="grey", ls="--", label=f"untrained (ln V = {uniform:.2f})")
-    stage_marks(ax, stages, {st for st, _ in groups})
+    pad = stage_marks(ax, stages, {st for st, _ in groups})
     ax.set(xlabel="step (all training stages in order)", ylabel="nats / token")
-    ax.set_title("Validation loss by domain (held-out documents)", pad=36)
+    ax.set_title("Validation loss by domain (held-out documents)", pad=pad)
     ax.grid(alpha=0.3)
     plots.legend_outside(ax)
     return plots.save(fig, path)
@@ -228,8 +302,8 @@ def other_objectives(stages: list[Stage], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds) + 1.6, 3.3), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         info = kind_info(kind)
-        for (stage, key), pts in groups[kind].items():
-            _draw(ax, pts, f"{stage} ({key})", smooth=True)
+        draw_series(ax, {f"{stage} ({key})": pts for (stage, key), pts in groups[kind].items()},
+                    stage_colours(stages), smooth=True)
         ax.set(title=info.title, xlabel="step (all stages)", ylabel=info.ylabel)
         ax.grid(alpha=0.3)
         plots.legend_outside(ax)

@@ -10,7 +10,10 @@ realised mixture with its sampling spread (config.json + mixture.json), the SFT 
 needle heatmap (needle.json) and the grow layer similarity. Missing stages are listed and
 skipped, so a partial run still gets a report (docs/eval.md, "Report").
 
-Output (default RUN_DIR/report/): report.html, report.md, *.png.
+Output (default RUN_DIR/report/): report.html (one file: plots and the CJK font inside it),
+report.md (linking the *.png beside it), *.png. A report whose inputs are unchanged since it
+was written (lmforge.report.inputs: recipe.json and the stage folders' files by size and
+modification time, and the report code) is skipped; delete its DONE.json to draw it anyway.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.config import check
-from lmforge.stagekit.runner import write_done
+from lmforge.stagekit.runner import done_summary, write_done
 
 
 @dataclass
@@ -35,9 +38,17 @@ class ReportConfig:
 
 
 def run(cfg: ReportConfig, progress: bool = True) -> dict:
-    """Write the report (always redone: it is cheap and the run may have moved on)."""
+    """Write the report, unless the one in out_dir was drawn from the same inputs."""
+    from lmforge.report.inputs import fingerprint
+
+    inputs = fingerprint(cfg.run_dir, cfg.out_dir)
+    done = done_summary(cfg.out_dir)
+    if done and done.get("inputs") == inputs and (cfg.out_dir / "report.html").is_file():
+        if progress:
+            print(f"report: {done.get('html')} is up to date (its inputs are unchanged), skipped")
+        return done
     from lmforge.report.build import build_report
-    summary = build_report(cfg.run_dir, cfg.out_dir)
+    summary = {**build_report(cfg.run_dir, cfg.out_dir), "inputs": inputs}
     write_done(cfg.out_dir, summary)
     if progress:
         print(f"report: {summary['html']} ({len(summary['images'])} plots; sections {', '.join(summary['sections'])})")
