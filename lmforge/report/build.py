@@ -194,13 +194,13 @@ def refusals_section(stages: list[Stage], out: Path) -> Section | None:
 
 # the embedded CJK subset (fonts.CSS_FAMILY) comes after the Latin families: a browser takes
 # each character from the first family that has it, so only CJK characters come from it
-CSS = """body{font-family:"DejaVu Sans",Helvetica,Arial,"%s","Noto Sans CJK SC",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
+CSS = """body{font-family:"DejaVu Sans",Helvetica,Arial,"CJK_FAMILY","Noto Sans CJK SC",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
 color:#222}h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}
 td:first-child,th:first-child,td.t,th.t{text-align:left}
 img{max-width:100%;display:block;margin:0.8em 0}.note{color:#666;font-size:0.85em}nav a{margin-right:1em}
-.problems{color:#a33}.headlines li{margin:0.3em 0}.tw{overflow-x:auto}""" % fonts.CSS_FAMILY
+.problems{color:#a33}.headlines li{margin:0.3em 0}.tw{overflow-x:auto}""".replace("CJK_FAMILY", fonts.CSS_FAMILY)
 
 
 def data_uri(path: Path) -> str:

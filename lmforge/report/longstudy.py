@@ -70,7 +70,7 @@ def plot_rope_heatmap(study: dict, path: Path) -> Path | None:
         return None
     data = np.array([[np.nan if _ppl(study, s["name"], L) is None else math.log(_ppl(study, s["name"], L))
                       for L in lengths] for s in settings], dtype=float)
-    fig, ax = plt.subplots(figsize=(3.5 + 1.0 * len(lengths), 1.3 + 0.5 * len(settings)))
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, 3.5 + 1.0 * len(lengths)), 1.3 + 0.5 * len(settings)))
     im = ax.imshow(data, cmap="viridis_r", aspect="auto")
     ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
     ax.set_yticks(range(len(settings)), [_label(s) for s in settings], fontsize=8)

@@ -142,7 +142,7 @@ def keep_rates(steps: list[dict], path: Path, axis: str = "by_domain") -> Path |
             r = s[axis].get(g)
             if isinstance(r, dict) and r.get("in", {}).get("docs"):
                 data[i, j] = r["kept"]["docs"] / r["in"]["docs"]
-    fig, ax = plt.subplots(figsize=(2.4 + 1.5 * len(cols), 0.45 * len(groups) + 1.5))
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, 2.4 + 1.5 * len(cols)), 0.45 * len(groups) + 1.5))
     ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for i in range(len(groups)):
         for j in range(len(cols)):

@@ -193,7 +193,7 @@ def dynamics(stages: list[Stage], path: Path) -> Path | None:
     kinds = [k for k in ("lr", "grad_norm", "tokens_per_s") if k in groups]
     if not kinds:
         return None
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.8 * len(kinds) + 1.6, 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(min(plots.MAX_WIDTH_IN, 3.8 * len(kinds) + 1.6), 3.3), squeeze=False)
     colours = stage_colours(stages)
     for ax, kind in zip(axes[0], kinds):
         info = kind_info(kind)
@@ -255,7 +255,7 @@ def dpo(st: Stage, path: Path) -> Path | None:
     loss = get["dpo_loss_sum"] or get["loss"]
     if not loss:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(plots.MAX_WIDTH_IN - 0.2, 4.2))
     _draw(axes[0], loss, "train", smooth=True)
     if val["val/dpo_loss_sum"]:
         _draw(axes[0], val["val/dpo_loss_sum"], "held-out pairs", colour="black")
@@ -299,7 +299,7 @@ def other_objectives(stages: list[Stage], path: Path) -> Path | None:
     kinds = [k for k in kinds if any(len(p) > 1 for p in groups[k].values())]
     if not kinds:
         return None
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds) + 1.6, 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(min(plots.MAX_WIDTH_IN, 5.2 * len(kinds) + 1.6), 3.3), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         info = kind_info(kind)
         draw_series(ax, {f"{stage} ({key})": pts for (stage, key), pts in groups[kind].items()},
