@@ -211,11 +211,15 @@ def test_legends_list_only_visible_series(tmp_path, figures):
     stages = [pre, stage("decay_pure", "pretrain", lr, ["stable"]), stage("decay_boost", "pretrain", other,
                                                                            ["stable"])]
     assert trainplots.dynamics(stages, tmp_path / "dyn.png")
-    lr_ax = figures[-1].axes[0]
-    legend = [t.get_text() for t in figures[-1].axes[-1].get_legend().get_texts()]
-    assert "decay_pure = decay_boost" in [ln.get_label() for ln in lr_ax.lines]
-    assert len(legend) == len({ln.get_label() for ln in figures[-1].axes[-1].lines
-                               if not ln.get_label().startswith("_")})
+    fig = figures[-1]
+    lr_ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in lr_ax.lines if not ln.get_label().startswith("_")}
+    pure, boost = lines["decay_pure"], lines["decay_boost"]
+    assert list(pure.get_ydata()) == list(boost.get_ydata())              # the same line ...
+    assert pure.get_linestyle() == "-" and boost.get_linestyle() != "-"   # ... dashed over it: both seen
+    assert pure.get_color() != boost.get_color()
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert legend == ["stable", "decay_pure", "decay_boost"]               # each stage once
     # the branches' start marks share one label instead of two drawn on top of each other
     assert trainplots.training_loss(stages, tmp_path / "loss.png")
     marks = [t.get_text() for t in figures[-1].axes[0].texts]

@@ -275,6 +275,8 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     for old in out.glob("*.png"):  # plots of a previous report that may no longer apply
         old.unlink()
     problems += [p for st in stages for p in st.problems]
+    if fonts.missing_note():
+        problems.append(fonts.missing_note())
     meta = recipe_meta(run_dir)
     blocks: list = [smoke_note(meta)] if meta.get("smoke") else []
     base = val_baselines(stages)

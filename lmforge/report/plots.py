@@ -274,7 +274,24 @@ def text_width_in(text: str, fontsize: float) -> float:
     return TextPath((0, 0), text, size=fontsize).get_extents().width / 72
 
 
-def graph_layout(names: list[str], depth: dict[str, int], fontsize: float) -> tuple[dict, float, float, bool]:
+def order_levels(levels: dict[int, list[str]], deps: dict[str, list[str]]) -> dict[int, list[str]]:
+    """Each level's stages sorted by the mean place of their inputs in the levels before
+    (the barycentre heuristic): fewer arrows cross, branches stay under their source."""
+    place: dict[str, float] = {}
+    out = {}
+    for d in sorted(levels):
+        def key(n: str) -> tuple:
+            ins = [place[x] for x in deps.get(n, []) if x in place]
+            return (sum(ins) / len(ins) if ins else -1.0, levels[d].index(n))
+        row = sorted(levels[d], key=key)
+        for i, n in enumerate(row):
+            place[n] = (i + 0.5) / len(row)
+        out[d] = row
+    return out
+
+
+def graph_layout(names: list[str], depth: dict[str, int], fontsize: float,
+                 deps: dict[str, list[str]] | None = None) -> tuple[dict, float, float, bool]:
     """Box centres in inches for a recipe graph: a column per depth, each as wide as its widest
     label; when that is wider than the page, a row per depth instead (top to bottom).
     Returns (centres, width, height, vertical)."""
@@ -282,6 +299,7 @@ def graph_layout(names: list[str], depth: dict[str, int], fontsize: float) -> tu
     levels: dict[int, list[str]] = {}
     for n in names:
         levels.setdefault(depth[n], []).append(n)
+    levels = order_levels(levels, deps or {})
     gap, row_h, margin = 0.35, 0.42, 0.15
     col_w = [max(widths[n] for n in levels[d]) for d in sorted(levels)]
     wide = sum(col_w) + gap * (len(col_w) - 1) + 2 * margin
@@ -318,12 +336,15 @@ def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
         depth[st.name] = 1 + max((depth[d] for d in st.deps if d in depth), default=-1)
     fontsize = 8.5
     names = [st.name for st in stages]
-    pos, width, height, vertical = graph_layout(names, depth, fontsize)
+    deps = {st.name: st.deps for st in stages}
+    pos, width, height, vertical = graph_layout(names, depth, fontsize, deps)
     if width > MAX_WIDTH_IN:                      # very many branches: smaller type, never below 7 pt
         fontsize = max(7.0, fontsize * MAX_WIDTH_IN / width)
-        pos, width, height, vertical = graph_layout(names, depth, fontsize)
+        pos, width, height, vertical = graph_layout(names, depth, fontsize, deps)
     top = 0.75                                     # title and legend
-    fig = plt.figure(figsize=(max(width, 6.0), height + top))
+    title = "Recipe graph: arrows show which stage's output a stage reads; box colour: the stage's status"
+    fig_w = max(width, min(MAX_WIDTH_IN, text_width_in(title, 9) + 0.4))
+    fig = plt.figure(figsize=(fig_w, height + top))
     ax = fig.add_axes((0, 0, 1, height / (height + top)))
     boxes = {}
     for st in stages:
@@ -337,15 +358,14 @@ def recipe_graph(stages: list[Stage], path: Path) -> Path | None:
             if d in boxes and d != st.name and st.kind != "report":
                 ax.annotate("", xy=a_to, xycoords=boxes[st.name], xytext=a_from, textcoords=boxes[d],
                             arrowprops=dict(arrowstyle="->", color="#777", lw=0.8, shrinkA=4, shrinkB=4), zorder=2)
-    ax.set_xlim(0, max(width, 6.0))
+    ax.set_xlim(-(fig_w - width) / 2, width + (fig_w - width) / 2)      # the graph centred
     ax.set_ylim(0, height)
     ax.axis("off")
     present = list(dict.fromkeys(st.status or "-" for st in stages))
     fig.legend(handles=[Patch(fc=STATUS_COLOURS.get(s, "#eeeeee"), ec="#555", label=s) for s in present],
                loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / (height + top)), ncol=len(present), fontsize=8,
                frameon=False, title=None)
-    fig.suptitle("Recipe graph: arrows show which stage's output a stage reads; box colour: the stage's status",
-                 fontsize=9, y=1 - 0.05 / (height + top), va="top")
+    fig.suptitle(title, fontsize=9, y=1 - 0.05 / (height + top), va="top")
     save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return path

@@ -126,21 +126,20 @@ def coincide(a: list, b: list, tol: float, log: bool = False) -> bool:
     return True
 
 
-def merge_coincident(series: dict[str, list], log: bool = False, share: float = 0.01) -> dict[str, list]:
-    """Series that would draw as one line (within `share` of the axis's y range) kept once,
-    labelled with every name ("a = b"): a legend entry whose line hides under another's
-    reads as a bug (7 training stages listed, 3 lines visible)."""
+def coincident_groups(series: dict[str, list], log: bool = False, share: float = 0.01) -> list[list[str]]:
+    """Labels of the series that would draw as one line (every y within `share` of the axis's
+    y range at the same x), grouped, in order."""
     ys = [math.log10(y) if log else y for pts in series.values() for _, y in pts if not log or y > 0]
     tol = share * ((max(ys) - min(ys)) if ys else 0.0) or 1e-12
-    groups: list[tuple[list[str], list]] = []
+    groups: list[list[str]] = []
     for label, pts in series.items():
-        for names, rep in groups:
-            if coincide(rep, pts, tol, log):
+        for names in groups:
+            if coincide(series[names[0]], pts, tol, log):
                 names.append(label)
                 break
         else:
-            groups.append(([label], pts))
-    return {" = ".join(names): pts for names, pts in groups}
+            groups.append([label])
+    return groups
 
 
 _DASHES = ("-", "--", ":", "-.")
@@ -148,18 +147,32 @@ _DASHES = ("-", "--", ":", "-.")
 
 def draw_series(ax, series: dict[str, list], colours: dict[str, str] | None = None, smooth: bool = False,
                 log: bool = False) -> None:
-    """Series on one axis: coincident ones merged (merge_coincident); a series whose steps
-    overlap an earlier one's (two branches from one checkpoint) dashed, so neither hides."""
-    merged = merge_coincident(series, log)
+    """Series on one axis, none hidden under another (a legend entry without a visible line
+    reads as a bug: 7 training stages listed, 3 lines seen):
+    - series that would draw as one line: of one colour (one stage's two names for a loss),
+      drawn once and labelled "a = b"; of several colours (two branches on the same schedule),
+      drawn as one line dashed in turn in each colour, so each stays visible;
+    - a series whose steps overlap an earlier one's (two branches from one checkpoint) dashed."""
+    def colour_of(label: str, k: int) -> str:
+        first = label.split(" (")[0]
+        return (colours or {}).get(label) or (colours or {}).get(first) or f"C{k % 10}"
     spans: list[tuple[float, float]] = []
-    for label, pts in merged.items():
+    for k, names in enumerate(coincident_groups(series, log)):
+        pts = series[names[0]]
+        by_colour: dict[str, list[str]] = {}
+        for n in names:
+            by_colour.setdefault(colour_of(n, k), []).append(n)
         xs = [x for x, _ in pts]
         lo, hi = min(xs), max(xs)
         overlaps = sum(1 for a, b in spans if a < hi and lo < b)
         spans.append((lo, hi))
-        first = label.split(" = ")[0]
-        colour = (colours or {}).get(first, (colours or {}).get(first.split(" (")[0]))
-        _draw(ax, pts, label, colour, smooth=smooth, ls=_DASHES[overlaps % len(_DASHES)])
+        m = len(by_colour)
+        for i, (colour, ns) in enumerate(by_colour.items()):
+            if m == 1:
+                ls = _DASHES[overlaps % len(_DASHES)]
+            else:                         # the first solid beneath, the others' dashes over it in turn
+                ls = "-" if i == 0 else ((i - 1) * 4.0, (4.0, 4.0 * (m - 1)))
+            _draw(ax, pts, " = ".join(ns), colour, smooth=smooth, ls=ls)
 
 
 def training_loss(stages: list[Stage], path: Path) -> Path | None:
@@ -177,8 +190,9 @@ def training_loss(stages: list[Stage], path: Path) -> Path | None:
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(10, 3.9))
+    colours = stage_colours(stages)
     draw_series(ax, {name if key == "loss" else f"{name} (plain CE)": p for name, (p, key) in pts.items()},
-                stage_colours(stages), smooth=True)
+                colours, smooth=True)
     pad = stage_marks(ax, stages, set(pts))
     ax.set(xlabel="step (all training stages in order)", ylabel="nats / token")
     ax.set_title("Training loss (language modelling, nats/token): thin every step, thick smoothed", pad=pad)
@@ -205,7 +219,13 @@ def dynamics(stages: list[Stage], path: Path) -> Path | None:
             ax.yaxis.set_major_formatter(count_formatter())
         ax.set(title=info.title, xlabel="step (all stages)", ylabel=info.ylabel)
         ax.grid(alpha=0.3)
-    plots.legend_outside(axes[0][-1])
+    # one legend for the panels: each stage once, in its colour (a panel may draw two stages'
+    # coincident lines as one line dashed in both colours)
+    from matplotlib.lines import Line2D
+    drawn = list(dict.fromkeys(n for ax in axes[0] for ln in ax.lines
+                               for n in ln.get_label().split(" = ") if not n.startswith("_")))
+    axes[0][-1].legend(handles=[Line2D([], [], color=colours.get(n), lw=1.8, label=n) for n in drawn], fontsize=8,
+                       loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     return plots.save(fig, path)
 
 
