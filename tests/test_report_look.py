@@ -319,3 +319,25 @@ def test_finished_report_skips_until_an_input_changes(tmp_path):
         f.write(json.dumps({"step": 8, "loss": 5.1}) + "\n")
     redone = run_report(cfg, progress=False)
     assert not redone.get("skipped") and html.stat().st_mtime_ns != stamp
+
+
+def test_validation_branches_are_separate_paths(tmp_path, figures):
+    """Two branches from one checkpoint log held-out losses at the same global steps: one line
+    per branch (continuing from its input's last point), never a zigzag between them."""
+    def run(n, start, slope, domains=("code", "prose")):
+        return [{"step": i, "loss": 6.0, **({f"val/{d}": start - slope * i - 0.3 * k for k, d in enumerate(domains)}
+                                            if i % 4 == 0 else {})} for i in range(1, n + 1)]
+    stages = [stage("stable", "pretrain", run(16, 7.0, 0.05)),
+              stage("decay_pure", "pretrain", run(8, 6.2, 0.02), ["stable"]),
+              stage("decay_boost", "pretrain", run(8, 6.6, 0.02), ["stable"])]
+    assert trainplots.validation(stages, tmp_path / "v.png", {"code": 6.3}, 6.93)
+    ax = figures[0].axes[0]
+    paths = [ln for ln in ax.lines if ln.get_marker() == "o"]            # not the baselines or marks
+    assert len(paths) == 6                                   # 2 domains x 3 stages
+    for ln in paths:
+        xs = list(ln.get_xdata())
+        assert xs == sorted(set(xs)), xs                     # one y per step on a line
+    boost = [ln for ln in paths if ln.get_linestyle() != "-"]
+    assert len(boost) == 2 and all(ln.get_xdata()[0] == 16 for ln in boost)   # from stable's last point
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:2] == ["code", "prose"] and "decay_boost (a branch)" in legend

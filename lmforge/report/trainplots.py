@@ -229,6 +229,23 @@ def dynamics(stages: list[Stage], path: Path) -> Path | None:
     return plots.save(fig, path)
 
 
+def branch_styles(stages: list[Stage], names: set[str]) -> dict[str, object]:
+    """A line style per training stage: solid, or dashed / dotted for a stage whose steps
+    overlap an earlier stage's (a second branch from one checkpoint), so branches drawn in one
+    colour per domain stay apart."""
+    offsets = plots.stage_offsets(stages)
+    spans: list[tuple[float, float]] = []
+    out: dict[str, object] = {}
+    for st in stages:
+        if st.name not in offsets or st.name not in names or not st.metrics:
+            continue
+        lo = offsets[st.name]
+        hi = lo + max(r["step"] for r in st.metrics)
+        out[st.name] = _DASHES[sum(1 for a, b in spans if a < hi and lo < b) % len(_DASHES)]
+        spans.append((lo, hi))
+    return out
+
+
 def validation(stages: list[Stage], path: Path, unigram: dict[str, float] | None = None,
                uniform: float | None = None) -> Path | None:
     """Held-out LM loss per domain (and on SFT replies) against the step; dotted lines: the
@@ -238,19 +255,30 @@ def validation(stages: list[Stage], path: Path, unigram: dict[str, float] | None
     groups = series_by_kind(stages, val=True).get("lm_loss", {})
     if not groups:
         return None
-    by_label: dict[str, list] = {}
-    for (_stage, key), pts in groups.items():
-        label = "SFT replies (held out)" if key == "val/sft_loss" else key[4:]
-        by_label.setdefault(label, []).extend(pts)
+    label_of = {k: "SFT replies (held out)" if k[1] == "val/sft_loss" else k[1][4:] for k in groups}
+    labels = sorted(set(label_of.values()), key=lambda lab: (lab == "mean", lab))
+    colour = {lab: "black" if lab == "mean" else f"C{i % 10}" for i, lab in enumerate(labels)}
+    style = branch_styles(stages, {st for st, _ in groups})
+    deps = {st.name: st.deps for st in stages}
     fig, ax = plt.subplots(figsize=(10, 3.8))
-    for i, (label, pts) in enumerate(sorted(by_label.items(), key=lambda kv: (kv[0] == "mean", kv[0]))):
-        colour = "black" if label == "mean" else f"C{i % 10}"
+    shown: set[str] = set()
+    for (stage, key), pts in groups.items():
+        lab = label_of[(stage, key)]
         pts = sorted(pts)
+        # continue the line from where the stage's input left off, so each branch is one path
+        parent = [groups[(d, key)] for d in deps.get(stage, []) if (d, key) in groups]
+        if parent:
+            pts = [max(parent[0])] + pts
         xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker="o", ms=3, lw=2.2 if label == "mean" else 1.3, ls="--" if label == "mean" else "-",
-                color=colour, label="mean of domains" if label == "mean" else label)
-        if unigram and label in unigram:
-            ax.axhline(unigram[label], color=colour, lw=1, ls=":")
+        ax.plot(xs, ys, marker="o", ms=3, lw=2.2 if lab == "mean" else 1.3, ls=style.get(stage, "-"),
+                color=colour[lab], label=("_" if lab in shown else "") + ("mean of domains" if lab == "mean" else lab))
+        shown.add(lab)
+    for lab in labels:
+        if unigram and lab in unigram:
+            ax.axhline(unigram[lab], color=colour[lab], lw=1, ls=":")
+    for st, ls in style.items():
+        if ls != "-":
+            ax.plot([], [], color="grey", ls=ls, label=f"{st} (a branch)")
     if unigram:
         ax.plot([], [], color="grey", ls=":", label="unigram model\n(per domain, dotted)")
     if uniform:
@@ -260,7 +288,11 @@ def validation(stages: list[Stage], path: Path, unigram: dict[str, float] | None
     ax.set(xlabel="step (all training stages in order)", ylabel="nats / token")
     ax.set_title("Validation loss by domain (held-out documents)", pad=pad)
     ax.grid(alpha=0.3)
-    plots.legend_outside(ax)
+    handles, names = ax.get_legend_handles_labels()
+    rank = {("mean of domains" if lab == "mean" else lab): i for i, lab in enumerate(labels)}
+    order = sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), i))
+    ax.legend([handles[i] for i in order], [names[i] for i in order], fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     return plots.save(fig, path)
 
 
