@@ -136,6 +136,7 @@ def test_page_embeds_the_font_subset_for_its_chinese(tmp_path):
     assert len(wanted) > 20 and wanted <= {chr(c) for c in cmap}
     assert len(m.group(1)) < 400_000             # a subset, not the 16 MB face
     assert "lmforge CJK" in page.split("</style>")[0].split("body{font-family:")[1].split(";")[0]
+    assert "unicode-range:U+2E80-9FFF" in page.split("</style>")[0]     # only CJK comes from it
 
 
 # ------------------------------------------------------------------ one file

@@ -192,9 +192,9 @@ def refusals_section(stages: list[Stage], out: Path) -> Section | None:
 
 # ------------------------------------------------------------------ rendering
 
-# the embedded CJK subset (fonts.CSS_FAMILY) comes after the Latin families: a browser takes
-# each character from the first family that has it, so only CJK characters come from it
-CSS = """body{font-family:"DejaVu Sans",Helvetica,Arial,"CJK_FAMILY","Noto Sans CJK SC",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
+# the embedded CJK subset (fonts.CSS_FAMILY) comes first: its @font-face's unicode-range limits
+# it to CJK characters, so Latin text keeps the families after it
+CSS = """body{font-family:"CJK_FAMILY","DejaVu Sans",Helvetica,Arial,"Noto Sans CJK SC",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
 color:#222}h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}

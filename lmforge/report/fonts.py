@@ -25,7 +25,9 @@ from pathlib import Path
 FAMILY = "Noto Sans CJK SC"     # the face used: simplified Chinese forms, the corpus's main CJK
 CSS_FAMILY = "lmforge CJK"      # the name the page's @font-face gives the embedded subset
 # CJK radicals .. Hangul, CJK compatibility, half/full-width forms: the characters DejaVu lacks
-_CJK = re.compile("[\u2e80-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]")
+_RANGES = ((0x2E80, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF), (0xFE30, 0xFE4F),
+           (0xFF00, 0xFFEF))
+_CJK = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _RANGES) + "]")
 _SYSTEM = ("Noto Sans CJK SC", "Noto Sans CJK", "Source Han Sans", "WenQuanYi", "Droid Sans Fallback",
            "AR PL", "Microsoft YaHei", "SimHei", "PingFang")
 
@@ -109,8 +111,12 @@ def font_face_css(text: str) -> str:
         return ""
     data = subset(font, chars)
     b64 = base64.b64encode(data).decode("ascii")
+    # unicode-range: the browser takes only CJK characters from it, whatever its place in the
+    # family list; listed first, it is the primary font for them. (Listed after the Latin
+    # families without a range, headless Chromium drew the page's first CJK text run as boxes.)
+    ranges = ",".join(f"U+{a:04X}-{b:04X}" for a, b in _RANGES)
     return (f'@font-face{{font-family:"{CSS_FAMILY}";src:url(data:font/otf;base64,{b64}) format("opentype");'
-            f'font-display:block}}')
+            f'unicode-range:{ranges}}}')
 
 
 def subset(font: CJKFont, chars: str) -> bytes:
