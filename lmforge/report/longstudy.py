@@ -94,7 +94,7 @@ def plot_needles(study: dict, path: Path) -> Path | None:
     if not names:
         return None
     lengths, depths = study["needle"]["lengths"], study["needle"]["depths"]
-    panel_w = 1.3 + 0.55 * len(depths)
+    panel_w = 1.0 + 0.5 * len(depths)
     ncol = max(1, min(len(names), int((MAX_WIDTH_IN - 1.2) // panel_w)))
     nrow = -(-len(names) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(min(MAX_WIDTH_IN, 1.2 + panel_w * ncol),
@@ -121,8 +121,8 @@ def plot_needles(study: dict, path: Path) -> Path | None:
     fig.suptitle("Needle retrieval: share of cells whose value is ranked first among the distractors\n"
                  "columns: needle depth (% of the prompt), rows: prompt length; '-' = beyond the setting's window",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
-    cax = fig.add_axes((0.945, 0.15, 0.012, 0.65))
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    cax = fig.add_axes((0.91, 0.15, 0.015, 0.65))
     fig.colorbar(im, cax=cax).set_label("ranked first", fontsize=8)
     return _save(fig, path, layout=False)
 
