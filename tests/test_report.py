@@ -1,5 +1,6 @@
 """`lmforge report`: a tiny real run (data funnel, pretrain, eval) -> report.html whose images
 all exist and are valid PNGs; works on partial runs; renders in headless Chromium if present."""
+import base64
 import json
 import shutil
 import struct
@@ -21,12 +22,13 @@ from test_eval_helpers import tiny_run
 class Page(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.imgs, self.sections, self.text = [], [], []
+        self.imgs, self.alts, self.sections, self.text = [], [], [], []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "img":
             self.imgs.append(a["src"])
+            self.alts.append(a.get("alt", ""))
         if tag == "section":
             self.sections.append(a.get("id"))
 
@@ -34,9 +36,9 @@ class Page(HTMLParser):
         self.text.append(data)
 
 
-def check_png(path: Path) -> tuple[int, int]:
+def check_png(path: Path | bytes) -> tuple[int, int]:
     """Signature, IHDR and every chunk's CRC; returns (width, height)."""
-    data = path.read_bytes()
+    data = path if isinstance(path, bytes) else path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", path
     pos, kinds = 8, []
     while pos < len(data):
@@ -54,8 +56,9 @@ def check_png(path: Path) -> tuple[int, int]:
 def parse(html_path: Path) -> Page:
     page = Page()
     page.feed(html_path.read_text(encoding="utf-8"))
-    for src in page.imgs:
-        check_png(html_path.parent / src)
+    for src in page.imgs:      # every plot inside the page itself: report.html alone keeps them
+        assert src.startswith("data:image/png;base64,"), src[:80]
+        check_png(base64.b64decode(src.split(",", 1)[1]))
     return page
 
 
@@ -143,7 +146,7 @@ def test_full_report(full_run, tmp_path):
     page = parse(html_path)
     assert page.sections == ["overview", "training", "data", "mixture", "eval", "grow"]
     assert summary["sections"] == page.sections and summary["problems"] == []
-    names = {Path(s).name for s in page.imgs}
+    names = {f"{a}.png" for a in page.alts}
     assert {"train_loss.png", "train_dynamics.png", "val_loss.png", "dpo_dpo.png", "funnel_data.png",
             "keep_data.png", "mixture_pretraining.png", "grow_grow.png"} <= names
     text = " ".join(page.text)

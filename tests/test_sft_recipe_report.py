@@ -65,3 +65,9 @@ def test_recipe_sftdata_sftgrid_sft_report(tmp_path):
     assert "exact_duplicate 10" in md and "diversity_sampling" in md
     assert "prompt clusters (tfidf)" in md and "most central prompt" in md   # clusters named two ways
     assert "rule mean_loss" in md and md.count("| yes |") == 1       # one chosen point in the grid table
+    # rerunning the finished recipe: every stage skips, the report too (its inputs are unchanged)
+    stamp = (report / "report.html").stat().st_mtime_ns
+    lines = []
+    run_recipe(load_recipe(path), progress=False, log=lines.append)
+    assert any(line.startswith("-- report: already done, skipped") for line in lines), lines
+    assert (report / "report.html").stat().st_mtime_ns == stamp

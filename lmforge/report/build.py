@@ -1,13 +1,14 @@
 """Assemble the report: sections of text, plots and tables -> report.html + report.md."""
 from __future__ import annotations
 
+import base64
 import html
 import re
 import time
 from pathlib import Path
 
 from lmforge.io.atomic import write_text
-from lmforge.report import plots
+from lmforge.report import fonts, plots
 from lmforge.report.collect import StageFolder, discover, recipe_meta
 from lmforge.report.datasections import data_section, mixture_section
 from lmforge.report.effects import effects_section
@@ -192,19 +193,25 @@ def refusals_section(stages: list[StageFolder], out: Path) -> Section | None:
 
 # ------------------------------------------------------------------ rendering
 
-CSS = """body{font-family:"DejaVu Sans",Helvetica,Arial,"Noto Sans CJK SC","WenQuanYi Micro Hei",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
+# the embedded CJK subset (fonts.CSS_FAMILY) comes first: its @font-face's unicode-range limits
+# it to CJK characters, so Latin text keeps the families after it
+CSS = """body{font-family:"CJK_FAMILY","DejaVu Sans",Helvetica,Arial,"Noto Sans CJK SC",sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;
 color:#222}h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}td{white-space:nowrap}td:last-child{white-space:normal}th{background:#f0f0f0}
 td:first-child,th:first-child,td.t,th.t{text-align:left}
 img{max-width:100%;display:block;margin:0.8em 0}.note{color:#666;font-size:0.85em}nav a{margin-right:1em}
-.problems{color:#a33}.headlines li{margin:0.3em 0}.tw{overflow-x:auto}"""
+.problems{color:#a33}.headlines li{margin:0.3em 0}.tw{overflow-x:auto}""".replace("CJK_FAMILY", fonts.CSS_FAMILY)
+
+
+def data_uri(path: Path) -> str:
+    """The PNG itself inside the page (base64), so report.html alone keeps every plot."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def render_html(title: str, sections: list[Section], out: Path, problems: list[str]) -> str:
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+    parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p class='note'>generated {time.strftime('%Y-%m-%d %H:%M')} by lmforge report</p><nav>{nav}</nav>"]
     for s in sections:
         parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>')
@@ -212,8 +219,7 @@ def render_html(title: str, sections: list[Section], out: Path, problems: list[s
             parts.append(f"<p>{html.escape(s.intro)}</p>")
         for b in s.blocks:
             if isinstance(b, Path):
-                rel = b.relative_to(out).as_posix()
-                parts.append(f'<img src="{html.escape(rel)}" alt="{html.escape(b.stem)}">')
+                parts.append(f'<img src="{data_uri(b)}" alt="{html.escape(b.stem)}">')
             elif isinstance(b, Table):
                 parts.append(f"<h3>{html.escape(b.title)}</h3><div class='tw'>{to_html(b)}</div>")
             elif isinstance(b, Bullets):
@@ -225,17 +231,24 @@ def render_html(title: str, sections: list[Section], out: Path, problems: list[s
     if problems:
         items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
         parts.append(f'<section id="problems"><h2>Problems</h2><ul class="problems">{items}</ul></section>')
-    # lets a headless browser check (scripts/check_report.sh) that it decoded every image
-    # and that no figure is shrunk so far that its text is unreadable, nor the page wider than the window
+    # lets a headless browser check (scripts/check_report.sh) that it decoded every image, that
+    # no figure is shrunk so far that its text is unreadable, that neither the page nor a table
+    # is wider than the window, and that the embedded CJK font loaded
     parts.append("<script>window.addEventListener('load',function(){var i=document.images,n=0,s=1;"
                  "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){n++;"
                  "s=Math.min(s,i[k].width/i[k].naturalWidth);}}"
                  "var b=document.body;b.setAttribute('data-images-ok',n+'/'+i.length);"
                  "b.setAttribute('data-min-image-scale',s.toFixed(2));"
                  "b.setAttribute('data-overflow',document.documentElement.scrollWidth>window.innerWidth+1?'yes':'no');"
+                 "var w=document.querySelectorAll('.tw'),o=0;for(var k=0;k<w.length;k++){"
+                 "if(w[k].scrollWidth>w[k].clientWidth+1)o++;}b.setAttribute('data-tables-overflow',o);"
+                 "var f=[];document.fonts.forEach(function(x){if(x.family.replace(/[\"']/g,'')=="
+                 f"'{fonts.CSS_FAMILY}')f.push(x.status);}});b.setAttribute('data-cjk-font',f.join(',')||'none');"
                  "});</script>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    body = "\n".join(parts)
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}{fonts.font_face_css(title + body)}</style></head><body>")
+    return head + body + "\n</body></html>"
 
 
 def render_md(title: str, sections: list[Section], out: Path, problems: list[str]) -> str:
@@ -263,6 +276,8 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     for old in out.glob("*.png"):  # plots of a previous report that may no longer apply
         old.unlink()
     problems += [p for st in stages for p in st.problems]
+    if fonts.missing_note():
+        problems.append(fonts.missing_note())
     meta = recipe_meta(run_dir)
     blocks: list = [smoke_note(meta)] if meta.get("smoke") else []
     base = val_baselines(stages)

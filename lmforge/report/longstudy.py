@@ -14,7 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lmforge.io.atomic import save_figure  # noqa: E402
+from lmforge.report import fonts  # noqa: E402
 from lmforge.report.tables import Table, to_markdown  # noqa: E402
+
+MAX_WIDTH_IN = 12.4        # the report page's width at 100 dpi (lmforge.report.plots.MAX_WIDTH_IN)
+fonts.use_in_matplotlib()
 
 
 def _label(s: dict) -> str:
@@ -27,9 +32,10 @@ def _ppl(study: dict, name: str, L, key: str = "ppl"):
     return r.get(key) if r else None
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def _save(fig, path: Path, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -64,7 +70,7 @@ def plot_rope_heatmap(study: dict, path: Path) -> Path | None:
         return None
     data = np.array([[np.nan if _ppl(study, s["name"], L) is None else math.log(_ppl(study, s["name"], L))
                       for L in lengths] for s in settings], dtype=float)
-    fig, ax = plt.subplots(figsize=(3.5 + 1.0 * len(lengths), 1.3 + 0.5 * len(settings)))
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, 3.5 + 1.0 * len(lengths)), 1.3 + 0.5 * len(settings)))
     im = ax.imshow(data, cmap="viridis_r", aspect="auto")
     ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
     ax.set_yticks(range(len(settings)), [_label(s) for s in settings], fontsize=8)
@@ -81,48 +87,74 @@ def plot_rope_heatmap(study: dict, path: Path) -> Path | None:
 
 
 def plot_needles(study: dict, path: Path) -> Path | None:
+    """One heatmap per setting, wrapped into rows so the figure fits the page at its own size
+    (seven side by side were shrunk to 4-px text); one shared colour bar."""
     res = study["needle"]["results"]
     names = [s["name"] for s in study["settings"] if s["name"] in res]
     if not names:
         return None
     lengths, depths = study["needle"]["lengths"], study["needle"]["depths"]
-    fig, axes = plt.subplots(1, len(names), figsize=(0.5 + (1.2 + 0.6 * len(depths)) * len(names),
-                                                      1.8 + 0.45 * len(lengths)), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    panel_w = 1.0 + 0.5 * len(depths)
+    ncol = max(1, min(len(names), int((MAX_WIDTH_IN - 1.2) // panel_w)))
+    nrow = -(-len(names) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(min(MAX_WIDTH_IN, 1.2 + panel_w * ncol),
+                                                  0.9 + (1.2 + 0.4 * len(lengths)) * nrow), squeeze=False)
+    im = None
+    for k, name in enumerate(names):
+        ax = axes[k // ncol][k % ncol]
         g = res[name]["grid"]
         data = np.array([[np.nan if v is None else v for v in row] for row in g["rank_acc"]], dtype=float)
-        ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="lower")
+        im = ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="lower")
         ax.set_xticks(range(len(depths)), [f"{d:g}%" for d in depths], fontsize=8)
         ax.set_yticks(range(len(lengths)), [str(L) for L in lengths], fontsize=8)
-        ax.set_xlabel("needle depth (% of the prompt)", fontsize=8)
         ax.set_title(name, fontsize=9)
+        if k // ncol == nrow - 1 or k + ncol >= len(names):
+            ax.set_xlabel("needle depth", fontsize=8)
+        if k % ncol == 0:
+            ax.set_ylabel("prompt length (tokens)", fontsize=8)
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
                 ax.text(j, i, "-" if np.isnan(data[i, j]) else f"{data[i, j]:.0%}", ha="center", va="center",
-                        fontsize=10)
-    axes[0][0].set_ylabel("prompt length (tokens)", fontsize=8)
-    fig.suptitle("Needle retrieval (share of cells whose value is ranked first among the distractors); columns: "
-                 "needle depth, rows: prompt length; '-' = beyond the setting's window", fontsize=9)
-    return _save(fig, path)
+                        fontsize=8)
+    for k in range(len(names), nrow * ncol):
+        axes[k // ncol][k % ncol].axis("off")
+    fig.suptitle("Needle retrieval: share of cells whose value is ranked first among the distractors\n"
+                 "columns: needle depth (% of the prompt), rows: prompt length; '-' = beyond the setting's window",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    cax = fig.add_axes((0.91, 0.15, 0.015, 0.65))
+    fig.colorbar(im, cax=cax).set_label("ranked first", fontsize=8)
+    return _save(fig, path, layout=False)
+
+
+def seesaw_harm(metric: str, change: float) -> float:
+    """A % change signed so that positive is worse: perplexity up, accuracy down."""
+    return change if metric.startswith("ppl/") else -change
 
 
 def plot_seesaw(study: dict, path: Path) -> Path | None:
+    """The long/short seesaw as a heatmap (settings x short-context measures): each cell the %
+    change against the baseline, coloured red where the measure got worse (perplexity up,
+    accuracy down) and green where it got better, one scale for every measure."""
     saw = study["short"]["seesaw"]
     metrics = sorted({m for r in saw.values() for m in r})
     names = [n for n in saw if n != study["baseline"]]
     if not metrics or not names:
         return None
-    x = np.arange(len(metrics))
-    w = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(2 + 0.8 * len(metrics) * max(1, len(names) / 2), 3.6))
-    for i, n in enumerate(names):
-        ax.bar(x + i * w - 0.4 + w / 2, [saw[n].get(m, np.nan) for m in metrics], w, label=n)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, metrics, rotation=30, fontsize=7, ha="right")
-    ax.set_ylabel(f"% change vs {study['baseline']}")
-    ax.set_title(f"Short-context seesaw at {study['short']['seq_len']} tokens (ppl: up is worse; mcq: down is worse)",
-                 fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    change = np.array([[saw[n].get(m, np.nan) for m in metrics] for n in names], dtype=float)
+    harm = np.array([[seesaw_harm(m, v) for m, v in zip(metrics, row)] for row in change])
+    top = float(np.nanmax(np.abs(harm))) if np.isfinite(harm).any() else 1.0
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, 3.2 + 0.85 * len(metrics)), 1.9 + 0.38 * len(names)))
+    im = ax.imshow(harm, cmap="RdYlGn_r", vmin=-(top or 1.0), vmax=top or 1.0, aspect="auto")
+    for i in range(change.shape[0]):
+        for j in range(change.shape[1]):
+            ax.text(j, i, "-" if np.isnan(change[i, j]) else f"{change[i, j]:+.1f}%", ha="center", va="center",
+                    fontsize=8)
+    ax.set_xticks(range(len(metrics)), metrics, rotation=30, ha="right", fontsize=9)
+    ax.set_yticks(range(len(names)), names, fontsize=9)
+    ax.set_title(f"Short-context seesaw at {study['short']['seq_len']} tokens: % change vs {study['baseline']}\n"
+                 f"(red: worse, i.e. perplexity up or accuracy down; green: better)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02).set_label("% worse (+) / better (-)", fontsize=8)
     return _save(fig, path)
 
 
@@ -155,17 +187,7 @@ def study_tables(study: dict) -> list[Table]:
                                                                 f"the setting's trained length (use rope: naive)"))
     short = study["short"]["results"]
     if short:
-        metrics = sorted({f"ppl/{d}" for r in short.values() for d in (r.get("ppl") or {})} |
-                         {f"mcq/{m}" for r in short.values() for m in (r.get("mcq") or {})})
-
-        def val(r, m):
-            kind, k = m.split("/", 1)
-            return (r.get(kind) or {}).get(k)
-        out.append(Table(f"Short context ({study['short']['seq_len']} tokens): the seesaw",
-                         ["setting", *metrics, *[f"{m} %" for m in metrics]],
-                         [[n, *[val(r, m) for m in metrics],
-                           *[study["short"]["seesaw"].get(n, {}).get(m) for m in metrics]] for n, r in short.items()],
-                         note=f"% = change against {study['baseline']} (Index-32K: short-text ability fell ~25%)"))
+        out.append(seesaw_table(study))
     res = study["needle"]["results"]
     if res:
         out.append(Table("Needle in a haystack", ["setting", "cells", "exact", "rank accuracy", "skipped cells"],
@@ -186,6 +208,27 @@ def study_tables(study: dict) -> list[Table]:
                 for n, r in lb.items() for ds, v in r.items() if isinstance(v, dict) and "score" in v]
         out.append(Table("LongBench", ["setting", "dataset", "metric", "items", "score", "prompt tokens"], rows))
     return out
+
+
+def seesaw_table(study: dict) -> Table:
+    """Short-context measures (rows) by setting (columns), each cell the value and its % change
+    against the baseline: a column per setting keeps the table as wide as the settings are
+    many (a column per measure and another per change overflowed the page)."""
+    short, saw = study["short"]["results"], study["short"]["seesaw"]
+    metrics = sorted({f"ppl/{d}" for r in short.values() for d in (r.get("ppl") or {})} |
+                     {f"mcq/{m}" for r in short.values() for m in (r.get("mcq") or {})})
+
+    def cell(name: str, m: str):
+        kind, k = m.split("/", 1)
+        v = (short[name].get(kind) or {}).get(k)
+        if v is None:
+            return None
+        pct = (saw.get(name) or {}).get(m)
+        return f"{v:.4g}" + (f" ({pct:+.1f}%)" if pct is not None and name != study["baseline"] else "")
+    return Table(f"Short context ({study['short']['seq_len']} tokens): the seesaw", ["measure", *short],
+                 [[m, *[cell(n, m) for n in short]] for m in metrics],
+                 note=f"each cell: the value (% change against {study['baseline']}); ppl: perplexity, lower is "
+                      f"better; mcq: accuracy, higher is better (Index-32K: short-text ability fell ~25%)")
 
 
 def study_markdown(study: dict, images: list[Path]) -> str:

@@ -60,9 +60,17 @@ def plot(needle: dict, stage: str, path: Path) -> Path | None:
                                   ("logprob", "log p(value), nats")) if g.get(k)]
     if not lengths or not depths or not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + (1.5 + 0.75 * len(depths)) * len(panels),
-                                                     1.9 + 0.5 * len(lengths)), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels):
+    # as many panels a row as fit the page at their own size (three in a row of 5 depths were
+    # 1700 px wide, shown shrunk to 70%)
+    panel_w = 1.5 + 0.75 * len(depths)
+    ncol = max(1, min(len(panels), int((plots.MAX_WIDTH_IN - 1.0) // panel_w)))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(min(plots.MAX_WIDTH_IN, 1.0 + panel_w * ncol),
+                                                  (1.9 + 0.5 * len(lengths)) * nrow), squeeze=False)
+    for k in range(len(panels), nrow * ncol):
+        axes[k // ncol][k % ncol].axis("off")
+    for k, (key, title) in enumerate(panels):
+        ax = axes[k // ncol][k % ncol]
         data = np.array([[np.nan if v is None else v for v in row] for row in g[key]], dtype=float)
         if key == "logprob":
             lo, hi = np.nanmin(data), np.nanmax(data)

@@ -11,10 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lmforge.io.atomic import save_figure  # noqa: E402
-from lmforge.report import palette, units  # noqa: E402
+from lmforge.report import fonts, palette, units  # noqa: E402
 from lmforge.report.collect import StageFolder  # noqa: E402
 
 DPI = 100
+# the page is at most 1240 px wide (build.CSS): a figure up to this wide is shown at its own
+# size, so its 8-pt text stays 11 px tall; wider ones are shrunk and their text with them
+MAX_WIDTH_IN = 12.4
+fonts.use_in_matplotlib()      # Chinese labels (cluster terms, system prompts) drawn, not boxes
 
 
 def save(fig, path: Path, rect=None) -> Path:
@@ -22,8 +26,6 @@ def save(fig, path: Path, rect=None) -> Path:
     save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return path
-
-
 
 
 def _finite(x) -> bool:
@@ -54,12 +56,30 @@ def stage_offsets(stages: list[StageFolder]) -> dict[str, int]:
     return out
 
 
-def ema(values: list[float], alpha: float = 0.1) -> list[float]:
-    out, m = [], None
-    for v in values:
-        m = v if m is None else alpha * v + (1 - alpha) * m
-        out.append(m)
-    return out
+def smooth(xs, ys, frac: float = 0.1) -> list[float]:
+    """Local linear smoothing: each point is replaced by the value at its x of a straight line
+    fitted (least squares) to the 2h+1 points around it, h = frac/2 of the series (at least 2);
+    at the ends the window stays whole and shifts inwards. A constant series stays constant and
+    a straight line stays itself, so the smoothed line starts and ends where the data does
+    (an EMA started at the first value lags a trend and, from a first value of 0, draws an
+    accuracy of 0.75 as 0.4 for many steps). Clipped to the raw range."""
+    import numpy as np
+
+    y = np.asarray(ys, dtype=float)
+    n = len(y)
+    h = max(2, round(frac * n / 2))
+    if n < 2 * h + 1:
+        return [float(v) for v in y]
+    x = np.asarray(xs, dtype=float)
+    x = (x - x[0]) / ((x[-1] - x[0]) or 1.0)      # [0, 1]: the sums below stay well conditioned
+    c = [np.concatenate([[0.0], np.cumsum(v)]) for v in (np.ones(n), x, y, x * x, x * y)]
+    lo = np.clip(np.arange(n) - h, 0, n - (2 * h + 1))
+    hi = lo + 2 * h + 1
+    s0, sx, sy, sxx, sxy = (v[hi] - v[lo] for v in c)
+    den = s0 * sxx - sx * sx
+    slope = np.where(den > 1e-12, (s0 * sxy - sx * sy) / np.where(den > 1e-12, den, 1.0), 0.0)
+    out = (sy - slope * sx) / s0 + slope * x
+    return np.clip(out, y.min(), y.max()).tolist()
 
 
 def legend_outside(ax, **kw) -> None:
@@ -122,7 +142,7 @@ def keep_rates(steps: list[dict], path: Path, axis: str = "by_domain") -> Path |
             r = s[axis].get(g)
             if isinstance(r, dict) and r.get("in", {}).get("docs"):
                 data[i, j] = r["kept"]["docs"] / r["in"]["docs"]
-    fig, ax = plt.subplots(figsize=(2.4 + 1.5 * len(cols), 0.45 * len(groups) + 1.5))
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, 2.4 + 1.5 * len(cols)), 0.45 * len(groups) + 1.5))
     ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for i in range(len(groups)):
         for j in range(len(cols)):
@@ -243,36 +263,112 @@ def _zoomed_bars(ax, xs, vals, marked: set, labels) -> None:
     ax.text(0.0, -0.2, f"axis starts at {bottom:.3f}, not 0", transform=ax.transAxes, fontsize=7, color="#777")
 
 
+STATUS_COLOURS = {"done": "#cfe8cf", "failed": "#f3c4c4", "running": "#fde6b0", "this report": "#dde6f5",
+                  "pending": "#eeeeee", "missing": "#ffffff", "partial": "#fde6b0"}
+
+
+def text_width_in(text: str, fontsize: float) -> float:
+    """Width of `text` drawn at `fontsize` points, in inches (from the glyph outlines)."""
+    from matplotlib.textpath import TextPath
+
+    return TextPath((0, 0), text, size=fontsize).get_extents().width / 72
+
+
+def order_levels(levels: dict[int, list[str]], deps: dict[str, list[str]]) -> dict[int, list[str]]:
+    """Each level's stages sorted by the mean place of their inputs in the levels before
+    (the barycentre heuristic): fewer arrows cross, branches stay under their source."""
+    place: dict[str, float] = {}
+    out = {}
+    for d in sorted(levels):
+        def key(n: str) -> tuple:
+            ins = [place[x] for x in deps.get(n, []) if x in place]
+            return (sum(ins) / len(ins) if ins else -1.0, levels[d].index(n))
+        row = sorted(levels[d], key=key)
+        for i, n in enumerate(row):
+            place[n] = (i + 0.5) / len(row)
+        out[d] = row
+    return out
+
+
+def graph_layout(names: list[str], depth: dict[str, int], fontsize: float,
+                 deps: dict[str, list[str]] | None = None) -> tuple[dict, float, float, bool]:
+    """Box centres in inches for a recipe graph: a column per depth, each as wide as its widest
+    label; when that is wider than the page, a row per depth instead (top to bottom).
+    Returns (centres, width, height, vertical)."""
+    widths = {n: text_width_in(n, fontsize) + 0.3 for n in names}
+    levels: dict[int, list[str]] = {}
+    for n in names:
+        levels.setdefault(depth[n], []).append(n)
+    levels = order_levels(levels, deps or {})
+    gap, row_h, margin = 0.35, 0.42, 0.15
+    col_w = [max(widths[n] for n in levels[d]) for d in sorted(levels)]
+    wide = sum(col_w) + gap * (len(col_w) - 1) + 2 * margin
+    pos = {}
+    if wide <= MAX_WIDTH_IN:
+        height = max(len(v) for v in levels.values()) * row_h + 2 * margin
+        x = margin
+        for d, cw in zip(sorted(levels), col_w):
+            for i, n in enumerate(levels[d]):
+                pos[n] = (x + cw / 2, height - margin - row_h * (i + 0.5))
+            x += cw + gap
+        return pos, wide, height, False
+    row_w = [sum(widths[n] for n in levels[d]) + gap * (len(levels[d]) - 1) for d in sorted(levels)]
+    width = max(row_w) + 2 * margin
+    height = len(levels) * (row_h + 0.18) + 2 * margin
+    for k, (d, rw) in enumerate(zip(sorted(levels), row_w)):
+        x = (width - rw) / 2
+        for n in levels[d]:
+            pos[n] = (x + widths[n] / 2, height - margin - (row_h + 0.18) * (k + 0.5))
+            x += widths[n] + gap
+    return pos, width, height, True
+
+
 def recipe_graph(stages: list[StageFolder], path: Path) -> Path | None:
-    """The recipe as a graph: a column per depth (longest chain of inputs), an arrow per input."""
+    """The recipe as a graph: a column per depth (longest chain of inputs), an arrow per input,
+    each box coloured by the stage's status (legend above); labels never overlap: columns are
+    as wide as their labels, and a graph too wide for the page is drawn top to bottom."""
+    from matplotlib.patches import Patch
+
     if not any(st.deps for st in stages):
         return None
     depth: dict[str, int] = {}
     for st in stages:
         depth[st.name] = 1 + max((depth[d] for d in st.deps if d in depth), default=-1)
-    cols: dict[int, list[str]] = {}
-    for st in stages:
-        cols.setdefault(depth[st.name], []).append(st.name)
-    pos = {n: (d, -i) for d, names in cols.items() for i, n in enumerate(names)}
-    height = max(len(v) for v in cols.values())
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.8 * len(cols) + 0.6), max(2.2, 0.55 * height + 1)))
-    colours = {"done": "#cfe8cf", "failed": "#f3c4c4", "running": "#fde6b0", "this report": "#dde6f5"}
+    fontsize = 8.5
+    names = [st.name for st in stages]
+    deps = {st.name: st.deps for st in stages}
+    pos, width, height, vertical = graph_layout(names, depth, fontsize, deps)
+    if width > MAX_WIDTH_IN:                      # very many branches: smaller type, never below 7 pt
+        fontsize = max(7.0, fontsize * MAX_WIDTH_IN / width)
+        pos, width, height, vertical = graph_layout(names, depth, fontsize, deps)
+    top = 0.75                                     # title and legend
+    title = "Recipe graph: arrows show which stage's output a stage reads; box colour: the stage's status"
+    fig_w = max(width, min(MAX_WIDTH_IN, text_width_in(title, 9) + 0.4))
+    fig = plt.figure(figsize=(fig_w, height + top))
+    ax = fig.add_axes((0, 0, 1, height / (height + top)))
     boxes = {}
     for st in stages:
         x, y = pos[st.name]
-        boxes[st.name] = ax.text(x, y, st.name, ha="center", va="center", fontsize=8.5, zorder=3,
-                                 bbox=dict(boxstyle="round,pad=0.3", fc=colours.get(st.status, "#eeeeee"), ec="#555"))
+        boxes[st.name] = ax.text(x, y, st.name, ha="center", va="center", fontsize=fontsize, zorder=3,
+                                 bbox=dict(boxstyle="round,pad=0.3", fc=STATUS_COLOURS.get(st.status, "#eeeeee"),
+                                           ec="#555"))
+    a_from, a_to = ((0.5, 0), (0.5, 1)) if vertical else ((1, 0.5), (0, 0.5))
     for st in stages:
         for d in st.deps:
             if d in boxes and d != st.name and st.kind != "report":
-                # from the right edge of the input's box to the left edge of the reader's
-                ax.annotate("", xy=(0, 0.5), xycoords=boxes[st.name], xytext=(1, 0.5), textcoords=boxes[d],
-                            arrowprops=dict(arrowstyle="->", color="#777", lw=0.8, shrinkA=1, shrinkB=1), zorder=2)
-    ax.set_xlim(-0.6, max(cols) + 0.6)
-    ax.set_ylim(-height + 0.4, 0.6)
+                ax.annotate("", xy=a_to, xycoords=boxes[st.name], xytext=a_from, textcoords=boxes[d],
+                            arrowprops=dict(arrowstyle="->", color="#777", lw=0.8, shrinkA=4, shrinkB=4), zorder=2)
+    ax.set_xlim(-(fig_w - width) / 2, width + (fig_w - width) / 2)      # the graph centred
+    ax.set_ylim(0, height)
     ax.axis("off")
-    ax.set_title("Recipe graph (arrows: which stage's output a stage reads; colour: status)", fontsize=9)
-    return save(fig, path)
+    present = list(dict.fromkeys(st.status or "-" for st in stages))
+    fig.legend(handles=[Patch(fc=STATUS_COLOURS.get(s, "#eeeeee"), ec="#555", label=s) for s in present],
+               loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / (height + top)), ncol=len(present), fontsize=8,
+               frameon=False, title=None)
+    fig.suptitle(title, fontsize=9, y=1 - 0.05 / (height + top), va="top")
+    save_figure(fig, path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
 # ------------------------------------------------------------------ SFT data curation and task-mix grid
@@ -328,69 +424,78 @@ def before_after(before: dict, after: dict, path: Path, title: str, xlabel: str 
     return save(fig, path)
 
 
+def mix_key(shares: dict, tasks: list[str]) -> tuple:
+    """A mix as its shares normalised to sum 1 (weights 1:1 and 2:2 are one mix)."""
+    w = [max(0.0, float(shares.get(t, 0.0))) for t in tasks]
+    total = sum(w) or 1.0
+    return tuple(round(v / total, 6) for v in w)
+
+
+def grid_mixes(grid: dict) -> list[tuple[str, list[int]]]:
+    """(label, indices of the grid points with that mix) per distinct normalised mix, in grid
+    order; a point without shares is its own mix."""
+    tasks = grid.get("tasks") or []
+    groups: dict = {}
+    for i, p in enumerate(grid.get("points") or []):
+        shares = p.get("shares") if isinstance(p.get("shares"), dict) else None
+        key = mix_key(shares, tasks) if shares else ("point", i)
+        if key not in groups:
+            label = (" : ".join(f"{t} {v:.0%}" for t, v in zip(tasks, key)) if shares
+                     else str(p.get("label", i)))
+            groups[key] = (label, [])
+        groups[key][1].append(i)
+    return list(groups.values())
+
+
 def grid_heatmap(grid: dict, path: Path) -> Path | None:
-    """Task-mix grid: held-out reply loss per point and task (lower is better; the chosen point
-    boxed), and, for a two-axis weight grid, the rule's score over the two axes."""
+    """Task-mix grid: one row per distinct mix (shares normalised; repeated points averaged),
+    held-out reply loss per task and their mean. One colour scale for every column, with its
+    bar: nats above the best mix on that task (tasks differ in level, not in what a nat
+    means). Beside it the rule's score per mix on a zoomed axis, so the winner's margin reads."""
     import numpy as np
 
     points, tasks = grid.get("points") or [], grid.get("tasks") or []
-    if not points or not tasks:
+    mixes = grid_mixes(grid)
+    if not points or not tasks or not mixes:
         return None
-    loss = np.array([[p["heldout"].get(t, {}).get("loss", np.nan) for t in tasks] for p in points], float)
-    mean = np.nanmean(loss, axis=1, keepdims=True)
+    loss = np.array([[np.nanmean([points[i]["heldout"].get(t, {}).get("loss", np.nan) for i in idx])
+                      for t in tasks] for _, idx in mixes], float)
+    mat = np.hstack([loss, np.nanmean(loss, axis=1, keepdims=True)])
+    above = mat - np.nanmin(mat, axis=0)
     cols = [*tasks, "mean"]
-    mat = np.hstack([loss, mean])
-    axes2 = grid.get("axes") or {}
-    two = len(axes2) == 2
-    fig, axs = plt.subplots(1, 2 if two else 1, figsize=(12 if two else 7.5, 0.45 * len(points) + 2.2),
-                            squeeze=False)
-    ax = axs[0][0]
-    # colour per column (tasks differ in scale): each column scaled to its own range
-    lo, hi = np.nanmin(mat, axis=0), np.nanmax(mat, axis=0)
-    scaled = (mat - lo) / np.where(hi > lo, hi - lo, 1.0)
-    ax.imshow(scaled, cmap="viridis_r", aspect="auto", vmin=0, vmax=1)
+    best = int(grid.get("best", -1))
+    chosen = next((r for r, (_, idx) in enumerate(mixes) if best in idx), None)
+    labels = [_short(lab, 40) + (f" (x{len(idx)})" if len(idx) > 1 else "") for lab, idx in mixes]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(min(MAX_WIDTH_IN, 6.5 + 0.9 * len(cols)),
+                                                 0.45 * len(mixes) + 2.0),
+                                  gridspec_kw={"width_ratios": [max(2, len(cols)), 2.2]})
+    top = float(np.nanmax(above)) or 1e-3
+    im = ax.imshow(above, cmap="viridis_r", aspect="auto", vmin=0, vmax=top)
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
-            ax.text(j, i, f"{mat[i, j]:.3f}", ha="center", va="center", fontsize=8,
-                    color="white" if scaled[i, j] > 0.5 else "black")
-    best = int(grid.get("best", -1))
-    if 0 <= best < len(points):
-        ax.add_patch(plt.Rectangle((-0.5, best - 0.5), len(cols), 1, fill=False, ec="red", lw=2))
+            ax.text(j, i, "-" if np.isnan(mat[i, j]) else f"{mat[i, j]:.3f}", ha="center", va="center",
+                    fontsize=8, color="white" if above[i, j] > 0.5 * top else "black")
+    if chosen is not None:
+        ax.add_patch(plt.Rectangle((-0.5, chosen - 0.5), len(cols), 1, fill=False, ec="red", lw=2))
     ax.set_xticks(range(len(cols)), cols, fontsize=8)
-    ax.set_yticks(range(len(points)), [_short(p.get("label", i), 44) for i, p in enumerate(points)], fontsize=8)
-    ax.set(title=f"Held-out reply loss (nats/token) per task; rule {grid.get('rule')}, chosen boxed")
-    if two:
-        (ta, va), (tb, vb), score = _axes_score(grid, points, tasks)
-        ax2 = axs[0][1]
-        im = ax2.imshow(score, cmap="viridis_r", aspect="auto", origin="lower")
-        for i in range(score.shape[0]):
-            for j in range(score.shape[1]):
-                if np.isfinite(score[i, j]):
-                    ax2.text(j, i, f"{score[i, j]:.3f}", ha="center", va="center", fontsize=8, color="white")
-        ax2.set_xticks(range(len(va)), [str(v) for v in va])
-        ax2.set_yticks(range(len(vb)), [str(v) for v in vb])
-        ax2.set(xlabel=f"weight of {ta}", ylabel=f"weight of {tb}",
-                title=f"rule score ({grid.get('rule')}; lower is better)")
-        fig.colorbar(im, ax=ax2, fraction=0.046)
+    ax.set_yticks(range(len(mixes)), labels, fontsize=8)
+    ax.set_title("Held-out reply loss (nats/token); chosen boxed", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).set_label("nats above the best mix on the task", fontsize=8)
+    score = [np.nanmean([(points[i].get("score") or [np.nan])[0] for i in idx]) for _, idx in mixes]
+    ys = list(range(len(mixes)))
+    if np.all(np.isfinite(score)):
+        lo, hi = min(score), max(score)
+        span = (hi - lo) or max(abs(hi), 1e-3) * 0.05
+        left = lo - 0.25 * span
+        ax2.barh(ys, [v - left for v in score], left=left, height=0.6,
+                 color=["#e4572e" if r == chosen else "#5470c6" for r in ys])
+        for y, v in zip(ys, score):
+            ax2.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+        ax2.set_xlim(left, hi + 0.45 * span)
+        ax2.text(0.0, -0.16, f"axis starts at {left:.4g}, not 0", transform=ax2.transAxes, fontsize=7,
+                 color="#777")
+    ax2.set_ylim(len(mixes) - 0.5, -0.5)
+    ax2.set_yticks(ys, [""] * len(ys))
+    ax2.set_title(f"rule {grid.get('rule')} score (lower is better)", fontsize=9)
+    ax2.grid(axis="x", alpha=0.3)
     return save(fig, path)
-
-
-def _axes_score(grid: dict, points: list[dict], tasks: list[str]):
-    """((task a, its weights), (task b, its weights), score[b, a]) for a grid whose weights vary
-    on two tasks (the others fixed): each cell is the point with that cell's shares."""
-    import numpy as np
-
-    (ta, va), (tb, vb) = sorted(grid["axes"].items())
-    weights = (grid.get("config") or {}).get("weights") or {}
-    fixed = {t: float((weights.get(t) or [1.0])[0]) for t in tasks}
-    score = np.full((len(vb), len(va)), np.nan)
-    for i, b in enumerate(vb):
-        for j, a in enumerate(va):
-            w = {**fixed, ta: float(a), tb: float(b)}
-            total = sum(w.values())
-            if total <= 0:
-                continue
-            for p in points:
-                if all(abs(p["shares"].get(t, 0.0) - w[t] / total) < 1e-9 for t in tasks):
-                    score[i, j] = (p.get("score") or [np.nan])[0]
-    return (ta, va), (tb, vb), score

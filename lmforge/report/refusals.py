@@ -9,7 +9,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lmforge.io.atomic import save_figure  # noqa: E402
+from lmforge.report import fonts  # noqa: E402
 from lmforge.report.tables import Table  # noqa: E402
+
+fonts.use_in_matplotlib()
 
 
 def plot_refusal_ppl(ref: dict, path: Path) -> Path | None:
@@ -23,7 +27,7 @@ def plot_refusal_ppl(ref: dict, path: Path) -> Path | None:
     ax.set_ylabel("perplexity under the SFT model")
     ax.set_title("Refusal replies", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -13,8 +13,9 @@ instead of switching on stage names:
                      one line, before model loading and progress bars)
     outputs          what the next stages read from out_dir (docs, checks)
     distributed      under torchrun every rank runs it (training), else rank 0 only
-    finished         the finished output's summary, or None (default: out_dir/DONE.json)
-    always           run even when finished: "redo" (the report: cheap, the run moved on) or
+    finished         the finished output's summary, or None (default: out_dir/DONE.json; the
+                     report: DONE.json only while its inputs' fingerprint is unchanged)
+    always           run even when finished: "redo" (always redraw) or
                      "steps" (the data pipeline: its steps skip themselves by fingerprint, and a
                      rerun that changed nothing is reported skipped)
     check, smoke     hooks of `lmforge run --check` and `--smoke` (see lmforge.recipe)

@@ -10,7 +10,10 @@ realised mixture with its sampling spread (config.json + mixture.json), the SFT 
 needle heatmap (needle.json) and the grow layer similarity. Missing stages are listed and
 skipped, so a partial run still gets a report (docs/eval.md, "Report").
 
-Output (default RUN_DIR/report/): report.html, report.md, *.png.
+Output (default RUN_DIR/report/): report.html (one file: plots and the CJK font inside it),
+report.md (linking the *.png beside it), *.png. A report whose inputs are unchanged since it
+was written (lmforge.report.inputs: recipe.json and the stage folders' files by size and
+modification time, and the report code) is skipped; delete its DONE.json to draw it anyway.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.config import check
-from lmforge.stagekit.stage import Arg, Stage
+from lmforge.stagekit.stage import Arg, Stage, done_summary
 
 
 @dataclass
@@ -34,16 +37,30 @@ class ReportConfig:
         return Path(self.out) if self.out else Path(self.run_dir) / "report"
 
 
+def up_to_date(cfg: ReportConfig) -> dict | None:
+    """The report in out_dir when it was drawn from the same inputs (a rerun of a finished recipe
+    does not redraw it), else None."""
+    from lmforge.report.inputs import fingerprint
+
+    done = done_summary(cfg.out_dir)
+    if done and done.get("inputs") == fingerprint(cfg.run_dir, cfg.out_dir) and (cfg.out_dir / "report.html").is_file():
+        return done
+    return None
+
+
 def body(cfg: ReportConfig, progress: bool = True) -> dict:
-    """Write the report (always redone: it is cheap and the run may have moved on)."""
+    """Write the report, with the fingerprint of the inputs it was drawn from."""
     from lmforge.report.build import build_report
-    summary = build_report(cfg.run_dir, cfg.out_dir)
+    from lmforge.report.inputs import fingerprint
+
+    inputs = fingerprint(cfg.run_dir, cfg.out_dir)
+    summary = {**build_report(cfg.run_dir, cfg.out_dir), "inputs": inputs}
     if progress:
         print(f"report: {summary['html']} ({len(summary['images'])} plots; sections {', '.join(summary['sections'])})")
     return summary
 
 
-STAGE = Stage(kind="report", config=ReportConfig, body=body, out_key="out", always="redo",
+STAGE = Stage(kind="report", config=ReportConfig, body=body, out_key="out", finished=up_to_date,
               help="write report.html / report.md with plots of a run folder", example="out=runs/tiny/report",
               args=(Arg("run_dir", "run_dir", "a recipe run folder (with recipe.json) or one stage's folder"),
                     Arg("--out", "out", "output folder (default RUN_DIR/report)")),
