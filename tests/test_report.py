@@ -393,7 +393,9 @@ def test_mixture_spread_matches_the_real_sampler(tmp_path):
     assert n_eq == pytest.approx(100) and sd_eq["prose"] == pytest.approx(np.sqrt(0.25 / 100))
     # the target shares are the trainer's (weights, repeat, ramp midpoint)
     counts = {"chat": 100, "prose": 300, "code": 600}
-    for mix in ({"weights": {"chat": 1, "prose": 2, "code": 1}, "repeat": {"code": 5.0}},
+    # (repeat = epochs of a source over its natural count: only without weights, lmforge.train.mixture)
+    for mix in ({"weights": {}, "repeat": {"code": 5.0}},
+                {"weights": {"chat": 1, "prose": 2, "code": 1}},
                 {"weights": {}, "repeat": {}},
                 {"weights": {"chat": 1, "prose": 1, "code": 2}, "ramp": {"domain": "chat", "start": 0.1, "end": 0.5}}):
         ref = shares(MixtureConfig(weights=mix["weights"], repeat=mix.get("repeat", {}),

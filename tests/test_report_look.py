@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.report import plots, trainplots
-from lmforge.report.collect import Stage
+from lmforge.report.collect import StageFolder
 from lmforge.stages.report import ReportConfig, run as run_report
 
 PAGE_PX = 1240          # build.CSS: body max-width
@@ -36,7 +36,7 @@ def figures(monkeypatch):
 
 
 def stage(name, kind, records, deps=(), **kw):
-    return Stage(name, Path(name), kind, "done", metrics=records, deps=list(deps), **kw)
+    return StageFolder(name, Path(name), kind, "done", metrics=records, deps=list(deps), **kw)
 
 
 def chinese_prompts(n: int = 12) -> list[str]:
@@ -239,13 +239,13 @@ def test_recipe_graph_explains_colours_and_keeps_labels_apart(tmp_path, monkeypa
 
     chain = ["corpus", "data", "tokenizer", "tokens", "stable", "decay_boost", "sft", "dpo", "eval_chat",
              "chat_export", "character", "report"]
-    stages = [Stage(n, Path(n), "report" if n == "report" else "x", "done", deps=[chain[i - 1]] if i else [])
+    stages = [StageFolder(n, Path(n), "report" if n == "report" else "x", "done", deps=[chain[i - 1]] if i else [])
               for i, n in enumerate(chain)]
     for n, dep, status in (("decay_pure", "stable", "done"), ("eval_pure", "decay_pure", "failed"),
                            ("longctx", "decay_boost", "done"), ("long_sft", "longctx", "pending"),
                            ("export_32k", "long_sft", "pending"), ("needle", "long_sft", "pending"),
                            ("longstudy", "long_sft", "pending")):
-        stages.insert(-1, Stage(n, Path(n), "x", status, deps=[dep]))
+        stages.insert(-1, StageFolder(n, Path(n), "x", status, deps=[dep]))
     stages[-1].status = "this report"
     kept = []
     monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
