@@ -11,7 +11,7 @@ import pytest
 from lmforge.config import ConfigError, read_yaml
 from lmforge.recipe import fidelity
 from lmforge.recipe.config import build_recipe, load_recipe
-from lmforge.recipe.run import main as run_main
+from lmforge.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -27,7 +27,7 @@ def stage(data: dict, name: str) -> dict:
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_check_prints_the_realised_mixture_of_every_recipe(path, capsys):
-    assert run_main([str(path), "--check"]) == 0
+    assert cli_main(["run", str(path), "--check"]) == 0
     out = capsys.readouterr().out
     assert "mixture (token shares the sampler realises" in out and "languages kept:" in out
     recipe = load_recipe(path)
