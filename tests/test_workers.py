@@ -66,7 +66,7 @@ def test_data_run_with_embedding_topics_and_two_workers_finishes(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the data run with embedding topics and 2 workers hung")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "[data] done:" in p.stdout
+    assert "[data] done in " in p.stdout       # the stage contract's closing line
     topics = json.loads((tmp_path / "out" / "summary.json").read_text())["steps"][-1]
     assert topics["step"] == "topics" and topics["backend"] == "embedding", topics
     assert topics["in"]["docs"] == 96 and sum(topics["cluster_sizes"]) == 96, topics
