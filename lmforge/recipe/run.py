@@ -283,6 +283,8 @@ def command(args: argparse.Namespace) -> int:
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         data = run_recipe(recipe, args.only, args.start, args.until, progress=False, log=lambda *a: None,
                           target=args.target)
-    done = sum(e.get("status") == "done" for e in data["stages"])
-    print(f"{recipe.name}: {done}/{len(data['stages'])} stage(s) done; status in {Path(recipe.run_dir) / 'recipe.json'}")
+    if int(os.environ.get("RANK", "0")) == 0:     # under torchrun: one closing line, rank 0 keeps recipe.json
+        done = sum(e.get("status") == "done" for e in data["stages"])
+        print(f"{recipe.name}: {done}/{len(data['stages'])} stage(s) done; status in "
+              f"{Path(recipe.run_dir) / 'recipe.json'}")
     return 0
