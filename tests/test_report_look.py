@@ -316,6 +316,15 @@ def test_finished_report_skips_until_an_input_changes(tmp_path):
     (run / "recipe.json").write_text(json.dumps({"name": "t", "stages": stages}))
     again = run_report(cfg, progress=False)
     assert again["skipped"] and html.stat().st_mtime_ns == stamp
+    # a skipped stage that rewrites its summary unchanged (the data stage does) changes nothing
+    import os
+    summary = run / "pretrain" / "summary.json"
+    summary.write_text('{"docs": 3}')
+    run_report(cfg, progress=False)
+    stamp = html.stat().st_mtime_ns
+    summary.write_text('{"docs": 3}')
+    os.utime(summary, ns=(stamp + 10 ** 9, stamp + 10 ** 9))
+    assert run_report(cfg, progress=False)["skipped"] and html.stat().st_mtime_ns == stamp
     with metrics.open("a") as f:                       # a stage resumed and logged more steps
         f.write(json.dumps({"step": 8, "loss": 5.1}) + "\n")
     redone = run_report(cfg, progress=False)

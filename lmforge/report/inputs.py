@@ -2,8 +2,9 @@
 
 A report reads recipe.json and the top-level files of each stage folder (metrics.jsonl,
 *.json, needle.png) and of its NN-step/ subfolders (the data steps' stats.json). The
-fingerprint hashes, for each of those files, its path, size and modification time (not its
-bytes: a run folder holds checkpoints of gigabytes), recipe.json by the fields the report uses
+fingerprint hashes, for each of those files, its path and content when it is small (up to
+1 MiB: a skipped stage may rewrite its summary unchanged), else its size and modification
+time (shards of gigabytes are not read), recipe.json by the fields the report uses
 (the report stage's own status, which this very run sets to "running", left out), the report
 code's files the same way (a changed report module redraws), and the CJK font in use.
 Rerunning a finished recipe therefore leaves report.html as it was; any stage that reran,
@@ -20,12 +21,18 @@ _DATA_STEP = re.compile(r"^\d+-.+$")
 _RECIPE_KEYS = ("name", "kind", "out_dir", "deps", "status", "seconds")
 
 
+_SMALL = 1 << 20     # files up to 1 MiB are hashed by content: a stage that skips may rewrite
+                     # them unchanged (the data stage rewrites summary.json and DONE.json)
+
+
 def _stat_line(path: Path, root: Path) -> str:
     st = path.stat()
     try:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.as_posix()
+    if st.st_size <= _SMALL:
+        return f"{rel}\t{hashlib.sha256(path.read_bytes()).hexdigest()}"
     return f"{rel}\t{st.st_size}\t{st.st_mtime_ns}"
 
 
