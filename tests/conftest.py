@@ -29,3 +29,15 @@ def make_token_dataset(folder, n_docs=60, vocab=128, seed=0, domains=("prose", "
 @pytest.fixture
 def token_data(tmp_path):
     return make_token_dataset(tmp_path / "tokens")
+
+
+def crash_after_checkpoint(build, cfg, steps: int, out) -> None:
+    """Train `steps` steps of `build(cfg)`'s trainer, save a checkpoint, and stop there (a crash
+    right after it); what the half run logged is dropped, as a resume would find it."""
+    trainer = build(cfg, progress=False)
+    for _ in range(steps):
+        trainer.train_step()
+        trainer.step += 1
+    trainer.save_checkpoint()
+    del trainer
+    (out / "metrics.jsonl").write_text("")

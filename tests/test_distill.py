@@ -13,7 +13,7 @@ from lmforge import checkpoint as ckpt
 from lmforge.stages.pretrain import PretrainConfig, build, run
 from lmforge.train.objectives.distill import divergence_sum
 
-from conftest import make_token_dataset
+from conftest import crash_after_checkpoint, make_token_dataset
 
 STUDENT = ["model.vocab_size=128", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
            "model.max_seq_len=64", "train.seq_len=32", "train.micro_batch_size=4", "train.optim.lr=3e-3",
@@ -102,13 +102,7 @@ def test_distilled_run_resumes_bit_identically(data, teacher, tmp_path):
     run(cfg(token_data, straight, STUDENT, *extra), progress=False)
     split = tmp_path / "split"
     c = cfg(token_data, split, STUDENT, *extra)
-    trainer = build(c, progress=False)
-    for _ in range(3):
-        trainer.train_step()
-        trainer.step += 1
-    trainer.save_checkpoint()
-    del trainer
-    (split / "metrics.jsonl").write_text("")
+    crash_after_checkpoint(build, c, 3, split)
     run(c, progress=False)
     rows = lambda o: [json.loads(l)["loss"] for l in (o / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert rows(split) == rows(straight)[3:]

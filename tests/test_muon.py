@@ -15,6 +15,8 @@ from lmforge.stages.pretrain import PretrainConfig, build, run
 from lmforge.train.muon import NS_COEFFICIENTS, MuonAdamW, newton_schulz
 from lmforge.train.optim import OptimConfig, build_optimizer, muon_groups
 
+from conftest import crash_after_checkpoint
+
 TINY = ["model.vocab_size=128", "model.d_model=32", "model.n_layers=2", "model.n_heads=4",
         "model.n_kv_heads=2", "model.max_seq_len=64", "train.seq_len=32", "train.micro_batch_size=2",
         "train.grad_accum=2", "train.optim.lr=3e-3", "train.schedule.kind=wsd",
@@ -164,14 +166,8 @@ def test_muon_trains_and_resumes_bit_identically(token_data, tmp_path):
     assert a[-1] < a[0] - 0.25          # it learns (AdamW on the same 8 steps: 4.86 -> 4.50)
     split = tmp_path / "split"
     cfg = cfg_for(token_data, split, "train.steps=8", "train.ckpt_every=4", "train.optim.name=muon")
-    trainer = build(cfg, progress=False)
-    assert isinstance(trainer.optimizer, MuonAdamW)
-    for _ in range(4):
-        trainer.train_step()
-        trainer.step += 1
-    trainer.save_checkpoint()
-    del trainer
-    (split / "metrics.jsonl").write_text("")
+    assert isinstance(build(cfg, progress=False).optimizer, MuonAdamW)
+    crash_after_checkpoint(build, cfg, 4, split)
     run(cfg, progress=False)
     assert losses(split) == a[4:]       # bit-identical after resume
     assert summary["step"] == 8
@@ -180,12 +176,7 @@ def test_muon_trains_and_resumes_bit_identically(token_data, tmp_path):
 def test_switching_optimizer_on_resume_is_one_config_error(token_data, tmp_path):
     out = tmp_path / "run"
     cfg = cfg_for(token_data, out, "train.steps=4", "train.ckpt_every=2")
-    trainer = build(cfg, progress=False)
-    for _ in range(2):
-        trainer.train_step()
-        trainer.step += 1
-    trainer.save_checkpoint()
-    del trainer
+    crash_after_checkpoint(build, cfg, 2, out)
     with pytest.raises(ConfigError, match="train.optim.name: muon"):
         run(cfg_for(token_data, out, "train.steps=4", "train.ckpt_every=2", "train.optim.name=muon"), progress=False)
 
