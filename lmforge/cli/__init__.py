@@ -96,5 +96,17 @@ def _main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not args.debug:
+        _quiet_import_chatter()
     from lmforge.cli.errors import run_guarded
     return run_guarded(args.func, args, args.command, args.debug)
+
+
+def _quiet_import_chatter() -> None:
+    """torchao (the fp8 extra; transformers and sentence-transformers import it whenever it is
+    installed) logs a warning per CUDA kernel library it cannot load on a CPU machine, and its enum
+    registrations make torch log a deprecation line: noise on every good run, not a problem.
+    Shown again with --debug."""
+    import logging
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
