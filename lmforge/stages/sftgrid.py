@@ -96,12 +96,19 @@ def _tasks(cfg: SFTGridConfig, out: Path) -> dict[str, list[dict]]:
             raise ConfigError(f"data: {e}") from None
     by_task: dict[str, list[dict]] = {}
     for it in items:
+        if cfg.max_turns and _assistant_turns(it.rec) > cfg.max_turns:
+            continue   # SFT would drop it (too_many_turns): a point must not draw what cannot train
         by_task.setdefault(it.task, []).append(it.rec)
     named = set(cfg.weights) | {t for p in cfg.points for t in p} | set(cfg.mcq)
     unknown = sorted(named - set(by_task))
     if unknown:
         raise ConfigError(f"weights: task {unknown[0]!r} is not in the data (tasks: {', '.join(sorted(by_task))})")
     return by_task
+
+
+def _assistant_turns(rec: dict) -> int:
+    msgs = rec.get("messages")
+    return sum(1 for m in msgs if isinstance(m, dict) and m.get("role") == "assistant") if isinstance(msgs, list) else 0
 
 
 def _is_main() -> bool:
@@ -233,10 +240,23 @@ def body(cfg: SFTGridConfig, progress: bool = True) -> dict:
     return summary
 
 
+SMOKE_MAX_TURNS, SMOKE_HELDOUT = 2, 4
+
+
+def smoke_settings(cfg: SFTGridConfig, sizes: dict) -> SFTGridConfig:
+    """The smoke corpus leaves a task only a handful of conversations (9 Chinese ones in the tiny
+    smoke run), and the smoke context (128 tokens, a 1024-token vocabulary) holds none of its
+    multi-turn Chinese dialogs: after 8 were held out, a Chinese-only point drew all its rows from
+    the one left, a 4-turn dialog too long to train on. The smoke grid holds out at most 4 per task
+    and keeps conversations of at most two assistant turns."""
+    turns = SMOKE_MAX_TURNS if not cfg.max_turns else min(cfg.max_turns, SMOKE_MAX_TURNS)
+    return dataclasses.replace(cfg, max_turns=turns, heldout=min(cfg.heldout, SMOKE_HELDOUT))
+
+
 STAGE = Stage(kind="sftgrid", config=SFTGridConfig, body=body, inputs=("data",), distributed=True,   # each point trains
               help="task-mix grid search: one short SFT per mix, the best by held-out loss",
               example="weights={code: [1, 3], chat: [1, 3]}",
               args=(Arg("--data", "data", "conversation jsonl with a task per record (task_key), added to `data` "
                         "(repeatable)", append=True, metavar="JSONL"),),
-              outputs=("grid.json", "best.jsonl", "best_mix.json", DONE))
+              outputs=("grid.json", "best.jsonl", "best_mix.json", DONE), smoke=smoke_settings)
 run = STAGE.run
