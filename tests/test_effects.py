@@ -140,8 +140,8 @@ def test_report_effects_section_lists_every_effect_and_the_stages_without_one(tm
               StageFolder("export", tmp_path, kind="export", done={"ok": 1})]
     sec = effects_section(stages)
     table = sec.blocks[0]
-    assert [r[0] for r in table.rows] == ["dpo", ""] and table.rows[0][-1] == dpo["verdict"]
-    assert table.rows[0][4] == f"{fmt(dpo['delta'])} ± {fmt(2 * dpo['stderr'])}"
+    assert [r[0] for r in table.rows] == ["dpo", ""] and table.rows[0][5] == dpo["verdict"]
+    assert table.rows[0][3] == f"{fmt(dpo['delta'])} ± {fmt(2 * dpo['stderr'])}"
     assert "No before/after measurement recorded for: sft." in sec.blocks
     assert effects_section([StageFolder("sft", tmp_path, kind="sft", done={"step": 3})]) is None
     # in a built report: the section comes right after the overview

@@ -18,8 +18,9 @@ def effect_rows(name: str, effect: dict) -> list[list]:
         d, se = e.get("delta"), e.get("stderr")
         change = f"{fmt(d)} ± {fmt(2 * se)}" if isinstance(d, float) and isinstance(se, float) else fmt(d)
         better = "higher" if e.get("higher_is_better") else "lower"
-        rows.append([name if i == 0 else "", f"{e.get('metric')} ({better} is better)", e.get("before"),
-                     e.get("after"), change, e.get("n"), e.get("verdict")])
+        # the long metric text last: the page's tables wrap only their last column
+        rows.append([name if i == 0 else "", e.get("before"), e.get("after"), change, e.get("n"), e.get("verdict"),
+                     f"{e.get('metric')} ({better} is better)"])
     return rows
 
 
@@ -33,7 +34,7 @@ def effects_section(stages: list[StageFolder]) -> Section | None:
                   "the same items scored by both (paired). change = after - before ± 2 standard errors of "
                   "the paired change; verdict: gain / loss when the change exceeds 2 standard errors in "
                   "that direction, else within noise.")
-    t = Table("Before / after", ["stage", "metric", "before", "after", "change ± 2 se", "n", "verdict"])
+    t = Table("Before / after", ["stage", "before", "after", "change ± 2 se", "n", "verdict", "metric"])
     for s in with_effect:
         t.rows += effect_rows(s.name, s.done["effect"])
     sec.blocks.append(t)
