@@ -91,7 +91,7 @@ def chunks(path: Path, text: str, lines: int = 60, min_words: int = 80) -> list[
     return [d for d in docs if len(d.split()) >= min_words]
 
 
-def minhash_corpus(n_docs: int, seed: int = 0):
+def minhash_corpus(n_docs: int, seed: int = 0, edits: tuple = EDITS):
     base = []
     for path, t in iter_real_files():
         base += chunks(path, t)
@@ -99,8 +99,8 @@ def minhash_corpus(n_docs: int, seed: int = 0):
             break
     base = base[:n_docs]
     texts, orig, edit = list(base), np.full(len(base), -1), np.full(len(base), np.nan)
-    per_rate = n_docs // 5 // len(EDITS)
-    for k, e in enumerate(EDITS):  # plants of each edit rate, from distinct sources
+    per_rate = n_docs // 5 // len(edits)
+    for k, e in enumerate(edits):  # plants of each edit rate, from distinct sources
         planted, o = plant_near_duplicates(base, per_rate, e, seed=seed + k)
         texts += planted[len(base):]
         orig = np.concatenate([orig, o[len(base):]])

@@ -38,32 +38,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dedup import chunks, iter_real_files  # noqa: E402  (bench/dedup.py: the same corpus)
+from dedup import minhash_corpus  # noqa: E402  (bench/dedup.py: the same corpus)
 
 from lmforge.data.config import MinhashConfig  # noqa: E402
 from lmforge.data.dedup import minhash  # noqa: E402
 from lmforge.data.dedup.evaluate import datasketch_keep, planted_quality, true_jaccard  # noqa: E402
-from lmforge.data.dedup.synthetic import plant_near_duplicates  # noqa: E402
 from lmforge.data.text import units  # noqa: E402
 
 EDITS = (0.01, 0.02, 0.03, 0.04, 0.05)
 
 
 def corpus(n_docs: int, seed: int = 0):
-    base = []
-    for path, t in iter_real_files():
-        base += chunks(path, t)
-        if len(base) >= n_docs:
-            break
-    base = base[:n_docs]
-    texts, orig, edit = list(base), np.full(len(base), -1), np.full(len(base), np.nan)
-    per_rate = n_docs // 5 // len(EDITS)
-    for k, e in enumerate(EDITS):
-        planted, o = plant_near_duplicates(base, per_rate, e, seed=seed + k)
-        texts += planted[len(base):]
-        orig = np.concatenate([orig, o[len(base):]])
-        edit = np.concatenate([edit, np.full(per_rate, e)])
-    return texts, orig, edit
+    """bench/dedup.py's corpus (real text, planted copies from distinct sources) at 1-5% edits."""
+    return minhash_corpus(n_docs, seed, EDITS)
 
 
 def _keep_from_rep(rep: np.ndarray) -> np.ndarray:
