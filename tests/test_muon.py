@@ -1,26 +1,18 @@
 """Muon (train.optim.name: muon): one step against a float64 reference written out by hand,
 bit-equal to torch.optim.Muon + torch.optim.AdamW, the parameter split, exact resume, refusals."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-from lmforge import config
 from lmforge.config import ConfigError
 from lmforge.model.config import ModelConfig
 from lmforge.model.transformer import Transformer
-from lmforge.stages.pretrain import PretrainConfig, build, run
+from lmforge.stages.pretrain import build, run
 from lmforge.train.muon import NS_COEFFICIENTS, MuonAdamW, newton_schulz
-from lmforge.train.optim import OptimConfig, build_optimizer, muon_groups
+from lmforge.train.optim import OptimConfig, muon_groups
 
 from conftest import crash_after_checkpoint
-
-TINY = ["model.vocab_size=128", "model.d_model=32", "model.n_layers=2", "model.n_heads=4",
-        "model.n_kv_heads=2", "model.max_seq_len=64", "train.seq_len=32", "train.micro_batch_size=2",
-        "train.grad_accum=2", "train.optim.lr=3e-3", "train.schedule.kind=wsd",
-        "train.schedule.warmup_steps=2", "train.eval_batches=2"]
+from test_trainer import cfg_for, losses   # the same tiny pretraining setup as the AdamW tests
 
 
 class Toy(nn.Module):
@@ -147,15 +139,6 @@ def test_hidden_matrices_on_muon_the_rest_on_adamw():
     rest = {names[id(p)] for g in groups[1:] for p in g["params"]}
     assert "embed_tokens.weight" in rest and "lm_head.weight" in rest and "norm.weight" in rest
     assert len(on_muon) + len(rest) == len(list(model.parameters()))
-
-
-def cfg_for(data, out, *extra):
-    return config.load(PretrainConfig, None, [f"data={data}", f"out_dir={out}", *TINY, *extra])
-
-
-def losses(out):
-    lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in lines if "loss" in r]
 
 
 def test_muon_trains_and_resumes_bit_identically(token_data, tmp_path):
