@@ -20,9 +20,10 @@ LAYERS = [
          "lmforge.corpus"]),
     (4, ["lmforge.stagekit"]),
     (5, ["lmforge.stages"]),
-    (6, ["lmforge.recipe"]),
-    (7, ["lmforge.cli"]),
-    (8, ["lmforge.__main__"]),
+    (6, ["lmforge.findings"]),
+    (7, ["lmforge.recipe"]),
+    (8, ["lmforge.cli"]),
+    (9, ["lmforge.__main__"]),
 ]
 BASE = {p for p in LAYERS[0][1]}
 

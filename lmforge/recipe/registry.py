@@ -34,12 +34,15 @@ STAGES: list[str] = [   # pipeline order (the order of `lmforge --help` and docs
     "longstudy",
     "export",
     "character",
+    "findings",
     "report",
 ]
+# kinds declared outside lmforge.stages: a finding runs other stages, so it sits a layer above them
+MODULES: dict[str, str] = {"findings": "lmforge.findings.stage"}
 
 
 def module_of(kind: str) -> str:
-    return f"lmforge.stages.{kind}"
+    return MODULES.get(kind, f"lmforge.stages.{kind}")
 
 
 def load_stage(kind: str, where: str):
@@ -65,7 +68,7 @@ def declared(kind: str) -> dict:
     without importing it (stage modules import torch; `lmforge --help` must not). `config` is
     the config class's name, `config_module` the module defining it. tests/test_architecture.py
     checks these against the imported STAGE."""
-    path = Path(__file__).resolve().parent.parent / "stages" / f"{kind}.py"
+    path = Path(__file__).resolve().parent.parent.parent.joinpath(*module_of(kind).split(".")).with_suffix(".py")
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "STAGE" for t in node.targets):

@@ -1,0 +1,114 @@
+"""Run one finding: its plan first (plan.json), then every arm x seed (each recorded in
+arms/<arm>/seed<k>.json as it finishes, so an interrupted finding resumes at the next arm),
+then the comparison, the verdicts and the plot (result.json, finding.png)."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lmforge.config import ConfigError
+from lmforge.findings import catalog
+from lmforge.findings.context import Ctx
+from lmforge.findings.plot import plot_finding
+from lmforge.findings.spec import Finding
+from lmforge.findings.verdict import arm_stats, compare
+from lmforge.io.atomic import read_json, write_json
+
+PLAN, RESULT = "plan.json", "result.json"
+
+
+def guard_plan(out: Path, plan: dict, amend: str) -> dict:
+    """Write the plan before anything runs; refuse a changed plan once arms have results,
+    unless `amend` says why (kept in the plan's history, and so in the report)."""
+    path = out / PLAN
+    old = read_json(path) if path.exists() else None
+    has_results = any((out / "arms").glob("*/seed*.json"))
+    history = list(old.get("amendments", [])) if old else []
+    if old is not None:
+        before = {k: v for k, v in old.items() if k != "amendments"}
+        if before != plan and has_results:
+            changed = sorted(k for k in set(before) | set(plan) if before.get(k) != plan.get(k))
+            if not amend:
+                raise ConfigError(f"{path}: the plan changed ({', '.join(changed)}) after arms were recorded; "
+                                  f"say why with --set amend='reason' (kept in the report) or use a new out_dir")
+            history.append({"changed": changed, "reason": amend, "before": {k: before.get(k) for k in changed}})
+    plan = {**plan, "amendments": history}
+    write_json(path, plan)
+    return plan
+
+
+def run_arms(finding: Finding, ctx: Ctx, seeds: list[int], progress: bool) -> dict[str, dict[int, dict]]:
+    jobs = [(arm, s) for arm in finding.arms for s in seeds]
+    results: dict[str, dict[int, dict]] = {arm: {} for arm in finding.arms}
+    bar = tqdm(jobs, desc=f"finding {finding.name}", unit="run", disable=not progress, dynamic_ncols=True)
+    for arm, seed in bar:
+        path = ctx.out / "arms" / arm / f"seed{seed}.json"
+        if path.exists():
+            results[arm][seed] = read_json(path)
+            continue
+        bar.set_postfix_str(f"{arm} seed {seed}")
+        t0 = time.perf_counter()
+        got = finding.run(ctx, arm, seed)
+        missing = [k for k in (finding.key, *finding.secondary) if k not in got.get("metrics", {})]
+        if missing:
+            raise RuntimeError(f"finding {finding.name}: arm {arm} returned no {', '.join(missing)}")
+        got["wall_s"] = round(time.perf_counter() - t0, 2)
+        write_json(path, got)
+        results[arm][seed] = got
+        if progress:
+            tqdm.write(f"  {finding.name}: {arm} seed {seed}: {finding.key} {got['metrics'][finding.key]:.4f} "
+                       f"({got['wall_s']:.0f} s)")
+    return results
+
+
+def summarise(finding: Finding, plan: dict, results: dict[str, dict[int, dict]]) -> dict:
+    per_arm = {}
+    for arm, by_seed in results.items():
+        keys = (finding.key, *finding.secondary)
+        per_arm[arm] = {k: arm_stats([r["metrics"][k] for _, r in sorted(by_seed.items())]) for k in keys}
+        per_arm[arm]["wall_s"] = sum(r.get("wall_s", 0.0) for r in by_seed.values())
+    base = {s: r["metrics"][finding.key] for s, r in results[finding.baseline].items()}
+    comparisons = {}
+    for arm, exp in finding.expect.items():
+        var = {s: r["metrics"][finding.key] for s, r in results[arm].items()}
+        comparisons[arm] = compare(base, var, exp, finding.higher_is_better, finding.tolerance)
+    verdicts = [c["verdict"] for c in comparisons.values()]
+    overall = ("agrees" if all(v == "agrees" for v in verdicts) else
+               "disagrees" if all(v == "disagrees" for v in verdicts) else
+               "mixed" if "agrees" in verdicts or "disagrees" in verdicts else "inconclusive")
+    extras = {}
+    for arm, by_seed in results.items():
+        for r in by_seed.values():
+            for k, v in (r.get("notes") or {}).items():
+                extras.setdefault(arm, {}).setdefault(k, []).append(v)
+    return {**plan, "arms": per_arm, "comparisons": comparisons, "verdict": overall, "notes": extras,
+            "wall_s": round(sum(a["wall_s"] for a in per_arm.values()), 1)}
+
+
+def run_finding(cfg, progress: bool = True) -> dict:
+    finding = catalog.get(cfg.name)
+    for key in finding.needs:
+        if not getattr(cfg, key):
+            raise ConfigError(f"{key}: finding {finding.name} needs it (e.g. --set {key}=runs/findings/"
+                              f"{'tokens' if key == 'data' else 'corpus'})")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Ctx(cfg, out)
+    plan = guard_plan(out, finding.plan(cfg.seeds, cfg.scale, ctx.steps), cfg.amend)
+    results = run_arms(finding, ctx, cfg.seeds, progress)
+    result = summarise(finding, plan, results)
+    result["curves"] = {arm: {s: r.get("curves", {}) for s, r in by_seed.items()} for arm, by_seed in results.items()}
+    plot_finding(finding, result, out / "finding.png")
+    write_json(out / RESULT, result)
+    verdicts = {arm: c["verdict"] for arm, c in result["comparisons"].items()}
+    return {"finding": finding.name, "verdict": result["verdict"], "verdicts": verdicts,
+            "diff": {arm: _round(c["diff"]) for arm, c in result["comparisons"].items()},
+            "stderr": {arm: _round(c["stderr"]) for arm, c in result["comparisons"].items()},
+            "wall_s": result["wall_s"]}
+
+
+def _round(x):
+    return None if x is None or not math.isfinite(x) else round(x, 5)

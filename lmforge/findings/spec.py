@@ -1,0 +1,47 @@
+"""What a finding declares before it runs: the report's claim, the arms, the metric and the
+expected direction of each variant against the baseline. `plan()` is the part written to
+plan.json before the first arm trains (and checked on every resume: a changed plan after
+results exist is refused unless the change is written down, see `run.guard_plan`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lmforge.findings.verdict import EXPECTATIONS
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    source: str                 # report and section
+    claim: str                  # the report's claim, quoted or closely paraphrased, one line
+    metric: str                 # what the primary metric is, with units
+    key: str                    # the primary metric's key in each arm's `metrics`
+    higher_is_better: bool
+    baseline: str
+    expect: dict[str, str]      # variant arm -> "better" | "worse" | "equal" (vs the baseline)
+    run: Callable               # (ctx, arm, seed) -> {"metrics": {...}, "curves": {label: [[x, y], ...]}}
+    tolerance: float = 0.0      # the "equal" band, in the metric's units
+    needs: tuple[str, ...] = ("data",)   # config keys the finding reads
+    curve_label: str = "validation loss (nats / token)"
+    curve_x: str = "step"
+    scale_note: str = ""        # what toy scale can and cannot show of this claim
+    deviations: str = ""        # where the miniature differs from the report's procedure, and why
+    secondary: tuple[str, ...] = ()   # other metric keys shown per arm (mean +- std), no verdict
+
+    def __post_init__(self):
+        for arm, exp in self.expect.items():
+            if exp not in EXPECTATIONS:
+                raise ValueError(f"finding {self.name}: expect[{arm}] {exp!r} is not one of {EXPECTATIONS}")
+        if self.baseline in self.expect:
+            raise ValueError(f"finding {self.name}: the baseline {self.baseline!r} has no expectation of its own")
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return (self.baseline, *self.expect)
+
+    def plan(self, seeds: list[int], scale: str, steps: int) -> dict:
+        return {"finding": self.name, "source": self.source, "claim": self.claim, "metric": self.metric,
+                "key": self.key, "higher_is_better": self.higher_is_better, "baseline": self.baseline,
+                "expect": dict(self.expect), "tolerance": self.tolerance, "seeds": list(seeds),
+                "scale": scale, "steps": steps, "deviations": self.deviations, "scale_note": self.scale_note}
