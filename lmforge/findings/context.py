@@ -8,6 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lmforge import config
 from lmforge.config import ConfigError
 from lmforge.shards import TokenDataset
@@ -98,13 +100,15 @@ def metrics_of(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def curve(run_dir: Path, key: str = "loss", offset: int = 0, points: int = 60) -> list[list[float]]:
-    """[step, value] of `key` in a run's metrics.jsonl, thinned to about `points` entries."""
+def curve(run_dir: Path, key: str = "loss", offset: int = 0, points: int = 50) -> list[list[float]]:
+    """[step, value] of `key` in a run's metrics.jsonl, as means over blocks of consecutive steps
+    (about `points` blocks): per-step train loss swings with each batch's domain mix, block means
+    show the trend without hiding a spike longer than a block."""
     rows = [(r["step"] + offset, r[key]) for r in metrics_of(run_dir) if key in r and r[key] is not None]
-    if len(rows) > points:
-        every = len(rows) / points
-        rows = [rows[int(i * every)] for i in range(points)] + [rows[-1]]
-    return [[float(s), float(v)] for s, v in rows]
+    if len(rows) <= points:
+        return [[float(s), float(v)] for s, v in rows]
+    edges = np.linspace(0, len(rows), points + 1).astype(int)
+    return [[float(rows[b - 1][0]), float(np.mean([v for _, v in rows[a:b]]))] for a, b in zip(edges[:-1], edges[1:])]
 
 
 def drop_checkpoints(run_dir: Path) -> None:

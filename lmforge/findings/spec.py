@@ -28,6 +28,8 @@ class Finding:
     scale_note: str = ""        # what toy scale can and cannot show of this claim
     deviations: str = ""        # where the miniature differs from the report's procedure, and why
     secondary: tuple[str, ...] = ()   # other metric keys shown per arm (mean +- std), no verdict
+    prepare: Callable | None = None   # (ctx) -> None: work every seed shares (e.g. a data variant), run
+                                      # once before the seeds, which may run in parallel processes
 
     def __post_init__(self):
         for arm, exp in self.expect.items():

@@ -30,6 +30,7 @@ class FindingsConfig:
     out_dir: str = ""             # default runs/findings/<name>
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])   # every arm runs each seed (>= 3 for a verdict worth reading)
     scale: Literal["toy", "small-125m"] = "toy"   # toy: 1.6M parameters on CPU; small-125m: the same comparison on a GPU
+    workers: int = 2              # seeds run in parallel processes of one thread each (1: in this process)
     steps: int = 0                # a pretraining arm's steps; 0: the scale's budget
     amend: str = ""               # why a finding's plan changed after arms were recorded
     keep_checkpoints: bool = False   # keep each arm's weights after its numbers are recorded
@@ -39,6 +40,7 @@ class FindingsConfig:
         check(self.name in NAMES, "name", f"unknown finding {self.name!r} (known: {', '.join(NAMES)})")
         check(len(set(self.seeds)) == len(self.seeds) and len(self.seeds) >= 1, "seeds", "distinct seeds, at least one")
         check(self.steps >= 0, "steps", "must be >= 0")
+        check(self.workers >= 1, "workers", "must be >= 1")
         check(self.scale in SCALES, "scale", f"one of {', '.join(SCALES)}")
         if not self.out_dir:
             self.out_dir = f"runs/findings/{self.name}"

@@ -12,6 +12,7 @@ from lmforge.report import fonts, plots
 from lmforge.report.collect import StageFolder, discover, recipe_meta
 from lmforge.report.datasections import data_section, mixture_section
 from lmforge.report.effects import effects_section
+from lmforge.report.findingsection import findings_section
 from lmforge.report.evalsection import eval_section, final_eval_column, grow_section
 from lmforge.report.needleplot import checkpoint_label
 from lmforge.report.section import Section, last as _last, slug as _slug
@@ -287,7 +288,7 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     ov = Section("overview", "Overview", f"Run folder {run_dir}. Headlines first, each number beside what it "
                                          f"is read against; then the stages in recipe order (a stage without "
                                          f"output is listed as missing and left out below).", blocks)
-    sections = [ov] + [s for s in (effects_section(stages), training_section(stages, out, final_eval_column(stages), base),
+    sections = [ov] + [s for s in (effects_section(stages), findings_section(stages), training_section(stages, out, final_eval_column(stages), base),
                                    data_section(stages, out),
                                    mixture_section(stages, out), sftdata_section(stages, out),
                                    sftgrid_section(stages, out), eval_section(stages, out),

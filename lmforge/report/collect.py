@@ -34,6 +34,7 @@ class StageFolder:
     config: dict | None = None                            # config.json (the resolved stage config)
     sftdata: dict | None = None                           # sftdata.json (SFT data curation funnel)
     sftgrid: dict | None = None                           # grid.json (SFT task-mix grid search)
+    finding: dict | None = None                           # result.json (lmforge findings)
     problems: list[str] = field(default_factory=list)     # unreadable files, named
     deps: list[str] = field(default_factory=list)         # the stages it reads (recipe.json)
     seconds: float | None = None                          # wall time of its run (recipe.json)
@@ -42,7 +43,7 @@ class StageFolder:
     def has_content(self) -> bool:
         return bool(self.metrics or self.mixture or self.data_steps or self.eval or self.needle
                     or self.needle_png or self.grow or self.done or self.longstudy or self.sftdata
-                    or self.sftgrid)
+                    or self.sftgrid or self.finding)
 
     @property
     def train_records(self) -> list[dict]:
@@ -107,6 +108,7 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
     for f, attr in (("eval.json", "eval"), ("needle.json", "needle"), ("DONE.json", "done"),
                     ("longstudy.json", "longstudy"), ("refusals.json", "refusals"),
                     ("sftdata.json", "sftdata"), ("grid.json", "sftgrid"), ("stats.json", "stats"),
+                    ("result.json", "finding"),
                     ("config.json", "config")):
         if (folder / f).is_file():
             value = _json(folder / f, p)
@@ -131,6 +133,8 @@ def load_stage(name: str, folder: Path, kind: str = "", status: str = "") -> Sta
 
 
 def guess_kind(st: StageFolder) -> str:
+    if st.finding is not None:
+        return "findings"
     if st.sftdata is not None:
         return "sftdata"
     if st.sftgrid is not None:
