@@ -63,23 +63,23 @@ def run_seed(cfg, seed: int, threads: int, progress: bool) -> dict[str, dict]:
     """Every arm of one seed, in the finding's order (an arm may read an earlier arm's output of
     the same seed, e.g. a shared base model): the unit a worker process runs."""
     import torch
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     finding = catalog.get(cfg.name)
     ctx = Ctx(cfg, Path(cfg.out_dir))
     return {arm: run_one(finding, ctx, arm, seed, progress) for arm in finding.arms}
 
 
 def run_arms(finding: Finding, cfg, progress: bool) -> dict[str, dict[int, dict]]:
-    """All arms x seeds. With workers > 1 the seeds run in parallel processes, one thread each:
-    at these model sizes two single-threaded runs do more work per second than one run on two
-    threads. Results do not depend on it (each arm is seeded and deterministic on CPU)."""
+    """All arms x seeds, every arm on one torch thread: at these model sizes two single-threaded
+    runs do more work per second than one run on two threads (and far more on a shared machine,
+    where waiting threads spin), and one thread fixes the order of float reductions, so the
+    numbers are the same whatever `workers` is (it sets how many seeds run at once)."""
     results: dict[str, dict[int, dict]] = {arm: {} for arm in finding.arms}
     seeds = list(cfg.seeds)
     bar = tqdm(total=len(seeds), desc=f"finding {finding.name}", unit="seed", disable=not progress,
                dynamic_ncols=True)
     if cfg.workers <= 1 or len(seeds) == 1:
-        done = ((s, run_seed(cfg, s, 0, progress)) for s in seeds)
+        done = ((s, run_seed(cfg, s, 1, progress)) for s in seeds)
         for s, by_arm in done:
             for arm, r in by_arm.items():
                 results[arm][s] = r
