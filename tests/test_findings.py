@@ -40,6 +40,8 @@ def test_catalog_declares_every_listed_finding():
     for name in catalog.available():
         f = catalog.get(name)
         assert f.name == name and f.claim and f.expect and f.baseline not in f.expect
+    from lmforge.findings.stage import STAGE
+    assert all(n in STAGE.args[0].help for n in catalog.NAMES)     # the command's help lists them all
     with pytest.raises(ConfigError, match="unknown finding"):
         config.load(FindingsConfig, None, ["name=nope"])
 

@@ -57,6 +57,6 @@ def smoke_settings(cfg: FindingsConfig, sizes: dict) -> FindingsConfig:
 
 STAGE = Stage(kind="findings", config=FindingsConfig, body=run_finding, inputs=("data", "corpus", "tokenizer"),
               help="rerun one of the reports' findings: baseline vs variants over seeds, with a verdict",
-              example="seeds=[0,1,2]", args=(Arg("name", "name", "the finding to run (normhead, schedules, ...)"),),
+              example="seeds=[0,1,2]", args=(Arg("name", "name", "the finding to run: normhead, schedules, depthwidth, decaydata, ropebase, longfails, growth, stemramp, zloss, dedup, alignment (docs/findings.md)"),),
               outputs=("plan.json", "result.json", "finding.png", DONE), smoke=smoke_settings)
 run = STAGE.run
