@@ -559,3 +559,50 @@ def test_line_reader_agrees_with_a_plain_split_at_any_chunk_size(tmp_path, monke
             if raw and not raw.isspace():
                 want.append((i, raw, None, len(line)))
         assert got == want, (data, limit)
+
+
+def test_a_json_array_file_is_read_item_by_item_with_the_same_cap(chat_tok, tmp_path):
+    """A lone .json array (not JSON lines) with one 50 MB item: the item is too_long by its
+    position, never held whole; every other item is read; memory as for the file without it."""
+    import random
+
+    from test_align_utils import conversation
+    rng = random.Random(0)
+    good = [conversation(rng, 2) for _ in range(200)]
+    huge = {"messages": [{"role": "user", "content": big_text(50 << 20)}, {"role": "assistant", "content": "ok"}]}
+    normal, hostile = tmp_path / "normal.json", tmp_path / "hostile.json"
+    normal.write_text(json.dumps(good, ensure_ascii=False, indent=1))
+    hostile.write_text(json.dumps(good[:100] + [huge] + good[100:], ensure_ascii=False, indent=1))
+    base = child_run(chat_tok, "sft", normal)
+    hurt = child_run(chat_tok, "sft", hostile)
+    assert hurt["stats"]["kept"] == base["stats"]["kept"] > 0
+    assert hurt["stats"]["too_long"] == base["stats"]["too_long"] + 1
+    assert [101, "too_long"] in hurt["rejects"]
+    assert hurt["rss_mb"] - base["rss_mb"] < 300, (base["rss_mb"], hurt["rss_mb"])
+
+
+def test_json_array_reader_matches_json_loads_at_every_block_boundary(tmp_path, monkeypatch):
+    import random
+
+    from lmforge.io import jsonarray
+    monkeypatch.setattr(jsonarray, "BLOCK", 7)     # items, strings and escapes cut at every place
+    rng = random.Random(1)
+
+    def value(d=0):
+        k = rng.random()
+        if d > 3 or k < 0.3:
+            return rng.choice([1, -2.5, True, None, 'a"b\\c', "中文\n", "x" * rng.randint(0, 30)])
+        if k < 0.65:
+            return [value(d + 1) for _ in range(rng.randint(0, 4))]
+        return {f'k{i}"': value(d + 1) for i in range(rng.randint(0, 4))}
+    for trial in range(150):
+        items = [value() for _ in range(rng.randint(0, 6))]
+        path = tmp_path / f"{trial}.json"
+        path.write_text(json.dumps(items, ensure_ascii=trial % 2 == 0, indent=None if trial % 3 else 1))
+        assert [(v, e) for _, v, e in jsonarray.iter_json_array(path, 1 << 30)] == [(v, None) for v in items]
+        capped = list(jsonarray.iter_json_array(path, 20))
+        assert len(capped) == len(items)
+        assert all(v == it if e is None else e == "too_long" for (_, v, e), it in zip(capped, items))
+        assert all(e is None for (_, _, e), it in zip(capped, items) if len(json.dumps(it, indent=1)) <= 8)
+    (tmp_path / "cut.json").write_text('[{"a": 1}, {"b": ')
+    assert [e for _, _, e in jsonarray.iter_json_array(tmp_path / "cut.json", 100)][-1].startswith("malformed")

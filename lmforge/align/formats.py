@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lmforge.config import check
+from lmforge.io.jsonarray import iter_json_array
 
 SFT_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
 DPO_FORMATS = ("auto", "explicit", "implicit")
@@ -79,28 +80,26 @@ def as_data_files(entries) -> list[DataFile]:
 # ---------------------------------------------------------------- reading files
 
 
-def iter_array_records(path: Path, errors, stats: Counter) -> Iterator[tuple[Path, int, dict]]:
-    """(file, record number, dict) of a .json array or a .parquet file; bad items go to errors."""
+def iter_array_records(path: Path, errors, stats: Counter, max_record_bytes: int | None = None
+                       ) -> Iterator[tuple[Path, int, dict]]:
+    """(file, record number, dict) of a .json array or a .parquet file; bad items go to errors.
+    A .json array is read one item at a time (lmforge.io.jsonarray): an item over
+    `max_record_bytes` characters is `too_long` and never held whole."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
-        items = (r for b in pq.ParquetFile(path).iter_batches(batch_size=1024) for r in b.to_pylist())
+        items = ((n, r, None) for n, r in enumerate(
+            (r for b in pq.ParquetFile(path).iter_batches(batch_size=1024) for r in b.to_pylist()), 1))
     else:
-        try:
-            items = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            stats["records"] += 1
-            stats["malformed"] += 1
-            errors.add(path, None, "malformed", detail=f"not a JSON array: {e}")
-            return
-        if isinstance(items, dict):
-            items = [items]
-        if not isinstance(items, list):
-            stats["records"] += 1
-            stats["malformed"] += 1
-            errors.add(path, None, "malformed", detail="a .json data file must hold an array of records")
-            return
-    for n, rec in enumerate(items, 1):
+        items = iter_json_array(path, max_record_bytes or (1 << 62))
+    for n, rec, problem in items:
         stats["records"] += 1
+        if problem is not None:
+            reason = "too_long" if problem == "too_long" else "malformed"
+            stats[reason] += 1
+            errors.add(path, n or None, reason,
+                       detail=(f"item over max_record_bytes {max_record_bytes}" if reason == "too_long"
+                               else f"not a JSON array of records: {problem.removeprefix('malformed: ')}"))
+            continue
         if not isinstance(rec, dict):
             stats["malformed"] += 1
             errors.add(path, n, "malformed", raw=rec, detail="not a JSON object")

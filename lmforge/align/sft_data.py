@@ -85,13 +85,14 @@ def empty_reply(msgs: list[dict]) -> bool:
 def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter,
               max_record_bytes: int = MAX_RECORD_BYTES):
     """(file, line or item number, record, its DataFile) for .jsonl(.gz/.zst), .json arrays and
-    .parquet (the last two are read whole: max_record_bytes bounds lines of JSON-lines files)."""
+    .parquet: max_record_bytes bounds a JSON line or a .json array's item (neither is held whole
+    when over it); parquet is read by row batches."""
     for spec in as_data_files(entries):
         p = Path(spec.path)
         if p.suffix in (".json", ".parquet"):
             if not p.is_file():
                 raise FileNotFoundError(f"{spec.path}: no such file")
-            records = iter_array_records(p, errors, stats)
+            records = iter_array_records(p, errors, stats, max_record_bytes)
         else:
             records = iter_jsonl([spec.path], errors, stats, max_record_bytes)
         for path, n, rec in records:
