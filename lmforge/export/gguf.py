@@ -92,18 +92,22 @@ def _vocab(tok_dir: Path, vocab_size: int) -> dict:
 
 
 def _special_ids(tok_dir: Path, config: dict) -> dict:
-    from lmforge.tokenizer.train import CHATML_TEMPLATE, SIDE_FILE
-    ids = {k: config.get(f"{k}_token_id") for k in ("bos", "eos", "pad")}
-    chat = None
-    side = tok_dir / SIDE_FILE
-    if side.is_file():   # a lmforge tokenizer folder names them itself; its models speak ChatML (as the HF export)
-        info = json.loads(side.read_text())
-        ids = {k: info.get(f"{k}_id", ids[k]) for k in ids}
+    """bos/eos/pad ids, the end-of-turn id and the chat template of the tokenizer shipped in
+    tok_dir, read from its own files (our side file, else the HF files: an HF-started run
+    has no side file), as the HF export writes them (export/hf.py export_tokenizer): the
+    template unchanged (chat_template.jinja before tokenizer_config.json), ChatML only for a
+    ChatML vocabulary with none (an older ChatML template upgraded)."""
+    from lmforge.align.chat_format import chat_format, end_of_turn_id, has_chatml, read_template
+    from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
+
+    tok = load_tokenizer(tok_dir)
+    info = tokenizer_info(tok_dir, tok)
+    ids = {k: info.get(f"{k}_id") if info.get(f"{k}_id") is not None else config.get(f"{k}_token_id")
+           for k in ("bos", "eos", "pad")}
+    chat = read_template(tok_dir)
+    if chat == CHATML_TEMPLATE_V1 or (chat is None and has_chatml(tok)):
         chat = CHATML_TEMPLATE
-    tc = tok_dir / "tokenizer_config.json"
-    if tc.is_file():
-        chat = json.loads(tc.read_text(encoding="utf-8")).get("chat_template") or chat
-    return {**ids, "chat_template": chat}
+    return {**ids, "eot": end_of_turn_id(chat_format(tok_dir, tok), tok), "chat_template": chat}
 
 
 def check_gguf(model: Transformer) -> None:
@@ -169,7 +173,8 @@ def write_gguf(model: Transformer, tok_dir: Path, out_file: str | Path, file_typ
     w.add_token_list(vocab["tokens"])
     w.add_token_types(vocab["types"])
     w.add_token_merges(vocab["merges"])
-    for key, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("pad", w.add_pad_token_id)):
+    for key, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("pad", w.add_pad_token_id),
+                     ("eot", w.add_eot_token_id)):   # eot: end of generation besides eos (llama.cpp's eog set)
         if special.get(key) is not None:
             add(int(special[key]))
     w.add_add_bos_token(False)   # our tokenizers add no BOS (encode's callers decide)
