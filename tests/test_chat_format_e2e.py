@@ -1,0 +1,91 @@
+"""A Llama-3-style and a Gemma-style Hugging Face folder (tiny random LlamaForCausalLM, the
+family's tokenizer and chat template, no pad token for Llama 3) go through `lmforge sft` and
+`lmforge dpo` in their own chat format, export to HF with the template intact (the exported
+folder renders the same prompt as the original), and a GGUF written from the HF-started run
+carries the right eos / end-of-turn ids and the chat template (read back with gguf), equal
+to the HF export's. The runs keep only the tokenizer files, not the source weights."""
+import json
+import random
+import shutil
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+from gguf import GGUFReader  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
+from chat_families import FAMILIES, conversation, make_family_tokenizer  # noqa: E402
+from lmforge import config  # noqa: E402
+from test_align_utils import losses, write_jsonl  # noqa: E402
+
+
+def hf_folder(tmp, family: str, jinja_file: bool):
+    tok_dir = make_family_tokenizer(tmp / f"{family}-tok", family, jinja_file=jinja_file)
+    hf_tok = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
+    cfg = LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=False, bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id)
+    torch.manual_seed(0)
+    out = tmp / family
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    if jinja_file:   # transformers 5 writes the template to chat_template.jinja
+        hf_tok.save_pretrained(out)
+    else:            # an older folder: the template inside tokenizer_config.json
+        for f in tok_dir.iterdir():
+            shutil.copy2(f, out / f.name)
+    return out
+
+
+def field(reader, key):
+    return reader.fields[key].contents() if key in reader.fields else None
+
+
+@pytest.mark.parametrize("family,jinja_file", [("llama3", True), ("gemma", False)])
+def test_own_format_through_sft_dpo_export_and_gguf(family, jinja_file, tmp_path):
+    from lmforge.export.gguf import export_gguf
+    from lmforge.export.hf import export
+    from lmforge.stages.dpo import DPOConfig, run as dpo
+    from lmforge.stages.sft import SFTConfig, run as sft
+
+    src = hf_folder(tmp_path, family, jinja_file)
+    rng = random.Random(0)
+    data = write_jsonl(tmp_path / "sft.jsonl", [{"messages": conversation(rng, rng.randint(1, 2))} for _ in range(12)])
+    s = sft(config.load(SFTConfig, None, [f"init.from_checkpoint={src}", f"data=[{data}]", f"out_dir={tmp_path / 's'}",
+                                          "train.seq_len=96", "train.micro_batch_size=4", "max_steps=3",
+                                          "train.optim.lr=1e-2"]), progress=False)
+    ls = losses(tmp_path / "s")
+    assert s["step"] == 3 and len(ls) == 3 and ls[-1] < ls[0]
+    kept = sorted(p.name for p in (tmp_path / "s" / "tokenizer").iterdir())
+    assert "model.safetensors" not in kept and "tokenizer.json" in kept
+    pairs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"What color is the {t}?", "chosen": f"The {t} is blue.",
+                                                "rejected": "No."} for t in ("sky", "sea", "leaf", "milk")])
+    d = dpo(config.load(DPOConfig, None, [f"init.from_checkpoint={tmp_path / 's'}", f"data=[{pairs}]",
+                                          "train.seq_len=64", "train.micro_batch_size=2", "max_steps=2",
+                                          f"out_dir={tmp_path / 'd'}"]), progress=False)
+    assert d["step"] == 2
+
+    original = PreTrainedTokenizerFast.from_pretrained(str(src))
+    msgs = conversation(random.Random(5), 2)
+    end_of_turn = original.convert_tokens_to_ids(FAMILIES[family][4])
+    for run in ("s", "d"):
+        out = export(tmp_path / run, tmp_path / f"hf-{run}")
+        exported = PreTrainedTokenizerFast.from_pretrained(str(out))
+        assert (exported.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=False)
+                == original.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=False))
+        assert exported.apply_chat_template(msgs) == original.apply_chat_template(msgs)
+        gen = json.loads((out / "generation_config.json").read_text())
+        assert gen["eos_token_id"] == [original.eos_token_id, end_of_turn]
+        model = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+        assert model.config.eos_token_id == original.eos_token_id
+
+    # GGUF straight from the HF-started run (its tokenizer/ has no lmforge side file)
+    r = GGUFReader(str(export_gguf(tmp_path / "s", tmp_path / "s.gguf")))
+    hf_export = tmp_path / "hf-s"
+    template = ((hf_export / "chat_template.jinja").read_text() if jinja_file
+                else json.loads((hf_export / "tokenizer_config.json").read_text())["chat_template"])
+    assert field(r, "tokenizer.chat_template") == template == original.chat_template
+    assert field(r, "tokenizer.ggml.eos_token_id") == original.eos_token_id
+    assert field(r, "tokenizer.ggml.bos_token_id") == original.bos_token_id
+    assert field(r, "tokenizer.ggml.eot_token_id") == end_of_turn
