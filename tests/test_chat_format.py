@@ -17,7 +17,7 @@ from chat_families import FAMILIES, conversation, make_family_tokenizer  # noqa:
 from lmforge.align.chat_format import ChatMLFormat, TemplateFormat, chat_format, end_of_turn_id  # noqa: E402
 from lmforge.align.chat_template import encode_chat  # noqa: E402
 from lmforge.io.documents import ErrorSink  # noqa: E402
-from lmforge.tokenizer.train import load_tokenizer, tokenizer_info  # noqa: E402
+from lmforge.tokenizer.train import CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info  # noqa: E402
 from test_align_utils import make_tokenizer, write_jsonl  # noqa: E402
 
 
@@ -108,6 +108,25 @@ def test_our_tokenizers_keep_the_chatml_path(tmp_path):
         a, b = fmt.encode(tok, msgs), encode_chat(tok, msgs)
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert tok.id_to_token(end_of_turn_id(fmt, tok)) == "<|im_end|>"
+    # the older ChatML template renders the same text: still ChatML; a ChatML-like template that
+    # adds a default system turn (Qwen's) is that tokenizer's own format
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    for template, kind in ((CHATML_TEMPLATE_V1, "chatml"), (QWEN_LIKE, "template")):
+        (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": template}))
+        fmt = chat_format(d, tok)
+        assert fmt.kind == kind
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    assert fmt.render(msgs).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    hf_ids, hf_mask, _ = hf_encode(d, msgs)
+    assert fmt.encode(tok, msgs)[1].astype(int).tolist() == hf_mask and sum(hf_mask) > 2
+
+
+QWEN_LIKE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+             "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+             "{{ '<|im_start|>' + message['role'] + '\n' }}{% if message['role'] == 'assistant' %}{% generation %}"
+             "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+             "{% else %}{{ message['content'] + '<|im_end|>' + '\n' }}{% endif %}{% endfor %}"
+             "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 def test_base_tokenizer_without_template_or_chatml_has_no_format(tmp_path):

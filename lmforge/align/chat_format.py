@@ -1,8 +1,9 @@
 """A tokenizer's own chat format: conversations -> token ids and a reply mask, through the
 Jinja chat template its folder ships (`chat_template.jinja`, else tokenizer_config.json's
 `chat_template`), so a Llama-3, Mistral or Gemma model is fine-tuned in the format it is
-prompted with. ChatML (lmforge.align.chat_template) stays the format of our own tokenizers
-(their template is CHATML_TEMPLATE) and of a tokenizer with ChatML tokens and no template.
+prompted with. ChatML (lmforge.align.chat_template, unchanged) stays the format of our own
+tokenizers (their template renders exactly that ChatML) and of a tokenizer with ChatML tokens
+and no template.
 
 The template is rendered as transformers' `apply_chat_template` renders it (a sandboxed
 Jinja environment with trim_blocks/lstrip_blocks, loop controls, `raise_exception`,
@@ -197,15 +198,29 @@ def has_chatml(tok) -> bool:
     return all(tok.token_to_id(t) is not None for t in (chatml.IM_START, chatml.IM_END))
 
 
-def chat_format(tok_dir: str | Path, tok) -> ChatMLFormat | TemplateFormat | None:
-    """The chat format of a tokenizer folder: its own template; ChatML for our template (or none)
-    when the vocabulary has the ChatML tokens; None when it has neither (a base tokenizer)."""
-    from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1
+PROBES = ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+          [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sky?"},
+           {"role": "assistant", "content": " Blue.\n"}, {"role": "user", "content": "Sure?"}])
 
+
+def renders_chatml(fmt: TemplateFormat) -> bool:
+    """The template writes exactly lmforge's ChatML (ours, CHATML_TEMPLATE and its older version,
+    do): told by rendering, so this layer needs no tokenizer module."""
+    try:
+        return all(fmt.render(p, g) == chatml.render(p, g) for p in PROBES for g in (False, True))
+    except ValueError:
+        return False
+
+
+def chat_format(tok_dir: str | Path, tok) -> ChatMLFormat | TemplateFormat | None:
+    """The chat format of a tokenizer folder: ChatML when the vocabulary has the ChatML tokens
+    and the template renders ChatML or there is none; else its own template; None when it has
+    neither (a base tokenizer)."""
     template = read_template(tok_dir)
-    if has_chatml(tok) and (template is None or template in (CHATML_TEMPLATE, CHATML_TEMPLATE_V1)):
+    fmt = None if template is None else TemplateFormat(template, special_strings(tok_dir))
+    if has_chatml(tok) and (fmt is None or renders_chatml(fmt)):
         return ChatMLFormat()
-    return None if template is None else TemplateFormat(template, special_strings(tok_dir))
+    return fmt
 
 
 def end_of_turn_id(fmt, tok) -> int | None:
