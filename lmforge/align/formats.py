@@ -79,11 +79,26 @@ def as_data_files(entries) -> list[DataFile]:
 # ---------------------------------------------------------------- reading files
 
 
+def without_nulls(value):
+    """A columnar row with its null keys dropped, at every depth: Arrow gives every struct all the
+    keys any row has (a message without `weight` reads back `"weight": None`), where JSON lines
+    simply lack them."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def iter_array_records(path: Path, errors, stats: Counter) -> Iterator[tuple[Path, int, dict]]:
-    """(file, record number, dict) of a .json array or a .parquet file; bad items go to errors."""
+    """(file, record number, dict) of a .json array, a .parquet file or a `datasets` .arrow file
+    (lmforge.io.arrow); bad items go to errors."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
-        items = (r for b in pq.ParquetFile(path).iter_batches(batch_size=1024) for r in b.to_pylist())
+        items = (without_nulls(r) for b in pq.ParquetFile(path).iter_batches(batch_size=1024) for r in b.to_pylist())
+    elif path.suffix == ".arrow":
+        from lmforge.io.arrow import iter_arrow_rows
+        items = (without_nulls(r) for r in iter_arrow_rows(path))
     else:
         try:
             items = json.loads(path.read_text(encoding="utf-8"))

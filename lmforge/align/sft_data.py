@@ -84,11 +84,17 @@ def empty_reply(msgs: list[dict]) -> bool:
 
 def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter,
               max_record_bytes: int = MAX_RECORD_BYTES):
-    """(file, line or item number, record, its DataFile) for .jsonl(.gz/.zst), .json arrays and
-    .parquet (the last two are read whole: max_record_bytes bounds lines of JSON-lines files)."""
+    """(file, line or item number, record, its DataFile) for .jsonl(.gz/.zst), .json arrays,
+    .parquet, `datasets` .arrow files and save_to_disk folders (lmforge.io.arrow; the ones
+    that are not JSON lines are read by record batch or whole: max_record_bytes bounds lines
+    of JSON-lines files)."""
+    from lmforge.io.arrow import dataset_files, is_dataset_dir
+
     for spec in as_data_files(entries):
         p = Path(spec.path)
-        if p.suffix in (".json", ".parquet"):
+        if is_dataset_dir(p):
+            records = (r for f in dataset_files(p) for r in iter_array_records(f, errors, stats))
+        elif p.suffix in (".json", ".parquet", ".arrow"):
             if not p.is_file():
                 raise FileNotFoundError(f"{spec.path}: no such file")
             records = iter_array_records(p, errors, stats)
