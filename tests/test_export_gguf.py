@@ -215,6 +215,7 @@ def test_pre_tokenizer_names_and_refusals():
     ({"qkv_bias": True, "rope_scaling": RopeScaling("llama3", 8.0, 32, 1.0, 4.0)}, "qwen2 graph reads no rope_freqs"),
     ({"norm": "layernorm"}, "norm layernorm"),
     ({"qk_norm": True}, "qk_norm"),
+    ({"block_norm": "post", "qk_norm": True, "qk_norm_scope": "all"}, "llama architecture cannot run .*block_norm post"),
 ])
 def test_what_gguf_cannot_express_is_refused(tok_dir, tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
