@@ -46,6 +46,8 @@ def field(reader, key):
 def test_own_format_through_sft_dpo_export_and_gguf(family, jinja_file, tmp_path):
     from lmforge.export.gguf import export_gguf
     from lmforge.export.hf import export
+    from lmforge.infer.chat import ChatSession, own_chat_format
+    from lmforge.infer.generate import load_for_generation
     from lmforge.stages.dpo import DPOConfig, run as dpo
     from lmforge.stages.sft import SFTConfig, run as sft
 
@@ -79,6 +81,15 @@ def test_own_format_through_sft_dpo_export_and_gguf(family, jinja_file, tmp_path
         assert gen["eos_token_id"] == [original.eos_token_id, end_of_turn]
         model = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
         assert model.config.eos_token_id == original.eos_token_id
+
+    # `lmforge chat` on the export prompts in the model's own format and stops at its turn end
+    model, tok = load_for_generation(tmp_path / "hf-d")
+    fmt, stops = own_chat_format(tmp_path / "hf-d", tok)
+    session = ChatSession(model, tok, max_new_tokens=4, temperature=0.0, chat=fmt, stop_ids=stops)
+    session.messages = [{"role": "user", "content": "What color is the sky?"}]
+    assert session.prompt_ids() == original.apply_chat_template(session.messages, add_generation_prompt=True,
+                                                                return_dict=True)["input_ids"]
+    assert {end_of_turn, original.eos_token_id} <= session.stop_ids
 
     # GGUF straight from the HF-started run (its tokenizer/ has no lmforge side file)
     r = GGUFReader(str(export_gguf(tmp_path / "s", tmp_path / "s.gguf")))
