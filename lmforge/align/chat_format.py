@@ -35,6 +35,10 @@ import numpy as np
 from lmforge.align import chat_template as chatml
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# What a {% generation %} block renders around its text: no message holds these (NUL never
+# reaches here from a JSON conversation without being escaped on purpose, and the name makes
+# a clash deliberate); `_render` refuses a conversation that contains them.
+MARK_START, MARK_END = "\x00lmforge-generation-start\x00", "\x00lmforge-generation-end\x00"
 GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
@@ -89,7 +93,7 @@ def _compile(template: str):
 
         def _mark(self, caller):
             rv = caller()
-            return f"\x00G{rv}\x00E"   # sentinels, stripped (with their positions kept) after rendering
+            return f"{MARK_START}{rv}{MARK_END}"   # stripped (their positions kept) after rendering
 
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
@@ -107,10 +111,10 @@ def _compile(template: str):
 def _strip_marks(text: str) -> tuple[str, list[tuple[int, int]]]:
     """(text without the generation sentinels, the character spans they enclosed)."""
     out, spans, starts, pos = [], [], [], 0
-    for piece in re.split(r"(\x00[GE])", text):
-        if piece == "\x00G":
+    for piece in re.split(f"({re.escape(MARK_START)}|{re.escape(MARK_END)})", text):
+        if piece == MARK_START:
             starts.append(pos)
-        elif piece == "\x00E":
+        elif piece == MARK_END:
             spans.append((starts.pop(), pos))
         else:
             out.append(piece)
@@ -140,6 +144,8 @@ class TemplateFormat:
     def _render(self, messages, add_generation_prompt) -> tuple[str, list[tuple[int, int]]]:
         import jinja2
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if any(MARK_START in m["content"] or MARK_END in m["content"] for m in msgs):
+            raise ValueError("a message holds lmforge's generation-block sentinel text")
         try:
             text = _compile(self.template).render(messages=msgs, add_generation_prompt=add_generation_prompt,
                                                   tools=None, documents=None, **self.special)
