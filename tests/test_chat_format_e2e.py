@@ -46,6 +46,7 @@ def field(reader, key):
 def test_own_format_through_sft_dpo_export_and_gguf(family, jinja_file, tmp_path):
     from lmforge.export.gguf import export_gguf
     from lmforge.export.hf import export
+    from lmforge.export.hf_import import import_hf
     from lmforge.infer.chat import ChatSession, own_chat_format
     from lmforge.infer.generate import load_for_generation
     from lmforge.stages.dpo import DPOConfig, run as dpo
@@ -71,7 +72,8 @@ def test_own_format_through_sft_dpo_export_and_gguf(family, jinja_file, tmp_path
     original = PreTrainedTokenizerFast.from_pretrained(str(src))
     msgs = conversation(random.Random(5), 2)
     end_of_turn = original.convert_tokens_to_ids(FAMILIES[family][4])
-    for run in ("s", "d"):
+    import_hf(src, tmp_path / "imp")   # `lmforge import`, then export: the template survives that too
+    for run in ("s", "d", "imp"):
         out = export(tmp_path / run, tmp_path / f"hf-{run}")
         exported = PreTrainedTokenizerFast.from_pretrained(str(out))
         assert (exported.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=False)
@@ -100,3 +102,22 @@ def test_own_format_through_sft_dpo_export_and_gguf(family, jinja_file, tmp_path
     assert field(r, "tokenizer.ggml.eos_token_id") == original.eos_token_id
     assert field(r, "tokenizer.ggml.bos_token_id") == original.bos_token_id
     assert field(r, "tokenizer.ggml.eot_token_id") == end_of_turn
+
+
+def test_which_stages_take_which_tokenizers(tmp_path):
+    """SFT/DPO take a tokenizer's own template; the stages that write ChatML themselves
+    (selfknow, character) refuse it in one line; a base tokenizer with neither is refused."""
+    from lmforge.config import ConfigError
+    from lmforge.stagekit.source import InitConfig, load_source
+
+    src = hf_folder(tmp_path, "mistral", jinja_file=False)
+    init = InitConfig(from_checkpoint=str(src))
+    s = load_source(init, "", own_format=True)
+    assert s.chat.kind == "template" and s.info["pad_id"] == s.tok.token_to_id("</s>")   # eos pads
+    with pytest.raises(ConfigError, match="this stage writes ChatML; sft and dpo take"):
+        load_source(init, "")
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    del cfg["chat_template"]
+    (src / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="has no chat template and no ChatML tokens"):
+        load_source(init, "", own_format=True)
