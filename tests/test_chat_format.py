@@ -183,3 +183,16 @@ def test_copy_tokenizer_copies_tokenizer_files_only(tmp_path):
     (d / "config.json").write_text("{}")
     dst = copy_tokenizer(d, tmp_path / "run")
     assert sorted(p.name for p in dst.iterdir()) == ["chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused_without_markers(tmp_path):
+    """No markers and a template whose render of a prefix is not a prefix of the whole (it
+    writes the turn count into the first line): the reply cannot be located, the record is
+    refused naming the message, never masked wrong."""
+    from lmforge.align.chat_format import TemplateFormat
+
+    fmt = TemplateFormat("{{ messages | length }}\n{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
+                         "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}", {})
+    tok = load_tokenizer(make_tokenizer(tmp_path / "t"))
+    with pytest.raises(ValueError, match=r"messages\[:2\] is not a prefix .*reply 1 cannot be located .*generation"):
+        fmt.encode(tok, conversation(random.Random(0), 1))

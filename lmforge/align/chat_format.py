@@ -172,7 +172,7 @@ class TemplateFormat:
             upto = self.render(messages[:i + 1])
             if not (upto.startswith(before) and text.startswith(upto)):
                 raise ValueError(f"chat template: rendering messages[:{i + 1}] is not a prefix of the whole "
-                                 "conversation, so reply {i} cannot be located (add {% generation %} markers)")
+                                 f"conversation, so reply {i} cannot be located (add {{% generation %}} markers)")
             spans.append((len(before), len(upto)))
         return text, spans
 
