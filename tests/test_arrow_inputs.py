@@ -1,7 +1,6 @@
 """Hugging Face `datasets` data as inputs: a save_to_disk folder (several shards, in
 load_from_disk's order) and one of its .arrow files give SFT, DPO and the raw-document reader
 the same records as the jsonl they were made from; a DatasetDict folder is refused in one line."""
-import json
 import random
 
 import numpy as np
