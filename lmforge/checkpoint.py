@@ -304,14 +304,22 @@ def tokenizer_dir_of(step_dir: Path) -> Path | None:
     return d if (d / "tokenizer.json").is_file() else None
 
 
+# What a tokenizer folder holds (ours and Hugging Face's): all a run keeps of its tokenizer.
+# A stage started from a Hugging Face model folder must not copy the weights beside them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "generation_config.json", "lmforge_tokenizer.json", "tokenizer.model", "added_tokens.json",
+                   "vocab.json", "merges.txt")
+
+
 def copy_tokenizer(src_dir: str | Path | None, run_dir: str | Path) -> Path | None:
-    """Keep a copy of the tokenizer folder beside the run's checkpoints (idempotent)."""
+    """Keep a copy of the tokenizer files (TOKENIZER_FILES, nothing else: a Hugging Face
+    model folder's weights stay where they are) beside the run's checkpoints (idempotent)."""
     if not src_dir or not (Path(src_dir) / "tokenizer.json").is_file():
         return None
     dst = Path(run_dir) / "tokenizer"
     if Path(src_dir).resolve() != dst.resolve():
         dst.mkdir(parents=True, exist_ok=True)
-        for f in Path(src_dir).iterdir():
-            if f.is_file():
-                copy_file(f, dst / f.name)
+        for name in TOKENIZER_FILES:
+            if (Path(src_dir) / name).is_file():
+                copy_file(Path(src_dir) / name, dst / name)
     return dst

@@ -52,26 +52,34 @@ def tensors(reader: GGUFReader) -> dict[str, torch.Tensor]:
 
 def gguf_forward(reader: GGUFReader, ids: torch.Tensor) -> torch.Tensor:
     """llama.cpp's llama graph in float64 from the file alone: RMSNorm, GQA attention with RoPE
-    rotating ADJACENT pairs (2i, 2i+1) at theta^(-2i/n_rot) divided by rope_freqs, SwiGLU."""
+    rotating ADJACENT pairs (2i, 2i+1) at theta^(-2i/n_rot) divided by rope_freqs, SwiGLU.
+    Its qwen2 graph: the same plus q/k/v biases, with NEOX RoPE (pairs (i, i + n_rot/2))."""
     W = {k: v.double() for k, v in tensors(reader).items()}
-    n_layer = field(reader, "llama.block_count")
-    H, Hkv = field(reader, "llama.attention.head_count"), field(reader, "llama.attention.head_count_kv")
-    n_rot, base = field(reader, "llama.rope.dimension_count"), field(reader, "llama.rope.freq_base")
-    eps = field(reader, "llama.attention.layer_norm_rms_epsilon")
+    a = field(reader, "general.architecture")
+    n_layer = field(reader, f"{a}.block_count")
+    H, Hkv = field(reader, f"{a}.attention.head_count"), field(reader, f"{a}.attention.head_count_kv")
+    n_rot, base = field(reader, f"{a}.rope.dimension_count"), field(reader, f"{a}.rope.freq_base")
+    eps = field(reader, f"{a}.attention.layer_norm_rms_epsilon")
     scale = 1.0
-    if "llama.rope.scaling.type" in reader.fields:
-        assert field(reader, "llama.rope.scaling.type") == "linear"
-        scale = 1.0 / field(reader, "llama.rope.scaling.factor")
+    if f"{a}.rope.scaling.type" in reader.fields:
+        assert field(reader, f"{a}.rope.scaling.type") == "linear"
+        scale = 1.0 / field(reader, f"{a}.rope.scaling.factor")
     T = ids.shape[0]
     freq = base ** (-torch.arange(0, n_rot, 2, dtype=torch.float64) / n_rot)
     if "rope_freqs.weight" in W:
         freq = freq / W["rope_freqs.weight"]
     ang = torch.arange(T, dtype=torch.float64)[:, None] * scale * freq[None]     # [T, n_rot/2]
 
-    def rope(x):   # x [T, heads, hd]; pairs (2i, 2i+1)
-        a, b = x[..., 0::2], x[..., 1::2]
+    def rope(x):   # x [T, heads, hd]; pairs (2i, 2i+1), or (i, i + hd/2) for NEOX (qwen2)
         c, s = ang.cos()[:, None], ang.sin()[:, None]
-        return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+        if a == "qwen2":
+            u, w = x[..., :n_rot // 2], x[..., n_rot // 2:]
+            return torch.cat([u * c - w * s, u * s + w * c], dim=-1)
+        u, w = x[..., 0::2], x[..., 1::2]
+        return torch.stack([u * c - w * s, u * s + w * c], dim=-1).flatten(-2)
+
+    def lin(h, name):
+        return h @ W[name + ".weight"].T + (W[name + ".bias"] if name + ".bias" in W else 0.0)
 
     def rms(x, w):
         return w * x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
@@ -81,9 +89,9 @@ def gguf_forward(reader: GGUFReader, ids: torch.Tensor) -> torch.Tensor:
     for i in range(n_layer):
         p = f"blk.{i}."
         h = rms(x, W[p + "attn_norm.weight"])
-        q = rope((h @ W[p + "attn_q.weight"].T).view(T, H, -1))
-        k = rope((h @ W[p + "attn_k.weight"].T).view(T, Hkv, -1))
-        v = (h @ W[p + "attn_v.weight"].T).view(T, Hkv, -1)
+        q = rope(lin(h, p + "attn_q").view(T, H, -1))
+        k = rope(lin(h, p + "attn_k").view(T, Hkv, -1))
+        v = lin(h, p + "attn_v").view(T, Hkv, -1)
         k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
         s = torch.einsum("thd,shd->hts", q, k) / math.sqrt(q.shape[-1])
         y = torch.einsum("hts,shd->thd", s.masked_fill(~mask, float("-inf")).softmax(-1), v).reshape(T, -1)
@@ -202,14 +210,38 @@ def test_pre_tokenizer_names_and_refusals():
     ({"rotary_pct": 0.5}, "partial rotary"),
     ({"rope_scaling": RopeScaling("dynamic", 8.0)}, "Dynamic NTK"),
     ({"sliding_window": 16}, "sliding_window"),
-    ({"qkv_bias": True, "o_bias": True}, "biases"),
+    ({"qkv_bias": True, "o_bias": True}, "biases on the attention output"),
+    ({"mlp_bias": True}, "biases on the attention output or the MLP"),
+    ({"qkv_bias": True, "rope_scaling": RopeScaling("llama3", 8.0, 32, 1.0, 4.0)}, "qwen2 graph reads no rope_freqs"),
     ({"norm": "layernorm"}, "norm layernorm"),
     ({"qk_norm": True}, "qk_norm"),
+    ({"block_norm": "post", "qk_norm": True, "qk_norm_scope": "all"}, "llama architecture cannot run .*block_norm post"),
 ])
 def test_what_gguf_cannot_express_is_refused(tok_dir, tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         write_gguf(tiny(tok_dir, **kw), tok_dir, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.tmp").exists()
+
+
+def test_biased_model_is_written_as_qwen2_and_runs_as_llama_cpp_qwen2(tok_dir, tmp_path):
+    """q/k/v biases (Qwen2): architecture qwen2, biases as blk.N.attn_q.bias, q/k rows as they are
+    (NEOX RoPE), and the file alone run with the qwen2 graph computes our logits."""
+    model = tiny(tok_dir, qkv_bias=True, rope_scaling=RopeScaling("linear", 2.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.5)
+    r = GGUFReader(str(write_gguf(model, tok_dir, tmp_path / "q.gguf")))
+    assert field(r, "general.architecture") == "qwen2" and field(r, "qwen2.block_count") == 2
+    t, sd = tensors(r), model.state_dict()
+    assert torch.equal(t["blk.1.attn_q.weight"], sd["layers.1.self_attn.q_proj.weight"])
+    assert torch.equal(t["blk.1.attn_k.bias"], sd["layers.1.self_attn.k_proj.bias"])
+    assert "blk.0.attn_output.bias" not in t and "<|im_start|>" in field(r, "tokenizer.chat_template")
+    V = model.cfg.vocab_size
+    ids = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = model(ids[None])[0, :, :V].double()
+    torch.testing.assert_close(gguf_forward(r, ids), ours, atol=1e-4, rtol=1e-4)
 
 
 def test_export_gguf_from_run_and_hf_folder_and_cli(tmp_path, capsys):

@@ -45,6 +45,10 @@ FAMILIES = {
             {"qkv_bias": True, "rotary_pct": 0.5}),
     "gemma": (dict(model_type="gemma", head_dim=32, tie_word_embeddings=True),
               {"norm": "rmsnorm_plus_one", "embed_scale": True, "mlp_act": "gelu_tanh", "tie_embeddings": True}),
+    # OLMo 2: norms on the sublayer outputs, QK-norm over the whole q / k projections
+    "olmo2": (dict(model_type="olmo2"), {"block_norm": "post", "qk_norm": True, "qk_norm_scope": "all"}),
+    "olmo2_bias": (dict(model_type="olmo2", attention_bias=True, rms_norm_eps=1e-6),
+                   {"block_norm": "post", "qk_norm_scope": "all", "qkv_bias": True, "o_bias": True}),
 }
 
 
@@ -151,7 +155,8 @@ def test_each_option_matters():
     for name, off in [("qwen3", {"qk_norm": False}), ("mistral_window", {"sliding_window": None}),
                       ("gemma", {"embed_scale": False}), ("stablelm_parallel", {"parallel_residual": False}),
                       ("llama3_rope", {"rope_scaling": None}), ("gemma", {"mlp_act": "silu"}),
-                      ("stablelm_2", {"norm": "rmsnorm"})]:
+                      ("stablelm_2", {"norm": "rmsnorm"}), ("olmo2", {"block_norm": "pre"}),
+                      ("olmo2", {"qk_norm": False})]:
         hf = hf_random(name)
         cfg = hf.config.to_dict()
         ours = from_hf(cfg, hf.state_dict()).eval()
@@ -194,6 +199,9 @@ def test_export_choice_per_option():
     assert arch(rotary_pct=0.5) == "phi3" and arch(rotary_pct=0.5, qkv_bias=True) == "glm"
     assert arch(norm="layernorm", rotary_pct=0.25, qkv_bias=True) == "stablelm"
     assert arch(norm="rmsnorm_plus_one", embed_scale=True, mlp_act="gelu_tanh") == "gemma"
+    assert arch(qk_norm=True, qk_norm_scope="all", block_norm="post") == "olmo2"
+    with pytest.raises(ValueError, match="block_norm post"):
+        arch(block_norm="post")   # post-norm without OLMo 2's QK-norm: no architecture carries it
 
 
 def test_stablelm_preset_is_the_real_block():

@@ -80,15 +80,30 @@ def as_data_files(entries) -> list[DataFile]:
 # ---------------------------------------------------------------- reading files
 
 
+def without_nulls(value):
+    """A columnar row with its null keys dropped, at every depth: Arrow gives every struct all the
+    keys any row has (a message without `weight` reads back `"weight": None`), where JSON lines
+    simply lack them."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def iter_array_records(path: Path, errors, stats: Counter, max_record_bytes: int | None = None
                        ) -> Iterator[tuple[Path, int, dict]]:
-    """(file, record number, dict) of a .json array or a .parquet file; bad items go to errors.
-    A .json array is read one item at a time (lmforge.io.jsonarray): an item over
-    `max_record_bytes` characters is `too_long` and never held whole."""
+    """(file, record number, dict) of a .json array, a .parquet file or a `datasets` .arrow file
+    (lmforge.io.arrow); bad items go to errors. A .json array is read one item at a time
+    (lmforge.io.jsonarray): an item over `max_record_bytes` characters is `too_long` and never
+    held whole; parquet and arrow are read by record batch."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
-        items = ((n, r, None) for n, r in enumerate(
+        items = ((n, without_nulls(r), None) for n, r in enumerate(
             (r for b in pq.ParquetFile(path).iter_batches(batch_size=1024) for r in b.to_pylist()), 1))
+    elif path.suffix == ".arrow":
+        from lmforge.io.arrow import iter_arrow_rows
+        items = ((n, without_nulls(r), None) for n, r in enumerate(iter_arrow_rows(path), 1))
     else:
         items = iter_json_array(path, max_record_bytes or (1 << 62))
     for n, rec, problem in items:

@@ -87,14 +87,17 @@ def drop_reason(chosen: str, rejected: str, sc: float | None, sr: float | None,
     return None
 
 
-def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str) -> Pair:
-    c, cm = encode_chat(tok, [*prompt, {"role": "assistant", "content": chosen}], "last")
-    r, rm = encode_chat(tok, [*prompt, {"role": "assistant", "content": rejected}], "last")
+def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str, chat=None) -> Pair:
+    """Both replies after the prompt, the last reply the only target; `chat`: the tokenizer's
+    own format (lmforge.align.chat_format), None = ChatML. ValueError: the template refuses it."""
+    encode = chat.encode if chat is not None else encode_chat
+    c, cm = encode(tok, [*prompt, {"role": "assistant", "content": chosen}], "last")
+    r, rm = encode(tok, [*prompt, {"role": "assistant", "content": rejected}], "last")
     return Pair(c, cm, r, rm)
 
 
 def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
-               progress: bool = False, max_record_bytes: int = MAX_RECORD_BYTES) -> tuple[list[Pair], dict]:
+               progress: bool = False, max_record_bytes: int = MAX_RECORD_BYTES, chat=None) -> tuple[list[Pair], dict]:
     stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply", "tie",
                                              "inverted", "low_score", "duplicate", "too_long")})
     seen: set[str] = set()
@@ -116,7 +119,12 @@ def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink
         if reason is None and surely_too_long(tok, [*prompt_text, max(chosen, rejected, key=len)], seq_len):
             reason = "too_long"
         if reason is None:
-            pair = encode_pair(tok, prompt, chosen, rejected)
+            try:
+                pair = encode_pair(tok, prompt, chosen, rejected, chat)
+            except ValueError as e:   # the tokenizer's own template refuses it (e.g. Gemma: no system role)
+                stats["malformed"] += 1
+                errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=str(e))
+                continue
             if max(len(pair.chosen), len(pair.rejected)) > seq_len:
                 reason = "too_long"
         if reason:

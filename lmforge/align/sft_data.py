@@ -84,12 +84,17 @@ def empty_reply(msgs: list[dict]) -> bool:
 
 def iter_data(entries: list[str | DataFile], errors: ErrorSink, stats: Counter,
               max_record_bytes: int = MAX_RECORD_BYTES):
-    """(file, line or item number, record, its DataFile) for .jsonl(.gz/.zst), .json arrays and
-    .parquet: max_record_bytes bounds a JSON line or a .json array's item (neither is held whole
-    when over it); parquet is read by row batches."""
+    """(file, line or item number, record, its DataFile) for .jsonl(.gz/.zst), .json arrays,
+    .parquet, `datasets` .arrow files and save_to_disk folders (lmforge.io.arrow):
+    max_record_bytes bounds a JSON line or a .json array's item (neither is held whole when over
+    it); parquet and arrow are read by record batch."""
+    from lmforge.io.arrow import dataset_files, is_dataset_dir
+
     for spec in as_data_files(entries):
         p = Path(spec.path)
-        if p.suffix in (".json", ".parquet"):
+        if is_dataset_dir(p):
+            records = (r for f in dataset_files(p) for r in iter_array_records(f, errors, stats, max_record_bytes))
+        elif p.suffix in (".json", ".parquet", ".arrow"):
             if not p.is_file():
                 raise FileNotFoundError(f"{spec.path}: no such file")
             records = iter_array_records(p, errors, stats, max_record_bytes)
@@ -129,14 +134,15 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
                        system_prompt: str | None = None, classes: dict[str, int] | None = None,
                        progress: bool = False, path_classes: dict[str, str] | None = None,
                        tag_format: str | None = None, eos_id: int | None = None,
-                       max_record_bytes: int = MAX_RECORD_BYTES) -> tuple[list[Conversation], dict]:
+                       max_record_bytes: int = MAX_RECORD_BYTES, chat=None) -> tuple[list[Conversation], dict]:
     """Tokenize and filter; returns (conversations, stats). max_turns 0 = no limit.
 
     C-RLFT: `classes` maps class name -> index; a record's class is its "class" key, else
     `path_classes[its file]`. With `tag_format` (e.g. "<class:{name}>") the class tag is
     put at the start of the system message, so the model sees its condition.
     `paths`: file paths or DataFile entries (lmforge.align.formats); `eos_id` ends plain-text
-    records (format text / string prompt-completion).
+    records (format text / string prompt-completion); `chat` is the tokenizer's own chat format
+    (lmforge.align.chat_format), None = ChatML. A conversation its template refuses is malformed.
     """
     stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply",
                                              "no_assistant", "too_many_turns", "too_long",
@@ -186,7 +192,12 @@ def load_conversations(paths: list[str], tok, seq_len: int, max_turns: int, erro
             stats["too_long"] += 1
             continue
         if msgs is not None:
-            ids, mask = encode_chat(tok, msgs, "all")
+            try:
+                ids, mask = chat.encode(tok, msgs, "all") if chat is not None else encode_chat(tok, msgs, "all")
+            except ValueError as e:   # the tokenizer's own template refuses it (e.g. Gemma: no system role)
+                stats["malformed"] += 1
+                errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False, default=str), detail=str(e))
+                continue
         else:   # plain text / a TRL string prompt-completion: no chat template
             ids, mask = encode_pieces(tok, item.pieces, eos_id)
         if len(ids) > seq_len:

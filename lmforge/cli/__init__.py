@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("lmforge.cli.hfimport", "Hugging Face folder -> lmforge checkpoint (step-0 + tokenizer)"),
     "export": ("lmforge.cli.export", "checkpoint -> Hugging Face folder"),
     "generate": ("lmforge.cli.export", "generate text from a checkpoint or exported folder"),
-    "chat": ("lmforge.cli.export", "multi-turn ChatML chat in the terminal"),
+    "chat": ("lmforge.cli.export", "multi-turn chat in the terminal (the tokenizer's own chat format, else ChatML)"),
     "run": ("lmforge.cli.recipe", "run a recipe: every stage in order, resumable"),
     "config": ("lmforge.cli.configcmd", "the config keys of a stage kind: type, default, meaning"),
 }

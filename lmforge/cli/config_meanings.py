@@ -34,7 +34,7 @@ MEANINGS = {
     "lmforge.stages.corpus.CorpusConfig.instruct_domain": "domain name of the instruction documents "
                                                           "(with instruct_docs)",
     # data
-    _DATA + "DataConfig.input": "raw document files or folders (jsonl[.gz/.zst], parquet, csv, txt, md, html, WARC)",
+    _DATA + "DataConfig.input": "raw document files or folders (jsonl[.gz/.zst], parquet, csv, txt, md, html, WARC, datasets .arrow / save_to_disk folders)",
     _DATA + "DataConfig.output": "output folder: one numbered subfolder per step (kept/, rejected/, stats.json) and summary.json",
     _DATA + "DataConfig.steps": "pipeline steps in order: extract, filters, langid, quality, minhash, "
                                 "substring, topics, code",

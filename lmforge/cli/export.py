@@ -43,7 +43,8 @@ def register(subparsers) -> None:
     g.add_argument("--json", action="store_true", help="print a JSON list of {prompt, output}")
     g.set_defaults(func=_generate)
 
-    c = subparsers.add_parser("chat", help="multi-turn ChatML chat in the terminal (reads stdin, streams replies)")
+    c = subparsers.add_parser("chat", help="multi-turn chat in the terminal, in the tokenizer's chat format "
+                                           "(ChatML for ours; reads stdin, streams replies)")
     c.add_argument("checkpoint", help="step-N folder, run folder, recipe run folder (its last model: the export "
                                       "or the last trained stage), or a Hugging Face folder")
     c.add_argument("--system", default=None, help="a system message")
@@ -106,9 +107,10 @@ def chatml(user: str, system: str | None = None) -> str:
 
 
 def _chat(args) -> int:
-    from lmforge.infer.chat import ChatSession, chat_loop
+    from lmforge.infer.chat import ChatSession, chat_loop, own_chat_format
     from lmforge.infer.generate import load_for_generation
-    model, tok = load_for_generation(picked("chat", args.checkpoint), args.device)
+    path = picked("chat", args.checkpoint)
+    model, tok = load_for_generation(path, args.device)
     kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                   top_p=args.top_p, seed=args.seed, reuse_cache=not args.no_cache_reuse)
     try:
@@ -118,8 +120,9 @@ def _chat(args) -> int:
             session = character_session(model, tok, char, **kwargs)
             if char.card.greeting:
                 print(f"{char.card.name}: {char.card.greeting}")
-        else:
-            session = ChatSession(model, tok, system=args.system, **kwargs)
+        else:   # in the tokenizer's own chat format where it has one (a Llama 3 / Gemma HF folder)
+            fmt, stops = own_chat_format(path, tok)
+            session = ChatSession(model, tok, system=args.system, chat=fmt, stop_ids=stops, **kwargs)
     except ValueError as e:
         print(f"lmforge chat: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ def _import(args) -> int:
           f"vocab {m['vocab_size']}) to {s['checkpoint']}")
     if s["pad_is_eos"]:
         print("note: the tokenizer declares no pad token; eos is used for padding")
-    if not s["has_chatml"]:
-        print("note: the tokenizer has no <|im_start|>/<|im_end|>: sft/dpo need a ChatML tokenizer")
+    if not s["has_chatml"] and not s.get("has_chat_template"):
+        print("note: the tokenizer has neither a chat template nor <|im_start|>/<|im_end|>: "
+              "sft/dpo need a chat format")
     return 0

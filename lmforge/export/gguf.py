@@ -1,4 +1,5 @@
-"""`lmforge export --format gguf`: one GGUF file llama.cpp loads (architecture `llama`).
+"""`lmforge export --format gguf`: one GGUF file llama.cpp loads (architecture `llama`, or
+`qwen2` for a model with q/k/v biases).
 
 Written with the `gguf` package (the writer llama.cpp's own convert_hf_to_gguf.py uses),
 from a lmforge checkpoint / run folder or an HF folder (config.json + model.safetensors +
@@ -16,11 +17,15 @@ tokenizer.json). What it holds, following convert_hf_to_gguf's LlamaModel:
 - the byte-level BPE vocabulary (tokenizer.ggml.model "gpt2": tokens, types, merges,
   special ids, chat template) and `tokenizer.ggml.pre`, the pre-tokenizer llama.cpp must run.
 
-Refused, one line each, rather than written wrong: anything the HF `llama` architecture
-cannot carry (partial rotary, LayerNorm, QK-norm, GeGLU, ...: see model/hf_archs.py),
-Dynamic NTK (llama.cpp has no such rope type: the file would silently run plain RoPE),
-a sliding window, biases (not in the llama graph we check against), and a tokenizer whose
-pre-tokenizer has no llama.cpp name.
+- a model with q/k/v biases (Qwen2, Yi-style imports) as llama.cpp's `qwen2` architecture:
+  the llama graph plus those biases, NEOX RoPE (the halves order we use: no permutation).
+
+Refused, one line each in llama.cpp's terms, rather than written wrong: anything its llama /
+qwen2 graphs cannot run (partial rotary, LayerNorm, QK-norm, GeGLU, ...: the reasons of
+model/hf_archs.py), Dynamic NTK (llama.cpp has no such rope type: the file would silently run
+plain RoPE), a sliding window (both graphs attend to the whole context), biases on the
+attention output or the MLP, llama3 scaling with biases (qwen2 reads no rope_freqs), and a
+tokenizer whose pre-tokenizer has no llama.cpp name.
 """
 from __future__ import annotations
 
@@ -92,30 +97,56 @@ def _vocab(tok_dir: Path, vocab_size: int) -> dict:
 
 
 def _special_ids(tok_dir: Path, config: dict) -> dict:
-    from lmforge.tokenizer.train import CHATML_TEMPLATE, SIDE_FILE
-    ids = {k: config.get(f"{k}_token_id") for k in ("bos", "eos", "pad")}
-    chat = None
-    side = tok_dir / SIDE_FILE
-    if side.is_file():   # a lmforge tokenizer folder names them itself; its models speak ChatML (as the HF export)
-        info = json.loads(side.read_text())
-        ids = {k: info.get(f"{k}_id", ids[k]) for k in ids}
+    """bos/eos/pad ids, the end-of-turn id and the chat template of the tokenizer shipped in
+    tok_dir, read from its own files (our side file, else the HF files: an HF-started run
+    has no side file), as the HF export writes them (export/hf.py export_tokenizer): the
+    template unchanged (chat_template.jinja before tokenizer_config.json), ChatML only for a
+    ChatML vocabulary with none (an older ChatML template upgraded)."""
+    from lmforge.align.chat_format import chat_format, end_of_turn_id, has_chatml, read_template
+    from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
+
+    tok = load_tokenizer(tok_dir)
+    info = tokenizer_info(tok_dir, tok)
+    ids = {k: info.get(f"{k}_id") if info.get(f"{k}_id") is not None else config.get(f"{k}_token_id")
+           for k in ("bos", "eos", "pad")}
+    chat = read_template(tok_dir)
+    if chat == CHATML_TEMPLATE_V1 or (chat is None and has_chatml(tok)):
         chat = CHATML_TEMPLATE
-    tc = tok_dir / "tokenizer_config.json"
-    if tc.is_file():
-        chat = json.loads(tc.read_text(encoding="utf-8")).get("chat_template") or chat
-    return {**ids, "chat_template": chat}
+    return {**ids, "eot": end_of_turn_id(chat_format(tok_dir, tok), tok), "chat_template": chat}
 
 
-def check_gguf(model: Transformer) -> None:
-    """Refuse, in one line, what the llama GGUF cannot express (see module doc)."""
+def gguf_arch(cfg) -> str:
+    """llama.cpp's architecture for `cfg`: `qwen2` for q/k/v biases (llama.cpp's qwen2 graph is
+    the llama graph plus those three biases, with NEOX RoPE: the halves order we and HF use,
+    so no q/k permutation), else `llama`."""
+    return "qwen2" if cfg.qkv_bias else "llama"
+
+
+def check_gguf(model: Transformer) -> str:
+    """The GGUF architecture of `model`; refuses, in one line in llama.cpp's terms, what its
+    llama / qwen2 graphs cannot run (see module doc)."""
+    from lmforge.model.hf_archs import why_not
+
     cfg = model.cfg
-    hf_config_dict(cfg, arch="llama")   # partial rotary, norms, activations, windows...
+    arch = gguf_arch(cfg)
     rs = cfg.rope_scaling
+    if cfg.sliding_window is not None:
+        raise ValueError(f"GGUF export: sliding_window {cfg.sliding_window}: llama.cpp's {arch} architecture "
+                         "attends to the whole context; export to HF instead")
+    if cfg.o_bias or cfg.mlp_bias:
+        raise ValueError("GGUF export: biases on the attention output or the MLP: llama.cpp's llama graph "
+                         "takes none and its qwen2 graph only q/k/v biases; export to HF instead")
+    reason = why_not(arch, cfg)
+    if reason:
+        raise ValueError(f"GGUF export: llama.cpp's {arch} architecture cannot run this model ({reason}); "
+                         "export to HF instead")
     if rs is not None and rs.type == "dynamic":
         raise ValueError("GGUF export: Dynamic NTK rope scaling has no GGUF/llama.cpp equivalent "
                          "(the file would run plain RoPE); export to HF instead or drop rope_scaling")
-    if cfg.qkv_bias or cfg.o_bias or cfg.mlp_bias:
-        raise ValueError("GGUF export: attention/MLP biases are not written for the llama architecture")
+    if rs is not None and rs.type == "llama3" and arch != "llama":
+        raise ValueError(f"GGUF export: llama3 rope scaling with q/k/v biases: llama.cpp's qwen2 graph "
+                         "reads no rope_freqs; export to HF instead")
+    return arch
 
 
 def _llama3_rope_freqs(cfg) -> np.ndarray:
@@ -133,20 +164,20 @@ def rope_pair_permutation(head_dim: int) -> torch.Tensor:
 
 def write_gguf(model: Transformer, tok_dir: Path, out_file: str | Path, file_type: str = "f32",
                name: str = "lmforge", special: dict | None = None) -> Path:
-    """Write `model` (+ the tokenizer in tok_dir) as a llama GGUF file; returns its path."""
+    """Write `model` (+ the tokenizer in tok_dir) as a llama / qwen2 GGUF file; returns its path."""
     import gguf
 
     if file_type not in FILE_TYPES:
         raise ValueError(f"file_type {file_type!r} is not one of {', '.join(FILE_TYPES)}")
-    check_gguf(model)
+    arch = check_gguf(model)
     cfg = model.cfg
-    config = hf_config_dict(cfg, arch="llama")
+    config = hf_config_dict(cfg, arch=arch)
     vocab = _vocab(tok_dir, cfg.vocab_size)
     special = special or _special_ids(tok_dir, config)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    w = gguf.GGUFWriter(str(tmp), arch="llama")
+    w = gguf.GGUFWriter(str(tmp), arch=arch)
     w.add_name(name)
     w.add_vocab_size(cfg.vocab_size)
     w.add_context_length(cfg.max_seq_len)
@@ -169,14 +200,15 @@ def write_gguf(model: Transformer, tok_dir: Path, out_file: str | Path, file_typ
     w.add_token_list(vocab["tokens"])
     w.add_token_types(vocab["types"])
     w.add_token_merges(vocab["merges"])
-    for key, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("pad", w.add_pad_token_id)):
+    for key, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("pad", w.add_pad_token_id),
+                     ("eot", w.add_eot_token_id)):   # eot: end of generation besides eos (llama.cpp's eog set)
         if special.get(key) is not None:
             add(int(special[key]))
     w.add_add_bos_token(False)   # our tokenizers add no BOS (encode's callers decide)
     w.add_add_eos_token(False)
     if special.get("chat_template"):
         w.add_chat_template(special["chat_template"])
-    for gname, arr in gguf_tensors(model, file_type):
+    for gname, arr in gguf_tensors(model, file_type, arch):
         w.add_tensor(gname, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -186,16 +218,18 @@ def write_gguf(model: Transformer, tok_dir: Path, out_file: str | Path, file_typ
     return out
 
 
-def gguf_tensors(model: Transformer, file_type: str = "f32"):
-    """(GGUF name, numpy array) for every tensor of the file, q/k rows permuted (module doc)."""
+def gguf_tensors(model: Transformer, file_type: str = "f32", arch: str = "llama"):
+    """(GGUF name, numpy array) for every tensor of the file, q/k rows permuted for the llama
+    graph's adjacent-pair RoPE (module doc); qwen2's NEOX RoPE takes them as they are."""
     import gguf
 
     cfg = model.cfg
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.n_layers)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.QWEN2,
+                                     cfg.n_layers)
     perm = rope_pair_permutation(cfg.head_dim)
-    sd = to_hf_state_dict(model, torch.float32, arch="llama")
+    sd = to_hf_state_dict(model, torch.float32, arch=arch)
     for hf_name, t in sd.items():
-        if hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+        if arch == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
             t = t.reshape(-1, cfg.head_dim, t.shape[-1])[:, perm].reshape(t.shape)
         gname = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gname is None:

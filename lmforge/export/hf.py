@@ -3,8 +3,10 @@ lmforge.stages.export).
 
     config.json              the architecture (below), bos/eos/pad ids from the tokenizer
     model.safetensors        Norm-Head folded into lm_head.weight, padded vocab rows sliced off
-    generation_config.json   eos = <|endoftext|> and <|im_end|>, so generate() stops at a turn end
-    tokenizer.json, tokenizer_config.json (ChatML chat template), special_tokens_map.json
+    generation_config.json   eos = <|endoftext|> and the turn end of the chat format (<|im_end|>,
+                             Llama 3's <|eot_id|>, ...), so generate() stops at a turn end
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json, chat_template.jinja: the
+                             tokenizer's own chat template unchanged (ChatML for ours)
                              from the run's tokenizer folder
     lmforge_export.json      where it came from (checkpoint, step, arch)
     DONE.json                the stage summary, written last (a rerun skips)
@@ -37,16 +39,25 @@ def _write_json(path: Path, obj) -> None:
 
 
 def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = None) -> dict:
-    """Copy the tokenizer files; make sure the transformers side has the ChatML template.
+    """Copy the tokenizer files. The chat template travels unchanged (chat_template.jinja
+    copied, tokenizer_config.json's kept); a folder with none gets ChatML only when its
+    vocabulary has the ChatML tokens (our tokenizers; an older one's template is upgraded).
     model_max_length: the model's usable length (convert.hf_max_length), replacing the tokenizer's."""
+    from lmforge.align.chat_format import chat_format, end_of_turn_id, has_chatml
+
     copy_file(tok_dir / "tokenizer.json", out / "tokenizer.json")
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    if (tok_dir / "chat_template.jinja").is_file():
+        copy_file(tok_dir / "chat_template.jinja", out / "chat_template.jinja")
     info = tokenizer_info(tok_dir)
     tok = load_tokenizer(tok_dir)
     names = {k: tok.id_to_token(info[f"{k}_id"]) for k in ("bos", "eos", "pad") if info.get(f"{k}_id") is not None}
     cfg_path = tok_dir / "tokenizer_config.json"
     hf_cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     hf_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
-    if not hf_cfg.get("chat_template") or hf_cfg["chat_template"] == CHATML_TEMPLATE_V1:
+    own = (tok_dir / "chat_template.jinja").is_file() or (
+        hf_cfg.get("chat_template") and hf_cfg["chat_template"] != CHATML_TEMPLATE_V1)
+    if not own and has_chatml(tok):
         hf_cfg["chat_template"] = CHATML_TEMPLATE   # the current one has the TRL generation markers
     hf_cfg.setdefault("clean_up_tokenization_spaces", False)
     if model_max_length is not None:
@@ -58,7 +69,7 @@ def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = No
     specials = (json.loads(sp_path.read_text(encoding="utf-8")) if sp_path.is_file()
                 else {f"{k}_token": v for k, v in names.items()})
     _write_json(out / "special_tokens_map.json", specials)
-    im_end = tok.token_to_id("<|im_end|>")
+    im_end = end_of_turn_id(chat_format(out, tok), tok)   # <|im_end|>, <|eot_id|>, <end_of_turn>, ...
     return {"bos_token_id": info.get("bos_id"), "eos_token_id": info.get("eos_id"),
             "pad_token_id": info.get("pad_id"), "im_end_id": im_end}
 

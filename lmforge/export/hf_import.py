@@ -19,6 +19,7 @@ from safetensors.torch import save_model
 from lmforge import checkpoint as ckpt
 from lmforge.config import to_dict
 from lmforge.io.atomic import read_json, write_json
+from lmforge.align.chat_format import read_template
 from lmforge.model.load import HF, open_source, tokenizer_dir_of
 from lmforge.tokenizer.adopt import adopt_tokenizer
 
@@ -50,6 +51,7 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, tokenizer: str | Path | N
     step = ckpt.commit(tmp, 0, state)
     summary = {"source": str(src.path.resolve()), "checkpoint": str(step), "tokenizer": str(out / "tokenizer"),
                "n_params": sum(p.numel() for p in model.parameters()), "model": to_dict(src.model_cfg),
-               "pad_is_eos": info.get("pad_is_eos", False), "has_chatml": info["has_chatml"]}
+               "pad_is_eos": info.get("pad_is_eos", False), "has_chatml": info["has_chatml"],
+               "has_chat_template": read_template(out / "tokenizer") is not None}
     write_json(out / DONE, summary)
     return summary

@@ -1,4 +1,8 @@
-"""Multi-turn ChatML chat with a KV cache kept across turns, and the terminal loop.
+"""Multi-turn chat with a KV cache kept across turns, and the terminal loop.
+
+The conversation is rendered in ChatML, or in the tokenizer's own chat format when it has one
+(`chat=`, lmforge.align.chat_format: a Llama 3 / Gemma model from a HF folder is prompted in
+its own template and also stops at that template's turn end).
 
 Each turn renders the whole conversation with the ChatML template (lmforge.align.
 chat_template.render, the text tokenizer_config.json's chat_template produces), encodes
@@ -30,6 +34,21 @@ from lmforge.infer.generate import _check_args, _TextStream, as_tokenizer, defau
 from lmforge.model.attention import KVCache
 
 
+def own_chat_format(path, tok) -> tuple[object, list[int]]:
+    """(chat format, extra stop ids) of the tokenizer beside checkpoint `path`: its own template
+    with its eos and turn end as stops; (None, []) for ChatML (ours) or a tokenizer with none."""
+    from lmforge.align.chat_format import chat_format, end_of_turn_id
+    from lmforge.model.load import resolve_checkpoint, tokenizer_dir_of
+    from lmforge.tokenizer.train import tokenizer_info
+
+    tok_dir = tokenizer_dir_of(resolve_checkpoint(path))
+    fmt = chat_format(tok_dir, tok) if tok_dir is not None else None
+    if fmt is None or fmt.kind == "chatml":
+        return None, []
+    ids = [end_of_turn_id(fmt, tok), tokenizer_info(tok_dir, tok).get("eos_id")]
+    return fmt, [i for i in ids if i is not None]
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -49,13 +68,15 @@ class ChatSession:
 
     def __init__(self, model, tokenizer, system: str | None = None, max_new_tokens: int = 256,
                  temperature: float = 0.7, top_k: int = 0, top_p: float = 0.9, seed: int | None = None,
-                 stop: list[str] | None = None, reuse_cache: bool = True):
+                 stop: list[str] | None = None, reuse_cache: bool = True, chat=None,
+                 stop_ids: list[int] | None = None):
         _check_args(max_new_tokens, temperature, top_k, top_p)
         self.model, self.tok = model.eval(), as_tokenizer(tokenizer)
         self.system, self.max_new_tokens = system, max_new_tokens
         self.temperature, self.top_k, self.top_p, self.stop = temperature, top_k, top_p, list(stop or [])
         self.reuse_cache = reuse_cache
-        self.stop_ids = set(default_stop_ids(self.tok))
+        self.render = chat.render if chat is not None else render
+        self.stop_ids = set(default_stop_ids(self.tok)) | set(stop_ids or ())
         device = next(model.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         self.window = model.cfg.max_seq_len
@@ -74,7 +95,7 @@ class ChatSession:
         self.interrupted = False        # the last reply was stopped by Ctrl-C
 
     def prompt_ids(self) -> list[int]:
-        text = render(self.messages, add_generation_prompt=True)
+        text = self.render(self.messages, add_generation_prompt=True)
         return self.tok.encode(text, add_special_tokens=False).ids
 
     @torch.inference_mode()

@@ -1,4 +1,5 @@
-"""Read raw documents from jsonl(.gz/.zst), parquet, csv, txt, md, html and WARC files and folders.
+"""Read raw documents from jsonl(.gz/.zst), parquet, csv, txt, md, html and WARC files and folders,
+and from Hugging Face `datasets` data (.arrow files, save_to_disk folders: lmforge.io.arrow).
 
 `iter_documents(paths, errors)` yields `{"id", "text", "meta"}` dicts. Anything that is
 not a usable document (malformed JSON, invalid UTF-8, a number JSON cannot hold such as
@@ -10,7 +11,7 @@ A record without an `id` gets `"<file>:<line>"` (the path as given, 1-based line
 so the same inputs always give the same ids. Top-level keys other than id/text/meta
 are moved into meta (e.g. `url`), without overriding meta's own keys.
 
-`Fields` names the keys of jsonl / parquet / csv records: `text_field` (e.g. The Stack's
+`Fields` names the keys of jsonl / parquet / arrow / csv records: `text_field` (e.g. The Stack's
 `content`), `id_field`, and `meta_fields` (only these go into meta; default: all others).
 WARC / WARC.gz (fastwarc): each HTTP 200 response (or resource / WET conversion record)
 with an HTML or plain-text payload is one document, id = its WARC-Record-ID, meta = url
@@ -30,6 +31,7 @@ from typing import Iterator
 
 from lmforge.config import ConfigError
 
+from .arrow import SIDE_FILES, dataset_files, is_dataset_dir, iter_arrow_rows
 from .documents import ErrorSink, make_doc
 from .jsonl import PARSE_ERRORS, NonFinite, loads_strict, parse_error, strip_bom
 from .lines import iter_lines
@@ -37,7 +39,7 @@ from .lines import iter_lines
 DEFAULT_MAX_DOC_BYTES = 64 * 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz")
-SUPPORTED = JSONL_SUFFIXES + (".parquet", ".csv", ".txt", ".md", ".markdown", ".html", ".htm") + WARC_SUFFIXES
+SUPPORTED = JSONL_SUFFIXES + (".parquet", ".arrow", ".csv", ".txt", ".md", ".markdown", ".html", ".htm") + WARC_SUFFIXES
 RAW_KEEP = 4096  # bytes of a bad record passed on to the sink
 
 
@@ -51,6 +53,8 @@ def file_kind(path: Path) -> str | None:
         return "jsonl.zst"
     if name.endswith(".parquet"):
         return "parquet"
+    if name.endswith(".arrow"):
+        return "arrow"
     if name.endswith(".txt"):
         return "txt"
     if name.endswith((".html", ".htm")):
@@ -78,9 +82,13 @@ def list_files(paths: str | Path | list, errors: ErrorSink | None = None) -> lis
     out: list[Path] = []
     for p in paths:
         p = Path(p)
-        if p.is_dir():
+        if is_dataset_dir(p):   # a `datasets` save_to_disk folder: its .arrow files, in its order
+            out.extend(dataset_files(p))
+        elif p.is_dir():
             for f in sorted(q for q in p.rglob("*") if q.is_file()):
                 if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.name in SIDE_FILES and is_dataset_dir(f.parent):   # the folder's own bookkeeping
                     continue
                 if file_kind(f) is None:
                     errors.add(f, None, "unsupported_format", detail=f"suffix {f.suffix!r}")
@@ -130,13 +138,13 @@ def iter_file(path: Path, errors: ErrorSink, max_doc_bytes: int = DEFAULT_MAX_DO
               fields: Fields | None = None) -> Iterator[dict]:
     kind = file_kind(path)
     reader = {"jsonl": _iter_jsonl, "jsonl.gz": _iter_jsonl, "jsonl.zst": _iter_jsonl,
-              "parquet": _iter_parquet, "csv": _iter_csv, "txt": _iter_whole, "md": _iter_markdown,
+              "parquet": _iter_parquet, "arrow": _iter_arrow, "csv": _iter_csv, "txt": _iter_whole, "md": _iter_markdown,
               "html": _iter_whole, "warc": _iter_warc}.get(kind)
     if reader is None:
         errors.add(path, None, "unsupported_format", detail=f"suffix {path.suffix!r}")
         return
     if fields is not None and fields != DEFAULT_FIELDS and kind in ("jsonl", "jsonl.gz", "jsonl.zst",
-                                                                    "parquet", "csv"):
+                                                                    "parquet", "arrow", "csv"):
         reader = functools.partial(reader, fields=fields)
     try:
         yield from reader(path, kind, errors, max_doc_bytes)
@@ -246,6 +254,15 @@ def _iter_parquet(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int,
             doc = _dict_to_doc(fields.apply(rec) if fields else rec, path, row, errors, max_doc_bytes)
             if doc is not None:
                 yield doc
+
+
+def _iter_arrow(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int,
+                fields: Fields | None = None) -> Iterator[dict]:
+    """A `datasets` .arrow file (lmforge.io.arrow), its rows read as parquet rows are."""
+    for row, rec in enumerate(iter_arrow_rows(path), 1):
+        doc = _dict_to_doc(fields.apply(rec) if fields else rec, path, row, errors, max_doc_bytes)
+        if doc is not None:
+            yield doc
 
 
 # ---------------------------------------------------------------- txt / html

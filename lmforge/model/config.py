@@ -103,6 +103,8 @@ class ModelConfig:
     o_bias: bool = False               # bias on the attention output projection (Llama attention_bias)
     mlp_bias: bool = False             # biases on gate/up/down (Llama mlp_bias)
     qk_norm: bool = False              # norm over each head's q and k before RoPE, one weight per dim (Qwen3)
+    qk_norm_scope: Literal["head", "all"] = "head"   # qk_norm per head (Qwen3), or over all heads' q / k at once (OLMo 2)
+    block_norm: Literal["pre", "post"] = "pre"   # pre: x + f(norm(x)) (Llama); post: x + norm(f(x)), no input norm (OLMo 2)
     # rmsnorm: w * x / rms(x); rmsnorm_plus_one: (1 + w) * x / rms(x), w starts at 0 (Gemma);
     # layernorm: (x - mean) / std * w + b (StableLM)
     norm: Literal["rmsnorm", "rmsnorm_plus_one", "layernorm"] = "rmsnorm"
@@ -156,6 +158,8 @@ class ModelConfig:
         check(self.rope_scaling is None or self.rope_scaling.type != "dynamic" or self.rotary_dim >= 4,
               "rope_scaling", f"dynamic NTK needs >= 4 rotary dims (exponent d/(d-2)), have {self.rotary_dim}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
+        check(self.block_norm == "pre" or not self.parallel_residual, "block_norm",
+              "post (norms on the sublayer outputs) has no parallel-residual form")
         check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
 
     @property
@@ -200,7 +204,9 @@ class ModelConfig:
         """Norm gains (and LayerNorm biases) and projection biases of one block."""
         d, q, kv, f = self.d_model, self.n_heads * self.head_dim, self.kv_heads * self.head_dim, self.ffn_dim
         n = (1 if self.parallel_residual else 2) * self.norm_params(d)
-        n += 2 * self.norm_params(self.head_dim) if self.qk_norm else 0
+        if self.qk_norm:
+            n += (self.norm_params(q) + self.norm_params(kv) if self.qk_norm_scope == "all"
+                  else 2 * self.norm_params(self.head_dim))
         n += (q + 2 * kv) if self.qkv_bias else 0
         n += d if self.o_bias else 0
         n += (2 * f + d) if self.mlp_bias else 0

@@ -22,6 +22,11 @@ its config.json keys. Checked against the transformers 5.23 sources:
             true, sequential residual, 25% rotary, layer_norm_eps 1e-5) is supported.
   gemma     RMSNorm with (1 + w), embeddings times sqrt(hidden_size), GeGLU with tanh GELU,
             head_dim (default 256), tied embeddings by default.
+  olmo2     the llama block with its norms moved to the sublayer outputs (x + norm(attn(x)),
+            x + norm(mlp(x)): post_attention_layernorm, post_feedforward_layernorm, no input
+            norm) and QK-norm over the whole q and k projections (q_norm of n_heads x
+            head_dim, before the split into heads); attention_bias = q/k/v/o biases; no
+            head_dim key (hidden_size / heads).
 """
 from __future__ import annotations
 
@@ -73,11 +78,13 @@ ARCHS = {a.model_type: a for a in [
     Arch("gemma", "GemmaForCausalLM", {"rms_norm_eps": 1e-6, "max_position_embeddings": 8192, "head_dim": 256,
                                        "num_key_value_heads": 16, "attention_bias": False,
                                        "tie_word_embeddings": True, "hidden_act": "gelu_pytorch_tanh"}),
+    Arch("olmo2", "Olmo2ForCausalLM", {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048,
+                                       "attention_bias": False}),
 ]}
 # export preference: the first architecture that can carry a config is written
-EXPORT_ORDER = ["llama", "qwen2", "qwen3", "mistral", "phi3", "glm", "stablelm", "gemma"]
+EXPORT_ORDER = ["llama", "qwen2", "qwen3", "mistral", "phi3", "glm", "stablelm", "gemma", "olmo2"]
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-_FULL_ROTARY_ONLY = ("llama", "mistral", "qwen2", "qwen3", "gemma")   # their rotary ignores partial_rotary_factor
+_FULL_ROTARY_ONLY = ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo2")   # their rotary ignores partial_rotary_factor
 
 
 def _refuse(what: str) -> ValueError:
@@ -133,7 +140,7 @@ def _biases(config: dict, arch: Arch) -> dict:
         return {"qkv_bias": bool(arch.get(config, "use_qkv_bias"))}
     if t == "glm":
         return {"qkv_bias": bool(arch.get(config, "attention_bias"))}
-    if t in ("llama", "qwen3", "gemma"):
+    if t in ("llama", "qwen3", "gemma", "olmo2"):
         b = bool(arch.get(config, "attention_bias"))
         return {"qkv_bias": b, "o_bias": b, "mlp_bias": bool(arch.get(config, "mlp_bias") or False)}
     return {}
@@ -166,7 +173,9 @@ def fields_from_hf(config: dict) -> dict:
     if mt == "gemma" and config.get("use_bidirectional_attention"):
         raise _refuse("use_bidirectional_attention is not supported (causal decoders only)")
     d, heads = config["hidden_size"], config["num_attention_heads"]
-    head_dim = arch.get(config, "head_dim") if mt != "stablelm" else None
+    head_dim = arch.get(config, "head_dim") if mt not in ("stablelm", "olmo2") else None
+    if mt == "olmo2" and config.get("head_dim") not in (None, d // heads):
+        raise _refuse("head_dim: Olmo2 always uses hidden_size / num_attention_heads")
     if mt == "stablelm" and config.get("head_dim") not in (None, d // heads):
         raise _refuse("head_dim: StableLM always uses hidden_size / num_attention_heads")
     fields = dict(
@@ -177,7 +186,8 @@ def fields_from_hf(config: dict) -> dict:
         tie_embeddings=bool(arch.get(config, "tie_word_embeddings")), init_std=arch.get(config, "initializer_range"),
         attn_head_dim=head_dim if head_dim is not None and head_dim * heads != d else None,
         sliding_window=_sliding_from_hf(config, arch), mlp_act=_act(config, arch), **_biases(config, arch),
-        qk_norm=mt == "qwen3", parallel_residual=mt == "stablelm" and bool(arch.get(config, "use_parallel_residual")),
+        qk_norm=mt in ("qwen3", "olmo2"), qk_norm_scope="all" if mt == "olmo2" else "head",
+        block_norm="post" if mt == "olmo2" else "pre", parallel_residual=mt == "stablelm" and bool(arch.get(config, "use_parallel_residual")),
         norm={"stablelm": "layernorm", "gemma": "rmsnorm_plus_one"}.get(mt, "rmsnorm"), embed_scale=mt == "gemma",
     )
     if scaling is not None and scaling.type == "dynamic" and isinstance(config.get("n_positions"), int):
@@ -195,7 +205,11 @@ def why_not(arch_name: str, cfg: ModelConfig) -> str | None:
         (cfg.norm == {"stablelm": "layernorm", "gemma": "rmsnorm_plus_one"}.get(t, "rmsnorm"), f"norm {cfg.norm}"),
         (cfg.mlp_act == ("gelu_tanh" if t == "gemma" else "silu"), f"mlp_act {cfg.mlp_act}"),
         (cfg.embed_scale == (t == "gemma"), "embed_scale" if cfg.embed_scale else "no embed_scale"),
-        (cfg.qk_norm == (t == "qwen3"), "qk_norm" if cfg.qk_norm else "no qk_norm"),
+        (cfg.qk_norm == (t in ("qwen3", "olmo2")), "qk_norm" if cfg.qk_norm else "no qk_norm"),
+        (not cfg.qk_norm or cfg.qk_norm_scope == ("all" if t == "olmo2" else "head"),
+         f"qk_norm_scope {cfg.qk_norm_scope}"),
+        (cfg.block_norm == ("post" if t == "olmo2" else "pre"), f"block_norm {cfg.block_norm}"),
+        (cfg.attn_head_dim is None or t != "olmo2", "attn_head_dim"),
         (not cfg.parallel_residual or t == "stablelm", "parallel_residual"),
         (not cfg.mlp_bias or t == "llama", "mlp_bias"),
         (cfg.rotary_dim == cfg.head_dim or t not in _FULL_ROTARY_ONLY, f"partial rotary {cfg.rotary_pct}"),
@@ -203,7 +217,7 @@ def why_not(arch_name: str, cfg: ModelConfig) -> str | None:
         (rs is None or t != "phi3", f"rope_scaling {rs and rs.type} (Phi3Config takes default/longrope only)"),
         (cfg.attn_head_dim is None or t != "stablelm", "attn_head_dim"),
     ]
-    if t in ("llama", "qwen3", "gemma"):
+    if t in ("llama", "qwen3", "gemma", "olmo2"):
         checks.append((cfg.qkv_bias == cfg.o_bias, "q/k/v bias without o bias (attention_bias is all four)"))
     elif t == "qwen2":
         checks.append((cfg.qkv_bias and not cfg.o_bias, "qwen2 always has q/k/v biases and no o bias"))
@@ -252,4 +266,6 @@ def arch_config(arch_name: str, cfg: ModelConfig) -> dict:
                 "hidden_dropout": 0.0}
     if t == "gemma":
         return {"attention_bias": cfg.qkv_bias, "hidden_act": "gelu_pytorch_tanh"}
+    if t == "olmo2":
+        return {"attention_bias": cfg.qkv_bias}
     raise ValueError(f"unknown architecture {arch_name!r}")

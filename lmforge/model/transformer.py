@@ -66,16 +66,23 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.o_bias)
-        if cfg.qk_norm:   # over head_dim, one weight shared by all heads (Qwen3)
+        self.qk_norm_all = cfg.qk_norm and cfg.qk_norm_scope == "all"
+        if cfg.qk_norm and not self.qk_norm_all:   # over head_dim, one weight shared by all heads (Qwen3)
             self.q_norm = make_norm(cfg, cfg.head_dim)
             self.k_norm = make_norm(cfg, cfg.head_dim)
+        elif self.qk_norm_all:   # over the whole q / k projection, before the split into heads (OLMo 2)
+            self.q_norm = make_norm(cfg, cfg.n_heads * cfg.head_dim)
+            self.k_norm = make_norm(cfg, cfg.kv_heads * cfg.head_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask,
                 cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
-        if hasattr(self, "q_norm"):
+        q, k = self.q_proj(x), self.k_proj(x)
+        if self.qk_norm_all:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv, self.head_dim)
+        if hasattr(self, "q_norm") and not self.qk_norm_all:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
@@ -101,14 +108,21 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.input_layernorm = make_norm(cfg, cfg.d_model)
+        self.post = cfg.block_norm == "post"
+        if not self.post:
+            self.input_layernorm = make_norm(cfg, cfg.d_model)
         self.self_attn = Attention(cfg)
         self.parallel = cfg.parallel_residual
         if not self.parallel:
             self.post_attention_layernorm = make_norm(cfg, cfg.d_model)
+        if self.post:
+            self.post_feedforward_layernorm = make_norm(cfg, cfg.d_model)
         self.mlp = MLP(cfg)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None = None, layer_idx: int = 0):
+        if self.post:   # OLMo 2: the sublayer outputs are normalised, the residual stream is not
+            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache, layer_idx))
+            return x + self.post_feedforward_layernorm(self.mlp(x))
         h = self.input_layernorm(x)
         if self.parallel:   # StableLM's use_parallel_residual: (x + attn) + mlp, both from one norm
             return x + self.self_attn(h, cos, sin, mask, cache, layer_idx) + self.mlp(h)

@@ -83,7 +83,7 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
         raise ConfigError(f"train.seq_len: {T} exceeds the model's max_seq_len {src.model_cfg.max_seq_len}")
     try:
         convs, stats = sft_data.load_conversations(files, src.tok, T, cfg.max_turns, errors, system_prompt,
-                                                   classes, progress, eos_id=src.info.get("eos_id"),
+                                                   classes, progress, eos_id=src.info.get("eos_id"), chat=src.chat,
                                                    max_record_bytes=getattr(cfg, "max_record_bytes",
                                                                             sft_data.MAX_RECORD_BYTES),
                                                    **(load_kwargs or {}))
@@ -95,7 +95,7 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
         try:
             long, long_stats["conversations"] = sft_data.load_conversations(
                 long_cfg.data, src.tok, T, cfg.max_turns, errors, system_prompt, classes, progress,
-                **(load_kwargs or {}))
+                chat=src.chat, **(load_kwargs or {}))
         except FileNotFoundError as e:
             raise ConfigError(f"long.data: {e}") from None
         if not long:
@@ -134,7 +134,7 @@ def build_sft_trainer(cfg, progress: bool):
     system_prompt, neftune_alpha and those of build_conversation_objective): the source
     checkpoint, the conversation objective, a fresh model resumed or initialised from the
     source. `lmforge sft` and each point of the task-mix grid (`lmforge sftgrid`) train this way."""
-    src = load_source(cfg.init, cfg.tokenizer)
+    src = load_source(cfg.init, cfg.tokenizer, own_format=True)
     with reject_sink(cfg.out_dir) as errors:
         objective, stats, steps = build_conversation_objective(cfg, cfg.data, src, errors, progress,
                                                                cfg.system_prompt or None)

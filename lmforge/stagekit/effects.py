@@ -29,10 +29,13 @@ def first_prompt(conv) -> list[int]:
     return conv.ids[:first].tolist()
 
 
-def ends_turn(tok, pad_id: int = 0, max_new_tokens: int = FORMAT_TOKENS):
+def ends_turn(tok, pad_id: int = 0, max_new_tokens: int = FORMAT_TOKENS, end: int | None = None,
+              start: int | None = None):
     """(prompts, model) -> 0/1 per prompt: the greedy reply is non-empty, ends with <|im_end|>
-    before max_new_tokens and contains no <|im_start|> (the model did not write the next turn)."""
-    end, start = tok.token_to_id(IM_END), tok.token_to_id(IM_START)
+    (or `end`, the turn end of another chat format) before max_new_tokens and contains no
+    <|im_start|> (the model did not write the next turn; `start` where given)."""
+    if end is None:
+        end, start = tok.token_to_id(IM_END), tok.token_to_id(IM_START)
 
     def score(model, prompts: list[list[int]]) -> np.ndarray:
         budget = min(max_new_tokens, model.cfg.max_seq_len // 2)   # a shrunk (smoke) window keeps room for the prompt
@@ -47,8 +50,11 @@ def ends_turn(tok, pad_id: int = 0, max_new_tokens: int = FORMAT_TOKENS):
     return score
 
 
-def conversation_effect(start_model, model, tok, val_convs, pad_id: int = 0) -> dict | None:
-    """The held-out reply loss (headline) and the ChatML turn-taking rate (in `more`)."""
+def conversation_effect(start_model, model, tok, val_convs, pad_id: int = 0, chat=None) -> dict | None:
+    """The held-out reply loss (headline) and the turn-taking rate (in `more`; ChatML, or the
+    turn end of `chat`, the tokenizer's own format, where it has one)."""
+    from lmforge.align.chat_format import end_of_turn_id
+
     if not val_convs:
         return None
     items = conversation_items(val_convs)
@@ -56,9 +62,12 @@ def conversation_effect(start_model, model, tok, val_convs, pad_id: int = 0) -> 
                          mean_target_nll(model, items), False)
     prompts = [first_prompt(c) for c in val_convs]
     prompts = [p for p in prompts if p]
-    if prompts:
-        score = ends_turn(tok, pad_id)
-        loss["more"] = [paired_effect(f"replies that end their turn (<|im_end|> within {FORMAT_TOKENS} tokens)",
+    own = chat is not None and chat.kind != "chatml"
+    end = end_of_turn_id(chat, tok) if own else tok.token_to_id(IM_END)
+    if prompts and end is not None:
+        score = ends_turn(tok, pad_id, end=end, start=None if own else tok.token_to_id(IM_START))
+        loss["more"] = [paired_effect(f"replies that end their turn ({tok.id_to_token(end)} within "
+                                      f"{FORMAT_TOKENS} tokens)",
                                       score(start_model, prompts), score(model, prompts), True)]
     return loss
 
@@ -73,6 +82,6 @@ def sft_effect(cfg, trainer) -> dict | None:
     """For run_trainer_stage: the SFT stage's held-out conversations, input vs output model."""
     from lmforge.stagekit.source import load_source
 
-    src = load_source(cfg.init, cfg.tokenizer)
+    src = load_source(cfg.init, cfg.tokenizer, own_format=True)
     return conversation_effect(start_model_of(src.step_dir, trainer.model), trainer.model, src.tok,
-                               trainer.objective.val_convs, src.info.get("pad_id") or 0)
+                               trainer.objective.val_convs, src.info.get("pad_id") or 0, src.chat)

@@ -37,6 +37,7 @@ class Source:
     tokenizer_dir: Path
     tok: object
     info: dict
+    chat: object = None          # its chat format (lmforge.align.chat_format), None for a base tokenizer
 
 
 def source_tokenizer(step_dir: Path, tokenizer: str | None, vocab_size: int | None = None):
@@ -54,14 +55,24 @@ def source_tokenizer(step_dir: Path, tokenizer: str | None, vocab_size: int | No
     return tok_dir, tok, info
 
 
-def load_source(init: InitConfig, tokenizer: str, chatml: bool = True) -> Source:
-    """The checkpoint to start from, its model config and its tokenizer; ConfigError if unusable."""
+def load_source(init: InitConfig, tokenizer: str, chatml: bool = True, own_format: bool = False) -> Source:
+    """The checkpoint to start from, its model config and its tokenizer; ConfigError if unusable.
+    chatml: the stage trains on conversations, so the tokenizer needs a chat format (its own
+    template, or ChatML) and a pad id (eos stands in where none is declared: tokenizer_info).
+    own_format: the stage formats conversations through Source.chat (SFT, DPO); the others
+    build ChatML text themselves and still need a ChatML tokenizer."""
+    from lmforge.align.chat_format import chat_format
+
     step_dir, model_cfg = source_checkpoint(init.from_checkpoint, load_optimizer=init.load_optimizer)
     tok_dir, tok, info = source_tokenizer(step_dir, tokenizer, model_cfg.vocab_size)
-    for t in ("<|im_start|>", "<|im_end|>") if chatml else ():
-        if tok.token_to_id(t) is None:
-            raise ConfigError(f"tokenizer: {tok_dir} has no ChatML token {t} (give a tokenizer that has "
-                              f"<|im_start|> and <|im_end|> with tokenizer=DIR)")
+    chat = chat_format(tok_dir, tok)
+    if chatml and chat is None:
+        raise ConfigError(f"tokenizer: {tok_dir} has no chat template and no ChatML tokens <|im_start|>/<|im_end|> "
+                          f"(give a tokenizer folder with a chat_template, or one of ours, with tokenizer=DIR)")
+    if chatml and not own_format and (chat is None or chat.kind != "chatml"):
+        raise ConfigError(f"tokenizer: {tok_dir} has no ChatML token <|im_start|>/<|im_end|> or its own chat "
+                          "template is not ChatML (this stage writes ChatML; sft and dpo take the tokenizer's "
+                          "own template)")
     if chatml and info.get("pad_id") is None:
-        raise ConfigError(f"tokenizer: {tok_dir} has no pad token")
-    return Source(step_dir, model_cfg, tok_dir, tok, info)
+        raise ConfigError(f"tokenizer: {tok_dir} has neither a pad token nor an eos token to pad with")
+    return Source(step_dir, model_cfg, tok_dir, tok, info, chat)

@@ -47,7 +47,7 @@ def with_special_tokens(src: Source, tokens: list[str], out_dir: str | Path) -> 
     model_cfg = src.model_cfg
     if info["vocab_size"] > model_cfg.vocab_size:
         model_cfg = dataclasses.replace(model_cfg, vocab_size=info["vocab_size"])
-    return Source(src.step_dir, model_cfg, dst, tok, info), {t: i for t, i in ids.items() if i >= old_n}
+    return Source(src.step_dir, model_cfg, dst, tok, info, src.chat), {t: i for t, i in ids.items() if i >= old_n}
 
 
 @torch.no_grad()

@@ -175,6 +175,9 @@ def build_refusal_pairs(cfg: DPOConfig, src: Source, errors, progress: bool) -> 
     path, info_path = out / "refusal_pairs.jsonl", out / "refusals.json"
     if path.exists() and info_path.exists():
         return path, read_json(info_path)
+    if src.chat is None or src.chat.kind != "chatml":   # the samplers below write ChatML prompts
+        raise ConfigError(f"refusals.prompts: model-written refusals are sampled with ChatML prompts; "
+                          f"{src.tokenizer_dir} has its own chat template (leave refusals.prompts empty)")
     rc = cfg.refusals
     try:
         records, stats = load_unsafe(rc.prompts, errors)
@@ -233,7 +236,7 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
         files.append(str(built))
     try:
         pairs, stats["pairs"] = load_pairs(files, src.tok, cfg.train.seq_len, errors, cfg.min_score_chosen, progress,
-                                            cfg.max_record_bytes)
+                                            cfg.max_record_bytes, chat=src.chat)
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
     finally:
@@ -254,7 +257,7 @@ def build(cfg: DPOConfig, progress: bool = True) -> Trainer:
     from lmforge.model.load import load_checkpoint
     from lmforge.train.objectives.dpo import DPOObjective, step0_check
 
-    src = load_source(cfg.init, cfg.tokenizer)
+    src = load_source(cfg.init, cfg.tokenizer, own_format=True)
     if cfg.train.seq_len > src.model_cfg.max_seq_len:
         raise ConfigError(f"train.seq_len: {cfg.train.seq_len} exceeds the model's max_seq_len "
                           f"{src.model_cfg.max_seq_len}")
@@ -306,7 +309,7 @@ def heldout_effect(cfg: DPOConfig, trainer: Trainer) -> dict | None:
     val = trainer.objective.val_pairs
     if not val:
         return None
-    src = load_source(cfg.init, cfg.tokenizer)
+    src = load_source(cfg.init, cfg.tokenizer, own_format=True)
     start, _ = load_checkpoint(src.step_dir, next(trainer.model.parameters()).device)
 
     def margins(model) -> np.ndarray:

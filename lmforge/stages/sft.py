@@ -41,7 +41,7 @@ from lmforge.train.trainer import TrainConfig, Trainer
 
 @dataclass
 class SFTConfig:
-    # conversation files (.jsonl / .json / .parquet): a path (format detected per record) or
+    # conversation files (.jsonl / .json / .parquet / .arrow / a datasets save_to_disk folder): a path (format detected per record) or
     # {path, format, columns, tags} (lmforge.align.formats: messages, sharegpt, alpaca, prompt_completion, text)
     data: list[str | DataFile] = field(default_factory=list)
     lora: LoRAConfig | None = None # train LoRA adapters instead of all weights (merged on export)
