@@ -226,9 +226,20 @@ class SubstringConfig:
     # is dropped whole (substring_code_repeated); null: never
     max_repeated_share: float | None = 0.5
     python_check: bool = True  # in line domains, a file that parsed as Python must still parse
+    # shuffle: window hashes partitioned over executor tasks, linear work, flat driver memory
+    # (dedup/substring_shuffle.py); driver: one process holds the corpus (part pairs when it
+    # does not fit: quadratic); auto: driver while the input shards take at most
+    # driver_max_bytes on disk, else shuffle. Same spans either way (docs/scale.md)
+    mode: Literal["auto", "driver", "shuffle"] = "auto"
+    driver_max_bytes: int = 32 << 20
+    # repeat tasks of the shuffle (bucket ranges); null: one per 2^25 windows (~400 MB each)
+    partitions: int | None = None
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
+        check(self.partitions is None or 1 <= self.partitions <= 1 << 14, "partitions",
+              "must be in [1, 16384] or null")
+        check(self.driver_max_bytes >= 0, "driver_max_bytes", "must be >= 0")
         check(self.max_repeated_share is None or 0.0 < self.max_repeated_share <= 1.0,
               "max_repeated_share", "must be in (0, 1], or null")
         check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")

@@ -33,6 +33,7 @@ from ..pipeline import Step, iter_shard
 from .snap import SnapCounts, snap_document
 from .substring_kernels import (later_by_hash, later_in_group, removed_spans,
                                 shares_prefix_with_pred)
+from .substring_shuffle import shuffle_spans
 
 SEP = 0xFF
 MAX_SA_BYTES = (1 << 31) - 1  # int32 suffix arrays: one suffix array's input stays below this
@@ -190,6 +191,21 @@ class SubstringStep(Step):
     modified_reason = "substring_spans"
 
     def prepare(self, ctx) -> dict:
+        if self.plan(ctx) == "shuffle":
+            return {"plan": "shuffle", **shuffle_spans(ctx, self.cfg.min_bytes,
+                                                       self.cfg.keep_layout_spans,
+                                                       self.cfg.partitions)}
+        return {"plan": "driver", **self._driver_spans(ctx)}
+
+    def plan(self, ctx) -> str:
+        """mode: auto runs the corpus on the driver (one buffer, no task overhead) while its
+        shards are small on disk, else the shuffle (linear, distributed, flat driver)."""
+        if self.cfg.mode != "auto":
+            return self.cfg.mode
+        stored = sum(p.stat().st_size for p in ctx.inputs)
+        return "driver" if stored <= self.cfg.driver_max_bytes else "shuffle"
+
+    def _driver_spans(self, ctx) -> dict:
         # First pass: sizes, so parts can be planned. The texts are kept while they fit
         # one part (then the suffix array / hash pass reads nothing again).
         cap = self.cfg.part_bytes or auto_part_bytes(0)

@@ -282,3 +282,105 @@ def removed_spans(buf, later, offsets, k, keep_layout):
                     layout_bytes += end - run_start
                 run_start = -1
     return out[:m], n_layout, layout_bytes
+
+
+# ------------------------------------------------------------------ the shuffle (substring_shuffle.py)
+# Every K-byte window inside a document becomes a row (key, position): key = a 64-bit hash
+# of its bytes, and the row goes to the bucket named by the top `bits` bits of a second,
+# independent 64-bit hash (so two windows collide only if both hashes agree on 64 + log2(P)
+# bits: docs/scale.md). No window is verified byte by byte: the bytes of the earlier copy
+# live in another task.
+
+_MUL2 = np.uint64(0xC2B2AE3D27D4EB4F)  # second rolling hash's multiplier (odd)
+
+
+@njit(inline="always")
+def _pow(m, k):
+    out = np.uint64(1)
+    for _ in range(k):
+        out *= m
+    return out
+
+
+@njit(cache=True, nogil=True)
+def window_rows(buf, offsets, k, bits):
+    """Rows of every window inside one document, grouped by bucket (stable: text order
+    within a bucket): key uint64[w], pos uint32[w] (start in buf), and the bucket
+    offsets int64[2^bits + 1]. Two passes over the text (count, then place) so the rows
+    are materialised once, already in bucket order."""
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    mk, mk2 = _pow(_MUL, k), _pow(_MUL2, k)
+    counts = np.zeros(nb + 1, np.int64)
+    key = np.empty(0, np.uint64)
+    pos = np.empty(0, np.uint32)
+    start = np.empty(0, np.int64)
+    for rnd in range(2):
+        if rnd == 1:
+            for b in range(nb):
+                counts[b + 1] += counts[b]  # prefix sums: counts[b] is bucket b's next row
+            key = np.empty(counts[nb], np.uint64)
+            pos = np.empty(counts[nb], np.uint32)
+            start = counts[:nb].copy()
+        for d in range(len(offsets) - 1):
+            s, last = offsets[d], offsets[d + 1] - 1 - k
+            if last < s:
+                continue
+            h = np.uint64(0)
+            g = np.uint64(0)
+            for i in range(s, s + k):
+                h = h * _MUL + np.uint64(buf[i])
+                g = g * _MUL2 + np.uint64(buf[i])
+            for p in range(s, last + 1):
+                if p > s:
+                    h = h * _MUL + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk
+                    g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
+                b = np.int64(_fmix(g) >> shift)
+                if rnd == 0:
+                    counts[b + 1] += 1
+                else:
+                    x = _fmix(h)
+                    if x == 0:
+                        x = np.uint64(1)  # 0 marks an empty table slot
+                    c = start[b]
+                    key[c] = x
+                    pos[c] = np.uint32(p)
+                    start[b] = c + 1
+    return key, pos, counts
+
+
+@njit(inline="always")
+def _slot(x, usize):
+    return np.int64(((x & np.uint64(0xFFFFFFFF)) * usize) >> np.uint64(32))
+
+
+@njit(cache=True, nogil=True)
+def mark_repeats(keys, table, later):
+    """later[i] := keys[i] was seen before (in an earlier call with the same table, or at an
+    earlier index); otherwise it is inserted. Open addressing, 0 = empty. Returns the
+    number of repeats."""
+    size = len(table)
+    usize = np.uint64(size)
+    n = len(keys)
+    found = 0
+    for i in range(n + PREFETCH):
+        if i < n:
+            prefetch(table, _slot(keys[i], usize))
+        p = i - PREFETCH
+        if p < 0:
+            continue
+        x = keys[p]
+        slot = _slot(x, usize)
+        while True:
+            t = table[slot]
+            if t == 0:
+                table[slot] = x
+                break
+            if t == x:
+                later[p] = True
+                found += 1
+                break
+            slot += 1
+            if slot == size:
+                slot = 0
+    return found
