@@ -148,9 +148,10 @@ def test_pipeline_modes_give_the_same_output(tmp_path, corpus):
     d_docs, d_st = _pipeline(tmp_path, raw, "driver", "d")
     s_docs, s_st = _pipeline(tmp_path, raw, "shuffle", "s", partitions=2)
     assert d_st["plan"] == "driver" and s_st["plan"] == "shuffle"
+    assert d_st["line_snapping"]["docs"] > 10  # code documents were snapped to lines
     assert s_docs == d_docs and len(d_docs) < len(corpus)
-    for key in ("spans", "span_bytes", "span_fraction", "line_snapping", "out_docs", "out_bytes",
-                "removed"):
+    for key in ("spans", "span_bytes", "span_fraction", "line_snapping", "kept",
+                "removed", "layout_spans_kept", "layout_bytes_kept"):
         assert s_st[key] == d_st[key], key
     _, a_st = _pipeline(tmp_path, raw, "auto", "a", driver_max_bytes=1 << 30)
     assert a_st["plan"] == "driver"
