@@ -14,7 +14,8 @@ from lmforge.config import load
 from lmforge.data.config import DataConfig
 from lmforge.data.dedup import substring
 from lmforge.data.dedup import substring_shuffle as S
-from lmforge.data.dedup.substring_kernels import mark_repeats, window_rows
+from lmforge.data.dedup.substring_kernels import (later_from_flags, mark_repeats, window_buckets,
+                                                  window_keys)
 from lmforge.data.dedup.synthetic import plant_near_duplicates, repeated_spans, stdlib_documents
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.pipeline import iter_shard, kept_shards, run_pipeline
@@ -86,35 +87,43 @@ def test_shuffle_equals_single_process(tmp_path, corpus, k, keep_layout, parts, 
     assert not (tmp_path / "w" / "shuffle").exists()  # the shuffle files are deleted
 
 
-def test_window_rows_and_repeats_against_brute_force():
+def test_window_kernels_against_brute_force():
+    """Rows are every window inside a document, grouped by bucket (equal windows: equal key,
+    same bucket); mark_repeats over chunks = "seen at an earlier row" in corpus order;
+    later_from_flags maps row flags back to window positions."""
     rng = np.random.default_rng(5)
-    docs = [bytes(rng.choice(list(b"ab\xc3\xa9"), size=int(rng.integers(0, 60)))) for _ in range(30)]
-    buf, offsets = S._join(docs)
-    arr = np.frombuffer(buf, np.uint8)
+    docs = [bytes(rng.choice(list(b"ab\xc3\xa9"), size=int(rng.integers(0, 60)))) for _ in range(40)]
     k, bits = 6, 4
-    key, pos, off = window_rows(arr, offsets, k, bits)
-    starts = [p for d in range(len(docs)) for p in range(offsets[d], offsets[d + 1] - k)]
-    assert sorted(pos.tolist()) == starts  # every window inside a document, once
-    assert off[0] == 0 and off[-1] == len(key) and np.all(np.diff(off) >= 0)
-    for b in range(1 << bits):  # text order within a bucket; equal windows share a bucket
-        assert np.all(np.diff(pos[off[b]:off[b + 1]].astype(np.int64)) > 0)
-    by_window = {}
-    for i, p in enumerate(pos.tolist()):
-        w = buf[p:p + k]
-        b = int(np.searchsorted(off, i, side="right") - 1)
-        assert by_window.setdefault(w, (int(key[i]), b)) == (int(key[i]), b)
-    # repeats over two calls sharing a table = windows seen earlier, in row order
-    order = np.argsort(pos, kind="stable")
-    keys = key[order]
-    table = np.zeros(256, np.uint64)
-    later = np.zeros(len(keys), np.bool_)
-    half = len(keys) // 2
-    n = mark_repeats(keys[:half], table, later[:half]) + mark_repeats(keys[half:], table, later[half:])
-    seen, want = set(), []
-    for p in pos[order].tolist():
-        want.append(buf[p:p + k] in seen)
-        seen.add(buf[p:p + k])
-    assert later.tolist() == want and n == sum(want) > 10
+    chunks = [docs[:25], docs[25:]]
+    keys, offs, starts, seen_at = [], [], [], {}
+    for ch in chunks:
+        buf, offsets = S._join(ch)
+        arr = np.frombuffer(buf, np.uint8)
+        off = window_buckets(arr, offsets, k, bits)
+        key = window_keys(arr, offsets, k, bits, off)
+        wins = [p for d in range(len(ch)) for p in range(offsets[d], offsets[d + 1] - k)]
+        assert len(key) == off[-1] == len(wins) and np.all(np.diff(off) >= 0)
+        # the row of each window: identity flags give back a window's own row index
+        rowid = np.arange(len(key))
+        for r in range(len(key)):  # later_from_flags with a one-hot flag finds window r
+            one = rowid == r
+            hit = np.flatnonzero(later_from_flags(arr, offsets, k, bits, off, one))
+            assert len(hit) == 1
+            w = buf[hit[0]:hit[0] + k]
+            b = int(np.searchsorted(off, r, side="right") - 1)
+            assert seen_at.setdefault(w, (int(key[r]), b)) == (int(key[r]), b)
+            starts.append((len(keys), r, w, int(hit[0])))
+        keys.append(key)
+        offs.append(off + sum(len(x) for x in keys[:-1]))
+    allkeys = np.concatenate(keys)
+    for group in (1, 5, 1 << 20):  # tables per bucket group: the result does not depend on it
+        later, n = mark_repeats(allkeys, np.stack(offs), group, 2 / 3)
+        seen, want = set(), np.zeros(len(allkeys), bool)
+        for c in range(len(chunks)):  # corpus order: chunk, then text position
+            for _, r, w, pos in sorted((x for x in starts if x[0] == c), key=lambda x: x[3]):
+                want[offs[c][0] + r] = w in seen
+                seen.add(w)
+        assert later.tolist() == want.tolist() and n == want.sum() > 10
 
 
 def test_bucket_ranges_balance_and_cover():

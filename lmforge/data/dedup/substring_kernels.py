@@ -285,13 +285,14 @@ def removed_spans(buf, later, offsets, k, keep_layout):
 
 
 # ------------------------------------------------------------------ the shuffle (substring_shuffle.py)
-# Every K-byte window inside a document becomes a row (key, position): key = a 64-bit hash
-# of its bytes, and the row goes to the bucket named by the top `bits` bits of a second,
-# independent 64-bit hash (so two windows collide only if both hashes agree on 64 + log2(P)
-# bits: docs/scale.md). No window is verified byte by byte: the bytes of the earlier copy
-# live in another task.
+# Every K-byte window inside a document is a row: key = a 64-bit hash of its bytes; its
+# bucket = the top `bits` bits of a second, independent 64-bit hash (so two different
+# windows are confused only if both hashes collide: docs/scale.md). Rows are stored in
+# bucket order without their positions: the span task recomputes the order (one hash
+# pass) to map each row's flag back to its window. No window is verified byte by byte
+# (the bytes of the earlier copy are in another task).
 
-_MUL2 = np.uint64(0xC2B2AE3D27D4EB4F)  # second rolling hash's multiplier (odd)
+_MUL2 = np.uint64(0xC2B2AE3D27D4EB4F)  # the bucket hash's multiplier (odd)
 
 
 @njit(inline="always")
@@ -303,50 +304,79 @@ def _pow(m, k):
 
 
 @njit(cache=True, nogil=True)
-def window_rows(buf, offsets, k, bits):
-    """Rows of every window inside one document, grouped by bucket (stable: text order
-    within a bucket): key uint64[w], pos uint32[w] (start in buf), and the bucket
-    offsets int64[2^bits + 1]. Two passes over the text (count, then place) so the rows
-    are materialised once, already in bucket order."""
+def window_buckets(buf, offsets, k, bits):
+    """int64[2^bits + 1]: row offsets of the buckets (rows per bucket, cumulated)."""
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    mk2 = _pow(_MUL2, k)
+    off = np.zeros(nb + 1, np.int64)
+    for d in range(len(offsets) - 1):
+        s, last = offsets[d], offsets[d + 1] - 1 - k
+        if last < s:
+            continue
+        g = np.uint64(0)
+        for i in range(s, s + k):
+            g = g * _MUL2 + np.uint64(buf[i])
+        for p in range(s, last + 1):
+            if p > s:
+                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
+            off[np.int64(_fmix(g) >> shift) + 1] += 1
+    for b in range(nb):
+        off[b + 1] += off[b]
+    return off
+
+
+@njit(cache=True, nogil=True)
+def window_keys(buf, offsets, k, bits, off):
+    """uint64 keys of every window inside a document, in bucket order (text order within a
+    bucket); off from window_buckets. A key is never 0 (0 marks an empty table slot)."""
     nb = 1 << bits
     shift = np.uint64(64 - bits)
     mk, mk2 = _pow(_MUL, k), _pow(_MUL2, k)
-    counts = np.zeros(nb + 1, np.int64)
-    key = np.empty(0, np.uint64)
-    pos = np.empty(0, np.uint32)
-    start = np.empty(0, np.int64)
-    for rnd in range(2):
-        if rnd == 1:
-            for b in range(nb):
-                counts[b + 1] += counts[b]  # prefix sums: counts[b] is bucket b's next row
-            key = np.empty(counts[nb], np.uint64)
-            pos = np.empty(counts[nb], np.uint32)
-            start = counts[:nb].copy()
-        for d in range(len(offsets) - 1):
-            s, last = offsets[d], offsets[d + 1] - 1 - k
-            if last < s:
-                continue
-            h = np.uint64(0)
-            g = np.uint64(0)
-            for i in range(s, s + k):
-                h = h * _MUL + np.uint64(buf[i])
-                g = g * _MUL2 + np.uint64(buf[i])
-            for p in range(s, last + 1):
-                if p > s:
-                    h = h * _MUL + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk
-                    g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
-                b = np.int64(_fmix(g) >> shift)
-                if rnd == 0:
-                    counts[b + 1] += 1
-                else:
-                    x = _fmix(h)
-                    if x == 0:
-                        x = np.uint64(1)  # 0 marks an empty table slot
-                    c = start[b]
-                    key[c] = x
-                    pos[c] = np.uint32(p)
-                    start[b] = c + 1
-    return key, pos, counts
+    cur = off[:nb].copy()
+    key = np.empty(off[nb], np.uint64)
+    for d in range(len(offsets) - 1):
+        s, last = offsets[d], offsets[d + 1] - 1 - k
+        if last < s:
+            continue
+        h = np.uint64(0)
+        g = np.uint64(0)
+        for i in range(s, s + k):
+            h = h * _MUL + np.uint64(buf[i])
+            g = g * _MUL2 + np.uint64(buf[i])
+        for p in range(s, last + 1):
+            if p > s:
+                h = h * _MUL + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk
+                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
+            b = np.int64(_fmix(g) >> shift)
+            x = _fmix(h)
+            key[cur[b]] = x if x != 0 else np.uint64(1)
+            cur[b] += 1
+    return key
+
+
+@njit(cache=True, nogil=True)
+def later_from_flags(buf, offsets, k, bits, off, flags):
+    """bool[len(buf)] `later` from flags in row (bucket) order, off from window_buckets."""
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    mk2 = _pow(_MUL2, k)
+    cur = off[:nb].copy()
+    later = np.zeros(len(buf), np.bool_)
+    for d in range(len(offsets) - 1):
+        s, last = offsets[d], offsets[d + 1] - 1 - k
+        if last < s:
+            continue
+        g = np.uint64(0)
+        for i in range(s, s + k):
+            g = g * _MUL2 + np.uint64(buf[i])
+        for p in range(s, last + 1):
+            if p > s:
+                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
+            b = np.int64(_fmix(g) >> shift)
+            later[p] = flags[cur[b]]
+            cur[b] += 1
+    return later
 
 
 @njit(inline="always")
@@ -355,19 +385,14 @@ def _slot(x, usize):
 
 
 @njit(cache=True, nogil=True)
-def mark_repeats(keys, table, later):
-    """later[i] := keys[i] was seen before (in an earlier call with the same table, or at an
-    earlier index); otherwise it is inserted. Open addressing, 0 = empty. Returns the
-    number of repeats."""
-    size = len(table)
+def _mark(keys, a, b, table, size, later):
     usize = np.uint64(size)
-    n = len(keys)
     found = 0
-    for i in range(n + PREFETCH):
-        if i < n:
+    for i in range(a, b + PREFETCH):
+        if i < b:
             prefetch(table, _slot(keys[i], usize))
         p = i - PREFETCH
-        if p < 0:
+        if p < a:
             continue
         x = keys[p]
         slot = _slot(x, usize)
@@ -384,3 +409,39 @@ def mark_repeats(keys, table, later):
             if slot == size:
                 slot = 0
     return found
+
+
+@njit(cache=True, nogil=True)
+def mark_repeats(keys, off, group_rows, load):
+    """later bool[len(keys)]: the key occurs at an earlier row. keys holds several chunks'
+    rows; chunk c's rows of bucket j are keys[off[c, j]:off[c, j + 1]] (chunks in corpus
+    order). Equal keys share a bucket, so buckets are independent: they are taken in
+    groups of at most group_rows rows (or one bucket), each with its own table, small
+    enough for the cache, and within a group chunk by chunk (corpus order)."""
+    nc, nb = off.shape[0], off.shape[1] - 1
+    per = np.zeros(nb, np.int64)
+    for c in range(nc):
+        for j in range(nb):
+            per[j] += off[c, j + 1] - off[c, j]
+    groups = [0]
+    biggest, rows = 0, 0
+    for j in range(nb):
+        if rows and rows + per[j] > group_rows:
+            groups.append(j)
+            rows = 0
+        rows += per[j]
+        biggest = max(biggest, rows)
+    groups.append(nb)
+    table = np.zeros(max(64, int(biggest / load) + 1), np.uint64)
+    later = np.zeros(len(keys), np.bool_)
+    found = 0
+    for t in range(len(groups) - 1):
+        j0, j1 = groups[t], groups[t + 1]
+        rows = 0
+        for j in range(j0, j1):
+            rows += per[j]
+        size = max(64, int(rows / load) + 1)
+        table[:size] = 0
+        for c in range(nc):
+            found += _mark(keys, off[c, j0], off[c, j1], table, size, later)
+    return later, found

@@ -8,16 +8,18 @@ document order, then byte order); removed_spans turns later windows into spans. 
 
 1. window_task, one per shard: the shard's documents in chunks of whole documents
    (at most CHUNK_BYTES joined, or one larger document); for every window inside a
-   document a row (key, pos): key = 64-bit hash of its bytes, pos = its start in the
-   chunk (uint32). Rows are grouped by bucket = the top BITS bits of a second,
-   independent hash of the window, text order within a bucket -> win-SSSSS.key / .pos
-   (raw uint64 / uint32) and .off.npy (chunks x (2^BITS + 1) row offsets).
+   document a row: key = 64-bit hash of its K bytes. Rows are grouped by bucket = the top
+   BITS bits of a second, independent hash of the window, text order within a bucket;
+   positions are not stored (stage 3 recomputes the order) -> win-SSSSS.bin (uint64) and
+   .off.npy (chunks x (2^BITS + 1) row offsets).
 2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
-   counts): every chunk's slice of that range, in global order (shard, chunk), through one
-   hash table of keys; a key seen before marks its window later. The later positions go
-   out grouped by chunk -> rep-PPPPP.pos (uint32) and .off.npy (global chunk offsets).
-3. span_task, one per shard: for each chunk, the later positions from every partition,
-   then removed_spans exactly as on one process -> work/spans-SSSSS.npy.
+   counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
+   at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
+   groups with a cache-sized hash table each. One bit per row goes back, per chunk ->
+   rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
+3. span_task, one per shard: for each chunk, its rows' bits from every partition, mapped
+   back to window positions by one more pass of the bucket hash (later_from_flags), then
+   removed_spans exactly as on one process -> work/spans-SSSSS.npy.
 
 Equal windows have equal keys and buckets, so they meet in one repeat task, and rows
 reach it in global order: the first occurrence is the one kept, as on one process.
@@ -37,11 +39,13 @@ import numpy as np
 from lmforge.io.atomic import save_npy
 
 from ..pipeline import iter_shard
-from .substring_kernels import mark_repeats, removed_spans, window_rows
+from .substring_kernels import (later_from_flags, mark_repeats, removed_spans, window_buckets,
+                                window_keys)
 
 BITS = 14  # buckets 2^14: at most that many partitions; a map task scatters into 2^14 runs
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~15 B per chunk byte
-ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: a table of ~12 B per window (~400 MB)
+ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
+GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
 TABLE_LOAD = 2 / 3
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
 
@@ -67,87 +71,98 @@ def iter_chunks(shard: Path, chunk_bytes: int):
         yield first, docs
 
 
-def _paths(prefix: Path) -> tuple[Path, Path, Path]:
-    return (prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pos"),
-            prefix.with_name(prefix.name + ".off.npy"))
+def _paths(prefix: Path) -> tuple[Path, Path]:
+    """The data file (raw rows) and the offsets file of a stage's output."""
+    return prefix.with_name(prefix.name + ".bin"), prefix.with_name(prefix.name + ".off.npy")
 
 
-def _read(f, dtype, a: int, b: int) -> np.ndarray:
-    f.seek(a * np.dtype(dtype).itemsize)
-    return np.fromfile(f, dtype=dtype, count=b - a)
+def _read_into(f, out: np.ndarray, a: int) -> None:
+    """Rows a.. of the raw file f into out (as many as out holds)."""
+    f.seek(a * out.itemsize)
+    view = out.view(np.uint8)
+    if f.readinto(view) != len(view):
+        raise RuntimeError(f"{f.name}: shorter than its offsets say; delete the step folder and rerun")
 
 
 def window_task(shard: Path, k: int, chunk_bytes: int, out: Path) -> dict:
-    """Stage 1 for one shard (module docstring)."""
-    key_path, pos_path, off_path = _paths(out)
+    """Stage 1 for one shard: keys of every window, chunk by chunk, in bucket order."""
+    key_path, off_path = _paths(out)
     offs, rows, docs, nbytes = [], 0, 0, 0
-    tmp_key, tmp_pos = key_path.with_name(key_path.name + ".tmp"), pos_path.with_name(pos_path.name + ".tmp")
-    with open(tmp_key, "wb") as fk, open(tmp_pos, "wb") as fp:
+    tmp = key_path.with_name(key_path.name + ".tmp")
+    with open(tmp, "wb") as fk:
         for _, chunk in iter_chunks(shard, chunk_bytes):
             buf, offsets = _join(chunk)
             if len(buf) > MAX_CHUNK:
                 raise ValueError(f"{shard}: a document of {len(buf) - 1} bytes; substring dedup "
                                  f"takes documents below {MAX_CHUNK} bytes (lower max_doc_bytes)")
-            key, pos, off = window_rows(np.frombuffer(buf, np.uint8), offsets, k, BITS)
-            key.tofile(fk)
-            pos.tofile(fp)
+            arr = np.frombuffer(buf, np.uint8)
+            off = window_buckets(arr, offsets, k, BITS)
+            window_keys(arr, offsets, k, BITS, off).tofile(fk)
             offs.append(off + rows)
-            rows += len(key)
+            rows += int(off[-1])
             docs += len(chunk)
             nbytes += len(buf) - len(chunk)
-    os.replace(tmp_key, key_path)
-    os.replace(tmp_pos, pos_path)
+    os.replace(tmp, key_path)
     save_npy(off_path, np.stack(offs) if offs else np.zeros((0, (1 << BITS) + 1), np.int64))
     return {"docs": docs, "bytes": nbytes, "chunks": len(offs), "windows": rows}
 
 
 def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_chunks: int,
                 out: Path) -> dict:
-    """Stage 2 for buckets [lo, hi): n_rows windows in all (sizes the table), n_chunks
-    chunks in the corpus (the output's offsets)."""
-    table = np.zeros(max(64, int(n_rows / TABLE_LOAD) + 1), np.uint64)
+    """Stage 2 for buckets [lo, hi), n_rows windows in all: every chunk's rows of the range
+    (8 B each), repeats marked, one bit per row written back per chunk."""
+    keys = np.empty(n_rows, np.uint64)
+    rel, at = np.zeros((n_chunks, hi - lo + 1), np.int64), 0
+    c = 0
+    for s in range(n_shards):
+        key_path, off_path = _paths(folder / f"win-{s:05d}")
+        off = np.load(off_path, mmap_mode="r")
+        cols = np.array(off[:, lo:hi + 1])  # this range's columns, not the whole file
+        del off
+        with open(key_path, "rb") as fk:
+            for g in range(len(cols)):
+                a, b = int(cols[g, 0]), int(cols[g, -1])
+                _read_into(fk, keys[at:at + b - a], a)
+                rel[c] = cols[g] - a + at
+                at, c = at + b - a, c + 1
+    assert at == n_rows and c == n_chunks, (at, n_rows, c, n_chunks)
+    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD)
+    del keys
+    bits_path, off_out = _paths(out)
     out_off = np.zeros(n_chunks + 1, np.int64)
-    _, pos_out, off_out = _paths(out)
-    tmp = pos_out.with_name(pos_out.name + ".tmp")
-    c = found = 0
+    tmp = bits_path.with_name(bits_path.name + ".tmp")
     with open(tmp, "wb") as fo:
-        for s in range(n_shards):
-            key_path, pos_path, off_path = _paths(folder / f"win-{s:05d}")
-            off = np.load(off_path, mmap_mode="r")
-            a, b = np.array(off[:, lo]), np.array(off[:, hi])  # two columns, not the file
-            del off
-            with open(key_path, "rb") as fk, open(pos_path, "rb") as fp:
-                for g in range(len(a)):
-                    keys = _read(fk, np.uint64, int(a[g]), int(b[g]))
-                    later = np.zeros(len(keys), np.bool_)
-                    n = mark_repeats(keys, table, later)
-                    if n:
-                        _read(fp, np.uint32, int(a[g]), int(b[g]))[later].tofile(fo)
-                    found += n
-                    out_off[c + 1] = out_off[c] + n
-                    c += 1
-    assert c == n_chunks, (c, n_chunks)
-    os.replace(tmp, pos_out)
+        for c in range(n_chunks):
+            packed = np.packbits(later[rel[c, 0]:rel[c, -1]])
+            fo.write(packed.tobytes())
+            out_off[c + 1] = out_off[c] + len(packed)
+    os.replace(tmp, bits_path)
     save_npy(off_out, out_off)
-    return {"docs": 0, "bytes": 0, "windows": n_rows, "later": found}
+    return {"docs": 0, "bytes": 0, "windows": n_rows, "later": int(found)}
 
 
-def span_task(shard: Path, k: int, chunk_bytes: int, chunk0: int, folder: Path, n_parts: int,
-              keep_layout: bool, out: Path) -> dict:
-    """Stage 3 for one shard whose first chunk is global chunk chunk0."""
+def span_task(shard: Path, s: int, k: int, chunk_bytes: int, chunk0: int, folder: Path,
+              edges: np.ndarray, keep_layout: bool, out: Path) -> dict:
+    """Stage 3 for shard s, whose first chunk is global chunk chunk0."""
     rows, docs, nbytes, n_layout, layout_bytes = [], 0, 0, 0, 0
+    win_off = np.load(_paths(folder / f"win-{s:05d}")[1])
     for g, (first, chunk) in enumerate(iter_chunks(shard, chunk_bytes)):
         buf, offsets = _join(chunk)
-        later = np.zeros(len(buf), np.bool_)
-        for p in range(n_parts):
-            _, pos_path, off_path = _paths(folder / f"rep-{p:05d}")
-            off = np.load(off_path, mmap_mode="r")
-            a, b = int(off[chunk0 + g]), int(off[chunk0 + g + 1])
-            del off
+        arr = np.frombuffer(buf, np.uint8)
+        off = win_off[g] - win_off[g, 0]
+        flags = np.zeros(int(off[-1]), np.bool_)
+        for p in range(len(edges) - 1):  # partition p holds this chunk's rows [a, b)
+            a, b = int(off[edges[p]]), int(off[edges[p + 1]])
             if b > a:
-                with open(pos_path, "rb") as fp:
-                    later[_read(fp, np.uint32, a, b)] = True
-        spans, nl, lb = removed_spans(np.frombuffer(buf, np.uint8), later, offsets, k, keep_layout)
+                bits_path, off_path = _paths(folder / f"rep-{p:05d}")
+                at = int(np.load(off_path, mmap_mode="r")[chunk0 + g])
+                packed = np.empty((b - a + 7) // 8, np.uint8)
+                with open(bits_path, "rb") as f:
+                    _read_into(f, packed, at)
+                flags[a:b] = np.unpackbits(packed, count=b - a).view(np.bool_)
+        later = later_from_flags(arr, offsets, k, BITS, off, flags)
+        del flags
+        spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
         spans[:, 0] += first
         rows.append(spans)
         docs, nbytes = docs + len(chunk), nbytes + len(buf) - len(chunk)
@@ -182,7 +197,7 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
     chunk0 = np.concatenate([[0], np.cumsum([g["chunks"] for g in got])]).astype(np.int64)
     counts = np.zeros(1 << BITS, np.int64)
     for s in range(m):  # one file at a time: the driver's memory does not grow with m
-        off = np.load(_paths(sub / f"win-{s:05d}")[2])
+        off = np.load(_paths(sub / f"win-{s:05d}")[1])
         counts += (off[:, 1:] - off[:, :-1]).sum(axis=0)
         del off
     windows = int(counts.sum())
@@ -194,7 +209,7 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
                               int(cum[edges[p + 1]] - cum[edges[p]]), int(chunk0[-1]),
                               sub / f"rep-{p:05d}") for p in range(n_parts)],
                desc=f"{name} repeated windows")
-    spans = run(span_task, [(ctx.inputs[s], k, chunk_bytes, int(chunk0[s]), sub, n_parts,
+    spans = run(span_task, [(ctx.inputs[s], s, k, chunk_bytes, int(chunk0[s]), sub, edges,
                              keep_layout, ctx.work / f"spans-{s:05d}.npy") for s in range(m)],
                 desc=f"{name} spans")
     shutil.rmtree(sub)
