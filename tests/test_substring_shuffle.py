@@ -63,17 +63,18 @@ def run_shuffle(paths, work, workers, **kw):
     return got, st
 
 
-@pytest.mark.parametrize("k,keep_layout,parts,chunk,workers", [
-    (100, True, None, S.CHUNK_BYTES, 1),   # one partition, one chunk per shard
-    (100, True, 3, 20_000, 2),             # several partitions and chunks, worker processes
-    (50, False, 7, 60_000, 1),
+@pytest.mark.parametrize("k,keep_layout,parts,chunk,workers,bits", [
+    (100, True, None, S.CHUNK_BYTES, 1, None),  # one partition, one chunk per shard
+    (100, True, 3, 20_000, 2, None),            # several partitions and chunks, worker processes
+    (50, False, 7, 60_000, 1, S.BIG_BITS),      # the buckets of a corpus above BIG_STORED
 ])
-def test_shuffle_equals_single_process(tmp_path, corpus, k, keep_layout, parts, chunk, workers):
+def test_shuffle_equals_single_process(tmp_path, corpus, k, keep_layout, parts, chunk, workers,
+                                       bits):
     per_shard = 200
     paths = shards_of(corpus, tmp_path / "shards", per_shard)
     want, wst = reference(corpus, k, keep_layout)
     got, st = run_shuffle(paths, tmp_path / "w", workers, k=k, keep_layout=keep_layout,
-                          partitions=parts, chunk_bytes=chunk)
+                          partitions=parts, chunk_bytes=chunk, bits=bits)
     for s, sp in enumerate(got):
         mine = want[(want[:, 0] >= s * per_shard) & (want[:, 0] < (s + 1) * per_shard)].copy()
         mine[:, 0] -= s * per_shard

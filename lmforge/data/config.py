@@ -237,8 +237,7 @@ class SubstringConfig:
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
-        check(self.partitions is None or 1 <= self.partitions <= 1 << 14, "partitions",
-              "must be in [1, 16384] or null")
+        check(self.partitions is None or self.partitions >= 1, "partitions", "must be >= 1 or null")
         check(self.driver_max_bytes >= 0, "driver_max_bytes", "must be >= 0")
         check(self.max_repeated_share is None or 0.0 < self.max_repeated_share <= 1.0,
               "max_repeated_share", "must be in (0, 1], or null")

@@ -9,9 +9,9 @@ document order, then byte order); removed_spans turns later windows into spans. 
 1. window_task, one per shard: the shard's documents in chunks of whole documents
    (at most CHUNK_BYTES joined, or one larger document); for every window inside a
    document a row: key = 64-bit hash of its K bytes. Rows are grouped by bucket = the top
-   BITS bits of a second, independent hash of the window, text order within a bucket;
+   `bits` bits of a second, independent hash of the window, text order within a bucket;
    positions are not stored (stage 3 recomputes the order) -> win-SSSSS.bin (uint64) and
-   .off.npy (chunks x (2^BITS + 1) row offsets).
+   .off.npy (chunks x (2^bits + 1) row offsets).
 2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
    counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
    at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
@@ -42,7 +42,10 @@ from ..pipeline import iter_shard
 from .substring_kernels import (later_from_flags, mark_repeats, removed_spans, window_buckets,
                                 window_keys)
 
-BITS = 14  # buckets 2^14: at most that many partitions; a map task scatters into 2^14 runs
+# buckets: 2^12, or 2^16 when the shards take more than BIG_STORED bytes on disk. A window
+# task scatters its rows into that many runs (2^12: 0.8 s per 50 MB, 2^14: 1.2 s; measured);
+# partitions are ranges of buckets, so at most that many, of ~W / 2^bits windows at least
+BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~15 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
 GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
@@ -84,7 +87,7 @@ def _read_into(f, out: np.ndarray, a: int) -> None:
         raise RuntimeError(f"{f.name}: shorter than its offsets say; delete the step folder and rerun")
 
 
-def window_task(shard: Path, k: int, chunk_bytes: int, out: Path) -> dict:
+def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path) -> dict:
     """Stage 1 for one shard: keys of every window, chunk by chunk, in bucket order."""
     key_path, off_path = _paths(out)
     offs, rows, docs, nbytes = [], 0, 0, 0
@@ -96,14 +99,14 @@ def window_task(shard: Path, k: int, chunk_bytes: int, out: Path) -> dict:
                 raise ValueError(f"{shard}: a document of {len(buf) - 1} bytes; substring dedup "
                                  f"takes documents below {MAX_CHUNK} bytes (lower max_doc_bytes)")
             arr = np.frombuffer(buf, np.uint8)
-            off = window_buckets(arr, offsets, k, BITS)
-            window_keys(arr, offsets, k, BITS, off).tofile(fk)
+            off = window_buckets(arr, offsets, k, bits)
+            window_keys(arr, offsets, k, bits, off).tofile(fk)
             offs.append(off + rows)
             rows += int(off[-1])
             docs += len(chunk)
             nbytes += len(buf) - len(chunk)
     os.replace(tmp, key_path)
-    save_npy(off_path, np.stack(offs) if offs else np.zeros((0, (1 << BITS) + 1), np.int64))
+    save_npy(off_path, np.stack(offs) if offs else np.zeros((0, (1 << bits) + 1), np.int64))
     return {"docs": docs, "bytes": nbytes, "chunks": len(offs), "windows": rows}
 
 
@@ -141,8 +144,8 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
     return {"docs": 0, "bytes": 0, "windows": n_rows, "later": int(found)}
 
 
-def span_task(shard: Path, s: int, k: int, chunk_bytes: int, chunk0: int, folder: Path,
-              edges: np.ndarray, keep_layout: bool, out: Path) -> dict:
+def span_task(shard: Path, s: int, k: int, chunk_bytes: int, bits: int, chunk0: int,
+              folder: Path, edges: np.ndarray, keep_layout: bool, out: Path) -> dict:
     """Stage 3 for shard s, whose first chunk is global chunk chunk0."""
     rows, docs, nbytes, n_layout, layout_bytes = [], 0, 0, 0, 0
     win_off = np.load(_paths(folder / f"win-{s:05d}")[1])
@@ -160,7 +163,7 @@ def span_task(shard: Path, s: int, k: int, chunk_bytes: int, chunk0: int, folder
                 with open(bits_path, "rb") as f:
                     _read_into(f, packed, at)
                 flags[a:b] = np.unpackbits(packed, count=b - a).view(np.bool_)
-        later = later_from_flags(arr, offsets, k, BITS, off, flags)
+        later = later_from_flags(arr, offsets, k, bits, off, flags)
         del flags
         spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
         spans[:, 0] += first
@@ -186,36 +189,39 @@ def bucket_ranges(counts: np.ndarray, parts: int) -> np.ndarray:
 
 
 def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
-                  chunk_bytes: int = CHUNK_BYTES) -> dict:
+                  chunk_bytes: int = CHUNK_BYTES, bits: int | None = None) -> dict:
     """The three stages over ctx.inputs with ctx.executor; writes work/spans-SSSSS.npy.
     Returns the step's figures. The driver holds one int per shard and one per bucket."""
     sub, run, name, m = ctx.work / "shuffle", ctx.executor.map, ctx.dir.name, len(ctx.inputs)
     shutil.rmtree(sub, ignore_errors=True)
     sub.mkdir(parents=True)
-    got = run(window_task, [(ctx.inputs[s], k, chunk_bytes, sub / f"win-{s:05d}") for s in range(m)],
+    if bits is None:
+        stored = sum(p.stat().st_size for p in ctx.inputs)
+        bits = BIG_BITS if stored > BIG_STORED else BITS
+    got = run(window_task, [(ctx.inputs[s], k, chunk_bytes, bits, sub / f"win-{s:05d}") for s in range(m)],
               desc=f"{name} windows")
     chunk0 = np.concatenate([[0], np.cumsum([g["chunks"] for g in got])]).astype(np.int64)
-    counts = np.zeros(1 << BITS, np.int64)
+    counts = np.zeros(1 << bits, np.int64)
     for s in range(m):  # one file at a time: the driver's memory does not grow with m
         off = np.load(_paths(sub / f"win-{s:05d}")[1])
         counts += (off[:, 1:] - off[:, :-1]).sum(axis=0)
         del off
     windows = int(counts.sum())
     want = partitions or max(1, -(-windows // ROWS_PER_PARTITION))
-    edges = bucket_ranges(counts, min(want, 1 << BITS))
+    edges = bucket_ranges(counts, min(want, 1 << bits))
     cum = np.concatenate([[0], np.cumsum(counts)])
     n_parts = len(edges) - 1
     reps = run(repeat_task, [(sub, m, int(edges[p]), int(edges[p + 1]),
                               int(cum[edges[p + 1]] - cum[edges[p]]), int(chunk0[-1]),
                               sub / f"rep-{p:05d}") for p in range(n_parts)],
                desc=f"{name} repeated windows")
-    spans = run(span_task, [(ctx.inputs[s], s, k, chunk_bytes, int(chunk0[s]), sub, edges,
+    spans = run(span_task, [(ctx.inputs[s], s, k, chunk_bytes, bits, int(chunk0[s]), sub, edges,
                              keep_layout, ctx.work / f"spans-{s:05d}.npy") for s in range(m)],
                 desc=f"{name} spans")
     shutil.rmtree(sub)
     total = sum(g["bytes"] for g in got)
     removed = sum(g["span_bytes"] for g in spans)
-    return {"partitions": n_parts, "windows": windows,
+    return {"partitions": n_parts, "buckets": 1 << bits, "windows": windows,
             "later_windows": sum(r["later"] for r in reps),
             "spans": sum(g["spans"] for g in spans), "span_bytes": removed,
             "span_fraction": round(removed / max(total, 1), 6),
