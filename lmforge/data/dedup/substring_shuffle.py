@@ -215,6 +215,8 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
                               int(cum[edges[p + 1]] - cum[edges[p]]), int(chunk0[-1]),
                               sub / f"rep-{p:05d}") for p in range(n_parts)],
                desc=f"{name} repeated windows")
+    for s in range(m):  # the keys are read by stage 2 only: the disk peak ends here
+        _paths(sub / f"win-{s:05d}")[0].unlink()
     spans = run(span_task, [(ctx.inputs[s], s, k, chunk_bytes, bits, int(chunk0[s]), sub, edges,
                              keep_layout, ctx.work / f"spans-{s:05d}.npy") for s in range(m)],
                 desc=f"{name} spans")
