@@ -17,9 +17,10 @@ document order, then byte order); removed_spans turns later windows into spans. 
    at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
    groups with a cache-sized hash table each. One bit per row goes back, per chunk ->
    rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
-3. span_task, one per shard: for each chunk, its rows' bits from every partition, mapped
-   back to window positions by one more pass of the bucket hash (later_from_flags), then
-   removed_spans exactly as on one process -> work/spans-SSSSS.npy.
+3. span_task, one per shard: the shard's bits from every partition (one read each); for
+   each chunk, its rows' bits mapped back to window positions by one more pass of the
+   bucket hash (later_from_flags), then removed_spans exactly as on one process ->
+   work/spans-SSSSS.npy.
 
 Equal windows have equal keys and buckets, so they meet in one repeat task, and rows
 reach it in global order: the first occurrence is the one kept, as on one process.
@@ -149,20 +150,24 @@ def span_task(shard: Path, s: int, k: int, chunk_bytes: int, bits: int, chunk0: 
     """Stage 3 for shard s, whose first chunk is global chunk chunk0."""
     rows, docs, nbytes, n_layout, layout_bytes = [], 0, 0, 0, 0
     win_off = np.load(_paths(folder / f"win-{s:05d}")[1])
+    packed = []  # per partition: the bits of this shard's chunks (contiguous), read once
+    for p in range(len(edges) - 1):
+        bits_path, off_path = _paths(folder / f"rep-{p:05d}")
+        at = np.array(np.load(off_path, mmap_mode="r")[chunk0:chunk0 + len(win_off) + 1])
+        got = np.empty(int(at[-1] - at[0]), np.uint8)
+        if len(got):
+            with open(bits_path, "rb") as f:
+                _read_into(f, got, int(at[0]))
+        packed.append((at - at[0], got))
     for g, (first, chunk) in enumerate(iter_chunks(shard, chunk_bytes)):
         buf, offsets = _join(chunk)
         arr = np.frombuffer(buf, np.uint8)
         off = win_off[g] - win_off[g, 0]
         flags = np.zeros(int(off[-1]), np.bool_)
-        for p in range(len(edges) - 1):  # partition p holds this chunk's rows [a, b)
+        for p, (at, got) in enumerate(packed):  # partition p holds this chunk's rows [a, b)
             a, b = int(off[edges[p]]), int(off[edges[p + 1]])
             if b > a:
-                bits_path, off_path = _paths(folder / f"rep-{p:05d}")
-                at = int(np.load(off_path, mmap_mode="r")[chunk0 + g])
-                packed = np.empty((b - a + 7) // 8, np.uint8)
-                with open(bits_path, "rb") as f:
-                    _read_into(f, packed, at)
-                flags[a:b] = np.unpackbits(packed, count=b - a).view(np.bool_)
+                flags[a:b] = np.unpackbits(got[at[g]:at[g + 1]], count=b - a).view(np.bool_)
         later = later_from_flags(arr, offsets, k, bits, off, flags)
         del flags
         spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
