@@ -67,6 +67,7 @@ def run_shuffle(paths, work, workers, **kw):
     (100, True, None, S.CHUNK_BYTES, 1, None),  # one partition, one chunk per shard
     (100, True, 3, 20_000, 2, None),            # several partitions and chunks, worker processes
     (50, False, 7, 60_000, 1, S.BIG_BITS),      # the buckets of a corpus above BIG_STORED
+    (100, True, 2, S.CHUNK_BYTES, 1, 3),        # buckets above GROUP_ROWS, split by key bits
 ])
 def test_shuffle_equals_single_process(tmp_path, corpus, k, keep_layout, parts, chunk, workers,
                                        bits):

@@ -412,27 +412,66 @@ def _mark(keys, a, b, table, size, later):
 
 
 @njit(cache=True, nogil=True)
+def _mark_big_bucket(keys, off, j0, j1, rows, group_rows, table, load, later):
+    """mark_repeats for a group of buckets [j0, j1) of more than group_rows rows (one bucket
+    with rows, and empty ones): its rows are split by more
+    key bits (stable, so each part stays in corpus order) into parts that each fit a
+    cache-sized table. Temporary: 17 B per row of the bucket."""
+    sb = 1
+    while sb * group_rows < rows and sb < (1 << 16):
+        sb *= 2
+    mask = np.uint64(sb - 1)
+    cnt = np.zeros(sb + 1, np.int64)
+    for c in range(off.shape[0]):
+        for i in range(off[c, j0], off[c, j1]):
+            cnt[np.int64((keys[i] >> np.uint64(40)) & mask) + 1] += 1
+    for t in range(sb):
+        cnt[t + 1] += cnt[t]
+    cur = cnt[:sb].copy()
+    sk = np.empty(rows, np.uint64)
+    si = np.empty(rows, np.int64)
+    for c in range(off.shape[0]):
+        for i in range(off[c, j0], off[c, j1]):
+            t = np.int64((keys[i] >> np.uint64(40)) & mask)
+            sk[cur[t]] = keys[i]
+            si[cur[t]] = i
+            cur[t] += 1
+    hit = np.zeros(rows, np.bool_)
+    found = 0
+    for t in range(sb):
+        size = max(64, int((cnt[t + 1] - cnt[t]) / load) + 1)
+        if size > len(table):
+            table = np.zeros(size, np.uint64)
+        table[:size] = 0
+        found += _mark(sk, cnt[t], cnt[t + 1], table, size, hit)
+    for r in range(rows):
+        if hit[r]:
+            later[si[r]] = True
+    return found
+
+
+@njit(cache=True, nogil=True)
 def mark_repeats(keys, off, group_rows, load):
     """later bool[len(keys)]: the key occurs at an earlier row. keys holds several chunks'
     rows; chunk c's rows of bucket j are keys[off[c, j]:off[c, j + 1]] (chunks in corpus
     order). Equal keys share a bucket, so buckets are independent: they are taken in
-    groups of at most group_rows rows (or one bucket), each with its own table, small
-    enough for the cache, and within a group chunk by chunk (corpus order)."""
+    groups of at most group_rows rows, each with its own table, small enough for the cache,
+    and within a group chunk by chunk (corpus order). A bucket above group_rows is split
+    further by key bits (_mark_big_bucket)."""
     nc, nb = off.shape[0], off.shape[1] - 1
     per = np.zeros(nb, np.int64)
     for c in range(nc):
         for j in range(nb):
             per[j] += off[c, j + 1] - off[c, j]
     groups = [0]
-    biggest, rows = 0, 0
+    rows = 0
     for j in range(nb):
         if rows and rows + per[j] > group_rows:
             groups.append(j)
             rows = 0
         rows += per[j]
-        biggest = max(biggest, rows)
     groups.append(nb)
-    table = np.zeros(max(64, int(biggest / load) + 1), np.uint64)
+    table = np.zeros(max(64, int(group_rows / load) + 1), np.uint64)
     later = np.zeros(len(keys), np.bool_)
     found = 0
     for t in range(len(groups) - 1):
@@ -440,6 +479,9 @@ def mark_repeats(keys, off, group_rows, load):
         rows = 0
         for j in range(j0, j1):
             rows += per[j]
+        if rows > group_rows:  # one bucket with rows (a group of several stays within group_rows)
+            found += _mark_big_bucket(keys, off, j0, j1, rows, group_rows, table, load, later)
+            continue
         size = max(64, int(rows / load) + 1)
         table[:size] = 0
         for c in range(nc):
