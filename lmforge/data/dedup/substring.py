@@ -22,6 +22,10 @@ corpus above `part_bytes` is split into parts P0..Pm in document order; part k i
 against itself and against each earlier part (one buffer Pj + Pk), which is still exact,
 costs m(m+1)/2 passes, and needs memory for two parts. part_bytes: null picks the largest
 part that fits the machine's available memory (auto_part_bytes).
+
+That is the step's `mode: driver`, and the in-memory path of dedup_texts. `mode: shuffle`
+(substring_shuffle.py) finds the same later windows with executor tasks in linear work and
+a flat driver; `mode: auto` takes it above `driver_max_bytes` of shards (docs/scale.md).
 """
 from __future__ import annotations
 
