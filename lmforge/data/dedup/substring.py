@@ -37,7 +37,7 @@ from ..pipeline import Step, iter_shard
 from .snap import SnapCounts, snap_document
 from .substring_kernels import (later_by_hash, later_in_group, removed_spans,
                                 shares_prefix_with_pred)
-from .substring_shuffle import shuffle_spans
+from .substring_shuffle import _join, shuffle_spans
 
 SEP = 0xFF
 MAX_SA_BYTES = (1 << 31) - 1  # int32 suffix arrays: one suffix array's input stays below this
@@ -65,13 +65,6 @@ def later_windows(buf: bytes, offsets: np.ndarray, k: int, method: str = "hash")
     sa = divsufsort(buf)
     assert sa.dtype == np.int32
     return later_in_group(sa, shares_prefix_with_pred(arr, sa, k))
-
-
-def _join(texts_bytes: list[bytes]) -> tuple[bytes, np.ndarray]:
-    """Join with 0xFF; returns the buffer and each document's start offset (+ end)."""
-    lens = np.array([len(b) + 1 for b in texts_bytes], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lens)])
-    return b"\xff".join(texts_bytes) + b"\xff", offsets
 
 
 def make_parts(sizes: list[int], part_bytes: int) -> list[tuple[int, int]]:

@@ -47,7 +47,7 @@ from .substring_kernels import (later_from_flags, mark_repeats, removed_spans, w
 # task scatters its rows into that many runs (2^12: 0.8 s per 50 MB, 2^14: 1.2 s; measured);
 # partitions are ranges of buckets, so at most that many, of ~W / 2^bits windows at least
 BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
-CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~15 B per chunk byte
+CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
 GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
 TABLE_LOAD = 2 / 3
@@ -55,6 +55,7 @@ MAX_CHUNK = (1 << 32) - 1  # positions are uint32
 
 
 def _join(docs: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """Join with 0xFF; returns the buffer and each document's start offset (+ end)."""
     lens = np.array([len(b) + 1 for b in docs], dtype=np.int64)
     return b"\xff".join(docs) + b"\xff", np.concatenate([[0], np.cumsum(lens)])
 
