@@ -14,13 +14,15 @@ Rows: `driver` = the step's driver path, the corpus one part (one buffer); `driv
 parts` = the same with part_bytes set to a third of the corpus (part pairs: m(m+1)/2
 passes, what the driver path does on any corpus above ~1.3 GB on a 24 GB machine);
 `shuffle` = the three executor maps. Then the shuffle with workers 2 at the sizes of
---driver-mb: the driver process's own peak RSS (tasks run in worker processes).
+--driver-mb (real text) and --synthetic-gb (random words: the real text runs out at ~350 MB):
+the driver process's own peak RSS (tasks run in worker processes).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +76,27 @@ def write_shards(mb: float, folder: Path, per_shard: int = 2000) -> tuple[list[s
     return paths, sum(len(t.encode()) for t in texts)
 
 
+def synthetic_shards(gb: float, folder: Path, doc_bytes: int = 2000, per_shard: int = 20000,
+                     seed: int = 0) -> tuple[list[str], int]:
+    """Random lowercase words (no 100-byte window repeats by chance): shards of per_shard
+    documents of doc_bytes, about gb x 10^9 bytes. For the driver-memory rows only."""
+    import numpy as np
+
+    from lmforge.io.writers import write_documents
+
+    rng, letters = np.random.default_rng(seed), np.frombuffer(b"abcdefghijklmnopqrstuvwxyz    ", np.uint8)
+    folder.mkdir(parents=True)
+    paths, total, s = [], 0, 0
+    while total < gb * 1e9:
+        text = letters[rng.integers(0, len(letters), size=per_shard * doc_bytes)].tobytes().decode()
+        p = folder / f"shard-{s:05d}.jsonl.zst"
+        write_documents(p, ({"id": f"{s}-{i}", "text": text[i * doc_bytes:(i + 1) * doc_bytes]}
+                            for i in range(per_shard)))
+        paths.append(str(p))
+        total, s = total + len(text), s + 1
+    return paths, total
+
+
 def row(mode: str, shards: list[str], work: Path, workers: int = 1, part_bytes=None) -> dict:
     code = _ROW.format(mode=mode, shards=shards, work=str(work), workers=workers,
                        part_bytes=part_bytes)
@@ -89,6 +112,8 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=100.0, help="corpus of the side-by-side rows")
     ap.add_argument("--parts", type=int, default=3, help="parts of the `driver, m parts` row (0: skip)")
     ap.add_argument("--driver-mb", type=float, nargs="*", default=[50.0, 200.0])
+    ap.add_argument("--synthetic-gb", type=float, nargs="*", default=[],
+                    help="more driver-memory rows on random text of this many GB")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         tmp = Path(tmp)
@@ -113,16 +138,21 @@ def main() -> None:
             print(f"| {name} | {r['seconds']:.2f} | {r['cpu']:.2f} | {mb / r['cpu']:.1f} | "
                   f"{base / r['cpu']:.2f}x | {r['peak_over'] / 1e6:.0f} MB | "
                   f"{r['peak_over'] / nbytes:.2f} |")
-        if a.driver_mb:
+        if a.driver_mb or a.synthetic_gb:
             print("\nShuffle with workers 2 (tasks in worker processes): the driver's own peak RSS")
             print("| corpus MB | shards | partitions | driver peak RSS above start | wall s |")
             print("|---|---|---|---|---|")
-        for size in a.driver_mb:
+        sizes = [(mb, False) for mb in a.driver_mb] + [(gb * 1e3, True) for gb in a.synthetic_gb]
+        for size, synthetic in sizes:
             folder = tmp / f"drv{size:g}"
-            sh, nb = write_shards(size, folder / "shards")
+            if synthetic:
+                sh, nb = synthetic_shards(size / 1e3, folder / "shards")
+            else:
+                sh, nb = write_shards(size, folder / "shards")
             r = row("shuffle", sh, folder, workers=2)
-            print(f"| {nb / 1e6:.1f} | {len(sh)} | {r['partitions']} | {r['peak_over'] / 1e6:.1f} MB "
-                  f"| {r['seconds']:.1f} |")
+            shutil.rmtree(folder)
+            print(f"| {nb / 1e6:.1f}{' (random words)' if synthetic else ''} | {len(sh)} | "
+                  f"{r['partitions']} | {r['peak_over'] / 1e6:.1f} MB | {r['seconds']:.1f} |")
 
 
 if __name__ == "__main__":
