@@ -67,13 +67,14 @@ def _pipeline_config(tmp_path, out, **kw):
                   decontam={"eval": [str(bench)]},
                   topics={"clusters": 2, "weights": {0: 0.5, 1: 0.5}},
                   quality={"positive": [str(ref)], "n_features": 4096},
-                  minhash={"threshold": 0.7}, substring={"min_bytes": 40, "part_bytes": 4096},
+                  minhash={"threshold": 0.7},
+                  substring={"min_bytes": 40, "mode": "shuffle", "partitions": 2},
                   **kw)
 
 
 def test_ray_run_writes_the_same_files_as_local(tmp_path, ray_module):
     make_corpus(tmp_path / "raw")
-    rng = random.Random(3)  # a shared trailer: repeated substrings for the suffix-array step
+    rng = random.Random(3)  # a shared trailer: repeated substrings for the substring shuffle
     trailer = " Read more stories about the river valley and the old mill in our weekly letter."
     write_documents(tmp_path / "raw/c.jsonl", [{"id": f"t{i}", "text": prose(rng, 70) + trailer}
                                                for i in range(20)])

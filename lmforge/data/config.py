@@ -208,15 +208,16 @@ class MinhashConfig:
 
 @dataclass
 class SubstringConfig:
-    """Exact substring dedup (docs/dedup.md). Memory: ~10 bytes per byte of one buffer
-    (measured, docs/scale.md); a corpus above part_bytes runs part pairs (2 x part)."""
+    """Exact substring dedup (docs/dedup.md). mode driver: ~10 bytes per byte of one buffer
+    (measured, docs/scale.md), a corpus above part_bytes runs part pairs (2 x part); mode
+    shuffle: executor tasks, linear work, flat driver memory (docs/scale.md)."""
     min_bytes: int = 100  # K: repeated spans at least this long are removed
     min_chars_left: int = 20  # documents shorter than this after removal are dropped
-    # corpus bytes per suffix array; larger corpora run pairwise. null: the largest that
-    # fits 70% of MemAvailable (/proc/meminfo) at 12 bytes per suffix-array byte
+    # mode driver: corpus bytes per suffix array; larger corpora run pairwise. null: the
+    # largest that fits 70% of MemAvailable (/proc/meminfo) at 12 bytes per suffix-array byte
     part_bytes: int | None = None
     keep_layout_spans: bool = True  # repeated spans of only ASCII whitespace/punctuation stay
-    # both exact, same result: a hash table of windows (faster, less memory) or the
+    # mode driver, both exact, same result: a hash table of windows (faster, less memory) or the
     # suffix array of google-research/deduplicate-text-datasets (docs/scale.md)
     method: Literal["hash", "suffix_array"] = "hash"
     # meta.domain values whose documents lose only whole repeated lines, and stay parseable
@@ -226,9 +227,19 @@ class SubstringConfig:
     # is dropped whole (substring_code_repeated); null: never
     max_repeated_share: float | None = 0.5
     python_check: bool = True  # in line domains, a file that parsed as Python must still parse
+    # shuffle: window hashes partitioned over executor tasks, linear work, flat driver memory
+    # (dedup/substring_shuffle.py); driver: one process holds the corpus (part pairs when it
+    # does not fit: quadratic); auto: driver while the input shards take at most
+    # driver_max_bytes on disk, else shuffle. Same spans either way (docs/scale.md)
+    mode: Literal["auto", "driver", "shuffle"] = "auto"
+    driver_max_bytes: int = 32 << 20  # mode auto: the driver path up to this many shard bytes on disk
+    # repeat tasks of the shuffle (bucket ranges); null: one per 2^25 windows (~300 MB each)
+    partitions: int | None = None
 
     def __post_init__(self):
         check(self.min_bytes >= 4, "min_bytes", "must be >= 4")
+        check(self.partitions is None or self.partitions >= 1, "partitions", "must be >= 1 or null")
+        check(self.driver_max_bytes >= 0, "driver_max_bytes", "must be >= 0")
         check(self.max_repeated_share is None or 0.0 < self.max_repeated_share <= 1.0,
               "max_repeated_share", "must be in (0, 1], or null")
         check(self.min_chars_left >= 0, "min_chars_left", "must be >= 0")

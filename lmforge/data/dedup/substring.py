@@ -22,6 +22,10 @@ corpus above `part_bytes` is split into parts P0..Pm in document order; part k i
 against itself and against each earlier part (one buffer Pj + Pk), which is still exact,
 costs m(m+1)/2 passes, and needs memory for two parts. part_bytes: null picks the largest
 part that fits the machine's available memory (auto_part_bytes).
+
+That is the step's `mode: driver`, and the in-memory path of dedup_texts. `mode: shuffle`
+(substring_shuffle.py) finds the same later windows with executor tasks in linear work and
+a flat driver; `mode: auto` takes it above `driver_max_bytes` of shards (docs/scale.md).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from ..pipeline import Step, iter_shard
 from .snap import SnapCounts, snap_document
 from .substring_kernels import (later_by_hash, later_in_group, removed_spans,
                                 shares_prefix_with_pred)
+from .substring_shuffle import _join, shuffle_spans
 
 SEP = 0xFF
 MAX_SA_BYTES = (1 << 31) - 1  # int32 suffix arrays: one suffix array's input stays below this
@@ -60,13 +65,6 @@ def later_windows(buf: bytes, offsets: np.ndarray, k: int, method: str = "hash")
     sa = divsufsort(buf)
     assert sa.dtype == np.int32
     return later_in_group(sa, shares_prefix_with_pred(arr, sa, k))
-
-
-def _join(texts_bytes: list[bytes]) -> tuple[bytes, np.ndarray]:
-    """Join with 0xFF; returns the buffer and each document's start offset (+ end)."""
-    lens = np.array([len(b) + 1 for b in texts_bytes], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lens)])
-    return b"\xff".join(texts_bytes) + b"\xff", offsets
 
 
 def make_parts(sizes: list[int], part_bytes: int) -> list[tuple[int, int]]:
@@ -190,6 +188,21 @@ class SubstringStep(Step):
     modified_reason = "substring_spans"
 
     def prepare(self, ctx) -> dict:
+        if self.plan(ctx) == "shuffle":
+            return {"plan": "shuffle", **shuffle_spans(ctx, self.cfg.min_bytes,
+                                                       self.cfg.keep_layout_spans,
+                                                       self.cfg.partitions)}
+        return {"plan": "driver", **self._driver_spans(ctx)}
+
+    def plan(self, ctx) -> str:
+        """mode: auto runs the corpus on the driver (one buffer, no task overhead) while its
+        shards are small on disk, else the shuffle (linear, distributed, flat driver)."""
+        if self.cfg.mode != "auto":
+            return self.cfg.mode
+        stored = sum(p.stat().st_size for p in ctx.inputs)
+        return "driver" if stored <= self.cfg.driver_max_bytes else "shuffle"
+
+    def _driver_spans(self, ctx) -> dict:
         # First pass: sizes, so parts can be planned. The texts are kept while they fit
         # one part (then the suffix array / hash pass reads nothing again).
         cap = self.cfg.part_bytes or auto_part_bytes(0)

@@ -282,3 +282,208 @@ def removed_spans(buf, later, offsets, k, keep_layout):
                     layout_bytes += end - run_start
                 run_start = -1
     return out[:m], n_layout, layout_bytes
+
+
+# ------------------------------------------------------------------ the shuffle (substring_shuffle.py)
+# Every K-byte window inside a document is a row: key = a 64-bit hash of its bytes; its
+# bucket = the top `bits` bits of a second, independent 64-bit hash (so two different
+# windows are confused only if both hashes collide: docs/scale.md). Rows are stored in
+# bucket order without their positions: the span task recomputes the order (one hash
+# pass) to map each row's flag back to its window. No window is verified byte by byte
+# (the bytes of the earlier copy are in another task).
+
+_MUL2 = np.uint64(0xC2B2AE3D27D4EB4F)  # the bucket hash's multiplier (odd)
+
+
+@njit(inline="always")
+def _pow(m, k):
+    out = np.uint64(1)
+    for _ in range(k):
+        out *= m
+    return out
+
+
+@njit(cache=True, nogil=True)
+def window_buckets(buf, offsets, k, bits):
+    """int64[2^bits + 1]: row offsets of the buckets (rows per bucket, cumulated)."""
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    mk2 = _pow(_MUL2, k)
+    off = np.zeros(nb + 1, np.int64)
+    for d in range(len(offsets) - 1):
+        s, last = offsets[d], offsets[d + 1] - 1 - k
+        if last < s:
+            continue
+        g = np.uint64(0)
+        for i in range(s, s + k):
+            g = g * _MUL2 + np.uint64(buf[i])
+        for p in range(s, last + 1):
+            if p > s:
+                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
+            off[np.int64(_fmix(g) >> shift) + 1] += 1
+    for b in range(nb):
+        off[b + 1] += off[b]
+    return off
+
+
+@njit(cache=True, nogil=True)
+def window_keys(buf, offsets, k, bits, off):
+    """uint64 keys of every window inside a document, in bucket order (text order within a
+    bucket); off from window_buckets. A key is never 0 (0 marks an empty table slot)."""
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    mk, mk2 = _pow(_MUL, k), _pow(_MUL2, k)
+    cur = off[:nb].copy()
+    key = np.empty(off[nb], np.uint64)
+    for d in range(len(offsets) - 1):
+        s, last = offsets[d], offsets[d + 1] - 1 - k
+        if last < s:
+            continue
+        h = np.uint64(0)
+        g = np.uint64(0)
+        for i in range(s, s + k):
+            h = h * _MUL + np.uint64(buf[i])
+            g = g * _MUL2 + np.uint64(buf[i])
+        for p in range(s, last + 1):
+            if p > s:
+                h = h * _MUL + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk
+                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
+            b = np.int64(_fmix(g) >> shift)
+            x = _fmix(h)
+            key[cur[b]] = x if x != 0 else np.uint64(1)
+            cur[b] += 1
+    return key
+
+
+@njit(cache=True, nogil=True)
+def later_from_flags(buf, offsets, k, bits, off, flags):
+    """bool[len(buf)] `later` from flags in row (bucket) order, off from window_buckets."""
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    mk2 = _pow(_MUL2, k)
+    cur = off[:nb].copy()
+    later = np.zeros(len(buf), np.bool_)
+    for d in range(len(offsets) - 1):
+        s, last = offsets[d], offsets[d + 1] - 1 - k
+        if last < s:
+            continue
+        g = np.uint64(0)
+        for i in range(s, s + k):
+            g = g * _MUL2 + np.uint64(buf[i])
+        for p in range(s, last + 1):
+            if p > s:
+                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
+            b = np.int64(_fmix(g) >> shift)
+            later[p] = flags[cur[b]]
+            cur[b] += 1
+    return later
+
+
+@njit(inline="always")
+def _slot(x, usize):
+    return np.int64(((x & np.uint64(0xFFFFFFFF)) * usize) >> np.uint64(32))
+
+
+@njit(cache=True, nogil=True)
+def _mark(keys, a, b, table, size, later):
+    usize = np.uint64(size)
+    found = 0
+    for i in range(a, b + PREFETCH):
+        if i < b:
+            prefetch(table, _slot(keys[i], usize))
+        p = i - PREFETCH
+        if p < a:
+            continue
+        x = keys[p]
+        slot = _slot(x, usize)
+        while True:
+            t = table[slot]
+            if t == 0:
+                table[slot] = x
+                break
+            if t == x:
+                later[p] = True
+                found += 1
+                break
+            slot += 1
+            if slot == size:
+                slot = 0
+    return found
+
+
+@njit(cache=True, nogil=True)
+def _mark_big_bucket(keys, off, j0, j1, rows, group_rows, table, load, later):
+    """mark_repeats for a group of buckets [j0, j1) of more than group_rows rows (one bucket
+    with rows, and empty ones): its rows are split by more
+    key bits (stable, so each part stays in corpus order) into parts that each fit a
+    cache-sized table. Temporary: 17 B per row of the bucket."""
+    sb = 1
+    while sb * group_rows < rows and sb < (1 << 16):
+        sb *= 2
+    mask = np.uint64(sb - 1)
+    cnt = np.zeros(sb + 1, np.int64)
+    for c in range(off.shape[0]):
+        for i in range(off[c, j0], off[c, j1]):
+            cnt[np.int64((keys[i] >> np.uint64(40)) & mask) + 1] += 1
+    for t in range(sb):
+        cnt[t + 1] += cnt[t]
+    cur = cnt[:sb].copy()
+    sk = np.empty(rows, np.uint64)
+    si = np.empty(rows, np.int64)
+    for c in range(off.shape[0]):
+        for i in range(off[c, j0], off[c, j1]):
+            t = np.int64((keys[i] >> np.uint64(40)) & mask)
+            sk[cur[t]] = keys[i]
+            si[cur[t]] = i
+            cur[t] += 1
+    hit = np.zeros(rows, np.bool_)
+    found = 0
+    for t in range(sb):
+        size = max(64, int((cnt[t + 1] - cnt[t]) / load) + 1)
+        if size > len(table):
+            table = np.zeros(size, np.uint64)
+        table[:size] = 0
+        found += _mark(sk, cnt[t], cnt[t + 1], table, size, hit)
+    for r in range(rows):
+        if hit[r]:
+            later[si[r]] = True
+    return found
+
+
+@njit(cache=True, nogil=True)
+def mark_repeats(keys, off, group_rows, load):
+    """later bool[len(keys)]: the key occurs at an earlier row. keys holds several chunks'
+    rows; chunk c's rows of bucket j are keys[off[c, j]:off[c, j + 1]] (chunks in corpus
+    order). Equal keys share a bucket, so buckets are independent: they are taken in
+    groups of at most group_rows rows, each with its own table, small enough for the cache,
+    and within a group chunk by chunk (corpus order). A bucket above group_rows is split
+    further by key bits (_mark_big_bucket)."""
+    nc, nb = off.shape[0], off.shape[1] - 1
+    per = np.zeros(nb, np.int64)
+    for c in range(nc):
+        for j in range(nb):
+            per[j] += off[c, j + 1] - off[c, j]
+    groups = [0]
+    rows = 0
+    for j in range(nb):
+        if rows and rows + per[j] > group_rows:
+            groups.append(j)
+            rows = 0
+        rows += per[j]
+    groups.append(nb)
+    table = np.zeros(max(64, int(group_rows / load) + 1), np.uint64)
+    later = np.zeros(len(keys), np.bool_)
+    found = 0
+    for t in range(len(groups) - 1):
+        j0, j1 = groups[t], groups[t + 1]
+        rows = 0
+        for j in range(j0, j1):
+            rows += per[j]
+        if rows > group_rows:  # one bucket with rows (a group of several stays within group_rows)
+            found += _mark_big_bucket(keys, off, j0, j1, rows, group_rows, table, load, later)
+            continue
+        size = max(64, int(rows / load) + 1)
+        table[:size] = 0
+        for c in range(nc):
+            found += _mark(keys, off[c, j0], off[c, j1], table, size, later)
+    return later, found

@@ -1,0 +1,159 @@
+"""Exact-substring dedup: the linear shuffle (dedup/substring_shuffle.py) against the
+single-process path (substring.removal_spans on the driver), in the same run.
+
+    .venv/bin/python bench/substring_scale.py [--mb 100] [--driver-mb 50 200] [--parts 3]
+
+Corpus: bench/dedup.py's real, mostly unique text (stdlib .py files, Python docs if
+installed, then site-packages .py files), whole files as documents, written as shards of
+2,000 documents. Each row runs in a fresh process from the shards (reading them is part of
+the cost for both): CPU seconds of that process (`time.process_time`) and its peak RSS
+above its start (VmHWM), with workers 1, so every task runs in that process and the peak
+is the largest task's (or the driver's). The spans of every row must be equal.
+
+Rows: `driver` = the step's driver path, the corpus one part (one buffer); `driver, m
+parts` = the same with part_bytes set to a third of the corpus (part pairs: m(m+1)/2
+passes, what the driver path does on any corpus above ~1.3 GB on a 24 GB machine);
+`shuffle` = the three executor maps. Then the shuffle with workers 2 at the sizes of
+--driver-mb (real text) and --synthetic-gb (random words: the real text runs out at ~350 MB):
+the driver process's own peak RSS (tasks run in worker processes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_ROW = r"""
+import hashlib, json, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+import numpy as np
+from lmforge.data.config import SubstringConfig
+from lmforge.data.dedup import substring, substring_shuffle
+from lmforge.data.executor import LocalExecutor
+mode, shards, work, workers, part_bytes = {mode!r}, {shards!r}, Path({work!r}), {workers}, {part_bytes}
+substring.dedup_texts(["x" * 300] * 3, 100)  # load the compiled kernels before timing
+substring_shuffle.shuffle_spans(SimpleNamespace(inputs=[], work=work / "warm", dir=work,
+                                executor=LocalExecutor(1, False)), 100, True)
+rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+ctx = SimpleNamespace(inputs=[Path(s) for s in shards], work=work / "w", dir=work,
+                      executor=LocalExecutor(workers, False), data=None)
+ctx.work.mkdir(parents=True, exist_ok=True)
+t, c = time.perf_counter(), time.process_time()
+if mode == "shuffle":
+    st = substring_shuffle.shuffle_spans(ctx, 100, True)
+else:
+    step = substring.SubstringStep(SubstringConfig(part_bytes=part_bytes), None)
+    st = step._driver_spans(ctx)
+dt, cpu = time.perf_counter() - t, time.process_time() - c
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+h = hashlib.sha1()
+for i in range(len(shards)):
+    h.update(np.load(ctx.work / f"spans-{{i:05d}}.npy").tobytes())
+print(json.dumps({{"seconds": dt, "cpu": cpu, "peak_over": peak - rss, "spans_sha1": h.hexdigest(),
+                  **{{k: v for k, v in st.items() if isinstance(v, (int, float))}}}}))
+"""
+
+
+def write_shards(mb: float, folder: Path, per_shard: int = 2000) -> tuple[list[str], int]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dedup import real_files
+
+    from lmforge.io.writers import write_documents
+
+    texts = real_files(mb * 1e6)
+    folder.mkdir(parents=True)
+    paths = []
+    for s in range(0, len(texts), per_shard):
+        p = folder / f"shard-{s // per_shard:05d}.jsonl.zst"
+        write_documents(p, ({"id": str(i), "text": t} for i, t in enumerate(texts[s:s + per_shard], s)))
+        paths.append(str(p))
+    return paths, sum(len(t.encode()) for t in texts)
+
+
+def synthetic_shards(gb: float, folder: Path, doc_bytes: int = 2000, per_shard: int = 20000,
+                     seed: int = 0) -> tuple[list[str], int]:
+    """Random lowercase words (no 100-byte window repeats by chance): shards of per_shard
+    documents of doc_bytes, about gb x 10^9 bytes. For the driver-memory rows only."""
+    import numpy as np
+
+    from lmforge.io.writers import write_documents
+
+    rng, letters = np.random.default_rng(seed), np.frombuffer(b"abcdefghijklmnopqrstuvwxyz    ", np.uint8)
+    folder.mkdir(parents=True)
+    paths, total, s = [], 0, 0
+    while total < gb * 1e9:
+        text = letters[rng.integers(0, len(letters), size=per_shard * doc_bytes)].tobytes().decode()
+        p = folder / f"shard-{s:05d}.jsonl.zst"
+        write_documents(p, ({"id": f"{s}-{i}", "text": text[i * doc_bytes:(i + 1) * doc_bytes]}
+                            for i in range(per_shard)))
+        paths.append(str(p))
+        total, s = total + len(text), s + 1
+    return paths, total
+
+
+def row(mode: str, shards: list[str], work: Path, workers: int = 1, part_bytes=None) -> dict:
+    code = _ROW.format(mode=mode, shards=shards, work=str(work), workers=workers,
+                       part_bytes=part_bytes)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mb", type=float, default=100.0, help="corpus of the side-by-side rows")
+    ap.add_argument("--parts", type=int, default=3, help="parts of the `driver, m parts` row (0: skip)")
+    ap.add_argument("--driver-mb", type=float, nargs="*", default=[50.0, 200.0])
+    ap.add_argument("--synthetic-gb", type=float, nargs="*", default=[],
+                    help="more driver-memory rows on random text of this many GB")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        tmp = Path(tmp)
+        shards, nbytes = write_shards(a.mb, tmp / "shards")
+        mb = nbytes / 1e6
+        rows = [("driver, one part", row("driver", shards, tmp / "d1", part_bytes=(1 << 30) - 1))]
+        if a.parts:
+            pb = nbytes // a.parts + 1
+            rows.append((f"driver, {a.parts} parts ({a.parts * (a.parts + 1) // 2} passes)",
+                         row("driver", shards, tmp / "dm", part_bytes=pb)))
+        rows.append(("shuffle", row("shuffle", shards, tmp / "s")))
+        assert len({r["spans_sha1"] for _, r in rows}) == 1, "the paths disagree"
+        st = rows[-1][1]
+        print(f"\nExact substring dedup, K = 100: {mb:.1f} MB of real text in {len(shards)} shards, "
+              f"{st['span_fraction']:.1%} of the bytes in removed spans; the spans of every row "
+              f"are equal (sha1 {st['spans_sha1'][:12]}); shuffle: {st['partitions']} partitions, "
+              f"{st['windows']:,} windows")
+        print("| path | wall s | CPU s | MB per CPU s | vs driver (CPU) | peak RSS | per corpus byte |")
+        print("|---|---|---|---|---|---|---|")
+        base = rows[0][1]["cpu"]
+        for name, r in rows:
+            print(f"| {name} | {r['seconds']:.2f} | {r['cpu']:.2f} | {mb / r['cpu']:.1f} | "
+                  f"{base / r['cpu']:.2f}x | {r['peak_over'] / 1e6:.0f} MB | "
+                  f"{r['peak_over'] / nbytes:.2f} |")
+        if a.driver_mb or a.synthetic_gb:
+            print("\nShuffle with workers 2 (tasks in worker processes): the driver's own peak RSS")
+            print("| corpus MB | shards | partitions | driver peak RSS above start | wall s |")
+            print("|---|---|---|---|---|")
+        sizes = [(mb, False) for mb in a.driver_mb] + [(gb * 1e3, True) for gb in a.synthetic_gb]
+        for size, synthetic in sizes:
+            folder = tmp / f"drv{size:g}"
+            if synthetic:
+                sh, nb = synthetic_shards(size / 1e3, folder / "shards")
+            else:
+                sh, nb = write_shards(size, folder / "shards")
+            r = row("shuffle", sh, folder, workers=2)
+            shutil.rmtree(folder)
+            print(f"| {nb / 1e6:.1f}{' (random words)' if synthetic else ''} | {len(sh)} | "
+                  f"{r['partitions']} | {r['peak_over'] / 1e6:.1f} MB | {r['seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Exact-substring dedup as three executor maps (local processes or Ray): work linear in
+the corpus, no pairs of parts, and a driver that holds counters and file names only.
+
+The result is substring.py's definition: a K-byte window inside a document is "later"
+when the same K bytes start at an earlier position of the corpus (shard order, then
+document order, then byte order); removed_spans turns later windows into spans. Stages
+(files under the step's work/shuffle/, deleted at the end):
+
+1. window_task, one per shard: the shard's documents in chunks of whole documents
+   (at most CHUNK_BYTES joined, or one larger document); for every window inside a
+   document a row: key = 64-bit hash of its K bytes. Rows are grouped by bucket = the top
+   `bits` bits of a second, independent hash of the window, text order within a bucket;
+   positions are not stored (stage 3 recomputes the order) -> win-SSSSS.bin (uint64) and
+   .off.npy (chunks x (2^bits + 1) row offsets).
+2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
+   counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
+   at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
+   groups with a cache-sized hash table each. One bit per row goes back, per chunk ->
+   rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
+3. span_task, one per shard: the shard's bits from every partition (one read each); for
+   each chunk, its rows' bits mapped back to window positions by one more pass of the
+   bucket hash (later_from_flags), then removed_spans exactly as on one process ->
+   work/spans-SSSSS.npy.
+
+Equal windows have equal keys and buckets, so they meet in one repeat task, and rows
+reach it in global order: the first occurrence is the one kept, as on one process.
+Windows are not verified byte by byte (the earlier copy's bytes are in another task): two
+different windows are confused only if both hashes collide, ~W^2 / (2 x P x 2^64) windows
+over a corpus of W distinct windows and P partitions (docs/scale.md; 0.3 windows at
+400 GB). tests/test_substring_shuffle.py checks the spans against substring.removal_spans.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from lmforge.io.atomic import save_npy
+
+from ..pipeline import iter_shard
+from .substring_kernels import (later_from_flags, mark_repeats, removed_spans, window_buckets,
+                                window_keys)
+
+# buckets: 2^12, or 2^16 when the shards take more than BIG_STORED bytes on disk. A window
+# task scatters its rows into that many runs (2^12: 0.8 s per 50 MB, 2^14: 1.2 s; measured);
+# partitions are ranges of buckets, so at most that many, of ~W / 2^bits windows at least
+BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
+CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
+ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
+GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
+TABLE_LOAD = 2 / 3
+MAX_CHUNK = (1 << 32) - 1  # positions are uint32
+
+
+def _join(docs: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """Join with 0xFF; returns the buffer and each document's start offset (+ end)."""
+    lens = np.array([len(b) + 1 for b in docs], dtype=np.int64)
+    return b"\xff".join(docs) + b"\xff", np.concatenate([[0], np.cumsum(lens)])
+
+
+def iter_chunks(shard: Path, chunk_bytes: int):
+    """(index of the first document, [UTF-8 bytes of each document]) of consecutive whole
+    documents, at most chunk_bytes joined (a larger document forms a chunk alone). Both the
+    window and the span task cut a shard with this, so their chunks are the same."""
+    docs, size, first = [], 0, 0
+    for i, d in enumerate(iter_shard(shard)):
+        b = d["text"].encode("utf-8")
+        if docs and size + len(b) + 1 > chunk_bytes:
+            yield first, docs
+            docs, size, first = [], 0, i
+        docs.append(b)
+        size += len(b) + 1
+    if docs:
+        yield first, docs
+
+
+def _paths(prefix: Path) -> tuple[Path, Path]:
+    """The data file (raw rows) and the offsets file of a stage's output."""
+    return prefix.with_name(prefix.name + ".bin"), prefix.with_name(prefix.name + ".off.npy")
+
+
+def _read_into(f, out: np.ndarray, a: int) -> None:
+    """Rows a.. of the raw file f into out (as many as out holds)."""
+    f.seek(a * out.itemsize)
+    view = out.view(np.uint8)
+    if f.readinto(view) != len(view):
+        raise RuntimeError(f"{f.name}: shorter than its offsets say; delete the step folder and rerun")
+
+
+def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path) -> dict:
+    """Stage 1 for one shard: keys of every window, chunk by chunk, in bucket order."""
+    key_path, off_path = _paths(out)
+    offs, rows, docs, nbytes = [], 0, 0, 0
+    tmp = key_path.with_name(key_path.name + ".tmp")
+    with open(tmp, "wb") as fk:
+        for _, chunk in iter_chunks(shard, chunk_bytes):
+            buf, offsets = _join(chunk)
+            if len(buf) > MAX_CHUNK:
+                raise ValueError(f"{shard}: a document of {len(buf) - 1} bytes; substring dedup "
+                                 f"takes documents below {MAX_CHUNK} bytes (lower max_doc_bytes)")
+            arr = np.frombuffer(buf, np.uint8)
+            off = window_buckets(arr, offsets, k, bits)
+            window_keys(arr, offsets, k, bits, off).tofile(fk)
+            offs.append(off + rows)
+            rows += int(off[-1])
+            docs += len(chunk)
+            nbytes += len(buf) - len(chunk)
+    os.replace(tmp, key_path)
+    save_npy(off_path, np.stack(offs) if offs else np.zeros((0, (1 << bits) + 1), np.int64))
+    return {"docs": docs, "bytes": nbytes, "chunks": len(offs), "windows": rows}
+
+
+def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_chunks: int,
+                out: Path) -> dict:
+    """Stage 2 for buckets [lo, hi), n_rows windows in all: every chunk's rows of the range
+    (8 B each), repeats marked, one bit per row written back per chunk."""
+    keys = np.empty(n_rows, np.uint64)
+    rel, at = np.zeros((n_chunks, hi - lo + 1), np.int64), 0
+    c = 0
+    for s in range(n_shards):
+        key_path, off_path = _paths(folder / f"win-{s:05d}")
+        off = np.load(off_path, mmap_mode="r")
+        cols = np.array(off[:, lo:hi + 1])  # this range's columns, not the whole file
+        del off
+        with open(key_path, "rb") as fk:
+            for g in range(len(cols)):
+                a, b = int(cols[g, 0]), int(cols[g, -1])
+                _read_into(fk, keys[at:at + b - a], a)
+                rel[c] = cols[g] - a + at
+                at, c = at + b - a, c + 1
+    assert at == n_rows and c == n_chunks, (at, n_rows, c, n_chunks)
+    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD)
+    del keys
+    bits_path, off_out = _paths(out)
+    out_off = np.zeros(n_chunks + 1, np.int64)
+    tmp = bits_path.with_name(bits_path.name + ".tmp")
+    with open(tmp, "wb") as fo:
+        for c in range(n_chunks):
+            packed = np.packbits(later[rel[c, 0]:rel[c, -1]])
+            fo.write(packed.tobytes())
+            out_off[c + 1] = out_off[c] + len(packed)
+    os.replace(tmp, bits_path)
+    save_npy(off_out, out_off)
+    return {"docs": 0, "bytes": 0, "windows": n_rows, "later": int(found)}
+
+
+def span_task(shard: Path, s: int, k: int, chunk_bytes: int, bits: int, chunk0: int,
+              folder: Path, edges: np.ndarray, keep_layout: bool, out: Path) -> dict:
+    """Stage 3 for shard s, whose first chunk is global chunk chunk0."""
+    rows, docs, nbytes, n_layout, layout_bytes = [], 0, 0, 0, 0
+    win_off = np.load(_paths(folder / f"win-{s:05d}")[1])
+    packed = []  # per partition: the bits of this shard's chunks (contiguous), read once
+    for p in range(len(edges) - 1):
+        bits_path, off_path = _paths(folder / f"rep-{p:05d}")
+        at = np.array(np.load(off_path, mmap_mode="r")[chunk0:chunk0 + len(win_off) + 1])
+        got = np.empty(int(at[-1] - at[0]), np.uint8)
+        if len(got):
+            with open(bits_path, "rb") as f:
+                _read_into(f, got, int(at[0]))
+        packed.append((at - at[0], got))
+    for g, (first, chunk) in enumerate(iter_chunks(shard, chunk_bytes)):
+        buf, offsets = _join(chunk)
+        arr = np.frombuffer(buf, np.uint8)
+        off = win_off[g] - win_off[g, 0]
+        flags = np.zeros(int(off[-1]), np.bool_)
+        for p, (at, got) in enumerate(packed):  # partition p holds this chunk's rows [a, b)
+            a, b = int(off[edges[p]]), int(off[edges[p + 1]])
+            if b > a:
+                flags[a:b] = np.unpackbits(got[at[g]:at[g + 1]], count=b - a).view(np.bool_)
+        later = later_from_flags(arr, offsets, k, bits, off, flags)
+        del flags
+        spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
+        spans[:, 0] += first
+        rows.append(spans)
+        docs, nbytes = docs + len(chunk), nbytes + len(buf) - len(chunk)
+        n_layout, layout_bytes = n_layout + int(nl), layout_bytes + int(lb)
+    spans = np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)
+    save_npy(out, spans)
+    return {"docs": docs, "bytes": nbytes, "spans": int(len(spans)),
+            "span_bytes": int((spans[:, 2] - spans[:, 1]).sum()) if len(spans) else 0,
+            "layout_spans_kept": n_layout, "layout_bytes_kept": layout_bytes}
+
+
+def bucket_ranges(counts: np.ndarray, parts: int) -> np.ndarray:
+    """Edges 0 = e0 < e1 < ... = len(counts) of at most `parts` contiguous bucket ranges
+    with about equal row counts (a range is never empty unless all are)."""
+    cum = np.cumsum(counts)
+    total = int(cum[-1]) if len(cum) else 0
+    if total == 0:
+        return np.array([0, len(counts)])
+    inner = np.searchsorted(cum, np.arange(1, parts) * total / parts, side="left") + 1
+    return np.unique(np.concatenate([[0], np.clip(inner, 1, len(counts)), [len(counts)]]))
+
+
+def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
+                  chunk_bytes: int = CHUNK_BYTES, bits: int | None = None) -> dict:
+    """The three stages over ctx.inputs with ctx.executor; writes work/spans-SSSSS.npy.
+    Returns the step's figures. The driver holds one int per shard and one per bucket."""
+    sub, run, name, m = ctx.work / "shuffle", ctx.executor.map, ctx.dir.name, len(ctx.inputs)
+    shutil.rmtree(sub, ignore_errors=True)
+    sub.mkdir(parents=True)
+    if bits is None:
+        stored = sum(p.stat().st_size for p in ctx.inputs)
+        bits = BIG_BITS if stored > BIG_STORED else BITS
+    got = run(window_task, [(ctx.inputs[s], k, chunk_bytes, bits, sub / f"win-{s:05d}") for s in range(m)],
+              desc=f"{name} windows")
+    chunk0 = np.concatenate([[0], np.cumsum([g["chunks"] for g in got])]).astype(np.int64)
+    counts = np.zeros(1 << bits, np.int64)
+    for s in range(m):  # one file at a time: the driver's memory does not grow with m
+        off = np.load(_paths(sub / f"win-{s:05d}")[1])
+        counts += (off[:, 1:] - off[:, :-1]).sum(axis=0)
+        del off
+    windows = int(counts.sum())
+    want = partitions or max(1, -(-windows // ROWS_PER_PARTITION))
+    edges = bucket_ranges(counts, min(want, 1 << bits))
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    n_parts = len(edges) - 1
+    reps = run(repeat_task, [(sub, m, int(edges[p]), int(edges[p + 1]),
+                              int(cum[edges[p + 1]] - cum[edges[p]]), int(chunk0[-1]),
+                              sub / f"rep-{p:05d}") for p in range(n_parts)],
+               desc=f"{name} repeated windows")
+    for s in range(m):  # the keys are read by stage 2 only: the disk peak ends here
+        _paths(sub / f"win-{s:05d}")[0].unlink()
+    spans = run(span_task, [(ctx.inputs[s], s, k, chunk_bytes, bits, int(chunk0[s]), sub, edges,
+                             keep_layout, ctx.work / f"spans-{s:05d}.npy") for s in range(m)],
+                desc=f"{name} spans")
+    shutil.rmtree(sub)
+    total = sum(g["bytes"] for g in got)
+    removed = sum(g["span_bytes"] for g in spans)
+    return {"partitions": n_parts, "buckets": 1 << bits, "windows": windows,
+            "later_windows": sum(r["later"] for r in reps),
+            "spans": sum(g["spans"] for g in spans), "span_bytes": removed,
+            "span_fraction": round(removed / max(total, 1), 6),
+            "layout_spans_kept": sum(g["layout_spans_kept"] for g in spans),
+            "layout_bytes_kept": sum(g["layout_bytes_kept"] for g in spans)}
