@@ -77,3 +77,21 @@ def _tiny_scale():
     from lmforge.findings.context import Scale
     return Scale("toy", dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2), seq_len=32, micro_batch_size=2,
                  steps=4, lr=3e-3, device="cpu", eval_batches=2)
+
+
+def test_schedules_branch_resumes_the_wsd_stream(token_data, tmp_path, monkeypatch):
+    """The wsd-branch arm continues the wsd arm's own run at 60% (same documents, same optimizer
+    state) under a decaying schedule: up to the branch point its LRs are the wsd run's."""
+    from lmforge.findings import context
+    monkeypatch.setitem(context.SCALES, "toy", _tiny_scale())
+    out = tmp_path / "sched"
+    cfg = config.load(FindingsConfig, None, ["name=schedules", f"data={token_data}", f"out_dir={out}",
+                                             "seeds=[0,1]", "steps=10", "workers=1"])
+    summary = run(cfg, progress=False)
+    assert set(summary["verdicts"]) == {"linear", "wsd", "wsd-branch"}
+    rows = lambda arm: [json.loads(l) for l in (out / "work" / arm / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    branch = [r for r in rows("wsd-branch") if "lr" in r]
+    assert [r["step"] for r in branch] == list(range(7, 11))          # resumed after step 6
+    wsd = {r["step"]: r for r in rows("wsd") if "lr" in r}
+    assert branch[0]["lr"] == wsd[7]["lr"] and branch[1]["lr"] < wsd[8]["lr"] == wsd[6]["lr"]   # decays where wsd is stable
+    assert not list(out.glob("work/*/*/checkpoints/step-*"))

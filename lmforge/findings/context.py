@@ -80,6 +80,8 @@ class Ctx:
              "schedule": {"kind": "cosine", "warmup_steps": max(1, steps // 10), "min_ratio": 0.1},
              "eval_batches": self.scale.eval_batches, "ckpt_every": steps, "keep_last": 1,
              "log_every": max(1, steps // 10)}
+        if (over.get("schedule") or {}).get("kind") == "multistage":   # replaces the default, not merged
+            t.pop("schedule")
         return config.deep_merge(t, over)
 
     def pretrain(self, out: Path, seed: int, model: dict | None = None, train: dict | None = None,
