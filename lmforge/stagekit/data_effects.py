@@ -26,6 +26,7 @@ from lmforge.eval.effect import rate_effect
 
 DEDUP = ("minhash", "substring")
 CLEANING = ("extract", "filters", "langid", "quality")
+RANDOM = "; before: as many documents removed at random"
 
 
 def step_ids(step_dir: Path) -> tuple[set[str], dict[str, dict]]:
@@ -75,15 +76,16 @@ def planted_effect(out: Path, summary: dict) -> dict | None:
             b[0] += k in gone
             b[1] += 1
         rows.append(rate_effect("dedup recall: planted near-duplicates removed by " + "+".join(
-            n for n in names if n in DEDUP), len(live & gone), len(live), len(gone) / max(len(pool), 1)))
-        rows.append(rate_effect("dedup precision (lower bound): planted duplicates among the dedup removals",
+            n for n in names if n in DEDUP) + RANDOM, len(live & gone), len(live), len(gone) / max(len(pool), 1)))
+        rows.append(rate_effect("dedup precision (lower bound): planted duplicates among the dedup removals" + RANDOM,
                                 len(dups & gone), len(gone), len(dups & pool) / max(len(pool), 1)))
     gone, first = _removed(kept, names, CLEANING)
     if first is not None:
         pool = kept[first]
         rows.append(rate_effect("junk recall: planted junk pages removed by " + "+".join(
-            n for n in names if n in CLEANING), len(junk & pool & gone), len(junk & pool), len(gone) / max(len(pool), 1)))
-        rows.append(rate_effect("junk precision (lower bound): planted junk among the cleaning removals",
+            n for n in names if n in CLEANING) + RANDOM, len(junk & pool & gone), len(junk & pool),
+            len(gone) / max(len(pool), 1)))
+        rows.append(rate_effect("junk precision (lower bound): planted junk among the cleaning removals" + RANDOM,
                                 len(junk & gone), len(gone), len(junk & pool) / max(len(pool), 1)))
     if not rows:
         return None

@@ -18,7 +18,7 @@ class PlantConfig:
     duplicates: int = 48                  # edited copies of corpus documents (spread over prose / zh / code)
     junk: int = 48                        # hand-written junk pages (ads, navigation chrome, spam, obfuscated JS)
     edit: list[float] = field(default_factory=lambda: [0.01, 0.05])   # a copy's share of replaced units
-    seed: int = 0
+    seed: int = 0                         # which documents are copied, the edits, the junk pages
 
     def __post_init__(self):
         check(self.duplicates >= 0 and self.junk >= 0, "duplicates", "counts must be >= 0")
