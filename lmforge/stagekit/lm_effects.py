@@ -92,7 +92,7 @@ def pretrain_effect(cfg, trainer) -> dict | None:
     after = mean_target_nll(model, items)
     device = next(model.parameters()).device
     if not cfg.init.from_checkpoint:
-        return paired_effect(METRIC, unigram_nll(cfg.data, items), after, False,
+        return paired_effect(f"{METRIC}; before: the unigram model", unigram_nll(cfg.data, items), after, False,
                              baseline="unigram model of the training split (token frequencies)")
     start_dir = resolve_checkpoint(cfg.init.from_checkpoint)
     start, _ = load_checkpoint(start_dir, device)
