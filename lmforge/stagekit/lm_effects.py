@@ -1,10 +1,14 @@
 """Before/after measurements of the language-modelling stages (pretrain, grow, continued
 pretraining of a grown model), on held-out text: each a lmforge.eval.effect dict.
 
-The items are held-out windows: the first `seq_len` tokens of each document of the token
-data's val split (at most MAX_DOCS, spread evenly over the split, so every domain is in),
-one window per document so the items are independent; an item's score is its mean loss per
-token (every token but the window's first). The before of each stage is its input:
+The items are held-out windows: every consecutive `seq_len`-token window of the token data's
+val documents (a document's last, shorter window too when it has >= MIN_TOKENS tokens), at
+most MAX_WINDOWS spread evenly over them, as the longctx stage's effect takes them. Windows,
+not documents: the tiny recipe's val split holds 20 short poems and dialogs but only 2-3 long
+code and prose documents, so one window per document would leave those domains out. Windows
+of one document are not independent, so the paired standard error is somewhat optimistic
+where a document gives many. An item's score is its mean loss per token (every token but the
+window's first). The before of each stage is its input:
 
 - pretrain from scratch: the unigram model of the training split (token frequencies, add-1/2
   smoothing; lmforge.report.baselines). A freshly initialised model is the uniform ln V, which
@@ -26,25 +30,26 @@ from lmforge import checkpoint as ckpt
 from lmforge.eval.effect import mean_target_nll, paired_effect
 from lmforge.model.load import load_checkpoint, resolve_checkpoint
 
-MAX_DOCS = 64   # held-out windows (one per document): two forward passes each, ~1 s on CPU at the tiny size
-MIN_TOKENS = 16  # a shorter document says little about context
+MAX_WINDOWS = 64  # held-out windows: one forward pass per model each, ~1 s on CPU at the tiny size
+MIN_TOKENS = 16   # a shorter window says little about context
 
 
-def heldout_windows(data: str | Path, seq_len: int, max_docs: int = MAX_DOCS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(ids, target mask) items: the first seq_len tokens of each val document of >= MIN_TOKENS
-    tokens, at most max_docs spread evenly; [] when the data has no val split."""
+def heldout_windows(data: str | Path, seq_len: int, max_windows: int = MAX_WINDOWS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, target mask) items: the consecutive seq_len-token windows of the val documents
+    (of >= MIN_TOKENS tokens), at most max_windows spread evenly; [] without a val split."""
     from lmforge.shards import TokenDataset
 
     try:
         val = TokenDataset(data, "val")
     except (FileNotFoundError, ValueError):
         return []
-    docs = [i for i in range(val.n_docs) if val.doc_len(i) >= MIN_TOKENS]
-    if len(docs) > max_docs:
-        docs = [docs[k] for k in np.linspace(0, len(docs) - 1, max_docs).round().astype(int)]
+    spans = [(i, a) for i in range(val.n_docs) for a in range(0, val.doc_len(i), seq_len)
+             if min(seq_len, val.doc_len(i) - a) >= MIN_TOKENS]
+    if len(spans) > max_windows:
+        spans = [spans[k] for k in np.linspace(0, len(spans) - 1, max_windows).round().astype(int)]
     items = []
-    for i in docs:
-        ids = np.asarray(val.doc(i)[:seq_len], dtype=np.int64)
+    for i, a in spans:
+        ids = np.asarray(val.doc(i)[a:a + seq_len], dtype=np.int64)
         items.append((ids, np.arange(len(ids)) > 0))
     return items
 
