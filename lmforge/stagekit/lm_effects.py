@@ -63,7 +63,7 @@ def unigram_nll(data: str | Path, items) -> np.ndarray:
     return np.asarray([-float(logp[ids[1:][mask[1:]]].mean()) for ids, mask in items])
 
 
-METRIC = "held-out loss per document window (nats/token)"
+METRIC = "held-out loss per val window (nats/token)"
 
 
 def grow_source(step_dir: Path) -> Path | None:
