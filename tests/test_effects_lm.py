@@ -57,6 +57,8 @@ def test_pretrain_effect_from_a_checkpoint_unchanged_model_is_within_noise(sourc
 
 
 def test_grow_effect_and_the_grown_models_loss_recovery(source, tmp_path):
+    from lmforge.model.load import load_checkpoint
+    from lmforge.stagekit.lm_effects import grow_effect
     from lmforge.stages.grow import GrowConfig
     from lmforge.stages.grow import run as grow
     from lmforge.stages.pretrain import PretrainConfig
@@ -68,6 +70,8 @@ def test_grow_effect_and_the_grown_models_loss_recovery(source, tmp_path):
                                             "seq_len=32"]), progress=False)
     ge = g["effect"]
     assert ge["n"] >= 2 and "before growth" in ge["baseline"] and ge["before"] != ge["after"]
+    same, _ = load_checkpoint(source)       # a "growth" that changed nothing: within noise
+    assert grow_effect(source, same, data, 32)["verdict"] == "within noise"
     vocab = json.loads((data / "meta.json").read_text())["vocab_size"]
     res = pretrain(config.load(PretrainConfig, None, [
         f"data={data}", f"out_dir={tmp_path / 'grown'}", f"model.vocab_size={vocab}", "train.steps=3",
