@@ -54,6 +54,21 @@ def paired_effect(metric: str, before: Sequence[float], after: Sequence[float], 
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
+def rate_effect(metric: str, hits: int, n: int, chance: float, **extra) -> dict:
+    """The effect dict of a rate (hits of n items, e.g. a filter's recall of planted junk)
+    against the rate `chance` that a blind rule scores (e.g. removing as many documents at
+    random), taken as exact. The noise is the binomial standard error of the rate, with
+    (hits + 1/2) / (n + 1) for p so that a perfect 40 of 40 still has a spread (it is then ~0.01)."""
+    rate = hits / n if n else float("nan")
+    q = (hits + 0.5) / (n + 1)
+    stderr = math.sqrt(q * (1 - q) / n) if n else float("nan")
+    delta = rate - chance
+    out = {"metric": metric, "before": chance, "after": rate, "delta": delta, "stderr": stderr, "n": int(n),
+           "higher_is_better": True, "verdict": verdict(delta, stderr, n, True), "hits": int(hits)}
+    out.update(extra)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
 def bootstrap_margin(a: Sequence[float], b: Sequence[float], samples: int = 2000, seed: int = 0) -> dict:
     """Paired bootstrap of mean(a) - mean(b) over items: the margin, its bootstrap standard
     error and the share of resamples in which a's mean is below b's (a = the winner's

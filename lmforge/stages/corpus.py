@@ -12,6 +12,21 @@ from lmforge.stagekit.stage import DONE, Stage
 
 
 @dataclass
+class PlantConfig:
+    """Documents with known truth planted into docs/ (lmforge.corpus.planted), for the data stage
+    to score its dedup and junk filters against: edited near-duplicates and junk pages."""
+    duplicates: int = 48                  # edited copies of corpus documents (spread over prose / zh / code)
+    junk: int = 48                        # hand-written junk pages (ads, navigation chrome, spam, obfuscated JS)
+    edit: list[float] = field(default_factory=lambda: [0.01, 0.05])   # a copy's share of replaced units
+    seed: int = 0                         # which documents are copied, the edits, the junk pages
+
+    def __post_init__(self):
+        check(self.duplicates >= 0 and self.junk >= 0, "duplicates", "counts must be >= 0")
+        check(len(self.edit) == 2 and 0 < self.edit[0] <= self.edit[1] < 1, "edit",
+              f"expected [low, high] with 0 < low <= high < 1, got {self.edit}")
+
+
+@dataclass
 class CorpusConfig:
     """`lmforge corpus build` as a stage (see lmforge.corpus)."""
     out_dir: str = "runs/corpus"
@@ -31,6 +46,7 @@ class CorpusConfig:
     # books/encyclopedia/papers/STEM share, which its decay stage raises): the Python docs'
     # library/language reference, HOWTOs and tutorial, and the Chinese classics (CURATED).
     curated: bool = False
+    plant: PlantConfig | None = None      # planted duplicates and junk (known truth for the data stage)
 
     def __post_init__(self):
         check(self.max_mb > 0, "max_mb", "must be > 0")
@@ -86,6 +102,20 @@ def mark_curated(out: Path, domain: str = "curated") -> dict[str, int]:
     return moved
 
 
+def plant_documents(out: Path, cfg: PlantConfig) -> int:
+    """docs/zz-planted.jsonl.zst: the planted documents (sorted last, so copies follow originals)."""
+    from lmforge.corpus.common import read_jsonl, write_jsonl
+    from lmforge.corpus.planted import PLANTED_FILE, plant
+    docs = [d for p in sorted(out.glob("docs/*.jsonl*")) if p.name != PLANTED_FILE for d in read_jsonl(p)]
+    planted = plant(docs, cfg.duplicates, cfg.junk, (cfg.edit[0], cfg.edit[1]), cfg.seed)
+    path = out / "docs" / PLANTED_FILE
+    if planted:
+        write_jsonl(path, planted)
+    else:
+        path.unlink(missing_ok=True)
+    return len(planted)
+
+
 def domain_counts(out: Path) -> dict[str, int]:
     """Documents per domain of the built corpus (docs/ and instruct/)."""
     from lmforge.corpus.common import read_jsonl
@@ -114,6 +144,11 @@ def body(cfg: CorpusConfig, progress: bool = True) -> dict:
     if cfg.instruct_docs:
         files["instruct/instruct.jsonl.zst"] = write_instruct_docs(out, cfg.instruct_domain)
     curated = mark_curated(out) if cfg.curated else {}
+    from lmforge.corpus.planted import PLANTED_FILE
+    if cfg.plant is not None:
+        files[f"docs/{PLANTED_FILE}"] = plant_documents(out, cfg.plant)
+    else:   # a rebuild without planting leaves no planted file of an earlier build behind
+        (out / "docs" / PLANTED_FILE).unlink(missing_ok=True)
     result = {"docs": sum(n for f, n in files.items() if f.startswith("docs/")),
               "sft": files.get("sft.jsonl", 0), "dpo": files.get("dpo.jsonl", 0),
               "instruct_docs": files.get("instruct/instruct.jsonl.zst", 0), "files": files,

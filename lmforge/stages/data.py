@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmforge.data.config import DataConfig
 from lmforge.io.atomic import replace_dir
+from lmforge.stagekit.data_effects import planted_effect
 from lmforge.stagekit.facts import Facts
 from lmforge.stagekit.stage import DONE, Arg, Stage
 
@@ -42,9 +43,13 @@ def body(cfg: DataConfig, progress: bool = True) -> dict:
     log = print if progress else (lambda *a, **k: None)
     summary = run_pipeline(cfg, out, log=log)
     last = summary["steps"][-1]
-    return {"docs": last["kept"]["docs"], "bytes": last["kept"]["bytes"],
-            "final": str(_link_final(out, summary["final"])), "shards": len(summary["final"]),
-            "steps": {s["step"]: s["kept"]["docs"] for s in summary["steps"]}, "account": summary["account"]}
+    result = {"docs": last["kept"]["docs"], "bytes": last["kept"]["bytes"],
+              "final": str(_link_final(out, summary["final"])), "shards": len(summary["final"]),
+              "steps": {s["step"]: s["kept"]["docs"] for s in summary["steps"]}, "account": summary["account"]}
+    effect = planted_effect(out, summary)   # recall / precision against the corpus's planted documents
+    if effect:
+        result["effect"] = effect
+    return result
 
 
 def recipe_check(checker, st, cfg: DataConfig) -> Facts:

@@ -17,6 +17,7 @@ from lmforge.io.account import Account, DataError
 from lmforge.io.atomic import write_json, write_text
 from lmforge.stagekit.parts import Parts
 from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.score_effects import mcq_effect
 from lmforge.stagekit.stage import DONE, Arg, Stage
 
 DEFAULT_MCQ_FILES = ("mcq_quiz.jsonl", "mcq_poems.jsonl")
@@ -264,7 +265,10 @@ def body(cfg: EvalConfig, progress: bool = True) -> dict:
     summary = {"eval": str(out / "eval.json"), "checkpoint": str(step_dir), **headline(result)}
     if tally:
         summary["account"] = Account.from_stats("eval", tally, out / "rejects.txt", unit="items").line()
-    return (summary)
+    effect = mcq_effect(result.get("mcq") or {})   # against chance: the stage trains nothing
+    if effect:
+        summary["effect"] = effect
+    return summary
 
 
 def headline(result: dict) -> dict:

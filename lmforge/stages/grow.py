@@ -30,6 +30,7 @@ from lmforge.model.load import load_weights, tokenizer_dir_of
 from lmforge.model.transformer import Transformer
 from lmforge.shards import TokenDataset
 from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.lm_effects import grow_effect
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.checkpoint import save as save_checkpoint
@@ -197,7 +198,11 @@ def body(cfg: GrowConfig, progress: bool = True) -> dict:
                "similarity": [round(s, 6) for s in sims] if sims else None,
                "calibration_tokens": n_calib,
                "continue_with": [f"init.from_checkpoint={out}", f"model.n_layers={new_cfg.n_layers}"]}
-    return (summary)
+    if cfg.data:   # the pre-growth model vs the grown one on held-out windows (the function should be kept)
+        effect = grow_effect(step_dir, grown.to(device), cfg.data, cfg.seq_len or min(mcfg.max_seq_len, 2048))
+        if effect:
+            summary["effect"] = effect
+    return summary
 
 
 def recipe_check(checker, st, cfg: GrowConfig) -> Facts:

@@ -28,6 +28,7 @@ from lmforge.io.atomic import write_json, write_jsonl
 from lmforge.model.config import MAX_POSITIONS
 from lmforge.model.load import load_weights
 from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.score_effects import needle_effect
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import source_checkpoint, source_tokenizer
 
@@ -154,7 +155,10 @@ def body(cfg: NeedleConfig, progress: bool = True, model=None) -> dict:
     plot_heatmap(out / "needle.png", g, title, with_rank=cfg.distractors > 0)
     done_info = {**summary, "checkpoint": str(step_dir), "rope": cfg.rope, "lengths": cfg.lengths,
                  "depths": cfg.depths, "needle_json": str(out / "needle.json")}
-    return (done_info)
+    effect = needle_effect(cells, cfg.distractors)   # against chance: the stage trains nothing
+    if effect:
+        done_info["effect"] = effect
+    return done_info
 
 
 NEEDLE_ANSWER_SLACK = 2   # tokens beyond the value's digits (a leading space, an end token)

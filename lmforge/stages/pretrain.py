@@ -29,6 +29,7 @@ from lmforge.model.flops import flops_per_token, peak_flops
 from lmforge.model.load import config_diff, model_config_of, open_source, resolve_checkpoint
 from lmforge.shards import TokenDataset, tokenizer_path
 from lmforge.stagekit.facts import Facts
+from lmforge.stagekit.lm_effects import pretrain_effect
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.stagekit.teacher import attach_teacher
@@ -198,6 +199,10 @@ def body(cfg: PretrainConfig, progress: bool = True) -> dict:
         ckpt.copy_tokenizer(tok.parent if tok is not None and tok.suffix == ".json" else tok, out)
         write_json(out / "config.json", trainer.run_config)
     summary = trainer.fit()
+    if main:   # the input model (the unigram from scratch; before growth for a grown model) vs the output
+        effect = pretrain_effect(cfg, trainer)
+        if effect:
+            summary["effect"] = effect
     return summary
 
 
