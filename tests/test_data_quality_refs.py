@@ -81,7 +81,8 @@ def test_unbalanced_brackets_measure():
     from lmforge.data.textinfo import info_stats, unbalanced
 
     assert unbalanced("f(x) = [a, (b)] “quoted” 《书名》（注）") == 0
-    assert unbalanced("an (open one and a closed] one) “and") == 3
+    assert unbalanced("an (open one, a closed] one, “and") == 3   # each kind on its own
+    assert unbalanced("(a [b) c]") == 0   # crossing pairs are not judged
     assert info_stats("（未闭合 的 括号 " * 4)["unbalanced"] == 1.0
 
 
