@@ -1,7 +1,7 @@
 """Quality step on held-out text the references never saw: kept rate by source type (issue 35).
 
     PYTHONPATH=. .venv/bin/python bench/quality_refs.py [--split test] [--arms before,new]
-        [--man-pages 120] [--junk 40] [--seed 0] [--sweep]
+        [--man-pages 120] [--junk 40] [--seed 0] [--sweep] [--planted]
 
 Arms over the same documents, side by side (the step trains one classifier per language,
 group_by [lang], so the references of each language reach its documents, as in the recipes'
@@ -35,7 +35,8 @@ Held-out junk, per language:
   mojibake     held-out text with its UTF-8 bytes read as GBK (zh) or cp1252 (en, with the
                accented-e artefact of double encoding)
 Printed: kept share per language x source type per arm (goal: clean >= 80%, junk <= 10%);
---sweep adds clean / junk kept per threshold.
+--sweep adds clean / junk kept per threshold. --planted runs the default, `new` and `new` without
+the shipped references on the planted corpus of tests/test_data_quality.py instead (seeds 0, 3).
 """
 from __future__ import annotations
 
@@ -166,7 +167,11 @@ def main() -> None:
                     help="dev: the half settings were chosen on; test: the held-out half, reported")
     ap.add_argument("--arms", default=",".join(REPORTED), help=f"comma-separated, of {list(ARMS)}")
     ap.add_argument("--sweep", action="store_true", help="also print clean / junk kept per threshold")
+    ap.add_argument("--planted", action="store_true",
+                    help="instead: the arms on the planted corpus of tests/test_data_quality.py, seeds 0 and 3")
     args = ap.parse_args()
+    if args.planted:
+        return planted()
     names = args.arms.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="quality_refs_"))
     build_corpus(tmp / "corpus", sources=["pydocs", "poetry"], from_sample=True, log=lambda m: None)
@@ -199,6 +204,23 @@ def main() -> None:
         print(f"| {lang} | {label} | {typ} | {n} | {cells} | {'>= 80%' if typ == 'clean' else '<= 10%'} |")
     if args.sweep:
         sweep(scored, total)
+
+
+def planted() -> None:
+    """Kept shares on the planted corpus of tests/test_data_quality.py (Python docs, classical
+    poems, stdlib code, hand-written junk; references: docs pages, classics, stdlib modules)."""
+    import test_data_quality as tdq
+
+    tmp = Path(tempfile.mkdtemp(prefix="quality_planted_"))
+    build_corpus(tmp / "corpus", sources=["pydocs", "poetry", "stdlib"], from_sample=True, log=lambda m: None)
+    arms = {"default": {}, "new": ARMS["new"],
+            "new without shipped references": {k: v for k, v in ARMS["new"].items() if k != "shipped_references"}}
+    for seed in (0, 3):
+        for name, q in arms.items():
+            f = tmp / f"{seed}-{len(list(tmp.iterdir()))}"
+            f.mkdir()
+            _, share = tdq.run_quality(tdq.planted(tmp / "corpus", f, seed=seed), **q)
+            print(seed, name, {f"{d}/{g}": round(v, 3) for (d, g), v in sorted(share.items())}, flush=True)
 
 
 def sweep(scored: dict, total: collections.Counter) -> None:
