@@ -1,16 +1,24 @@
 """Quality step on held-out text the references never saw: kept rate by source type (issue 35).
 
-    PYTHONPATH=. .venv/bin/python bench/quality_refs.py [--man-pages 120] [--junk 60] [--seed 0]
+    PYTHONPATH=. .venv/bin/python bench/quality_refs.py [--split test] [--arms before,new]
+        [--man-pages 120] [--junk 40] [--seed 0] [--sweep] [--planted]
 
-Three arms over the same documents, side by side (the step trains one classifier per language,
+Arms over the same documents, side by side (the step trains one classifier per language,
 group_by [lang], so the references of each language reach its documents, as in the recipes'
-run that the issue measured):
+run that the issue measured; mode tag, so one run gives every threshold):
 
-  before   references = the corpus's quality_positives (committed sample: Python docs reST,
-           Chinese classics; code references left out: this is prose), shipped_references off
-  shipped  the same + the shipped modern prose references (resources/quality_refs.jsonl.zst:
-           Debian Reference, New Maintainers' Guide, en + zh; shipped_references: true)
-  shipped+kinds   the same + the opt-in damage kinds markov and listed
+  before   the previous default: references = the corpus's quality_positives (committed
+           sample: Python docs reST, Chinese classics; code references left out: this is
+           prose), shipped_references off, default damage kinds and dense measures, 0.5
+  new      shipped_references: true (resources/quality_refs.jsonl.zst: Debian Reference, New
+           Maintainers' Guide, en + zh), negative_kinds + markov, listed, markov_pool: 4,
+           dense_keys + unbalanced, threshold 0.6 (chosen on the dev split, --sweep)
+  (and the steps between them, for the dev split: shipped, shipped+kinds, pool4,
+   pool4+unbalanced, pool8+unbalanced; see ARMS)
+
+Split: every clean document is on the dev or the test side by a hash of its FAQ chapter or
+man page (both languages together); junk is made from that side's clean text, with other
+random draws on dev. Settings were chosen on dev; test is the held-out figure reported.
 
 Held-out clean prose (sources the references do not come from):
   faq      Debian FAQ sections, en and zh-cn (Debian `debian-faq`, `debian-faq-zh-cn`, GPL-2+)
@@ -26,13 +34,16 @@ Held-out junk, per language:
                characters (zh) of 20 held-out sections
   mojibake     held-out text with its UTF-8 bytes read as GBK (zh) or cp1252 (en, with the
                accented-e artefact of double encoding)
-Printed: kept share per language x source type for both arms (goal: clean >= 80%, junk <= 10%).
+Printed: kept share per language x source type per arm (goal: clean >= 80%, junk <= 10%);
+--sweep adds clean / junk kept per threshold. --planted runs the default, `new` and `new` without
+the shipped references on the planted corpus of tests/test_data_quality.py instead (seeds 0, 3).
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import gettext
+import hashlib
 import json
 import random
 import sys
@@ -46,7 +57,7 @@ import planted_junk as pj  # noqa: E402
 
 from lmforge.config import load  # noqa: E402
 from lmforge.corpus import build_corpus, parallel  # noqa: E402
-from lmforge.data.config import DataConfig  # noqa: E402
+from lmforge.data.config import DENSE_BASE, DataConfig  # noqa: E402
 from lmforge.data.pipeline import iter_shard, run_pipeline  # noqa: E402
 
 
@@ -118,8 +129,15 @@ def junk_docs(clean: list[dict], per_kind: int, seed: int) -> list[dict]:
     return out
 
 
-def run_arm(tmp: Path, name: str, docs: list[dict], positives: Path, shipped: bool, seed: int,
-            kinds: list[str] | None) -> dict:
+def split_of(doc_id: str) -> str:
+    """dev or test, by a hash of the source unit (a FAQ chapter, a man page; both languages of
+    it go together), so no page has sections on both sides."""
+    kind, _, key = doc_id.split(":")[:3]
+    unit = key.split(".")[0] if kind == "faq" else key
+    return "dev" if hashlib.md5(unit.encode()).digest()[0] % 2 == 0 else "test"
+
+
+def run_arm(tmp: Path, name: str, docs: list[dict], positives: Path, seed: int, overrides: dict) -> dict:
     raw = tmp / f"raw-{name}"
     raw.mkdir()
     with open(raw / "docs.jsonl", "w") as f:
@@ -128,14 +146,16 @@ def run_arm(tmp: Path, name: str, docs: list[dict], positives: Path, shipped: bo
     cfg = load(DataConfig, data={"input": [str(raw)], "output": str(tmp / f"out-{name}"), "workers": 2,
                                  "progress": False, "steps": ["quality"],
                                  "quality": {"positive": [str(positives)], "group_by": ["lang"],
-                                             "shipped_references": shipped, "seed": seed,
-                                             **({"negative_kinds": kinds} if kinds else {})}})
+                                             "seed": seed, "mode": "tag", **overrides}})
     run_pipeline(cfg, log=lambda *a: None)
-    kept = collections.Counter()
+    out = []   # mode tag: every document comes back with its score
     for p in (tmp / f"out-{name}" / "01-quality" / "kept").iterdir():
-        for d in iter_shard(p):
-            kept[(d["meta"]["lang"], d["meta"]["src"])] += 1
-    return kept
+        out += [(d["meta"]["lang"], d["meta"]["src"], d["meta"]["quality"]) for d in iter_shard(p)]
+    return out
+
+
+def kept_counts(scored: list, threshold: float) -> collections.Counter:
+    return collections.Counter((lang, src) for lang, src, q in scored if q >= threshold)
 
 
 def main() -> None:
@@ -143,22 +163,33 @@ def main() -> None:
     ap.add_argument("--man-pages", type=int, default=120)
     ap.add_argument("--junk", type=int, default=40, help="documents per junk kind and language")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=["dev", "test", "all"], default="test",
+                    help="dev: the half settings were chosen on; test: the held-out half, reported")
+    ap.add_argument("--arms", default=",".join(REPORTED), help=f"comma-separated, of {list(ARMS)}")
+    ap.add_argument("--sweep", action="store_true", help="also print clean / junk kept per threshold")
+    ap.add_argument("--planted", action="store_true",
+                    help="instead: the arms on the planted corpus of tests/test_data_quality.py, seeds 0 and 3")
     args = ap.parse_args()
+    if args.planted:
+        return planted()
+    names = args.arms.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="quality_refs_"))
     build_corpus(tmp / "corpus", sources=["pydocs", "poetry"], from_sample=True, log=lambda m: None)
     positives = tmp / "positives.jsonl"   # prose references only (no code references)
     with open(tmp / "corpus" / "quality_positives.jsonl") as f, open(positives, "w") as g:
         g.writelines(l for l in f if json.loads(l)["meta"].get("domain") != "code")
-    clean = clean_docs(args.man_pages)
-    docs = clean + junk_docs(clean, args.junk, args.seed)
+    clean = [d for d in clean_docs(args.man_pages) if args.split in ("all", split_of(d["id"]))]
+    # junk from the split's own clean text; the dev split's draws differ from the test split's
+    docs = clean + junk_docs(clean, args.junk, args.seed + (1000 if args.split == "dev" else 0))
     total = collections.Counter((d["meta"]["lang"], d["meta"]["src"]) for d in docs)
-    arms = {}
-    for name, shipped, kinds in ARMS:
+    arms, scored = {}, {}
+    for name in names:
         t = time.perf_counter()
-        arms[name] = run_arm(tmp, name, docs, positives, shipped, args.seed, kinds)
+        scored[name] = run_arm(tmp, name, docs, positives, args.seed, ARMS[name])
+        arms[name] = kept_counts(scored[name], ARMS[name].get("threshold", 0.5))
         print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    names = [a[0] for a in ARMS]
-    print(f"held-out documents: {len(clean)} clean, {len(docs) - len(clean)} junk; seed {args.seed}\n")
+    print(f"{args.split} split: {len(clean)} clean, {len(docs) - len(clean)} junk documents; seed {args.seed}; "
+          + ", ".join(f"{n} threshold {ARMS[n].get('threshold', 0.5)}" for n in names) + "\n")
     print("| lang | source | type | docs | " + " | ".join(f"kept {n}" for n in names) + " | goal |")
     print("|---|---|---|---|" + "---|" * len(names) + "---|")
     rows = [((lang, src), [src]) for (lang, src) in sorted(total, key=lambda k: (k[0], k[1] not in CLEAN, k[1]))]
@@ -171,14 +202,57 @@ def main() -> None:
         typ = "clean" if srcs[0] in CLEAN else "junk"
         cells = " | ".join(f"{sum(arms[a][(lang, s)] for s in srcs) / n:.1%}" for a in names)
         print(f"| {lang} | {label} | {typ} | {n} | {cells} | {'>= 80%' if typ == 'clean' else '<= 10%'} |")
+    if args.sweep:
+        sweep(scored, total)
+
+
+def planted() -> None:
+    """Kept shares on the planted corpus of tests/test_data_quality.py (Python docs, classical
+    poems, stdlib code, hand-written junk; references: docs pages, classics, stdlib modules)."""
+    import test_data_quality as tdq
+
+    tmp = Path(tempfile.mkdtemp(prefix="quality_planted_"))
+    build_corpus(tmp / "corpus", sources=["pydocs", "poetry", "stdlib"], from_sample=True, log=lambda m: None)
+    arms = {"default": {}, "new": ARMS["new"],
+            "new without shipped references": {k: v for k, v in ARMS["new"].items() if k != "shipped_references"}}
+    for seed in (0, 3):
+        for name, q in arms.items():
+            f = tmp / f"{seed}-{len(list(tmp.iterdir()))}"
+            f.mkdir()
+            _, share = tdq.run_quality(tdq.planted(tmp / "corpus", f, seed=seed), **q)
+            print(seed, name, {f"{d}/{g}": round(v, 3) for (d, g), v in sorted(share.items())}, flush=True)
+
+
+def sweep(scored: dict, total: collections.Counter) -> None:
+    """Kept share of clean and junk (junk without markov too) per language and threshold."""
+    print("\n| arm | threshold | " + " | ".join(f"{l} clean | {l} junk | {l} junk w/o markov" for l in ("en", "zh")) + " |")
+    print("|---|---|" + "---|" * 6)
+    for name, rows in scored.items():
+        for t in SWEEP:
+            k = kept_counts(rows, t)
+            cells = []
+            for lang in ("en", "zh"):
+                for srcs in (CLEAN, JUNK, [j for j in JUNK if j != "markov"]):
+                    n = sum(total[(lang, s)] for s in srcs)
+                    cells.append(f"{sum(k[(lang, s)] for s in srcs) / max(1, n):.1%}")
+            print(f"| {name} | {t} | " + " | ".join(cells) + " |")
 
 
 CLEAN = ("faq", "man")
 JUNK = ("spam", "boilerplate", "keywords", "markov", "mojibake")
 ALL_KINDS = ["shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified", "markov", "listed"]
-ARMS = [("before", False, None),            # the corpus's references, default damage kinds
-        ("shipped", True, None),            # + shipped modern prose (shipped_references: true)
-        ("shipped+kinds", True, ALL_KINDS)]  # + the opt-in markov / listed negatives
+ARMS = {"before": {},   # the previous default: the corpus's references, default kinds and measures
+        "shipped": {"shipped_references": True},   # + shipped modern prose
+        "shipped+kinds": {"shipped_references": True, "negative_kinds": ALL_KINDS},  # + markov, listed
+        }
+# dev-split arms (docs/quality-topics.md): markov copies drifting over 4 / 8 other documents,
+# the unbalanced-brackets measure; `new` is pool4+unbalanced at the threshold chosen on dev
+ARMS["pool4"] = {**ARMS["shipped+kinds"], "markov_pool": 4}
+ARMS["pool4+unbalanced"] = {**ARMS["pool4"], "dense_keys": [*DENSE_BASE, "unbalanced"]}
+ARMS["pool8+unbalanced"] = {**ARMS["pool4+unbalanced"], "markov_pool": 8}
+ARMS["new"] = {**ARMS["pool4+unbalanced"], "threshold": 0.6}
+REPORTED = ["before", "new"]
+SWEEP = (0.4, 0.45, 0.5, 0.525, 0.55, 0.575, 0.6, 0.625, 0.65, 0.7)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from lmforge.config import load
 from lmforge.corpus import parallel
 from lmforge.data.config import QualityConfig
@@ -61,3 +63,52 @@ def test_new_damage_kinds_keep_language():
         for text in (zh, en):
             out = degrade(text, kind, rng)
             assert out != text and len(out) > 50
+
+
+def test_markov_pool_drifts_into_other_documents():
+    en = shipped_references()["en"]
+    own, others = en[0][1], tuple(t for _, t in en[1:5])
+    alone = degrade(own, "markov", random.Random(1))
+    pooled = degrade(own, "markov", random.Random(1), pool=others)
+    own_words = set(own.split())
+    foreign = [w for w in pooled.split() if w not in own_words]
+    assert all(w in own_words or w.strip(".,;:!?)]}%([{") in own for w in alone.split())
+    assert len(foreign) >= 5   # words of the pooled documents, not of the copied one
+    assert abs(len(pooled.split()) - len(own.split())) < 0.3 * len(own.split())  # as long as its own
+
+
+def test_unbalanced_brackets_measure():
+    from lmforge.data.textinfo import info_stats, unbalanced
+
+    assert unbalanced("f(x) = [a, (b)] “quoted” 《书名》（注）") == 0
+    assert unbalanced("an (open one, a closed] one, “and") == 3   # each kind on its own
+    assert unbalanced("(a [b) c]") == 0   # crossing pairs are not judged
+    assert info_stats("（未闭合 的 括号 " * 4)["unbalanced"] == 1.0
+
+
+def test_dense_keys_saved_with_the_model_and_checked(tmp_path):
+    import json
+
+    import pytest
+
+    from lmforge.config import ConfigError
+    from lmforge.data.quality_model import QualityModel
+    from lmforge.data.textinfo import DENSE
+
+    pos = [t for _, t in shipped_references()["en"][:20]]
+    neg = [degrade(t, "markov", random.Random(i)) for i, t in enumerate(pos)]
+    for keys, name in (([*DENSE, "unbalanced"], "new"), (list(DENSE), "old")):
+        m = QualityModel(n_features=1 << 10, dense_keys=keys)
+        m.fit(pos, neg)
+        m.save(tmp_path / name)
+        if name == "old":   # a model saved before the keys were recorded: the default block
+            meta = json.loads((tmp_path / name / "model.json").read_text())
+            del meta["dense_keys"]
+            (tmp_path / name / "model.json").write_text(json.dumps(meta))
+        back = QualityModel.load(tmp_path / name)
+        assert back.dense_keys == tuple(keys)
+        assert np.allclose(back.score(pos[:3]), m.score(pos[:3]), atol=1e-5)
+    with pytest.raises(ConfigError, match="dense_keys"):
+        load(QualityConfig, data={"dense_keys": ["distinct", "nonsense"]})
+    with pytest.raises(ConfigError, match="markov_pool"):
+        load(QualityConfig, data={"markov_pool": -1})

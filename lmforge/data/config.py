@@ -131,6 +131,12 @@ class QualityConfig:
     refine: int = 1  # rounds moving own-document positives that score low to the negatives
     damage: Literal["both", "corpus", "reference"] = "both"  # whose copies are damaged
     negative_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_NEGATIVE_KINDS))  # damage kinds used for synthetic negatives (also: markov, listed)
+    # the markov kind's chain also runs over this many other documents of the group (topic
+    # drift, as a spinner fed several pages writes; 0: the document's own tokens only)
+    markov_pool: int = 0
+    # the dense measures beside the n-grams (textinfo.py); also: unbalanced (brackets and
+    # quotes left open or closed unopened: Markov-chained / spliced text)
+    dense_keys: list[str] = field(default_factory=lambda: list(DENSE_BASE))
     max_train_docs: int = 20_000  # per group and class
     max_chars: int = 10_000  # characters of a document used to train and score
     n_features: int = 1 << 18
@@ -159,11 +165,18 @@ class QualityConfig:
         check(self.min_reference >= 1, "min_reference", "must be >= 1")
         check(self.max_train_docs >= 2, "max_train_docs", "must be >= 2")
         check(self.max_chars >= 100, "max_chars", "must be >= 100")
+        check(self.markov_pool >= 0, "markov_pool", "must be >= 0")
+        unknown = [k for k in self.dense_keys if k not in DENSE_ALL]
+        check(not unknown and len(set(self.dense_keys)) == len(self.dense_keys), "dense_keys",
+              f"choose distinct names from {list(DENSE_ALL)}, got {self.dense_keys}")
         bad = [k for k in self.negative_kinds if k not in NEGATIVE_KINDS]
         check(not bad and len(self.negative_kinds) > 0, "negative_kinds",
               f"choose from {list(NEGATIVE_KINDS)}, got {self.negative_kinds}")
 
 
+DENSE_BASE = ("distinct", "entropy", "dup_lines", "boilerplate", "ad_density", "short_lines",
+              "symbols", "garble", "alnum", "dense_lines")  # the dense block before issue 35
+DENSE_ALL = (*DENSE_BASE, "unbalanced")
 DEFAULT_NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
 # markov / listed (machine-garbled text, keyword lists) are opt-in: with the shipped references
 # on the planted corpus (tests/test_data_quality.py, seed 3) good Python-docs prose and

@@ -16,6 +16,7 @@ low quality:
     minified     one long line, comments and spaces dropped, names mangled to short names
                  (minified files; CJK text: garbled instead)
     markov       machine-garbled: an order-2 Markov chain over the document's own tokens
+                 and, with `markov_pool`, those of other documents of the group (topic drift)
     listed       a keyword list: the document's distinct terms joined by separators
 
 Limits: the classifier learns to reject these kinds of damage (and whatever real
@@ -169,21 +170,24 @@ def minified(text: str, rng: random.Random, cjk: bool) -> str:
     return re.sub(r"\s*\n\s*", ";", body).strip(";")
 
 
-def markov(text: str, rng: random.Random, cjk: bool) -> str:
+def markov(text: str, rng: random.Random, cjk: bool, pool: tuple[str, ...] = ()) -> str:
     """Machine-garbled text: an order-2 Markov chain over the document's own tokens (words;
     CJK: characters), locally fluent and globally meaningless, as spam generators and
-    article spinners write it. Lines break where the original's average line would."""
-    toks = TOKEN_RE.findall(text[:8000])
-    if len(toks) < 10:
+    article spinners write it. Lines break where the original's average line would. With
+    `pool` (other documents of the group) the chain runs over all of them, so it drifts
+    between topics as a spinner fed several pages does; the copy is as long as `text`."""
+    own = TOKEN_RE.findall(text[:8000])
+    if len(own) < 10:
         return shuffled(text, rng, cjk)
+    toks = own + [t for p in pool for t in TOKEN_RE.findall(p[:8000])]
     nxt: dict[tuple[str, str], list[str]] = {}
     for a, b, c in zip(toks, toks[1:], toks[2:]):
         nxt.setdefault((a, b), []).append(c)
-    i = rng.randrange(len(toks) - 2)
+    i = rng.randrange(len(own) - 2)
     a, b = toks[i], toks[i + 1]
     out = [a, b]
-    per_line = max(5, len(toks) // max(1, text.count("\n") + 1))
-    while len(out) < len(toks):
+    per_line = max(5, len(own) // max(1, text.count("\n") + 1))
+    while len(out) < len(own):
         choices = nxt.get((a, b))
         if not choices or rng.random() < 0.08:   # jump: spinners splice unrelated pieces
             i = rng.randrange(len(toks) - 2)
@@ -216,6 +220,9 @@ FUNCS = {"shuffled": shuffled, "stuffed": stuffed, "boilerplate": boilerplate, "
          "listed": listed}
 
 
-def degrade(text: str, kind: str, rng: random.Random) -> str:
-    """A damaged copy of `text` (see the module doc for the kinds)."""
+def degrade(text: str, kind: str, rng: random.Random, pool: tuple[str, ...] = ()) -> str:
+    """A damaged copy of `text` (see the module doc for the kinds); `pool`: other documents
+    of the group, which the markov kind mixes in."""
+    if kind == "markov":
+        return markov(text, rng, is_cjk(text), pool)
     return FUNCS[kind](text, rng, is_cjk(text))

@@ -17,20 +17,20 @@ import numpy as np
 
 from lmforge.io.atomic import atomic_open, write_json
 
-from .textinfo import dense_features
+from .textinfo import DENSE, dense_features
 
 DENSE_SCALE = 0.5  # a standardised dense feature counts about as much as a strong n-gram
-PARAMS = ("kind", "n_features", "char_ngrams", "word_ngrams", "dense")
+PARAMS = ("kind", "n_features", "char_ngrams", "word_ngrams", "dense", "dense_keys")
 
 
 class QualityModel:
     def __init__(self, n_features: int = 1 << 18, char_ngrams=(2, 4), word_ngrams=(1, 2),
                  coef: np.ndarray | None = None, intercept: float = 0.0, info: dict | None = None,
-                 dense: bool = True):
+                 dense: bool = True, dense_keys=DENSE):
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.n_features, self.char_ngrams, self.word_ngrams = n_features, tuple(char_ngrams), tuple(word_ngrams)
-        self.dense = dense
+        self.dense, self.dense_keys = dense, tuple(dense_keys)
         common = dict(n_features=n_features, alternate_sign=False, norm="l2", lowercase=True)
         self._word = HashingVectorizer(analyzer="word", ngram_range=self.word_ngrams,
                                        token_pattern=r"(?u)\b\w+\b", **common)
@@ -39,7 +39,7 @@ class QualityModel:
         self.dense_mean = self.dense_std = None  # standardisation of the dense block (fit)
 
     def dense_block(self, texts: list[str]) -> np.ndarray:
-        return np.array([dense_features(t) for t in texts], dtype=np.float64).reshape(len(texts), -1)
+        return np.array([dense_features(t, self.dense_keys) for t in texts], dtype=np.float64).reshape(len(texts), -1)
 
     def raw(self, texts: list[str]):
         """(hashed n-gram matrix, raw dense block or None): what fit_raw / score_raw take,
@@ -109,7 +109,7 @@ class QualityModel:
         write_json(folder / "model.json", {
             "kind": "hashed-ngram-logreg", "n_features": self.n_features,
             "char_ngrams": list(self.char_ngrams), "word_ngrams": list(self.word_ngrams),
-            "dense": self.dense, **self.info})
+            "dense": self.dense, "dense_keys": list(self.dense_keys), **self.info})
 
     @classmethod
     def load(cls, folder: str | Path) -> "QualityModel":
@@ -118,7 +118,8 @@ class QualityModel:
         w = np.load(folder / "weights.npz", allow_pickle=False)
         info = {k: v for k, v in meta.items() if k not in PARAMS}
         m = cls(meta["n_features"], meta["char_ngrams"], meta["word_ngrams"], w["coef"],
-                float(w["intercept"][0]), info, dense=meta.get("dense", False))
+                float(w["intercept"][0]), info, dense=meta.get("dense", False),
+                dense_keys=meta.get("dense_keys", DENSE))  # saved before the keys were: DENSE
         if "dense_mean" in w:
             m.dense_mean, m.dense_std = w["dense_mean"], w["dense_std"]
         return m

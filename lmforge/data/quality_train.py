@@ -38,7 +38,10 @@ class GroupTrainer:
             sid, text = sources[j % len(sources)]
             kind = self.kinds[(j + j // len(sources)) % len(self.kinds)]
             rng = random.Random(f"{self.cfg.seed}:{self.name}:{sid}:{j}")
-            out.append((sid, degrade(text, kind, rng), kind))
+            pool = ()
+            if kind == "markov" and self.cfg.markov_pool:  # other documents, drawn at random
+                pool = tuple(sources[rng.randrange(len(sources))][1] for _ in range(self.cfg.markov_pool))
+            out.append((sid, degrade(text, kind, rng, pool), kind))
         return out
 
     def negatives(self, docs: list, refs: list) -> list[tuple[str, str, str]]:
@@ -114,7 +117,7 @@ class GroupTrainer:
 
     def model(self) -> QualityModel:
         c = self.cfg
-        return QualityModel(c.n_features, c.char_ngrams, c.word_ngrams)
+        return QualityModel(c.n_features, c.char_ngrams, c.word_ngrams, dense_keys=c.dense_keys)
 
     def _fit(self, pos: list[int], neg: list[int]) -> QualityModel:
         rows = np.array(pos + neg)

@@ -17,7 +17,7 @@ from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
-from .config import DEFAULT_BOILERPLATE
+from .config import DEFAULT_BOILERPLATE, DENSE_BASE
 from .text import CJK_RE, units
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -113,6 +113,27 @@ _SYMBOL_RE = re.compile(f"[^\\w\\s{_PUNCT}]")
 _ALNUM_RE = re.compile(r"[^\W_]")
 
 
+_PAIRS = ("()", "[]", "{}", "\u201c\u201d", "\uff08\uff09", "\u300a\u300b", "\u300c\u300d", "\u3010\u3011")
+
+
+def unbalanced(text: str) -> int:
+    """Brackets and quotes left open or closed without opening: ( [ { “ （ 《 「 【. Writers
+    close what they open; Markov-chained or spliced text, which knows only the last two
+    tokens, does not."""
+    bad = 0
+    for o, c in _PAIRS:
+        depth = 0
+        for m in re.finditer(re.escape(o) + "|" + re.escape(c), text):
+            if m.group(0) == o:
+                depth += 1
+            elif depth:
+                depth -= 1
+            else:
+                bad += 1
+        bad += depth
+    return bad
+
+
 def garble_share(text: str) -> float:
     """Share of characters typical of mojibake, private-use or control characters."""
     return len(_GARBLE_RE.findall(text)) / len(text) if text else 0.0
@@ -156,18 +177,18 @@ def info_stats(text: str, ads: TermMatcher | None = None) -> dict[str, float]:
         "dense_lines": sum(len(l) for l in lines if len(l) >= 200 and l.count(" ") < 0.12 * len(l))
         / max(1, sum(chars)),
         "information": distinct * (1.0 - boiler),  # the topic step's per-document score
+        "unbalanced": min(1.0, unbalanced(text) / 4),  # 4 or more unmatched brackets: 1.0
     }
 
 
-DENSE = ("distinct", "entropy", "dup_lines", "boilerplate", "ad_density", "short_lines",
-         "symbols", "garble", "alnum", "dense_lines")
+DENSE = DENSE_BASE  # the default dense block (QualityConfig.dense_keys picks others)
 
 
 DENSE_CHARS = 5000  # the dense block looks at the head of a document (speed)
 
 
-def dense_features(text: str) -> list[float]:
-    """The quality model's dense block: info_stats in a fixed order plus length terms."""
+def dense_features(text: str, keys: tuple[str, ...] | list[str] = DENSE) -> list[float]:
+    """The quality model's dense block: info_stats `keys` in order plus a length term."""
     s = info_stats(text[:DENSE_CHARS])
     # no line-length term: line breaks are a format's (wrapped reST vs extracted paragraphs)
-    return [s[k] for k in DENSE] + [min(1.0, math.log10(1 + len(text)) / 6)]
+    return [s[k] for k in keys] + [min(1.0, math.log10(1 + len(text)) / 6)]
