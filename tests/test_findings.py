@@ -75,3 +75,50 @@ def _tiny_scale():
     from lmforge.findings.context import Scale
     return Scale("toy", dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2), seq_len=32, micro_batch_size=2,
                  steps=4, lr=3e-3, device="cpu", eval_batches=2)
+
+
+@pytest.fixture(scope="module")
+def toy_set(tmp_path_factory):
+    """A small corpus from the committed sample (with the dialogs as instruct documents, the
+    SFT/DPO/MCQ files), a 512-token BPE and its encoding by domain: what the findings that
+    read documents, dialogs or questions need."""
+    from lmforge.stages import corpus, encode, tokenizer
+    root = tmp_path_factory.mktemp("toyset")
+    c, t, d = root / "corpus", root / "tokenizer", root / "tokens"
+    corpus.run(config.from_dict(corpus.CorpusConfig, {"out_dir": str(c), "from_sample": True, "instruct_docs": True,
+                                                      "max_mb": 0.15, "max_mcq": 100}), progress=False)
+    for f, n in (("sft.jsonl", 200), ("dpo.jsonl", 200)):      # a few dialogs keep SFT/DPO's data loading short
+        lines = (c / f).read_text(encoding="utf-8").splitlines(keepends=True)
+        (c / f).write_text("".join(lines[:n]), encoding="utf-8")
+    inputs = [str(c / "docs"), str(c / "instruct")]
+    tokenizer.run(config.from_dict(tokenizer.STAGE.config, {"inputs": inputs, "out_dir": str(t), "vocab_size": 512,
+                                                            "model_max_length": 256}), progress=False)
+    encode.run(config.from_dict(encode.EncodeConfig, {"inputs": inputs, "tokenizer": str(t), "out_dir": str(d),
+                                                      "workers": 1, "val_docs_per_domain": 4}), progress=False)
+    return {"corpus": c, "tokenizer": t, "data": d}
+
+
+@pytest.mark.parametrize("name,key,arms", [
+    ("decaydata", "mcq_poems", {"pure", "curated", "instruct"}),
+    ("stemramp", "jump", {"step", "ramp"}),
+    ("dedup", "heldout_loss", {"raw", "dedup", "filtered"}),
+    ("alignment", "reply_loss", {"start", "sft", "sft+dpo"}),
+])
+def test_staged_findings_end_to_end(name, key, arms, toy_set, tmp_path, monkeypatch):
+    """Each finding built from several stages runs every arm x 2 seeds at the tiny scale and
+    records the primary metric per arm and a verdict per variant (the machinery, not the claim)."""
+    monkeypatch.setitem(__import__("lmforge.findings.context", fromlist=["SCALES"]).SCALES, "toy", _tiny_scale())
+    if name == "decaydata":
+        monkeypatch.setattr("lmforge.findings.catalog.decaydata.MCQ_ITEMS", 8)
+    out = tmp_path / name
+    sets = [f"{k}={v}" for k, v in toy_set.items()]
+    cfg = config.load(FindingsConfig, None, [f"name={name}", f"out_dir={out}", "seeds=[0,1]", *sets, *TOY])
+    summary = run(cfg, progress=False)
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["arms"]) == arms and summary["verdict"] in ("agrees", "disagrees", "mixed", "inconclusive")
+    for arm in arms:
+        stats = result["arms"][arm][key]
+        assert stats["n"] == 2 and all(v == v for v in stats["values"])       # a number, not NaN
+    assert set(result["comparisons"]) == arms - {result["baseline"]}
+    assert all(c["verdict"] in ("agrees", "disagrees", "inconclusive") for c in result["comparisons"].values())
+    assert not list(out.glob("work/**/checkpoints/step-*"))     # shared phases' weights dropped too

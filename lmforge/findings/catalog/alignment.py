@@ -76,18 +76,20 @@ def sft_run(ctx, seed: int, paths) -> Path:
     out = ctx.work("sft", f"seed{seed}")
     if (out / "DONE.json").exists():       # its start model may be dropped by now
         return finished_checkpoint(out, "SFT")
+    n = max(1, round(SFT["steps"] * ctx.steps))
     spec = {"data": [str(paths["sft_train"])], "out_dir": str(out),
-            "init": {"from_checkpoint": str(start_run(ctx, seed))}, "max_steps": SFT["steps"],
-            "train": chat_train(ctx, seed, SFT["steps"], SFT["lr"], ctx.scale.micro_batch_size)}
+            "init": {"from_checkpoint": str(start_run(ctx, seed))}, "max_steps": n,
+            "train": chat_train(ctx, seed, n, SFT["lr"], ctx.scale.micro_batch_size)}
     sft.run(config.from_dict(sft.SFTConfig, spec, source="findings alignment"), progress=False)
     return finished_checkpoint(out, "SFT")
 
 
 def dpo_run(ctx, seed: int, paths) -> Path:
     out = ctx.work("sft+dpo", f"seed{seed}")
+    n = max(1, round(DPO["steps"] * ctx.steps))
     spec = {"data": [str(paths["dpo_train"])], "out_dir": str(out), "beta": DPO["beta"], "reference": "model",
-            "init": {"from_checkpoint": str(sft_run(ctx, seed, paths))}, "max_steps": DPO["steps"],
-            "train": {**chat_train(ctx, seed, DPO["steps"], DPO["lr"], max(1, ctx.scale.micro_batch_size // 2)),
+            "init": {"from_checkpoint": str(sft_run(ctx, seed, paths))}, "max_steps": n,
+            "train": {**chat_train(ctx, seed, n, DPO["lr"], max(1, ctx.scale.micro_batch_size // 2)),
                       "schedule": {"kind": "cosine", "warmup_steps": 0, "min_ratio": 0.0}}}
     dpo.run(config.from_dict(dpo.DPOConfig, spec, source="findings alignment"), progress=False)
     return finished_checkpoint(out, "DPO")
@@ -146,5 +148,5 @@ FINDING = Finding(
                "baseline; DPO's own claim (preference accuracy against the SFT model) is the secondary pref_acc "
                "per arm plus a paired per-pair effect (lmforge/eval/effect.py) in the sft+dpo arm's notes; the "
                "start model is pretrained without the instruct domain (the dialogs as plain text) so the held-out "
-               "replies are unseen; SFT 40 steps at a constant 5e-4, no pretraining-text mix; DPO 30 steps, "
+               "replies are unseen; SFT for 20% of the start model's steps (40 of 200) at a constant 5e-4, no pretraining-text mix; DPO for 15% (30), "
                "beta 0.1, lr 5e-4 (tiny.yaml's toy settings, not Index's beta 1 / lr 1e-6)")
