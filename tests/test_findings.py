@@ -110,6 +110,8 @@ def test_staged_findings_end_to_end(name, key, arms, toy_set, tmp_path, monkeypa
     monkeypatch.setitem(__import__("lmforge.findings.context", fromlist=["SCALES"]).SCALES, "toy", _tiny_scale())
     if name == "decaydata":
         monkeypatch.setattr("lmforge.findings.catalog.decaydata.MCQ_ITEMS", 8)
+    if name == "dedup":       # no worker processes to start for a 0.6 MB corpus
+        monkeypatch.setattr("lmforge.findings.catalog.dedup.WORKERS", 1)
     out = tmp_path / name
     sets = [f"{k}={v}" for k, v in toy_set.items()]
     cfg = config.load(FindingsConfig, None, [f"name={name}", f"out_dir={out}", "seeds=[0,1]", *sets, *TOY])

@@ -27,6 +27,7 @@ DUP_SHARE = 0.02       # documents worth 2% of the pool's bytes are duplicated .
 COPIES = 20            # ... 20 times each (heavy-tailed duplication, as in web crawls)
 EDIT = 0.03            # each copy with 3% of its units edited (MinHash at 0.7 catches ~3%: docs/dedup.md)
 PLANT_SEED = 0
+WORKERS = 2            # data pipeline and encoding processes
 SALT = "lmforge-findings-dedup"
 CLEAN = {"filters": {"min_units": 20}, "minhash": {"threshold": 0.7}, "substring": {"min_bytes": 100}}  # findings.yaml's
 STEPS = {
@@ -112,11 +113,11 @@ def tokens(ctx, which: str, src: Path) -> tuple[Path, dict]:
     """The data pipeline (STEPS[which]) and encoding of `src` (shared by the seeds)."""
     data_dir, tok_dir = ctx.work("data", which), ctx.work("tokens", which)
     dcfg = config.from_dict(data_stage.DataConfig, {"input": [str(src)], "output": str(data_dir),
-                                                    "steps": STEPS[which], "workers": 2, **CLEAN},
+                                                    "steps": STEPS[which], "workers": WORKERS, **CLEAN},
                             source="findings dedup")
     got = data_stage.run(dcfg, progress=False)
     ecfg = config.from_dict(encode_stage.EncodeConfig, {"inputs": [str(data_dir / "final")], "out_dir": str(tok_dir),
-                                                        "tokenizer": ctx.cfg.tokenizer, "workers": 2,
+                                                        "tokenizer": ctx.cfg.tokenizer, "workers": WORKERS,
                                                         "val_docs_per_domain": 0}, source="findings dedup")
     enc = encode_stage.run(ecfg, progress=False)
     return tok_dir, {"docs": got.get("docs"), "train_tokens": enc.get("train_tokens"), "account": got.get("account")}
