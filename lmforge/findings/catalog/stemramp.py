@@ -68,7 +68,7 @@ FINDING = Finding(
     metric="jump: mean general-domain (prose, zh) validation loss over stage 2's first quarter minus its "
            "value at the boundary (nats / token)",
     key="jump", higher_is_better=False, baseline="step", expect={"ramp": "better"}, run=run,
-    secondary=("other_final", "code_final", "val_loss"), curve_label="validation loss (nats / token)",
+    secondary=("other_final", "code_final", "val_loss"), curve_label="validation loss, prose + zh (nats / token)",
     scale_note="a 1.6M-parameter model still learning at the boundary (its losses fall in stage 2 whatever "
                "the mixture): a jump shows as a smaller fall, not a rise; Skywork's stage 1 was 3T tokens",
     deviations=f"the step arm switches to stage 2's final share ({END:.0%} {DOMAIN}) at the boundary, so it "
