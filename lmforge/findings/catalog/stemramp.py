@@ -18,7 +18,11 @@ STAGE2_FRACTION = 0.4     # stage 2 = 40% of stage 1's steps
 LR_RATIO = 0.1            # stage 2 at a constant 10% of the peak: where stage 1's cosine ended (Skywork: 6e-5)
 EVAL_EVERY = 0.05         # stage 2 is evaluated every 5% of its steps ...
 EARLY = 0.25              # ... and the "jump" is read over its first quarter
-STAGE2_EVAL_BATCHES = 4
+STAGE2_EVAL_BATCHES = 4  # per domain (at most the scale's eval_batches)
+
+
+def eval_batches(ctx) -> int:
+    return min(STAGE2_EVAL_BATCHES, ctx.scale.eval_batches)
 
 
 def stage1_run(ctx, seed: int):
@@ -26,7 +30,7 @@ def stage1_run(ctx, seed: int):
     sched = {"kind": "cosine", "warmup_steps": max(1, ctx.steps // 10), "min_ratio": LR_RATIO}
     # evaluated on the same batches as stage 2, so the boundary value is comparable
     pretrain_stages(ctx, out, seed, [stage("stage1", ctx.steps, STAGE1, sched)],
-                    train={"eval_batches": STAGE2_EVAL_BATCHES})
+                    train={"eval_batches": eval_batches(ctx)})
     return finished_checkpoint(out, "shared stage-1")
 
 
@@ -45,7 +49,7 @@ def run(ctx, arm: str, seed: int) -> dict:
                                  DOMAIN: END}, sched))
     out = ctx.work(arm, f"seed{seed}")
     summary = pretrain_stages(ctx, out, seed, [st], init=s1,
-                              train={"eval_every": every, "eval_batches": STAGE2_EVAL_BATCHES})
+                              train={"eval_every": every, "eval_batches": eval_batches(ctx)})
     rows = [r for r in metrics_of(out) if "val/mean" in r]
     early = [r for r in rows if r["step"] <= EARLY * n] or rows[:1]
     ctx.drop(out)
