@@ -26,8 +26,9 @@ from lmforge.stages import dpo, sft
 # Fixed before the run.
 START_MIX = {"prose": 0.35, "zh": 0.35, "code": 0.30, "instruct": 0.0}   # no dialogs in pretraining
 HELDOUT = 0.05            # of the SFT conversations (by id hash), with every preference pair built on them
-SFT = {"steps": 40, "lr": 5e-4}                  # constant LR (Yi), plain SFT (no pretraining-text mix)
-DPO = {"steps": 30, "lr": 5e-4, "beta": 0.1}     # recipes/tiny.yaml's toy DPO settings (beta: Zephyr, StableLM 2)
+# steps as a share of the start model's: 40 and 30 at the toy scale's 200
+SFT = {"steps": 0.2, "lr": 5e-4}                 # constant LR (Yi), plain SFT (no pretraining-text mix)
+DPO = {"steps": 0.15, "lr": 5e-4, "beta": 0.1}   # recipes/tiny.yaml's toy DPO settings (beta: Zephyr, StableLM 2)
 SALT = "lmforge-findings-alignment"
 
 
@@ -148,5 +149,6 @@ FINDING = Finding(
                "baseline; DPO's own claim (preference accuracy against the SFT model) is the secondary pref_acc "
                "per arm plus a paired per-pair effect (lmforge/eval/effect.py) in the sft+dpo arm's notes; the "
                "start model is pretrained without the instruct domain (the dialogs as plain text) so the held-out "
-               "replies are unseen; SFT for 20% of the start model's steps (40 of 200) at a constant 5e-4, no pretraining-text mix; DPO for 15% (30), "
+               "replies are unseen; SFT for 20% of the start model's steps (40 of 200) at a constant 5e-4, no "
+               "pretraining-text mix; DPO for 15% (30), "
                "beta 0.1, lr 5e-4 (tiny.yaml's toy settings, not Index's beta 1 / lr 1e-6)")

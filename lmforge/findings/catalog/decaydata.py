@@ -82,7 +82,8 @@ FINDING = Finding(
     scale_note="1.6M parameters: the trivia quiz (capitals etc., not in the corpus) stays at chance (0.25); "
                "the poems' next-line questions ask for text the model trained on, the closest thing a toy "
                "model has to MMLU's recalled knowledge. Index measured MMLU at 1.9B after 2.8T tokens",
-    deviations=f"the stable phase (the scale's steps, constant LR after 10% warmup) is one run per seed shared by the arms; each "
+    deviations="the stable phase (the scale's steps, constant LR after 10% warmup) is one run per seed shared "
+               f"by the arms; each "
                f"decay ({DECAY_FRACTION:.0%} of the stable steps, linear to {MIN_RATIO:g} of the peak) is a new run "
                "from its weights and optimizer state (a fresh data order), where Index decays in the same run; "
                "the primary metric is the poems MCQ (in-corpus knowledge), not the quiz, chosen before the run "

@@ -29,7 +29,8 @@ EDIT = 0.03            # each copy with 3% of its units edited (MinHash at 0.7 c
 PLANT_SEED = 0
 WORKERS = 2            # data pipeline and encoding processes
 SALT = "lmforge-findings-dedup"
-CLEAN = {"filters": {"min_units": 20}, "minhash": {"threshold": 0.7}, "substring": {"min_bytes": 100}}  # findings.yaml's
+# recipes/findings.yaml's data settings
+CLEAN = {"filters": {"min_units": 20}, "minhash": {"threshold": 0.7}, "substring": {"min_bytes": 100}}
 STEPS = {
     "raw": ["extract", "langid"],
     "dedup": ["extract", "langid", "minhash", "substring"],
