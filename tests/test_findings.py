@@ -10,7 +10,7 @@ from lmforge.findings import catalog
 from lmforge.findings.stage import FindingsConfig, run
 from lmforge.findings.verdict import compare, rule
 
-TOY = ["steps=4"]
+TOY = ["steps=4", "workers=1"]   # one process: the tests' monkeypatched scale holds (a spawned worker would not see it)
 
 
 @pytest.mark.parametrize("expect,diff,se,hib,want", [
@@ -95,3 +95,52 @@ def test_schedules_branch_resumes_the_wsd_stream(token_data, tmp_path, monkeypat
     wsd = {r["step"]: r for r in rows("wsd") if "lr" in r}
     assert branch[0]["lr"] == wsd[7]["lr"] and branch[1]["lr"] < wsd[8]["lr"] == wsd[6]["lr"]   # decays where wsd is stable
     assert not list(out.glob("work/*/*/checkpoints/step-*"))
+
+
+@pytest.fixture(scope="module")
+def toy_set(tmp_path_factory):
+    """A small corpus from the committed sample (with the dialogs as instruct documents, the
+    SFT/DPO/MCQ files), a 512-token BPE and its encoding by domain: what the findings that
+    read documents, dialogs or questions need."""
+    from lmforge.stages import corpus, encode, tokenizer
+    root = tmp_path_factory.mktemp("toyset")
+    c, t, d = root / "corpus", root / "tokenizer", root / "tokens"
+    corpus.run(config.from_dict(corpus.CorpusConfig, {"out_dir": str(c), "from_sample": True, "instruct_docs": True,
+                                                      "max_mb": 0.15, "max_mcq": 100}), progress=False)
+    for f, n in (("sft.jsonl", 200), ("dpo.jsonl", 200)):      # a few dialogs keep SFT/DPO's data loading short
+        lines = (c / f).read_text(encoding="utf-8").splitlines(keepends=True)
+        (c / f).write_text("".join(lines[:n]), encoding="utf-8")
+    inputs = [str(c / "docs"), str(c / "instruct")]
+    tokenizer.run(config.from_dict(tokenizer.STAGE.config, {"inputs": inputs, "out_dir": str(t), "vocab_size": 512,
+                                                            "model_max_length": 256}), progress=False)
+    encode.run(config.from_dict(encode.EncodeConfig, {"inputs": inputs, "tokenizer": str(t), "out_dir": str(d),
+                                                      "workers": 1, "val_docs_per_domain": 4}), progress=False)
+    return {"corpus": c, "tokenizer": t, "data": d}
+
+
+@pytest.mark.parametrize("name,key,arms", [
+    ("decaydata", "mcq_poems", {"pure", "curated", "instruct"}),
+    ("stemramp", "jump", {"step", "ramp"}),
+    ("dedup", "heldout_loss", {"raw", "dedup", "filtered"}),
+    ("alignment", "reply_loss", {"start", "sft", "sft+dpo"}),
+])
+def test_staged_findings_end_to_end(name, key, arms, toy_set, tmp_path, monkeypatch):
+    """Each finding built from several stages runs every arm x 2 seeds at the tiny scale and
+    records the primary metric per arm and a verdict per variant (the machinery, not the claim)."""
+    monkeypatch.setitem(__import__("lmforge.findings.context", fromlist=["SCALES"]).SCALES, "toy", _tiny_scale())
+    if name == "decaydata":
+        monkeypatch.setattr("lmforge.findings.catalog.decaydata.MCQ_ITEMS", 8)
+    if name == "dedup":       # no worker processes to start for a 0.6 MB corpus
+        monkeypatch.setattr("lmforge.findings.catalog.dedup.WORKERS", 1)
+    out = tmp_path / name
+    sets = [f"{k}={v}" for k, v in toy_set.items()]
+    cfg = config.load(FindingsConfig, None, [f"name={name}", f"out_dir={out}", "seeds=[0,1]", *sets, *TOY])
+    summary = run(cfg, progress=False)
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["arms"]) == arms and summary["verdict"] in ("agrees", "disagrees", "mixed", "inconclusive")
+    for arm in arms:
+        stats = result["arms"][arm][key]
+        assert stats["n"] == 2 and all(v == v for v in stats["values"])       # a number, not NaN
+    assert set(result["comparisons"]) == arms - {result["baseline"]}
+    assert all(c["verdict"] in ("agrees", "disagrees", "inconclusive") for c in result["comparisons"].values())
+    assert not list(out.glob("work/**/checkpoints/step-*"))     # shared phases' weights dropped too

@@ -1,0 +1,69 @@
+"""Helpers of the findings whose arms share a first training phase and differ in a later one
+(decaydata, stemramp, alignment) or in their data (dedup): a pretraining run given as
+curriculum stages, a stage run from a finished run's checkpoint, and a model's loss on a
+held-out token set that every arm is scored on."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from lmforge import config
+from lmforge.model.load import load_checkpoint
+from lmforge.shards import TokenDataset
+from lmforge.stages import pretrain
+from lmforge.train.loader import domain_loaders
+
+
+def stage(name: str, steps: int, weights: dict[str, float], schedule: dict, ramp: dict | None = None) -> dict:
+    """One curriculum stage (lmforge.train.mixture.StageConfig) as a config dict."""
+    mix = {"weights": weights, **({"ramp": ramp} if ramp else {})}
+    return {"name": name, "steps": steps, "mixture": mix, "schedule": schedule}
+
+
+def pretrain_stages(ctx, out: Path, seed: int, stages: list[dict], init: str | None = None,
+                    train: dict | None = None) -> dict:
+    """The pretrain stage with `stages` (each its own mixture and LR schedule); from `init`'s
+    weights and optimizer state when given (a later phase), else a fresh toy-scale model."""
+    t = ctx.train(seed, steps=sum(s["steps"] for s in stages), **(train or {}))
+    t.pop("schedule")          # with stages, each stage carries its schedule
+    t.pop("steps")             # ... and the run is their total
+    spec = {"data": ctx.cfg.data, "out_dir": str(out), "train": t, "stages": stages}
+    if init:
+        spec["init"] = {"from_checkpoint": str(init), "load_optimizer": True}
+    else:
+        spec["model"] = ctx.model()
+    cfg = config.from_dict(pretrain.PretrainConfig, spec, source=f"findings {ctx.cfg.name}")
+    return pretrain.run(cfg, progress=False)
+
+
+def finished_checkpoint(run_dir: Path, who: str) -> Path:
+    """A shared phase's run folder, which later arms start from; a clear error when its weights
+    were dropped (an interrupted finding rerun after the last arm that needed them)."""
+    if not (Path(run_dir) / "checkpoints").is_dir():
+        raise RuntimeError(f"{run_dir}: the {who} weights are gone; delete {run_dir} and its arms' "
+                           f"arms/*/seed*.json to rerun them")
+    return Path(run_dir)
+
+
+@torch.no_grad()
+def heldout_loss(run_dir, data: str, split: str, seq_len: int, batches: int, batch_size: int = 8) -> dict:
+    """Mean loss per token of a run's final checkpoint on each domain of a token set's `split`
+    (up to `batches` batches per domain, in order: the same tokens for every arm), and the
+    mean over domains ("mean", as the trainer's val/mean)."""
+    model, _ = load_checkpoint(run_dir)
+    out = {}
+    for domain, loader in domain_loaders(TokenDataset(data, split), seq_len, batch_size).items():
+        total, n = 0.0, 0
+        for _ in range(batches):
+            batch = loader.next_batch()
+            if batch is None:
+                break
+            loss_sum, _ = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
+                                labels=batch["labels"])
+            total, n = total + float(loss_sum), n + int((batch["labels"] != -100).sum())
+        if n:
+            out[domain] = total / n
+    out["mean"] = sum(out.values()) / len(out) if out else math.nan
+    return out
