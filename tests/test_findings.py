@@ -144,3 +144,16 @@ def test_staged_findings_end_to_end(name, key, arms, toy_set, tmp_path, monkeypa
     assert set(result["comparisons"]) == arms - {result["baseline"]}
     assert all(c["verdict"] in ("agrees", "disagrees", "inconclusive") for c in result["comparisons"].values())
     assert not list(out.glob("work/**/checkpoints/step-*"))     # shared phases' weights dropped too
+
+
+def test_seeds_in_worker_processes_give_the_numbers_of_one_process(token_data, tmp_path):
+    """workers=2 runs the seeds in spawned processes, one torch thread each, as workers=1 does in
+    this process: the recorded numbers are identical (toy scale, 3 steps per arm)."""
+    got = {}
+    for w in (1, 2):
+        out = tmp_path / f"w{w}"
+        run(config.load(FindingsConfig, None, ["name=zloss", f"data={token_data}", f"out_dir={out}",
+                                               "seeds=[0,1]", "steps=3", f"workers={w}"]), progress=False)
+        got[w] = {p.relative_to(out).as_posix(): json.loads(p.read_text())["metrics"]
+                  for p in sorted(out.glob("arms/*/seed*.json"))}
+    assert len(got[1]) == 4 and got[1] == got[2]
