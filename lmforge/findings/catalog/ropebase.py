@@ -14,11 +14,22 @@ UNTRAINED = {"ntk-x8": ("dynamic", 8.0), "ntk-x4": ("dynamic", 4.0), "naive": ("
 LENGTHS = (1, 2, LONG, 2 * LONG)   # x the pretraining length: 128, 256, 512 (trained long), 1024 (past it)
 
 
+_BEFORE: dict[str, float] = {}
+
+
+def short_loss_before(ctx, base) -> float:
+    """The base model's held-out loss at the pretraining length (the seesaw's "before"), once per seed."""
+    key = str(base)
+    if key not in _BEFORE:
+        _BEFORE[key] = context_losses(ctx, base, [ctx.scale.seq_len])[ctx.scale.seq_len]
+    return _BEFORE[key]
+
+
 def run(ctx, arm: str, seed: int) -> dict:
     S = ctx.scale.seq_len
     lengths = [S * k for k in LENGTHS]
     base = base_model(ctx, seed)
-    before = context_losses(ctx, base, [S])[S]
+    before = short_loss_before(ctx, base)
     curves = {}
     if arm in MULTS:
         out = ctx.work(arm, f"seed{seed}")
