@@ -77,7 +77,9 @@ def _tiny_scale():
                  steps=4, lr=3e-3, device="cpu", eval_batches=2)
 
 
-@pytest.mark.parametrize("name", ["ropebase", "longfails", "growth"])
+# ropebase (6 arms, 3 of them long stages) is the costliest: in the nightly slow run; longfails
+# exercises the same long-stage helpers (catalog/longrun.py) in the default run
+@pytest.mark.parametrize("name", [pytest.param("ropebase", marks=pytest.mark.slow), "longfails", "growth"])
 def test_stage_built_findings_end_to_end(name, token_data, tmp_path, monkeypatch):
     """Findings whose arms chain stages (a shared base model per seed, then longctx or grow and
     continued training): every arm x seed recorded with the primary metric, a verdict per
