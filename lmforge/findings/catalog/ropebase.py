@@ -4,8 +4,8 @@ that is not what the report did), against training-free Dynamic NTK and naive ex
 of the short model; and the short-context seesaw."""
 from __future__ import annotations
 
-from lmforge.findings.catalog.longrun import (LONG, base_model, context_losses, drop_base, long_len, long_steps,
-                                              long_train, short_theta)
+from lmforge.findings.catalog.longrun import (LONG, base_model, context_losses, drop_base, long_len, long_train,
+                                              short_theta)
 from lmforge.findings.context import curve
 from lmforge.findings.spec import Finding
 
