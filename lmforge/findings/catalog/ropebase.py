@@ -66,7 +66,7 @@ FINDING = Finding(
                "(the same ones for every arm)",
     deviations="the base model's RoPE base is not 10000 but the base whose slowest rotary wavelength has "
                "Index's ratio to the long length (2 pi 10000^(126/128) / 32768 = 1.66; toy head dim 32 at 512 "
-               "tokens: 187.6), since 10000 at head dim 32 already turns slower than 512 positions and the toy "
+               "tokens: 187.7), since 10000 at head dim 32 already turns slower than 512 positions and the toy "
                "could not show what the base choice does at 32K; the arms multiply it by 1, 32 and 500 (Index: "
                "10000, 32*10000, millions). The long stage: a quarter of a pretraining arm's steps at 1/3 of its "
                "peak LR, cosine, the same tokens per step, packed with document masks (longctx's defaults). "
