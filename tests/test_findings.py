@@ -157,3 +157,29 @@ def test_seeds_in_worker_processes_give_the_numbers_of_one_process(token_data, t
         got[w] = {p.relative_to(out).as_posix(): json.loads(p.read_text())["metrics"]
                   for p in sorted(out.glob("arms/*/seed*.json"))}
     assert len(got[1]) == 4 and got[1] == got[2]
+
+
+# ropebase (6 arms, 3 of them long stages) is the costliest: in the nightly slow run; longfails
+# exercises the same long-stage helpers (catalog/longrun.py) in the default run
+@pytest.mark.parametrize("name", [pytest.param("ropebase", marks=pytest.mark.slow), "longfails", "growth"])
+def test_stage_built_findings_end_to_end(name, token_data, tmp_path, monkeypatch):
+    """Findings whose arms chain stages (a shared base model per seed, then longctx or grow and
+    continued training): every arm x seed recorded with the primary metric, a verdict per
+    variant, the shared base's weights dropped after the last arm."""
+    out = tmp_path / name
+    cfg = config.load(FindingsConfig, None, [f"name={name}", f"data={token_data}", f"out_dir={out}",
+                                             "seeds=[0,1]", *TOY])
+    monkeypatch.setitem(__import__("lmforge.findings.context", fromlist=["SCALES"]).SCALES, "toy",
+                        _tiny_scale())
+    monkeypatch.setattr("lmforge.findings.catalog.longrun.MAX_SEQS", 2)   # held-out sequences per length
+    summary = run(cfg, progress=False)
+    finding = catalog.get(name)
+    assert set(summary["verdicts"]) == set(finding.expect)
+    result = json.loads((out / "result.json").read_text())
+    for arm in finding.arms:
+        st = result["arms"][arm][finding.key]
+        assert st["n"] == 2 and all(v == v and 0 < v < 20 for v in st["values"])   # finite losses
+    assert all(c["verdict"] in ("agrees", "disagrees", "inconclusive") for c in result["comparisons"].values())
+    assert (out / "finding.png").stat().st_size > 5000
+    assert (out / "work" / "base" / "seed1" / "DONE.json").exists()
+    assert not list(out.glob("work/**/checkpoints/step-*"))     # every arm's weights dropped once recorded
