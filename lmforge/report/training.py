@@ -157,7 +157,7 @@ def training_section(stages: list[StageFolder], out: Path, final_eval: tuple[str
                   "counts steps over all training stages in order; dashed lines mark where a stage starts.")
     ref_name, ref = reference or ("", {})
     if ref:
-        sec.blocks.append(f"Black dotted: the reference run of this recipe ({ref_name}, kept in the repository and "
+        sec.blocks.append(f"Black dash-dot: the reference run of this recipe ({ref_name}, kept in the repository and "
                           f"checked by scripts/reference_curves.py), on this run's stage offsets; a curve far from it "
                           f"means a setting, the data or a technique behaves differently.")
     if any(lm_loss_key(trainplots.stage_objective(s)) for s in train):

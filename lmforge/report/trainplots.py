@@ -175,7 +175,7 @@ def draw_series(ax, series: dict[str, list], colours: dict[str, str] | None = No
             _draw(ax, pts, " = ".join(ns), colour, smooth=smooth, ls=ls)
 
 
-REF_STYLE = dict(color="black", alpha=0.55, lw=1.3, ls=(0, (1.5, 1.5)), zorder=1.5)
+REF_STYLE = dict(color="black", alpha=0.6, lw=1.3, ls=(0, (5, 2, 1, 2)), zorder=1.5)   # dash-dot: not a stage mark, not a unigram line
 
 
 def _reference_lines(ax, reference: dict[str, list] | None, names, offsets: dict, label: str, smooth: bool) -> None:
