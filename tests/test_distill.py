@@ -268,3 +268,9 @@ def test_cache_refusals(data, two_shards, teacher, tmp_path):
         cfg(data, tmp_path / "s", STUDENT, f"distill.teacher={teacher}", f"distill.teacher_cache={cache}")
     with pytest.raises(ConfigError, match="k: 500 exceeds the vocabulary"):
         run_cache(cache_cfg(teacher, two_shards, tmp_path / "c2", "k=500"), progress=False)
+    # an objective without token shards (SFT's conversations): the cache is refused, the live teacher is the way
+    from lmforge.model.config import ModelConfig
+    from lmforge.stagekit.teacher import attach_cache
+    from lmforge.train.objectives.distill import DistillConfig
+    with pytest.raises(ConfigError, match="teacher_cache: .* for pretraining on token shards"):
+        attach_cache(object(), DistillConfig(teacher_cache=str(cache)), ModelConfig(vocab_size=128))
