@@ -59,6 +59,8 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
                 return _convert(arg, value, key, source)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1 and isinstance(value, dict):   # an optional section: its own error names the key
+            raise ConfigError(errors[0])
         raise ConfigError(f"{_where(source, key)}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in args:

@@ -158,6 +158,9 @@ class TokenDataset:
                                         or [np.zeros(0, np.int64)])
         self.doc_domain = np.concatenate([s.domains.astype(np.int64) for s in self.shards]
                                          or [np.zeros(0, np.int64)])
+        # Global token index of each shard's first token (the split's shards end to end, in
+        # meta.json order): how cached teacher logits (lmforge.train.teacher_cache) are addressed.
+        self.shard_base = np.concatenate([[0], np.cumsum([int(s.starts[-1]) for s in self.shards])]).astype(np.int64)
 
     @property
     def vocab_size(self) -> int:
@@ -173,6 +176,11 @@ class TokenDataset:
 
     def doc(self, i: int) -> np.ndarray:
         return self.shards[self.doc_shard[i]].doc(int(self.doc_local[i]))
+
+    def doc_start(self, i: int) -> int:
+        """Global token index (over the split's shards end to end) of document i's first token."""
+        s = int(self.doc_shard[i])
+        return int(self.shard_base[s] + self.shards[s].starts[int(self.doc_local[i])])
 
     def doc_len(self, i: int) -> int:
         s = self.shards[self.doc_shard[i]]

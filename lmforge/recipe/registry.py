@@ -20,6 +20,7 @@ STAGES: list[str] = [   # pipeline order (the order of `lmforge --help` and docs
     "tokenizer",
     "extend",
     "encode",
+    "distillcache",
     "pretrain",
     "grow",
     "longctx",

@@ -15,6 +15,7 @@ from lmforge.report.effects import effects_section
 from lmforge.report.findingsection import findings_section
 from lmforge.report.evalsection import eval_section, final_eval_column, grow_section
 from lmforge.report.needleplot import checkpoint_label
+from lmforge.report.reference import by_stage, find_reference, load_reference
 from lmforge.report.section import Section, last as _last, slug as _slug
 from lmforge.report.tables import Table, to_html, to_markdown
 from lmforge.report.trainplots import stage_objective
@@ -288,7 +289,11 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     ov = Section("overview", "Overview", f"Run folder {run_dir}. Headlines first, each number beside what it "
                                          f"is read against; then the stages in recipe order (a stage without "
                                          f"output is listed as missing and left out below).", blocks)
-    sections = [ov] + [s for s in (effects_section(stages), findings_section(stages), training_section(stages, out, final_eval_column(stages), base),
+    ref_path = find_reference(meta)
+    ref = load_reference(ref_path)
+    reference = (ref_path.name, by_stage(ref, stages, run_dir)) if ref else None
+    sections = [ov] + [s for s in (effects_section(stages), findings_section(stages),
+                                   training_section(stages, out, final_eval_column(stages), base, reference),
                                    data_section(stages, out),
                                    mixture_section(stages, out), sftdata_section(stages, out),
                                    sftgrid_section(stages, out), eval_section(stages, out),

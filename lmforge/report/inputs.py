@@ -6,7 +6,8 @@ fingerprint hashes, for each of those files, its path and content when it is sma
 1 MiB: a skipped stage may rewrite its summary unchanged), else its size and modification
 time (shards of gigabytes are not read), recipe.json by the fields the report uses
 (the report stage's own status, which this very run sets to "running", left out), the report
-code's files the same way (a changed report module redraws), and the CJK font in use.
+code's files the same way (a changed report module redraws), the CJK font in use, and the
+recipe's reference curve file (lmforge.report.reference) drawn under the run's curves.
 Rerunning a finished recipe therefore leaves report.html as it was; any stage that reran,
 resumed or wrote a file changes the fingerprint and the report is drawn again.
 """
@@ -16,6 +17,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
+
+from lmforge.report.reference import find_reference
 
 _DATA_STEP = re.compile(r"^\d+-.+$")
 _RECIPE_KEYS = ("name", "kind", "out_dir", "deps", "status", "seconds")
@@ -86,6 +89,8 @@ def fingerprint(run_dir: str | Path, out_dir: str | Path) -> str:
         lines += _folder_lines(folder, run_dir, skip)
     code = Path(__file__).parent
     lines += [_stat_line(p, code) for p in sorted(code.glob("*.py"))]
+    ref = find_reference(recipe or {})          # the reference curves drawn under the run's
+    lines.append(_stat_line(ref, ref.parent) if ref else "reference\tnone")
     font = fonts.find()
     lines.append(f"font\t{font.path}\t{font.index}" if font else "font\tnone")
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

@@ -7,12 +7,17 @@ checks a run's end points against it: the mean train loss over the last LAST ste
 value of each validation metric of each stage, within a band of max(ABS_TOL, REL_TOL x value).
 The band is for the same machine class (CPU, same thread count, pinned libraries): there a
 seeded run repeats bit for bit and any change beyond float noise is a change in behaviour.
+
+`lmforge report` overlays a run on its recipe's curves when the repository has them
+(`find_reference`: reference/curves/NAME-smoke.json for a smoke run of recipe NAME, NAME.json
+for a full run), stage by stage (`by_stage`).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+CURVES_DIR = Path(__file__).resolve().parents[2] / "reference" / "curves"   # in a source checkout
 MAX_POINTS = 200
 LAST = 5
 ABS_TOL, REL_TOL = 0.02, 0.01
@@ -75,3 +80,38 @@ def compare(run: dict, ref: dict) -> list[str]:
             elif not _within(got[-1][1], pts[-1][1]):
                 bad.append(f"{stage}: {k} {got[-1][1]:.4f} vs reference {pts[-1][1]:.4f}")
     return bad
+
+
+def find_reference(meta: dict, folder: Path | None = None) -> Path | None:
+    """The reference curve file of a run's recipe (recipe.json's name and smoke flag), or None."""
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    path = (folder or CURVES_DIR) / (f"{name}-smoke.json" if meta.get("smoke") else f"{name}.json")
+    return path if path.is_file() else None
+
+
+def load_reference(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        ref = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return ref if isinstance(ref, dict) else None
+
+
+def by_stage(ref: dict, stages, run_dir: str | Path) -> dict[str, dict]:
+    """{stage name: its reference curves} for the report's stages (StageFolder: name, dir), matched
+    by the stage folder's path in the run (how `curves` keys them), else by name."""
+    run_dir = Path(run_dir).resolve()
+    out = {}
+    for st in stages:
+        try:
+            key = str(Path(st.dir).resolve().relative_to(run_dir))
+        except ValueError:
+            key = st.name
+        found = ref.get(key) or ref.get(st.name)
+        if isinstance(found, dict):
+            out[st.name] = found
+    return out

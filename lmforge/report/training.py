@@ -145,7 +145,8 @@ def filter_table(st: StageFolder) -> Table | None:
 
 
 def training_section(stages: list[StageFolder], out: Path, final_eval: tuple[str, dict] | None = None,
-                     base: dict | None = None) -> Section | None:
+                     base: dict | None = None, reference: tuple[str, dict] | None = None) -> Section | None:
+    """reference: (file name, {stage: curves}) of a clean run of the recipe (report.reference)."""
     train = [s for s in stages if s.train_records]
     if not train:
         return None
@@ -154,13 +155,20 @@ def training_section(stages: list[StageFolder], out: Path, final_eval: tuple[str
                   "C-RLFT; DPO's preference loss, rewards and accuracy apart; learning rate, gradient norm and "
                   "throughput; validation loss by domain against an untrained and a unigram model. The x axis "
                   "counts steps over all training stages in order; dashed lines mark where a stage starts.")
+    ref_name, ref = reference or ("", {})
+    if ref:
+        sec.blocks.append(f"Black dash-dot: the reference run of this recipe ({ref_name}, kept in the repository and "
+                          f"checked by scripts/reference_curves.py), on this run's stage offsets; a curve far from it "
+                          f"means a setting, the data or a technique behaves differently.")
     if any(lm_loss_key(trainplots.stage_objective(s)) for s in train):
-        p = trainplots.training_loss(stages, out / "train_loss.png")
+        p = trainplots.training_loss(stages, out / "train_loss.png",
+                                     {k: c.get("train") for k, c in ref.items()}, ref_name)
         if p:
             sec.blocks.append(p)
     base = base or val_baselines(stages)
     unigram = {d: v["loss"] for d, v in (base or {}).get("domains", {}).items()}
-    v = trainplots.validation(stages, out / "val_loss.png", unigram, (base or {}).get("uniform"))
+    v = trainplots.validation(stages, out / "val_loss.png", unigram, (base or {}).get("uniform"),
+                              {k: (c.get("val") or {}).get("val/mean") for k, c in ref.items()}, ref_name)
     if v:
         sec.blocks.append("Per-domain validation loss on held-out documents (Skywork monitors these to catch a "
                           "domain that stops improving, or a leak: a sudden drop on one domain). Dotted: the "

@@ -175,9 +175,30 @@ def draw_series(ax, series: dict[str, list], colours: dict[str, str] | None = No
             _draw(ax, pts, " = ".join(ns), colour, smooth=smooth, ls=ls)
 
 
-def training_loss(stages: list[StageFolder], path: Path) -> Path | None:
+REF_STYLE = dict(color="black", alpha=0.6, lw=1.3, ls=(0, (5, 2, 1, 2)), zorder=1.5)   # dash-dot: not a stage mark, not a unigram line
+
+
+def _reference_lines(ax, reference: dict[str, list] | None, names, offsets: dict, label: str, smooth: bool) -> None:
+    """The reference run's curve of each stage in `names` (its own steps, on this run's stage
+    offsets), one legend entry `label` for all of them."""
+    first = True
+    for name in names:
+        pts = sorted((reference or {}).get(name) or [])
+        if len(pts) < 2 or name not in offsets:
+            continue
+        xs = [x + offsets[name] for x, _ in pts]
+        ys = [y for _, y in pts]
+        ax.plot(xs, plots.smooth(xs, ys) if smooth and len(ys) > 10 else ys,
+                label=label if first else "_" + label, **REF_STYLE)
+        first = False
+
+
+def training_loss(stages: list[StageFolder], path: Path, reference: dict[str, list] | None = None,
+                  ref_name: str = "") -> Path | None:
     """The plain LM loss (nats/token) of every stage that has one: pretraining, SFT, and
-    C-RLFT's unweighted cross-entropy; DPO's loss is another kind and drawn apart."""
+    C-RLFT's unweighted cross-entropy; DPO's loss is another kind and drawn apart.
+    reference: {stage: [[step, loss], ...]} of a clean run of the same recipe (reference/curves/
+    `ref_name`), drawn under this run's lines (smoothed like them)."""
     pts = {}
     offsets = plots.stage_offsets(stages)
     for st in stages:
@@ -193,6 +214,8 @@ def training_loss(stages: list[StageFolder], path: Path) -> Path | None:
     colours = stage_colours(stages)
     draw_series(ax, {name if key == "loss" else f"{name} (plain CE)": p for name, (p, key) in pts.items()},
                 colours, smooth=True)
+    _reference_lines(ax, reference, [n for n, (_, key) in pts.items() if key == "loss"], offsets,
+                     f"reference run ({ref_name}), smoothed", smooth=True)
     pad = stage_marks(ax, stages, set(pts))
     ax.set(xlabel="step (all training stages in order)", ylabel="nats / token")
     ax.set_title("Training loss (language modelling, nats/token): thin every step, thick smoothed", pad=pad)
@@ -247,7 +270,8 @@ def branch_styles(stages: list[StageFolder], names: set[str]) -> dict[str, objec
 
 
 def validation(stages: list[StageFolder], path: Path, unigram: dict[str, float] | None = None,
-               uniform: float | None = None) -> Path | None:
+               uniform: float | None = None, reference: dict[str, list] | None = None,
+               ref_name: str = "") -> Path | None:
     """Held-out LM loss per domain (and on SFT replies) against the step; dotted lines: the
     unigram model's loss on each domain's validation documents; grey dashed: an untrained
     model (ln V). Perplexities (`val/ppl`, `val/sft_ppl`) are exp of drawn losses: another
@@ -276,6 +300,8 @@ def validation(stages: list[StageFolder], path: Path, unigram: dict[str, float] 
     for lab in labels:
         if unigram and lab in unigram:
             ax.axhline(unigram[lab], color=colour[lab], lw=1, ls=":")
+    _reference_lines(ax, reference, sorted({st for st, key in groups if key == "val/mean"}),
+                     plots.stage_offsets(stages), f"reference run ({ref_name}): mean of domains", smooth=False)
     for st, ls in style.items():
         if ls != "-":
             ax.plot([], [], color="grey", ls=ls, label=f"{st} (a branch)")

@@ -80,6 +80,8 @@ class PackedLoader:
 
     pack=False (Index-32K's "no packing" ablation): one document per row, the rest of the
     row padded; a document longer than the row continues in the next row, alone again.
+    sources=True adds `token_index`: each token's global index in the split (TokenDataset.doc_start),
+    -1 on padding; cached teacher logits are looked up by it. Off by default: no batch changes.
     """
 
     def __init__(self, dataset: TokenDataset, seq_len: int, batch_size: int, sampler: DocSampler,
@@ -90,6 +92,7 @@ class PackedLoader:
         self.offset = 0
         self.tokens_by_domain = np.zeros(len(dataset.domain_names), dtype=np.int64)
         self.exhausted = False
+        self.sources = False
 
     # -- position -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -118,6 +121,7 @@ class PackedLoader:
         tokens = np.zeros(T, dtype=np.int64)
         doc_ids = np.full(T, -1, dtype=np.int64)  # -1 marks padding (only in a final partial row)
         positions = np.zeros(T, dtype=np.int64)
+        source = np.full(T, -1, dtype=np.int64) if self.sources else None
         filled, seg = 0, 0
         while filled < T:
             rest = self._current()
@@ -127,6 +131,8 @@ class PackedLoader:
             tokens[filled:filled + n] = rest[:n]
             doc_ids[filled:filled + n] = seg
             positions[filled:filled + n] = np.arange(n)
+            if source is not None:
+                source[filled:filled + n] = self.ds.doc_start(self.doc) + self.offset + np.arange(n)
             self.tokens_by_domain[self.ds.doc_domain[self.doc]] += n
             self.offset += n
             filled, seg = filled + n, seg + 1
@@ -141,7 +147,10 @@ class PackedLoader:
         # The last position's target is the next unread token, if it is in the same document.
         if filled == T and self.doc is not None and self.offset < self.ds.doc_len(self.doc):
             labels[-1] = int(self.ds.doc(self.doc)[self.offset])
-        return {"input_ids": tokens, "labels": labels, "position_ids": positions, "doc_ids": doc_ids}
+        row = {"input_ids": tokens, "labels": labels, "position_ids": positions, "doc_ids": doc_ids}
+        if source is not None:
+            row["token_index"] = source
+        return row
 
     def next_batch(self) -> dict[str, torch.Tensor] | None:
         """A [batch_size, seq_len] batch; None once a finite sampler is exhausted."""
