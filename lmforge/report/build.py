@@ -292,7 +292,7 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     ref_path = find_reference(meta)
     ref = load_reference(ref_path)
     reference = (ref_path.name, by_stage(ref, stages, run_dir)) if ref else None
-    sections = [ov] + [s for s in (effects_section(stages), findings_section(stages),
+    sections = [ov] + [s for s in (effects_section(stages), findings_section(stages, out),
                                    training_section(stages, out, final_eval_column(stages), base, reference),
                                    data_section(stages, out),
                                    mixture_section(stages, out), sftdata_section(stages, out),

@@ -3,8 +3,11 @@ the claim, the arms' numbers over seeds, the paired comparison with its verdict,
 and what the miniature cannot show. One summary table first: claim -> measured -> verdict."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from lmforge.report.collect import StageFolder
-from lmforge.report.section import Section
+from lmforge.report.section import Section, slug
 from lmforge.report.tables import Table, fmt
 
 VERDICT_RULE = ("Each variant is compared with the baseline seed by seed (the seed sets the initialisation and "
@@ -38,7 +41,7 @@ def summary_rows(findings: list[StageFolder]) -> list[list]:
     return rows
 
 
-def finding_blocks(st: StageFolder) -> list:
+def finding_blocks(st: StageFolder, out: Path) -> list:
     r = st.finding
     blocks: list = [f"{r.get('finding')} ({r.get('source')}): \"{r.get('claim')}\". Metric: {r.get('metric')} "
                     f"({'higher' if r.get('higher_is_better') else 'lower'} is better). Scale: {r.get('scale')}, "
@@ -51,8 +54,10 @@ def finding_blocks(st: StageFolder) -> list:
     for a in r.get("amendments") or []:
         blocks.append(f"Plan amended after results were recorded ({', '.join(a.get('changed', []))}): "
                       f"{a.get('reason')}.")
-    if (st.dir / "finding.png").is_file():
-        blocks.append(st.dir / "finding.png")
+    if (st.dir / "finding.png").is_file():     # drawn by lmforge findings; the report keeps its own copy
+        copy = out / f"finding_{slug(st.name)}.png"
+        shutil.copyfile(st.dir / "finding.png", copy)
+        blocks.append(copy)
     key = r.get("key")
     arms = r.get("arms", {})
     second = sorted({k for a in arms.values() for k in a if k not in (key, "wall_s", "cpu_s")})
@@ -71,7 +76,7 @@ def _mean_std(s: dict | None) -> str:
     return fmt(s["mean"]) if s.get("std") is None else f"{fmt(s['mean'])} ± {fmt(s['std'], 2)}"
 
 
-def findings_section(stages: list[StageFolder]) -> Section | None:
+def findings_section(stages: list[StageFolder], out: Path) -> Section | None:
     findings = [s for s in stages if isinstance(s.finding, dict) and s.finding.get("comparisons") is not None]
     if not findings:
         return None
@@ -81,5 +86,5 @@ def findings_section(stages: list[StageFolder]) -> Section | None:
     t.rows = summary_rows(findings)
     sec.blocks.append(t)
     for st in findings:
-        sec.blocks.extend(finding_blocks(st))
+        sec.blocks.extend(finding_blocks(st, out))
     return sec
