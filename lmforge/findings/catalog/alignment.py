@@ -141,7 +141,7 @@ FINDING = Finding(
           "held-out preference accuracy over the SFT model while keeping SFT's gain",
     metric="held-out reply loss (nats / reply token) on 5% of the SFT conversations, never trained on",
     key="reply_loss", higher_is_better=False, baseline="start", expect={"sft": "better", "sft+dpo": "better"},
-    run=run, needs=("data", "corpus"), secondary=("pref_acc", "pref_margin", "heldout_convs", "heldout_pairs"),
+    prepare=split, run=run, needs=("data", "corpus"), secondary=("pref_acc", "pref_margin", "heldout_convs", "heldout_pairs"),
     curve_label="train loss", curve_x="step (of the arm's own stage)",
     scale_note="1.6M parameters: 60% of the corpus's pairs reject a reply from another conversation, which "
                "needs the prompt understood (recipes/tiny.yaml's header: a 5M model stays near chance on those)",

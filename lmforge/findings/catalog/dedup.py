@@ -124,6 +124,15 @@ def tokens(ctx, which: str, src: Path) -> tuple[Path, dict]:
     return tok_dir, {"docs": got.get("docs"), "train_tokens": enc.get("train_tokens"), "account": got.get("account")}
 
 
+def prepare(ctx) -> None:
+    """The inputs and every arm's cleaned, encoded data, once before the seeds (which may run in
+    parallel processes: two of them building one data folder would collide on its lock)."""
+    paths = inputs(ctx)
+    tokens(ctx, "heldout", paths["heldout"])
+    for arm in ("raw", "dedup", "filtered"):
+        tokens(ctx, arm, paths["pool"])
+
+
 def run(ctx, arm: str, seed: int) -> dict:
     paths = inputs(ctx)
     held_tokens, _ = tokens(ctx, "heldout", paths["heldout"])
@@ -144,7 +153,7 @@ FINDING = Finding(
     metric="held-out loss (nats / token), mean over domains, on 5% of the corpus's documents (cleaned by the "
            "filters), never in any arm's data",
     key="heldout_loss", higher_is_better=False, baseline="raw", expect={"dedup": "better", "filtered": "better"},
-    run=run, needs=("data", "corpus", "tokenizer"),
+    run=run, prepare=prepare, needs=("data", "corpus", "tokenizer"),
     secondary=("kept_docs", "train_tokens"),
     curve_label="train loss (nats / token)",
     scale_note="a 5 MB corpus seen for less than one epoch: duplicates cost diversity, not repeated epochs; "
