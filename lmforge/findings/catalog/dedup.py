@@ -16,7 +16,7 @@ from lmforge import config
 from lmforge.findings.catalog.phases import heldout_loss
 from lmforge.findings.context import curve
 from lmforge.findings.spec import Finding
-from lmforge.io.atomic import write_text
+from lmforge.io.atomic import read_json, write_text
 from lmforge.io.jsonl import iter_records
 from lmforge.stages import data as data_stage
 from lmforge.stages import encode as encode_stage
@@ -110,17 +110,22 @@ def inputs(ctx) -> dict:
     return paths
 
 
-def tokens(ctx, which: str, src: Path) -> tuple[Path, dict]:
-    """The data pipeline (STEPS[which]) and encoding of `src` (shared by the seeds)."""
+def tokens(ctx, which: str, src: Path, build: bool = True) -> tuple[Path, dict]:
+    """The data pipeline (STEPS[which]) and encoding of `src` (shared by the seeds). build=False
+    reads what `prepare` built: the data stage always enters its folder (its steps skip
+    themselves), and two seed workers entering one folder at once would collide on its lock."""
     data_dir, tok_dir = ctx.work("data", which), ctx.work("tokens", which)
-    dcfg = config.from_dict(data_stage.DataConfig, {"input": [str(src)], "output": str(data_dir),
-                                                    "steps": STEPS[which], "workers": WORKERS, **CLEAN},
-                            source="findings dedup")
-    got = data_stage.run(dcfg, progress=False)
-    ecfg = config.from_dict(encode_stage.EncodeConfig, {"inputs": [str(data_dir / "final")], "out_dir": str(tok_dir),
-                                                        "tokenizer": ctx.cfg.tokenizer, "workers": WORKERS,
-                                                        "val_docs_per_domain": 0}, source="findings dedup")
-    enc = encode_stage.run(ecfg, progress=False)
+    if build:
+        dcfg = config.from_dict(data_stage.DataConfig, {"input": [str(src)], "output": str(data_dir),
+                                                        "steps": STEPS[which], "workers": WORKERS, **CLEAN},
+                                source="findings dedup")
+        data_stage.run(dcfg, progress=False)
+        ecfg = config.from_dict(encode_stage.EncodeConfig, {"inputs": [str(data_dir / "final")],
+                                                            "out_dir": str(tok_dir), "tokenizer": ctx.cfg.tokenizer,
+                                                            "workers": WORKERS, "val_docs_per_domain": 0},
+                                source="findings dedup")
+        encode_stage.run(ecfg, progress=False)
+    got, enc = read_json(data_dir / "DONE.json"), read_json(tok_dir / "DONE.json")
     return tok_dir, {"docs": got.get("docs"), "train_tokens": enc.get("train_tokens"), "account": got.get("account")}
 
 
@@ -135,8 +140,8 @@ def prepare(ctx) -> None:
 
 def run(ctx, arm: str, seed: int) -> dict:
     paths = inputs(ctx)
-    held_tokens, _ = tokens(ctx, "heldout", paths["heldout"])
-    data, info = tokens(ctx, arm, paths["pool"])
+    held_tokens, _ = tokens(ctx, "heldout", paths["heldout"], build=False)
+    data, info = tokens(ctx, arm, paths["pool"], build=False)
     out = ctx.work(arm, f"seed{seed}")
     ctx.pretrain(out, seed, data=str(data))
     loss = heldout_loss(out, str(held_tokens), "train", ctx.scale.seq_len, batches=2 * ctx.scale.eval_batches)
