@@ -20,6 +20,11 @@ from lmforge.report.findingsection import summary_rows  # noqa: E402
 BEGIN, END = "<!-- findings-table:begin -->", "<!-- findings-table:end -->"
 
 
+def short_source(source: str) -> str:
+    """The report's name without its section: "Index-1.9B, section 3 (Norm-Head)" -> "Index-1.9B"."""
+    return re.sub(r", section.*", "", source.split(" (")[0])
+
+
 def table(run_dir: Path) -> str:
     _, stages, _ = discover(run_dir)
     found = [s for s in stages if isinstance(s.finding, dict) and s.finding.get("comparisons") is not None]
@@ -29,7 +34,7 @@ def table(run_dir: Path) -> str:
         r = st.finding
         for row in summary_rows([st]):
             name, comp, exp, meas, verdict, n, claim = row
-            lines.append(f"| {name} | {r.get('source', '').split(',')[0] if name else ''} | {claim} | {comp} | "
+            lines.append(f"| {name} | {short_source(r.get('source', '')) if name else ''} | {claim} | {comp} | "
                          f"{exp} | {meas} | **{verdict}** | {n} |")
     return "\n".join(lines)
 
