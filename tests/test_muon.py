@@ -125,7 +125,8 @@ def test_newton_schulz_flattens_the_spectrum():
     m = u[:, :24] @ torch.diag(s) @ v.T
     out = torch.linalg.svdvals(newton_schulz(m, 5, torch.float64))
     assert out.min() > 0.5 and out.max() < 1.3, out
-    assert out.max() / out.min() < 2 < torch.linalg.svdvals(m).max() / torch.linalg.svdvals(m).min() / 50
+    cond_in = torch.linalg.svdvals(m).max() / torch.linalg.svdvals(m).min()   # 100 (up to rounding)
+    assert out.max() / out.min() < 2 and cond_in > 99
 
 
 def test_hidden_matrices_on_muon_the_rest_on_adamw():

@@ -144,7 +144,7 @@ def test_full_report(full_run, tmp_path):
     summary = run_report(ReportConfig(run_dir=str(full_run), out=str(tmp_path / "rep")), progress=False)
     html_path = tmp_path / "rep" / "report.html"
     page = parse(html_path)
-    assert page.sections == ["overview", "training", "data", "mixture", "eval", "grow"]
+    assert page.sections == ["overview", "effects", "training", "data", "mixture", "eval", "grow"]   # pretrain and grow write effects
     assert summary["sections"] == page.sections and summary["problems"] == []
     names = {f"{a}.png" for a in page.alts}
     assert {"train_loss.png", "train_dynamics.png", "val_loss.png", "dpo_dpo.png", "funnel_data.png",
@@ -172,10 +172,10 @@ def test_full_report(full_run, tmp_path):
 
 
 def test_partial_run_and_single_stage(full_run, tmp_path):
-    # only the pretrain folder, no recipe.json: one stage, training + mixture sections only
+    # only the pretrain folder, no recipe.json: one stage, its effect, training + mixture sections
     summary = run_report(ReportConfig(run_dir=str(full_run / "pretrain"), out=str(tmp_path / "r1")), progress=False)
     page = parse(tmp_path / "r1" / "report.html")
-    assert page.sections == ["overview", "training", "mixture"] and summary["stages"] == ["pretrain"]
+    assert page.sections == ["overview", "effects", "training", "mixture"] and summary["stages"] == ["pretrain"]
     # a run dir without recipe.json: its stage subfolders, a crash-cut metrics line reported
     part = tmp_path / "part"
     shutil.copytree(full_run / "data", part / "data")

@@ -63,10 +63,14 @@ def run_seed(cfg, seed: int, threads: int, progress: bool) -> dict[str, dict]:
     """Every arm of one seed, in the finding's order (an arm may read an earlier arm's output of
     the same seed, e.g. a shared base model): the unit a worker process runs."""
     import torch
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    finding = catalog.get(cfg.name)
-    ctx = Ctx(cfg, Path(cfg.out_dir))
-    return {arm: run_one(finding, ctx, arm, seed, progress) for arm in finding.arms}
+    try:
+        finding = catalog.get(cfg.name)
+        ctx = Ctx(cfg, Path(cfg.out_dir))
+        return {arm: run_one(finding, ctx, arm, seed, progress) for arm in finding.arms}
+    finally:      # in this process (workers: 1) the caller's thread count comes back
+        torch.set_num_threads(before)
 
 
 def run_arms(finding: Finding, cfg, progress: bool) -> dict[str, dict[int, dict]]:

@@ -199,10 +199,11 @@ def body(cfg: PretrainConfig, progress: bool = True) -> dict:
         ckpt.copy_tokenizer(tok.parent if tok is not None and tok.suffix == ".json" else tok, out)
         write_json(out / "config.json", trainer.run_config)
     summary = trainer.fit()
-    if main:   # the input model (the unigram from scratch; before growth for a grown model) vs the output
-        effect = pretrain_effect(cfg, trainer)
-        if effect:
-            summary["effect"] = effect
+    # the input model (the unigram from scratch; before growth for a grown model) vs the output, on
+    # every rank: under FSDP each forward pass gathers the shards from all ranks, so all take part
+    effect = pretrain_effect(cfg, trainer)
+    if effect:
+        summary["effect"] = effect
     return summary
 
 
