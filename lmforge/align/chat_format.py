@@ -30,7 +30,6 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 
 from lmforge.align import chat_template as chatml
 
@@ -189,15 +188,7 @@ class TemplateFormat:
             if train_on == "last":
                 chosen = [k for k in chosen if k == len(replies) - 1]
             spans = [all_spans[k] for k in chosen]
-        enc = tok.encode(text, add_special_tokens=False)
-        ids = np.asarray(enc.ids, dtype=np.int32)
-        mask = np.zeros(len(ids), dtype=bool)
-        if spans:
-            starts = np.asarray([o[0] for o in enc.offsets])
-            ends = np.asarray([o[1] for o in enc.offsets])
-            for a, b in spans:
-                mask |= (starts < b) & (ends > a)
-        return ids, mask
+        return chatml.encode_spans(tok, text, spans)
 
 
 def has_chatml(tok) -> bool:

@@ -83,6 +83,11 @@ def encode_chat(tok, messages: list[dict], train_on: Literal["all", "last", "non
     text, spans = _target_spans(messages, train_on)
     if add_generation_prompt:
         text += f"{IM_START}assistant\n"
+    return encode_spans(tok, text, spans)
+
+
+def encode_spans(tok, text: str, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids of `text`, mask): a token is a target when its characters overlap a span."""
     enc = tok.encode(text, add_special_tokens=False)
     ids = np.asarray(enc.ids, dtype=np.int32)
     mask = np.zeros(len(ids), dtype=bool)
