@@ -30,7 +30,6 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-
 from lmforge.align import chat_template as chatml
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
