@@ -37,10 +37,15 @@ def ad_page_en(rng: random.Random) -> str:
     return "\n".join(lines * rng.randint(1, 2))
 
 
-def chrome_page_en(rng: random.Random, sentence: str) -> str:
-    nav = [rng.choice(NAV_EN) for _ in range(rng.randint(14, 24))]
+def chrome_page(rng: random.Random, sentence: str, words: list[str]) -> str:
+    """A navigation-chrome page: 14-24 menu words with one real sentence among them."""
+    nav = [rng.choice(words) for _ in range(rng.randint(14, 24))]
     nav.insert(rng.randint(4, 10), sentence)
     return "\n".join(nav)
+
+
+def chrome_page_en(rng: random.Random, sentence: str) -> str:
+    return chrome_page(rng, sentence, NAV_EN)
 
 
 def ad_page_zh(rng: random.Random) -> str:
@@ -56,9 +61,7 @@ def ad_page_zh(rng: random.Random) -> str:
 
 
 def chrome_page_zh(rng: random.Random, sentence: str) -> str:
-    nav = [rng.choice(NAV_ZH) for _ in range(rng.randint(14, 24))]
-    nav.insert(rng.randint(4, 10), sentence)
-    return "\n".join(nav)
+    return chrome_page(rng, sentence, NAV_ZH)
 
 
 def obfuscated_js(rng: random.Random) -> str:

@@ -34,19 +34,25 @@ def grad_norms(run_dir) -> list[float]:
     return [r["grad_norm"] for r in metrics_of(run_dir) if "grad_norm" in r]
 
 
+def domain_batches(data: str, split: str, seq_len: int, batches: int, batch_size: int = 8):
+    """(domain, batch) over up to `batches` packed batches of each domain of a token set's `split`,
+    in order: the same tokens for every arm that is scored on them."""
+    for domain, loader in domain_loaders(TokenDataset(data, split), seq_len, batch_size).items():
+        for _ in range(batches):
+            batch = loader.next_batch()
+            if batch is None:
+                break
+            yield domain, batch
+
+
 @torch.no_grad()
 def mean_abs_log_z(run_dir, data: str, seq_len: int, batches: int = 4, batch_size: int = 8) -> float:
     """Mean |log Z| (the softmax normaliser of the logits) over validation tokens of the run's
     final checkpoint: what z-loss pushes towards 0."""
     model, _ = load_checkpoint(run_dir)
-    loader = domain_loaders(TokenDataset(data, "val"), seq_len, batch_size)
     total, n = 0.0, 0
-    for dl in loader.values():
-        for _ in range(batches):
-            batch = dl.next_batch()
-            if batch is None:
-                break
-            logits = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
-            lse = torch.logsumexp(logits[..., :model.cfg.vocab_size].float(), dim=-1)
-            total, n = total + float(lse.abs().sum()), n + lse.numel()
+    for _, batch in domain_batches(data, "val", seq_len, batches, batch_size):
+        logits = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
+        lse = torch.logsumexp(logits[..., :model.cfg.vocab_size].float(), dim=-1)
+        total, n = total + float(lse.abs().sum()), n + lse.numel()
     return total / max(n, 1)

@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 
 from lmforge import config
+from lmforge.findings.catalog.common import domain_batches
 from lmforge.model.load import load_checkpoint
-from lmforge.shards import TokenDataset
 from lmforge.stages import pretrain
-from lmforge.train.loader import domain_loaders
 
 
 def stage(name: str, steps: int, weights: dict[str, float], schedule: dict, ramp: dict | None = None) -> dict:
@@ -53,17 +52,12 @@ def heldout_loss(run_dir, data: str, split: str, seq_len: int, batches: int, bat
     (up to `batches` batches per domain, in order: the same tokens for every arm), and the
     mean over domains ("mean", as the trainer's val/mean)."""
     model, _ = load_checkpoint(run_dir)
-    out = {}
-    for domain, loader in domain_loaders(TokenDataset(data, split), seq_len, batch_size).items():
-        total, n = 0.0, 0
-        for _ in range(batches):
-            batch = loader.next_batch()
-            if batch is None:
-                break
-            loss_sum, _ = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
-                                labels=batch["labels"])
-            total, n = total + float(loss_sum), n + int((batch["labels"] != -100).sum())
-        if n:
-            out[domain] = total / n
+    sums: dict[str, list[float]] = {}
+    for domain, batch in domain_batches(data, split, seq_len, batches, batch_size):
+        loss_sum, _ = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
+                            labels=batch["labels"])
+        acc = sums.setdefault(domain, [0.0, 0])
+        acc[0], acc[1] = acc[0] + float(loss_sum), acc[1] + int((batch["labels"] != -100).sum())
+    out = {domain: total / n for domain, (total, n) in sums.items() if n}
     out["mean"] = sum(out.values()) / len(out) if out else math.nan
     return out
