@@ -23,8 +23,9 @@ import torch
 
 from lmforge import config
 from lmforge.align.preference_data import Pair
+from lmforge.device import autocast as autocast_context
 from lmforge.model import ModelConfig, Transformer
-from lmforge.train.objectives.dpo import DPOObjective, autocast_context, reference_logps, step0_check
+from lmforge.train.objectives.dpo import DPOObjective, reference_logps, step0_check
 
 
 def random_pairs(n: int, vocab: int, prompt_len: int, reply_len: int, seed: int = 0) -> list[Pair]:

@@ -17,3 +17,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision in ("bf16", "fp8") or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def autocast(device, dtype: torch.dtype | None):
+    """The precision path of a training step on `device`: autocast to `dtype`, or (None) off."""
+    device = torch.device(device)
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)

@@ -14,7 +14,7 @@ from lmforge.model import Transformer
 from lmforge.model.load import load_checkpoint
 from lmforge.tokenizer.train import load_tokenizer
 from lmforge.stages.dpo import DPOConfig, run
-from lmforge.train.objectives.dpo import DPOObjective, reference_logps
+from lmforge.train.objectives.dpo import DPOObjective, dpo_terms, pair_batch, reference_logps, sequence_logps
 from test_align_utils import COLORS, THINGS, color_of, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 
 
@@ -81,6 +81,46 @@ def test_dpo_loss_matches_float64_formula(source, beta, sft_coef):
     assert la.item() == pytest.approx(lb.item(), rel=1e-5)
     if sft_coef == 0:
         assert la.item() == pytest.approx(5 * math.log(2), rel=1e-5)   # policy == reference
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_dpo_through_the_one_loss_path_equals_the_plain_logits_path(source, amp):
+    """Issue 29: DPO's log-probs come from the model's fused loss path (a loss per token); the
+    path it replaced (full logits, then cross-entropy) gives the same log-probs, DPO loss and
+    gradients to floating tolerance, in fp32 and under the bf16 autocast CUDA training uses."""
+    import torch.nn.functional as F
+
+    from lmforge.device import autocast
+
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    pairs = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"])
+             for r in color_pairs(4, seed=7)]
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(tok.get_vocab_size()))
+    b = pair_batch(pairs, [0, 1, 2, 3], pad_id=1)
+    ref = torch.from_numpy(np.random.default_rng(1).normal(-40, 3, size=(4, 2)))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(logps):
+        with autocast("cpu", amp):
+            lp = logps()
+        loss = dpo_terms(lp.view(2, -1).t(), ref, beta=0.5)["loss"].sum()
+        return lp.detach(), loss.detach(), torch.autograd.grad(loss, params)
+
+    def plain():
+        logits = model(b["input_ids"])
+        ce = F.cross_entropy(logits.float().transpose(1, 2), b["labels"], ignore_index=-100, reduction="none")
+        return -ce.sum(-1)
+
+    old_lp, old_loss, old_grads = run(plain)
+    new_lp, new_loss, new_grads = run(lambda: sequence_logps(model, b["input_ids"], b["labels"]))
+    tol = 1e-5 if amp is None else 2e-3
+    torch.testing.assert_close(new_lp, old_lp, rtol=tol, atol=tol)
+    torch.testing.assert_close(new_loss, old_loss, rtol=tol, atol=tol)
+    for a, o in zip(new_grads, old_grads):
+        scale = float(o.abs().max()) or 1.0
+        assert float((a - o).abs().max()) <= (1e-4 if amp is None else 3e-2) * scale
 
 
 def test_pair_filters_counted(source, tmp_path):

@@ -74,3 +74,30 @@ def test_activation_checkpointing_gives_the_same_gradients():
     model.activation_checkpointing = True
     for a, b in zip(grads(), plain):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-3])
+@pytest.mark.parametrize("chunk", [3, 64])
+def test_per_token_losses_and_gradients_match_float64(z_loss, chunk):
+    """reduction "none" (DPO's log-probs): each token's loss, 0 where ignored, and gradients
+    under a different upstream gradient per token (what backward's recomputation must honour)."""
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(2, 9, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(70, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 61, (2, 9), generator=g)
+    y[0, :3] = -100
+    up = torch.randn(2, 9, generator=g, dtype=torch.float64)
+    tok, metrics = linear_cross_entropy(h, w, y, 61, z_loss, chunk=chunk, reduction="none")
+    gh, gw = torch.autograd.grad((tok * up).sum(), (h, w))
+    logits = (h @ w.t()).masked_fill(torch.arange(70) >= 61, float("-inf"))
+    lse = torch.logsumexp(logits, dim=-1)
+    ce = (lse - logits.gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1)) * (y != -100)
+    ref = ce + z_loss * lse ** 2 * (y != -100)
+    rh, rw = torch.autograd.grad((ref * up).sum(), (h, w))
+    assert tok.shape == y.shape and (tok[0, :3] == 0).all()
+    torch.testing.assert_close(tok, ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gh, rh, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(gw, rw, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(metrics["ce_sum"], ce.sum(), rtol=1e-9, atol=1e-9)
+    total, _ = linear_cross_entropy(h, w, y, 61, z_loss, chunk=chunk)     # the summed path's loss
+    torch.testing.assert_close(tok.sum(), total, rtol=1e-9, atol=1e-9)

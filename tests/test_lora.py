@@ -173,9 +173,9 @@ def test_lora_dpo_reference_is_the_base_with_adapters_off(source, tmp_path):
     batch = trainer.objective.next_batch()             # the 5th of 6 micro-batches (8 pairs x 3 epochs / 4)
     base, _ = load_checkpoint(src_run)
     with torch.no_grad():
-        got = sequence_logps(ref(batch["input_ids"]), batch["labels"])
-        want = sequence_logps(base(batch["input_ids"]), batch["labels"])
-        moved = sequence_logps(trainer.model(batch["input_ids"]), batch["labels"])
+        got = sequence_logps(ref, batch["input_ids"], batch["labels"])
+        want = sequence_logps(base, batch["input_ids"], batch["labels"])
+        moved = sequence_logps(trainer.model, batch["input_ids"], batch["labels"])
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)          # still the starting model
     assert not torch.allclose(moved, want, atol=1e-3)                    # while the policy moved
     assert all(not p.requires_grad for n, p in trainer.model.named_parameters() if not is_lora_key(n))

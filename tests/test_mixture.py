@@ -174,10 +174,10 @@ def test_batch_growth_on_plateau(mixed, tmp_path):
                        "train.batch_growth.plateau_patience=2", "train.batch_growth.max_grad_accum=4")
     t = build(cfg, progress=False)
     for v in [3.0, 2.5, 2.6, 2.55]:  # two evals without beating 2.5 -> double
-        t._grow_on_plateau(v)
+        t.batch_growth.observe(v)
     assert t.grad_accum() == 2
     for v in [2.7, 2.8, 2.9, 2.95]:
-        t._grow_on_plateau(v)
+        t.batch_growth.observe(v)
     assert t.grad_accum() == 4  # capped at max_grad_accum
     with pytest.raises(ConfigError, match="eval_every"):
         pretrain_cfg(mixed, tmp_path / "q", "train.batch_growth.plateau_patience=2")

@@ -252,3 +252,40 @@ def test_validation_reports_bits_per_byte(tmp_path):
     bpt = bytes_per_token(TokenDataset(tmp_path / "data", "val"), tok, 64)["prose"]
     assert 1.0 < bpt < 10.0
     assert last["val_bpb/prose"] == pytest.approx(last["val/prose"] / bpt / math.log(2))
+
+
+def test_callbacks_are_called_in_order_and_their_state_is_checkpointed(token_data, tmp_path):
+    """Issue 29: what the loop does around its steps is callbacks, each hook at its point of
+    fit (the trainer's own first: a step's checkpoint exists when a later callback's
+    on_step_end runs, the final one before on_train_end's); BatchGrowth's state is in
+    trainer.json as `growth`; the objective declares the hooks the loop calls."""
+    from lmforge.train.callbacks import Callback
+    from lmforge.train.objectives.base import Objective
+
+    seen = []
+
+    class Recorder(Callback):
+        def on_train_start(self, trainer):
+            seen.append(("start", trainer.step))
+
+        def on_eval(self, trainer, record):
+            seen.append(("eval", record["step"], "val/mean" in record))
+
+        def on_log(self, trainer, record):
+            seen.append(("log", record["step"]))
+
+        def on_step_end(self, trainer, record):
+            seen.append(("end", record["step"], len(ckpt.list_complete(trainer.ckpt_dir))))
+
+        def on_train_end(self, trainer, summary):
+            seen.append(("done", Path(summary["checkpoint"]).name))
+
+    trainer = build(cfg_for(token_data, tmp_path / "r", "train.steps=4", "train.eval_every=2", "train.ckpt_every=2"),
+                    progress=False)
+    trainer.callbacks.append(Recorder())
+    assert isinstance(trainer.objective, Objective)
+    summary = trainer.fit()
+    assert seen == [("start", 0), ("log", 1), ("end", 1, 0), ("eval", 2, True), ("log", 2), ("end", 2, 1),
+                    ("log", 3), ("end", 3, 1), ("log", 4), ("end", 4, 1), ("log", 4), ("done", "step-4")]
+    state = ckpt.load_trainer_state(Path(summary["checkpoint"]))
+    assert state["growth"] == {"mult": 1, "best": None, "since_best": 0}

@@ -86,9 +86,20 @@ class Ctx:
 
     def pretrain(self, out: Path, seed: int, model: dict | None = None, train: dict | None = None,
                  data: str | None = None, **top) -> dict:
-        """Run the pretrain stage (resumable, skipped when finished) and return its summary."""
-        spec = {"data": data or self.cfg.data, "out_dir": str(out), "train": self.train(seed, **(train or {})),
-                **top}
+        """Run the pretrain stage (resumable, skipped when finished) and return its summary.
+
+        `top`: the stage's other keys. With `stages` (curriculum stages, each its own mixture
+        and LR schedule) the run's steps are their total and the default schedule is left out;
+        with `init` no model shape is given (the checkpoint's)."""
+        train = dict(train or {})
+        stages = top.get("stages")
+        if stages:
+            train.setdefault("steps", sum(s["steps"] for s in stages))
+        t = self.train(seed, **train)
+        if stages:
+            t.pop("schedule")          # each stage carries its schedule
+            t.pop("steps")             # ... and the run is their total
+        spec = {"data": data or self.cfg.data, "out_dir": str(out), "train": t, **top}
         if model is not None or "init" not in top:
             spec["model"] = self.model(**(model or {}))
         cfg = config.from_dict(pretrain.PretrainConfig, spec, source=f"findings {self.cfg.name}")

@@ -185,12 +185,15 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None, return_hidden: bool = False,
-                labels: torch.Tensor | None = None, z_loss: float = 0.0):
+                labels: torch.Tensor | None = None, z_loss: float = 0.0, reduction: str = "sum"):
         """Logits [B, T, padded_vocab_size]; with return_hidden also the n_layers + 1 residual
         states (each layer's input, then the last layer's output before the final norm).
 
-        With labels: (loss_sum, metrics) from the chunked fused head + cross-entropy instead
-        of logits (computed inside forward so FSDP has the head's parameters gathered).
+        With labels: (loss, metrics) from the chunked fused head + cross-entropy instead of
+        logits (computed inside forward so FSDP has the head's parameters gathered), the one
+        loss path of every objective that scores target tokens: the sum over the batch, or
+        with reduction "none" each token's loss [B, T] (0 where labels are -100; DPO sums a
+        row's into its log-probability). lmforge.model.fused_loss.
 
         position_ids default to arange(T), or to positions restarting at each document when
         doc_ids is given (pass them explicitly to choose otherwise).
@@ -203,7 +206,8 @@ class Transformer(nn.Module):
         hidden: list[torch.Tensor] | None = [] if return_hidden else None
         x = self._trunk(input_ids, position_ids, T, mask, hidden=hidden)
         if labels is not None:
-            return linear_cross_entropy(self.norm(x), self.head_weight(), labels, self.cfg.vocab_size, z_loss)
+            return linear_cross_entropy(self.norm(x), self.head_weight(), labels, self.cfg.vocab_size, z_loss,
+                                        reduction=reduction)
         logits = self.logits(x)
         return (logits, hidden) if return_hidden else logits
 

@@ -19,6 +19,7 @@ from lmforge.model import Transformer
 from lmforge.model.lora import attach_lora
 from lmforge.stagekit.source import Source
 from lmforge.stagekit.stage import done_summary, write_done
+from lmforge.train.callbacks import InputAccount
 from lmforge.train.trainer import TrainConfig, Trainer
 
 def stage_defaults(data: dict, train_defaults: dict) -> dict:
@@ -78,8 +79,7 @@ def start_trainer(cfg, src: Source, objective, train: TrainConfig, stats: dict, 
     torch.manual_seed(train.seed)
     model = model if model is not None else new_model(cfg, src)
     trainer = Trainer(model, objective, train, out, run_config={**to_dict(cfg), "model": to_dict(src.model_cfg)},
-                      progress=progress)
-    trainer.account = stats.get("account")
+                      progress=progress, callbacks=[InputAccount(stats.get("account"))])
     latest = trainer.resume_latest()
     if latest is not None:
         if progress:
@@ -110,12 +110,11 @@ def start_fresh(cfg, src: Source, objective, steps: int, stats: dict, progress: 
 
 
 def trained(trainer: Trainer, cfg=None, effect: Callable | None = None) -> dict:
-    """Train to the end; the summary with the input account and, with `effect(cfg, trainer)`,
-    the stage's before/after dict (lmforge.eval.effect.paired_effect) under "effect", computed
-    before DONE.json is written so a finished stage always has it."""
+    """Train to the end; the summary (with the input account, from start_trainer's callback)
+    and, with `effect(cfg, trainer)`, the stage's before/after dict
+    (lmforge.eval.effect.paired_effect) under "effect", computed before DONE.json is written so
+    a finished stage always has it."""
     summary = trainer.fit()
-    if getattr(trainer, "account", None):
-        summary["account"] = trainer.account
     if effect is not None:
         result = effect(cfg, trainer)
         if result:

@@ -40,7 +40,6 @@ held-out pairs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -196,22 +195,14 @@ def build_refusal_pairs(cfg: DPOConfig, src: Source, errors, progress: bool) -> 
     return path, info
 
 
-def pairs_fingerprint(pairs) -> str:
-    h = hashlib.sha256()
-    for p in pairs:
-        for a in (p.chosen, p.chosen_mask, p.rejected, p.rejected_mask):
-            h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
 def cached_reference_logps(out_dir: str, name: str, ref_model, pairs, pad_id: int, batch_size: int,
                            progress: bool, device=None, autocast=None) -> np.ndarray:
     """[n, 2] reference log-probs, cached in out_dir/ref_logps.npz under the pairs' fingerprint
     and the precision they were computed in (the training loop's autocast dtype)."""
-    from lmforge.train.objectives.dpo import reference_logps
+    from lmforge.train.objectives.dpo import pairs_digest, reference_logps
 
     path = Path(out_dir) / "ref_logps.npz"
-    key = f"{name}_{pairs_fingerprint(pairs)}_{str(autocast).replace('torch.', '') if autocast else 'fp32'}"
+    key = f"{name}_{pairs_digest(pairs)}_{str(autocast).replace('torch.', '') if autocast else 'fp32'}"
     cache = dict(np.load(path)) if path.exists() else {}
     if key not in cache:
         cache[key] = reference_logps(ref_model, pairs, pad_id, batch_size, device or 'cpu', progress, autocast)

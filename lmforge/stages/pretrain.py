@@ -188,7 +188,7 @@ def body(cfg: PretrainConfig, progress: bool = True) -> dict:
         trainer.init_from(src, cfg.init.load_optimizer)
         if main:
             print(f"initialised from {src}" + (" (with optimizer state)" if cfg.init.load_optimizer else "")
-                  + (f"; batch carried: grad_accum {trainer.grad_accum()}" if "carried_from" in trainer.growth else ""))
+                  + (f"; batch carried: grad_accum {trainer.grad_accum()}" if "carried_from" in trainer.batch_growth.state else ""))
     if main:
         out.mkdir(parents=True, exist_ok=True)
         ds = trainer.objective.train_set

@@ -3,8 +3,10 @@
 Per step: fetch `grad_accum` micro-batches, normalise the loss by the step's total target
 count, backward under autocast (bf16 on CUDA), measure the gradient norm (and the LM
 head's share of it, which Norm-Head is meant to tame), skip the update if anything is
-non-finite, clip, step AdamW at the LR the schedule gives for this step, log, evaluate,
-checkpoint. Everything needed to continue exactly is in the checkpoint.
+non-finite, clip, step AdamW at the LR the schedule gives for this step, log, evaluate.
+Checkpointing, batch-size growth, experiment trackers and the input account are callbacks
+(lmforge.train.callbacks) the loop calls at fixed points. Everything needed to continue
+exactly is in the checkpoint (the callbacks' state included).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,12 +24,13 @@ from tqdm import tqdm
 
 from lmforge import checkpoint as ckpt
 from lmforge.config import ConfigError, check
-from lmforge.device import autocast_dtype, resolve_device
+from lmforge.device import autocast, autocast_dtype, resolve_device
 from lmforge.io.atomic import naming, write_json, write_text
 from lmforge.model.load import OURS, open_source
 from lmforge.model.lora import lora_layers
 from lmforge.train import distributed, fp8
 from lmforge.train import trackers as tracking
+from lmforge.train.callbacks import BatchGrowth, Callback, Checkpointing, Tracking
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.objectives.base import Objective
 from lmforge.train.optim import OptimConfig, build_optimizer
@@ -108,7 +112,8 @@ def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
 class Trainer:
     def __init__(self, model: torch.nn.Module, objective: Objective, cfg: TrainConfig, out_dir: str | Path,
                  run_config: dict | None = None, flops_per_token: float | None = None,
-                 peak_flops: float | None = None, progress: bool = True):
+                 peak_flops: float | None = None, progress: bool = True, callbacks: Sequence[Callback] = ()):
+        """`callbacks` run after the trainer's own: checkpointing, batch growth, trackers."""
         self.cfg, self.objective, self.out_dir = cfg, objective, Path(out_dir)
         self.device = resolve_device(cfg.device)
         self.dist = distributed.setup(self.device.type)
@@ -130,14 +135,17 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.total_steps = cfg.schedule.total_steps(cfg.steps)
         self.step, self.tokens_seen, self.bad_steps, self.bad_in_a_row = 0, 0, 0, 0
-        self.growth = {"mult": 1, "best": None, "since_best": 0}  # batch-growth-on-plateau state
+        self.batch_growth = BatchGrowth(cfg)
+        self.callbacks: list[Callback] = [Checkpointing(), self.batch_growth,
+                                          *([Tracking(cfg.trackers)] if cfg.trackers else []), *callbacks]
         self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
 
     # -- state ----------------------------------------------------------------------------
     def trainer_state(self) -> dict:
-        return {"tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps, "growth": self.growth,
+        return {"tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
+                **{cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key},
                 "objective": self.objective.state_dict(), "fingerprint": self.objective.fingerprint(),
                 "objective_name": self.objective.name, "config": self.run_config}
 
@@ -177,7 +185,9 @@ class Trainer:
         self._load_state(path, optimizer=True)
         self.objective.load_state_dict(state["objective"])
         self.step, self.tokens_seen, self.bad_steps = state["step"], state["tokens_seen"], state["bad_steps"]
-        self.growth = state["growth"]
+        for cb in self.callbacks:
+            if cb.state_key:
+                cb.load_state_dict(state[cb.state_key])
         ckpt.load_rng(path, state["rng"])
 
     def resume_latest(self) -> Path | None:
@@ -220,30 +230,7 @@ class Trainer:
         else:
             src.load_into(self.model)
         if self.cfg.batch_growth.carry and src.format == OURS:
-            self.carry_growth(src.path)
-
-    def carry_growth(self, step_dir: Path) -> None:
-        """Yi-9B's second phase goes on at the batch the first had grown to, not back at 4M tokens.
-
-        The source run's last batch in tokens (its grad_accum x growth multiplier, capped as it was,
-        x rows x length, from its trainer.json) becomes this run's multiplier, rounded to the
-        nearest whole one. The plateau bookkeeping starts afresh: the new phase's data mix moves
-        the loss, so the old best would count a data change as a plateau."""
-        try:
-            state = ckpt.load_trainer_state(step_dir)
-        except FileNotFoundError:      # a Hugging Face folder or a grown model: no batch to carry
-            return
-        if "growth" not in state:      # a grown model (lmforge grow) or a run that never grew its batch
-            return
-        train = (state.get("config") or {}).get("train") or {}
-        mult = int((state.get("growth") or {}).get("mult", 1))
-        accum = int(train.get("grad_accum", self.cfg.grad_accum))
-        cap = int((train.get("batch_growth") or {}).get("max_grad_accum", 64))
-        src_tokens = (min(accum * mult, max(cap, accum)) * int(train.get("micro_batch_size", self.cfg.micro_batch_size))
-                      * int(train.get("seq_len", self.cfg.seq_len)))
-        mine = self.cfg.grad_accum * self.cfg.micro_batch_size * self.cfg.seq_len
-        self.growth = {"mult": max(1, round(src_tokens / mine)), "best": None, "since_best": 0,
-                       "carried_from": str(step_dir)}
+            self.batch_growth.carry_from(src.path)
 
     def _truncate_metrics(self, step: int) -> None:
         """Keep only the metric lines of steps up to `step` (where training starts now): a fresh
@@ -266,34 +253,14 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def grad_accum(self) -> int:
-        g = self.cfg.batch_growth
-        accum = self.cfg.grad_accum
-        for start, value in sorted(g.schedule.items()):
-            if self.step >= start:
-                accum = value
-        return min(accum * self.growth["mult"], max(g.max_grad_accum, self.cfg.grad_accum))
-
-    def _grow_on_plateau(self, val_loss: float | None) -> None:
-        g = self.cfg.batch_growth
-        if not g.plateau_patience or val_loss is None:
-            return
-        best = self.growth["best"]
-        if best is None or val_loss < best - g.min_delta:
-            self.growth.update(best=val_loss, since_best=0)
-            return
-        self.growth["since_best"] += 1
-        if self.growth["since_best"] >= g.plateau_patience:
-            self.growth.update(mult=self.growth["mult"] * g.factor, since_best=0, best=val_loss)
+        """Micro-batches this step (the batch-growth callback's schedule and multiplier)."""
+        return self.batch_growth.grad_accum(self.step)
 
     def train_step(self) -> dict | None:
-        on_step = getattr(self.objective, "on_step", None)
-        if on_step:
-            on_step(self.step)
+        self.objective.on_step(self.step)
         batches = []
         for _ in range(self.grad_accum()):
             b = self.objective.next_batch()
@@ -349,7 +316,8 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:   # a full disk: the error line names metrics.jsonl
             raise naming(e, self.metrics_path) from e
-        tracking.log_record(self, self.cfg.trackers, self.out_dir, self.run_config, record)
+        for cb in self.callbacks:
+            cb.on_log(self, record)
 
     def evaluate(self) -> dict:
         self.model.eval()
@@ -362,8 +330,8 @@ class Trainer:
     def fit(self) -> dict:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._truncate_metrics(self.step)   # fresh start or resume: never append to a killed attempt
-        if self.dist.is_main:
-            ckpt.clean(self.ckpt_dir)        # temp/trash/half-deleted folders a kill left
+        for cb in self.callbacks:
+            cb.on_train_start(self)
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
                    desc=f"{self.objective.name}", unit="step", dynamic_ncols=True)
@@ -387,23 +355,26 @@ class Trainer:
                     f"Lower the LR or check the data.")
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.total_steps:
                 record.update(self.evaluate())
-                self._grow_on_plateau(record.get("val/mean"))
+                for cb in self.callbacks:
+                    cb.on_eval(self, record)
             self._log(record)
             last = record
             if self.progress and (self.step % max(self.cfg.log_every, 1) == 0 or self.step == self.total_steps):
                 bar.set_postfix(loss=f"{out['loss']:.3f}", lr=f"{out['lr']:.2e}",
                                 tok_s=f"{out['tokens_per_s']:.0f}")
             bar.update(1)
-            if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and self.step < self.total_steps:
-                self.save_checkpoint()
+            for cb in self.callbacks:
+                cb.on_step_end(self, record)
             t0 = time.perf_counter()  # checkpoint and eval time are not training throughput
         bar.close()
         final_eval = self.evaluate()
         if final_eval:
             self._log({"step": self.step, **final_eval})
-        path = self.save_checkpoint()
-        if hasattr(self.objective, "realised_mixture"):
-            write_json(self.out_dir / "mixture.json", self.objective.realised_mixture())
         summary = {"step": self.step, "tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
-                   "checkpoint": str(path), "final_loss": last.get("loss"), **final_eval}
+                   "checkpoint": None, "final_loss": last.get("loss"), **final_eval}
+        for cb in self.callbacks:           # the final checkpoint fills in "checkpoint"
+            cb.on_train_end(self, summary)
+        mixture = self.objective.realised_mixture()
+        if mixture is not None:
+            write_json(self.out_dir / "mixture.json", mixture)
         return summary

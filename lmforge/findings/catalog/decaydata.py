@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from lmforge.eval.mcq import evaluate_mcq, load_items
-from lmforge.findings.catalog.phases import finished_checkpoint, pretrain_stages, stage
+from lmforge.findings.catalog.phases import finished_checkpoint, later_phase, stage
 from lmforge.findings.context import curve
 from lmforge.findings.spec import Finding
 from lmforge.model.load import load_checkpoint, tokenizer_dir_of
@@ -31,7 +31,7 @@ MCQ_ITEMS = 200           # a fixed random subset per file (seed 0), the same fo
 def stable_run(ctx, seed: int):
     out = ctx.work("stable", f"seed{seed}")
     warm = max(1, ctx.steps // 10)
-    pretrain_stages(ctx, out, seed, [stage("stable", ctx.steps, STABLE, {"kind": "constant", "warmup_steps": warm})])
+    ctx.pretrain(out, seed, stages=[stage("stable", ctx.steps, STABLE, {"kind": "constant", "warmup_steps": warm})])
     return finished_checkpoint(out, "shared stable-phase")
 
 
@@ -58,9 +58,9 @@ def run(ctx, arm: str, seed: int) -> dict:
     stable = stable_run(ctx, seed)
     out = ctx.work(arm, f"seed{seed}")
     decay = max(1, round(DECAY_FRACTION * ctx.steps))
-    summary = pretrain_stages(ctx, out, seed, [stage("decay", decay, MIXES[arm],
-                                                     {"kind": "linear", "warmup_steps": 0, "min_ratio": MIN_RATIO})],
-                              init=stable)
+    summary = ctx.pretrain(out, seed, stages=[stage("decay", decay, MIXES[arm],
+                                                    {"kind": "linear", "warmup_steps": 0, "min_ratio": MIN_RATIO})],
+                           init=later_phase(stable))
     scores = mcq_scores(out, ctx.cfg.corpus, ctx.scale.seq_len)
     ctx.drop(out)
     if arm == FINDING.arms[-1]:

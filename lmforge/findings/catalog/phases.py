@@ -1,7 +1,7 @@
 """Helpers of the findings whose arms share a first training phase and differ in a later one
-(decaydata, stemramp, alignment) or in their data (dedup): a pretraining run given as
-curriculum stages, a stage run from a finished run's checkpoint, and a model's loss on a
-held-out token set that every arm is scored on."""
+(decaydata, stemramp, alignment) or in their data (dedup): a curriculum stage, a later phase
+started from a finished run's checkpoint, and a model's loss on a held-out token set that
+every arm is scored on. (The runs themselves: lmforge.findings.context.Ctx.pretrain.)"""
 from __future__ import annotations
 
 import math
@@ -9,10 +9,8 @@ from pathlib import Path
 
 import torch
 
-from lmforge import config
 from lmforge.findings.catalog.common import domain_batches
 from lmforge.model.load import load_checkpoint
-from lmforge.stages import pretrain
 
 
 def stage(name: str, steps: int, weights: dict[str, float], schedule: dict, ramp: dict | None = None) -> dict:
@@ -21,20 +19,9 @@ def stage(name: str, steps: int, weights: dict[str, float], schedule: dict, ramp
     return {"name": name, "steps": steps, "mixture": mix, "schedule": schedule}
 
 
-def pretrain_stages(ctx, out: Path, seed: int, stages: list[dict], init: str | None = None,
-                    train: dict | None = None) -> dict:
-    """The pretrain stage with `stages` (each its own mixture and LR schedule); from `init`'s
-    weights and optimizer state when given (a later phase), else a fresh toy-scale model."""
-    t = ctx.train(seed, steps=sum(s["steps"] for s in stages), **(train or {}))
-    t.pop("schedule")          # with stages, each stage carries its schedule
-    t.pop("steps")             # ... and the run is their total
-    spec = {"data": ctx.cfg.data, "out_dir": str(out), "train": t, "stages": stages}
-    if init:
-        spec["init"] = {"from_checkpoint": str(init), "load_optimizer": True}
-    else:
-        spec["model"] = ctx.model()
-    cfg = config.from_dict(pretrain.PretrainConfig, spec, source=f"findings {ctx.cfg.name}")
-    return pretrain.run(cfg, progress=False)
+def later_phase(run_dir: Path) -> dict:
+    """The `init` of a phase that goes on from a finished run: its weights and optimizer state."""
+    return {"from_checkpoint": str(run_dir), "load_optimizer": True}
 
 
 def finished_checkpoint(run_dir: Path, who: str) -> Path:

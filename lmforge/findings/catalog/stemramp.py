@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmforge.findings.catalog.phases import finished_checkpoint, pretrain_stages, stage
+from lmforge.findings.catalog.phases import finished_checkpoint, later_phase, stage
 from lmforge.findings.context import curve, metrics_of
 from lmforge.findings.spec import Finding
 
@@ -29,8 +29,8 @@ def stage1_run(ctx, seed: int):
     out = ctx.work("stage1", f"seed{seed}")
     sched = {"kind": "cosine", "warmup_steps": max(1, ctx.steps // 10), "min_ratio": LR_RATIO}
     # evaluated on the same batches as stage 2, so the boundary value is comparable
-    pretrain_stages(ctx, out, seed, [stage("stage1", ctx.steps, STAGE1, sched)],
-                    train={"eval_batches": eval_batches(ctx)})
+    ctx.pretrain(out, seed, train={"eval_batches": eval_batches(ctx)},
+                 stages=[stage("stage1", ctx.steps, STAGE1, sched)])
     return finished_checkpoint(out, "shared stage-1")
 
 
@@ -48,8 +48,8 @@ def run(ctx, arm: str, seed: int) -> dict:
           else stage("step", n, {**{d: w * (1 - END) / (1 - STAGE1[DOMAIN]) for d, w in STAGE1.items()},
                                  DOMAIN: END}, sched))
     out = ctx.work(arm, f"seed{seed}")
-    summary = pretrain_stages(ctx, out, seed, [st], init=s1,
-                              train={"eval_every": every, "eval_batches": eval_batches(ctx)})
+    summary = ctx.pretrain(out, seed, train={"eval_every": every, "eval_batches": eval_batches(ctx)}, stages=[st],
+                           init=later_phase(s1))
     rows = [r for r in metrics_of(out) if "val/mean" in r]
     early = [r for r in rows if r["step"] <= EARLY * n] or rows[:1]
     ctx.drop(out)

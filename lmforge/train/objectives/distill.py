@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.config import check
+from lmforge.train.objectives.base import Objective
 from lmforge.train.objectives.lm import token_loss_sum
 
 KINDS = ("forward", "reverse", "js")
@@ -99,7 +100,7 @@ def topk_divergence_sum(student: torch.Tensor, ids: torch.Tensor, t_logp: torch.
     return _divergence_logp(s, t, kind) * temperature ** 2
 
 
-class DistillObjective:
+class DistillObjective(Objective):
     """`inner` with the teacher's divergence mixed into its loss. The batch's model inputs are
     input_ids, position_ids and doc_ids (what LM and SFT batches carry)."""
 
@@ -109,10 +110,16 @@ class DistillObjective:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
-    def __getattr__(self, attr):        # on_step, realised_mixture, train_set...: the inner objective's
+    def __getattr__(self, attr):        # train_set, loader...: the inner objective's
         if attr == "inner":
             raise AttributeError(attr)
         return getattr(self.inner, attr)
+
+    def on_step(self, step: int) -> None:
+        self.inner.on_step(step)
+
+    def realised_mixture(self):
+        return self.inner.realised_mixture()
 
     def next_batch(self):
         return self.inner.next_batch()

@@ -25,12 +25,26 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.align.preference_data import Pair
+from lmforge.device import autocast as autocast_context
+from lmforge.train.objectives.base import Objective
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of log p(label) over the non-ignored positions of each row, float32, [N]."""
-    ce = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    return -ce.sum(-1)
+def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(label) over the non-ignored positions of each row, float32, [N], through the
+    model's one loss path (its chunked fused head + cross-entropy, one loss per token)."""
+    token_loss, _ = model(input_ids, labels=labels, reduction="none")
+    return -token_loss.sum(-1)
+
+
+def pairs_digest(pairs: list[Pair], settings: list | None = None) -> str:
+    """16 hex digits identifying the pairs' tokens and masks (and `settings`, JSON-encoded)."""
+    h = hashlib.sha256()
+    for p in pairs:
+        for a in (p.chosen, p.chosen_mask, p.rejected, p.rejected_mask):
+            h.update(a.tobytes())
+    if settings is not None:
+        h.update(json.dumps(settings).encode())
+    return h.hexdigest()[:16]
 
 
 def dpo_terms(pi: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
@@ -59,21 +73,13 @@ def pair_batch(pairs: list[Pair], idxs: list[int], pad_id: int) -> dict[str, tor
     return batch
 
 
-def autocast_context(device, dtype: torch.dtype | None):
-    """The precision path the training loop runs the policy under (lmforge.device.autocast_dtype)."""
-    device = torch.device(device)
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
-
-
 @torch.no_grad()
 def pair_logps(model, pairs: list[Pair], idxs: list[int], pad_id: int, device="cpu",
                autocast: torch.dtype | None = None) -> torch.Tensor:
     """[len(idxs), 2] log-probs (chosen, rejected) of one batch, run as a training micro-batch."""
     b = pair_batch(pairs, idxs, pad_id)
-    with autocast_context(device, autocast):
-        lp = sequence_logps(model(b["input_ids"].to(device)), b["labels"].to(device))
+    with autocast_context(device, autocast):   # the training loop's precision path
+        lp = sequence_logps(model, b["input_ids"].to(device), b["labels"].to(device))
     return lp.view(2, -1).t()
 
 
@@ -107,7 +113,7 @@ def step0_check(model, objective: "DPOObjective", device="cpu", autocast: torch.
             "max_abs_logp_diff": float((pi - ref).abs().max()), "max_abs_margin": float(margin.abs().max())}
 
 
-class DPOObjective:
+class DPOObjective(Objective):
     name = "dpo"
 
     def __init__(self, pairs: list[Pair], micro_batch_size: int, epochs: int, seed: int, pad_id: int,
@@ -149,12 +155,12 @@ class DPOObjective:
             return batch["ref_logps"]
         self.reference.to(batch["input_ids"].device)
         with torch.no_grad():
-            lp = sequence_logps(self.reference(batch["input_ids"]), batch["labels"])
+            lp = sequence_logps(self.reference, batch["input_ids"], batch["labels"])
         return lp.view(2, -1).t()
 
     def loss(self, model, batch):
         labels = batch["labels"]
-        lp = sequence_logps(model(batch["input_ids"]), labels)
+        lp = sequence_logps(model, batch["input_ids"], labels)
         B = lp.shape[0] // 2
         pi = lp.view(2, B).t()                                      # [B, (chosen, rejected)]
         t = dpo_terms(pi, self._ref(batch), self.beta)
@@ -191,9 +197,4 @@ class DPOObjective:
         self.cursor = int(state["cursor"])
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for p in self.pairs:
-            for a in (p.chosen, p.chosen_mask, p.rejected, p.rejected_mask):
-                h.update(a.tobytes())
-        h.update(json.dumps([self.order, self.mbs, self.beta, self.sft_coef]).encode())
-        return h.hexdigest()[:16]
+        return pairs_digest(self.pairs, [self.order, self.mbs, self.beta, self.sft_coef])

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lmforge.shards import TokenDataset, tokenizer_path
 from lmforge.train.loader import PackedLoader, domain_loaders, train_loader
 from lmforge.train.mixture import MixtureSampler, StageConfig, shares
+from lmforge.train.objectives.base import Objective
 from lmforge.train.schedules import ScheduleConfig, stage_at
 
 
@@ -34,7 +35,7 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, z_loss: float = 0
     return ce, metrics
 
 
-class LMObjective:
+class LMObjective(Objective):
     name = "lm"
 
     def __init__(self, data_path: str, seq_len: int, micro_batch_size: int, seed: int,

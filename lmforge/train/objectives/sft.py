@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from lmforge.align.sft_data import Conversation, build_row, n_targets
 from lmforge.train.loader import PackedLoader
+from lmforge.train.objectives.base import Objective
 from lmforge.train.objectives.lm import token_loss_sum
 
 
@@ -72,7 +73,7 @@ def stack_rows(rows: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
 
 
-class SFTObjective:
+class SFTObjective(Objective):
     name = "sft"
 
     def __init__(self, convs: list[Conversation], rows: list[list[int]], seq_len: int, micro_batch_size: int,
