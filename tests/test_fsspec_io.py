@@ -2,6 +2,7 @@
 write to S3, against a real S3-compatible server started here (moto's threaded server, spoken to
 over HTTP by s3fs/aiobotocore: nothing is patched), and write the same bytes as on local paths."""
 import json
+import logging
 import random
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from lmforge.cli.errors import EXIT_CONFIG, classify
 from lmforge.config import ConfigError, load
 from lmforge.data.config import DataConfig
-from lmforge.io.fs import FsPath, upath
+from lmforge.io.fs import FsPath, scratch_dir, upath
 from lmforge.io.readers import iter_documents, list_files
 from lmforge.stages.data import run as run_data
 from test_data_pipeline import prose
@@ -23,6 +24,7 @@ BUCKET = "lmforge-test"
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on a free local port; AWS_* variables point s3fs at it."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)   # one line per request otherwise
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -34,7 +36,7 @@ def s3(tmp_path_factory):
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))   # the scratch folders
         s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem()
+        fs = s3fs.S3FileSystem(use_listings_cache=False)
         fs.mkdir(BUCKET)
         yield fs
         s3fs.S3FileSystem.clear_instance_cache()
@@ -67,7 +69,7 @@ def _raw(tmp_path, s3):
 
 def _data_cfg(inp, out):
     return load(DataConfig, data={
-        "input": [inp], "output": out, "workers": 1, "docs_per_shard": 12, "progress": False,
+        "input": [inp], "output": out, "workers": 1, "docs_per_shard": 20, "progress": False,
         "steps": ["filters", "minhash"], "minhash": {"threshold": 0.7},
         "filters": {"min_units": 20, "max_top_ngram_ratio": {}, "max_dup_ngram_ratio": {}}})
 
@@ -85,11 +87,12 @@ def _tree(root, subs: dict) -> dict:
             out[rel] = "present"
             continue
         data = p.read_bytes()
-        if p.name.endswith((".json", ".jsonl")):
+        if p.name.endswith((".json", ".jsonl")) or p.name == "PREPARED":
             text = data.decode()
             for old, new in subs.items():
                 text = text.replace(old, new)
-            data = [_drop_seconds(json.loads(x)) for x in text.splitlines()]
+            data = ([_drop_seconds(json.loads(x)) for x in text.splitlines()] if p.name.endswith(".jsonl")
+                    else _drop_seconds(json.loads(text)))
         out[rel] = data
     return out
 
@@ -113,8 +116,11 @@ def test_data_stage_on_s3_writes_the_local_bytes_and_resumes(tmp_path, s3):
     subs_r = {url: "OUT", f"s3://{BUCKET}/raw": "RAW"}
     want = _tree(tmp_path / "out", subs_l)
     got = _tree(url, subs_r)
-    assert got == want
+    work = {k: v for k, v in want.items() if "/work/" in k}   # a URL output's work/: local scratch
+    assert got == {k: v for k, v in want.items() if k not in work}
+    assert work and _tree(scratch_dir(upath(url)), subs_l) == work
     assert any(k.startswith("02-minhash/kept/") and k.endswith(".jsonl.zst") for k in got)
+    assert any(k.startswith("02-minhash/work/") and k.endswith(".npy") for k in work)
     assert "01-filters/rejected/errors-00001.jsonl" not in got and "00-read/rejected/errors-00001.jsonl" in got
     assert not [k for k in got if ".tmp" in k]   # every temporary key moved into place
 
@@ -125,7 +131,7 @@ def test_data_stage_on_s3_writes_the_local_bytes_and_resumes(tmp_path, s3):
     for key in (f"02-minhash/stats/{shard}.json", f"02-minhash/kept/{shard}", "02-minhash/DONE", "DONE.json"):
         s3.rm_file(f"{BUCKET}/out/{key}")
     again = run_data(_data_cfg(f"s3://{BUCKET}/raw/*.jsonl", url), progress=False)
-    assert not again.get("skipped") and _tree(url, subs_r) == want
+    assert not again.get("skipped") and _tree(url, subs_r) == got
 
 
 def test_urls_in_the_readers(s3):
@@ -191,7 +197,7 @@ def test_encode_writes_token_files_to_s3(tmp_path, s3):
 
     def cfg(inp, out):
         return EncodeConfig(inputs=[inp], tokenizer=str(tmp_path / "tok"), out_dir=out, batch_docs=16,
-                            shard_tokens=2000, val_docs_per_domain=3, workers=1)
+                            shard_tokens=4000, val_docs_per_domain=3, workers=1)
 
     encode_folder(cfg(str(tmp_path / "in"), str(tmp_path / "tokens")), progress=False)
     url = f"s3://{BUCKET}/tokens"

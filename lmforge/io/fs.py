@@ -11,7 +11,7 @@ fails at once instead of writing a local folder called `s3:`; the readers and wr
 `open_file`, `replace` and `rmtree` here, which take either kind.
 
 Object stores have no rename and no folders:
-- `replace(tmp, final)` is fsspec's `mv`: on S3 a server-side CopyObject of the finished
+- `replace(tmp, final)` is fsspec's `cp_file` + `rm_file`: on S3 a server-side CopyObject of the finished
   temporary key to the final key, then a delete of the temporary key. The final key appears
   whole or not at all (CopyObject is atomic), so the writers' "temp name + rename" still means
   "a file that exists is complete"; a kill between copy and delete leaves a temporary key
@@ -39,7 +39,8 @@ from typing import Iterator
 
 from lmforge.config import ConfigError
 
-OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "hf", "r2")
+BUCKET_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "r2")   # URL = bucket/key
+OBJECT_STORES = BUCKET_STORES + ("hf",)                                   # no folders, no rename
 GLOB_CHARS = "*?["
 _INSTALL = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
             "hf": "huggingface_hub"}
@@ -239,19 +240,21 @@ def open_file(p, mode: str = "r", encoding: str | None = None, newline: str | No
 def replace(src, dst) -> None:
     """os.replace locally; on a store, a move of the finished temporary key (module doc)."""
     if isinstance(src, FsPath) or isinstance(dst, FsPath):
-        src.fs.mv(src.path, dst.path)
+        src.fs.cp_file(src.path, dst.path)   # one CopyObject (fs.mv lists both names first)
+        src.fs.rm_file(src.path)
     else:
         os.replace(src, dst)
 
 
 def rmtree(p) -> None:
+    """shutil.rmtree locally; every key under the prefix on a store (none: nothing to do)."""
     if isinstance(p, FsPath):
         try:
             p.fs.rm(p.path, recursive=True)
         except FileNotFoundError:
             pass
     else:
-        shutil.rmtree(p, ignore_errors=True)
+        shutil.rmtree(p)
 
 
 def copy(src, dst) -> None:
@@ -313,13 +316,14 @@ def url_errors(url) -> Iterator[None]:
 def check_output(p) -> None:
     """Before any work: the bucket (or top folder) of an output URL exists and can be listed,
     so a typo or missing credentials is one line now, not a traceback after the first step."""
-    if not isinstance(p, FsPath):
+    if not isinstance(p, FsPath) or protocol(p.url) not in BUCKET_STORES:
         return
     with url_errors(p):
-        root = p.path.strip("/").split("/", 1)[0]
-        if protocol(p.url) in OBJECT_STORES and not p.fs.exists(root):
-            raise FileNotFoundError(errno.ENOENT, f"bucket {root!r} not found", p.url)
-        p.fs.ls(root, detail=False)
+        bucket = p.path.strip("/").split("/", 1)[0]
+        try:
+            p.fs.ls(bucket, detail=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, f"bucket {bucket!r} not found", p.url) from None
 
 
 def scratch_dir(p, root: str | Path = "") -> Path:
