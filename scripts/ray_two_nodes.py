@@ -1,7 +1,7 @@
 """The data stage on a Ray cluster of two nodes on this machine (two `ray start` processes,
 their own ports and temp folders, 1 CPU each) writes the same bytes as a local run.
 
-    python scripts/ray_two_nodes.py                 # ~2 minutes on 2 cores
+    python scripts/ray_two_nodes.py                 # a few minutes on 2 busy cores
     python scripts/ray_two_nodes.py --docs 2000 --keep /tmp/two-nodes
 
 Steps: read, filters, minhash, substring (shuffle mode: window, repeat and span tasks). The Ray
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 STEPS = ["filters", "minhash", "substring"]
+TOKEN = secrets.token_hex(32)
 
 
 def free_port() -> int:
@@ -58,6 +60,12 @@ def write_corpus(raw: Path, n_docs: int, seed: int = 0) -> int:
     return sum(len(t.encode()) for t in texts)
 
 
+def ray_env() -> dict:
+    """Ray 2.60 starts `ray start --head` clusters with token authentication: the two nodes and
+    the driver share one token made for this run (RAY_AUTH_TOKEN), nothing read from ~/.ray."""
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+
+
 def start_node(tmp: Path, name: str, head_port: int, head: bool) -> subprocess.Popen:
     temp = tmp / f"ray-{name}"          # its own temp folder (sessions, sockets, logs)
     temp.mkdir(parents=True, exist_ok=True)
@@ -74,8 +82,7 @@ def start_node(tmp: Path, name: str, head_port: int, head: bool) -> subprocess.P
         cmd += [f"--address=127.0.0.1:{head_port}", "--node-ip-address=127.0.0.1"]
     log = open(tmp / f"{name}.log", "w")
     # its own session: stopped by its process group id, nothing else on the machine
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ray_env())
 
 
 def wait_for_nodes(address: str, n: int, timeout: float = 120) -> None:
@@ -87,7 +94,8 @@ def wait_for_nodes(address: str, n: int, timeout: float = 120) -> None:
             "alive = [x for x in ray.nodes() if x['Alive']]\n"
             "print(len(alive), ray.cluster_resources().get('CPU'))\n"
             f"sys.exit(0 if len(alive) >= {n} else 1)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 60,
+                       env=ray_env())
     if r.returncode:
         raise SystemExit(f"the cluster did not come up with {n} nodes:\n{r.stdout}\n{r.stderr[-2000:]}")
     print(f"cluster up: {r.stdout.split()[0]} nodes, {r.stdout.split()[1]} CPUs")
@@ -100,7 +108,7 @@ def run_data(raw: Path, out: Path, extra: list[str]) -> float:
            "--set", "filters.min_units=20", *extra]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
+                       env={**ray_env(), "PYTHONPATH": str(ROOT)})
     dt = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -156,7 +164,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--docs", type=int, default=1200, help="stdlib documents before the planted copies")
+    ap.add_argument("--docs", type=int, default=400, help="stdlib documents before the planted copies")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
     args = ap.parse_args()
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="lmforge-2nodes-"))
