@@ -67,9 +67,9 @@ def _raw(tmp_path, s3):
     return raw
 
 
-def _data_cfg(inp, out):
+def _data_cfg(inp, out, workers=1):
     return load(DataConfig, data={
-        "input": [inp], "output": out, "workers": 1, "docs_per_shard": 20, "progress": False,
+        "input": [inp], "output": out, "workers": workers, "docs_per_shard": 20, "progress": False,
         "steps": ["filters", "minhash"], "minhash": {"threshold": 0.7},
         "filters": {"min_units": 20, "max_top_ngram_ratio": {}, "max_dup_ngram_ratio": {}}})
 
@@ -109,7 +109,7 @@ def test_data_stage_on_s3_writes_the_local_bytes_and_resumes(tmp_path, s3):
     raw = _raw(tmp_path, s3)
     local = run_data(_data_cfg(str(raw), str(tmp_path / "out")), progress=False)
     url = f"s3://{BUCKET}/out"
-    remote = run_data(_data_cfg(f"s3://{BUCKET}/raw/*.jsonl", url), progress=False)
+    remote = run_data(_data_cfg(f"s3://{BUCKET}/raw/*.jsonl", url, workers=2), progress=False)   # forked workers
     assert local["steps"] == remote["steps"] and local["steps"]["minhash"] < local["steps"]["filters"]
     assert remote["final"] == f"{url}/final" and remote["shards"] == local["shards"] >= 3
     subs_l = {str(tmp_path / "out"): "OUT", str(raw): "RAW"}
@@ -163,6 +163,8 @@ def test_bad_urls_are_one_line(tmp_path, s3, monkeypatch):
 
     assert fails(f"s3://{BUCKET}/nothing-here/*.jsonl") == (EXIT_CONFIG, f"s3://{BUCKET}/nothing-here/*.jsonl: no file matches")
     assert fails("s3://no-such-bucket-lm/raw") == (EXIT_CONFIG, "s3://no-such-bucket-lm/raw: input not found")
+    with pytest.raises(ConfigError, match="memory:// lives in one process"):
+        _data_cfg(f"s3://{BUCKET}/raw", "memory://run", workers=2)
     code, line = fails("nosuch://x/raw")
     assert code == EXIT_CONFIG and line.startswith("config error: nosuch://x/raw: Protocol not known")
     s3.pipe_file(f"{BUCKET}/ok/a.jsonl", b'{"id": "1", "text": "one two three"}\n')

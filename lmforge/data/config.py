@@ -375,6 +375,8 @@ class DataConfig:
 
             from .executor import RAY_MISSING
             check(importlib.util.find_spec("ray") is not None, "executor", RAY_MISSING)
+        check(not str(self.output).startswith("memory://") or (self.workers == 1 and self.executor == "local"),
+              "output", "memory:// lives in one process: it needs workers: 1 and executor: local")
         check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
         check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
         check(bool(self.text_field), "text_field", "must name the key that holds the text")
