@@ -222,3 +222,27 @@ def test_encode_writes_token_files_to_s3(tmp_path, s3):
     assert finished_encoding(cfg(f"s3://{BUCKET}/enc", url)) is not None   # a rerun would skip
     with pytest.raises(ConfigError, match="already holds tokens"):
         finished_encoding(cfg(str(tmp_path / "in"), url))
+
+
+def test_writes_to_a_store_appear_whole_or_not_at_all(s3):
+    """A shard or JSON file cut short by an error leaves neither its key nor a temporary key;
+    a finished one is one key, put in place by a move of its temporary key."""
+    from lmforge.io.atomic import atomic_open, write_json
+    from lmforge.io.writers import DocWriter
+
+    url = f"s3://{BUCKET}/atomic"
+    with pytest.raises(RuntimeError):
+        with DocWriter(f"{url}/part.jsonl.zst") as w:
+            w.write({"id": "1", "text": "one", "meta": {}})
+            raise RuntimeError("killed mid-shard")
+    with pytest.raises(RuntimeError):
+        with atomic_open(f"{url}/stats.json") as f:
+            f.write('{"half":')
+            raise RuntimeError("killed mid-file")
+    assert not s3.exists(f"{BUCKET}/atomic") or s3.ls(f"{BUCKET}/atomic") == []
+    with DocWriter(f"{url}/part.jsonl.zst") as w:
+        w.write({"id": "1", "text": "one", "meta": {}})
+    write_json(f"{url}/stats.json", {"docs": 1})
+    assert sorted(p.rsplit("/", 1)[1] for p in s3.ls(f"{BUCKET}/atomic")) == ["part.jsonl.zst", "stats.json"]
+    assert [d["text"] for d in iter_documents(f"{url}/part.jsonl.zst")] == ["one"]
+    assert json.loads(s3.cat_file(f"{BUCKET}/atomic/stats.json")) == {"docs": 1}
