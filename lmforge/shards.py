@@ -12,7 +12,8 @@ A token dataset is a folder:
 
 All three arrays are raw little-endian binaries readable with `numpy.memmap`, so a
 reader maps terabytes without loading them. `meta.json` is written last: a folder
-without it is incomplete.
+without it is incomplete. The writers also write to a URL (lmforge.io.fs: s3://...; temporary
+keys moved into place); the reader maps local files only.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.io.atomic import atomic_path, temp_sibling, write_json
+from lmforge.io.fs import FsPath, open_file, replace, upath
 
 FORMAT = "lmforge-tokens-v1"
 
@@ -37,12 +39,12 @@ class ShardWriter:
     """Appends documents to one shard; `close()` returns its meta entry."""
 
     def __init__(self, folder: str | Path, name: str, vocab_size: int, split: str = "train"):
-        self.folder, self.name, self.split = Path(folder), name, split
+        self.folder, self.name, self.split = upath(folder), name, split
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dtype = token_dtype(vocab_size)
         self._path = self.folder / f"{name}.tokens"
         self._tmp = temp_sibling(self._path)   # renamed into place by close(): no half shard
-        self._tokens = open(self._tmp, "wb")
+        self._tokens = open_file(self._tmp, "wb")
         self._starts = [0]
         self._domains: list[int] = []
 
@@ -56,13 +58,14 @@ class ShardWriter:
 
     def close(self) -> dict:
         self._tokens.flush()
-        os.fsync(self._tokens.fileno())
+        if not isinstance(self._tmp, FsPath):   # a store's key appears whole on close
+            os.fsync(self._tokens.fileno())
         self._tokens.close()
         for suffix, arr in ((".docs", np.asarray(self._starts, dtype=np.int64)),
                             (".domains", np.asarray(self._domains, dtype=np.uint16))):
             with atomic_path(self.folder / f"{self.name}{suffix}") as tmp:
                 arr.tofile(tmp)
-        os.replace(self._tmp, self._path)
+        replace(self._tmp, self._path)
         return {"name": self.name, "split": self.split, "n_tokens": int(self._starts[-1]),
                 "n_docs": len(self._domains)}
 
@@ -70,7 +73,7 @@ class ShardWriter:
 def write_meta(folder: str | Path, shards: list[dict], vocab_size: int, domains: list[str],
                eos_id: int | None = None, extra: dict | None = None) -> None:
     """Write meta.json last (atomically): it marks the dataset complete."""
-    folder = Path(folder)
+    folder = upath(folder)
     meta = {"format": FORMAT, "dtype": token_dtype(vocab_size).name, "vocab_size": vocab_size,
             "eos_id": eos_id, "domains": list(domains), "shards": shards, **(extra or {})}
     write_json(folder / "meta.json", meta)

@@ -1,9 +1,9 @@
 """Typed config of `lmforge data CONFIG.yaml`.
 
     input: [raw/]                 files or folders (jsonl, jsonl.gz/zst, parquet, csv, txt, md, html,
-                                  warc, warc.gz, wet.gz)
+                                  warc, warc.gz, wet.gz), or URLs (s3://bucket/raw/*.jsonl; lmforge.io.fs)
     text_field: content           jsonl/parquet/csv: which key holds the text (default: text)
-    output: runs/data
+    output: runs/data             or a URL (s3://bucket/data)
     steps: [extract, filters, langid, quality, minhash, substring, topics, code]
     filters: {min_units: 50}      each step's settings live under its own name,
     minhash: {threshold: 0.7}     so `--set minhash.threshold=0.6` works
@@ -345,6 +345,7 @@ class DataConfig:
     workers: int = 2  # local processes; with executor: ray and no ray_address, local Ray CPUs
     executor: Literal["local", "ray"] = "local"  # ray: per-shard tasks on a cluster (docs/scale.md)
     ray_address: str | None = None  # None: start a local Ray; "auto": join `ray start`'s cluster
+    scratch: str = ""  # output URL (s3://...): local folder for the steps' work/ (default ~/.cache/lmforge/scratch)
     format: Literal["jsonl.zst", "parquet"] = "jsonl.zst"
     docs_per_shard: int = 20_000
     max_doc_bytes: int = 64 * 1024 * 1024
@@ -374,6 +375,8 @@ class DataConfig:
 
             from .executor import RAY_MISSING
             check(importlib.util.find_spec("ray") is not None, "executor", RAY_MISSING)
+        check(not str(self.output).startswith("memory://") or (self.workers == 1 and self.executor == "local"),
+              "output", "memory:// lives in one process: it needs workers: 1 and executor: local")
         check(self.docs_per_shard >= 1, "docs_per_shard", "must be >= 1")
         check(self.max_doc_bytes >= 1, "max_doc_bytes", "must be >= 1")
         check(bool(self.text_field), "text_field", "must name the key that holds the text")

@@ -35,6 +35,7 @@ from .executor import Executor
 from .executors import make_executor
 from lmforge.io.account import Account, DataError, first_rejects, format_reasons
 from lmforge.io.atomic import write_json, write_text
+from lmforge.io.fs import FsPath, check_output, open_file, rmtree, scratch_dir, upath
 from lmforge.io.readers import SUPPORTED, Fields, iter_documents, iter_file, list_files
 from lmforge.io.writers import DocWriter, ShardedWriter, shard_suffix
 
@@ -105,7 +106,7 @@ class StepContext:
 
     @property
     def work(self) -> Path:
-        return self.dir / "work"
+        return work_dir(self.dir, self.data)
 
 
 class Step:
@@ -137,7 +138,7 @@ def make_step(name: str, data: DataConfig) -> Step:
 def iter_shard(path: Path) -> Iterator[dict]:
     """Documents of one of our own shards (written by writers.py: no errors expected)."""
     sink = ErrorSink()
-    yield from iter_file(Path(path), sink, max_doc_bytes=1 << 40)
+    yield from iter_file(upath(path), sink, max_doc_bytes=1 << 40)
     if sink.total:
         raise RuntimeError(f"{path}: {sink.total} unreadable records in an intermediate shard "
                            f"({dict(sink.counts)}); delete the step folder and rerun")
@@ -226,7 +227,7 @@ def _fingerprint(prev: str, name: str, cfg) -> str:
 
 
 def _input_fingerprint(data: DataConfig, files: list[Path]) -> str:
-    sig = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    sig = [(str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
     return _fingerprint("", "read", {"files": sig, "format": data.format,
                                      "docs_per_shard": data.docs_per_shard,
                                      "max_doc_bytes": data.max_doc_bytes,
@@ -247,11 +248,23 @@ def _is_done(step_dir: Path, fp: str) -> bool:
         return False
 
 
-def _start_step(step_dir: Path, fp: str) -> None:
+def work_dir(step_dir: Path, data: DataConfig) -> Path:
+    """A step's global state (memory-mapped arrays, LSH buckets): STEP/work/, or for an output
+    URL a local folder (data.scratch, else ~/.cache/lmforge/scratch/HASH/STEP/work): an object
+    store cannot be memory-mapped (docs/scale.md, "Outputs on object stores")."""
+    if isinstance(step_dir, FsPath):
+        return scratch_dir(step_dir.parent, data.scratch) / step_dir.name / "work"
+    return step_dir / "work"
+
+
+def _start_step(step_dir: Path, fp: str, data: DataConfig) -> None:
     """Keep a partially done step with the same fingerprint (resume); wipe a stale one."""
     marker = step_dir / "STARTED"
-    if step_dir.exists() and not (marker.is_file() and marker.read_text() == fp):
-        shutil.rmtree(step_dir)
+    resume = marker.is_file() and marker.read_text() == fp
+    if step_dir.exists() and not resume:
+        rmtree(step_dir)
+    if isinstance(step_dir, FsPath) and not resume:   # its work/ lives elsewhere (work_dir)
+        shutil.rmtree(work_dir(step_dir, data), ignore_errors=True)
     step_dir.mkdir(parents=True, exist_ok=True)
     write_text(marker, fp)
 
@@ -272,7 +285,7 @@ def run_step(name: str, step_dir: Path, inputs: list[Path], data: DataConfig, fp
     if _is_done(step_dir, fp):
         log(f"[data] {step_dir.name}: done, skipped")
         return json.loads((step_dir / "stats.json").read_text())
-    _start_step(step_dir, fp)
+    _start_step(step_dir, fp, data)
     t0 = time.perf_counter()
     ctx = StepContext(name, step_dir, inputs, data, executor)
     if name == "read":
@@ -297,7 +310,8 @@ def run_step(name: str, step_dir: Path, inputs: list[Path], data: DataConfig, fp
 
 def run_pipeline(data: DataConfig, out: str | Path | None = None, log=print) -> dict:
     """Run read + the configured steps; returns the summary (also in OUT/summary.json)."""
-    out = Path(out or data.output)
+    out = upath(out or data.output)
+    check_output(out)   # a missing bucket or credentials: one line before any work
     sink = ErrorSink()
     files = list_files(data.input, sink)  # a named input that is missing or unsupported raises
     out.mkdir(parents=True, exist_ok=True)
@@ -365,7 +379,7 @@ def account_line(summary: dict, out: Path) -> str:
 def _first_rejects(step_dir: Path, n: int = 3) -> list[str]:
     records: list[dict] = []
     for f in sorted((step_dir / "rejected").glob("errors-*.jsonl")):
-        with open(f, encoding="utf-8") as fh:
+        with open_file(f, encoding="utf-8") as fh:
             for line in fh:
                 records.append(json.loads(line))
                 if len(records) >= n:
@@ -375,9 +389,9 @@ def _first_rejects(step_dir: Path, n: int = 3) -> list[str]:
 
 def final_documents(out: str | Path) -> Iterator[dict]:
     """The clean documents of a finished run."""
-    summary = json.loads((Path(out) / "summary.json").read_text())
+    summary = json.loads((upath(out) / "summary.json").read_text())
     for p in summary["final"]:
-        yield from iter_shard(Path(p))
+        yield from iter_shard(p)
 
 
 __all__ = ["Stats", "Step", "StepContext", "run_pipeline", "run_step", "final_documents",

@@ -9,7 +9,8 @@ the driver's machine needs the memory of docs/scale.md.
 
 Tasks read and write the step folders themselves, so on several machines the input
 and output folders must be on a filesystem every node mounts at the same path (NFS,
-Lustre, ...); nothing but small result dicts travels through Ray. Results are gathered
+Lustre, ...) or be URLs (s3://..., lmforge.io.fs; then the steps' work/ folder, `scratch`,
+must be shared); nothing but small result dicts travels through Ray. Results are gathered
 in task order, and every task writes files named by its shard only, so a Ray run
 writes exactly the files of a local run (tests/test_data_ray.py checks byte equality).
 """

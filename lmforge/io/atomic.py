@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .fs import FsPath, is_url, replace, upath
+
 
 def default_file_mode() -> int:
     """The mode open() gives a new file: 0o666 less the process umask (read without changing it
@@ -63,7 +65,7 @@ def write_failure(e: BaseException, path: str | Path) -> BaseException:
 
 
 def temp_sibling(path: str | Path) -> Path:
-    path = Path(path)
+    path = upath(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -82,7 +84,13 @@ def fsync_dir(path: str | Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on error it is removed."""
+    """Yield a temporary path to write; on success it replaces `path`, on error it is removed.
+    For a URL (lmforge.io.fs) the temporary path is a local file, uploaded to a temporary key
+    that is then moved to `path`."""
+    if is_url(path):
+        with _atomic_url(upath(path)) as tmp:
+            yield tmp
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
@@ -106,6 +114,23 @@ def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
 
 
 @contextmanager
+def _atomic_url(path: FsPath) -> Iterator[Path]:
+    import tempfile
+    local = Path(tempfile.mkdtemp(prefix="lmforge-up-"))
+    key = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield local / path.name
+        key.put(local / path.name)
+        replace(key, path)
+    except BaseException:
+        if (local / path.name).exists():
+            key.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+@contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """open() of a temporary sibling that replaces `path` when the block ends without error."""
     with atomic_path(path) as tmp:
@@ -116,13 +141,13 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_open(path) as f:
         f.write(text)
-    return Path(path)
+    return upath(path)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_open(path, "wb") as f:
         f.write(data)
-    return Path(path)
+    return upath(path)
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
@@ -133,7 +158,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
     with atomic_open(path) as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return Path(path)
+    return upath(path)
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
@@ -159,7 +184,7 @@ def copy_file(src: str | Path, dst: str | Path) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return json.loads(upath(path).read_text(encoding="utf-8"))
 
 
 def replace_dir(tmp: str | Path, final: str | Path) -> Path:

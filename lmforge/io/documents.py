@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from lmforge.io.account import DataError
 
 from .atomic import temp_sibling
+from .fs import open_file, replace, upath
 
 log = logging.getLogger("lmforge.data")
 
@@ -60,7 +60,7 @@ class ErrorSink:
     """
 
     def __init__(self, path: str | Path | None = None, keep: int = 1000):
-        self.path = Path(path) if path else None
+        self.path = upath(path) if path else None
         self.keep = keep
         self.counts: Counter[str] = Counter()
         self.nbytes: Counter[str] = Counter()
@@ -81,7 +81,7 @@ class ErrorSink:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._tmp = temp_sibling(self.path)
-                self._fh = open(self._tmp, "w", encoding="utf-8")
+                self._fh = open_file(self._tmp, "w", encoding="utf-8")
             self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
             log.warning("%s:%s: %s %s", file, line, reason, detail)
@@ -97,7 +97,7 @@ class ErrorSink:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-            os.replace(self._tmp, self.path)
+            replace(self._tmp, self.path)
         elif self.path is not None and self.total == 0:
             self.path.unlink(missing_ok=True)
 

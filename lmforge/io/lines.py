@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .fs import open_file, upath
+
 BOM = b"\xef\xbb\xbf"
 CHUNK = 1 << 20          # plain files: bytes read per call
 DECODED_CHUNK = 1 << 16  # gzip: decoded bytes per call (damage loses at most this much before it)
@@ -40,7 +42,7 @@ class Damage:
 
 
 def compression(path: Path) -> str:
-    name = Path(path).name.lower()
+    name = upath(path).name.lower()
     if name.endswith(".gz"):
         return "gz"
     if name.endswith(".zst"):
@@ -49,13 +51,13 @@ def compression(path: Path) -> str:
 
 
 def _plain_chunks(path: Path) -> Iterator[bytes | Damage]:
-    with open(path, "rb") as f:
+    with open_file(path, "rb") as f:
         while chunk := f.read(CHUNK):
             yield chunk
 
 
 def _gzip_chunks(path: Path) -> Iterator[bytes | Damage]:
-    with gzip.open(path, "rb") as f:
+    with open_file(path, "rb") as raw, gzip.open(raw, "rb") as f:
         while True:
             try:
                 chunk = f.read(DECODED_CHUNK)
@@ -84,7 +86,7 @@ def _zstd_chunks(path: Path) -> Iterator[bytes | Damage]:
     import zstandard
 
     dctx = zstandard.ZstdDecompressor()
-    with open(path, "rb") as f:
+    with open_file(path, "rb") as f:
         obj, in_frame, pending = dctx.decompressobj(), False, b""
         while True:
             data, pending = pending or f.read(ZSTD_FEED), b""
@@ -112,8 +114,8 @@ def _zstd_chunks(path: Path) -> Iterator[bytes | Damage]:
 
 def chunks(path: str | Path) -> Iterator[bytes | Damage]:
     """The decoded bytes of a file, in pieces, with Damage markers where bytes were lost."""
-    kind = compression(Path(path))
-    return {"gz": _gzip_chunks, "zst": _zstd_chunks}.get(kind, _plain_chunks)(Path(path))
+    path = upath(path)
+    return {"gz": _gzip_chunks, "zst": _zstd_chunks}.get(compression(path), _plain_chunks)(path)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from lmforge.config import ConfigError
 
 from .arrow import SIDE_FILES, dataset_files, is_dataset_dir, iter_arrow_rows
 from .documents import ErrorSink, make_doc
+from .fs import GLOB_CHARS, FsPath, is_url, open_file, upath, url_errors
 from .jsonl import PARSE_ERRORS, NonFinite, loads_strict, parse_error, strip_bom
 from .lines import iter_lines
 
@@ -81,6 +82,10 @@ def list_files(paths: str | Path | list, errors: ErrorSink | None = None) -> lis
         paths = [paths]
     out: list[Path] = []
     for p in paths:
+        if is_url(p):
+            with url_errors(p):
+                out.extend(_list_url(upath(p), errors))
+            continue
         p = Path(p)
         if is_dataset_dir(p):   # a `datasets` save_to_disk folder: its .arrow files, in its order
             out.extend(dataset_files(p))
@@ -101,6 +106,36 @@ def list_files(paths: str | Path | list, errors: ErrorSink | None = None) -> lis
             out.append(p)
         else:
             raise FileNotFoundError(errno.ENOENT, "input not found", str(p))
+    return out
+
+
+def _list_url(p: FsPath, errors: ErrorSink) -> list[FsPath]:
+    """list_files for a URL (lmforge.io.fs): a glob (`s3://b/raw/*.jsonl`, sorted), a folder
+    (every file under it, sorted; hidden ones skipped) or one file. `datasets` folders and
+    .arrow files are read from local paths only (they are memory-mapped)."""
+    if any(c in p.url.split("://", 1)[1] for c in GLOB_CHARS):
+        found = sorted(p.fs.glob(p.path))
+        files = [FsPath(p.fs.unstrip_protocol(f), p.fs, f) for f in found if p.fs.isfile(f)]
+        if not files:
+            raise FileNotFoundError(errno.ENOENT, "no file matches", str(p))
+        named = False
+    elif p.is_dir():
+        files, named = [f for f in sorted(p.files())
+                         if not any(part.startswith(".") for part in f.url[len(p.url):].split("/"))], False
+    elif p.is_file():
+        files, named = [p], True
+    else:
+        raise FileNotFoundError(errno.ENOENT, "input not found", str(p))
+    out = []
+    for f in files:
+        kind = file_kind(f)
+        if kind in (None, "arrow"):
+            why = f"suffix {f.suffix!r}" + (" (.arrow files are read from local paths only)" if kind else "")
+            if named:
+                raise ConfigError(f"input: {f}: unsupported format ({why}; supported: {', '.join(SUPPORTED)})")
+            errors.add(f, None, "unsupported_format", detail=why)
+        else:
+            out.append(f)
     return out
 
 
@@ -246,7 +281,7 @@ def _iter_parquet(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int,
                   fields: Fields | None = None) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path if isinstance(path, Path) else open_file(path, "rb"))
     row = 0
     for batch in pf.iter_batches(batch_size=1024):
         for rec in batch.to_pylist():
@@ -313,7 +348,7 @@ def _iter_csv(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int,
               fields: Fields | None = None) -> Iterator[dict]:
     """One document per row (a header row names the columns; `text_field` picks the text)."""
     csv.field_size_limit(max(max_doc_bytes * 4, 1 << 20))   # a quoted field may span many lines
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open_file(path, "r", encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         row = 0
         for rec in reader:
@@ -365,7 +400,7 @@ def _iter_warc(path: Path, kind: str, errors: ErrorSink, max_doc_bytes: int) -> 
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
     types = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
-    with open(path, "rb") as fh:
+    with open_file(path, "rb") as fh:
         for n, rec in enumerate(ArchiveIterator(fh, record_types=types, parse_http=True), 1):
             url = rec.headers.get("WARC-Target-URI") or ""
             ctype, charset, why = _warc_payload(rec)

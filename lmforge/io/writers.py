@@ -1,7 +1,8 @@
 """Write documents as .jsonl.zst (or .jsonl / .jsonl.gz) or .parquet shards.
 
 Writers write to `NAME.tmp` and rename on close, so a shard that exists is complete
-(the pipeline's resume logic relies on this). Parquet stores `meta` as a JSON string
+(the pipeline's resume logic relies on this); a URL (lmforge.io.fs) is written to the key
+`NAME.tmp` and moved to `NAME` on close (on S3: a server-side copy, atomic at `NAME`). Parquet stores `meta` as a JSON string
 column (meta dicts differ from document to document); `readers` decodes it back.
 """
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 from pathlib import Path
 from typing import Iterable
 
 from .atomic import naming
+from .fs import open_file, replace, upath
 from .jsonl import dumps_strict
 
 PARQUET_ROW_GROUP = 4096
@@ -28,11 +29,12 @@ class DocWriter:
     """Append documents to one shard; the format follows the file name's suffix."""
 
     def __init__(self, path: str | Path, zstd_level: int = 3):
-        self.path = Path(path)
+        self.path = upath(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         name = self.path.name
         self.count = 0
+        self._raw = None
         self._rows: list[dict] = []
         self._pq = None
         if name.endswith(".parquet"):
@@ -41,17 +43,17 @@ class DocWriter:
             import zstandard
 
             self.kind = "jsonl"
-            self._raw = open(self.tmp, "wb")
+            self._raw = open_file(self.tmp, "wb")
             cctx = zstandard.ZstdCompressor(level=zstd_level)
             self._fh = io.BufferedWriter(cctx.stream_writer(self._raw, closefd=False), 1 << 20)
         elif name.endswith(".jsonl.gz"):
             self.kind = "jsonl"
-            self._raw = None
-            self._fh = gzip.open(self.tmp, "wb")
+            self._raw = None if isinstance(self.tmp, Path) else open_file(self.tmp, "wb")
+            self._fh = gzip.open(self.tmp if self._raw is None else self._raw, "wb")
         elif name.endswith(".jsonl"):
             self.kind = "jsonl"
             self._raw = None
-            self._fh = open(self.tmp, "wb")
+            self._fh = open_file(self.tmp, "wb")
         else:
             raise ValueError(f"{path}: unsupported shard suffix (use .jsonl.zst, .jsonl, "
                              ".jsonl.gz or .parquet)")
@@ -76,7 +78,9 @@ class DocWriter:
 
         schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("meta", pa.string())])
         if self._pq is None:
-            self._pq = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+            self._raw = None if isinstance(self.tmp, Path) else open_file(self.tmp, "wb")
+            self._pq = pq.ParquetWriter(self.tmp if self._raw is None else self._raw, schema,
+                                        compression="zstd")
         if self._rows:
             self._pq.write_table(pa.Table.from_pylist(self._rows, schema=schema))
         self._rows = []
@@ -93,9 +97,9 @@ class DocWriter:
             self._pq.close()
         else:
             self._fh.close()
-            if self._raw is not None:
-                self._raw.close()
-        os.replace(self.tmp, self.path)
+        if self._raw is not None:
+            self._raw.close()
+        replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -105,8 +109,8 @@ class DocWriter:
                     self._pq.close()
             else:
                 self._fh.close()
-                if self._raw is not None:
-                    self._raw.close()
+            if self._raw is not None:
+                self._raw.close()
         finally:
             self.tmp.unlink(missing_ok=True)
 
@@ -133,7 +137,7 @@ class ShardedWriter:
 
     def __init__(self, folder: str | Path, prefix: str = "part", fmt: str = "jsonl.zst",
                  docs_per_shard: int = 100_000):
-        self.folder, self.prefix, self.suffix = Path(folder), prefix, shard_suffix(fmt)
+        self.folder, self.prefix, self.suffix = upath(folder), prefix, shard_suffix(fmt)
         self.docs_per_shard = docs_per_shard
         self.paths: list[Path] = []
         self._w: DocWriter | None = None

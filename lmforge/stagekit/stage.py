@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from lmforge.config import ConfigError
 from lmforge.io.atomic import read_json, write_json
+from lmforge.io.fs import FsPath, is_url, scratch_dir, upath
 from lmforge.stagekit.lock import RunLock
 
 DONE = "DONE.json"
@@ -82,7 +83,7 @@ class Stage:
         return (self.command or self.kind).split()
 
     def out_dir(self, cfg) -> Path:
-        return Path(getattr(cfg, self.out_key) or cfg.out_dir)   # the report's `out` defaults to RUN/report
+        return upath(getattr(cfg, self.out_key) or cfg.out_dir)   # a URL: lmforge.io.fs.FsPath   # the report's `out` defaults to RUN/report
 
     def done(self, cfg) -> dict | None:
         """The finished output's summary (marked skipped), or None when it has not finished."""
@@ -115,7 +116,7 @@ def check_inputs(cfg, keys: tuple[str, ...]) -> None:
             value = getattr(value, part, None)
         for item in value if isinstance(value, (list, tuple)) else [value]:
             path = getattr(item, "path", item)     # a file with read options (align.formats.DataFile)
-            if isinstance(path, str) and path and not Path(path).exists():
+            if isinstance(path, str) and path and not is_url(path) and not Path(path).exists():
                 raise ConfigError(f"{key}: {path}: no such file or folder")
 
 
@@ -136,6 +137,8 @@ def _stage_lock(out: Path):
     """out_dir's lock, taken by rank 0 only (the other ranks of a distributed stage share it)."""
     if not is_main_rank():
         return _NoLock()
+    if isinstance(out, FsPath):   # no O_EXCL on an object store: a lock of this machine only
+        return RunLock(scratch_dir(out), log=lambda m: print(m, file=sys.stderr))
     return RunLock(out, log=lambda m: print(m, file=sys.stderr))
 
 
@@ -145,7 +148,7 @@ def done_summary(out_dir: str | Path) -> dict | None:
     DONE.json is written atomically now, but one cut short by a kill in an older version
     (or by a full disk) must not fail every rerun: the stage then runs again and, being
     resumable, rewrites it."""
-    done = Path(out_dir) / DONE
+    done = upath(out_dir) / DONE
     if not done.is_file():
         return None
     try:
@@ -159,5 +162,5 @@ def done_summary(out_dir: str | Path) -> dict | None:
 
 
 def write_done(out_dir: str | Path, summary: dict) -> dict:
-    write_json(Path(out_dir) / DONE, summary)
+    write_json(upath(out_dir) / DONE, summary)
     return summary

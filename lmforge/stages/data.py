@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmforge.data.config import DataConfig
 from lmforge.io.atomic import replace_dir
+from lmforge.io.fs import FsPath, copy, rmtree, upath
 from lmforge.stagekit.data_effects import planted_effect
 from lmforge.stagekit.facts import Facts
 from lmforge.stagekit.stage import DONE, Arg, Stage
@@ -19,6 +20,8 @@ __all__ = ["DataConfig", "STAGE", "run"]
 def _link_final(out: Path, shards: list[str]) -> Path:
     """out/final/ = the pipeline's final shards (hard links, else copies): a stable input
     folder for the next stages, whatever the last step's folder is called."""
+    if isinstance(out, FsPath):
+        return _copy_final(out, shards)
     final = out / "final"
     tmp = out / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -32,6 +35,17 @@ def _link_final(out: Path, shards: list[str]) -> Path:
     return replace_dir(tmp, final)
 
 
+def _copy_final(out: FsPath, shards: list[str]) -> FsPath:
+    """out/final/ on an object store: server-side copies (no links, and no folder rename: the
+    folder is rewritten in place; DONE.json, written after it, says it is complete)."""
+    final = out / "final"
+    rmtree(final)
+    for i, p in enumerate(shards):
+        src = upath(p)
+        copy(src, final / f"{i:05d}-{src.name}")
+    return final
+
+
 def body(cfg: DataConfig, progress: bool = True) -> dict:
     """The data pipeline; its steps skip themselves by fingerprint, so this always runs it
     (a changed config redoes the changed steps) and then refreshes out/final/ (the contract
@@ -39,7 +53,7 @@ def body(cfg: DataConfig, progress: bool = True) -> dict:
     from lmforge.data.pipeline import run_pipeline
     if not progress:
         cfg = dataclasses.replace(cfg, progress=False)   # --quiet: no bars (not part of any fingerprint)
-    out = Path(cfg.output)
+    out = upath(cfg.output)
     log = print if progress else (lambda *a, **k: None)
     summary = run_pipeline(cfg, out, log=log)
     last = summary["steps"][-1]

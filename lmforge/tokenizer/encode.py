@@ -36,6 +36,7 @@ import numpy as np
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.io.account import Account, first_rejects
 from lmforge.io.atomic import write_json
+from lmforge.io.fs import FsPath, check_output, is_url, scratch_dir, upath, url_errors
 from lmforge.shards import ShardWriter, write_meta
 
 from .encoding import _doc_batches, _load, encode_texts  # noqa: F401  (encode_texts: public here too)
@@ -231,6 +232,17 @@ class SplitWriters:
         return sorted(self.entries, key=lambda e: e["name"])
 
 
+def _resolved(p: str) -> str:
+    """An input as recorded in meta.json: an absolute path, or the URL as given."""
+    return p if is_url(p) else str(Path(p).resolve())
+
+
+def parts_dir(out) -> Path:
+    """Where the executor's per-file parts go (memory-mapped, so local): OUT/parts, or for an
+    output URL a local scratch folder keyed by the URL."""
+    return scratch_dir(out) / "parts" if isinstance(out, FsPath) else out / "parts"
+
+
 def _clear_partial(out: Path) -> None:
     """Remove what an interrupted run left (our own file kinds only, and temp files)."""
     for f in out.iterdir():
@@ -245,10 +257,11 @@ def _clear_partial(out: Path) -> None:
 def finished_encoding(cfg: EncodeConfig) -> dict | None:
     """The stats of a finished encoding in out_dir (meta.json is written last), None when there is
     none or `overwrite`; a ConfigError when it was encoded from other inputs."""
-    out = Path(cfg.out_dir)
-    if not (out / "meta.json").is_file() or cfg.overwrite:
-        return None
-    inputs = [str(Path(p).resolve()) for p in cfg.inputs]
+    out = upath(cfg.out_dir)
+    with url_errors(out):
+        if not (out / "meta.json").is_file() or cfg.overwrite:
+            return None
+    inputs = [_resolved(p) for p in cfg.inputs]
     before = json.loads((out / "meta.json").read_text()).get("inputs_resolved")
     if before is not None and before != inputs:
         raise ConfigError(f"inputs: {out} already holds tokens encoded from {before}; set overwrite=true "
@@ -268,9 +281,10 @@ def encode_folder(cfg: EncodeConfig, progress: bool = True, executor=None) -> di
     from .encode_parts import encode_parts, remove_parts
     from .train import load_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 
-    out = Path(cfg.out_dir)
-    inputs = [str(Path(p).resolve()) for p in cfg.inputs]
+    out = upath(cfg.out_dir)
+    inputs = [_resolved(p) for p in cfg.inputs]
     list_files(cfg.inputs, ErrorSink())   # a missing or unsupported input: an error before any writing
+    check_output(out)                     # an output URL's bucket and credentials, likewise
     tok_path = tokenizer_file(cfg.tokenizer).resolve()
     tok = load_tokenizer(tok_path)
     info = tokenizer_info(tok_path, tok)
@@ -306,7 +320,7 @@ def encode_folder(cfg: EncodeConfig, progress: bool = True, executor=None) -> di
                            cfg.default_domain, cfg.max_docs)
     with _Encoder(str(tok_path), 1 if executor else workers, cfg.specials_in_text) as enc, \
             tqdm(unit="doc", desc="encode", disable=not progress, smoothing=0.1) as bar:
-        encoded = (encode_parts(executor, cfg, tok_path, out, errors) if executor is not None
+        encoded = (encode_parts(executor, cfg, tok_path, parts_dir(out), errors) if executor is not None
                    else enc.map(batches))
         for payload, (flat, lens) in encoded:
             ends = np.cumsum(lens)
@@ -344,7 +358,8 @@ def encode_folder(cfg: EncodeConfig, progress: bool = True, executor=None) -> di
     account.require_kept(first_rejects(errors.records), what=", ".join(cfg.inputs))   # no meta.json: not done
     write_meta(out, entries, vocab, dom_names, eos_id if cfg.append_eos else None, extra={
         # absolute, and relative to this folder: found from any working directory, also when moved
-        "tokenizer": str(tok_path), "tokenizer_relative": os.path.relpath(tok_path, out.resolve()),
+        "tokenizer": str(tok_path),
+        "tokenizer_relative": None if isinstance(out, FsPath) else os.path.relpath(tok_path, out.resolve()),
         "inputs_resolved": inputs,
         "tokenizer_sha256": hashlib.sha256(tok_path.read_bytes()).hexdigest(),
         "padded_vocab_size": info.get("padded_vocab_size"), "pad_id": info.get("pad_id"),
@@ -353,7 +368,7 @@ def encode_folder(cfg: EncodeConfig, progress: bool = True, executor=None) -> di
                   "salt": cfg.split_salt},
         "config": {k: v for k, v in to_dict(cfg).items()
                    if k not in ("workers", "overwrite", "out_dir", "executor", "ray_address")}})
-    remove_parts(out)  # meta.json is written: the per-file parts are no longer needed
+    remove_parts(parts_dir(out))  # meta.json is written: the per-file parts are no longer needed
     return stats
 
 

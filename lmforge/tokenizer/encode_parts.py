@@ -3,7 +3,8 @@ documents' tokens to a part folder; the stage then writes the token shards from 
 in input order, through the same split and shard code as the streaming path, so the
 output is byte-identical to it (tests/test_tokenizer_encode_parts.py).
 
-A part folder (`OUT/parts/part-NNNNN/`) holds tokens.npy (uint32, flat), lens.npy,
+A part folder (`OUT/parts/part-NNNNN/`; for an output URL a local scratch folder,
+encode.parts_dir) holds tokens.npy (uint32, flat), lens.npy,
 docs.json (id, domain, UTF-8 bytes per document), rejects.jsonl and DONE.json, written
 last: a part with DONE.json is kept when an interrupted run is rerun (resumable per
 input file). The parts are deleted once meta.json is written.
@@ -22,6 +23,7 @@ import numpy as np
 
 from lmforge.io.atomic import save_npy, write_json
 from lmforge.io.documents import ErrorSink
+from lmforge.io.fs import upath
 from lmforge.io.readers import iter_file, list_files
 
 from .encoding import _doc_batches, _load, encode_texts
@@ -37,7 +39,7 @@ def encode_file_task(tok_path: str, specials_in_text: bool, src: str, part: str,
     sink = ErrorSink(part_dir / "rejects.jsonl")
     tok = _load(tok_path, specials_in_text)
     docs, flats, lens, nbytes = [], [], [], 0
-    for payload, texts in _doc_batches(iter_file(Path(src), sink), batch_docs, batch_bytes,
+    for payload, texts in _doc_batches(iter_file(upath(src), sink), batch_docs, batch_bytes,
                                        default_domain, 0):
         flat, ln = encode_texts(tok, texts)
         docs += payload
@@ -53,11 +55,11 @@ def encode_file_task(tok_path: str, specials_in_text: bool, src: str, part: str,
     return done
 
 
-def encode_parts(executor, cfg, tok_path: Path, out: Path, errors: ErrorSink) -> Iterator[tuple]:
+def encode_parts(executor, cfg, tok_path: Path, parts_dir: Path, errors: ErrorSink) -> Iterator[tuple]:
     """Run the per-file tasks, then yield (payload, (flat, lens)) per part in input order,
     as the streaming encoder does per batch; each part's rejects go to `errors` first."""
     files = list_files(cfg.inputs, errors)  # listing problems first, as iter_documents does
-    parts = [out / "parts" / f"part-{i:05d}" for i in range(len(files))]
+    parts = [parts_dir / f"part-{i:05d}" for i in range(len(files))]
     executor.map(encode_file_task, [(str(tok_path), cfg.specials_in_text, str(f), str(p),
                                      cfg.batch_docs, cfg.batch_bytes, cfg.default_domain)
                                     for f, p in zip(files, parts)], desc="encode")
@@ -72,5 +74,5 @@ def encode_parts(executor, cfg, tok_path: Path, out: Path, errors: ErrorSink) ->
             yield docs, (np.load(p / "tokens.npy", mmap_mode="r"), np.load(p / "lens.npy"))
 
 
-def remove_parts(out: Path) -> None:
-    shutil.rmtree(out / "parts", ignore_errors=True)
+def remove_parts(parts_dir: Path) -> None:
+    shutil.rmtree(parts_dir, ignore_errors=True)
