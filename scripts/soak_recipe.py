@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 TIMING = {"tokens_per_s", "mfu", "seconds", "cpu_seconds", "elapsed", "time", "wall_s"}
+# not outputs: the report's freshness fingerprint (sizes and modification times of its inputs,
+# lmforge.report.inputs), which differs between any two runs by design
+VOLATILE = TIMING | {"inputs"}
 TRAINING_KINDS = {"pretrain", "grow", "longctx", "sft", "dpo", "selfknow", "sftgrid", "longsft"}
 POLL_S = 0.01
 
@@ -70,6 +73,7 @@ def kill_loop(cmd: list[str], watch: Path, kills: int, startup: float, duration:
     """Start `cmd`, SIGKILL it at a chosen moment, start it again; N times, then to the end."""
     rng = random.Random(seed)
     done, moments = 0, []
+    remaining = duration   # work left: a resumed run skips what the killed ones finished
     kinds = ["start-up", "save", "random", "random", "save"]
     while done < kills:
         kind = kinds[done % len(kinds)]
@@ -83,14 +87,16 @@ def kill_loop(cmd: list[str], watch: Path, kills: int, startup: float, duration:
             while proc.poll() is None and not saving(watch):
                 time.sleep(POLL_S)
         else:
-            deadline = t0 + rng.uniform(0.1, 1.0) * duration
+            deadline = t0 + startup + rng.uniform(0.05, 0.8) * max(remaining - startup, startup)
             while proc.poll() is None and time.perf_counter() < deadline:
                 time.sleep(POLL_S)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             done += 1
-            moments.append({"when": kind, "after_s": round(time.perf_counter() - t0, 2)})
+            after = time.perf_counter() - t0
+            remaining -= max(0.0, after - startup)
+            moments.append({"when": kind, "after_s": round(after, 2)})
             continue
         if proc.returncode != 0:
             raise SystemExit(f"soak: a resumed run failed (exit {proc.returncode}):\n{proc.stderr.read().decode()}")
@@ -120,7 +126,7 @@ def metrics(folder: Path) -> list[dict]:
 def plain(x, drop: set[str]):
     """A JSON value without timing fields and with run-folder paths reduced to their tail."""
     if isinstance(x, dict):
-        return {k: plain(v, drop) for k, v in x.items() if k not in drop}
+        return {k: plain(v, drop) for k, v in x.items() if k not in drop and not k.endswith("_per_s")}
     if isinstance(x, list):
         return [plain(v, drop) for v in x]
     if isinstance(x, str) and os.sep in x and ("-smoke" in x):
@@ -167,7 +173,7 @@ def compare_checkpoints(a: Path, b: Path) -> dict:
 def compare_stage(kind: str, a: Path, b: Path) -> dict:
     res: dict = {"done": (a / "DONE.json").is_file() and (b / "DONE.json").is_file()}
     if res["done"]:
-        da, db = (plain(json.loads((p / "DONE.json").read_text()), TIMING) for p in (a, b))
+        da, db = (plain(json.loads((p / "DONE.json").read_text()), VOLATILE) for p in (a, b))
         res["summary"] = da == db
     ma, mb = metrics(a), metrics(b)
     res["metrics"] = ma == mb and not any("cut" in r for r in mb)
