@@ -289,3 +289,17 @@ def test_callbacks_are_called_in_order_and_their_state_is_checkpointed(token_dat
                     ("log", 3), ("end", 3, 1), ("log", 4), ("end", 4, 1), ("log", 4), ("done", "step-4")]
     state = ckpt.load_trainer_state(Path(summary["checkpoint"]))
     assert state["growth"] == {"mult": 1, "best": None, "since_best": 0}
+
+
+def test_resume_from_the_final_checkpoint_keeps_the_final_loss(token_data, tmp_path):
+    """A run killed after its last checkpoint but before DONE.json trains no step on resume;
+    its summary still carries the final train loss (it was None: the whole-recipe soak saw
+    grown's DONE.json lose it)."""
+    out = tmp_path / "run"
+    cfg = cfg_for(token_data, out, "train.steps=4", "train.ckpt_every=2")
+    first = run(cfg, progress=False)
+    (out / "DONE.json").unlink()               # the kill came after the final checkpoint
+    resumed = run(cfg, progress=False)
+    assert resumed["step"] == 4 and first["final_loss"] is not None
+    assert resumed["final_loss"] == first["final_loss"]
+    assert len(losses(out)) == 4               # no step logged twice

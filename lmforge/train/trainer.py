@@ -232,24 +232,28 @@ class Trainer:
         if self.cfg.batch_growth.carry and src.format == OURS:
             self.batch_growth.carry_from(src.path)
 
-    def _truncate_metrics(self, step: int) -> None:
+    def _truncate_metrics(self, step: int) -> dict:
         """Keep only the metric lines of steps up to `step` (where training starts now): a fresh
         start drops what a killed first attempt logged before its first checkpoint, a resume
         what was logged after the checkpoint (both are redone, so nothing appears twice).
         The final evaluation line (step == `step`, no loss) is redone too. Rewritten through
-        a temporary file: a kill or a full disk here never loses the metrics kept."""
+        a temporary file: a kill or a full disk here never loses the metrics kept. Returns the
+        kept record of step `step` itself ({} if none): a run resumed from its final checkpoint
+        trains no step, and its summary's final loss is that record's."""
         if not self.metrics_path.exists() or not self.dist.is_main:
-            return
-        keep = []
+            return {}
+        keep, last = [], {}
         for line in self.metrics_path.read_text().splitlines():
             try:
                 rec = json.loads(line)
                 s = rec.get("step", 0)
                 if s < step or (s == step and "loss" in rec):
                     keep.append(line)
+                    last = rec if s == step else last
             except (ValueError, AttributeError):  # a line cut short by a kill
                 continue
         write_text(self.metrics_path, "".join(line + "\n" for line in keep))
+        return last
 
     # -- one step -------------------------------------------------------------------------
     def _autocast(self):
@@ -329,13 +333,13 @@ class Trainer:
 
     def fit(self) -> dict:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._truncate_metrics(self.step)   # fresh start or resume: never append to a killed attempt
+        # fresh start or resume: never append to a killed attempt
+        last = self._truncate_metrics(self.step)
         for cb in self.callbacks:
             cb.on_train_start(self)
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
                    desc=f"{self.objective.name}", unit="step", dynamic_ncols=True)
-        last: dict = {}
         t0 = time.perf_counter()
         while self.step < self.total_steps:
             out = self.train_step()
