@@ -160,9 +160,13 @@ def test_variants_compared_with_their_own_reference_on_their_own_key():
                "v1": {0: rec(1.1, 0.0), 1: rec(2.1, 0.0)}, "v2": {0: rec(0.0, 2.0), 1: rec(0.0, 3.0)}}
     plan = f.plan([0, 1], "toy", 4)
     assert plan["against"] == {"v2": "ref"} and plan["keys"] == {"v2": "b"}
-    c = summarise(f, plan, results)["comparisons"]
+    result = summarise(f, plan, results)
+    c = result["comparisons"]
     assert c["v1"]["against"] == "base" and c["v1"]["key"] == "a" and c["v1"]["diff"] == pytest.approx(0.1)
     assert c["v2"]["against"] == "ref" and c["v2"]["key"] == "b" and c["v2"]["diff"] == pytest.approx(-1.0)
+    from types import SimpleNamespace
+    from lmforge.report.findingsection import summary_rows
+    assert [r[1] for r in summary_rows([SimpleNamespace(finding=result)])] == ["v1 vs base", "v2 vs ref (b)"]
     assert "against" not in catalog.get("zloss").plan([0], "toy", 4)     # single-baseline plans unchanged
     with pytest.raises(ValueError, match="not a variant"):
         Finding(name="t", source="s", claim="c", metric="m", key="a", higher_is_better=False, baseline="base",
@@ -186,7 +190,7 @@ def test_long_instructions_from_the_token_set(toy_set, tmp_path):
     rows = {k: [json.loads(l) for l in p.read_text().splitlines()] for k, p in files.items()}
     assert len(rows["long_train"]) == 6 and len(rows["long_heldout"]) == 4 and len(rows["general_long"]) == 10
     tok = load_tokenizer(toy_set["tokenizer"])
-    val_text = "\n".join(t for _, t in longinstruct.decoded(str(toy_set["data"]), "val", tok))
+    val_text = "\n".join(t for _, t, _ in longinstruct.decoded(str(toy_set["data"]), "val", tok))
     for r in rows["long_train"] + rows["long_heldout"]:
         prompt, answer = r["messages"][0]["content"], r["messages"][1]["content"]
         assert 230 <= len(encode_chat(tok, r["messages"])[0]) <= 512      # 0.45-1 x the long length, whole

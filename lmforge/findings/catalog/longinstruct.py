@@ -1,8 +1,8 @@
 """The instruction sets of longfails' long-SFT arms, built once per finding (work/sftdata) from
 what the toy data has. The corpus has no long instructions, so they are made the way the
 `longsft` stage makes them (lmforge.align.long_sft), from the token set's own documents
-decoded back to text: several passages, each headed "Document k: TITLE", then a question only
-the context answers (quote the first sentence of Document k; which document holds a given
+decoded back to text: several passages (about half the shortest context each), each headed
+"Document k: TITLE", then a question only the context answers (quote the first sentence of Document k; which document holds a given
 sentence; the value of a one-line fact hidden between the passages). Contexts are drawn to
 fill a share of the long length (longfails.SETS["context"]) and a conversation is kept only
 when, whole, it is between the shortest context and the long length: longer than the
@@ -28,13 +28,16 @@ from lmforge.config import ConfigError
 from lmforge.io.atomic import read_json, write_json, write_jsonl
 from lmforge.shards import TokenDataset, tokenizer_path
 
-PASSAGE_CHARS = 900     # documents are cut into passages of about this many characters (at line ends)
+PASSAGE = 0.5           # documents are cut into passages of about this share of the shortest context (in
+                        # tokens), so that a context holds a few of them; never under MIN_CHARS characters
+MIN_CHARS = 240         # (the builder takes documents of 200+ characters)
+INSTRUCT = "instruct"   # the corpus's dialogs as pretraining documents (corpus instruct_docs)
 SALT = 7                # the builder's seed (fixed: every seed and arm trains on the same sets)
 _TURN = re.compile(r"^(System|User|Assistant): ", re.M)
 _ROLES = {"System": "system", "User": "user", "Assistant": "assistant"}
 
 
-def passages(text: str, title: str, size: int = PASSAGE_CHARS) -> list[Doc]:
+def passages(text: str, title: str, size: int) -> list[Doc]:
     """A document as passages of about `size` characters, cut after a line end where there is one."""
     out, at = [], 0
     while at < len(text):
@@ -49,10 +52,21 @@ def passages(text: str, title: str, size: int = PASSAGE_CHARS) -> list[Doc]:
     return out
 
 
-def decoded(data: str, split: str, tok) -> list[tuple[str, str]]:
-    """(domain, text) of every document of a token set's split, decoded with its tokenizer."""
+def decoded(data: str, split: str, tok) -> list[tuple[str, str, int]]:
+    """(domain, text, tokens) of every document of a token set's split, decoded with its tokenizer."""
     ds = TokenDataset(data, split)
-    return [(ds.domain_names[int(ds.doc_domain[i])], tok.decode(ds.doc(i).tolist())) for i in range(ds.n_docs)]
+    return [(ds.domain_names[int(ds.doc_domain[i])], tok.decode(ds.doc(i).tolist()), ds.doc_len(i))
+            for i in range(ds.n_docs)]
+
+
+def pool(docs: list[tuple[str, str, int]], passage_tokens: int) -> list[Doc]:
+    """The passages of the non-dialog documents, each about `passage_tokens` long (by its
+    document's characters per token)."""
+    out = []
+    for i, (d, text, n) in enumerate(docs):
+        if d != INSTRUCT and n:
+            out += passages(text, f"{d} text {i + 1}", max(MIN_CHARS, round(passage_tokens * len(text) / n)))
+    return out
 
 
 def parse_dialog(text: str) -> list[dict] | None:
@@ -69,6 +83,13 @@ def parse_dialog(text: str) -> list[dict] | None:
             content = content[:-1] if content.endswith("\n") else content
         msgs.append({"role": _ROLES[parts[i]], "content": content})
     return msgs if dialog_text(msgs) == text else None
+
+
+def scorable(msgs: list[dict], fits) -> bool:
+    """A held-out conversation the SFT loader keeps whole: a non-empty reply in every assistant
+    turn, at least one, and the whole within the length (`fits`)."""
+    replies = [m["content"] for m in msgs if m["role"] == "assistant"]
+    return bool(replies) and all(r.strip() for r in replies) and fits(msgs)
 
 
 def long_set(docs: list[Doc], count: int, context: tuple[int, int], fits, n_tokens, seed: int) -> tuple[list, dict]:
@@ -111,17 +132,17 @@ def build(ctx, out: Path, sizes: dict, long_len: int) -> dict[str, Path]:
         """The whole conversation is at least the shortest context and at most the long length."""
         return context[0] <= len(chat.encode(tok, msgs, "all")[0]) <= long_len
 
-    pools = {}
-    for split in ("train", "val"):
-        docs = [(d, t) for d, t in decoded(ctx.cfg.data, split, tok) if d != "instruct"]
-        pools[split] = [p for i, (d, t) in enumerate(docs) for p in passages(t, f"{d} text {i + 1}")]
-    long_train, st_train = long_set(pools["train"], sizes["long_train"], context, fits, n_tokens, SALT)
-    long_held, st_held = long_set(pools["val"], sizes["long_heldout"], context, fits, n_tokens, SALT + 1)
+    val = decoded(ctx.cfg.data, "val", tok)
+    passage = round(PASSAGE * context[0])
+    long_train, st_train = long_set(pool(decoded(ctx.cfg.data, "train", tok), passage), sizes["long_train"],
+                                    context, fits, n_tokens, SALT)
+    long_held, st_held = long_set(pool(val, passage), sizes["long_heldout"], context, fits, n_tokens, SALT + 1)
     if not long_train or not long_held:
         raise ConfigError(f"data: no long instruction of {context[0]}-{context[1]} context tokens fits "
                           f"{long_len} tokens from {ctx.cfg.data} (train: {st_train}, val: {st_held})")
-    held_texts = [t for d, t in decoded(ctx.cfg.data, "val", tok) if d == "instruct"]
-    short_held = [{"id": f"heldout-{i}", "messages": m} for i, m in enumerate(map(parse_dialog, held_texts)) if m]
+    held_texts = [t for d, t, _ in val if d == INSTRUCT]
+    short_held = [{"id": f"heldout-{i}", "messages": m} for i, m in enumerate(map(parse_dialog, held_texts))
+                  if m and scorable(m, lambda ms: len(chat.encode(tok, ms, "all")[0]) <= long_len)]
     if not short_held:
         raise ConfigError(f"data: {ctx.cfg.data} holds out no instruct dialog to score short replies on "
                           "(encode with the corpus's instruct documents and val_docs_per_domain > 0)")
