@@ -11,7 +11,8 @@ pretraining length, inside the long one.
     long_train.jsonl       from the train split's documents (the pretraining text)
     long_heldout.jsonl     from the val split's documents (never trained on by any arm)
     short_heldout.jsonl    the val split's instruct documents ("User: ..." dialogs the encode
-                           stage held out of pretraining), parsed back into conversations
+                           stage held out of pretraining) whose text no train document repeats,
+                           parsed back into conversations
     general_long.jsonl     general conversations (corpus sft.jsonl less the held-out ones)
     general_permille.jsonl a larger draw of them, for the 1 per mille share
     stats.json             counts, lengths, tasks (written last: the set is complete)
@@ -37,14 +38,19 @@ _TURN = re.compile(r"^(System|User|Assistant): ", re.M)
 _ROLES = {"System": "system", "User": "user", "Assistant": "assistant"}
 
 
+_ENDS = ("\n", "。", "！", "？", ". ", "! ", "? ", " ")     # where a passage may end, best first
+
+
 def passages(text: str, title: str, size: int) -> list[Doc]:
-    """A document as passages of about `size` characters, cut after a line end where there is one."""
+    """A document as passages of about `size` characters, cut after a line end where there is
+    one in the window's second half, else after a sentence end, else after a space (so a
+    passage's first sentence is a sentence's beginning, not the tail of one)."""
     out, at = [], 0
     while at < len(text):
         end = min(len(text), at + size)
         if end < len(text):
-            nl = text.rfind("\n", at + size // 2, end)
-            end = nl + 1 if nl > 0 else end
+            cuts = (text.rfind(e, at + size // 2, end) + len(e) for e in _ENDS)
+            end = next((c for c in cuts if c > at + size // 2), end)
         piece = text[at:end].strip()
         if piece:
             out.append(Doc(f"{title}, part {len(out) + 1}", piece))
@@ -132,16 +138,19 @@ def build(ctx, out: Path, sizes: dict, long_len: int) -> dict[str, Path]:
         """The whole conversation is at least the shortest context and at most the long length."""
         return context[0] <= len(chat.encode(tok, msgs, "all")[0]) <= long_len
 
-    val = decoded(ctx.cfg.data, "val", tok)
+    val, train = decoded(ctx.cfg.data, "val", tok), decoded(ctx.cfg.data, "train", tok)
     passage = round(PASSAGE * context[0])
-    long_train, st_train = long_set(pool(decoded(ctx.cfg.data, "train", tok), passage), sizes["long_train"],
-                                    context, fits, n_tokens, SALT)
+    long_train, st_train = long_set(pool(train, passage), sizes["long_train"], context, fits, n_tokens, SALT)
     long_held, st_held = long_set(pool(val, passage), sizes["long_heldout"], context, fits, n_tokens, SALT + 1)
     if not long_train or not long_held:
         raise ConfigError(f"data: no long instruction of {context[0]}-{context[1]} context tokens fits "
                           f"{long_len} tokens from {ctx.cfg.data} (train: {st_train}, val: {st_held})")
+    # the corpus repeats some dialogs (planted duplicates): a held-out one must not also be a
+    # training document, or pretraining has seen it
+    seen = {t for d, t, _ in train if d == INSTRUCT}
     held_texts = [t for d, t, _ in val if d == INSTRUCT]
-    short_held = [{"id": f"heldout-{i}", "messages": m} for i, m in enumerate(map(parse_dialog, held_texts))
+    unseen = [t for t in dict.fromkeys(held_texts) if t not in seen]
+    short_held = [{"id": f"heldout-{i}", "messages": m} for i, m in enumerate(map(parse_dialog, unseen))
                   if m and scorable(m, lambda ms: len(chat.encode(tok, ms, "all")[0]) <= long_len)]
     if not short_held:
         raise ConfigError(f"data: {ctx.cfg.data} holds out no instruct dialog to score short replies on "
@@ -159,6 +168,7 @@ def build(ctx, out: Path, sizes: dict, long_len: int) -> dict[str, Path]:
     for k, rows in sets.items():
         write_jsonl(files[k], rows)
     write_json(out / "stats.json", {"sizes": sizes, "counts": {k: len(v) for k, v in sets.items()},
+                                    "heldout_dialogs": len(held_texts), "heldout_dialogs_unseen": len(unseen),
                                     "general_available": len(general),
                                     "context_tokens": list(context), "long_len": long_len,
                                     "long_train": st_train, "long_heldout": st_held})
