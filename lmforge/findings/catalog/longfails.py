@@ -31,7 +31,7 @@ WARMUP = 0.5          # the context-length warmup grows the rows over the first 
 SFT_LR = 0.5          # of the long stage's peak LR (Index: long SFT 5e-6, long pretraining 1e-5)
 SETS = {"long_train": 48, "long_heldout": 30,     # long instructions (train documents / held-out documents)
         "general_long": 80,                       # general ones beside them: Index's ~30K long : ~50K general
-        "general_permille": 2000,                 # the general SFT set the 1 per mille share is drawn against
+        "general_permille": 2000,                 # the general SFT set of the 1 per mille share (toy: all 1856)
         "context": (0.45, 0.8)}                   # a long instruction's context, in long lengths (230-410 tokens)
 LONG_EPOCHS = 2       # Index's long SFT: 2 epochs
 GENERAL_EPOCHS = 1    # the 1 per mille runs: one pass over the 2000 general conversations
@@ -162,8 +162,10 @@ FINDING = Finding(
     scale_note="1.6M parameters; 128 -> 512 tokens over a quarter of a pretraining arm's steps (Index: 4096 -> "
                "32768 over 10B tokens); the long instructions are retrieval tasks over 230-410-token contexts "
                "(Index: up to 32K) and a 1.6M model may learn their format more than the retrieval; 1 per mille "
-               "of the 2000-conversation general set is 2 long instructions; held out: 30 long instructions "
-               "from documents no arm trained on, 20 short dialogs the encode stage kept out of pretraining",
+               "of the toy corpus's general SFT set (1856 conversations, many repeated) is 2 long instructions; "
+               "held out: 30 long instructions from documents no arm trained on and only 6 short dialogs (of "
+               "the 20 the encode stage kept out of pretraining, the others repeat training documents), so "
+               "the short reply loss is noisy",
     deviations="the long stage is ropebase's 32x arm (the same base model, steps, LR and RoPE base); the warmup "
                "grows rows from the pretraining length to the long one over the first half of the stage at "
                "about equal tokens per step (the report grew the length over a sorted dataset). The corpus has "
@@ -174,8 +176,9 @@ FINDING = Finding(
                "(Index: 5e-6 vs 1e-5), no warmup. Packing is compared at equal tokens (the same conversations "
                "and epochs), not equal steps: unpacked, each row holds one conversation, so the arm takes more, "
                "mostly padded, steps; at equal steps it would see about 40% of the data and the comparison would "
-               "measure the data, not the packing. The 1 per mille arms train one epoch on 2000 general "
-               "conversations with 2 long ones added (0.1% by count, about 1% by tokens) or none, and are "
+               "measure the data, not the packing. The 1 per mille arms train one epoch on up to 2000 general "
+               "conversations (the toy corpus has 1856 once the held-out ones are left out) with 2 long ones "
+               "added (0.1% by count, about 1% by tokens) or none, and are "
                "compared with each other (the brief's reading of 'no gain'; the report's own baseline for its "
                "'negative' result was its full long SFT, shown here as sft-pack but not a declared comparison: "
                "it trains on other general data). 'Equal' is within 0.01 nats (1% perplexity, the report's "
