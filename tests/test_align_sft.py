@@ -295,3 +295,21 @@ def test_long_instruction_share(source, tmp_path):
     with pytest.raises(ConfigError, match="long.share"):
         sft_cfg(src_run, [general], tmp_path / "e", f"long.data=[{long}]", "long.share=1.5")
     assert tok.token_to_id("<|im_start|>") is not None
+
+
+def test_packing_off_puts_one_conversation_per_row(source, tmp_path):
+    """Index-32K's packing ablation in SFT: `packing: false` gives each conversation a row of its
+    own (the rest padding, attention and positions as in a packed row), the same conversations in
+    the same order per epoch, so more rows and steps than packed."""
+    src_run, _ = source
+    general = make_sft_file(tmp_path / "sft.jsonl", n=30, max_turns=1)
+    packed = build(sft_cfg(src_run, [general], tmp_path / "p", "epochs=2"), progress=False)
+    single = build(sft_cfg(src_run, [general], tmp_path / "s", "epochs=2", "packing=false"), progress=False)
+    rows_p, rows_s = packed.objective.rows, single.objective.rows
+    assert all(len(r) == 1 for r in rows_s) and len(rows_s) == 60 and len(rows_p) < 30
+    assert [i for r in rows_p for i in r] == [r[0] for r in rows_s]            # same order, epoch by epoch
+    stats = json.loads((tmp_path / "s" / "stats.json").read_text())
+    assert stats["packing"] is False and stats["rows"] == 60 and stats["planned_steps"] == 15   # 60 rows / 4
+    row = build_row(single.objective.convs, rows_s[0], 128, pad_id=1)
+    n = len(single.objective.convs[rows_s[0][0]].ids)
+    assert (row["doc_ids"][:n] == 0).all() and (row["doc_ids"][n:] == -1).all() and (row["labels"][n:] == -100).all()

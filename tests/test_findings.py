@@ -146,6 +146,99 @@ def test_staged_findings_end_to_end(name, key, arms, toy_set, tmp_path, monkeypa
     assert not list(out.glob("work/**/checkpoints/step-*"))     # shared phases' weights dropped too
 
 
+def test_variants_compared_with_their_own_reference_on_their_own_key():
+    """A finding of several experiments (longfails): each variant is compared with the arm and
+    on the metric its declaration names, the other arms run too, and the plan records both."""
+    from lmforge.findings.run import summarise
+    from lmforge.findings.spec import Finding
+    f = Finding(name="t", source="s", claim="c", metric="m", key="a", higher_is_better=False, baseline="base",
+                expect={"v1": "equal", "v2": "better"}, against={"v2": "ref"}, keys={"v2": "b"}, run=None,
+                tolerance=0.5)
+    assert f.arms == ("base", "ref", "v1", "v2") and f.metric_keys() == ("a", "b")
+    rec = lambda a, b: {"metrics": {"a": a, "b": b}}
+    results = {"base": {0: rec(1.0, 9.0), 1: rec(2.0, 9.0)}, "ref": {0: rec(5.0, 3.0), 1: rec(5.0, 4.0)},
+               "v1": {0: rec(1.1, 0.0), 1: rec(2.1, 0.0)}, "v2": {0: rec(0.0, 2.0), 1: rec(0.0, 3.0)}}
+    plan = f.plan([0, 1], "toy", 4)
+    assert plan["against"] == {"v2": "ref"} and plan["keys"] == {"v2": "b"}
+    result = summarise(f, plan, results)
+    c = result["comparisons"]
+    assert c["v1"]["against"] == "base" and c["v1"]["key"] == "a" and c["v1"]["diff"] == pytest.approx(0.1)
+    assert c["v2"]["against"] == "ref" and c["v2"]["key"] == "b" and c["v2"]["diff"] == pytest.approx(-1.0)
+    from types import SimpleNamespace
+    from lmforge.report.findingsection import summary_rows
+    assert [r[1] for r in summary_rows([SimpleNamespace(finding=result)])] == ["v1 vs base", "v2 vs ref (b)"]
+    assert "against" not in catalog.get("zloss").plan([0], "toy", 4)     # single-baseline plans unchanged
+    with pytest.raises(ValueError, match="not a variant"):
+        Finding(name="t", source="s", claim="c", metric="m", key="a", higher_is_better=False, baseline="base",
+                expect={"v1": "equal"}, against={"ref": "base"}, run=None)
+
+
+def test_long_instructions_from_the_token_set(toy_set, tmp_path):
+    """longfails' SFT sets: long instructions over passages of the train split's documents (and,
+    held out, of the val split's), each longer than the pretraining length and fitting the long
+    one; the held-out short dialogs are the val split's instruct documents, parsed back, and
+    left out of the general SFT sets."""
+    from lmforge.align.chat_template import encode_chat
+    from lmforge.findings.catalog import longinstruct
+    from lmforge.findings.context import Ctx
+    from lmforge.stages.corpus import dialog_text
+    from lmforge.tokenizer.train import load_tokenizer
+    cfg = config.load(FindingsConfig, None, ["name=longfails", f"data={toy_set['data']}",
+                                             f"corpus={toy_set['corpus']}", f"out_dir={tmp_path}"])
+    sizes = {"long_train": 6, "long_heldout": 4, "general_long": 10, "general_permille": 1000, "context": (0.45, 0.8)}
+    files = longinstruct.build(Ctx(cfg, tmp_path), tmp_path / "sets", sizes, 512)
+    rows = {k: [json.loads(l) for l in p.read_text().splitlines()] for k, p in files.items()}
+    assert len(rows["long_train"]) == 6 and len(rows["long_heldout"]) == 4 and len(rows["general_long"]) == 10
+    tok = load_tokenizer(toy_set["tokenizer"])
+    val_text = "\n".join(t for _, t, _ in longinstruct.decoded(str(toy_set["data"]), "val", tok))
+    for r in rows["long_train"] + rows["long_heldout"]:
+        prompt, answer = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert 230 <= len(encode_chat(tok, r["messages"])[0]) <= 512      # 0.45-1 x the long length, whole
+        assert answer in prompt                                              # retrieval: the answer is there
+    assert all(r["messages"][1]["content"] in val_text for r in rows["long_heldout"] if r["meta"]["task"] == "quote")
+    train_dialogs = {t for d, t, _ in longinstruct.decoded(str(toy_set["data"]), "train", tok) if d == "instruct"}
+    assert 1 <= len(rows["short_heldout"]) <= 4       # of val_docs_per_domain=4 instruct dialogs: those not
+    assert not {dialog_text(r["messages"]) for r in rows["short_heldout"]} & train_dialogs   # pretrained on
+    held = {dialog_text(r["messages"]) for r in rows["short_heldout"]}
+    assert not held & {dialog_text(r["messages"]) for r in rows["general_permille"]}
+    assert 196 <= len(rows["general_permille"]) <= 200      # sft.jsonl's 200 less the held-out ones among them
+    m = [{"role": "user", "content": "a\nUser b"}, {"role": "assistant", "content": "x\n\ny"}]
+    assert longinstruct.parse_dialog(dialog_text(m)) == m and longinstruct.parse_dialog("no dialog") is None
+
+
+def test_longfails_end_to_end(toy_set, tmp_path, monkeypatch):
+    """Finding 6's six arms x 2 seeds at the tiny scale (long length 16 x 32 = 512 for the long
+    instructions to fit): context-length warmup vs straight on held-out long loss, long SFT
+    packed vs not and 1 per mille long instructions vs none on held-out long-instruction reply
+    loss; unpacked SFT takes more steps over the same conversations; weights dropped."""
+    from lmforge.findings import context
+    monkeypatch.setitem(context.SCALES, "toy", _tiny_scale())
+    monkeypatch.setattr("lmforge.findings.catalog.longrun.MAX_SEQS", 2)
+    monkeypatch.setattr("lmforge.findings.catalog.longrun.LONG", 16)
+    monkeypatch.setattr("lmforge.findings.catalog.longfails.SETS", {"long_train": 6, "long_heldout": 4,
+                        "general_long": 10, "general_permille": 1000, "context": (0.45, 0.8)})
+    out = tmp_path / "lf"
+    sets = [f"{k}={v}" for k, v in toy_set.items()]
+    cfg = config.load(FindingsConfig, None, ["name=longfails", f"out_dir={out}", "seeds=[0,1]", *sets, *TOY])
+    summary = run(cfg, progress=False)
+    assert set(summary["verdicts"]) == {"seq-warmup", "sft-nopack", "sft-permille"}
+    result = json.loads((out / "result.json").read_text())
+    assert list(result["arms"]) == ["straight", "sft-pack", "sft-none", "seq-warmup", "sft-nopack", "sft-permille"]
+    c = result["comparisons"]
+    assert (c["seq-warmup"]["against"], c["seq-warmup"]["key"]) == ("straight", "long_loss")
+    assert (c["sft-nopack"]["against"], c["sft-nopack"]["key"]) == ("sft-pack", "long_reply_loss")
+    assert (c["sft-permille"]["against"], c["sft-permille"]["key"]) == ("sft-none", "long_reply_loss")
+    for arm, stats in result["arms"].items():
+        for k in ("long_loss", "long_reply_loss", "short_reply_loss", "loss_at_pretrain_len"):
+            assert stats[k]["n"] == 2 and all(0 < v < 20 for v in stats[k]["values"]), (arm, k)
+    notes = result["notes"]
+    assert all(p < s for p, s in zip(notes["sft-pack"]["steps"], notes["sft-nopack"]["steps"]))
+    assert notes["sft-pack"]["long_used"] == [6, 6] and notes["sft-none"]["long_used"] == [0, 0]
+    assert notes["sft-permille"]["long_used"] == [1, 1]    # 1 per mille of 196 rounds up to one
+    assert (out / "finding.png").stat().st_size > 5000
+    assert not list(out.glob("work/**/checkpoints/step-*"))     # every arm's weights dropped once recorded
+
+
 def test_seeds_in_worker_processes_give_the_numbers_of_one_process(token_data, tmp_path):
     """workers=2 runs the seeds in spawned processes, one torch thread each, as workers=1 does in
     this process: the recorded numbers are identical (toy scale, 3 steps per arm)."""
@@ -160,8 +253,8 @@ def test_seeds_in_worker_processes_give_the_numbers_of_one_process(token_data, t
 
 
 # ropebase (6 arms, 3 of them long stages) is the costliest: in the nightly slow run; longfails
-# exercises the same long-stage helpers (catalog/longrun.py) in the default run
-@pytest.mark.parametrize("name", [pytest.param("ropebase", marks=pytest.mark.slow), "longfails", "growth"])
+# (test_longfails_end_to_end) exercises the same long-stage helpers (catalog/longrun.py) in the default run
+@pytest.mark.parametrize("name", [pytest.param("ropebase", marks=pytest.mark.slow), "growth"])
 def test_stage_built_findings_end_to_end(name, token_data, tmp_path, monkeypatch):
     """Findings whose arms chain stages (a shared base model per seed, then longctx or grow and
     continued training): every arm x seed recorded with the primary metric, a verdict per

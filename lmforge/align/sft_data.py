@@ -24,7 +24,8 @@ entry's characters) is `too_long` without being tokenized: tokenizing a 1 MB rec
   unknown_class       (C-RLFT) a class with no configured weight
 
 Packing: whole conversations are put into rows of `seq_len` tokens in a shuffled order
-(next-fit: a conversation that does not fit starts a new row; the tail is padding).
+(next-fit: a conversation that does not fit starts a new row; the tail is padding); with
+packing off, each conversation is a row of its own (padded).
 Each conversation keeps its own document id, so attention and position ids restart at
 it, exactly as for pretraining documents (Index-1.9B's reset masks apply to SFT too).
 """
@@ -238,13 +239,16 @@ def pack(lengths: np.ndarray, order: np.ndarray, seq_len: int) -> list[list[int]
     return rows
 
 
-def plan_rows(convs: list[Conversation], seq_len: int, epochs: int, seed: int) -> list[list[int]]:
-    """All rows of the whole run, epoch after epoch, each epoch in a fresh (seed, epoch) order."""
+def plan_rows(convs: list[Conversation], seq_len: int, epochs: int, seed: int,
+              packing: bool = True) -> list[list[int]]:
+    """All rows of the whole run, epoch after epoch, each epoch in a fresh (seed, epoch) order.
+    packing=False (Index-32K's packing ablation): one conversation per row, the rest padding,
+    in the same order (the same conversations per epoch, so more rows)."""
     lengths = np.asarray([len(c.ids) for c in convs])
     rows = []
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(len(convs))
-        rows.extend(pack(lengths, order, seq_len))
+        rows.extend(pack(lengths, order, seq_len) if packing else [[i] for i in order.tolist()])
     return rows
 
 

@@ -44,10 +44,13 @@ def run_one(finding: Finding, ctx: Ctx, arm: str, seed: int, progress: bool) -> 
     """One arm x seed: its recorded numbers, or run it and record them (wall and CPU seconds)."""
     path = ctx.out / "arms" / arm / f"seed{seed}.json"
     if path.exists():
-        return read_json(path)
+        got = read_json(path)
+        if all(k in got.get("metrics", {}) for k in finding.metric_keys()):
+            return got
+        # recorded before the finding asked for a metric (an amended plan): run it again
     t0, c0 = time.perf_counter(), time.process_time()
     got = finding.run(ctx, arm, seed)
-    missing = [k for k in (finding.key, *finding.secondary) if k not in got.get("metrics", {})]
+    missing = [k for k in finding.metric_keys() if k not in got.get("metrics", {})]
     if missing:
         raise RuntimeError(f"finding {finding.name}: arm {arm} returned no {', '.join(missing)}")
     got["wall_s"] = round(time.perf_counter() - t0, 2)
@@ -104,15 +107,17 @@ def run_arms(finding: Finding, cfg, progress: bool) -> dict[str, dict[int, dict]
 def summarise(finding: Finding, plan: dict, results: dict[str, dict[int, dict]]) -> dict:
     per_arm = {}
     for arm, by_seed in results.items():
-        keys = (finding.key, *finding.secondary)
-        per_arm[arm] = {k: arm_stats([r["metrics"][k] for _, r in sorted(by_seed.items())]) for k in keys}
+        per_arm[arm] = {k: arm_stats([r["metrics"][k] for _, r in sorted(by_seed.items())])
+                        for k in finding.metric_keys()}
         per_arm[arm]["wall_s"] = sum(r.get("wall_s", 0.0) for r in by_seed.values())
         per_arm[arm]["cpu_s"] = sum(r.get("cpu_s", 0.0) for r in by_seed.values())
-    base = {s: r["metrics"][finding.key] for s, r in results[finding.baseline].items()}
     comparisons = {}
     for arm, exp in finding.expect.items():
-        var = {s: r["metrics"][finding.key] for s, r in results[arm].items()}
-        comparisons[arm] = compare(base, var, exp, finding.higher_is_better, finding.tolerance)
+        ref, key = finding.reference(arm), finding.key_of(arm)
+        base = {s: r["metrics"][key] for s, r in results[ref].items()}
+        var = {s: r["metrics"][key] for s, r in results[arm].items()}
+        comparisons[arm] = {**compare(base, var, exp, finding.higher_is_better, finding.tolerance),
+                            "against": ref, "key": key}
     verdicts = [c["verdict"] for c in comparisons.values()]
     overall = ("agrees" if all(v == "agrees" for v in verdicts) else
                "disagrees" if all(v == "disagrees" for v in verdicts) else

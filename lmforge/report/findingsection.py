@@ -10,7 +10,8 @@ from lmforge.report.collect import StageFolder
 from lmforge.report.section import Section, slug
 from lmforge.report.tables import Table, fmt
 
-VERDICT_RULE = ("Each variant is compared with the baseline seed by seed (the seed sets the initialisation and "
+VERDICT_RULE = ("Each variant is compared with the baseline (or the reference arm its comparison names) seed by "
+                "seed (the seed sets the initialisation and "
                 "the data order in both arms): difference = mean of the per-seed differences ± 2 standard errors. "
                 "Expected 'better' / 'worse': agrees when the difference exceeds 2 standard errors in that "
                 "direction, disagrees when it does in the other, else inconclusive. Expected 'equal': agrees when "
@@ -30,12 +31,18 @@ def expected(c: dict) -> str:
     return f"equal (±{c.get('tolerance'):g})" if e == "equal" else e
 
 
+def comparison(r: dict, arm: str, c: dict) -> str:
+    """"variant vs its reference", and the metric when it is not the finding's primary one."""
+    key = c.get("key", r.get("key"))
+    return f"{arm} vs {c.get('against', r.get('baseline'))}" + (f" ({key})" if key != r.get("key") else "")
+
+
 def summary_rows(findings: list[StageFolder]) -> list[list]:
     rows = []
     for st in findings:
         r = st.finding
         for i, (arm, c) in enumerate(r.get("comparisons", {}).items()):
-            rows.append([r.get("finding") if i == 0 else "", f"{arm} vs {r.get('baseline')}", expected(c),
+            rows.append([r.get("finding") if i == 0 else "", comparison(r, arm, c), expected(c),
                          measured(c), c.get("verdict"), c.get("n"),
                          r.get("claim") if i == 0 else ""])
     return rows
@@ -60,10 +67,11 @@ def finding_blocks(st: StageFolder, out: Path) -> list:
         blocks.append(copy)
     key = r.get("key")
     arms = r.get("arms", {})
-    second = sorted({k for a in arms.values() for k in a if k not in (key, "wall_s", "cpu_s")})
-    t = Table(f"{r.get('finding')}: arms (mean ± std over seeds)", ["arm", key, *second, "n"])
+    firsts = [key, *[k for k in dict.fromkeys((r.get("keys") or {}).values()) if k != key]]
+    second = sorted({k for a in arms.values() for k in a if k not in (*firsts, "wall_s", "cpu_s")})
+    t = Table(f"{r.get('finding')}: arms (mean ± std over seeds)", ["arm", *firsts, *second, "n"])
     for arm, stats in arms.items():
-        cells = [_mean_std(stats.get(k)) for k in (key, *second)]
+        cells = [_mean_std(stats.get(k)) for k in (*firsts, *second)]
         t.rows.append([arm + (" (baseline)" if arm == r.get("baseline") else ""), *cells,
                        (stats.get(key) or {}).get("n")])
     blocks.append(t)

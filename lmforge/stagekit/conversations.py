@@ -73,7 +73,7 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
                                  class_weights: list[float] | None = None, objective_cls=None,
                                  load_kwargs: dict | None = None, stage: str = "sft", **objective_kwargs):
     """(objective, stats, steps) for conversation `files`. `cfg` gives train, epochs, max_steps,
-    max_turns, mix and val_fraction; load_kwargs go to sft_data.load_conversations (C-RLFT:
+    max_turns, mix and val_fraction (and, where it has them, long and packing); load_kwargs go to sft_data.load_conversations (C-RLFT:
     path_classes, tag_format)."""
     from lmforge.align import sft_data
     from lmforge.train.objectives.sft import SFTObjective
@@ -106,7 +106,8 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
     train_convs, val_convs = sft_data.split_val(convs, cfg.val_fraction, cfg.train.seed)
     if not train_convs:
         raise ConfigError(f"data: no usable conversations in {files} (see stats: {stats})")
-    rows = sft_data.plan_rows(train_convs, T, cfg.epochs, cfg.train.seed)
+    packing = getattr(cfg, "packing", True)    # validation stays packed (the same rows either way)
+    rows = sft_data.plan_rows(train_convs, T, cfg.epochs, cfg.train.seed, packing)
     val_rows = sft_data.plan_rows(val_convs, T, 1, cfg.train.seed) if val_convs else []
     mix_loader, fp = None, ""
     n_rows = len(rows)
@@ -122,7 +123,7 @@ def build_conversation_objective(cfg, files: list[str], src: Source, errors: Err
                     cfg.train.eval_batches, mix_loader, cfg.mix.share, fp, class_weights, **objective_kwargs)
     steps = steps_for(-(-n_rows // cfg.train.micro_batch_size), cfg.train, cfg.max_steps)
     stats = {"conversations": stats, "train_conversations": len(train_convs), "val_conversations": len(val_convs),
-             "epochs": cfg.epochs, "rows": len(rows), "planned_steps": steps, "account": account,
+             "epochs": cfg.epochs, "rows": len(rows), "packing": packing, "planned_steps": steps, "account": account,
              "row_fill": float(sum(len(train_convs[i].ids) for r in rows for i in r) / max(len(rows) * T, 1))}
     if long_stats:
         stats["long"] = long_stats

@@ -9,7 +9,9 @@ pretraining text mixed in at 4:6 pretraining:response tokens (`mix.share: 0.4`, 
 and the pretraining optimizer state loaded with the weights (`init.load_optimizer`, Index).
 Long instructions can be mixed in at a set share of conversations (`long: {data, share}`;
 Index-32K's long SFT, and its failed 1-per-mille attempt: `share: 0.001`); stats.json's
-`long` records the realised share.
+`long` records the realised share. `packing: false` puts one conversation in each row
+(padded) instead of packing several (Index-32K: packing or not, <1% apart): the same
+conversations and epochs, so more rows and steps.
 
 Data: any of the formats of lmforge.align.formats (OpenAI messages, ShareGPT, Alpaca, TRL
 prompt/completion, plain text), detected per record or named per file. `init.from_checkpoint`
@@ -56,6 +58,7 @@ class SFTConfig:
     neftune_alpha: float = 0.0     # 0 = off; Yi: 5 (6B), 45 (34B)
     mix: MixConfig = field(default_factory=MixConfig)
     long: LongInstructConfig = field(default_factory=LongInstructConfig)   # long instructions at a share
+    packing: bool = True           # false: one conversation per row, padded (Index-32K's packing ablation)
     val_fraction: float = 0.0      # conversations held out for val/sft_loss
     distill: DistillConfig | None = None   # logit distillation from a teacher with the same tokenizer (mixed with the reply loss)
     max_record_bytes: int = MAX_RECORD_BYTES   # a longer line is too_long, never read whole (16 MiB)
