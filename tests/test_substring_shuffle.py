@@ -102,8 +102,8 @@ def test_window_kernels_against_brute_force():
         buf, offsets = S._join(ch)
         arr = np.frombuffer(buf, np.uint8)
         nw = n_windows(offsets, k)
-        key = np.empty(nw + 3, np.uint64)  # scratch may be longer than the rows
-        off = window_rows(arr, offsets, k, bits, np.empty(nw + 3, np.uint16), key)
+        key, ids = np.empty(nw + 3, np.uint64), np.empty(nw + 3, np.uint16)  # may be longer
+        off = window_rows(arr, offsets, k, bits, ids, key)
         key = key[:nw]
         wins = [p for d in range(len(ch)) for p in range(offsets[d], offsets[d + 1] - k)]
         assert len(key) == off[-1] == len(wins) and np.all(np.diff(off) >= 0)
@@ -111,7 +111,7 @@ def test_window_kernels_against_brute_force():
         rowid = np.arange(len(key))
         for r in range(len(key)):  # later_from_flags with a one-hot flag finds window r
             one = rowid == r
-            hit = np.flatnonzero(later_from_flags(arr, offsets, k, bits, off, one,
+            hit = np.flatnonzero(later_from_flags(len(arr), offsets, k, ids, off, one,
                                                   np.ones(len(arr) + 5, bool)))
             assert len(hit) == 1
             w = buf[hit[0]:hit[0] + k]

@@ -377,27 +377,31 @@ def window_rows(buf, offsets, k, bits, ids, key):
 
 
 @njit(cache=True, nogil=True)
-def later_from_flags(buf, offsets, k, bits, off, flags, later):
-    """`later` into later[:len(buf)] (scratch from the caller) from flags in row (bucket)
-    order, off from window_rows; returns later[:len(buf)]."""
-    nb = 1 << bits
-    shift = np.uint64(64 - bits)
-    mk2 = _pow(_MUL2, k)
+def later_from_flags(n, offsets, k, ids, off, flags, later):
+    """`later` of a chunk of n bytes into later[:n] (scratch from the caller; returned) from
+    flags in row (bucket) order: ids are the windows' buckets in text order and off the
+    bucket offsets, both from window_rows, so no hash is computed again."""
+    nb = len(off) - 1
     cur = off[:nb].copy()
-    later = later[:len(buf)]
+    later = later[:n]
     later[:] = False
+    w = 0
     for d in range(len(offsets) - 1):
         s, last = offsets[d], offsets[d + 1] - 1 - k
-        if last < s:
-            continue
-        g = _hash_first(buf, s, k, _MUL2)
         for p in range(s, last + 1):
-            if p > s:
-                g = _hash_next(g, buf, p, k, _MUL2, mk2)
-            b = _bucket(g, shift)
+            b = np.int64(ids[w])
             later[p] = flags[cur[b]]
             cur[b] += 1
+            w += 1
     return later
+
+
+@njit(cache=True, nogil=True)
+def unpack_bits(packed, out):
+    """out[i] = bit i of packed (np.packbits order: big-endian within a byte), in place:
+    np.unpackbits would allocate a fresh array per call."""
+    for i in range(len(out)):
+        out[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1
 
 
 @njit(inline="always")

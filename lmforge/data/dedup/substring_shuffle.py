@@ -32,6 +32,7 @@ over a corpus of W distinct windows and P partitions (docs/scale.md; 0.3 windows
 """
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -42,7 +43,7 @@ from lmforge.io.atomic import save_npy
 
 from ..pipeline import iter_shard
 from .substring_kernels import (SEP, later_from_flags, mark_repeats, n_windows, removed_spans,
-                                window_rows)
+                                unpack_bits, window_rows)
 
 # buckets: 2^12, or 2^16 when the shards take more than BIG_STORED bytes on disk. A window
 # task scatters its rows into that many runs (2^12: 0.8 s per 50 MB, 2^14: 1.2 s; measured);
@@ -69,7 +70,9 @@ def scratch(name: str, n: int, dtype) -> np.ndarray:
     if buf is None or len(buf) < n * dtype.itemsize:
         _SCRATCH.pop(name, None)
         del buf
-        buf = _SCRATCH[name] = np.empty(n * dtype.itemsize, np.uint8)
+        # an anonymous mapping, not np.empty: numpy asks for huge pages, and their first
+        # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages
+        buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, max(n * dtype.itemsize, 1)), np.uint8)
     return buf[:n * dtype.itemsize].view(dtype)
 
 
@@ -101,6 +104,11 @@ def iter_chunks(shard: Path, chunk_bytes: int):
         yield first, docs
 
 
+def _ids_path(text: Path) -> Path:
+    """The bucket of every window of a shard, uint16 in text order (beside its text)."""
+    return text.with_name(text.name + ".ids")
+
+
 def _paths(prefix: Path) -> tuple[Path, Path]:
     """The data file (raw rows) and the offsets file of a stage's output."""
     return prefix.with_name(prefix.name + ".bin"), prefix.with_name(prefix.name + ".off.npy")
@@ -128,9 +136,10 @@ def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path, tex
     decoding the shard again)."""
     key_path, off_path = _paths(out)
     txt_path, idx_path = _paths(text)
+    ids_path = _ids_path(text)
     offs, rows, docs, nbytes, idx = [], 0, 0, 0, [(0, 0)]
-    tmp, ttmp = (p.with_name(p.name + ".tmp") for p in (key_path, txt_path))
-    with open(tmp, "wb") as fk, open(ttmp, "wb") as ft:
+    tmp, ttmp, itmp = (p.with_name(p.name + ".tmp") for p in (key_path, txt_path, ids_path))
+    with open(tmp, "w+b") as fk, open(ttmp, "wb") as ft, open(itmp, "w+b") as fi:
         for _, chunk in iter_chunks(shard, chunk_bytes):
             buf, offsets = _join(chunk)
             if len(buf) > MAX_CHUNK:
@@ -138,10 +147,8 @@ def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path, tex
                                  f"takes documents below {MAX_CHUNK} bytes (lower max_doc_bytes)")
             arr = np.frombuffer(buf, np.uint8)
             nw = n_windows(offsets, k)
-            keys = scratch("u64", nw, np.uint64)
-            off = window_rows(arr, offsets, k, bits, scratch("u16", nw, np.uint16), keys)
-            keys.tofile(fk)
-            del keys
+            off = window_rows(arr, offsets, k, bits, _append_rows(fi, rows, nw, np.uint16),
+                              _append_rows(fk, rows, nw, np.uint64))
             ft.write(buf)
             offs.append(off + rows)
             rows += int(off[-1])
@@ -150,9 +157,22 @@ def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path, tex
             idx.append((idx[-1][0] + len(buf), docs))
     os.replace(tmp, key_path)
     os.replace(ttmp, txt_path)
+    os.replace(itmp, ids_path)
     save_npy(off_path, np.stack(offs) if offs else np.zeros((0, (1 << bits) + 1), np.int64))
     save_npy(idx_path, np.array(idx, np.int64))
     return {"docs": docs, "bytes": nbytes, "chunks": len(offs), "windows": rows}
+
+
+def _append_rows(f, rows: int, n: int, dtype) -> np.ndarray:
+    """Rows [rows, rows + n) of the open raw file f, memory-mapped for writing (the file
+    grows to rows + n): the kernel writes the keys straight into the page cache.
+    write() of a key array cost 2-3 CPU s per GB on the development machine, the mapping
+    ~0.3 (bench/RESULTS.md). Unmapped when dropped; closing f flushes (also on NFS)."""
+    size = np.dtype(dtype).itemsize
+    f.truncate((rows + n) * size)
+    if n == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(f, dtype, "r+", offset=rows * size, shape=(n,))
 
 
 def iter_saved_chunks(text: Path):
@@ -206,8 +226,8 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
     return {"docs": 0, "bytes": 0, "windows": n_rows, "later": int(found)}
 
 
-def span_task(s: int, k: int, bits: int, chunk0: int, folder: Path, edges: np.ndarray,
-              keep_layout: bool, out: Path) -> dict:
+def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep_layout: bool,
+              out: Path) -> dict:
     """Stage 3 for shard s, whose first chunk is global chunk chunk0."""
     rows, docs, nbytes, n_layout, layout_bytes = [], 0, 0, 0, 0
     win_off = np.load(_paths(folder / f"win-{s:05d}")[1])
@@ -217,15 +237,18 @@ def span_task(s: int, k: int, bits: int, chunk0: int, folder: Path, edges: np.nd
         at = np.array(np.load(off_path, mmap_mode="r")[chunk0:chunk0 + len(win_off) + 1])
         got = np.array(_rows(bits_path, _mapped(bits_path, np.uint8), int(at[0]), int(at[-1])))
         packed.append((at - at[0], got))
+    ids_path = _ids_path(folder / f"txt-{s:05d}")
+    ids = _mapped(ids_path, np.uint16)
     for g, (first, arr, offsets) in enumerate(iter_saved_chunks(folder / f"txt-{s:05d}")):
         off = win_off[g] - win_off[g, 0]
         flags = scratch("flags", int(off[-1]), np.bool_)  # every row is set below
         for p, (at, got) in enumerate(packed):  # partition p holds this chunk's rows [a, b)
             a, b = int(off[edges[p]]), int(off[edges[p + 1]])
             if b > a:
-                flags[a:b] = np.unpackbits(got[at[g]:at[g + 1]], count=b - a).view(np.bool_)
-        later = later_from_flags(arr, offsets, k, bits, off, flags,
-                                 scratch("later", len(arr), np.bool_))
+                unpack_bits(got[at[g]:at[g + 1]], flags[a:b])
+        later = later_from_flags(len(arr), offsets, k,
+                                 _rows(ids_path, ids, int(win_off[g, 0]), int(win_off[g, -1])), off,
+                                 flags, scratch("later", len(arr), np.bool_))
         del flags
         spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
         spans[:, 0] += first
@@ -286,7 +309,7 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
                desc=f"{name} repeated windows")
     for s in range(m):  # the keys are read by stage 2 only: the disk peak ends here
         _paths(sub / f"win-{s:05d}")[0].unlink()
-    spans = run(span_task, [(s, k, bits, int(chunk0[s]), sub, edges, keep_layout,
+    spans = run(span_task, [(s, k, int(chunk0[s]), sub, edges, keep_layout,
                              ctx.work / f"spans-{s:05d}.npy") for s in range(m)],
                 desc=f"{name} spans")
     shutil.rmtree(sub)
