@@ -12,7 +12,8 @@ document order, then byte order); removed_spans turns later windows into spans. 
    `bits` bits of a second, independent hash of the window, text order within a bucket;
    positions are not stored (stage 3 recomputes the order) -> win-SSSSS.bin (uint64) and
    .off.npy (chunks x (2^bits + 1) row offsets); the chunks' joined bytes -> txt-SSSSS.bin
-   and .off.npy (byte start and first document of each chunk).
+   and .off.npy (byte start and first document of each chunk); each window's bucket in
+   text order -> txt-SSSSS.ids (uint16). Keys and ids are written through memory maps.
 2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
    counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
    at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
@@ -20,8 +21,9 @@ document order, then byte order); removed_spans turns later windows into spans. 
    rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
 3. span_task, one per shard: the shard's bits from every partition (one read each); for
    each chunk (read back from txt-SSSSS.bin, not decoded from the shard again), its rows'
-   bits mapped back to window positions by one more pass of the bucket hash
-   (later_from_flags), then removed_spans exactly as on one process -> work/spans-SSSSS.npy.
+   bits mapped back to window positions with the saved bucket ids (later_from_flags: no
+   hash computed again), then removed_spans exactly as on one process ->
+   work/spans-SSSSS.npy.
 
 Equal windows have equal keys and buckets, so they meet in one repeat task, and rows
 reach it in global order: the first occurrence is the one kept, as on one process.
