@@ -43,9 +43,14 @@ from lmforge.data.config import SubstringConfig
 from lmforge.data.dedup import substring, substring_shuffle
 from lmforge.data.executor import LocalExecutor
 mode, shards, work, workers, part_bytes = {mode!r}, {shards!r}, Path({work!r}), {workers}, {part_bytes}
+from lmforge.io.writers import write_documents
 substring.dedup_texts(["x" * 300] * 3, 100)  # load the compiled kernels before timing
-substring_shuffle.shuffle_spans(SimpleNamespace(inputs=[], work=work / "warm", dir=work,
-                                executor=LocalExecutor(1, False)), 100, True)
+(work / "warm").mkdir(parents=True, exist_ok=True)
+write_documents(work / "warm" / "s.jsonl.zst", ({{"id": str(i), "text": "ab c" * 40 + str(i % 3)}}
+                                                for i in range(20)))
+substring_shuffle.shuffle_spans(SimpleNamespace(inputs=[work / "warm" / "s.jsonl.zst"],
+                                work=work / "warm", dir=work, executor=LocalExecutor(1, False)),
+                                100, True)
 rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
 ctx = SimpleNamespace(inputs=[Path(s) for s in shards], work=work / "w", dir=work,
                       executor=LocalExecutor(workers, False), data=None)
@@ -61,7 +66,7 @@ peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 102
 h = hashlib.sha1()
 for i in range(len(shards)):
     h.update(np.load(ctx.work / f"spans-{{i:05d}}.npy").tobytes())
-print(json.dumps({{"seconds": dt, "cpu": cpu, "peak_over": peak - rss, "spans_sha1": h.hexdigest(),
+print(json.dumps({{"code": substring.__file__, "seconds": dt, "cpu": cpu, "peak_over": peak - rss, "spans_sha1": h.hexdigest(),
                   **{{k: v for k, v in st.items() if isinstance(v, (int, float))}}}}))
 """
 
@@ -117,11 +122,16 @@ def row(mode: str, shards: list[str], work: Path, workers: int = 1, part_bytes=N
         code_root: Path | None = None) -> dict:
     code = _ROW.format(mode=mode, shards=shards, work=str(work), workers=workers,
                        part_bytes=part_bytes)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if code_root is not None:
-        env["PYTHONPATH"] = str(code_root)
-    shutil.rmtree(work, ignore_errors=True)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # the code under test: this checkout, or the baseline's tree. The child runs in work's
+    # parent folder: `python -c` puts the current folder first on sys.path, and from the
+    # repository root that would be this checkout's lmforge/ for the baseline rows too
+    root = code_root or Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    for sub in ("w", "warm"):  # a rerun's folders (work also holds the shards of some rows)
+        shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=work.parent)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -157,6 +167,9 @@ def main() -> None:
             rows.append((f"shuffle, before ({a.baseline})", before))
         rows.append(("shuffle", after))
         assert len({r["spans_sha1"] for _, rs in rows for r in rs}) == 1, "the paths disagree"
+        if before:  # each row ran the code it names
+            assert all(str(old) in r["code"] for r in before), before[0]["code"]
+        assert all(str(old or "\0") not in r["code"] for _, rs in rows for r in rs if rs is not before)
         st = after[-1]
         print(f"\nExact substring dedup, K = 100: {mb:.1f} MB of real text in {len(shards)} shards, "
               f"{st['span_fraction']:.1%} of the bytes in removed spans; the spans of every row "
