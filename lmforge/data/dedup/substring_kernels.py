@@ -309,9 +309,10 @@ def removed_spans(buf, later, offsets, k, keep_layout):
 # Every K-byte window inside a document is a row: key = a 64-bit hash of its bytes; its
 # bucket = the top `bits` bits of a second, independent 64-bit hash (so two different
 # windows are confused only if both hashes collide: docs/scale.md). Rows are stored in
-# bucket order without their positions: the span task recomputes the order (one hash
-# pass) to map each row's flag back to its window. No window is verified byte by byte
-# (the bytes of the earlier copy are in another task).
+# bucket order without their positions; each window's bucket is kept in text order
+# (2 B), from which the span task recomputes the order to map each row's flag back to its
+# window. No window is verified byte by byte (the bytes of the earlier copy are in
+# another task).
 
 _MUL2 = np.uint64(0xC2B2AE3D27D4EB4F)  # the bucket hash's multiplier (odd)
 

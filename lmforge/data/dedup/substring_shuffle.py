@@ -10,10 +10,11 @@ document order, then byte order); removed_spans turns later windows into spans. 
    (at most CHUNK_BYTES joined, or one larger document); for every window inside a
    document a row: key = 64-bit hash of its K bytes. Rows are grouped by bucket = the top
    `bits` bits of a second, independent hash of the window, text order within a bucket;
-   positions are not stored (stage 3 recomputes the order) -> win-SSSSS.bin (uint64) and
-   .off.npy (chunks x (2^bits + 1) row offsets); the chunks' joined bytes -> txt-SSSSS.bin
-   and .off.npy (byte start and first document of each chunk); each window's bucket in
-   text order -> txt-SSSSS.ids (uint16). Keys and ids are written through memory maps.
+   positions are not stored (stage 3 recomputes the order from the ids below) ->
+   win-SSSSS.bin (uint64) and .off.npy (chunks x (2^bits + 1) row offsets); the chunks'
+   joined bytes -> txt-SSSSS.bin and .off.npy (byte start and first document of each
+   chunk); each window's bucket in text order -> txt-SSSSS.ids (uint16). Keys and ids are
+   written through memory maps.
 2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
    counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
    at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
