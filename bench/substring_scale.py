@@ -2,6 +2,7 @@
 single-process path (substring.removal_spans on the driver), in the same run.
 
     .venv/bin/python bench/substring_scale.py [--mb 100] [--driver-mb 50 200] [--parts 3]
+        [--baseline REF] [--repeats N]
 
 Corpus: bench/dedup.py's real, mostly unique text (stdlib .py files, Python docs if
 installed, then site-packages .py files), whole files as documents, written as shards of
@@ -13,7 +14,9 @@ is the largest task's (or the driver's). The spans of every row must be equal.
 Rows: `driver` = the step's driver path, the corpus one part (one buffer); `driver, m
 parts` = the same with part_bytes set to a third of the corpus (part pairs: m(m+1)/2
 passes, what the driver path does on any corpus above ~1.3 GB on a 24 GB machine);
-`shuffle` = the three executor maps. Then the shuffle with workers 2 at the sizes of
+`shuffle` = the three executor maps; `shuffle, before` = the same on the code of git
+commit --baseline (its lmforge/ extracted with `git archive`, the kernels compiled in
+the warm-up), run alternately with `shuffle` --repeats times (median CPU, range). Then the shuffle with workers 2 at the sizes of
 --driver-mb (real text) and --synthetic-gb (random words: the real text runs out at ~350 MB):
 the driver process's own peak RSS (tasks run in worker processes).
 """
@@ -28,6 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
+BASELINE = "e45bbdb"  # the shuffle before issue 26's speed-up (10.9 MB per CPU s in RESULTS.md)
 _ROW = r"""
 import hashlib, json, sys, time
 from pathlib import Path
@@ -37,9 +43,14 @@ from lmforge.data.config import SubstringConfig
 from lmforge.data.dedup import substring, substring_shuffle
 from lmforge.data.executor import LocalExecutor
 mode, shards, work, workers, part_bytes = {mode!r}, {shards!r}, Path({work!r}), {workers}, {part_bytes}
+from lmforge.io.writers import write_documents
 substring.dedup_texts(["x" * 300] * 3, 100)  # load the compiled kernels before timing
-substring_shuffle.shuffle_spans(SimpleNamespace(inputs=[], work=work / "warm", dir=work,
-                                executor=LocalExecutor(1, False)), 100, True)
+(work / "warm").mkdir(parents=True, exist_ok=True)
+write_documents(work / "warm" / "s.jsonl.zst", ({{"id": str(i), "text": "ab c" * 40 + str(i % 3)}}
+                                                for i in range(20)))
+substring_shuffle.shuffle_spans(SimpleNamespace(inputs=[work / "warm" / "s.jsonl.zst"],
+                                work=work / "warm", dir=work, executor=LocalExecutor(1, False)),
+                                100, True)
 rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
 ctx = SimpleNamespace(inputs=[Path(s) for s in shards], work=work / "w", dir=work,
                       executor=LocalExecutor(workers, False), data=None)
@@ -55,7 +66,7 @@ peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 102
 h = hashlib.sha1()
 for i in range(len(shards)):
     h.update(np.load(ctx.work / f"spans-{{i:05d}}.npy").tobytes())
-print(json.dumps({{"seconds": dt, "cpu": cpu, "peak_over": peak - rss, "spans_sha1": h.hexdigest(),
+print(json.dumps({{"code": substring.__file__, "seconds": dt, "cpu": cpu, "peak_over": peak - rss, "spans_sha1": h.hexdigest(),
                   **{{k: v for k, v in st.items() if isinstance(v, (int, float))}}}}))
 """
 
@@ -80,8 +91,6 @@ def synthetic_shards(gb: float, folder: Path, doc_bytes: int = 2000, per_shard: 
                      seed: int = 0) -> tuple[list[str], int]:
     """Random lowercase words (no 100-byte window repeats by chance): shards of per_shard
     documents of doc_bytes, about gb x 10^9 bytes. For the driver-memory rows only."""
-    import numpy as np
-
     from lmforge.io.writers import write_documents
 
     rng, letters = np.random.default_rng(seed), np.frombuffer(b"abcdefghijklmnopqrstuvwxyz    ", np.uint8)
@@ -97,11 +106,32 @@ def synthetic_shards(gb: float, folder: Path, doc_bytes: int = 2000, per_shard: 
     return paths, total
 
 
-def row(mode: str, shards: list[str], work: Path, workers: int = 1, part_bytes=None) -> dict:
+def baseline_tree(ref: str, dest: Path) -> Path | None:
+    """lmforge/ as of git commit `ref`, extracted under dest (None, with a note, if git fails)."""
+    got = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "archive", ref,
+                          "lmforge"], capture_output=True)
+    if got.returncode:
+        print(f"no baseline: git archive {ref}: {got.stderr.decode().strip()}")
+        return None
+    dest.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=got.stdout, check=True)
+    return dest
+
+
+def row(mode: str, shards: list[str], work: Path, workers: int = 1, part_bytes=None,
+        code_root: Path | None = None) -> dict:
     code = _ROW.format(mode=mode, shards=shards, work=str(work), workers=workers,
                        part_bytes=part_bytes)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # the code under test: this checkout, or the baseline's tree. The child runs in work's
+    # parent folder: `python -c` puts the current folder first on sys.path, and from the
+    # repository root that would be this checkout's lmforge/ for the baseline rows too
+    root = code_root or Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    for sub in ("w", "warm"):  # a rerun's folders (work also holds the shards of some rows)
+        shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=work.parent)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -114,30 +144,50 @@ def main() -> None:
     ap.add_argument("--driver-mb", type=float, nargs="*", default=[50.0, 200.0])
     ap.add_argument("--synthetic-gb", type=float, nargs="*", default=[],
                     help="more driver-memory rows on random text of this many GB")
+    ap.add_argument("--baseline", default=BASELINE,
+                    help="git commit whose shuffle runs beside this one ('' to skip)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each shuffle row, alternating")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         tmp = Path(tmp)
         shards, nbytes = write_shards(a.mb, tmp / "shards")
         mb = nbytes / 1e6
-        rows = [("driver, one part", row("driver", shards, tmp / "d1", part_bytes=(1 << 30) - 1))]
+        rows = [("driver, one part", [row("driver", shards, tmp / "d1", part_bytes=(1 << 30) - 1)])]
         if a.parts:
             pb = nbytes // a.parts + 1
             rows.append((f"driver, {a.parts} parts ({a.parts * (a.parts + 1) // 2} passes)",
-                         row("driver", shards, tmp / "dm", part_bytes=pb)))
-        rows.append(("shuffle", row("shuffle", shards, tmp / "s")))
-        assert len({r["spans_sha1"] for _, r in rows}) == 1, "the paths disagree"
-        st = rows[-1][1]
+                         [row("driver", shards, tmp / "dm", part_bytes=pb)]))
+        old = baseline_tree(a.baseline, tmp / "baseline") if a.baseline else None
+        before, after = [], []
+        for _ in range(a.repeats):  # alternately: a load change hits both rows alike
+            if old is not None:
+                before.append(row("shuffle", shards, tmp / "s0", code_root=old))
+            after.append(row("shuffle", shards, tmp / "s"))
+        if before:
+            rows.append((f"shuffle, before ({a.baseline})", before))
+        rows.append(("shuffle", after))
+        assert len({r["spans_sha1"] for _, rs in rows for r in rs}) == 1, "the paths disagree"
+        if before:  # each row ran the code it names
+            assert all(str(old) in r["code"] for r in before), before[0]["code"]
+        assert all(str(old or "\0") not in r["code"] for _, rs in rows for r in rs if rs is not before)
+        st = after[-1]
         print(f"\nExact substring dedup, K = 100: {mb:.1f} MB of real text in {len(shards)} shards, "
               f"{st['span_fraction']:.1%} of the bytes in removed spans; the spans of every row "
               f"are equal (sha1 {st['spans_sha1'][:12]}); shuffle: {st['partitions']} partitions, "
-              f"{st['windows']:,} windows")
-        print("| path | wall s | CPU s | MB per CPU s | vs driver (CPU) | peak RSS | per corpus byte |")
-        print("|---|---|---|---|---|---|---|")
-        base = rows[0][1]["cpu"]
-        for name, r in rows:
-            print(f"| {name} | {r['seconds']:.2f} | {r['cpu']:.2f} | {mb / r['cpu']:.1f} | "
-                  f"{base / r['cpu']:.2f}x | {r['peak_over'] / 1e6:.0f} MB | "
-                  f"{r['peak_over'] / nbytes:.2f} |")
+              f"{st['windows']:,} windows; shuffle rows: median of {a.repeats} runs [range]")
+        print("| path | wall s | CPU s | MB per CPU s | vs driver (CPU) | vs shuffle before (CPU) "
+              "| peak RSS | per corpus byte |")
+        print("|---|---|---|---|---|---|---|---|")
+        med = {name: {f: float(np.median([r[f] for r in rs])) for f in ("seconds", "cpu", "peak_over")}
+               for name, rs in rows}
+        base, ref = med[rows[0][0]]["cpu"], med[rows[-2][0]]["cpu"] if before else None
+        for name, rs in rows:
+            m, cpus = med[name], [r["cpu"] for r in rs]
+            spread = f" [{min(cpus):.2f}-{max(cpus):.2f}]" if len(rs) > 1 else ""
+            vs_old = f"{ref / m['cpu']:.2f}x" if ref else "-"
+            print(f"| {name} | {m['seconds']:.2f} | {m['cpu']:.2f}{spread} | {mb / m['cpu']:.1f} | "
+                  f"{base / m['cpu']:.2f}x | {vs_old} | {m['peak_over'] / 1e6:.0f} MB | "
+                  f"{m['peak_over'] / nbytes:.2f} |")
         if a.driver_mb or a.synthetic_gb:
             print("\nShuffle with workers 2 (tasks in worker processes): the driver's own peak RSS")
             print("| corpus MB | shards | partitions | driver peak RSS above start | wall s |")

@@ -14,8 +14,8 @@ from lmforge.config import load
 from lmforge.data.config import DataConfig
 from lmforge.data.dedup import substring
 from lmforge.data.dedup import substring_shuffle as S
-from lmforge.data.dedup.substring_kernels import (later_from_flags, mark_repeats, window_buckets,
-                                                  window_keys)
+from lmforge.data.dedup.substring_kernels import (later_from_flags, mark_repeats, n_windows,
+                                                  window_rows)
 from lmforge.data.dedup.synthetic import plant_near_duplicates, repeated_spans, stdlib_documents
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.pipeline import iter_shard, kept_shards, run_pipeline
@@ -101,15 +101,18 @@ def test_window_kernels_against_brute_force():
     for ch in chunks:
         buf, offsets = S._join(ch)
         arr = np.frombuffer(buf, np.uint8)
-        off = window_buckets(arr, offsets, k, bits)
-        key = window_keys(arr, offsets, k, bits, off)
+        nw = n_windows(offsets, k)
+        key, ids = np.empty(nw + 3, np.uint64), np.empty(nw + 3, np.uint16)  # may be longer
+        off = window_rows(arr, offsets, k, bits, ids, key)
+        key = key[:nw]
         wins = [p for d in range(len(ch)) for p in range(offsets[d], offsets[d + 1] - k)]
         assert len(key) == off[-1] == len(wins) and np.all(np.diff(off) >= 0)
         # the row of each window: identity flags give back a window's own row index
         rowid = np.arange(len(key))
         for r in range(len(key)):  # later_from_flags with a one-hot flag finds window r
             one = rowid == r
-            hit = np.flatnonzero(later_from_flags(arr, offsets, k, bits, off, one))
+            hit = np.flatnonzero(later_from_flags(len(arr), offsets, k, ids, off, one,
+                                                  np.ones(len(arr) + 5, bool)))
             assert len(hit) == 1
             w = buf[hit[0]:hit[0] + k]
             b = int(np.searchsorted(off, r, side="right") - 1)

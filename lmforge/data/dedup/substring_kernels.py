@@ -63,6 +63,31 @@ def _fmix(h):
 
 
 @njit(inline="always")
+def _hash_first(buf, s, k, mul):
+    """The rolling hash of buf[s:s+k]: sum of buf[s+i] x mul^(k-1-i), mod 2^64."""
+    h = np.uint64(0)
+    for i in range(s, s + k):
+        h = h * mul + np.uint64(buf[i])
+    return h
+
+
+@njit(inline="always")
+def _hash_next(h, buf, p, k, mul, mk):
+    """The rolling hash of the window at p from that of the window at p - 1 (mk = mul^k).
+    Every kernel below rolls its hashes with this one step (inlined: no call per window)."""
+    return h * mul + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk
+
+
+@njit(inline="always")
+def _pow(m, k):
+    """m^k mod 2^64 (wrapping multiplication)."""
+    out = np.uint64(1)
+    for _ in range(k):
+        out *= m
+    return out
+
+
+@njit(inline="always")
 def _load8(buf, p):
     v = np.uint64(0)
     for i in range(8):
@@ -103,18 +128,14 @@ def later_by_hash(buf, offsets, k, load):
     pos = np.empty(size, np.int32)
     later = np.zeros(n, np.bool_)
     usize = np.uint64(size)
-    mk = np.uint64(1)
-    for _ in range(k):
-        mk *= _MUL  # wrapping: _MUL^k mod 2^64
+    mk = _pow(_MUL, k)
     ring_slot = np.empty(PREFETCH, np.int64)
     ring_tag = np.empty(PREFETCH, np.uint8)
     for d in range(len(offsets) - 1):
         s, last = offsets[d], offsets[d + 1] - 1 - k  # last: the last window start
         if last < s:
             continue
-        h = np.uint64(0)
-        for i in range(s, s + k):
-            h = h * _MUL + np.uint64(buf[i])
+        h = _hash_first(buf, s, k, _MUL)
         q = -1  # start of the earlier window equal to window p - 1, or -1
         for i in range(s, last + 1 + PREFETCH):
             p = i - PREFETCH  # window p is looked up now; window i is hashed below
@@ -141,7 +162,7 @@ def later_by_hash(buf, offsets, k, load):
                         slot = 0
             if i <= last:
                 if i > s:
-                    h = h * _MUL + np.uint64(buf[i + k - 1]) - np.uint64(buf[i - 1]) * mk
+                    h = _hash_next(h, buf, i, k, _MUL, mk)
                 x = _fmix(h)
                 slot = np.int64(((x >> np.uint64(32)) * usize) >> np.uint64(32))
                 prefetch(tag, slot)
@@ -288,95 +309,100 @@ def removed_spans(buf, later, offsets, k, keep_layout):
 # Every K-byte window inside a document is a row: key = a 64-bit hash of its bytes; its
 # bucket = the top `bits` bits of a second, independent 64-bit hash (so two different
 # windows are confused only if both hashes collide: docs/scale.md). Rows are stored in
-# bucket order without their positions: the span task recomputes the order (one hash
-# pass) to map each row's flag back to its window. No window is verified byte by byte
-# (the bytes of the earlier copy are in another task).
+# bucket order without their positions; each window's bucket is kept in text order
+# (2 B), from which the span task recomputes the order to map each row's flag back to its
+# window. No window is verified byte by byte (the bytes of the earlier copy are in
+# another task).
 
 _MUL2 = np.uint64(0xC2B2AE3D27D4EB4F)  # the bucket hash's multiplier (odd)
 
 
 @njit(inline="always")
-def _pow(m, k):
-    out = np.uint64(1)
-    for _ in range(k):
-        out *= m
-    return out
+def _bucket(g, shift):
+    """The bucket of a window from its bucket hash g: the top bits of the mixed hash."""
+    return np.int64(_fmix(g) >> shift)
+
+
+def n_windows(offsets: np.ndarray, k: int) -> int:
+    """Windows of k bytes inside the documents of a joined buffer."""
+    return int(np.maximum(np.diff(offsets) - k, 0).sum())
 
 
 @njit(cache=True, nogil=True)
-def window_buckets(buf, offsets, k, bits):
-    """int64[2^bits + 1]: row offsets of the buckets (rows per bucket, cumulated)."""
+def window_rows(buf, offsets, k, bits, ids, key):
+    """off int64[2^bits + 1], the row offsets of the buckets (rows per bucket, cumulated),
+    and in key[:nw] the uint64 keys of the nw windows inside a document, in bucket order
+    (text order within a bucket). A key is never 0 (0 marks an empty table slot). ids
+    (uint16) and key: scratch of at least n_windows(offsets, k) rows, from the caller
+    (so a process reuses its pages from chunk to chunk).
+
+    Two passes, each rolling one hash: the bucket hash (bucket ids kept in ids, and
+    counted), then the key hash, each key stored at its bucket's next row."""
+    if bits > 16:
+        raise ValueError("window_rows: at most 2^16 buckets (bucket ids are uint16)")
     nb = 1 << bits
     shift = np.uint64(64 - bits)
-    mk2 = _pow(_MUL2, k)
+    mk, mk2 = _pow(_MUL, k), _pow(_MUL2, k)
     off = np.zeros(nb + 1, np.int64)
+    w = 0
     for d in range(len(offsets) - 1):
         s, last = offsets[d], offsets[d + 1] - 1 - k
         if last < s:
             continue
-        g = np.uint64(0)
-        for i in range(s, s + k):
-            g = g * _MUL2 + np.uint64(buf[i])
+        g = _hash_first(buf, s, k, _MUL2)
         for p in range(s, last + 1):
             if p > s:
-                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
-            off[np.int64(_fmix(g) >> shift) + 1] += 1
+                g = _hash_next(g, buf, p, k, _MUL2, mk2)
+            b = _bucket(g, shift)
+            ids[w] = b
+            off[b + 1] += 1
+            w += 1
     for b in range(nb):
         off[b + 1] += off[b]
+    cur = off[:nb].copy()
+    w = 0
+    for d in range(len(offsets) - 1):
+        s, last = offsets[d], offsets[d + 1] - 1 - k
+        if last < s:
+            continue
+        h = _hash_first(buf, s, k, _MUL)
+        for p in range(s, last + 1):
+            if p > s:
+                h = _hash_next(h, buf, p, k, _MUL, mk)
+            x = _fmix(h)
+            b = np.int64(ids[w])
+            key[cur[b]] = x if x != 0 else np.uint64(1)
+            cur[b] += 1
+            w += 1
     return off
 
 
 @njit(cache=True, nogil=True)
-def window_keys(buf, offsets, k, bits, off):
-    """uint64 keys of every window inside a document, in bucket order (text order within a
-    bucket); off from window_buckets. A key is never 0 (0 marks an empty table slot)."""
-    nb = 1 << bits
-    shift = np.uint64(64 - bits)
-    mk, mk2 = _pow(_MUL, k), _pow(_MUL2, k)
+def later_from_flags(n, offsets, k, ids, off, flags, later):
+    """`later` of a chunk of n bytes into later[:n] (scratch from the caller; returned) from
+    flags in row (bucket) order: ids are the windows' buckets in text order and off the
+    bucket offsets, both from window_rows, so no hash is computed again."""
+    nb = len(off) - 1
     cur = off[:nb].copy()
-    key = np.empty(off[nb], np.uint64)
+    later = later[:n]
+    later[:] = False
+    w = 0
     for d in range(len(offsets) - 1):
         s, last = offsets[d], offsets[d + 1] - 1 - k
-        if last < s:
-            continue
-        h = np.uint64(0)
-        g = np.uint64(0)
-        for i in range(s, s + k):
-            h = h * _MUL + np.uint64(buf[i])
-            g = g * _MUL2 + np.uint64(buf[i])
         for p in range(s, last + 1):
-            if p > s:
-                h = h * _MUL + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk
-                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
-            b = np.int64(_fmix(g) >> shift)
-            x = _fmix(h)
-            key[cur[b]] = x if x != 0 else np.uint64(1)
+            b = np.int64(ids[w])
+            later[p] = flags[cur[b]]
             cur[b] += 1
-    return key
+            w += 1
+    return later
 
 
 @njit(cache=True, nogil=True)
-def later_from_flags(buf, offsets, k, bits, off, flags):
-    """bool[len(buf)] `later` from flags in row (bucket) order, off from window_buckets."""
-    nb = 1 << bits
-    shift = np.uint64(64 - bits)
-    mk2 = _pow(_MUL2, k)
-    cur = off[:nb].copy()
-    later = np.zeros(len(buf), np.bool_)
-    for d in range(len(offsets) - 1):
-        s, last = offsets[d], offsets[d + 1] - 1 - k
-        if last < s:
-            continue
-        g = np.uint64(0)
-        for i in range(s, s + k):
-            g = g * _MUL2 + np.uint64(buf[i])
-        for p in range(s, last + 1):
-            if p > s:
-                g = g * _MUL2 + np.uint64(buf[p + k - 1]) - np.uint64(buf[p - 1]) * mk2
-            b = np.int64(_fmix(g) >> shift)
-            later[p] = flags[cur[b]]
-            cur[b] += 1
-    return later
+def unpack_bits(packed, out):
+    """out[i] = bit i of packed (np.packbits order: big-endian within a byte), in place:
+    np.unpackbits would allocate a fresh array per call."""
+    for i in range(len(out)):
+        out[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1
 
 
 @njit(inline="always")

@@ -10,16 +10,20 @@ document order, then byte order); removed_spans turns later windows into spans. 
    (at most CHUNK_BYTES joined, or one larger document); for every window inside a
    document a row: key = 64-bit hash of its K bytes. Rows are grouped by bucket = the top
    `bits` bits of a second, independent hash of the window, text order within a bucket;
-   positions are not stored (stage 3 recomputes the order) -> win-SSSSS.bin (uint64) and
-   .off.npy (chunks x (2^bits + 1) row offsets).
+   positions are not stored (stage 3 recomputes the order from the ids below) ->
+   win-SSSSS.bin (uint64) and .off.npy (chunks x (2^bits + 1) row offsets); the chunks'
+   joined bytes -> txt-SSSSS.bin and .off.npy (byte start and first document of each
+   chunk); each window's bucket in text order -> txt-SSSSS.ids (uint16). Keys and ids are
+   written through memory maps.
 2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
    counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
    at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
    groups with a cache-sized hash table each. One bit per row goes back, per chunk ->
    rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
 3. span_task, one per shard: the shard's bits from every partition (one read each); for
-   each chunk, its rows' bits mapped back to window positions by one more pass of the
-   bucket hash (later_from_flags), then removed_spans exactly as on one process ->
+   each chunk (read back from txt-SSSSS.bin, not decoded from the shard again), its rows'
+   bits mapped back to window positions with the saved bucket ids (later_from_flags: no
+   hash computed again), then removed_spans exactly as on one process ->
    work/spans-SSSSS.npy.
 
 Equal windows have equal keys and buckets, so they meet in one repeat task, and rows
@@ -31,6 +35,7 @@ over a corpus of W distinct windows and P partitions (docs/scale.md; 0.3 windows
 """
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -40,8 +45,8 @@ import numpy as np
 from lmforge.io.atomic import save_npy
 
 from ..pipeline import iter_shard
-from .substring_kernels import (later_from_flags, mark_repeats, removed_spans, window_buckets,
-                                window_keys)
+from .substring_kernels import (SEP, later_from_flags, mark_repeats, n_windows, removed_spans,
+                                unpack_bits, window_rows)
 
 # buckets: 2^12, or 2^16 when the shards take more than BIG_STORED bytes on disk. A window
 # task scatters its rows into that many runs (2^12: 0.8 s per 50 MB, 2^14: 1.2 s; measured);
@@ -52,6 +57,32 @@ ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags
 GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
 TABLE_LOAD = 2 / 3
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
+
+
+_SCRATCH: dict[str, np.ndarray] = {}
+
+
+def scratch(name: str, n: int, dtype) -> np.ndarray:
+    """n rows of this process's buffer `name`, which only grows until release_scratch().
+    A task's big arrays (keys, bucket ids, flags) come from here: fresh memory costs a page
+    fault per page on first touch, 0.3-3 CPU s per GB on the development machine (more
+    when the kernel compacts memory for huge pages), paid once per process instead of once
+    per chunk and task (bench/RESULTS.md). The contents are not cleared."""
+    dtype = np.dtype(dtype)
+    buf = _SCRATCH.get(name)
+    if buf is None or len(buf) < n * dtype.itemsize:
+        _SCRATCH.pop(name, None)
+        del buf
+        # an anonymous mapping, not np.empty: numpy asks for huge pages, and their first
+        # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages
+        buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, max(n * dtype.itemsize, 1)), np.uint8)
+    return buf[:n * dtype.itemsize].view(dtype)
+
+
+def release_scratch() -> None:
+    """Free the scratch buffers (the driver calls this after each stage: tasks it ran itself
+    must not leave their buffers in its memory)."""
+    _SCRATCH.clear()
 
 
 def _join(docs: list[bytes]) -> tuple[bytes, np.ndarray]:
@@ -76,47 +107,98 @@ def iter_chunks(shard: Path, chunk_bytes: int):
         yield first, docs
 
 
+def _ids_path(text: Path) -> Path:
+    """The bucket of every window of a shard, uint16 in text order (beside its text)."""
+    return text.with_name(text.name + ".ids")
+
+
 def _paths(prefix: Path) -> tuple[Path, Path]:
     """The data file (raw rows) and the offsets file of a stage's output."""
     return prefix.with_name(prefix.name + ".bin"), prefix.with_name(prefix.name + ".off.npy")
 
 
-def _read_into(f, out: np.ndarray, a: int) -> None:
-    """Rows a.. of the raw file f into out (as many as out holds)."""
-    f.seek(a * out.itemsize)
-    view = out.view(np.uint8)
-    if f.readinto(view) != len(view):
-        raise RuntimeError(f"{f.name}: shorter than its offsets say; delete the step folder and rerun")
+def _mapped(path: Path, dtype) -> np.ndarray:
+    """A stage's raw file as a read-only array, memory-mapped. Copying rows out of the page
+    cache costs ~0.4 CPU s per GB; readinto into fresh memory cost 2.2-3 s per GB on the
+    development machine (the kernel faults the pages in one by one; bench/RESULTS.md)."""
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype)
+    return np.asarray(np.memmap(path, dtype, mode="r"))
 
 
-def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path) -> dict:
-    """Stage 1 for one shard: keys of every window, chunk by chunk, in bucket order."""
+def _rows(path: Path, mapped: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Rows [a, b) of a mapped file (a read-only view)."""
+    if b > len(mapped):
+        raise RuntimeError(f"{path}: shorter than its offsets say; delete the step folder and rerun")
+    return mapped[a:b]
+
+
+def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path, text: Path) -> dict:
+    """Stage 1 for one shard: keys of every window, chunk by chunk, in bucket order; the
+    chunks' joined bytes go to `text` for stage 3 (reading them back costs less than
+    decoding the shard again)."""
     key_path, off_path = _paths(out)
-    offs, rows, docs, nbytes = [], 0, 0, 0
-    tmp = key_path.with_name(key_path.name + ".tmp")
-    with open(tmp, "wb") as fk:
+    txt_path, idx_path = _paths(text)
+    ids_path = _ids_path(text)
+    offs, rows, docs, nbytes, idx = [], 0, 0, 0, [(0, 0)]
+    tmp, ttmp, itmp = (p.with_name(p.name + ".tmp") for p in (key_path, txt_path, ids_path))
+    with open(tmp, "w+b") as fk, open(ttmp, "wb") as ft, open(itmp, "w+b") as fi:
         for _, chunk in iter_chunks(shard, chunk_bytes):
             buf, offsets = _join(chunk)
             if len(buf) > MAX_CHUNK:
                 raise ValueError(f"{shard}: a document of {len(buf) - 1} bytes; substring dedup "
                                  f"takes documents below {MAX_CHUNK} bytes (lower max_doc_bytes)")
             arr = np.frombuffer(buf, np.uint8)
-            off = window_buckets(arr, offsets, k, bits)
-            window_keys(arr, offsets, k, bits, off).tofile(fk)
+            nw = n_windows(offsets, k)
+            off = window_rows(arr, offsets, k, bits, _append_rows(fi, rows, nw, np.uint16),
+                              _append_rows(fk, rows, nw, np.uint64))
+            ft.write(buf)
             offs.append(off + rows)
             rows += int(off[-1])
             docs += len(chunk)
             nbytes += len(buf) - len(chunk)
+            idx.append((idx[-1][0] + len(buf), docs))
     os.replace(tmp, key_path)
+    os.replace(ttmp, txt_path)
+    os.replace(itmp, ids_path)
     save_npy(off_path, np.stack(offs) if offs else np.zeros((0, (1 << bits) + 1), np.int64))
+    save_npy(idx_path, np.array(idx, np.int64))
     return {"docs": docs, "bytes": nbytes, "chunks": len(offs), "windows": rows}
+
+
+def _append_rows(f, rows: int, n: int, dtype) -> np.ndarray:
+    """Rows [rows, rows + n) of the open raw file f, memory-mapped for writing (the file
+    grows to rows + n): the kernel writes the keys straight into the page cache.
+    write() of a key array cost 2-3 CPU s per GB on the development machine, the mapping
+    ~0.3 (bench/RESULTS.md). Unmapped when dropped; closing f flushes (also on NFS)."""
+    size = np.dtype(dtype).itemsize
+    f.truncate((rows + n) * size)
+    if n == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(f, dtype, "r+", offset=rows * size, shape=(n,))
+
+
+def iter_saved_chunks(text: Path):
+    """(index of the first document, joined bytes, document offsets) of the chunks that
+    window_task saved: the chunks of iter_chunks, without decoding the shard again. A
+    document's UTF-8 bytes never hold 0xFF, so the separators give the offsets back."""
+    txt_path, idx_path = _paths(text)
+    idx = np.load(idx_path)
+    text = _mapped(txt_path, np.uint8)
+    for g in range(len(idx) - 1):
+        arr = _rows(txt_path, text, int(idx[g, 0]), int(idx[g + 1, 0]))
+        offsets = np.concatenate([[0], np.flatnonzero(arr == SEP) + 1]).astype(np.int64)
+        if len(offsets) - 1 != idx[g + 1, 1] - idx[g, 1]:
+            raise RuntimeError(f"{txt_path}: chunk {g} does not match its index; delete the "
+                               "step folder and rerun")
+        yield int(idx[g, 1]), arr, offsets
 
 
 def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_chunks: int,
                 out: Path) -> dict:
     """Stage 2 for buckets [lo, hi), n_rows windows in all: every chunk's rows of the range
     (8 B each), repeats marked, one bit per row written back per chunk."""
-    keys = np.empty(n_rows, np.uint64)
+    keys = scratch("u64", n_rows, np.uint64)
     rel, at = np.zeros((n_chunks, hi - lo + 1), np.int64), 0
     c = 0
     for s in range(n_shards):
@@ -124,12 +206,13 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
         off = np.load(off_path, mmap_mode="r")
         cols = np.array(off[:, lo:hi + 1])  # this range's columns, not the whole file
         del off
-        with open(key_path, "rb") as fk:
-            for g in range(len(cols)):
-                a, b = int(cols[g, 0]), int(cols[g, -1])
-                _read_into(fk, keys[at:at + b - a], a)
-                rel[c] = cols[g] - a + at
-                at, c = at + b - a, c + 1
+        mapped = _mapped(key_path, np.uint64)
+        for g in range(len(cols)):
+            a, b = int(cols[g, 0]), int(cols[g, -1])
+            keys[at:at + b - a] = _rows(key_path, mapped, a, b)
+            rel[c] = cols[g] - a + at
+            at, c = at + b - a, c + 1
+        del mapped
     assert at == n_rows and c == n_chunks, (at, n_rows, c, n_chunks)
     later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD)
     del keys
@@ -146,8 +229,8 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
     return {"docs": 0, "bytes": 0, "windows": n_rows, "later": int(found)}
 
 
-def span_task(shard: Path, s: int, k: int, chunk_bytes: int, bits: int, chunk0: int,
-              folder: Path, edges: np.ndarray, keep_layout: bool, out: Path) -> dict:
+def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep_layout: bool,
+              out: Path) -> dict:
     """Stage 3 for shard s, whose first chunk is global chunk chunk0."""
     rows, docs, nbytes, n_layout, layout_bytes = [], 0, 0, 0, 0
     win_off = np.load(_paths(folder / f"win-{s:05d}")[1])
@@ -155,26 +238,25 @@ def span_task(shard: Path, s: int, k: int, chunk_bytes: int, bits: int, chunk0: 
     for p in range(len(edges) - 1):
         bits_path, off_path = _paths(folder / f"rep-{p:05d}")
         at = np.array(np.load(off_path, mmap_mode="r")[chunk0:chunk0 + len(win_off) + 1])
-        got = np.empty(int(at[-1] - at[0]), np.uint8)
-        if len(got):
-            with open(bits_path, "rb") as f:
-                _read_into(f, got, int(at[0]))
+        got = np.array(_rows(bits_path, _mapped(bits_path, np.uint8), int(at[0]), int(at[-1])))
         packed.append((at - at[0], got))
-    for g, (first, chunk) in enumerate(iter_chunks(shard, chunk_bytes)):
-        buf, offsets = _join(chunk)
-        arr = np.frombuffer(buf, np.uint8)
+    ids_path = _ids_path(folder / f"txt-{s:05d}")
+    ids = _mapped(ids_path, np.uint16)
+    for g, (first, arr, offsets) in enumerate(iter_saved_chunks(folder / f"txt-{s:05d}")):
         off = win_off[g] - win_off[g, 0]
-        flags = np.zeros(int(off[-1]), np.bool_)
+        flags = scratch("flags", int(off[-1]), np.bool_)  # every row is set below
         for p, (at, got) in enumerate(packed):  # partition p holds this chunk's rows [a, b)
             a, b = int(off[edges[p]]), int(off[edges[p + 1]])
             if b > a:
-                flags[a:b] = np.unpackbits(got[at[g]:at[g + 1]], count=b - a).view(np.bool_)
-        later = later_from_flags(arr, offsets, k, bits, off, flags)
+                unpack_bits(got[at[g]:at[g + 1]], flags[a:b])
+        later = later_from_flags(len(arr), offsets, k,
+                                 _rows(ids_path, ids, int(win_off[g, 0]), int(win_off[g, -1])), off,
+                                 flags, scratch("later", len(arr), np.bool_))
         del flags
         spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
         spans[:, 0] += first
         rows.append(spans)
-        docs, nbytes = docs + len(chunk), nbytes + len(buf) - len(chunk)
+        docs, nbytes = docs + len(offsets) - 1, nbytes + len(arr) - (len(offsets) - 1)
         n_layout, layout_bytes = n_layout + int(nl), layout_bytes + int(lb)
     spans = np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)
     save_npy(out, spans)
@@ -198,14 +280,21 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
                   chunk_bytes: int = CHUNK_BYTES, bits: int | None = None) -> dict:
     """The three stages over ctx.inputs with ctx.executor; writes work/spans-SSSSS.npy.
     Returns the step's figures. The driver holds one int per shard and one per bucket."""
-    sub, run, name, m = ctx.work / "shuffle", ctx.executor.map, ctx.dir.name, len(ctx.inputs)
+    sub, name, m = ctx.work / "shuffle", ctx.dir.name, len(ctx.inputs)
+
+    def run(fn, tasks, desc):
+        try:
+            return ctx.executor.map(fn, tasks, desc=desc)
+        finally:
+            release_scratch()
+
     shutil.rmtree(sub, ignore_errors=True)
     sub.mkdir(parents=True)
     if bits is None:
         stored = sum(p.stat().st_size for p in ctx.inputs)
         bits = BIG_BITS if stored > BIG_STORED else BITS
-    got = run(window_task, [(ctx.inputs[s], k, chunk_bytes, bits, sub / f"win-{s:05d}") for s in range(m)],
-              desc=f"{name} windows")
+    got = run(window_task, [(ctx.inputs[s], k, chunk_bytes, bits, sub / f"win-{s:05d}",
+                             sub / f"txt-{s:05d}") for s in range(m)], desc=f"{name} windows")
     chunk0 = np.concatenate([[0], np.cumsum([g["chunks"] for g in got])]).astype(np.int64)
     counts = np.zeros(1 << bits, np.int64)
     for s in range(m):  # one file at a time: the driver's memory does not grow with m
@@ -223,8 +312,8 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
                desc=f"{name} repeated windows")
     for s in range(m):  # the keys are read by stage 2 only: the disk peak ends here
         _paths(sub / f"win-{s:05d}")[0].unlink()
-    spans = run(span_task, [(ctx.inputs[s], s, k, chunk_bytes, bits, int(chunk0[s]), sub, edges,
-                             keep_layout, ctx.work / f"spans-{s:05d}.npy") for s in range(m)],
+    spans = run(span_task, [(s, k, int(chunk0[s]), sub, edges, keep_layout,
+                             ctx.work / f"spans-{s:05d}.npy") for s in range(m)],
                 desc=f"{name} spans")
     shutil.rmtree(sub)
     total = sum(g["bytes"] for g in got)
