@@ -98,6 +98,41 @@ def test_crlft_logs_each_class_cross_entropy_apart_from_the_class_mix(source):
     assert abs(per_class["weighted"][1] - per_class["weighted"][0]) > 0.1 * per_class["weighted"][0]
 
 
+def test_crlft_without_kl_takes_the_one_loss_path_and_equals_the_logits_path():
+    """Issue 29: with kl_coef 0 the C-RLFT cross-entropy comes from the model's fused loss path
+    (a loss per token, no logits); the logits path it replaced gives the same weighted loss,
+    per-class sums and gradients (fp32)."""
+    import torch.nn.functional as F
+
+    from lmforge.align.sft_data import build_row
+    from lmforge.train.objectives.sft import stack_rows
+
+    rng = np.random.default_rng(0)
+    convs = [Conversation(rng.integers(1, 100, n).astype(np.int32), rng.random(n) < 0.6, cls=k)
+             for n, k in ((20, 0), (31, 1), (40, 1))]
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(100))
+    weights = [1.0, 0.1]
+    obj = CRLFTObjective(convs, [], 64, 2, 0, class_weights=weights, class_names=["positive", "negative"])
+    batch = stack_rows([build_row(convs, [0, 1], 64, 0, weights), build_row(convs, [2], 64, 0, weights)])
+    batch["is_pt"] = torch.tensor([False, False])
+    params = list(model.parameters())
+    loss, m = obj.loss(model, batch)
+    grads = torch.autograd.grad(loss, params)
+    sel = batch["labels"] != -100
+    logits = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
+    ce = F.cross_entropy(logits[sel].float(), batch["labels"][sel], reduction="none")
+    plain = (batch["token_weight"][sel] * ce).sum()
+    plain_grads = torch.autograd.grad(plain, params)
+    torch.testing.assert_close(loss.detach(), plain.detach(), rtol=1e-5, atol=1e-5)
+    cls = batch["token_class"][sel]
+    for k, name in enumerate(["positive", "negative"]):
+        torch.testing.assert_close(m[f"{name}_ce_sum"], ce[cls == k].sum().detach(), rtol=1e-5, atol=1e-5)
+    for a, o in zip(grads, plain_grads):
+        assert float((a - o).abs().max()) <= 1e-4 * (float(o.abs().max()) or 1.0)
+    assert "kl_sum" not in m and float(m["weighted_ce_sum"]) < float(m["ce_sum"])
+
+
 def test_class_tags_and_rlcd_prompts(source, tmp_path):
     _, tok_dir = source
     tok = load_tokenizer(tok_dir)

@@ -14,7 +14,8 @@ from lmforge.config import ConfigError
 from lmforge.io.documents import ErrorSink
 from lmforge.model import Transformer
 from lmforge.tokenizer.train import load_tokenizer
-from lmforge.train.objectives.sft import NEFTune
+from lmforge.train.objectives.lm import token_loss_sum
+from lmforge.train.objectives.sft import NEFTune, SFTObjective, stack_rows
 from lmforge.stages.sft import SFTConfig, build, run
 from test_align_utils import conversation, losses, make_sft_file, make_source, tiny_model_cfg, write_jsonl
 from conftest import make_token_dataset
@@ -160,6 +161,68 @@ def test_neftune_length_is_each_packed_samples_own():
         n = noise[0, span]
         assert n.abs().max() <= bound * (1 + 1e-5) and n.abs().max() > 0.9 * bound
         assert n.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.15)
+
+
+def mixed_sft_batch(vocab: int, seq_len: int = 64) -> tuple[list[Conversation], dict]:
+    """Two packed SFT rows (three conversations, targets on ~60% of tokens) and one pretraining row."""
+    rng = np.random.default_rng(0)
+    convs = [Conversation(rng.integers(1, vocab, n).astype(np.int32), rng.random(n) < 0.6) for n in (20, 31, 40)]
+    ids = rng.integers(1, vocab, seq_len)
+    pt = {"input_ids": ids, "labels": np.append(ids[1:], -100), "position_ids": np.arange(seq_len),
+          "doc_ids": np.zeros(seq_len, dtype=np.int64)}
+    batch = stack_rows([build_row(convs, [0, 1], seq_len, 0), build_row(convs, [2], seq_len, 0), pt])
+    batch["is_pt"] = torch.tensor([False, False, True])
+    return convs, batch
+
+
+def plain_sft_loss(model, batch):
+    """The path SFT took before issue 29: full logits, the summed cross-entropy of them and each
+    segment's sum from the logits of its rows."""
+    logits = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
+    loss, metrics = token_loss_sum(logits, batch["labels"])
+    for name, sel in (("sft", ~batch["is_pt"]), ("pt", batch["is_pt"])):
+        metrics[f"{name}_ce_sum"] = token_loss_sum(logits[sel], batch["labels"][sel])[0].detach()
+    return loss, metrics
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_sft_through_the_one_loss_path_equals_the_plain_logits_path(amp):
+    """Issue 29: SFT's loss and its per-segment sums come from the model's fused loss path (a
+    loss per token; no full logits). With NEFTune noising the embeddings (the same noise: same
+    seed), the logits path it replaced gives the same loss, metrics and gradients to floating
+    tolerance, in fp32 and under the bf16 autocast CUDA training uses; and the noise reaches
+    the fused path (its loss moves by far more than that tolerance without it)."""
+    from lmforge.device import autocast
+
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(100))           # padded vocab: 28 columns of padding
+    NEFTune(alpha=5.0, pad_id=0).attach(model)
+    convs, batch = mixed_sft_batch(100)
+    obj = SFTObjective(convs, [], 64, 3, 0)
+    params = list(model.parameters())
+
+    def run(loss_fn):
+        torch.manual_seed(1)                           # NEFTune's noise
+        with autocast("cpu", amp):
+            loss, metrics = loss_fn(model, batch)
+        return loss.detach(), metrics, torch.autograd.grad(loss, params)
+
+    old_loss, old_m, old_grads = run(plain_sft_loss)
+    new_loss, new_m, new_grads = run(obj.loss)
+    tol = 1e-5 if amp is None else 2e-3
+    torch.testing.assert_close(new_loss, old_loss, rtol=tol, atol=tol)
+    for key in ("ce_sum", "sft_ce_sum", "pt_ce_sum"):
+        torch.testing.assert_close(new_m[key], old_m[key], rtol=tol, atol=tol)
+    assert float(new_m["sft_ce_sum"] + new_m["pt_ce_sum"]) == pytest.approx(float(new_loss), rel=1e-6)
+    assert int(new_m["sft_targets_sum"]) == sum(int(c.mask[1:].sum()) for c in convs)
+    assert int(new_m["pt_targets_sum"]) == 63
+    for a, o in zip(new_grads, old_grads):
+        scale = float(o.abs().max()) or 1.0
+        assert float((a - o).abs().max()) <= (1e-4 if amp is None else 3e-2) * scale
+    model.eval()                                       # no noise
+    with torch.no_grad(), autocast("cpu", amp):
+        clean = float(obj.loss(model, batch)[0])
+    assert abs(clean - float(new_loss)) > 50 * max(abs(float(new_loss - old_loss)), 1e-6 * clean)
 
 
 def test_stats_count_every_drop(source, tmp_path):

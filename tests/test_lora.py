@@ -110,14 +110,17 @@ def test_lora_sft_lowers_loss_changes_only_adapters_and_exports_merged(source, t
     model = attach_lora(Transformer(step.model_cfg), step.lora)
     model.load_state_dict(saved, strict=False)
     x = torch.randint(0, step.model_cfg.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
+    # float32 rounding only: logits reach ~8 here and each path is ~1e-5 from float64 (issue 29's
+    # loss path moved the trained adapters by rounding and 1 logit of 16000 past atol=1e-5); a wrong
+    # merge would be off by the adapters' whole contribution
+    tol = {"atol": 5e-5, "rtol": 1e-5}
     with torch.no_grad():
         want = model.eval()(x)[..., :step.model_cfg.vocab_size]
-        torch.testing.assert_close(load_checkpoint(out)[0](x)[..., :step.model_cfg.vocab_size], want,
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(load_checkpoint(out)[0](x)[..., :step.model_cfg.vocab_size], want, **tol)
     export(out, tmp_path / "hf")
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
     with torch.no_grad():
-        torch.testing.assert_close(hf(x).logits, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(hf(x).logits, want, **tol)
     assert not any("lora" in k for k in load_file(str(tmp_path / "hf" / "model.safetensors")))
 
 

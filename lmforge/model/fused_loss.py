@@ -1,7 +1,9 @@
 """LM head + cross-entropy fused by row chunks: full-vocab float32 logits never exist for the
 whole batch at once (issue 9). The one loss path of every objective that scores target
-tokens: the LM and pretraining loss (a sum over the batch) and DPO (a loss per token, summed
-per sequence into its log-probability).
+tokens: the LM and pretraining loss (a sum over the batch), DPO (a loss per token, summed
+per sequence into its log-probability), SFT and C-RLFT without KL (a loss per token, summed
+per segment or weighted by class). Only what needs the whole distribution (a KL, a
+teacher's divergence) still takes full logits.
 
 The plain path materialises B*T*V logits in bf16 and again in float32 for the loss, plus
 their gradient: for a 1B model at 16k tokens per micro-batch and a 100k vocab that is

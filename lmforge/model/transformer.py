@@ -193,7 +193,7 @@ class Transformer(nn.Module):
         logits (computed inside forward so FSDP has the head's parameters gathered), the one
         loss path of every objective that scores target tokens: the sum over the batch, or
         with reduction "none" each token's loss [B, T] (0 where labels are -100; DPO sums a
-        row's into its log-probability). lmforge.model.fused_loss.
+        row's into its log-probability, SFT each segment's). lmforge.model.fused_loss.
 
         position_ids default to arange(T), or to positions restarting at each document when
         doc_ids is given (pass them explicitly to choose otherwise).

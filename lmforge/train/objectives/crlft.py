@@ -12,6 +12,9 @@ Conditioned-RL fine-tuning is SFT where
       loss = sum_t w_class(t) * CE_t + kl_coef * sum_t KL(pi(.|x<t) || ref(.|x<t))
   over the target tokens t, normalised by the step's target count like all objectives.
   The KL is the exact one over the vocabulary (zero when policy == reference).
+The cross-entropy goes through the model's one loss path (its chunked fused head, a loss
+per token) when kl_coef is 0; with a KL term the step needs the policy's whole distribution
+anyway, so both terms are computed from full logits then.
 The weighted loss per target token depends on the step's class mix (a step with more
 negatives, weight 0.1, reads lower), so it is no learning curve: it rose 2.28 -> 2.62 in a
 tiny run whose plain cross-entropy fell. Each class's own cross-entropy is logged as
@@ -50,12 +53,26 @@ class CRLFTObjective(SFTObjective):
             reference.eval().requires_grad_(False)
 
     def loss(self, model, batch):
-        logits = self.logits(model, batch)
-        labels = batch["labels"]
-        sel = labels != -100
-        ce = F.cross_entropy(logits[sel].float(), labels[sel], reduction="none")
-        w = batch["token_weight"][sel]
-        weighted = (w * ce).sum()
+        sel = batch["labels"] != -100
+        if self.kl_coef > 0:   # the KL needs the whole distribution: full logits, CE from them too
+            logits = self.logits(model, batch)[sel]
+            ce = F.cross_entropy(logits.float(), batch["labels"][sel], reduction="none")
+        else:                  # CE only: the model's one loss path, no logits
+            logits, ce = None, self.token_losses(model, batch)[0][sel]
+        loss, metrics = self._weighted_ce(ce, batch, sel)
+        if logits is not None:
+            self.reference.to(logits.device)
+            with torch.no_grad():
+                ref_logits = self.logits(self.reference, batch)[sel]
+            kl = token_kl_sum(logits, ref_logits, self.vocab_size)
+            metrics["kl_sum"] = kl.detach()
+            loss = loss + self.kl_coef * kl
+        return loss, metrics
+
+    def _weighted_ce(self, ce: torch.Tensor, batch, sel: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """sum_t w_class(t) * CE_t over the target tokens (`ce` [n_targets]), with the plain CE
+        sum and each class's own CE sum and target count as metrics."""
+        weighted = (batch["token_weight"][sel] * ce).sum()
         metrics = {"ce_sum": ce.sum().detach(), "weighted_ce_sum": weighted.detach()}
         if "token_class" in batch:
             cls = batch["token_class"][sel]
@@ -63,12 +80,4 @@ class CRLFTObjective(SFTObjective):
                 mine = cls == k
                 metrics[f"{name}_ce_sum"] = ce[mine].sum().detach()
                 metrics[f"{name}_targets_sum"] = mine.sum()
-        loss = weighted
-        if self.kl_coef > 0:
-            self.reference.to(logits.device)
-            with torch.no_grad():
-                ref_logits = self.logits(self.reference, batch)[sel]
-            kl = token_kl_sum(logits[sel], ref_logits, self.vocab_size)
-            metrics["kl_sum"] = kl.detach()
-            loss = loss + self.kl_coef * kl
-        return loss, metrics
+        return weighted, metrics

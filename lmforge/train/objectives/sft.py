@@ -15,6 +15,10 @@
   the tokens of its conversation (same doc id), not the row's length, which would shrink the
   noise by sqrt(conversations per row). Without doc ids (a plain batch), the row's non-pad
   tokens. d = d_model. Evaluation (model.eval()) and generation see clean embeddings.
+- The loss goes through the model's one loss path (its chunked fused head + cross-entropy,
+  a loss per token): the batch's float32 logits never exist at once. The per-token losses
+  give the loss (their sum) and the per-segment sums (response rows, pretraining rows); the
+  NEFTune hook runs inside that same forward, so the loss sees the noised embeddings.
 """
 from __future__ import annotations
 
@@ -24,12 +28,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmforge.align.sft_data import Conversation, build_row, n_targets
 from lmforge.train.loader import PackedLoader
 from lmforge.train.objectives.base import Objective
-from lmforge.train.objectives.lm import token_loss_sum
 
 
 class NEFTune:
@@ -128,26 +130,33 @@ class SFTObjective(Objective):
 
     # -- loss ---------------------------------------------------------------------------
     def logits(self, model, batch) -> torch.Tensor:
+        """Full logits [B, T, V]: only for what needs the whole distribution (C-RLFT's KL)."""
         return model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
 
+    def token_losses(self, model, batch) -> tuple[torch.Tensor, dict]:
+        """Each token's cross-entropy [B, T] (0 where labels are -100) through the model's one
+        loss path (chunked fused head + cross-entropy: never the batch's float32 logits).
+        NEFTune's hook noises the embeddings inside this same forward."""
+        return model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
+                     labels=batch["labels"], reduction="none")
+
     def loss(self, model, batch):
-        logits = self.logits(model, batch)
-        loss, metrics = token_loss_sum(logits, batch["labels"])
-        metrics.update(self._split_metrics(logits, batch))
-        return loss, metrics
+        token_loss, metrics = self.token_losses(model, batch)
+        metrics.update(self._split_metrics(token_loss, batch))
+        return token_loss.sum(), metrics
 
     @torch.no_grad()
-    def _split_metrics(self, logits, batch) -> dict:
-        """Response loss and pretraining loss separately (logged as share of the step's targets:
-        response loss per token = sft_ce_sum / sft_targets_sum)."""
+    def _split_metrics(self, token_loss: torch.Tensor, batch) -> dict:
+        """Response loss and pretraining loss separately, summed from the per-token losses of
+        each segment's rows (logged as share of the step's targets: response loss per token =
+        sft_ce_sum / sft_targets_sum)."""
+        token_loss, labels = token_loss.detach(), batch["labels"]
         if not bool(batch["is_pt"].any()):
-            return {"sft_ce_sum": token_loss_sum(logits, batch["labels"])[0].detach(),
-                    "sft_targets_sum": (batch["labels"] != -100).sum()}
+            return {"sft_ce_sum": token_loss.sum(), "sft_targets_sum": (labels != -100).sum()}
         out = {}
         for name, sel in (("sft", ~batch["is_pt"]), ("pt", batch["is_pt"])):
-            labels = batch["labels"][sel]
-            out[f"{name}_ce_sum"] = token_loss_sum(logits[sel], labels)[0].detach() if labels.numel() else 0.0
-            out[f"{name}_targets_sum"] = (labels != -100).sum()
+            out[f"{name}_ce_sum"] = token_loss[sel].sum()
+            out[f"{name}_targets_sum"] = (labels[sel] != -100).sum()
         return out
 
     @torch.no_grad()
@@ -161,7 +170,8 @@ class SFTObjective(Objective):
             rows = [build_row(self.val_convs, r, self.seq_len, self.pad_id)
                     for r in self.val_rows[start:start + self.mbs]]
             batch = {k: v.to(device) for k, v in stack_rows(rows).items()}
-            loss_sum, _ = token_loss_sum(self.logits(model, batch), batch["labels"])
+            loss_sum, _ = model(batch["input_ids"], position_ids=batch["position_ids"],
+                                doc_ids=batch["doc_ids"], labels=batch["labels"])
             total, n = total + float(loss_sum), n + self.weight(batch)
         return {"val/sft_loss": total / max(n, 1.0), "val/sft_ppl": math.exp(min(total / max(n, 1.0), 50.0))}
 
