@@ -2,9 +2,11 @@
 
 Before, `SFTObjective.loss` took the batch's logits [B, T, V] from the model, then summed the
 cross-entropy of their float32 copy (and each segment's sum from the logits of its rows).
-Now it takes each token's loss from the chunked fused head + cross-entropy
-(`model(..., labels=..., reduction="none")`), so at most one chunk of float32 logits (about
-256 MB) exists at a time; backward recomputes each chunk's logits (one more head matmul).
+Now it takes the summed loss from the chunked fused head + cross-entropy, gradients computed in
+forward, with each token's CE detached for the per-segment sums (`model(..., labels=...,
+token_ce=True)`), so at most one chunk of float32 logits (about 256 MB) exists at a time. A
+third row: the per-token reduction (`reduction="none"`, what DPO and C-RLFT use), whose
+backward recomputes each chunk's logits (one more head matmul): SFT's first fused version.
 
 For each path, in a fresh process (so the peak is its own): the median time of a training
 micro-batch (forward + backward) and the peak memory it adds over the model and batch
@@ -35,7 +37,8 @@ from lmforge.model import ModelConfig, Transformer
 from lmforge.train.objectives.lm import token_loss_sum
 from lmforge.train.objectives.sft import SFTObjective, stack_rows
 
-PATHS = {"logits": "full logits + cross-entropy (before)", "fused": "fused loss path, per token (now)"}
+PATHS = {"logits": "full logits + cross-entropy (before)", "pertoken": "fused, per token (reduction none)",
+         "fused": "fused, summed + token_ce (now)"}
 
 
 def plain_loss(model, batch):
@@ -71,8 +74,17 @@ def setup(args):
     return model, SFTObjective(convs, [], args.seq_len, args.batch, 0), batch
 
 
+def per_token_loss(model, batch):
+    """SFT through reduction="none": the loss is the per-token losses' sum."""
+    tok, metrics = model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
+                         labels=batch["labels"], reduction="none")
+    for name, sel in (("sft", ~batch["is_pt"]), ("pt", batch["is_pt"])):
+        metrics[f"{name}_ce_sum"] = tok[sel].detach().sum()
+    return tok.sum(), metrics
+
+
 def loss_fn(path: str, obj: SFTObjective):
-    return plain_loss if path == "logits" else obj.loss
+    return {"logits": plain_loss, "pertoken": per_token_loss, "fused": obj.loss}[path]
 
 
 def measure(args) -> dict:

@@ -5,18 +5,22 @@
     scripts/soak_resume.sh --stage all [N]         # every training stage of the recipe, one after another
 
 Stage S: a reference smoke run of the recipe up to S (`lmforge run R --smoke --target S`), run
-straight through; its folder is copied, S's output deleted, and S rerun there
+straight through; its folder is set aside and a copy put back at the same path (so files that
+hash or name a path compare byte for byte), S's output deleted, and S rerun there
 (`--only S`) while being killed with SIGKILL N times: in turn during start-up (importing,
 building, loading), while a checkpoint is being written (the moment a `.tmp-step-N` folder or a
 `.NAME.tmp-PID` file appears) and at random moments of the stage; after each kill the same
 command is started again, and after the last one it runs to the end. Then S's output is compared
 with the reference's: per-step metrics (wall-clock fields aside), the final checkpoint's weights,
 optimizer state, torch RNG state and loader position, every checkpoint file that must be
-byte-identical (grow's step-0), DONE.json's summary (timings and paths aside), and no
-temporary or incomplete folder left. `recipe`: the whole smoke run is killed the same way and
+byte-identical (grow's step-0), DONE.json's summary (timings aside), every other file of a
+stage that keeps no checkpoint (shards, token files, eval parts: JSON without timing fields, the
+rest byte for byte; the report pages and input fingerprints aside), and no temporary or
+incomplete folder left. `recipe`: the whole smoke run is killed the same way and
 every stage compared.
 
-Needs minutes per stage on 2 CPU cores (the reference smoke run up to S, then S N+1 times).
+Run it on a tree nobody edits meanwhile (the reference and the killed runs import the code
+anew each time: a change in between shows as a difference). Needs minutes per stage on 2 CPU cores (the reference smoke run up to S, then S N+1 times).
 Exit 0 when everything matches.
 """
 from __future__ import annotations
@@ -44,7 +48,7 @@ def lmforge(recipe: str, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "lmforge", "run", recipe, "--smoke", "--quiet", "--set", f"out_dir={out}", *extra]
 
 
-def run_dir(out: Path) -> Path:
+def run_dir(out: Path) -> Path:   # `lmforge run --smoke` writes into OUT-smoke
     return out.with_name(out.name + "-smoke")
 
 
@@ -170,6 +174,27 @@ def compare_checkpoints(a: Path, b: Path) -> dict:
     return res
 
 
+def compare_files(a: Path, b: Path) -> dict:
+    """Every other file of a non-training stage (shards, token files, indexes, plots): JSON
+    without timing fields, the rest byte for byte. The report's pages are left out (they print
+    timings)."""
+    # DONE / STARTED of a data step hold a fingerprint of its inputs' names and modification times
+    skip = {"DONE.json", "metrics.jsonl", "report.html", "report.md", "DONE", "STARTED"}
+    fa = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in skip and "lock" not in p.name}
+    fb = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in skip and "lock" not in p.name}
+    differ = []
+    for rel in sorted(fa & fb):
+        pa, pb = a / rel, b / rel
+        if pa.suffix == ".json":
+            same = plain(json.loads(pa.read_text()), VOLATILE) == plain(json.loads(pb.read_text()), VOLATILE)
+        else:
+            same = pa.read_bytes() == pb.read_bytes() or pa.suffix == ".png"
+        if not same:
+            differ.append(str(rel))
+    return {"files": len(fa), "missing": sorted(map(str, fa - fb)), "extra": sorted(map(str, fb - fa)),
+            "differ": differ, "ok": fa == fb and not differ}
+
+
 def compare_stage(kind: str, a: Path, b: Path) -> dict:
     res: dict = {"done": (a / "DONE.json").is_file() and (b / "DONE.json").is_file()}
     if res["done"]:
@@ -178,6 +203,8 @@ def compare_stage(kind: str, a: Path, b: Path) -> dict:
     ma, mb = metrics(a), metrics(b)
     res["metrics"] = ma == mb and not any("cut" in r for r in mb)
     runs = [p.parent for p in sorted(a.rglob("checkpoints"))] if kind in TRAINING_KINDS else []
+    if not runs:
+        res["files"] = compare_files(a, b)
     for ra in runs:
         rel = ra.relative_to(a)
         res[f"checkpoint {rel}"] = compare_checkpoints(ra, b / rel)
@@ -200,34 +227,40 @@ def straight(recipe: str, out: Path, env: dict, *extra: str) -> float:
 
 
 def soak_stage(recipe: str, name: str, work: Path, kills: int, seed: int, env: dict, startup: float) -> bool:
-    ref, killed = work / "ref", work / f"killed-{name}"
-    straight(recipe, ref, env, "--target", name)
-    kind, ref_out = stage_dirs(ref)[name]
-    seconds = ledger(ref)["stages"][[s["name"] for s in ledger(ref)["stages"]].index(name)].get("seconds") or 10
-    shutil.rmtree(run_dir(killed), ignore_errors=True)
-    shutil.copytree(run_dir(ref), run_dir(killed), symlinks=True)
-    out = run_dir(killed) / ref_out.relative_to(run_dir(ref))
+    """Reference and killed run live, in turn, at the same path (work/run-smoke): files that hash
+    or name a path (record ids, settings digests) then compare byte for byte."""
+    run, ref = work / "run", work / "ref-smoke"
+    shutil.rmtree(run_dir(run), ignore_errors=True)
+    if ref.exists():                      # the stages before S, finished for an earlier S
+        ref.rename(run_dir(run))
+    straight(recipe, run, env, "--target", name)
+    kind, out = stage_dirs(run)[name]
+    seconds = ledger(run)["stages"][[s["name"] for s in ledger(run)["stages"]].index(name)].get("seconds") or 10
+    run_dir(run).rename(ref)
+    shutil.copytree(ref, run_dir(run), symlinks=True)   # copy2: modification times kept, so stages skip
     shutil.rmtree(out)
-    k = kill_loop(lmforge(recipe, killed, "--only", name), out, kills, startup, seconds + startup, seed, env)
-    res = compare_stage(kind, ref_out, out)
+    k = kill_loop(lmforge(recipe, run, "--only", name), out, kills, startup, seconds + startup, seed, env)
+    res = compare_stage(kind, ref / out.relative_to(run_dir(run)), out)
     report(name, k, res)
     return res["ok"] and k["kills"] == kills
 
 
 def soak_whole(recipe: str, work: Path, kills: int, seed: int, env: dict, startup: float) -> bool:
-    ref, killed = work / "ref-all", work / "killed-all"
-    total = straight(recipe, ref, env)
-    shutil.rmtree(run_dir(killed), ignore_errors=True)
-    k = kill_loop(lmforge(recipe, killed), run_dir(killed), kills, startup, total, seed, env)
+    run, ref = work / "run", work / "ref-all-smoke"
+    shutil.rmtree(run_dir(run), ignore_errors=True)
+    shutil.rmtree(ref, ignore_errors=True)
+    total = straight(recipe, run, env)
+    run_dir(run).rename(ref)
+    k = kill_loop(lmforge(recipe, run), run_dir(run), kills, startup, total, seed, env)
     ok = k["kills"] == kills
-    dirs_b = stage_dirs(killed)
     results = {}
-    for name, (kind, a) in stage_dirs(ref).items():
-        results[name] = compare_stage(kind, a, dirs_b[name][1])
+    for name, (kind, b) in stage_dirs(run).items():
+        results[name] = compare_stage(kind, ref / b.relative_to(run_dir(run)), b)
         ok = ok and results[name]["ok"]
-    statuses = {s["name"]: s["status"] for s in ledger(killed)["stages"]}
-    ok = ok and all(v == "done" for v in statuses.values())
-    report("recipe", k, {"stages": {n: r["ok"] for n, r in results.items()}, "statuses_done": ok})
+    statuses = {s["name"]: s["status"] for s in ledger(run)["stages"]}
+    done = all(v == "done" for v in statuses.values())
+    ok = ok and done
+    report("recipe", k, {"stages": {n: r["ok"] for n, r in results.items()}, "statuses_done": done, "ok": ok})
     for n, r in results.items():
         if not r["ok"]:
             print(f"soak:   {n}: {json.dumps(r, default=str)}")
@@ -238,7 +271,7 @@ def report(name: str, k: dict, res: dict) -> None:
     whens = [m["when"] for m in k["moments"] if "after_s" in m]
     counts = {w: whens.count(w) for w in dict.fromkeys(whens)}
     print(f"soak: {name}: {k['kills']} kill -9 ({', '.join(f'{n} {w}' for w, n in counts.items()) or 'none'}); "
-          f"{'PASS' if res.get('ok', res.get('statuses_done')) else 'FAIL'}: {json.dumps(res, default=str)}")
+          f"{'PASS' if res['ok'] else 'FAIL'}: {json.dumps(res, default=str)}")
 
 
 def training_stages(recipe: str) -> list[str]:

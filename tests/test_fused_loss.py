@@ -101,3 +101,24 @@ def test_per_token_losses_and_gradients_match_float64(z_loss, chunk):
     torch.testing.assert_close(metrics["ce_sum"], ce.sum(), rtol=1e-9, atol=1e-9)
     total, _ = linear_cross_entropy(h, w, y, 61, z_loss, chunk=chunk)     # the summed path's loss
     torch.testing.assert_close(tok.sum(), total, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [4, 64])
+def test_summed_path_gives_each_tokens_ce_detached(chunk):
+    """token_ce=True (SFT's per-segment metrics): the summed loss unchanged, each token's CE in
+    float64 agreement with the logits, 0 where ignored, and not part of the graph."""
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(3, 7, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(70, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 61, (3, 7), generator=g)
+    y[1, 2:5] = -100
+    loss, metrics = linear_cross_entropy(h, w, y, 61, chunk=chunk, token_ce=True)
+    plain, _ = linear_cross_entropy(h, w, y, 61, chunk=chunk)
+    logits = (h @ w.t()).masked_fill(torch.arange(70) >= 61, float("-inf"))
+    ce = (torch.logsumexp(logits, -1) - logits.gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1)) * (y != -100)
+    tok = metrics["token_ce"]
+    assert tok.shape == y.shape and not tok.requires_grad and (tok[1, 2:5] == 0).all()
+    torch.testing.assert_close(tok, ce, rtol=1e-9, atol=1e-9)
+    assert torch.equal(loss, plain)
+    with pytest.raises(ValueError, match="reduction"):
+        linear_cross_entropy(h, w, y, 61, reduction="mean")

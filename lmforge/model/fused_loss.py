@@ -66,7 +66,8 @@ def _grad_buffers(hidden: torch.Tensor, weight: torch.Tensor, need_h: bool, need
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """The summed loss: gradients computed in forward, backward scales them."""
+    """The summed loss: gradients computed in forward, backward scales them. Also returns each
+    token's cross-entropy, detached (for metrics by segment: SFT's reply and pretraining rows)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, n_vocab: int, z_loss: float, chunk: int):
@@ -75,13 +76,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         acc = torch.promote_types(weight.dtype, torch.float32)
         ce_total = torch.zeros((), dtype=acc, device=hidden.device)
         z_total = torch.zeros((), dtype=acc, device=hidden.device)
+        token_ce = torch.zeros(hidden.shape[0], dtype=acc, device=hidden.device)
         for s in range(0, hidden.shape[0], chunk):
             h, y = hidden[s:s + chunk], labels[s:s + chunk]
             logits = _chunk_logits(h, weight, n_vocab)
             keep = y != -100
             target = y.clamp_min(0).unsqueeze(1)
             lse = torch.logsumexp(logits, dim=-1)
-            ce_total += ((lse - logits.gather(1, target).squeeze(1)) * keep).sum()
+            ce = token_ce[s:s + chunk] = (lse - logits.gather(1, target).squeeze(1)) * keep
+            ce_total += ce.sum()
             if z_loss > 0:
                 z_total += z_loss * (lse.square() * keep).sum()
             if need_h or need_w:
@@ -90,11 +93,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         ce, zl = ce_total.detach(), z_total.detach()
-        ctx.mark_non_differentiable(ce, zl)
-        return ce_total + z_total, ce, zl
+        ctx.mark_non_differentiable(ce, zl, token_ce)
+        return ce_total + z_total, ce, zl, token_ce
 
     @staticmethod
-    def backward(ctx, grad_out, _ce, _z):
+    def backward(ctx, grad_out, _ce, _z, _tokens):
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
         gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
@@ -146,19 +149,29 @@ class _TokenCrossEntropy(torch.autograd.Function):
 @torch.compiler.disable  # a Python loop over chunks; the model around it still compiles
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                          n_vocab: int, z_loss: float = 0.0, chunk: int | None = None,
-                         reduction: Literal["sum", "none"] = "sum") -> tuple[torch.Tensor, dict]:
+                         reduction: Literal["sum", "none"] = "sum",
+                         token_ce: bool = False) -> tuple[torch.Tensor, dict]:
     """CE(hidden @ weight.T) (+ z_loss * logZ^2) of the target tokens, in float32: their sum,
     or (reduction "none") each token's, shaped like `labels` (0 where ignored).
 
     hidden [..., d] (already final-normed), weight [V_padded, d], labels [...] with -100 to
-    ignore; columns >= n_vocab are padding. Returns (loss, {"ce_sum", "z_loss_sum"}).
+    ignore; columns >= n_vocab are padding. Returns (loss, {"ce_sum", "z_loss_sum"}); with
+    `token_ce` (reduction "sum") also "token_ce": each token's CE, detached, shaped like `labels`
+    (a summed loss whose parts are wanted only as metrics: no recomputation in backward).
     """
     h = hidden.reshape(-1, hidden.shape[-1])
     y = labels.reshape(-1)
     chunk = chunk or max(128, CHUNK_ELEMENTS // weight.shape[0])
-    fn = {"sum": _LinearCrossEntropy, "none": _TokenCrossEntropy}[reduction]
-    loss, ce, zl = fn.apply(h, weight, y, int(n_vocab), float(z_loss), int(chunk))
-    metrics = {"ce_sum": ce}
+    metrics = {}
+    if reduction == "sum":
+        loss, ce, zl, tokens = _LinearCrossEntropy.apply(h, weight, y, int(n_vocab), float(z_loss), int(chunk))
+        if token_ce:
+            metrics["token_ce"] = tokens.view(labels.shape)
+    elif reduction == "none":
+        loss, ce, zl = _TokenCrossEntropy.apply(h, weight, y, int(n_vocab), float(z_loss), int(chunk))
+    else:
+        raise ValueError(f"reduction must be 'sum' or 'none', not {reduction!r}")
+    metrics["ce_sum"] = ce
     if z_loss > 0:
         metrics["z_loss_sum"] = zl
     return (loss.view(labels.shape) if reduction == "none" else loss), metrics

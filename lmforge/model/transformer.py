@@ -185,7 +185,8 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None, return_hidden: bool = False,
-                labels: torch.Tensor | None = None, z_loss: float = 0.0, reduction: str = "sum"):
+                labels: torch.Tensor | None = None, z_loss: float = 0.0, reduction: str = "sum",
+                token_ce: bool = False):
         """Logits [B, T, padded_vocab_size]; with return_hidden also the n_layers + 1 residual
         states (each layer's input, then the last layer's output before the final norm).
 
@@ -193,7 +194,8 @@ class Transformer(nn.Module):
         logits (computed inside forward so FSDP has the head's parameters gathered), the one
         loss path of every objective that scores target tokens: the sum over the batch, or
         with reduction "none" each token's loss [B, T] (0 where labels are -100; DPO sums a
-        row's into its log-probability, SFT each segment's). lmforge.model.fused_loss.
+        row's into its log-probability); `token_ce` adds each token's loss, detached, to the
+        summed loss's metrics (SFT's per-segment sums). lmforge.model.fused_loss.
 
         position_ids default to arange(T), or to positions restarting at each document when
         doc_ids is given (pass them explicitly to choose otherwise).
@@ -207,7 +209,7 @@ class Transformer(nn.Module):
         x = self._trunk(input_ids, position_ids, T, mask, hidden=hidden)
         if labels is not None:
             return linear_cross_entropy(self.norm(x), self.head_weight(), labels, self.cfg.vocab_size, z_loss,
-                                        reduction=reduction)
+                                        reduction=reduction, token_ce=token_ce)
         logits = self.logits(x)
         return (logits, hidden) if return_hidden else logits
 

@@ -52,6 +52,13 @@ class CRLFTObjective(SFTObjective):
         if reference is not None:
             reference.eval().requires_grad_(False)
 
+    def token_losses(self, model, batch) -> tuple[torch.Tensor, dict]:
+        """Each token's CE [B, T] (0 where labels are -100) through the model's one loss path:
+        the class weights scale each token's gradient, known only here, so the per-token
+        reduction (backward recomputes each chunk's logits)."""
+        return model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
+                     labels=batch["labels"], reduction="none")
+
     def loss(self, model, batch):
         sel = batch["labels"] != -100
         if self.kl_coef > 0:   # the KL needs the whole distribution: full logits, CE from them too

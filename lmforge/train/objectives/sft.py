@@ -133,17 +133,18 @@ class SFTObjective(Objective):
         """Full logits [B, T, V]: only for what needs the whole distribution (C-RLFT's KL)."""
         return model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"])
 
-    def token_losses(self, model, batch) -> tuple[torch.Tensor, dict]:
-        """Each token's cross-entropy [B, T] (0 where labels are -100) through the model's one
-        loss path (chunked fused head + cross-entropy: never the batch's float32 logits).
-        NEFTune's hook noises the embeddings inside this same forward."""
+    def summed_loss(self, model, batch) -> tuple[torch.Tensor, dict]:
+        """The summed cross-entropy of the targets through the model's one loss path (chunked
+        fused head + cross-entropy: never the batch's float32 logits; gradients computed in
+        forward), with each token's CE, detached, in metrics["token_ce"] [B, T] for the
+        per-segment sums. NEFTune's hook noises the embeddings inside this same forward."""
         return model(batch["input_ids"], position_ids=batch["position_ids"], doc_ids=batch["doc_ids"],
-                     labels=batch["labels"], reduction="none")
+                     labels=batch["labels"], token_ce=True)
 
     def loss(self, model, batch):
-        token_loss, metrics = self.token_losses(model, batch)
-        metrics.update(self._split_metrics(token_loss, batch))
-        return token_loss.sum(), metrics
+        loss, metrics = self.summed_loss(model, batch)
+        metrics.update(self._split_metrics(metrics.pop("token_ce"), batch))
+        return loss, metrics
 
     @torch.no_grad()
     def _split_metrics(self, token_loss: torch.Tensor, batch) -> dict:
