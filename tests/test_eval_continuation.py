@@ -54,6 +54,8 @@ def test_items_are_held_out_spans_with_same_domain_distractors(tmp_path):
         for j, c in enumerate(it["choices"]):   # every distractor is a span of the same domain
             assert any(c == doc[k:k + 4] for doc in texts[it["domain"]] for k in range(len(doc)))
     assert build_items(ds, 40, 16, 4, seed=1) == items   # deterministic
+    # 0 = every span: a: 6 docs x 3 spans, b: 2 docs x 10 spans
+    assert len(build_items(ds, 0, 16, 4)) == 6 * 3 + 2 * 10
 
 
 def test_a_model_that_knows_the_text_beats_chance_and_one_that_does_not_ties(tmp_path):

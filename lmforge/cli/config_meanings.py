@@ -215,7 +215,6 @@ MEANINGS = {
     _EVAL + "EvalConfig.continuation": "continuation choice on held-out text: which of 4 token spans follows a "
                                        "context (lmforge.eval.continuation)",
     _EVAL + "ContinuationConfig.split": "which split of the token dataset (val: documents no stage trained on)",
-    _EVAL + "ContinuationConfig.items": "items, an equal share per domain",
     _EVAL + "ContinuationConfig.seed": "distractor draw",
     _EVAL + "ContinuationConfig.batch_size": "choices scored per forward pass",
     _EVAL + "PerplexityConfig.split": "which split of the token dataset (val or train)",

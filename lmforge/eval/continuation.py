@@ -59,12 +59,13 @@ def even(xs: list, n: int) -> list:
 
 
 def build_items(ds, n_items: int, context: int = 48, answer: int = 8, seed: int = 0) -> list[dict]:
-    """Up to n_items {"domain", "context", "choices" (token lists), "answer" (index)}; a domain
-    with fewer than N_CHOICES spans gives none (its items would have no same-kind distractors)."""
+    """Up to n_items (0: every span) {"domain", "context", "choices" (token lists), "answer"
+    (index)}; a domain with fewer than N_CHOICES spans gives none (its items would have no
+    same-kind distractors)."""
     by_domain = {d: s for d, s in spans_of(ds, context, answer).items() if len(s) >= N_CHOICES}
     if not by_domain:
         return []
-    share = -(-n_items // len(by_domain))
+    share = -(-n_items // len(by_domain)) if n_items > 0 else max(len(s) for s in by_domain.values())
     items = []
     for domain in sorted(by_domain):
         pool = by_domain[domain]
@@ -85,7 +86,7 @@ def build_items(ds, n_items: int, context: int = 48, answer: int = 8, seed: int 
             r.shuffle(choices)
             items.append({"domain": domain, "context": sp.context, "choices": choices,
                           "answer": choices.index(sp.answer)})
-    return even(items, n_items)
+    return even(items, n_items) if n_items > 0 else items
 
 
 def evaluate(model, items: list[dict], batch_size: int = 16, progress: bool = False) -> dict:

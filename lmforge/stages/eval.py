@@ -75,7 +75,7 @@ class ContinuationConfig:
     """Continuation choice on the token data's held-out split (lmforge.eval.continuation)."""
     data: str | None = None           # token dataset folder; None: skip
     split: str = "val"
-    items: int = 200
+    max_items: int = 200              # an equal share per domain; 0 = every span
     context: int = 48                 # tokens before the answer span
     answer: int = 8                   # tokens of each choice
     seed: int = 0
@@ -83,7 +83,7 @@ class ContinuationConfig:
 
     def __post_init__(self):
         check(self.split in ("train", "val"), "split", "must be train or val")
-        check(self.items >= 1, "items", "must be >= 1")
+        check(self.max_items >= 0, "max_items", "must be >= 0 (0 = every span)")
         check(self.context >= 8 and self.answer >= 1, "context", "need context >= 8 and answer >= 1 tokens")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
 
@@ -191,7 +191,7 @@ def eval_continuation(model, cfg: ContinuationConfig, progress: bool) -> dict:
     from lmforge.eval.continuation import build_items, evaluate
     from lmforge.shards import TokenDataset
 
-    items = build_items(TokenDataset(cfg.data, cfg.split), cfg.items, cfg.context, cfg.answer, cfg.seed)
+    items = build_items(TokenDataset(cfg.data, cfg.split), cfg.max_items, cfg.context, cfg.answer, cfg.seed)
     if not items:
         raise DataError(f"continuation: {cfg.data} ({cfg.split}) has no domain with 4 spans of "
                         f"{cfg.answer} tokens after >= 8 tokens of context")
