@@ -142,13 +142,33 @@ def test_pair_filters_counted(source, tmp_path):
     pairs, stats = load_pairs([str(path)], tok, 128, errors, min_score_chosen=8)
     errors.close()
     assert stats == {"records": 12, "kept": 4, "duplicate": 1, "tie": 2, "inverted": 1, "low_score": 1,
-                     "too_long": 1, "malformed": 2, "invalid_utf8": 0, "empty_reply": 0}
+                     "rejected_kind": 0, "too_long": 1, "malformed": 2, "invalid_utf8": 0, "empty_reply": 0}
     assert len(pairs) == 4
     rej = [json.loads(l) for l in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rej] == [10, 11] and "rejected" in rej[1]["detail"]
     # the message-list form: prompt = the messages before the reply, only the reply is a target
     last = pairs[-1]
     assert tok.decode(last.chosen[last.chosen_mask].tolist(), skip_special_tokens=False) == "Hello.<|im_end|>"
+
+
+def test_rejected_kinds_keeps_only_the_named_kinds(source, tmp_path):
+    """rejected_kinds: pairs whose meta.rejected_kind is not listed (or that have none) are dropped
+    and counted; without it every kind is kept."""
+    _, tok_dir = source
+    tok = load_tokenizer(tok_dir)
+    recs = color_pairs(6, seed=2)
+    for r, kind in zip(recs, ["other", "truncated", "shuffled", "other", None, "truncated"]):
+        r["chosen"] += f" {kind}"   # distinct pairs: no duplicates
+        if kind:
+            r["meta"] = {"rejected_kind": kind}
+    recs[4]["meta"] = "not a dict"
+    path = write_jsonl(tmp_path / "k.jsonl", recs)
+    errors = ErrorSink(tmp_path / "rejects.jsonl")
+    kept, stats = load_pairs([str(path)], tok, 128, errors, rejected_kinds=["truncated", "shuffled"])
+    every, every_stats = load_pairs([str(path)], tok, 128, errors)
+    errors.close()
+    assert (stats["kept"], stats["rejected_kind"]) == (3, 3) and len(kept) == 3
+    assert (every_stats["kept"], every_stats["rejected_kind"]) == (6, 0)
 
 
 def test_tiny_dpo_run_preference_accuracy_rises(source, tmp_path):

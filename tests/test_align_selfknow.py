@@ -226,3 +226,26 @@ def test_selfknow_config_errors(source):
 
 def test_selfknow_trains_six_epochs_by_default():
     assert SelfKnowConfig.__dataclass_fields__["epochs"].default == 6     # StableLM 2
+
+
+def test_fact_questions_become_positives_and_cannot_be_held_out(source, tmp_path):
+    """fact_questions: every question x every fact as a plain positive conversation beside
+    rlcd.jsonl ("builtin" = the built-in identity questions); a held-out question is refused."""
+    from lmforge.align.self_knowledge import DEFAULT_PROMPTS, HELDOUT_QUESTIONS
+    from lmforge.stages.selfknow import conversation_files
+
+    src_run, _ = source
+    cfg = config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", f"out_dir={tmp_path}",
+                                             "fact_questions=[builtin, 'Who is Forge?']"])
+    files, *_ = conversation_files(cfg, tmp_path / "rlcd.jsonl")
+    assert files[0] == str(tmp_path / "rlcd.jsonl") and files[1].endswith("fact_conversations.jsonl")
+    recs = [json.loads(l) for l in open(files[1], encoding="utf-8")]
+    assert len(recs) == (len(DEFAULT_PROMPTS) + 1) * len(DEFAULT_FACTS)
+    assert {r["class"] for r in recs} == {"positive"}
+    assert {(r["messages"][0]["content"], r["messages"][1]["content"]) for r in recs} == \
+        {(q, f) for q in [*DEFAULT_PROMPTS, "Who is Forge?"] for f in DEFAULT_FACTS}
+    off = config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}", f"out_dir={tmp_path / 'off'}"])
+    assert conversation_files(off, tmp_path / "rlcd.jsonl")[0] == [str(tmp_path / "rlcd.jsonl")]
+    with pytest.raises(ConfigError, match=r"fact_questions\[1\].*held-out"):
+        config.load(SelfKnowConfig, None, [f"init.from_checkpoint={src_run}",
+                                           f"fact_questions=['Who is Forge?', '{HELDOUT_QUESTIONS[0].upper()}']"])

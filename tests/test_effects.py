@@ -41,6 +41,32 @@ def test_paired_effect_stderr_is_the_paired_one_and_the_verdict_follows_two_stde
         paired_effect("x", [1.0, 2.0], [1.0], True)
 
 
+def test_target_logps_batches_equal_lengths_and_scores_each_item_as_if_alone():
+    """Items of one length share forward passes (more than one batch here), items of other
+    lengths and items without targets are handled apart: every sum equals the item scored alone."""
+    import torch
+
+    from lmforge.eval.effect import BATCH, target_logps
+    from lmforge.model import Transformer
+    from test_align_utils import tiny_model_cfg
+
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_cfg(50)).eval()
+    rng = np.random.default_rng(0)
+    lengths = [12] * (BATCH + 3) + [7, 7, 20, 1]
+    items = [(rng.integers(0, 50, n), rng.random(n) < 0.7) for n in lengths]
+    items.append((rng.integers(0, 50, 9), np.zeros(9, bool)))      # no target: 0, 0
+    sums, counts = target_logps(model, items)
+    for (ids, mask), got, k in zip(items, sums, counts):
+        want, n = 0.0, 0
+        if len(ids) >= 2 and mask[1:].any():
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.as_tensor(ids[None, :-1], dtype=torch.long))[0].double(), -1)
+            want = sum(float(logp[t - 1, ids[t]]) for t in range(1, len(ids)) if mask[t])
+            n = int(mask[1:].sum())
+        assert k == n and got == pytest.approx(want, rel=1e-5, abs=1e-5)
+
+
 def test_bootstrap_margin_flip_share():
     rng = np.random.default_rng(1)
     base = rng.normal(3, 1, 60)

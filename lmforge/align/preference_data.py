@@ -17,6 +17,8 @@ stats.json, malformed lines written to rejects.jsonl with file and line:
   tie              chosen == rejected text, or equal scores
   inverted         score_chosen < score_rejected (the labels contradict the scores)
   low_score        score_chosen under `min_score_chosen` (StableLM 2: below 8 of 10)
+  rejected_kind    `meta.rejected_kind` not one of `rejected_kinds` (when given: e.g. keep only
+                   the synthetic pairs whose rejected reply answers the same prompt)
   duplicate        the same (prompt, chosen, rejected) seen before
   too_long         prompt + reply longer than the context, or a line over `max_record_bytes`
                    (read in chunks, never whole; rejects.jsonl gets its line)
@@ -40,6 +42,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -87,6 +90,13 @@ def drop_reason(chosen: str, rejected: str, sc: float | None, sr: float | None,
     return None
 
 
+def rejected_kind(rec: dict) -> str | None:
+    """The record's `meta.rejected_kind` (lmforge.align.pairs: other / truncated / shuffled;
+    model_sample, given), None when it has none."""
+    meta = rec.get("meta")
+    return meta.get("rejected_kind") if isinstance(meta, dict) else None
+
+
 def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str, chat=None) -> Pair:
     """Both replies after the prompt, the last reply the only target; `chat`: the tokenizer's
     own format (lmforge.align.chat_format), None = ChatML. ValueError: the template refuses it."""
@@ -97,9 +107,10 @@ def encode_pair(tok, prompt: list[dict], chosen: str, rejected: str, chat=None) 
 
 
 def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink, min_score_chosen: float | None = None,
-               progress: bool = False, max_record_bytes: int = MAX_RECORD_BYTES, chat=None) -> tuple[list[Pair], dict]:
+               progress: bool = False, max_record_bytes: int = MAX_RECORD_BYTES, chat=None,
+               rejected_kinds: Sequence[str] = ()) -> tuple[list[Pair], dict]:
     stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "invalid_utf8", "empty_reply", "tie",
-                                             "inverted", "low_score", "duplicate", "too_long")})
+                                             "inverted", "low_score", "rejected_kind", "duplicate", "too_long")})
     seen: set[str] = set()
     ignored: Counter = Counter()
     out: list[Pair] = []
@@ -112,6 +123,8 @@ def load_pairs(paths: list[str | DataFile], tok, seq_len: int, errors: ErrorSink
             errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False)[:2000], detail=str(e))
             continue
         reason = drop_reason(chosen, rejected, sc, sr, min_score_chosen)
+        if reason is None and rejected_kinds and rejected_kind(rec) not in rejected_kinds:
+            reason = "rejected_kind"
         key = json.dumps([prompt, chosen, rejected], ensure_ascii=False, sort_keys=True)
         if reason is None and key in seen:
             reason = "duplicate"

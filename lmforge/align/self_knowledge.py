@@ -133,6 +133,15 @@ def rlcd_samples(tok, prompts: list[str], facts: list[str], few_shot: list[dict]
     return convs, pairs, dict(stats)
 
 
+def fact_conversations(questions: list[str], facts: list[str]) -> list[dict]:
+    """Written positives: each identity question answered by each fact, one fact per reply, in
+    plain chat format (what the held-out check scores, on other questions). For a model too
+    small to copy the facts out of the RLCD system prompt, the only way the facts reach it."""
+    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f}],
+             "class": "positive", "meta": {"source": "fact_questions", "question": i, "fact": j}}
+            for i, q in enumerate(questions) for j, f in enumerate(facts)]
+
+
 def fact_probe_items(tok, facts: list[str], questions: list[str] | None = None) -> list[list[tuple]]:
     """For each held-out question, one (ids, target mask) per fact: the fact as the assistant's
     reply in the plain chat format (no system prompt: what the model sees at inference).

@@ -197,6 +197,9 @@ MEANINGS = {
     "lmforge.stages.selfknow.SelfKnowConfig.top_p": "nucleus sampling mass of the answers",
     "lmforge.stages.selfknow.SelfKnowConfig.tag_format": "class tag at the start of the system message; "
                                                          "must contain {name}",
+    "lmforge.stages.selfknow.SelfKnowConfig.fact_questions": "written positives: each question answered by each "
+                                                             "fact (\"builtin\" = the built-in identity questions); "
+                                                             "never a held-out check question; [] = none",
     "lmforge.stages.selfknow.SelfKnowConfig.kl_coef": "weight of KL(policy || starting model) per target token",
     "lmforge.stages.selfknow.SelfKnowConfig.max_steps": "> 0: stop after this many steps; 0 = all epochs",
     "lmforge.stages.selfknow.SelfKnowConfig.max_turns": "drop conversations with more assistant turns "
@@ -209,6 +212,11 @@ MEANINGS = {
     _EVAL + "EvalConfig.perplexity": "per-domain perplexity and bits per byte on a token dataset",
     _EVAL + "EvalConfig.mcq": "multiple-choice accuracy by log-likelihood",
     _EVAL + "EvalConfig.contamination": "benchmark contamination: n-gram overlap and the reference perplexity gap",
+    _EVAL + "EvalConfig.continuation": "continuation choice on held-out text: which of 4 token spans follows a "
+                                       "context (lmforge.eval.continuation)",
+    _EVAL + "ContinuationConfig.split": "which split of the token dataset (val: documents no stage trained on)",
+    _EVAL + "ContinuationConfig.seed": "distractor draw",
+    _EVAL + "ContinuationConfig.batch_size": "choices scored per forward pass",
     _EVAL + "PerplexityConfig.split": "which split of the token dataset (val or train)",
     _EVAL + "PerplexityConfig.batch_size": "windows per forward pass",
     _EVAL + "MCQConfig.sets": "multiple-choice sets: {name, path} of jsonl files",

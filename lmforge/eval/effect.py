@@ -80,22 +80,31 @@ def bootstrap_margin(a: Sequence[float], b: Sequence[float], samples: int = 2000
     return {"margin": float(d.mean()), "stderr": float(means.std(ddof=1)), "flip_share": float((means > 0).mean())}
 
 
+BATCH = 16   # items of one length scored together
+
+
 @torch.no_grad()
 def target_logps(model, items: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """(sum of log p of the target tokens, target count) per item; an item is (ids, mask) with
-    mask[t] True when token t is a target (predicted from the tokens before it). One item per
-    forward pass: exact, no padding questions, and cheap at the sizes these checks use."""
+    mask[t] True when token t is a target (predicted from the tokens before it). Items of the
+    same length go through one forward pass, up to BATCH at a time (held-out windows are mostly
+    one length): no padding, so each item's scores are its own, as if scored alone."""
     model.eval()
     device = next(model.parameters()).device
     sums, counts = np.zeros(len(items)), np.zeros(len(items), dtype=np.int64)
+    by_len: dict[int, list[int]] = {}
     for i, (ids, mask) in enumerate(items):
-        x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None]
-        tgt = torch.as_tensor(np.asarray(mask[1:], dtype=bool), device=device)
-        if len(ids) < 2 or not bool(tgt.any()):
-            continue
-        logp = torch.log_softmax(model(x[:, :-1]).float()[0], -1)
-        lp = logp.gather(1, x[0, 1:, None])[:, 0][tgt]
-        sums[i], counts[i] = float(lp.sum()), int(tgt.sum())
+        if len(ids) >= 2 and bool(np.asarray(mask[1:], dtype=bool).any()):
+            by_len.setdefault(len(ids), []).append(i)
+    for group in by_len.values():
+        for s in range(0, len(group), BATCH):
+            idx = group[s:s + BATCH]
+            x = torch.as_tensor(np.stack([np.asarray(items[i][0], dtype=np.int64) for i in idx]), device=device)
+            tgt = torch.as_tensor(np.stack([np.asarray(items[i][1][1:], dtype=bool) for i in idx]), device=device)
+            logp = torch.log_softmax(model(x[:, :-1]).float(), -1)
+            lp = logp.gather(2, x[:, 1:, None])[..., 0] * tgt
+            for b, i in enumerate(idx):
+                sums[i], counts[i] = float(lp[b].sum()), int(tgt[b].sum())
     return sums, counts
 
 

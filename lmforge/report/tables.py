@@ -154,6 +154,18 @@ def mcq_table(mcq: dict) -> Table:
     return t
 
 
+def continuation_table(c: dict) -> Table:
+    """Continuation choice on held-out text (lmforge.eval.continuation): all, then per domain."""
+    t = Table("Continuation choice on held-out text", ["domain", "items", "chance", "acc"],
+              note="which of 4 token spans (the true one, 3 from other held-out documents of the same domain) "
+                   "follows the context, by summed log-probability; ± is the standard error sqrt(p(1-p)/(n-1)).")
+    rows = [("all", c["n"], c["acc"])] + [(d, r["n"], r["acc"]) for d, r in c.get("by_domain", {}).items()]
+    for name, n, acc in rows:
+        se = (acc * (1 - acc) / (n - 1)) ** 0.5 if n > 1 and acc is not None else None
+        t.rows.append([name, n, c.get("chance"), _pm(acc, se)])
+    return t
+
+
 def _ngram_cell(r: dict) -> str:
     scored = r["items"] - r["too_short"]
     if scored <= 0:
@@ -188,6 +200,8 @@ def eval_table_list(result: dict, base: dict | None = None, base_why: str = "") 
     out = []
     if result.get("perplexity"):
         out.append(perplexity_table(result["perplexity"], base, base_why))
+    if result.get("continuation"):
+        out.append(continuation_table(result["continuation"]))
     if result.get("mcq"):
         out.append(mcq_table(result["mcq"]))
     if result.get("contamination"):

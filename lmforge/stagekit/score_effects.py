@@ -8,10 +8,15 @@ from __future__ import annotations
 from lmforge.eval.effect import rate_effect
 
 
-def mcq_effect(mcq: dict) -> dict | None:
+def mcq_effect(mcq: dict, continuation: dict | None = None) -> dict | None:
     """One row per benchmark at its most shots (accuracy by summed log-likelihood vs 1 / choices);
-    the first benchmark is the headline, the rest go in `more`."""
+    the first row is the headline, the rest go in `more`. With a continuation-choice result
+    (lmforge.eval.continuation: held-out text, a task a small model can learn) that row comes
+    first: the benchmarks' rows follow it."""
     rows = []
+    if continuation and continuation.get("n"):
+        rows.append(rate_effect("continuation choice on held-out text (4 spans): accuracy vs chance",
+                                int(continuation["hits"]), int(continuation["n"]), float(continuation["chance"])))
     for name, res in mcq.items():
         results = res.get("results") or {}
         if not results:

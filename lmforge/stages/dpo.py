@@ -5,8 +5,9 @@
 
 Defaults follow the reports: beta 1.0 (Index), lr 1e-6 with a cosine schedule, one epoch.
 Pairs are filtered (ties, duplicates, inverted scores, chosen score under
-`min_score_chosen` - StableLM 2 kept pairs whose chosen reply scored >= 8/10 - and pairs
-longer than the context), every drop counted by reason in stats.json.
+`min_score_chosen` - StableLM 2 kept pairs whose chosen reply scored >= 8/10 -, a
+`meta.rejected_kind` outside `rejected_kinds` when that is given, and pairs longer than the
+context), every drop counted by reason in stats.json.
 
 No preference data ships offline, so pairs can be built from SFT conversations
 (`pairs_from_sft.files`, or `--build-pairs FILE` on the command line):
@@ -109,6 +110,7 @@ class DPOConfig:
     sft_coef: float = 0.0                   # > 0: + NLL of the chosen reply (keeps its likelihood up)
     reference: Literal["precompute", "model"] = "precompute"
     min_score_chosen: float | None = None   # StableLM 2: 8 (on a 10-point scale)
+    rejected_kinds: list[str] = field(default_factory=list)   # keep pairs of these meta.rejected_kind; [] = all
     val_fraction: float = 0.0
     lora: LoRAConfig | None = None          # train LoRA adapters (the reference: the base, adapters off)
     max_record_bytes: int = MAX_RECORD_BYTES   # a longer line is too_long, never read whole (16 MiB)
@@ -227,7 +229,7 @@ def load_all_pairs(cfg: DPOConfig, src: Source, progress: bool):
         files.append(str(built))
     try:
         pairs, stats["pairs"] = load_pairs(files, src.tok, cfg.train.seq_len, errors, cfg.min_score_chosen, progress,
-                                            cfg.max_record_bytes, chat=src.chat)
+                                            cfg.max_record_bytes, chat=src.chat, rejected_kinds=cfg.rejected_kinds)
     except FileNotFoundError as e:
         raise ConfigError(f"data: {e}") from None
     finally:

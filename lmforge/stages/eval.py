@@ -71,6 +71,24 @@ class MCQConfig:
 
 
 @dataclass
+class ContinuationConfig:
+    """Continuation choice on the token data's held-out split (lmforge.eval.continuation)."""
+    data: str | None = None           # token dataset folder; None: skip
+    split: str = "val"
+    max_items: int = 200              # an equal share per domain; 0 = every span
+    context: int = 48                 # tokens before the answer span
+    answer: int = 8                   # tokens of each choice
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self):
+        check(self.split in ("train", "val"), "split", "must be train or val")
+        check(self.max_items >= 0, "max_items", "must be >= 0 (0 = every span)")
+        check(self.context >= 8 and self.answer >= 1, "context", "need context >= 8 and answer >= 1 tokens")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass
 class BenchmarkConfig:
     name: str = ""
     test: str = ""                    # jsonl (or .txt) of the test split
@@ -111,6 +129,7 @@ class EvalConfig:
     device: str = "auto"
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     mcq: MCQConfig = field(default_factory=MCQConfig)
+    continuation: ContinuationConfig = field(default_factory=ContinuationConfig)
     contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
 
     def __post_init__(self):
@@ -166,6 +185,17 @@ def eval_mcq_set(model, tok, s: MCQSetConfig, cfg: MCQConfig, parts: Parts, reje
             lambda: evaluate_mcq(model, tok, items, k, cfg.seed, batch_size=cfg.batch_size, pool=pool,
                                  progress=progress, desc=f"{s.name} {k}-shot"))
     return out
+
+
+def eval_continuation(model, cfg: ContinuationConfig, progress: bool) -> dict:
+    from lmforge.eval.continuation import build_items, evaluate
+    from lmforge.shards import TokenDataset
+
+    items = build_items(TokenDataset(cfg.data, cfg.split), cfg.max_items, cfg.context, cfg.answer, cfg.seed)
+    if not items:
+        raise DataError(f"continuation: {cfg.data} ({cfg.split}) has no domain with 4 spans of "
+                        f"{cfg.answer} tokens after >= 8 tokens of context")
+    return {"data": cfg.data, "split": cfg.split, **evaluate(model, items, cfg.batch_size, progress)}
 
 
 def ngram_check(tok, texts: list[str], cfg: ContaminationConfig, progress: bool) -> dict:
@@ -244,6 +274,9 @@ def body(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.perplexity.data:
         result["perplexity"] = parts.get_or_run("perplexity", cfg.perplexity,
                                                 lambda: eval_perplexity(model, tok, cfg.perplexity, progress))
+    if cfg.continuation.data:
+        result["continuation"] = parts.get_or_run("continuation", cfg.continuation,
+                                                  lambda: eval_continuation(model, cfg.continuation, progress))
     sets = cfg.mcq.all_sets()
     tally: dict = {}
     if sets:
@@ -265,7 +298,7 @@ def body(cfg: EvalConfig, progress: bool = True) -> dict:
     summary = {"eval": str(out / "eval.json"), "checkpoint": str(step_dir), **headline(result)}
     if tally:
         summary["account"] = Account.from_stats("eval", tally, out / "rejects.txt", unit="items").line()
-    effect = mcq_effect(result.get("mcq") or {})   # against chance: the stage trains nothing
+    effect = mcq_effect(result.get("mcq") or {}, result.get("continuation"))   # vs chance: the stage trains nothing
     if effect:
         summary["effect"] = effect
     return summary
@@ -278,6 +311,8 @@ def headline(result: dict) -> dict:
     if "all" in dom:
         h["ppl"] = dom["all"]["ppl"]
         h["bpb"] = dom["all"]["bpb"]
+    if "continuation" in result:
+        h["continuation_acc"] = result["continuation"]["acc"]
     for name, s in result.get("mcq", {}).items():
         for k, r in s["results"].items():
             h[f"mcq/{name}/{k}shot_acc"] = r["acc"]

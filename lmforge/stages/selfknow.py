@@ -16,6 +16,9 @@
    format, negatives opened by a system message holding only `negative_token`.
    -> out_dir/rlcd.jsonl (D_c), rlcd_pairs.jsonl (chosen/rejected, for `lmforge dpo`),
    rlcd_stats.json.
+   With `fact_questions`, written positives join D_c: each question answered by each fact
+   (out_dir/fact_conversations.jsonl; a deviation for models too small to copy the facts out
+   of the RLCD prompt, off by default).
 3. Tokenizer: `negative_token` added as a special token -> out_dir/tokenizer (the model
    grows one embedding / LM-head row, the mean of the others; lmforge.stagekit.vocab).
 4. Reference (when kl_coef > 0): the chat model SFT'd on D_c (plain, unweighted
@@ -37,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.align.first_messages import DEFAULT_EXAMPLES, DEFAULT_OPENING
-from lmforge.align.self_knowledge import DEFAULT_FACTS, DEFAULT_FEW_SHOT, DEFAULT_PROMPTS, NEGATIVE_TOKEN
+from lmforge.align.self_knowledge import (DEFAULT_FACTS, DEFAULT_FEW_SHOT, DEFAULT_PROMPTS, HELDOUT_QUESTIONS,
+                                          NEGATIVE_TOKEN)
 from lmforge.config import ConfigError, check
 from lmforge.device import resolve_device
 from lmforge.io.atomic import read_json, write_json, write_jsonl
@@ -118,6 +122,8 @@ class SelfKnowConfig:
     sources: dict[str, str] = field(default_factory=dict)   # extra class name -> conversation jsonl
     class_weights: dict[str, float] = field(default_factory=dict)  # over DEFAULT_WEIGHTS; each source needs one
     kl_coef: float = 0.05
+    # written positives, for a model too small to copy the facts out of the RLCD prompt
+    fact_questions: list[str] = field(default_factory=list)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     epochs: int = 6                # StableLM 2: 6 epochs
     max_steps: int = 0
@@ -149,6 +155,11 @@ class SelfKnowConfig:
         for name, w in self.weights().items():
             check(w >= 0, f"class_weights.{name}", "must be >= 0")
         check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        held = {" ".join(q.lower().split()) for q in HELDOUT_QUESTIONS}
+        for i, q in enumerate(self.fact_questions):
+            check(bool(q.strip()), f"fact_questions[{i}]", "must not be empty")
+            check(" ".join(q.lower().split()) not in held, f"fact_questions[{i}]",
+                  f"{q!r} is a held-out question of the facts check (lmforge.align.self_knowledge.HELDOUT_QUESTIONS)")
         check(self.epochs >= 1, "epochs", "must be >= 1")
         check(self.max_steps >= 0, "max_steps", "must be >= 0")
         check(self.max_turns >= 0, "max_turns", "must be >= 0")
@@ -282,10 +293,26 @@ def grown_source(cfg: SelfKnowConfig, src: Source):
     return grown, (lambda model: load_with_new_rows(model, src.step_dir, src.model_cfg, ids)), info
 
 
+def fact_questions(cfg: SelfKnowConfig) -> list[str]:
+    return [x for q in cfg.fact_questions for x in (DEFAULT_PROMPTS if q == "builtin" else [q])]
+
+
+def write_fact_conversations(cfg: SelfKnowConfig) -> list[str]:
+    """[out_dir/fact_conversations.jsonl] (positives: fact_questions x facts), [] without fact_questions."""
+    from lmforge.align.self_knowledge import fact_conversations
+
+    if not cfg.fact_questions:
+        return []
+    path = Path(cfg.out_dir) / "fact_conversations.jsonl"
+    write_jsonl(path, fact_conversations(fact_questions(cfg), cfg.facts))
+    return [str(path)]
+
+
 def conversation_files(cfg: SelfKnowConfig, rlcd_path: Path) -> tuple[list[str], dict, list[float], dict]:
     weights = cfg.weights()
     names = list(weights)
-    return ([str(rlcd_path), *cfg.sources.values()], {n: i for i, n in enumerate(names)},
+    files = [str(rlcd_path), *write_fact_conversations(cfg), *cfg.sources.values()]
+    return (files, {n: i for i, n in enumerate(names)},
             [weights[n] for n in names], {str(Path(p)): name for name, p in cfg.sources.items()})
 
 
