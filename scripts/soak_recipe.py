@@ -91,7 +91,7 @@ def kill_loop(cmd: list[str], watch: Path, kills: int, startup: float, duration:
             while proc.poll() is None and not saving(watch):
                 time.sleep(POLL_S)
         else:
-            deadline = t0 + startup + rng.uniform(0.05, 0.8) * max(remaining - startup, startup)
+            deadline = t0 + startup + rng.uniform(0.05, 0.5) * max(remaining - startup, startup)
             while proc.poll() is None and time.perf_counter() < deadline:
                 time.sleep(POLL_S)
         if proc.poll() is None:

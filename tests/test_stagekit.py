@@ -179,3 +179,25 @@ def test_a_set_typo_with_a_config_file_is_blamed_on_set_not_the_file(tmp_path):
     (tmp_path / "sft.yaml").write_text("data: [a.jsonl]\ninit: {from_checkpoint: runs/x}\ntrain: {optim: {lr: fast}}\n")
     with pytest.raises(ConfigError, match=r"sft\.yaml: train\.optim\.lr: expected a number"):
         load_config(SFTConfig, Args())
+
+
+def test_a_rerun_sweeps_the_temp_files_a_killed_attempt_left(tmp_path):
+    """kill -9 mid-write leaves `.NAME.tmp-PID` (io.atomic); the rerun writes under its own PID,
+    so the stage contract removes a dead writer's temps (the whole-recipe soak found one left in
+    corpus/) and leaves a live writer's alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "o"
+    (out / "sub").mkdir(parents=True)
+    (out / f".quality_positives.jsonl.tmp-{dead.pid}").write_text("half")
+    (out / "sub" / f".part.tmp-{dead.pid}").mkdir()
+    (out / f".live.json.tmp-{os.getpid()}").write_text("being written")
+    (out / "kept.jsonl.tmp").write_text("a data step's shard temp: overwritten by the rerun")
+
+    class Cfg:
+        out_dir = str(out)
+
+    stage = Stage(kind="t", config=Cfg, body=lambda cfg, progress: {"n": 1}, help="t", example="n=1")
+    assert stage.run(Cfg()) == {"n": 1}
+    left = sorted(p.name for p in out.rglob("*"))
+    assert left == sorted([".live.json.tmp-" + str(os.getpid()), DONE, "kept.jsonl.tmp", "sub"])

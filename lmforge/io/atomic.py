@@ -64,6 +64,37 @@ def write_failure(e: BaseException, path: str | Path) -> BaseException:
     return e
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's live process
+        return True
+    return True
+
+
+def sweep_temps(folder: str | Path) -> int:
+    """Remove the `.NAME.tmp-PID` files and folders under `folder` whose writer is dead (what a
+    kill -9 left mid-write; a rerun writes under its own PID, so they would stay forever).
+    A live PID's temp is left alone (another rank of a distributed stage may be writing).
+    Returns how many were removed. Local folders only."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for p in folder.rglob(".*.tmp-*"):
+        pid = p.name.rsplit(".tmp-", 1)[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def temp_sibling(path: str | Path) -> Path:
     path = upath(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmforge.config import ConfigError
-from lmforge.io.atomic import read_json, write_json
+from lmforge.io.atomic import read_json, sweep_temps, write_json
 from lmforge.io.fs import FsPath, is_url, scratch_dir, upath
 from lmforge.stagekit.lock import RunLock
 
@@ -98,6 +98,8 @@ class Stage:
             if before is not None and not self.always:
                 return before
             check_inputs(cfg, self.inputs)
+            if is_main_rank() and not isinstance(out, FsPath):
+                sweep_temps(out)              # temp files of a killed attempt (io.atomic)
             summary = dict(self.body(cfg, progress) or {})
             if summary.pop("skipped", False):     # the body found its own finished output
                 return {**summary, "skipped": True}
