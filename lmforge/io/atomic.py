@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .fs import FsPath, is_url, replace, upath
+from .fs import FsPath, is_url, replace, temp_sibling, upath
 
 
 def default_file_mode() -> int:
@@ -95,11 +95,6 @@ def sweep_temps(folder: str | Path) -> int:
     return removed
 
 
-def temp_sibling(path: str | Path) -> Path:
-    path = upath(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def fsync_dir(path: str | Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -148,7 +143,7 @@ def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
 def _atomic_url(path: FsPath) -> Iterator[Path]:
     import tempfile
     local = Path(tempfile.mkdtemp(prefix="lmforge-up-"))
-    key = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    key = temp_sibling(path)
     try:
         yield local / path.name
         key.put(local / path.name)

@@ -257,14 +257,21 @@ def rmtree(p) -> None:
         shutil.rmtree(p)
 
 
+def temp_sibling(path) -> Path | FsPath:
+    """The one temporary name of a file being written, local or URL: `.NAME.tmp-PID` beside it
+    (listings skip it; lmforge.io.atomic.sweep_temps removes a dead writer's)."""
+    path = upath(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def copy(src, dst) -> None:
     """A copy (server-side between keys of one store) through a temporary name at `dst`."""
     if isinstance(src, FsPath) and isinstance(dst, FsPath) and src.fs is dst.fs:
-        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        tmp = temp_sibling(dst)
         src.fs.copy(src.path, tmp.path)
         replace(tmp, dst)
     elif isinstance(dst, FsPath):
-        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        tmp = temp_sibling(dst)
         with open_file(src, "rb") as f, tmp.open("wb") as g:
             shutil.copyfileobj(f, g, 1 << 22)
         replace(tmp, dst)
