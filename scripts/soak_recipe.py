@@ -180,8 +180,10 @@ def compare_files(a: Path, b: Path) -> dict:
     timings)."""
     # DONE / STARTED of a data step hold a fingerprint of its inputs' names and modification times
     skip = {"DONE.json", "metrics.jsonl", "report.html", "report.md", "DONE", "STARTED"}
-    fa = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in skip and "lock" not in p.name}
-    fb = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in skip and "lock" not in p.name}
+    def files(root: Path) -> set[Path]:
+        return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name not in skip and "lock" not in p.name}
+
+    fa, fb = files(a), files(b)
     differ = []
     for rel in sorted(fa & fb):
         pa, pb = a / rel, b / rel
