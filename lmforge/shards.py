@@ -13,7 +13,9 @@ A token dataset is a folder:
 All three arrays are raw little-endian binaries readable with `numpy.memmap`, so a
 reader maps terabytes without loading them. `meta.json` is written last: a folder
 without it is incomplete. The writers also write to a URL (lmforge.io.fs: s3://...; temporary
-keys moved into place); the reader maps local files only.
+keys moved into place). The reader maps local files: a URL folder's meta.json is read from the
+store each time, and the shards of the split read are fetched once into a local cache keyed by
+URL and by each object's size, ETag and time (lmforge.io.fetch), then mapped from there.
 """
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.io.atomic import atomic_path, temp_sibling, write_json
-from lmforge.io.fs import FsPath, open_file, replace, upath
+from lmforge.io.fetch import local_copies
+from lmforge.io.fs import FsPath, is_url, open_file, replace, upath, url_errors
 
 FORMAT = "lmforge-tokens-v1"
+SHARD_FILES = (".tokens", ".docs", ".domains")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -88,7 +92,7 @@ def tokenizer_path(meta: dict, folder: str | Path) -> Path | None:
     if not recorded:
         return None
     candidates = [Path(recorded)]
-    if meta.get("tokenizer_relative"):
+    if meta.get("tokenizer_relative") and not is_url(folder):
         candidates.insert(0 if not Path(recorded).is_absolute() else 1, Path(folder) / meta["tokenizer_relative"])
     for p in candidates:
         if p.exists():
@@ -128,29 +132,44 @@ class Shard:
         return self.tokens[self.starts[i]:self.starts[i + 1]]
 
 
+def _read_meta(meta_path) -> dict:
+    """meta.json of a token folder; on a store, read at once (a missing bucket or key is "not a
+    token dataset", missing credentials or access denied one line naming the URL)."""
+    try:
+        if isinstance(meta_path, FsPath):
+            with url_errors(meta_path):
+                return json.loads(meta_path.read_text())
+        if meta_path.is_file():
+            return json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        pass
+    raise FileNotFoundError(f"{meta_path.parent}: not a token dataset (no meta.json; "
+                            f"run `lmforge tokenizer encode` to make one)")
+
+
 class TokenDataset:
     """Read side of a token folder: shards of one split, memory-mapped."""
 
-    def __init__(self, folder: str | Path, split: str = "train"):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, split: str = "train", progress: bool = True):
+        """folder: a local folder or a URL (s3://...: its split's shards are fetched into a local
+        cache first, a progress bar on stderr for large fetches unless `progress` is False)."""
+        self.folder = upath(folder)
         meta_path = self.folder / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.folder}: not a token dataset (no meta.json; "
-                                    f"run `lmforge tokenizer encode` to make one)")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = _read_meta(meta_path)
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: unknown format {self.meta.get('format')!r}, expected {FORMAT}")
         self.split = split
         self.dtype = np.dtype(self.meta["dtype"])
         self.domain_names: list[str] = list(self.meta["domains"])
         self.shards: list[Shard] = []
-        for s in self.meta["shards"]:
-            if s["split"] != split or s["n_docs"] == 0:
-                continue
+        listed = [s for s in self.meta["shards"] if s["split"] == split and s["n_docs"] > 0]
+        files = local_copies(self.folder, [s["name"] + ext for s in listed for ext in SHARD_FILES],
+                             listed_in=str(meta_path), progress=progress)
+        for s in listed:
             base = self.folder / s["name"]
-            tokens = np.memmap(f"{base}.tokens", dtype=self.dtype, mode="r", shape=(s["n_tokens"],))
-            starts = np.fromfile(f"{base}.docs", dtype=np.int64)
-            domains = np.fromfile(f"{base}.domains", dtype=np.uint16)
+            tokens = np.memmap(files[s["name"] + ".tokens"], dtype=self.dtype, mode="r", shape=(s["n_tokens"],))
+            starts = np.fromfile(files[s["name"] + ".docs"], dtype=np.int64)
+            domains = np.fromfile(files[s["name"] + ".domains"], dtype=np.uint16)
             if len(starts) != s["n_docs"] + 1 or len(domains) != s["n_docs"] or starts[-1] != s["n_tokens"]:
                 raise ValueError(f"{base}: shard index does not match meta.json (truncated shard?)")
             self.shards.append(Shard(s["name"], split, tokens, starts, domains))

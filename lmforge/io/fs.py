@@ -333,9 +333,14 @@ def check_output(p) -> None:
             raise FileNotFoundError(errno.ENOENT, f"bucket {bucket!r} not found", p.url) from None
 
 
+def cache_home() -> Path:
+    """~/.cache/lmforge ($XDG_CACHE_HOME moves ~/.cache): scratch folders, fetched copies (io.fetch)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmforge"
+
+
 def scratch_dir(p, root: str | Path = "") -> Path:
     """A local folder for what cannot live on an object store (memory-mapped work files, the
     run lock): `root` or ~/.cache/lmforge/scratch, then a hash of the URL."""
     import hashlib
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmforge" / "scratch"
+    base = Path(root) if root else cache_home() / "scratch"
     return base / hashlib.sha256(str(p).encode()).hexdigest()[:16]

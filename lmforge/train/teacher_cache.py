@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmforge.io.fetch import local_copies
+from lmforge.io.fs import upath, url_errors
 from lmforge.shards import Shard, TokenDataset, token_dtype
 
 FORMAT = "lmforge-teacher-topk-v1"
@@ -107,22 +109,28 @@ def teacher_topk(teacher: torch.nn.Module, shard: Shard, window: int, k: int, te
 class TeacherCache:
     """Read side: the top-k rows of any global token indices of the train split."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, progress: bool = True):
+        """folder: local, or a URL (s3://...: the files are fetched into a local cache first,
+        lmforge.io.fetch, and mapped from there)."""
+        self.folder = upath(folder)
         meta_path = self.folder / "meta.json"
-        if not meta_path.is_file():
+        try:
+            with url_errors(self.folder):
+                self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             raise FileNotFoundError(f"{self.folder}: not a finished teacher cache (no meta.json; run "
-                                    f"`lmforge distill-cache` to write one, or rerun it to finish it)")
-        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                                    f"`lmforge distill-cache` to write one, or rerun it to finish it)") from None
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: unknown format {self.meta.get('format')!r}, expected {FORMAT}")
         self.k, self.vocab_size = int(self.meta["k"]), int(self.meta["vocab_size"])
         self.temperature = float(self.meta["temperature"])
         id_dtype, lp_dtype = token_dtype(self.vocab_size), np.dtype(self.meta["dtype"])
         self.ids, self.logp, bases = [], [], [0]
+        names = [s["name"] + ext for s in self.meta["shards"] for ext in (".topk_ids", ".topk_logp")]
+        files = local_copies(self.folder, names, listed_in=str(meta_path), progress=progress)
         for s in self.meta["shards"]:
             n = int(s["n_tokens"])
-            ids_path, logp_path, _ = shard_paths(self.folder, s["name"])
+            ids_path, logp_path = files[s["name"] + ".topk_ids"], files[s["name"] + ".topk_logp"]
             self.ids.append(np.memmap(ids_path, dtype=id_dtype, mode="r", shape=(n, self.k)))
             self.logp.append(np.memmap(logp_path, dtype=lp_dtype, mode="r", shape=(n, self.k)))
             bases.append(bases[-1] + n)

@@ -1,0 +1,131 @@
+"""Local copies of files under a URL, for the readers that memory-map them (token shards,
+cached teacher logits): `numpy.memmap` needs a local file, and training reads its shards at
+random, so a shard is fetched whole once and then mapped as a local one.
+
+    local_copies("s3://b/tokens", ["train-00000.tokens", ...]) -> {name: local Path}
+    local_copies("runs/tokens", [...])                          -> {name: runs/tokens/name} (as always)
+
+Each URL folder gets one local cache folder, ROOT/HASH (HASH: of the folder URL; ROOT:
+$LMFORGE_FETCH_DIR, else ~/.cache/lmforge/fetched, $XDG_CACHE_HOME moving ~/.cache). A file is
+kept there as `NAME~VERSION`, VERSION a hash of the remote object's size, ETag (S3, GCS; hf://:
+its blob id) and modification time, all read from one listing of the folder, so:
+- an unchanged remote file is not fetched again (same VERSION, copy present);
+- a changed one (other ETag, time or size) has a new VERSION and is fetched; the old copy is
+  removed (a process still mapping it keeps its pages: unlinking a mapped file is safe on POSIX);
+- a fetch writes `.NAME~VERSION.tmp-PID`, fsyncs it, checks its size and that the object did not
+  change meanwhile, then renames it: a killed fetch never leaves a file that looks complete
+  (the next fetch removes the dead writer's temporary file);
+- the processes of one machine (torchrun's ranks) take turns through an flock on the folder's
+  `.lock`: the first fetches, the others then find the copies.
+The cache folder can be deleted whenever no run is reading it; nothing else prunes it.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from lmforge.io.atomic import fsync_dir, sweep_temps
+from lmforge.io.fs import FsPath, cache_home, temp_sibling, upath, url_errors
+
+PROGRESS_MIN_BYTES = 64 << 20     # a progress bar only for fetches at least this large
+CHUNK = 8 << 20
+
+
+def fetch_root() -> Path:
+    return Path(os.environ.get("LMFORGE_FETCH_DIR") or cache_home() / "fetched")
+
+
+def fetch_dir(folder: FsPath) -> Path:
+    """The local cache folder of a URL folder."""
+    return fetch_root() / hashlib.sha256(folder.url.encode()).hexdigest()[:16]
+
+
+def version(info: dict) -> str:
+    """What identifies one state of a remote object: size, ETag (or its like) and time."""
+    tag = next((str(info[k]) for k in ("ETag", "etag", "blob_id", "generation", "md5Hash", "sha") if info.get(k)), "")
+    when = next((str(info[k]) for k in ("LastModified", "mtime", "updated", "last_modified", "created")
+                 if info.get(k)), "")
+    key = f"{int(info.get('size') or 0)}|{tag}|{when}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _machine_lock(folder: Path) -> Iterator[None]:
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)    # released when the process dies, however it dies
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def local_copies(folder, names: list[str], listed_in: str = "", progress: bool = True) -> dict[str, Path]:
+    """{name: local path} of each file `names` under `folder`: the files themselves for a local
+    folder, current cached copies (fetched when missing or changed) for a URL. A file missing
+    on the store is a FileNotFoundError naming its URL (and `listed_in`, what listed it)."""
+    folder = upath(folder)
+    if not isinstance(folder, FsPath):
+        return {n: folder / n for n in names}
+    if not names:
+        return {}
+    local = fetch_dir(folder)
+    local.mkdir(parents=True, exist_ok=True)
+    with _machine_lock(local):
+        sweep_temps(local)
+        with url_errors(folder):
+            listing = {p["name"].rstrip("/").rsplit("/", 1)[-1]: p
+                       for p in folder.fs.ls(folder.path, detail=True) if p.get("type") != "directory"}
+        missing = [n for n in names if n not in listing]
+        if missing:
+            why = f" (listed in {listed_in})" if listed_in else ""
+            raise FileNotFoundError(f"{folder / missing[0]}: not found{why}")
+        out = {n: local / f"{n}~{version(listing[n])}" for n in names}
+        todo = [n for n in names if not _complete(out[n], int(listing[n].get("size") or 0))]
+        total = sum(int(listing[n].get("size") or 0) for n in todo)
+        from tqdm import tqdm
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"fetch {folder.url}", file=sys.stderr,
+                  disable=not progress or total < PROGRESS_MIN_BYTES) as bar:
+            for n in todo:
+                with url_errors(folder / n):
+                    out[n] = _fetch(folder / n, local, n, listing[n], bar)
+        return out
+
+
+def _complete(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _fetch(src: FsPath, local: Path, name: str, info: dict, bar, tries: int = 3) -> Path:
+    """Download `src` into `local` as NAME~VERSION through a temporary name; older versions of
+    NAME go. An object that changes while it is read is read again (at most `tries` times)."""
+    for _ in range(tries):
+        dst = local / f"{name}~{version(info)}"
+        tmp = temp_sibling(dst)
+        try:
+            with src.fs.open(src.path, "rb", block_size=CHUNK) as f, open(tmp, "wb") as g:
+                while chunk := f.read(CHUNK):
+                    g.write(chunk)
+                    bar.update(len(chunk))
+                g.flush()
+                os.fsync(g.fileno())
+            now = src.fs.info(src.path)
+            if version(now) == version(info) and tmp.stat().st_size == int(info.get("size") or 0):
+                os.replace(tmp, dst)
+                fsync_dir(local)
+                for old in local.iterdir():
+                    if old.name.startswith(f"{name}~") and old != dst:
+                        old.unlink(missing_ok=True)
+                return dst
+            info = now                          # changed while read: again, as it is now
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise OSError(errno.EAGAIN, f"changed while being fetched {tries} times", src.url)
