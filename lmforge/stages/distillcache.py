@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lmforge.config import ConfigError, check, to_dict
 from lmforge.io.atomic import atomic_path, read_json, write_json
+from lmforge.io.fs import upath
 from lmforge.stagekit.stage import Arg, Stage
 
 
@@ -48,7 +49,7 @@ class DistillCacheConfig:
 
 def _settings(cfg: DistillCacheConfig, teacher_path: Path, data, vocab: int, window: int) -> dict:
     """What the cached values depend on (not out_dir, device or batch rows)."""
-    return {"teacher": str(teacher_path.resolve()), "data": str(Path(cfg.data).resolve()),
+    return {"teacher": str(teacher_path.resolve()), "data": str(upath(cfg.data).resolve()),
             "data_fingerprint": data.fingerprint(), "k": cfg.k, "window": window,
             "temperature": cfg.temperature, "dtype": cfg.dtype, "vocab_size": vocab}
 

@@ -43,7 +43,7 @@ from lmforge.train.trainer import TrainConfig, Trainer
 
 @dataclass
 class PretrainConfig:
-    data: str = ""                        # token dataset folder (lmforge tokenizer encode output)
+    data: str = ""                        # token dataset folder (lmforge tokenizer encode output) or URL (s3://...)
     out_dir: str = "runs/pretrain"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

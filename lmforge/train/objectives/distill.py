@@ -42,7 +42,7 @@ KINDS = ("forward", "reverse", "js")
 @dataclass
 class DistillConfig:
     teacher: str = ""               # checkpoint (step folder, run folder) or Hugging Face folder; same tokenizer as the student
-    teacher_cache: str = ""         # or: a folder of cached top-k teacher logits (`lmforge distill-cache`), pretraining only
+    teacher_cache: str = ""         # or: a folder (or URL) of cached top-k teacher logits (`lmforge distill-cache`), pretraining only
     weight: float = 0.5             # share of the distillation term; 1 - weight stays on the data's cross-entropy
     temperature: float = 1.0        # softens both distributions; the term is scaled by T^2
     kind: str = "forward"           # forward: KL(teacher || student); reverse: KL(student || teacher); js: Jensen-Shannon
