@@ -127,3 +127,27 @@ def test_teacher_cache_on_s3_reads_as_the_local_one(tmp_path, s3):
     s3.rm_file(f"{BUCKET}/teacher/meta.json")
     with pytest.raises(FileNotFoundError, match=f"{url}: not a finished teacher cache"):
         TeacherCache(url)
+
+
+def _open_train(url):
+    TokenDataset(url, "train")
+
+
+def test_processes_of_one_machine_take_turns_fetching(tmp_path, s3):
+    """torchrun's ranks: while one holds the cache folder's lock, another waits for it (then
+    finds the copies) instead of fetching the same shards beside it."""
+    import fcntl
+    import multiprocessing
+    import time
+    url = _upload(s3, make_token_dataset(tmp_path / "tokens", n_docs=8), "ranks")
+    cache = fetch_dir(FsPath(url))
+    cache.mkdir(parents=True)
+    with open(cache / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        rank = multiprocessing.get_context("fork").Process(target=_open_train, args=(url,))
+        rank.start()
+        time.sleep(1.0)
+        assert rank.is_alive() and not _cached(url)     # waiting, nothing fetched
+        fcntl.flock(f, fcntl.LOCK_UN)
+    rank.join(60)
+    assert rank.exitcode == 0 and len(_cached(url)) == 3
