@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from tqdm import tqdm
+
 from lmforge.io.atomic import fsync_dir, sweep_temps
 from lmforge.io.fs import FsPath, cache_home, temp_sibling, upath, url_errors
 
@@ -88,7 +90,6 @@ def local_copies(folder, names: list[str], listed_in: str = "", progress: bool =
         out = {n: local / f"{n}~{version(listing[n])}" for n in names}
         todo = [n for n in names if not _complete(out[n], int(listing[n].get("size") or 0))]
         total = sum(int(listing[n].get("size") or 0) for n in todo)
-        from tqdm import tqdm
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"fetch {folder.url}", file=sys.stderr,
                   disable=not progress or total < PROGRESS_MIN_BYTES) as bar:
             for n in todo:
