@@ -37,7 +37,7 @@ def s3(tmp_path_factory):
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))   # the scratch folders
         s3fs.S3FileSystem.clear_instance_cache()
         fs = s3fs.S3FileSystem(use_listings_cache=False)
-        fs.mkdir(BUCKET)
+        fs.makedirs(BUCKET, exist_ok=True)   # moto keeps its buckets for the process: another module made it
         yield fs
         s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
