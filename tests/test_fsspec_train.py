@@ -2,7 +2,7 @@
 once into a local cache (lmforge.io.fetch) and memory-mapped from there. Against moto's S3
 server started by the test_fsspec_io fixture (reached over HTTP by s3fs; nothing is patched)."""
 import json
-import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -67,8 +67,9 @@ def test_a_changed_object_is_fetched_again_and_a_killed_fetch_is_not_used(tmp_pa
     changed = (tokens + 1) % 128       # same size, other bytes: a new ETag and time
     s3.pipe_file(f"{BUCKET}/changing/train-00000.tokens", changed.astype(first.dtype).tobytes())
     cache = fetch_dir(FsPath(url))
-    dead = os.fork() or os._exit(0)    # the pid of a process that is gone
-    os.waitpid(dead, 0)
+    gone = subprocess.Popen(["true"])   # the pid of a process that is gone
+    gone.wait()
+    dead = gone.pid
     half = cache / f".train-00000.tokens~0123456789abcdef.tmp-{dead}"
     half.write_bytes(b"\0" * 10)        # what a fetch killed mid-file leaves
     again = TokenDataset(url, "train")
