@@ -7,14 +7,15 @@ Arms over the same documents, side by side (the step trains one classifier per l
 group_by [lang], so the references of each language reach its documents, as in the recipes'
 run that the issue measured; mode tag, so one run gives every threshold):
 
-  before   the previous default: references = the corpus's quality_positives (committed
-           sample: Python docs reST, Chinese classics; code references left out: this is
-           prose), shipped_references off, default damage kinds and dense measures, 0.5
-  new      shipped_references: true (resources/quality_refs.jsonl.zst: Debian Reference, New
-           Maintainers' Guide, en + zh), negative_kinds + markov, listed, markov_pool: 4,
-           dense_keys + unbalanced, threshold 0.6 (chosen on the dev split, --sweep)
+  before   the defaults before the third round: references = the corpus's quality_positives
+           (committed sample: Python docs reST, Chinese classics; code references left out:
+           this is prose), shipped_references off, base damage kinds and dense measures, 0.5
+  new      the defaults now: shipped_references (resources/quality_refs.jsonl.zst: Debian
+           Reference, New Maintainers' Guide, en + zh), negative kinds + markov, listed,
+           markov_pool 4, dense keys + unbalanced, 0.5; damaged corpus copies stand in for
+           the group's own references only (docs/quality-topics.md, third round)
   (and the steps between them, for the dev split: shipped, shipped+kinds, pool4,
-   pool4+unbalanced, pool8+unbalanced; see ARMS)
+   pool4+unbalanced, pool8+unbalanced, new@0.6; see ARMS)
 
 Split: every clean document is on the dev or the test side by a hash of its FAQ chapter or
 man page (both languages together); junk is made from that side's clean text, with other
@@ -34,6 +35,8 @@ Held-out junk, per language:
                characters (zh) of 20 held-out sections
   mojibake     held-out text with its UTF-8 bytes read as GBK (zh) or cp1252 (en, with the
                accented-e artefact of double encoding)
+--lohelp DIR: a second held-out set instead, the LibreOffice help pages (en-US, zh-CN) under
+DIR (the extracted libreoffice-help-en-us / -zh-cn .debs), 150 pages in both languages.
 Printed: kept share per language x source type per arm (goal: clean >= 80%, junk <= 10%);
 --sweep adds clean / junk kept per threshold. --planted runs the default, `new` and `new` without
 the shipped references on the planted corpus of tests/test_data_quality.py instead (seeds 0, 3).
