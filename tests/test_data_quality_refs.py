@@ -112,3 +112,35 @@ def test_dense_keys_saved_with_the_model_and_checked(tmp_path):
         load(QualityConfig, data={"dense_keys": ["distinct", "nonsense"]})
     with pytest.raises(ConfigError, match="markov_pool"):
         load(QualityConfig, data={"markov_pool": -1})
+
+
+def test_damaged_corpus_copies_stand_in_for_own_references_only():
+    """Damaged corpus documents carry the corpus's vocabulary into the negatives: with the
+    shipped references they match half of the group's own references, not of all of them
+    (else Python docs beside Debian manuals learn their own topic as low quality)."""
+    from lmforge.data.quality_train import GroupTrainer
+
+    cfg = load(QualityConfig, data={"positive": ["x"]})
+    docs = [(f"doc{i}", f"corpus document {i} " * 20) for i in range(20)]
+    own = [(f"own{i}", f"own reference {i} " * 20) for i in range(10)]
+    shipped = [(f"ship{i}", f"shipped reference {i} " * 20) for i in range(30)]
+    negs = GroupTrainer(cfg, "en/prose", frozenset(i for i, _ in shipped)).negatives(docs, own + shipped)
+    from_docs = [s for s, _, _ in negs if s.startswith("doc")]
+    assert len(negs) == 40 and len(from_docs) == 5, (len(negs), len(from_docs))
+    # without shipped references: half of the negatives from the corpus, as before
+    negs = GroupTrainer(cfg, "en/prose").negatives(docs, own)
+    assert len(negs) == 10 and sum(s.startswith("doc") for s, _, _ in negs) == 5
+    # only shipped references (a modern-prose corpus with none of its own): no corpus copies
+    negs = GroupTrainer(cfg, "zh/prose", frozenset(i for i, _ in shipped)).negatives(docs, shipped)
+    assert len(negs) == 30 and not any(s.startswith("doc") for s, _, _ in negs)
+
+
+def test_prose_only_measures_are_off_in_code_groups():
+    from lmforge.data.quality import is_code_group
+    from lmforge.data.quality_train import GroupTrainer
+
+    cfg = load(QualityConfig, data={"positive": ["x"]})
+    assert "unbalanced" in cfg.dense_keys
+    assert is_code_group(["en/code"], cfg.group_by) and not is_code_group(["en/code", "en/prose"], cfg.group_by)
+    assert "unbalanced" not in GroupTrainer(cfg, "en/code", code=True).model().dense_keys
+    assert "unbalanced" in GroupTrainer(cfg, "en/prose").model().dense_keys

@@ -119,8 +119,8 @@ class QualityConfig:
     model: str | None = None  # a trained model folder to reuse instead of training
     # add the shipped modern expository prose (resources/quality_refs.jsonl.zst: Debian
     # Reference and New Maintainers' Guide, en + zh, GPL-2+) to the references of every
-    # non-code group of the same language (docs/quality-topics.md: opt-in, see its figures)
-    shipped_references: bool = False
+    # non-code group of the same language (docs/quality-topics.md has the held-out figures)
+    shipped_references: bool = True
     # beside a group's own references the shipped ones are at most this share of them
     # (1: all); a group without references of its own gets all of them
     shipped_share: float = 1.0
@@ -130,13 +130,13 @@ class QualityConfig:
     negatives_per_positive: float = 1.0  # synthetic damaged copies per positive
     refine: int = 1  # rounds moving own-document positives that score low to the negatives
     damage: Literal["both", "corpus", "reference"] = "both"  # whose copies are damaged
-    negative_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_NEGATIVE_KINDS))  # damage kinds used for synthetic negatives (also: markov, listed)
+    negative_kinds: list[str] = field(default_factory=lambda: list(NEGATIVE_KINDS))  # damage kinds used for synthetic negatives (degrade.py)
     # the markov kind's chain also runs over this many other documents of the group (topic
     # drift, as a spinner fed several pages writes; 0: the document's own tokens only)
-    markov_pool: int = 0
-    # the dense measures beside the n-grams (textinfo.py); also: unbalanced (brackets and
-    # quotes left open or closed unopened: Markov-chained / spliced text)
-    dense_keys: list[str] = field(default_factory=lambda: list(DENSE_BASE))
+    markov_pool: int = 4
+    # the dense measures beside the n-grams (textinfo.py); unbalanced (brackets and quotes
+    # left open or closed unopened: Markov-chained / spliced text) is skipped in code groups
+    dense_keys: list[str] = field(default_factory=lambda: list(DENSE_ALL))
     max_train_docs: int = 20_000  # per group and class
     max_chars: int = 10_000  # characters of a document used to train and score
     n_features: int = 1 << 18
@@ -177,11 +177,10 @@ class QualityConfig:
 DENSE_BASE = ("distinct", "entropy", "dup_lines", "boilerplate", "ad_density", "short_lines",
               "symbols", "garble", "alnum", "dense_lines")  # the dense block before issue 35
 DENSE_ALL = (*DENSE_BASE, "unbalanced")
-DEFAULT_NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
-# markov / listed (machine-garbled text, keyword lists) are opt-in: with the shipped references
-# on the planted corpus (tests/test_data_quality.py, seed 3) good Python-docs prose and
-# classical poetry were kept 54% / 72%; docs/quality-topics.md has the held-out figures
-NEGATIVE_KINDS = (*DEFAULT_NEGATIVE_KINDS, "markov", "listed")
+# the damage kinds before issue 35; markov / listed (machine-garbled text, keyword lists)
+# were added for text nobody tuned to (docs/quality-topics.md has the held-out figures)
+BASE_NEGATIVE_KINDS = ("shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified")
+NEGATIVE_KINDS = (*BASE_NEGATIVE_KINDS, "markov", "listed")
 
 
 @dataclass

@@ -171,12 +171,14 @@ def _spread(n: int, k: int) -> list[int]:
     return [int(j * n / k) for j in range(k)] if k > 0 else []
 
 
-def add_shipped_references(refs: dict, ref_counts: dict, groups: list[str], cfg) -> None:
+def add_shipped_references(refs: dict, ref_counts: dict, groups: list[str], cfg) -> frozenset:
     """Append the shipped references of a language to each corpus group of that language
     whose domain is not code (groups are "lang/domain/..." in group_by order): modern
-    expository prose is citable whatever the group's own references are (classics, API docs)."""
+    expository prose is citable whatever the group's own references are (classics, API docs).
+    Returns the ids added (the trainer damages fewer corpus documents for them)."""
     if "lang" not in cfg.group_by:
-        return
+        return frozenset()
+    added: set[str] = set()
     li = cfg.group_by.index("lang")
     di = cfg.group_by.index("domain") if "domain" in cfg.group_by else None
     shipped = shipped_references()
@@ -192,6 +194,16 @@ def add_shipped_references(refs: dict, ref_counts: dict, groups: list[str], cfg)
         if extra:
             refs.setdefault(g, []).extend((i, t[:cfg.max_chars]) for i, t in extra)
             ref_counts[g] = ref_counts.get(g, 0) + len(extra)
+            added.update(i for i, _ in extra)
+    return frozenset(added)
+
+
+def is_code_group(members: list[str], group_by: list[str]) -> bool:
+    """Whether every member group is of a code domain (then prose-only measures are off)."""
+    if "domain" not in group_by:
+        return False
+    di = group_by.index("domain")
+    return all(m.split("/")[di] in CODE_DOMAINS for m in members)
 
 
 # ------------------------------------------------------------------ the step
@@ -231,8 +243,8 @@ class QualityStep(Step):
         corpus, counts = stratified_reservoir(_corpus(ctx.inputs), self.key, cfg.max_train_docs,
                                               cfg.seed, cfg.max_chars)
         refs, ref_counts = self._read(cfg.positive, ctx.work / "positive_rejects.jsonl")
-        if cfg.shipped_references:
-            add_shipped_references(refs, ref_counts, list(counts), cfg)
+        shipped = add_shipped_references(refs, ref_counts, list(counts), cfg) if cfg.shipped_references \
+            else frozenset()
         negs, _ = self._read(cfg.negative, ctx.work / "negative_rejects.jsonl")
         mapping = {k: (k if n >= cfg.min_group_docs else POOLED) for k, n in counts.items()}
         if all(v == POOLED for v in mapping.values()) and len(mapping) == 1:
@@ -241,7 +253,8 @@ class QualityStep(Step):
         for g in sorted(set(mapping.values())):
             members = sorted(k for k, v in mapping.items() if v == g)
             parts = [(corpus.get(k, []), refs.get(k, []), negs.get(k, [])) for k in members]
-            info, scores = GroupTrainer(cfg, g).train(parts, folder / _slug(g))
+            trainer = GroupTrainer(cfg, g, shipped, code=is_code_group(members, cfg.group_by))
+            info, scores = trainer.train(parts, folder / _slug(g))
             t = group_threshold(scores, cfg.threshold, cfg.min_keep)
             groups[g] = {"dir": _slug(g), "members": members, "docs": sum(counts[k] for k in members),
                          "reference_docs": sum(ref_counts.get(k, 0) for k in members), **info,
