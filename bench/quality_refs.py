@@ -79,14 +79,16 @@ def clean_docs(man_pages: int) -> list[dict]:
     return out
 
 
-def lohelp_docs(root: Path, pages: int, seed: int) -> list[dict]:
-    """Pages of the LibreOffice help (en-US and its zh-CN translation, MPL-2.0), main text
-    by the same HTML extraction as the data stage; a page's both languages go together.
-    Another project, another subject (office software) and other writers than the Debian
-    references: a second held-out set, made after the dev / test split was reported."""
+def html_pair_docs(root: Path, pages: int, seed: int, src: str) -> list[dict]:
+    """Pages of a translated HTML manual (root/en-US/... and the same path under root/zh-CN),
+    main text by the same HTML extraction as the data stage; a page's both languages go
+    together. `lohelp`: the LibreOffice help (MPL-2.0; another project, subject and writers
+    than the Debian references), the second held-out set, made after the dev / test split
+    was reported. `handbook`: The Debian Administrator's Handbook (GPL-2+ / CC-BY-SA-3.0;
+    other writers than the Debian Reference), the third, made after the second was reported."""
     from lmforge.data.extract import extract_html
 
-    found = sorted((root / "en-US" / "text").rglob("*.html"))
+    found = sorted((root / "en-US").rglob("*.html"))
     found.sort(key=lambda p: hashlib.md5(f"{seed}:{p.relative_to(root / 'en-US')}".encode()).digest())
     out, used = [], 0
     for en_path in found:
@@ -99,7 +101,7 @@ def lohelp_docs(root: Path, pages: int, seed: int) -> list[dict]:
         if not all(len(t) >= 300 and parallel.prose_share(t, lang) >= 0.5 for lang, t in texts.items()):
             continue
         used += 1
-        out += [{"id": f"lo:{lang}:{rel}", "text": t, "meta": {"lang": lang, "src": "lohelp"}}
+        out += [{"id": f"{src}:{lang}:{rel}", "text": t, "meta": {"lang": lang, "src": src}}
                 for lang, t in texts.items()]
     return out
 
@@ -185,14 +187,18 @@ def run_arm(tmp: Path, name: str, docs: list[dict], positives: Path, seed: int, 
                                  "quality": {"positive": [str(positives)], "group_by": ["lang"],
                                              "seed": seed, "mode": "tag", **overrides}})
     run_pipeline(cfg, log=lambda *a: None)
-    out = []   # mode tag: every document comes back with its score
+    out = []   # mode tag: every document comes back with its score (and its coherence)
+    mins = overrides.get("coherence_min", {})
     for p in (tmp / f"out-{name}" / "01-quality" / "kept").iterdir():
-        out += [(d["meta"]["lang"], d["meta"]["src"], d["meta"]["quality"]) for d in iter_shard(p)]
+        for d in iter_shard(p):
+            m = d["meta"]
+            coherent = m.get("coherence") is None or m["coherence"] >= mins.get(m["lang"], -1.0)
+            out.append((m["lang"], m["src"], m["quality"], coherent))
     return out
 
 
 def kept_counts(scored: list, threshold: float) -> collections.Counter:
-    return collections.Counter((lang, src) for lang, src, q in scored if q >= threshold)
+    return collections.Counter((lang, src) for lang, src, q, coherent in scored if q >= threshold and coherent)
 
 
 def main() -> None:
@@ -207,7 +213,10 @@ def main() -> None:
     ap.add_argument("--lohelp", type=Path, default=None,
                     help="instead of the Debian FAQ / man pages: the LibreOffice help pages under this folder "
                          "(usr/share/libreoffice/help of the extracted libreoffice-help-en-us and -zh-cn .debs)")
-    ap.add_argument("--pages", type=int, default=150, help="--lohelp: pages (each in both languages)")
+    ap.add_argument("--handbook", type=Path, default=None,
+                    help="instead: The Debian Administrator's Handbook's HTML under this folder "
+                         "(usr/share/doc/debian-handbook/html of the extracted debian-handbook .deb)")
+    ap.add_argument("--pages", type=int, default=150, help="--lohelp / --handbook: pages (each in both languages)")
     ap.add_argument("--planted", action="store_true",
                     help="instead: the arms on the planted corpus of tests/test_data_quality.py, seeds 0 and 3")
     args = ap.parse_args()
@@ -219,14 +228,15 @@ def main() -> None:
     positives = tmp / "positives.jsonl"   # prose references only (no code references)
     with open(tmp / "corpus" / "quality_positives.jsonl") as f, open(positives, "w") as g:
         g.writelines(l for l in f if json.loads(l)["meta"].get("domain") != "code")
-    if args.lohelp:   # a second held-out set, all of it held out: no split
-        clean = lohelp_docs(args.lohelp, args.pages, args.seed)
+    held = [(n, r) for n, r in (("lohelp", args.lohelp), ("handbook", args.handbook)) if r]
+    if held:   # a second / third held-out set, all of it held out: no split
+        args.split, root = held[0]
+        clean = html_pair_docs(root, args.pages, args.seed, args.split)
         from lmforge.data.quality import shipped_references
         refs = [t for docs in shipped_references().values() for _, t in docs]
         refs += [json.loads(l)["text"] for l in open(positives)]
-        print(f"LibreOffice help: {len(clean)} documents; reference shingles found in them: "
+        print(f"{args.split}: {len(clean)} documents; reference shingles found in them: "
               f"{shared_shingles(clean, refs)}", file=sys.stderr)
-        args.split = "lohelp"
     else:
         clean = [d for d in clean_docs(args.man_pages) if args.split in ("all", split_of(d["id"]))]
     # junk from the split's own clean text; the dev split's draws differ from the test split's
@@ -288,7 +298,7 @@ def sweep(scored: dict, total: collections.Counter) -> None:
             print(f"| {name} | {t} | " + " | ".join(cells) + " |")
 
 
-CLEAN = ("faq", "man", "lohelp")
+CLEAN = ("faq", "man", "lohelp", "handbook")
 JUNK = ("spam", "boilerplate", "keywords", "markov", "mojibake")
 ALL_KINDS = ["shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified", "markov", "listed"]
 # the defaults before issue 35's last round: the corpus's references only, the base damage
@@ -306,6 +316,9 @@ ARMS["pool4+unbalanced"] = {**ARMS["pool4"], "dense_keys": [*DENSE_BASE, "unbala
 ARMS["pool8+unbalanced"] = {**ARMS["pool4+unbalanced"], "markov_pool": 8}
 ARMS["new"] = {}
 ARMS["new@0.6"] = {"threshold": 0.6}   # the previous round's threshold
+# + the coherence rule (opt-in, needs the embed extra): English adjacent-passage similarity
+# >= 0.3, chosen on dev (docs/quality-topics.md: Markov p90 0.307, clean FAQ / man p5 0.304 / 0.336)
+ARMS["new+coherence"] = {"coherence_min": {"en": 0.3}}
 REPORTED = ["before", "new"]
 SWEEP = (0.4, 0.45, 0.5, 0.525, 0.55, 0.575, 0.6, 0.625, 0.65, 0.7)
 

@@ -137,6 +137,10 @@ class QualityConfig:
     # the dense measures beside the n-grams (textinfo.py); unbalanced (brackets and quotes
     # left open or closed unopened: Markov-chained / spliced text) is skipped in code groups
     dense_keys: list[str] = field(default_factory=lambda: list(DENSE_ALL))
+    # per language, the least mean cosine of adjacent passages (sentence embeddings,
+    # coherence.py) a kept non-code document must reach: spliced / Markov text fails it.
+    # Needs the embed extra; {} = off. docs/quality-topics.md: en 0.3 (Chinese separates poorly)
+    coherence_min: dict[str, float] = field(default_factory=dict)
     max_train_docs: int = 20_000  # per group and class
     max_chars: int = 10_000  # characters of a document used to train and score
     n_features: int = 1 << 18
@@ -166,6 +170,12 @@ class QualityConfig:
         check(self.max_train_docs >= 2, "max_train_docs", "must be >= 2")
         check(self.max_chars >= 100, "max_chars", "must be >= 100")
         check(self.markov_pool >= 0, "markov_pool", "must be >= 0")
+        check(all(-1.0 <= v <= 1.0 for v in self.coherence_min.values()), "coherence_min",
+              "each value is a cosine similarity in [-1, 1]")
+        if self.coherence_min:
+            from .embed import EMBED_MISSING, available
+
+            check(available(), "coherence_min", EMBED_MISSING)
         unknown = [k for k in self.dense_keys if k not in DENSE_ALL]
         check(not unknown and len(set(self.dense_keys)) == len(self.dense_keys), "dense_keys",
               f"choose distinct names from {list(DENSE_ALL)}, got {self.dense_keys}")

@@ -278,19 +278,39 @@ class QualityStep(Step):
         groups = [qs.resolve(self.key(d, l)) for d, l in zip(docs, langs)]
         scores = qs.score(groups, [str(d["id"]) for d in docs], [d["text"][:cfg.max_chars] for d in docs])
         keep = [cfg.mode == "tag" or s >= qs.threshold(g) for s, g in zip(scores, groups)]
+        coherence = self._coherence(docs, langs, keep)
+        incoherent = [c is not None and c < cfg.coherence_min[l] for c, l in zip(coherence, langs)]
         counts = GroupCounts()
-        for d, l, k in zip(docs, langs, keep):
+        for d, l, k, bad in zip(docs, langs, keep, incoherent):
             counts.add({"by_lang": l, "by_domain": doc_domain(d), "by_group": self.key(d, l)},
-                       doc_bytes(d), k)
+                       doc_bytes(d), k and (cfg.mode == "tag" or not bad))
         counts.save(ctx.work / f"counts-{ctx.inputs[index].name}.json")
         del docs
 
         def apply(i, doc):
             doc["meta"]["quality"] = round(float(scores[i]), 5)
+            if coherence[i] is not None:
+                doc["meta"]["coherence"] = round(coherence[i], 4)
             if not keep[i]:
                 return None, "quality_low"
+            if incoherent[i] and cfg.mode != "tag":
+                return None, "incoherent"
             return doc, None
         return apply
+
+    def _coherence(self, docs: list, langs: list, keep: list) -> list:
+        """Adjacent-passage similarity of the kept non-code documents whose language has a
+        `coherence_min` (None for the others): the embedding costs, so only where it decides."""
+        mins = self.cfg.coherence_min
+        todo = [i for i, (d, l, k) in enumerate(zip(docs, langs, keep))
+                if k and l in mins and doc_domain(d) not in CODE_DOMAINS]
+        out: list = [None] * len(docs)
+        if todo:
+            from .coherence import adjacent_similarity
+
+            for i, v in zip(todo, adjacent_similarity([docs[i]["text"][:self.cfg.max_chars] for i in todo])):
+                out[i] = v
+        return out
 
     def finish(self, ctx) -> dict:
         return sum_counts(ctx.work, "counts-*.json")
