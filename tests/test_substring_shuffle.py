@@ -20,6 +20,7 @@ from lmforge.data.dedup.synthetic import plant_near_duplicates, repeated_spans, 
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.pipeline import iter_shard, kept_shards, run_pipeline
 from lmforge.io.writers import write_documents
+from test_data_dedup import brute_substring
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +172,48 @@ def test_pipeline_modes_give_the_same_output(tmp_path, corpus):
     assert a_st["plan"] == "driver"
     _, a_st = _pipeline(tmp_path, raw, "auto", "b", driver_max_bytes=1000)
     assert a_st["plan"] == "shuffle"
+
+
+def _both_paths(tmp_path, texts, k, keep_layout):
+    """dedup_texts on the driver path, and the same texts through the shuffle's spans."""
+    driver = substring.dedup_texts(texts, k, keep_layout=keep_layout)
+    paths = shards_of(texts, tmp_path, per_shard=max(1, len(texts) // 2))
+    got, _ = run_shuffle(paths, tmp_path / "w", 1, k=k, keep_layout=keep_layout, partitions=2,
+                         chunk_bytes=300)
+    per = max(1, len(texts) // 2)
+    shuffle = []
+    for i, t in enumerate(texts):
+        sp = got[i // per]
+        mine = sp[sp[:, 0] == i % per][:, 1:].tolist()
+        shuffle.append(substring.apply_spans(t.encode(), mine))  # strict UTF-8 decode
+    return driver, shuffle
+
+
+def test_characters_covered_by_windows_from_continuation_bytes(tmp_path):
+    """A character goes when all its bytes are covered, also when the windows that cover
+    it start on continuation bytes of the character before (whose lead byte stays): here
+    the k + 1 bytes after 席's lead repeat those after 中's, so 'i' is covered only by the
+    window that starts on 席's last byte."""
+    k = 10
+    texts = ["q中abcdefghiZ", "r席abcdefghiY"]  # 中 = E4 B8 AD, 席 = E5 B8 AD
+    want = [texts[0], "r席Y"]
+    assert brute_substring(texts, k) == want
+    for keep_layout in (False, True):
+        driver, shuffle = _both_paths(tmp_path / str(keep_layout), texts, k, keep_layout)
+        assert driver == shuffle == want
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_spans_delete_whole_characters_like_brute_force(tmp_path, seed):
+    """Random text over 2-, 3- and 4-byte characters that share continuation bytes, with
+    small K (many windows start inside characters): both paths equal the brute force."""
+    rng = np.random.default_rng(seed)
+    chars = ["中", "席", "丸", "é", "ä", "😀", "😃", "a", " ", "-"]
+    pieces = ["".join(rng.choice(chars, size=int(rng.integers(3, 12)))) for _ in range(12)]
+    texts = ["".join(rng.choice(pieces, size=int(rng.integers(0, 9)))) for _ in range(30)]
+    for k in (4, 7, 13):
+        for keep_layout in (False, True):
+            want = brute_substring(texts, k, keep_layout=keep_layout)
+            driver, shuffle = _both_paths(tmp_path / f"{k}{keep_layout}", texts, k, keep_layout)
+            assert driver == want, (k, keep_layout)
+            assert shuffle == want, (k, keep_layout)
