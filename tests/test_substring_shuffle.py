@@ -201,6 +201,13 @@ def test_characters_covered_by_windows_from_continuation_bytes(tmp_path):
     for keep_layout in (False, True):
         driver, shuffle = _both_paths(tmp_path / str(keep_layout), texts, k, keep_layout)
         assert driver == shuffle == want
+    # two runs of covered bytes that touch inside 中 (E4 B8 | AD): the first repeats up to
+    # 丸's E4 B8, the second from 乭's AD (E4 B9 AD); every byte is covered, so all goes
+    texts = ["abcdefghi丸Z", "乭jklmnopqr", "abcdefghi中jklmnopqr"]
+    want = texts[:2] + [""]
+    assert brute_substring(texts, k) == want
+    driver, shuffle = _both_paths(tmp_path / "touch", texts, k, False)
+    assert driver == shuffle == want
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -248,60 +248,61 @@ def removed_spans(buf, later, offsets, k, keep_layout):
     """(m, 3) int64 rows (document, start, end), byte offsets within the document, of the
     spans to remove, and the number and bytes of layout-only spans left alone.
 
-    A byte is covered when a later window of its document starts at one of (x - k, x];
-    a UTF-8 character goes only if all its bytes are covered; maximal runs of removed
-    characters are the spans. With keep_layout, a run made only of ASCII whitespace and
-    punctuation stays (ASCII tables, rules, indentation).
+    A byte is covered when a later window of its document starts at one of (x - k, x]; a
+    UTF-8 character goes only if all its bytes are covered, i.e. if it lies inside one
+    maximal run of covered bytes. So each run, less the continuation bytes at its start
+    (their character began before the run) and the character cut at its end, is a span.
+    With keep_layout, a span made only of ASCII whitespace and punctuation stays (ASCII
+    tables, rules, indentation).
+
+    A run is found from its first later window: while a later window starts at or before
+    the run's end, the end moves to that window's end. The search for the last such start
+    runs backwards from the end, so inside a long repeat (later everywhere) it costs one
+    check per k bytes; every position is checked at most once.
     """
     cap = 1024
     out = np.empty((cap, 3), np.int64)
     m = n_layout = layout_bytes = 0
     for d in range(len(offsets) - 1):
         s, e = offsets[d], offsets[d + 1] - 1  # e: the separator
-        last_start = e - k
-        cover_end = s
-        run_start = -1
-        content = False
+        stop = e - k + 1  # windows inside the document start before this
         x = s
-        while x < e:
-            if run_start < 0 and x >= cover_end:  # outside coverage: skip to the next window
-                while x <= last_start and not later[x]:
-                    x += 1
-                if x > last_start:
+        while x < stop:
+            if not later[x]:
+                x += 1
+                continue
+            a, end, lo = x, x + k, x + 1  # covered: [a, end); later starts in [lo, end] unseen
+            while True:  # a window starting at `end` continues the run (no uncovered byte)
+                y = min(end + 1, stop) - 1
+                while y >= lo and not later[y]:
+                    y -= 1
+                if y < lo:
                     break
-                cover_end = x + k
-                while (buf[x] & 0xC0) == 0x80:
-                    x += 1  # this character began before the coverage: it stays
-            b = buf[x]  # the character at x: its length from the lead byte
-            clen = min(1 if b < 0xC0 else (2 if b < 0xE0 else (3 if b < 0xF0 else 4)), e - x)
-            gone = True
-            for y in range(x, x + clen):
-                if y <= last_start and later[y] and y + k > cover_end:
-                    cover_end = y + k
-                if y >= cover_end:
-                    gone = False
-            if gone:
-                if run_start < 0:
-                    run_start = x
-                    content = False
-                if not content:
-                    for y in range(x, x + clen):
-                        content = content or not _is_layout_byte(buf[y])
-            x += clen
-            if run_start >= 0 and (not gone or x >= e):  # the run ended before x (or at e)
-                end = x - clen if not gone else x
-                if content or not keep_layout:
-                    if m == cap:
-                        cap *= 2
-                        grown = np.empty((cap, 3), np.int64)
-                        grown[:m] = out[:m]
-                        out = grown
-                    out[m, 0], out[m, 1], out[m, 2] = d, run_start - s, end - s
-                    m += 1
-                else:
-                    n_layout += 1
-                    layout_bytes += end - run_start
-                run_start = -1
+                lo, end = end + 1, y + k
+            x = end
+            while a < end and (buf[a] & 0xC0) == 0x80:
+                a += 1  # this character began before the run: it stays
+            b = end  # at most e; buf[e] is the separator
+            while b > a and (buf[b] & 0xC0) == 0x80:
+                b -= 1  # the character at b began inside the run and ends after it: it stays
+            if b == a:
+                continue
+            content = not keep_layout
+            y = a
+            while not content and y < b:
+                content = not _is_layout_byte(buf[y])
+                y += 1
+            if content:
+                if m == cap:
+                    cap *= 2
+                    grown = np.empty((cap, 3), np.int64)
+                    grown[:m] = out[:m]
+                    out = grown
+                out[m, 0], out[m, 1], out[m, 2] = d, a - s, b - s
+                m += 1
+            else:
+                n_layout += 1
+                layout_bytes += b - a
     return out[:m], n_layout, layout_bytes
 
 
