@@ -14,7 +14,7 @@ from lmforge.config import load
 from lmforge.data.config import DataConfig
 from lmforge.data.dedup import substring
 from lmforge.data.dedup import substring_shuffle as S
-from lmforge.data.dedup.substring_kernels import (later_from_flags, mark_repeats, n_windows,
+from lmforge.data.dedup.substring_kernels import (later_from_bits, mark_repeats, n_windows,
                                                   window_rows)
 from lmforge.data.dedup.synthetic import plant_near_duplicates, repeated_spans, stdlib_documents
 from lmforge.data.executor import LocalExecutor
@@ -93,7 +93,7 @@ def test_shuffle_equals_single_process(tmp_path, corpus, k, keep_layout, parts, 
 def test_window_kernels_against_brute_force():
     """Rows are every window inside a document, grouped by bucket (equal windows: equal key,
     same bucket); mark_repeats over chunks = "seen at an earlier row" in corpus order;
-    later_from_flags maps row flags back to window positions."""
+    later_from_bits maps row flags (packed) back to window positions."""
     rng = np.random.default_rng(5)
     docs = [bytes(rng.choice(list(b"ab\xc3\xa9"), size=int(rng.integers(0, 60)))) for _ in range(40)]
     k, bits = 6, 4
@@ -110,10 +110,10 @@ def test_window_kernels_against_brute_force():
         assert len(key) == off[-1] == len(wins) and np.all(np.diff(off) >= 0)
         # the row of each window: identity flags give back a window's own row index
         rowid = np.arange(len(key))
-        for r in range(len(key)):  # later_from_flags with a one-hot flag finds window r
+        for r in range(len(key)):  # later_from_bits with a one-hot flag finds window r
             one = rowid == r
-            hit = np.flatnonzero(later_from_flags(len(arr), offsets, k, ids, off, one,
-                                                  np.ones(len(arr) + 5, bool)))
+            hit = np.flatnonzero(later_from_bits(len(arr), offsets, k, ids, off[:-1],
+                                                 np.packbits(one), np.ones(len(arr) + 5, bool)))
             assert len(hit) == 1
             w = buf[hit[0]:hit[0] + k]
             b = int(np.searchsorted(off, r, side="right") - 1)
@@ -130,6 +130,9 @@ def test_window_kernels_against_brute_force():
                 want[offs[c][0] + r] = w in seen
                 seen.add(w)
         assert later.tolist() == want.tolist() and n == want.sum() > 10
+        dirty = np.ones(len(allkeys) + 3, bool)  # a caller's scratch: cleared, then filled
+        again, n2 = mark_repeats(allkeys, np.stack(offs), group, 2 / 3, dirty)
+        assert again.tolist() == want.tolist() and n2 == n
 
 
 def test_bucket_ranges_balance_and_cover():

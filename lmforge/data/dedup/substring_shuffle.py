@@ -45,8 +45,8 @@ import numpy as np
 from lmforge.io.atomic import save_npy
 
 from ..pipeline import iter_shard
-from .substring_kernels import (SEP, later_from_flags, mark_repeats, n_windows, removed_spans,
-                                unpack_bits, window_rows)
+from .substring_kernels import (SEP, later_from_bits, mark_repeats, n_windows, removed_spans,
+                                window_rows)
 
 # buckets: 2^12, or 2^16 when the shards take more than BIG_STORED bytes on disk. A window
 # task scatters its rows into that many runs (2^12: 0.8 s per 50 MB, 2^14: 1.2 s; measured);
@@ -55,7 +55,7 @@ BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
 GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
-TABLE_LOAD = 2 / 3
+TABLE_LOAD = 1 / 2  # slots per row: 2/3 took 9.5-9.8 ns per row, 1/2 7.8-8.1 (tables still in cache)
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
 
 
@@ -67,21 +67,25 @@ def scratch(name: str, n: int, dtype) -> np.ndarray:
     A task's big arrays (keys, bucket ids, flags) come from here: fresh memory costs a page
     fault per page on first touch, 0.3-3 CPU s per GB on the development machine (more
     when the kernel compacts memory for huge pages), paid once per process instead of once
-    per chunk and task (bench/RESULTS.md). The contents are not cleared."""
+    per chunk, task and stage (bench/RESULTS.md). The contents are not cleared. Names by
+    width: u64 (keys), u16 (bucket ids), u8 (flags per row, then `later` per byte)."""
     dtype = np.dtype(dtype)
     buf = _SCRATCH.get(name)
     if buf is None or len(buf) < n * dtype.itemsize:
         _SCRATCH.pop(name, None)
         del buf
         # an anonymous mapping, not np.empty: numpy asks for huge pages, and their first
-        # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages
-        buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, max(n * dtype.itemsize, 1)), np.uint8)
+        # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages.
+        # A quarter more than asked: the next stage's rows (a partition's) are about a
+        # chunk's, and pages never touched cost no memory
+        size = max(n * dtype.itemsize * 5 // 4, 1)
+        buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, size), np.uint8)
     return buf[:n * dtype.itemsize].view(dtype)
 
 
 def release_scratch() -> None:
-    """Free the scratch buffers (the driver calls this after each stage: tasks it ran itself
-    must not leave their buffers in its memory)."""
+    """Free the scratch buffers (the driver calls this after the shuffle: tasks it ran
+    itself must not leave their buffers in its memory; between stages they are reused)."""
     _SCRATCH.clear()
 
 
@@ -214,7 +218,7 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
             at, c = at + b - a, c + 1
         del mapped
     assert at == n_rows and c == n_chunks, (at, n_rows, c, n_chunks)
-    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD)
+    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD, scratch("u8", n_rows, np.bool_))
     del keys
     bits_path, off_out = _paths(out)
     out_off = np.zeros(n_chunks + 1, np.int64)
@@ -244,15 +248,17 @@ def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep
     ids = _mapped(ids_path, np.uint16)
     for g, (first, arr, offsets) in enumerate(iter_saved_chunks(folder / f"txt-{s:05d}")):
         off = win_off[g] - win_off[g, 0]
-        flags = scratch("flags", int(off[-1]), np.bool_)  # every row is set below
-        for p, (at, got) in enumerate(packed):  # partition p holds this chunk's rows [a, b)
-            a, b = int(off[edges[p]]), int(off[edges[p + 1]])
-            if b > a:
-                unpack_bits(got[at[g]:at[g + 1]], flags[a:b])
-        later = later_from_flags(len(arr), offsets, k,
-                                 _rows(ids_path, ids, int(win_off[g, 0]), int(win_off[g, -1])), off,
-                                 flags, scratch("later", len(arr), np.bool_))
-        del flags
+        # partition p holds this chunk's rows off[edges[p]]... (bucket order): its bits
+        # follow the previous partitions' (each padded to a byte)
+        bits = [got[at[g]:at[g + 1]] for at, got in packed]
+        base = 8 * np.concatenate([[0], np.cumsum([len(x) for x in bits])])
+        start = np.empty(len(off) - 1, np.int64)
+        for p in range(len(edges) - 1):
+            lo, hi = edges[p], edges[p + 1]
+            start[lo:hi] = base[p] + off[lo:hi] - off[lo]
+        later = later_from_bits(len(arr), offsets, k,
+                                _rows(ids_path, ids, int(win_off[g, 0]), int(win_off[g, -1])),
+                                start, np.concatenate(bits), scratch("u8", len(arr), np.bool_))
         spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
         spans[:, 0] += first
         rows.append(spans)
@@ -280,13 +286,18 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
                   chunk_bytes: int = CHUNK_BYTES, bits: int | None = None) -> dict:
     """The three stages over ctx.inputs with ctx.executor; writes work/spans-SSSSS.npy.
     Returns the step's figures. The driver holds one int per shard and one per bucket."""
+    try:  # tasks run in this process reuse the scratch pages from stage to stage
+        return _stages(ctx, k, keep_layout, partitions, chunk_bytes, bits)
+    finally:
+        release_scratch()
+
+
+def _stages(ctx, k: int, keep_layout: bool, partitions: int | None, chunk_bytes: int,
+            bits: int | None) -> dict:
     sub, name, m = ctx.work / "shuffle", ctx.dir.name, len(ctx.inputs)
 
     def run(fn, tasks, desc):
-        try:
-            return ctx.executor.map(fn, tasks, desc=desc)
-        finally:
-            release_scratch()
+        return ctx.executor.map(fn, tasks, desc=desc)
 
     shutil.rmtree(sub, ignore_errors=True)
     sub.mkdir(parents=True)
