@@ -22,9 +22,9 @@ document order, then byte order); removed_spans turns later windows into spans. 
    rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
 3. span_task, one per shard: the shard's bits from every partition (one read each); for
    each chunk (read back from txt-SSSSS.bin, not decoded from the shard again), its rows'
-   bits mapped back to window positions with the saved bucket ids (later_from_flags: no
-   hash computed again), then removed_spans exactly as on one process ->
-   work/spans-SSSSS.npy.
+   bits (still packed) mapped back to window positions with the saved bucket ids
+   (later_from_bits: no hash computed again), then removed_spans exactly as on one
+   process -> work/spans-SSSSS.npy.
 
 Equal windows have equal keys and buckets, so they meet in one repeat task, and rows
 reach it in global order: the first occurrence is the one kept, as on one process.
@@ -54,7 +54,7 @@ from .substring_kernels import (SEP, later_from_bits, mark_repeats, n_windows, r
 BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
-GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
+GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 1 MB table stays in cache
 TABLE_LOAD = 1 / 2  # slots per row: 2/3 took 9.5-9.8 ns per row, 1/2 7.8-8.1 (tables still in cache)
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
 
