@@ -35,9 +35,11 @@ over a corpus of W distinct windows and P partitions (docs/scale.md; 0.3 windows
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +181,26 @@ def _append_rows(f, rows: int, n: int, dtype) -> np.ndarray:
     f.truncate((rows + n) * size)
     if n == 0:
         return np.zeros(0, dtype)
+    _allocate(f, rows * size, n * size)
     return np.memmap(f, dtype, "r+", offset=rows * size, shape=(n,))
+
+
+_LIBC = None
+
+
+def _allocate(f, offset: int, length: int) -> None:
+    """Reserve the file's blocks before the kernel scatters rows into its mapping: on ext4
+    each first write to a page of a sparse file reserves its block on its own, which cost
+    ~0.07 CPU s more per 330 MB of keys and ids (0.21-0.23 s of system time against
+    0.24-0.31). Linux fallocate(2) only: posix_fallocate would write zeros block by block
+    where the filesystem cannot allocate (NFS); there, and off Linux, nothing happens."""
+    global _LIBC
+    if not sys.platform.startswith("linux"):
+        return
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _LIBC.fallocate(f.fileno(), 0, offset, length)  # a failure leaves the file sparse
 
 
 def iter_saved_chunks(text: Path):
