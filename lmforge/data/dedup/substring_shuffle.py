@@ -57,7 +57,7 @@ BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
 GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 1 MB table stays in cache
-TABLE_LOAD = 1 / 2  # slots per row: 2/3 took 9.5-9.8 ns per row, 1/2 7.8-8.1 (tables still in cache)
+TABLE_LOAD = 1 / 2  # rows per slot: 2/3 took 9.5-9.8 ns per row, 1/2 7.8-8.1 (still in cache)
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
 
 
@@ -66,11 +66,11 @@ _SCRATCH: dict[str, np.ndarray] = {}
 
 def scratch(name: str, n: int, dtype) -> np.ndarray:
     """n rows of this process's buffer `name`, which only grows until release_scratch().
-    A task's big arrays (keys, bucket ids, flags) come from here: fresh memory costs a page
+    A task's big arrays (keys, flags) come from here: fresh memory costs a page
     fault per page on first touch, 0.3-3 CPU s per GB on the development machine (more
     when the kernel compacts memory for huge pages), paid once per process instead of once
     per chunk, task and stage (bench/RESULTS.md). The contents are not cleared. Names by
-    width: u64 (keys), u16 (bucket ids), u8 (flags per row, then `later` per byte)."""
+    width: u64 (the repeat task's keys), u8 (its flags per row, then the span task's `later`)."""
     dtype = np.dtype(dtype)
     buf = _SCRATCH.get(name)
     if buf is None or len(buf) < n * dtype.itemsize:
