@@ -476,11 +476,11 @@ def _mark_big_bucket(keys, off, j0, j1, rows, group_rows, table, load, later):
 def mark_repeats(keys, off, group_rows, load, later=None):
     """later bool[len(keys)]: the key occurs at an earlier row. keys holds several chunks'
     rows; chunk c's rows of bucket j are keys[off[c, j]:off[c, j + 1]] (chunks in corpus
-    order). later: scratch of at least len(keys) rows from the caller, or None. Equal keys
-    share a bucket, so buckets are independent: they are taken in
-    groups of at most group_rows rows, each with its own table, small enough for the cache,
-    and within a group chunk by chunk (corpus order). A bucket above group_rows is split
-    further by key bits (_mark_big_bucket)."""
+    order). later: the caller's scratch of at least len(keys) rows (cleared here), or None.
+    Equal keys share a bucket, so buckets are independent: they are taken in groups of at
+    most group_rows rows, each with its own table, small enough for the cache, and within
+    a group chunk by chunk (corpus order). A bucket above group_rows is split further by
+    key bits (_mark_big_bucket)."""
     nc, nb = off.shape[0], off.shape[1] - 1
     per = np.zeros(nb, np.int64)
     for c in range(nc):

@@ -78,8 +78,8 @@ def scratch(name: str, n: int, dtype) -> np.ndarray:
         del buf
         # an anonymous mapping, not np.empty: numpy asks for huge pages, and their first
         # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages.
-        # A quarter more than asked: the next stage's rows (a partition's) are about a
-        # chunk's, and pages never touched cost no memory
+        # A quarter more than asked: the span task's chunk (bytes) is about the size of a
+        # repeat task's partition (rows), and pages never touched cost no memory
         size = max(n * dtype.itemsize * 5 // 4, 1)
         buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, size), np.uint8)
     return buf[:n * dtype.itemsize].view(dtype)
