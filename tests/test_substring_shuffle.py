@@ -14,12 +14,13 @@ from lmforge.config import load
 from lmforge.data.config import DataConfig
 from lmforge.data.dedup import substring
 from lmforge.data.dedup import substring_shuffle as S
-from lmforge.data.dedup.substring_kernels import (later_from_flags, mark_repeats, n_windows,
+from lmforge.data.dedup.substring_kernels import (later_from_bits, mark_repeats, n_windows,
                                                   window_rows)
 from lmforge.data.dedup.synthetic import plant_near_duplicates, repeated_spans, stdlib_documents
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.pipeline import iter_shard, kept_shards, run_pipeline
 from lmforge.io.writers import write_documents
+from test_data_dedup import brute_substring
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_shuffle_equals_single_process(tmp_path, corpus, k, keep_layout, parts, 
 def test_window_kernels_against_brute_force():
     """Rows are every window inside a document, grouped by bucket (equal windows: equal key,
     same bucket); mark_repeats over chunks = "seen at an earlier row" in corpus order;
-    later_from_flags maps row flags back to window positions."""
+    later_from_bits maps row flags (packed) back to window positions."""
     rng = np.random.default_rng(5)
     docs = [bytes(rng.choice(list(b"ab\xc3\xa9"), size=int(rng.integers(0, 60)))) for _ in range(40)]
     k, bits = 6, 4
@@ -109,10 +110,10 @@ def test_window_kernels_against_brute_force():
         assert len(key) == off[-1] == len(wins) and np.all(np.diff(off) >= 0)
         # the row of each window: identity flags give back a window's own row index
         rowid = np.arange(len(key))
-        for r in range(len(key)):  # later_from_flags with a one-hot flag finds window r
+        for r in range(len(key)):  # later_from_bits with a one-hot flag finds window r
             one = rowid == r
-            hit = np.flatnonzero(later_from_flags(len(arr), offsets, k, ids, off, one,
-                                                  np.ones(len(arr) + 5, bool)))
+            hit = np.flatnonzero(later_from_bits(len(arr), offsets, k, ids, off[:-1],
+                                                 np.packbits(one), np.ones(len(arr) + 5, bool)))
             assert len(hit) == 1
             w = buf[hit[0]:hit[0] + k]
             b = int(np.searchsorted(off, r, side="right") - 1)
@@ -129,6 +130,9 @@ def test_window_kernels_against_brute_force():
                 want[offs[c][0] + r] = w in seen
                 seen.add(w)
         assert later.tolist() == want.tolist() and n == want.sum() > 10
+        dirty = np.ones(len(allkeys) + 3, bool)  # a caller's scratch: cleared, then filled
+        again, n2 = mark_repeats(allkeys, np.stack(offs), group, 2 / 3, dirty)
+        assert again.tolist() == want.tolist() and n2 == n
 
 
 def test_bucket_ranges_balance_and_cover():
@@ -171,3 +175,55 @@ def test_pipeline_modes_give_the_same_output(tmp_path, corpus):
     assert a_st["plan"] == "driver"
     _, a_st = _pipeline(tmp_path, raw, "auto", "b", driver_max_bytes=1000)
     assert a_st["plan"] == "shuffle"
+
+
+def _both_paths(tmp_path, texts, k, keep_layout):
+    """dedup_texts on the driver path, and the same texts through the shuffle's spans."""
+    driver = substring.dedup_texts(texts, k, keep_layout=keep_layout)
+    paths = shards_of(texts, tmp_path, per_shard=max(1, len(texts) // 2))
+    got, _ = run_shuffle(paths, tmp_path / "w", 1, k=k, keep_layout=keep_layout, partitions=2,
+                         chunk_bytes=300)
+    per = max(1, len(texts) // 2)
+    shuffle = []
+    for i, t in enumerate(texts):
+        sp = got[i // per]
+        mine = sp[sp[:, 0] == i % per][:, 1:].tolist()
+        shuffle.append(substring.apply_spans(t.encode(), mine))  # strict UTF-8 decode
+    return driver, shuffle
+
+
+def test_characters_covered_by_windows_from_continuation_bytes(tmp_path):
+    """A character goes when all its bytes are covered, also when the windows that cover
+    it start on continuation bytes of the character before (whose lead byte stays): here
+    the k + 1 bytes after 席's lead repeat those after 中's, so 'i' is covered only by the
+    window that starts on 席's last byte."""
+    k = 10
+    texts = ["q中abcdefghiZ", "r席abcdefghiY"]  # 中 = E4 B8 AD, 席 = E5 B8 AD
+    want = [texts[0], "r席Y"]
+    assert brute_substring(texts, k) == want
+    for keep_layout in (False, True):
+        driver, shuffle = _both_paths(tmp_path / str(keep_layout), texts, k, keep_layout)
+        assert driver == shuffle == want
+    # two runs of covered bytes that touch inside 中 (E4 B8 | AD): the first repeats up to
+    # 丸's E4 B8, the second from 乭's AD (E4 B9 AD); every byte is covered, so all goes
+    texts = ["abcdefghi丸Z", "乭jklmnopqr", "abcdefghi中jklmnopqr"]
+    want = texts[:2] + [""]
+    assert brute_substring(texts, k) == want
+    driver, shuffle = _both_paths(tmp_path / "touch", texts, k, False)
+    assert driver == shuffle == want
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_spans_delete_whole_characters_like_brute_force(tmp_path, seed):
+    """Random text over 2-, 3- and 4-byte characters that share continuation bytes, with
+    small K (many windows start inside characters): both paths equal the brute force."""
+    rng = np.random.default_rng(seed)
+    chars = ["中", "席", "丸", "é", "ä", "😀", "😃", "a", " ", "-"]
+    pieces = ["".join(rng.choice(chars, size=int(rng.integers(3, 12)))) for _ in range(12)]
+    texts = ["".join(rng.choice(pieces, size=int(rng.integers(0, 9)))) for _ in range(30)]
+    for k in (4, 7, 13):
+        for keep_layout in (False, True):
+            want = brute_substring(texts, k, keep_layout=keep_layout)
+            driver, shuffle = _both_paths(tmp_path / f"{k}{keep_layout}", texts, k, keep_layout)
+            assert driver == want, (k, keep_layout)
+            assert shuffle == want, (k, keep_layout)

@@ -248,60 +248,62 @@ def removed_spans(buf, later, offsets, k, keep_layout):
     """(m, 3) int64 rows (document, start, end), byte offsets within the document, of the
     spans to remove, and the number and bytes of layout-only spans left alone.
 
-    A byte is covered when a later window of its document starts at one of (x - k, x];
-    a UTF-8 character goes only if all its bytes are covered; maximal runs of removed
-    characters are the spans. With keep_layout, a run made only of ASCII whitespace and
-    punctuation stays (ASCII tables, rules, indentation).
+    A byte is covered when a later window of its document starts at one of (x - k, x]; a
+    UTF-8 character goes only if all its bytes are covered, i.e. if it lies inside one
+    maximal run of covered bytes. So each run, less the continuation bytes at its start
+    (their character began before the run) and the character cut at its end, is a span.
+    With keep_layout, a span made only of ASCII whitespace and punctuation stays (ASCII
+    tables, rules, indentation).
+
+    A run is found from its first later window: while a later window starts at or before
+    the run's end, the end moves to that window's end. The search for the last such start
+    runs backwards from the end, so inside a long repeat (later everywhere) it costs one
+    check per k bytes; every position is checked at most once.
     """
     cap = 1024
     out = np.empty((cap, 3), np.int64)
     m = n_layout = layout_bytes = 0
     for d in range(len(offsets) - 1):
         s, e = offsets[d], offsets[d + 1] - 1  # e: the separator
-        last_start = e - k
-        cover_end = s
-        run_start = -1
-        content = False
+        stop = e - k + 1  # windows inside the document start before this
         x = s
-        while x < e:
-            if run_start < 0 and x >= cover_end:  # outside coverage: skip to the next window
-                while x <= last_start and not later[x]:
-                    x += 1
-                if x > last_start:
+        while x < stop:
+            while x < stop and not later[x]:  # a loop of its own: 16x faster than a
+                x += 1                        # `continue` of the outer loop (measured)
+            if x >= stop:
+                break
+            a, end, lo = x, x + k, x + 1  # covered: [a, end); later starts in [lo, end] unseen
+            while True:  # a window starting at `end` continues the run (no uncovered byte)
+                y = min(end + 1, stop) - 1
+                while y >= lo and not later[y]:
+                    y -= 1
+                if y < lo:
                     break
-                cover_end = x + k
-                while (buf[x] & 0xC0) == 0x80:
-                    x += 1  # this character began before the coverage: it stays
-            b = buf[x]  # the character at x: its length from the lead byte
-            clen = min(1 if b < 0xC0 else (2 if b < 0xE0 else (3 if b < 0xF0 else 4)), e - x)
-            gone = True
-            for y in range(x, x + clen):
-                if y <= last_start and later[y] and y + k > cover_end:
-                    cover_end = y + k
-                if y >= cover_end:
-                    gone = False
-            if gone:
-                if run_start < 0:
-                    run_start = x
-                    content = False
-                if not content:
-                    for y in range(x, x + clen):
-                        content = content or not _is_layout_byte(buf[y])
-            x += clen
-            if run_start >= 0 and (not gone or x >= e):  # the run ended before x (or at e)
-                end = x - clen if not gone else x
-                if content or not keep_layout:
-                    if m == cap:
-                        cap *= 2
-                        grown = np.empty((cap, 3), np.int64)
-                        grown[:m] = out[:m]
-                        out = grown
-                    out[m, 0], out[m, 1], out[m, 2] = d, run_start - s, end - s
-                    m += 1
-                else:
-                    n_layout += 1
-                    layout_bytes += end - run_start
-                run_start = -1
+                lo, end = end + 1, y + k
+            x = end
+            while a < end and (buf[a] & 0xC0) == 0x80:
+                a += 1  # this character began before the run: it stays
+            b = end  # at most e; buf[e] is the separator
+            while b > a and (buf[b] & 0xC0) == 0x80:
+                b -= 1  # the character at b began inside the run and ends after it: it stays
+            if b == a:
+                continue
+            content = not keep_layout
+            y = a
+            while not content and y < b:
+                content = not _is_layout_byte(buf[y])
+                y += 1
+            if content:
+                if m == cap:
+                    cap *= 2
+                    grown = np.empty((cap, 3), np.int64)
+                    grown[:m] = out[:m]
+                    out = grown
+                out[m, 0], out[m, 1], out[m, 2] = d, a - s, b - s
+                m += 1
+            else:
+                n_layout += 1
+                layout_bytes += b - a
     return out[:m], n_layout, layout_bytes
 
 
@@ -378,12 +380,13 @@ def window_rows(buf, offsets, k, bits, ids, key):
 
 
 @njit(cache=True, nogil=True)
-def later_from_flags(n, offsets, k, ids, off, flags, later):
+def later_from_bits(n, offsets, k, ids, start, packed, later):
     """`later` of a chunk of n bytes into later[:n] (scratch from the caller; returned) from
-    flags in row (bucket) order: ids are the windows' buckets in text order and off the
-    bucket offsets, both from window_rows, so no hash is computed again."""
-    nb = len(off) - 1
-    cur = off[:nb].copy()
+    the repeat flags of its rows, packed (np.packbits order): bucket b's rows, in text
+    order, are bits start[b], start[b] + 1, ... of packed. ids are the windows' buckets in
+    text order, from window_rows, so no hash is computed again. The bits are read where
+    they lie (unpacked, the 2^bits read cursors touched 8x more cache lines and pages)."""
+    cur = start.copy()
     later = later[:n]
     later[:] = False
     w = 0
@@ -391,18 +394,11 @@ def later_from_flags(n, offsets, k, ids, off, flags, later):
         s, last = offsets[d], offsets[d + 1] - 1 - k
         for p in range(s, last + 1):
             b = np.int64(ids[w])
-            later[p] = flags[cur[b]]
-            cur[b] += 1
+            r = cur[b]
+            later[p] = (packed[r >> 3] >> (7 - (r & 7))) & 1
+            cur[b] = r + 1
             w += 1
     return later
-
-
-@njit(cache=True, nogil=True)
-def unpack_bits(packed, out):
-    """out[i] = bit i of packed (np.packbits order: big-endian within a byte), in place:
-    np.unpackbits would allocate a fresh array per call."""
-    for i in range(len(out)):
-        out[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1
 
 
 @njit(inline="always")
@@ -477,13 +473,14 @@ def _mark_big_bucket(keys, off, j0, j1, rows, group_rows, table, load, later):
 
 
 @njit(cache=True, nogil=True)
-def mark_repeats(keys, off, group_rows, load):
+def mark_repeats(keys, off, group_rows, load, later=None):
     """later bool[len(keys)]: the key occurs at an earlier row. keys holds several chunks'
     rows; chunk c's rows of bucket j are keys[off[c, j]:off[c, j + 1]] (chunks in corpus
-    order). Equal keys share a bucket, so buckets are independent: they are taken in
-    groups of at most group_rows rows, each with its own table, small enough for the cache,
-    and within a group chunk by chunk (corpus order). A bucket above group_rows is split
-    further by key bits (_mark_big_bucket)."""
+    order). later: the caller's scratch of at least len(keys) rows (cleared here), or None.
+    Equal keys share a bucket, so buckets are independent: they are taken in groups of at
+    most group_rows rows, each with its own table, small enough for the cache, and within
+    a group chunk by chunk (corpus order). A bucket above group_rows is split further by
+    key bits (_mark_big_bucket)."""
     nc, nb = off.shape[0], off.shape[1] - 1
     per = np.zeros(nb, np.int64)
     for c in range(nc):
@@ -498,7 +495,11 @@ def mark_repeats(keys, off, group_rows, load):
         rows += per[j]
     groups.append(nb)
     table = np.zeros(max(64, int(group_rows / load) + 1), np.uint64)
-    later = np.zeros(len(keys), np.bool_)
+    if later is None:
+        later = np.zeros(len(keys), np.bool_)
+    else:
+        later = later[:len(keys)]
+        later[:] = False
     found = 0
     for t in range(len(groups) - 1):
         j0, j1 = groups[t], groups[t + 1]

@@ -22,9 +22,9 @@ document order, then byte order); removed_spans turns later windows into spans. 
    rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
 3. span_task, one per shard: the shard's bits from every partition (one read each); for
    each chunk (read back from txt-SSSSS.bin, not decoded from the shard again), its rows'
-   bits mapped back to window positions with the saved bucket ids (later_from_flags: no
-   hash computed again), then removed_spans exactly as on one process ->
-   work/spans-SSSSS.npy.
+   bits (still packed) mapped back to window positions with the saved bucket ids
+   (later_from_bits: no hash computed again), then removed_spans exactly as on one
+   process -> work/spans-SSSSS.npy.
 
 Equal windows have equal keys and buckets, so they meet in one repeat task, and rows
 reach it in global order: the first occurrence is the one kept, as on one process.
@@ -35,9 +35,11 @@ over a corpus of W distinct windows and P partitions (docs/scale.md; 0.3 windows
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +47,8 @@ import numpy as np
 from lmforge.io.atomic import save_npy
 
 from ..pipeline import iter_shard
-from .substring_kernels import (SEP, later_from_flags, mark_repeats, n_windows, removed_spans,
-                                unpack_bits, window_rows)
+from .substring_kernels import (SEP, later_from_bits, mark_repeats, n_windows, removed_spans,
+                                window_rows)
 
 # buckets: 2^12, or 2^16 when the shards take more than BIG_STORED bytes on disk. A window
 # task scatters its rows into that many runs (2^12: 0.8 s per 50 MB, 2^14: 1.2 s; measured);
@@ -54,8 +56,8 @@ from .substring_kernels import (SEP, later_from_flags, mark_repeats, n_windows, 
 BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
-GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 768 KB table stays in cache
-TABLE_LOAD = 2 / 3
+GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 1 MB table stays in cache
+TABLE_LOAD = 1 / 2  # rows per slot: 2/3 took 9.5-9.8 ns per row, 1/2 7.8-8.1 (still in cache)
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
 
 
@@ -64,24 +66,28 @@ _SCRATCH: dict[str, np.ndarray] = {}
 
 def scratch(name: str, n: int, dtype) -> np.ndarray:
     """n rows of this process's buffer `name`, which only grows until release_scratch().
-    A task's big arrays (keys, bucket ids, flags) come from here: fresh memory costs a page
+    A task's big arrays (keys, flags) come from here: fresh memory costs a page
     fault per page on first touch, 0.3-3 CPU s per GB on the development machine (more
     when the kernel compacts memory for huge pages), paid once per process instead of once
-    per chunk and task (bench/RESULTS.md). The contents are not cleared."""
+    per chunk, task and stage (bench/RESULTS.md). The contents are not cleared. Names by
+    width: u64 (the repeat task's keys), u8 (its flags per row, then the span task's `later`)."""
     dtype = np.dtype(dtype)
     buf = _SCRATCH.get(name)
     if buf is None or len(buf) < n * dtype.itemsize:
         _SCRATCH.pop(name, None)
         del buf
         # an anonymous mapping, not np.empty: numpy asks for huge pages, and their first
-        # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages
-        buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, max(n * dtype.itemsize, 1)), np.uint8)
+        # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages.
+        # A quarter more than asked: the span task's chunk (bytes) is about the size of a
+        # repeat task's partition (rows), and pages never touched cost no memory
+        size = max(n * dtype.itemsize * 5 // 4, 1)
+        buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, size), np.uint8)
     return buf[:n * dtype.itemsize].view(dtype)
 
 
 def release_scratch() -> None:
-    """Free the scratch buffers (the driver calls this after each stage: tasks it ran itself
-    must not leave their buffers in its memory)."""
+    """Free the scratch buffers (the driver calls this after the shuffle: tasks it ran
+    itself must not leave their buffers in its memory; between stages they are reused)."""
     _SCRATCH.clear()
 
 
@@ -175,7 +181,26 @@ def _append_rows(f, rows: int, n: int, dtype) -> np.ndarray:
     f.truncate((rows + n) * size)
     if n == 0:
         return np.zeros(0, dtype)
+    _allocate(f, rows * size, n * size)
     return np.memmap(f, dtype, "r+", offset=rows * size, shape=(n,))
+
+
+_LIBC = None
+
+
+def _allocate(f, offset: int, length: int) -> None:
+    """Reserve the file's blocks before the kernel scatters rows into its mapping: on ext4
+    each first write to a page of a sparse file reserves its block on its own, which cost
+    ~0.07 CPU s more per 330 MB of keys and ids (0.21-0.23 s of system time against
+    0.24-0.31). Linux fallocate(2) only: posix_fallocate would write zeros block by block
+    where the filesystem cannot allocate (NFS); there, and off Linux, nothing happens."""
+    global _LIBC
+    if not sys.platform.startswith("linux"):
+        return
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _LIBC.fallocate(f.fileno(), 0, offset, length)  # a failure leaves the file sparse
 
 
 def iter_saved_chunks(text: Path):
@@ -214,7 +239,7 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
             at, c = at + b - a, c + 1
         del mapped
     assert at == n_rows and c == n_chunks, (at, n_rows, c, n_chunks)
-    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD)
+    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD, scratch("u8", n_rows, np.bool_))
     del keys
     bits_path, off_out = _paths(out)
     out_off = np.zeros(n_chunks + 1, np.int64)
@@ -244,15 +269,17 @@ def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep
     ids = _mapped(ids_path, np.uint16)
     for g, (first, arr, offsets) in enumerate(iter_saved_chunks(folder / f"txt-{s:05d}")):
         off = win_off[g] - win_off[g, 0]
-        flags = scratch("flags", int(off[-1]), np.bool_)  # every row is set below
-        for p, (at, got) in enumerate(packed):  # partition p holds this chunk's rows [a, b)
-            a, b = int(off[edges[p]]), int(off[edges[p + 1]])
-            if b > a:
-                unpack_bits(got[at[g]:at[g + 1]], flags[a:b])
-        later = later_from_flags(len(arr), offsets, k,
-                                 _rows(ids_path, ids, int(win_off[g, 0]), int(win_off[g, -1])), off,
-                                 flags, scratch("later", len(arr), np.bool_))
-        del flags
+        # partition p holds this chunk's rows off[edges[p]]... (bucket order): its bits
+        # follow the previous partitions' (each padded to a byte)
+        bits = [got[at[g]:at[g + 1]] for at, got in packed]
+        base = 8 * np.concatenate([[0], np.cumsum([len(x) for x in bits])])
+        start = np.empty(len(off) - 1, np.int64)
+        for p in range(len(edges) - 1):
+            lo, hi = edges[p], edges[p + 1]
+            start[lo:hi] = base[p] + off[lo:hi] - off[lo]
+        later = later_from_bits(len(arr), offsets, k,
+                                _rows(ids_path, ids, int(win_off[g, 0]), int(win_off[g, -1])),
+                                start, np.concatenate(bits), scratch("u8", len(arr), np.bool_))
         spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
         spans[:, 0] += first
         rows.append(spans)
@@ -280,13 +307,18 @@ def shuffle_spans(ctx, k: int, keep_layout: bool, partitions: int | None = None,
                   chunk_bytes: int = CHUNK_BYTES, bits: int | None = None) -> dict:
     """The three stages over ctx.inputs with ctx.executor; writes work/spans-SSSSS.npy.
     Returns the step's figures. The driver holds one int per shard and one per bucket."""
+    try:  # tasks run in this process reuse the scratch pages from stage to stage
+        return _stages(ctx, k, keep_layout, partitions, chunk_bytes, bits)
+    finally:
+        release_scratch()
+
+
+def _stages(ctx, k: int, keep_layout: bool, partitions: int | None, chunk_bytes: int,
+            bits: int | None) -> dict:
     sub, name, m = ctx.work / "shuffle", ctx.dir.name, len(ctx.inputs)
 
     def run(fn, tasks, desc):
-        try:
-            return ctx.executor.map(fn, tasks, desc=desc)
-        finally:
-            release_scratch()
+        return ctx.executor.map(fn, tasks, desc=desc)
 
     shutil.rmtree(sub, ignore_errors=True)
     sub.mkdir(parents=True)
