@@ -88,12 +88,14 @@ def html_pair_docs(root: Path, pages: int, seed: int, src: str) -> list[dict]:
     other writers than the Debian Reference), the third, made after the second was reported."""
     from lmforge.data.extract import extract_html
 
-    found = sorted((root / "en-US").rglob("*.html"))
-    found.sort(key=lambda p: hashlib.md5(f"{seed}:{p.relative_to(root / 'en-US')}".encode()).digest())
+    sub = "text" if src == "lohelp" else ""   # the help's pages (not its scripts' pages)
+    base = root / "en-US" / sub
+    found = sorted(base.rglob("*.html"))
+    found.sort(key=lambda p: hashlib.md5(f"{seed}:{p.relative_to(base)}".encode()).digest())
     out, used = [], 0
     for en_path in found:
-        rel = en_path.relative_to(root / "en-US")
-        zh_path = root / "zh-CN" / rel
+        rel = en_path.relative_to(base)
+        zh_path = root / "zh-CN" / sub / rel
         if used >= pages or not zh_path.is_file():
             continue
         texts = {lang: extract_html(p.read_text("utf-8", errors="replace"))[0]
