@@ -19,8 +19,10 @@ memory at two corpus sizes (issue 26, items 1 and 3).
    are planted copies (natural near-duplicates in site-packages count against it).
 2. Driver peak RSS of `lmforge data` with steps [minhash], workers 2, at two corpus sizes
    built from the real text (each document's words shuffled within lines at a per-copy
-   seed, so copies are not near-duplicates), in a fresh process each: ru_maxrss of the
-   driver and of the largest worker. Input files of 10,000 documents and `partitions: 4`,
+   seed, so copies are not near-duplicates), in a fresh process each: the driver's VmHWM
+   (not its ru_maxrss: Linux carries ru_maxrss across execve, so a `python -c` child
+   reports the bench process's RSS at the fork) and the largest worker's ru_maxrss (workers
+   are forked from the driver, not exec'd). Input files of 10,000 documents and `partitions: 4`,
    because the local executor runs a map of a single task in the driver's own process
    (no fork cost), which would count that task's memory as the driver's.
 3. --synthetic-gb: the same measurement on generated text of that many GB (the real text
@@ -209,8 +211,8 @@ kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({{"seconds": time.perf_counter() - t, "minhash_seconds": st["seconds"],
                   "docs": st["in"]["docs"], "bytes": st["in"]["bytes"],
                   "duplicates": st["duplicates"], "partitions": st["lsh_partitions"], "maps": maps,
-                  "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "driver_over": status("VmHWM") - start, "start_rss": start,
+                  "driver_rss": status("VmHWM"), "driver_over": status("VmHWM") - start,
+                  "start_rss": start,
                   "cpu": time.process_time() - c + kids.ru_utime + kids.ru_stime,
                   "worker_rss": kids.ru_maxrss * 1024}}))
 """
