@@ -18,7 +18,10 @@ passes, what the driver path does on any corpus above ~1.3 GB on a 24 GB machine
 commit --baseline (its lmforge/ extracted with `git archive`, the kernels compiled in
 the warm-up), run alternately with `shuffle` --repeats times (median CPU, range). Then the shuffle with workers 2 at the sizes of
 --driver-mb (real text) and --synthetic-gb (random words: the real text runs out at ~350 MB):
-the driver process's own peak RSS (tasks run in worker processes).
+the driver process's own peak RSS above its start (tasks run in worker processes), the
+largest worker process's peak RSS, CPU of the driver and its workers, and the size's folder's
+peak disk (sampled every 2 s; folders under $BENCH_TMP, one size at a time, each deleted
+before the next; a size whose derived need, 13 B per byte plus 5 GB, does not fit is skipped).
 """
 from __future__ import annotations
 
