@@ -20,7 +20,10 @@ passes, what the driver path does on any corpus above ~1.3 GB on a 24 GB machine
 commit --baseline (its lmforge/ extracted with `git archive`, the kernels compiled in
 the warm-up), run alternately with `shuffle` --repeats times (median CPU, range). Then the shuffle with workers 2 at the sizes of
 --driver-mb (real text) and --synthetic-gb (random words: the real text runs out at ~350 MB):
-the driver process's own peak RSS (tasks run in worker processes).
+the driver process's own peak RSS above its start (tasks run in worker processes), the
+largest worker process's peak RSS, CPU of the driver and its workers, and the size's folder's
+peak disk (sampled every 2 s; folders under $BENCH_TMP, one size at a time, each deleted
+before the next; a size whose derived need, 13 B per byte plus 5 GB, does not fit is skipped).
 """
 from __future__ import annotations
 
@@ -35,9 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from disk_peak import DiskPeak, fits  # noqa: E402
+
+DISK_PER_BYTE = 12  # the shuffle's derived peak, ~11.1 B per corpus byte (docs/scale.md), rounded up
 BASELINE = "b76d3cf"  # main before the second speed-up (14.0-15.1 MB per CPU s in RESULTS.md)
 _ROW = r"""
-import hashlib, json, sys, time
+import hashlib, json, resource, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
@@ -64,11 +71,14 @@ else:
     step = substring.SubstringStep(SubstringConfig(part_bytes=part_bytes), None)
     st = step._driver_spans(ctx)
 dt, cpu = time.perf_counter() - t, time.process_time() - c
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes (workers > 1)
 peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
 h = hashlib.sha1()
 for i in range(len(shards)):
     h.update(np.load(ctx.work / f"spans-{{i:05d}}.npy").tobytes())
-print(json.dumps({{"code": substring.__file__, "seconds": dt, "cpu": cpu, "peak_over": peak - rss, "spans_sha1": h.hexdigest(),
+print(json.dumps({{"code": substring.__file__, "seconds": dt, "cpu": cpu, "peak_over": peak - rss,
+                  "spans_sha1": h.hexdigest(), "workers_cpu": kids.ru_utime + kids.ru_stime,
+                  "worker_rss": kids.ru_maxrss * 1024,
                   **{{k: v for k, v in st.items() if isinstance(v, (int, float))}}}}))
 """
 
@@ -197,21 +207,32 @@ def main() -> None:
                   f"{base / m['cpu']:.2f}x | {vs_old} | {m['peak_over'] / 1e6:.0f} MB | "
                   f"{m['peak_over'] / nbytes:.2f} |")
         if a.driver_mb or a.synthetic_gb:
-            print("\nShuffle with workers 2 (tasks in worker processes): the driver's own peak RSS")
-            print("| corpus MB | shards | partitions | driver peak RSS above start | wall s |")
-            print("|---|---|---|---|---|")
+            print("\nShuffle with workers 2 (tasks in worker processes): the driver's own peak RSS "
+                  "above its start, the largest worker process's peak RSS (it runs several tasks "
+                  "in turn: an upper bound on the largest task's), CPU of driver + workers, and "
+                  "the work folder's peak disk use (sampled every 2 s; shards included)")
+            print("| corpus MB | shards | partitions | driver peak RSS above start | largest "
+                  "worker peak RSS | wall s | CPU s | disk peak (shards + work) | per corpus byte |")
+            print("|---|---|---|---|---|---|---|---|---|", flush=True)
         sizes = [(mb, False) for mb in a.driver_mb] + [(gb * 1e3, True) for gb in a.synthetic_gb]
         for size, synthetic in sizes:
             folder = tmp / f"drv{size:g}"
+            need = (DISK_PER_BYTE + 1) * size * 1e6  # the shuffle's peak plus the shards, upper bound
+            if not fits(tmp, need):
+                print(f"| {size:g} | skipped: needs ~{need / 1e9:.0f} GB of disk, "
+                      f"{shutil.disk_usage(tmp).free / 1e9:.0f} GB free |", flush=True)
+                continue
             if synthetic:
                 sh, nb = synthetic_shards(size / 1e3, folder / "shards")
             else:
                 sh, nb = write_shards(size, folder / "shards")
-            r = row("shuffle", sh, folder, workers=2)
+            with DiskPeak(folder) as disk:
+                r = row("shuffle", sh, folder, workers=2)
             shutil.rmtree(folder)
             print(f"| {nb / 1e6:.1f}{' (random words)' if synthetic else ''} | {len(sh)} | "
-                  f"{r['partitions']} | {r['peak_over'] / 1e6:.1f} MB | {r['seconds']:.1f} |")
-
+                  f"{r['partitions']} | {r['peak_over'] / 1e6:.1f} MB | {r['worker_rss'] / 1e6:.0f} MB | "
+                  f"{r['seconds']:.1f} | {r['cpu'] + r['workers_cpu']:.1f} | "
+                  f"{disk.peak / 1e9:.2f} GB | {disk.peak / nb:.2f} |", flush=True)
 
 if __name__ == "__main__":
     main()
