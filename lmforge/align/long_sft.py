@@ -55,9 +55,13 @@ def _fill(pool: list[Doc], rng: random.Random, n_tokens: Callable[[str], int], t
         cost = n_tokens(d.text) + 8
         if total + cost > target and len(chosen) >= 2:
             break
-        if cost > target:      # one document longer than the whole window: take its beginning
-            d = Doc(d.title, d.text[: max(200, len(d.text) * target // cost)])
-            cost = target
+        # every task needs two documents: the first may fill half the window, the second
+        # what is left; a longer one contributes its beginning (it used to take the whole
+        # window, and the second document then overshot it by up to its own length)
+        room = target // 2 if not chosen else target - total
+        if cost > room:
+            d = Doc(d.title, d.text[: max(200, len(d.text) * max(room, 0) // cost)])
+            cost = n_tokens(d.text) + 8
         chosen.append(d)
         total += cost
     return chosen
