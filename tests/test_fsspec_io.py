@@ -105,6 +105,16 @@ def _drop_seconds(obj):
     return obj
 
 
+
+def without_credentials(monkeypatch, tmp_path) -> None:
+    """No AWS credentials anywhere: the moto server's keys gone, the config files pointed at
+    nothing, s3fs's cached clients dropped (the caller clears the cache again afterwards)."""
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    s3fs.S3FileSystem.clear_instance_cache()
+
 def test_data_stage_on_s3_writes_the_local_bytes_and_resumes(tmp_path, s3):
     raw = _raw(tmp_path, s3)
     local = run_data(_data_cfg(str(raw), str(tmp_path / "out")), progress=False)
@@ -170,11 +180,7 @@ def test_bad_urls_are_one_line(tmp_path, s3, monkeypatch):
     s3.pipe_file(f"{BUCKET}/ok/a.jsonl", b'{"id": "1", "text": "one two three"}\n')
     code, line = fails(f"s3://{BUCKET}/ok", "s3://no-such-out-bucket/run")
     assert (code, line) == (EXIT_CONFIG, "s3://no-such-out-bucket/run: bucket 'no-such-out-bucket' not found")
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(k)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    s3fs.S3FileSystem.clear_instance_cache()
+    without_credentials(monkeypatch, tmp_path)
     try:
         code, line = fails(f"s3://{BUCKET}/ok")
     finally:

@@ -12,7 +12,7 @@ from lmforge.cli.errors import EXIT_CONFIG, classify
 from lmforge.io.fetch import fetch_dir
 from lmforge.io.fs import FsPath
 from lmforge.shards import TokenDataset
-from test_fsspec_io import BUCKET, s3, s3fs  # noqa: F401  (s3: the moto server fixture)
+from test_fsspec_io import BUCKET, s3, s3fs, without_credentials  # noqa: F401  (s3: the moto server fixture)
 from test_trainer import cfg_for, losses
 from lmforge.stages.pretrain import run
 
@@ -97,11 +97,7 @@ def test_missing_keys_buckets_and_credentials_are_one_line(tmp_path, s3, monkeyp
     assert _fails(cfg_for("s3://no-such-bucket-lm/tokens", tmp_path / "b", "train.steps=1")) == (
         "config error: data: s3://no-such-bucket-lm/tokens: not a token dataset (no meta.json; "
         "run `lmforge tokenizer encode` to make one)")
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(k)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    s3fs.S3FileSystem.clear_instance_cache()
+    without_credentials(monkeypatch, tmp_path)
     try:
         line = _fails(cfg_for(url, tmp_path / "c", "train.steps=1"))
     finally:
