@@ -25,7 +25,8 @@ def fold_of(seed: int, doc_id: str) -> int:
 
 
 # dense measures that judge prose only: code's strings, regexes and format specs hold lone
-# brackets (with `unbalanced` the planted corpus's good code was kept 91-93% instead of 98%)
+# brackets (with `unbalanced` the planted corpus's good code was kept 91.2 / 92.6% on seeds
+# 0 / 3, against 98.5 / 94.1% without it)
 PROSE_ONLY_DENSE = ("unbalanced",)
 
 
