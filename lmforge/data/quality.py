@@ -180,11 +180,10 @@ def add_shipped_references(refs: dict, ref_counts: dict, groups: list[str], cfg)
         return frozenset()
     added: set[str] = set()
     li = cfg.group_by.index("lang")
-    di = cfg.group_by.index("domain") if "domain" in cfg.group_by else None
     shipped = shipped_references()
     for g in groups:
         parts = g.split("/")
-        if di is not None and parts[di] in CODE_DOMAINS:
+        if is_code_group([g], cfg.group_by):
             continue
         extra = shipped.get(parts[li], [])[:cfg.max_train_docs]
         own = ref_counts.get(g, 0)
@@ -279,11 +278,13 @@ class QualityStep(Step):
         scores = qs.score(groups, [str(d["id"]) for d in docs], [d["text"][:cfg.max_chars] for d in docs])
         keep = [cfg.mode == "tag" or s >= qs.threshold(g) for s, g in zip(scores, groups)]
         coherence = self._coherence(docs, langs, keep)
-        incoherent = [c is not None and c < cfg.coherence_min[l] for c, l in zip(coherence, langs)]
+        # mode tag records the measure and removes nothing
+        incoherent = [cfg.mode != "tag" and c is not None and c < cfg.coherence_min[l]
+                      for c, l in zip(coherence, langs)]
         counts = GroupCounts()
         for d, l, k, bad in zip(docs, langs, keep, incoherent):
             counts.add({"by_lang": l, "by_domain": doc_domain(d), "by_group": self.key(d, l)},
-                       doc_bytes(d), k and (cfg.mode == "tag" or not bad))
+                       doc_bytes(d), k and not bad)
         counts.save(ctx.work / f"counts-{ctx.inputs[index].name}.json")
         del docs
 
@@ -293,7 +294,7 @@ class QualityStep(Step):
                 doc["meta"]["coherence"] = round(coherence[i], 4)
             if not keep[i]:
                 return None, "quality_low"
-            if incoherent[i] and cfg.mode != "tag":
+            if incoherent[i]:
                 return None, "incoherent"
             return doc, None
         return apply
