@@ -77,6 +77,23 @@ def test_extract_html_keeps_title_and_lang():
         assert meta["title"] == "磨坊" and meta["html_lang"] == "zh-CN"
 
 
+def test_extract_html_keeps_lone_cjk_characters_and_quotes():
+    """resiliparse 2.0.1 (main content) drops a text node of one 3-byte UTF-8 character, meaning
+    to drop icon-font glyphs; the guard keeps real characters and still drops the icons."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    body = ("<p>「<span class='emph'>Date1</span>」是开始日期。</p><p>按<kbd>F1</kbd>键，"
+            "<span>甲</span>的<span>乙</span>。 &ldquo;<b>Quoted</b>&rdquo; costs €<b>5</b> "
+            "<i>&#xE001;</i><a href='#x'>¶</a></p>")
+    page = f"<html><body><article>{body}<p>{GOOD_ZH}</p></article></body></html>"
+    raw = extract_plain_text(page, main_content=True)
+    assert raw.startswith("Date1」") and "按" not in raw and "甲" not in raw   # the bug guarded
+    text, _ = extract_html(page)
+    assert text.startswith("「Date1」是开始日期。\n\n按F1键，甲的乙。 “Quoted” costs €5")
+    assert "\ue001" not in text and "¶" not in text and "\ufdd0" not in text
+    assert text.endswith(GOOD_ZH)
+
+
 def test_langid():
     assert detect(GOOD_EN)[0] == "en" and detect(GOOD_ZH)[0] == "zh"
 

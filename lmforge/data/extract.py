@@ -8,14 +8,37 @@ Both kept the article paragraphs and dropped navigation and footer;
 resiliparse is the default, trafilatura is selectable (backend: trafilatura).
 
 Only documents with meta.format == "html" are extracted; others pass unchanged.
+
+resiliparse 2.0.1's main-content mode drops every text node (or element holding only one)
+whose stripped text is a single character of three UTF-8 bytes (U+0800-U+FFFF): it means to
+drop icon-font glyphs of the private use area (U+E000-U+F8FF), but it compares the three
+bytes read as a little-endian integer, so the range test passes for every such character.
+Markup like `「<span>Date1</span>」是开始日期` (LibreOffice's Chinese help) lost its opening
+quote, `<p>按<kbd>F1</kbd>键` lost 按, `<b>注</b>` vanished. `_guard_single_chars` appends a
+Unicode noncharacter to each such node outside the private use area before parsing, so the
+node is longer than three bytes, and the marker is removed from the text afterwards.
 """
 from __future__ import annotations
 
+import html as htmllib
 import re
 
 from .pipeline import Step
 
 _BLANKS = re.compile(r"\n{3,}")
+# a text node between two tags that is one character (raw or an entity) with blanks around it
+_SINGLE = re.compile(r">(\s*)([^\x00-\x7f<>&\s]|&[#\w]{1,31};)(\s*)<")
+_MARK = "\ufdd0"   # a noncharacter: never in interchanged text, so removing it loses nothing
+
+
+def _guard_single_chars(html: str) -> str:
+    """Mark the lone characters resiliparse would drop (see the module docstring)."""
+    def mark(m: re.Match) -> str:
+        ch = htmllib.unescape(m.group(2))
+        if len(ch) != 1 or not 0x800 <= ord(ch) <= 0xFFFF or 0xE000 <= ord(ch) <= 0xF8FF:
+            return m.group(0)   # not hit by the bug, or a real icon glyph: as resiliparse does
+        return f">{m.group(1)}{m.group(2)}{_MARK}{m.group(3)}<"
+    return _SINGLE.sub(mark, html)
 
 
 def _lang_hints(tree) -> dict:
@@ -35,9 +58,9 @@ def extract_resiliparse(html: str, main_content: bool = True) -> tuple[str, dict
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
-    tree = HTMLTree.parse(html)
+    tree = HTMLTree.parse(_guard_single_chars(html) if main_content else html)
     text = extract_plain_text(tree, main_content=main_content, alt_texts=False,
-                              links=False, list_bullets=True, noscript=False)
+                              links=False, list_bullets=True, noscript=False).replace(_MARK, "")
     meta = {"title": (tree.title or "").strip(), **_lang_hints(tree)}
     return text, meta
 
