@@ -170,6 +170,41 @@ def junk_docs(clean: list[dict], per_kind: int, seed: int) -> list[dict]:
     return out
 
 
+MANUALS = [  # (source, lang, file glob under the extracted .debs' root, section selector)
+    ("kicad", "en", "usr/share/doc/kicad/help/en/*.html", "div.sect2"),
+    ("kicad", "zh", "usr/share/doc/kicad/help/zh/*.html", "div.sect2"),
+    ("edu", "en", "usr/share/doc/debian-edu-doc-en/debian-edu-bookworm-manual.html", "div.section"),
+    ("edu", "zh", "usr/share/doc/debian-edu-doc-zh-cn/debian-edu-bookworm-manual.html", "div.section"),
+]
+
+
+def manual_docs(root: Path, per_lang: int, seed: int) -> list[dict]:
+    """The fourth held-out set, made after the third was reported: sections of the KiCad
+    manuals (kicad-doc-en / kicad-doc-zh, GPL-3+ / CC-BY-3.0) and the Debian Edu bookworm
+    manual (debian-edu-doc-en / -zh-cn, GPL-2+), each an HTML book split into its sections
+    (KiCad: div.sect2; Debian Edu: div.section with no section inside). Both Chinese
+    translations are partial, so a section counts as Chinese only when at least 20% of its
+    characters are Han; sections are not paired (the translations cover different parts)."""
+    from resiliparse.parse.html import HTMLTree
+
+    from lmforge.data.extract import extract_html
+
+    out = {"en": [], "zh": []}
+    for src, lang, pattern, sel in MANUALS:
+        for path in sorted(root.glob(pattern)):
+            tree = HTMLTree.parse(path.read_text("utf-8", errors="replace"))
+            for i, node in enumerate(tree.body.query_selector_all(sel)):
+                if node.query_selector(sel) is not None:
+                    continue   # a section with sections inside: its leaves are taken instead
+                text = extract_html(f"<html><body>{node.html}</body></html>")[0]
+                han = sum("\u4e00" <= c <= "\u9fff" for c in text) / max(1, len(text))
+                if len(text) >= 300 and parallel.prose_share(text, lang) >= 0.5 and (lang == "en" or han >= 0.2):
+                    out[lang].append({"id": f"manuals:{lang}:{src}-{path.stem}-{i}", "text": text,
+                                      "meta": {"lang": lang, "src": "manuals"}})
+    rng = random.Random(seed)
+    return [d for lang in out for d in rng.sample(out[lang], min(per_lang, len(out[lang])))]
+
+
 def split_of(doc_id: str) -> str:
     """dev or test, by a hash of the source unit (a FAQ chapter, a man page; both languages of
     it go together), so no page has sections on both sides."""
@@ -218,7 +253,11 @@ def main() -> None:
     ap.add_argument("--handbook", type=Path, default=None,
                     help="instead: The Debian Administrator's Handbook's HTML under this folder "
                          "(usr/share/doc/debian-handbook/html of the extracted debian-handbook .deb)")
-    ap.add_argument("--pages", type=int, default=150, help="--lohelp / --handbook: pages (each in both languages)")
+    ap.add_argument("--manuals", type=Path, default=None,
+                    help="instead: sections of the KiCad and Debian Edu manuals under this folder (the root "
+                         "the kicad-doc-en, kicad-doc-zh, debian-edu-doc-en and -zh-cn .debs were extracted into)")
+    ap.add_argument("--pages", type=int, default=150,
+                    help="--lohelp / --handbook: pages (each in both languages); --manuals: sections per language")
     ap.add_argument("--planted", action="store_true",
                     help="instead: the arms on the planted corpus of tests/test_data_quality.py, seeds 0 and 3")
     args = ap.parse_args()
@@ -230,10 +269,12 @@ def main() -> None:
     positives = tmp / "positives.jsonl"   # prose references only (no code references)
     with open(tmp / "corpus" / "quality_positives.jsonl") as f, open(positives, "w") as g:
         g.writelines(l for l in f if json.loads(l)["meta"].get("domain") != "code")
-    held = [(n, r) for n, r in (("lohelp", args.lohelp), ("handbook", args.handbook)) if r]
-    if held:   # a second / third held-out set, all of it held out: no split
+    held = [(n, r) for n, r in (("lohelp", args.lohelp), ("handbook", args.handbook),
+                                 ("manuals", args.manuals)) if r]
+    if held:   # a second / third / fourth held-out set, all of it held out: no split
         args.split, root = held[0]
-        clean = html_pair_docs(root, args.pages, args.seed, args.split)
+        clean = (manual_docs(root, args.pages, args.seed) if args.split == "manuals"
+                 else html_pair_docs(root, args.pages, args.seed, args.split))
         from lmforge.data.quality import shipped_references
         refs = [t for docs in shipped_references().values() for _, t in docs]
         refs += [json.loads(l)["text"] for l in open(positives)]
@@ -300,7 +341,7 @@ def sweep(scored: dict, total: collections.Counter) -> None:
             print(f"| {name} | {t} | " + " | ".join(cells) + " |")
 
 
-CLEAN = ("faq", "man", "lohelp", "handbook")
+CLEAN = ("faq", "man", "lohelp", "handbook", "manuals")
 JUNK = ("spam", "boilerplate", "keywords", "markov", "mojibake")
 ALL_KINDS = ["shuffled", "stuffed", "boilerplate", "spam", "garbled", "repeated", "minified", "markov", "listed"]
 # the defaults before issue 35's last round: the corpus's references only, the base damage

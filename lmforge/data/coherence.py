@@ -18,11 +18,10 @@ WORDS, CJK_CHARS, MAX_PASSAGES, MIN_PASSAGES = 24, 48, 8, 3
 
 def passages(text: str) -> list[str]:
     """Consecutive passages of WORDS words (CJK-heavy text: CJK_CHARS characters)."""
-    from .text import CJK_RE
+    from .text import is_cjk
 
     flat = " ".join(text.split())
-    head = flat[:2000]
-    if len(CJK_RE.findall(head)) > 0.3 * max(1, len(head)):
+    if is_cjk(flat):
         return [flat[i:i + CJK_CHARS] for i in range(0, len(flat) - CJK_CHARS + 1, CJK_CHARS)][:MAX_PASSAGES]
     w = flat.split(" ")
     return [" ".join(w[i:i + WORDS]) for i in range(0, len(w) - WORDS + 1, WORDS)][:MAX_PASSAGES]

@@ -31,7 +31,7 @@ from collections import Counter
 from functools import lru_cache
 
 from .config import NEGATIVE_KINDS as KINDS  # noqa: F401  (one list for the config check and the code)
-from .text import CJK_CLASS, CJK_RE
+from .text import CJK_CLASS, CJK_RE, is_cjk
 from .textinfo import AD_TERMS, CHROME_LINES, read_sections
 
 TOKEN_RE = re.compile(f"[{CJK_CLASS}]|[^\\W{CJK_CLASS}]+|[^\\w\\s]")
@@ -40,12 +40,6 @@ TOKEN_RE = re.compile(f"[{CJK_CLASS}]|[^\\W{CJK_CLASS}]+|[^\\w\\s]")
 @lru_cache(maxsize=1)
 def _resources() -> tuple[dict, dict]:
     return read_sections(AD_TERMS), read_sections(CHROME_LINES)
-
-
-def is_cjk(text: str) -> bool:
-    sample = text[:2000]
-    letters = sum(ch.isalpha() for ch in sample) or 1
-    return len(CJK_RE.findall(sample)) / letters > 0.3
 
 
 def _join(tokens: list[str], cjk: bool) -> str:

@@ -21,6 +21,14 @@ def cjk_count(text: str) -> int:
     return len(CJK_RE.findall(text))
 
 
+def is_cjk(text: str) -> bool:
+    """Whether a text is written mostly in CJK (over 30% of the letters of its first 2,000
+    characters): such text has no spaces between words, so it is cut by characters."""
+    sample = text[:2000]
+    letters = sum(ch.isalpha() for ch in sample) or 1
+    return cjk_count(sample) / letters > 0.3
+
+
 def units(text: str, lowercase: bool = False) -> list[str]:
     """Words for space-separated scripts, single characters for CJK."""
     return UNIT_RE.findall(text.lower() if lowercase else text)
