@@ -22,17 +22,16 @@ The cache folder can be deleted whenever no run is reading it; nothing else prun
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
 from lmforge.io.atomic import fsync_dir, sweep_temps
+from lmforge.io.fetchcache import (cap_bytes, check_fits, folder_lock, hold, holds, make_room, mark_used, release,
+                                   set_pending)
 from lmforge.io.fs import FsPath, cache_home, temp_sibling, upath, url_errors
 
 PROGRESS_MIN_BYTES = 64 << 20     # a progress bar only for fetches at least this large
@@ -57,45 +56,59 @@ def version(info: dict) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _machine_lock(folder: Path) -> Iterator[None]:
-    with open(folder / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)    # released when the process dies, however it dies
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def local_copies(folder, names: list[str], listed_in: str = "", progress: bool = True) -> dict[str, Path]:
     """{name: local path} of each file `names` under `folder`: the files themselves for a local
     folder, current cached copies (fetched when missing or changed) for a URL. A file missing
-    on the store is a FileNotFoundError naming its URL (and `listed_in`, what listed it)."""
+    on the store is a FileNotFoundError naming its URL (and `listed_in`, what listed it); files
+    that alone exceed the cache's cap, or a cap that other processes' copies keep from being
+    met, a ConfigError before anything is fetched."""
     folder = upath(folder)
     if not isinstance(folder, FsPath):
         return {n: folder / n for n in names}
     if not names:
         return {}
+    cap = cap_bytes()
     local = fetch_dir(folder)
-    local.mkdir(parents=True, exist_ok=True)
-    with _machine_lock(local):
-        sweep_temps(local)
-        with url_errors(folder):
-            listing = {p["name"].rstrip("/").rsplit("/", 1)[-1]: p
-                       for p in folder.fs.ls(folder.path, detail=True) if p.get("type") != "directory"}
-        missing = [n for n in names if n not in listing]
-        if missing:
-            why = f" (listed in {listed_in})" if listed_in else ""
-            raise FileNotFoundError(f"{folder / missing[0]}: not found{why}")
-        out = {n: local / f"{n}~{version(listing[n])}" for n in names}
-        todo = [n for n in names if not _complete(out[n], int(listing[n].get("size") or 0))]
-        total = sum(int(listing[n].get("size") or 0) for n in todo)
+    with folder_lock(local):
+        held, ok = holds(local), False
+        try:
+            out = _fetch_all(folder, local, names, listed_in, progress, cap)
+            ok = True
+            return out
+        finally:
+            if ok or held:
+                hold(local)      # the caller maps the copies: no other process removes them now
+            else:
+                release(local)
+
+
+def _fetch_all(folder: FsPath, local: Path, names: list[str], listed_in: str, progress: bool,
+               cap: int | None) -> dict[str, Path]:
+    """local_copies' work, holding the folder's lock."""
+    sweep_temps(local)
+    with url_errors(folder):
+        listing = {p["name"].rstrip("/").rsplit("/", 1)[-1]: p
+                   for p in folder.fs.ls(folder.path, detail=True) if p.get("type") != "directory"}
+    missing = [n for n in names if n not in listing]
+    if missing:
+        why = f" (listed in {listed_in})" if listed_in else ""
+        raise FileNotFoundError(f"{folder / missing[0]}: not found{why}")
+    sizes = {n: int(listing[n].get("size") or 0) for n in names}
+    check_fits(folder.url, len(names), sum(sizes.values()), cap)
+    out = {n: local / f"{n}~{version(listing[n])}" for n in names}
+    todo = [n for n in names if not _complete(out[n], sizes[n])]
+    total = sum(sizes[n] for n in todo)
+    make_room(local, folder.url, set(out.values()), total, cap)
+    try:
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"fetch {folder.url}", file=sys.stderr,
                   disable=not progress or total < PROGRESS_MIN_BYTES) as bar:
             for n in todo:
                 with url_errors(folder / n):
                     out[n] = _fetch(folder / n, local, n, listing[n], bar)
-        return out
+    finally:
+        set_pending(local, 0)
+    mark_used(local, folder.url, out.values())
+    return out
 
 
 def _complete(path: Path, size: int) -> bool:
