@@ -25,6 +25,7 @@ import errno
 import hashlib
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
@@ -50,10 +51,18 @@ def fetch_dir(folder: FsPath) -> Path:
 def version(info: dict) -> str:
     """What identifies one state of a remote object: size, ETag (or its like) and time."""
     tag = next((str(info[k]) for k in ("ETag", "etag", "blob_id", "generation", "md5Hash", "sha") if info.get(k)), "")
-    when = next((str(info[k]) for k in ("LastModified", "mtime", "updated", "last_modified", "created")
+    when = next((_time_text(info[k]) for k in ("LastModified", "mtime", "updated", "last_modified", "created")
                  if info.get(k)), "")
     key = f"{int(info.get('size') or 0)}|{tag}|{when}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _time_text(t) -> str:
+    """A time as text, the same whether the store gave seconds or a datetime: memory:// lists
+    `created` as seconds but its info() gives a datetime (S3's datetimes stay as they were)."""
+    if isinstance(t, (int, float)):
+        return str(datetime.fromtimestamp(t, timezone.utc))
+    return str(t)
 
 
 def local_copies(folder, names: list[str], listed_in: str = "", progress: bool = True) -> dict[str, Path]:
@@ -76,8 +85,8 @@ def local_copies(folder, names: list[str], listed_in: str = "", progress: bool =
             ok = True
             return out
         finally:
-            if ok or held:
-                hold(local)      # the caller maps the copies: no other process removes them now
+            if ok or held:       # the caller maps the copies: no other process removes them now
+                hold(local, out.values() if ok else ())
             else:
                 release(local)
 

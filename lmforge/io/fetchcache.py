@@ -45,6 +45,7 @@ _FOLDER = re.compile(r"[0-9a-f]{16}")
 _COPY = re.compile(r".+~[0-9a-f]{16}")
 
 _held: dict[Path, IO] = {}      # this process's holds: folder -> its `.inuse`, flock'ed
+_mine: dict[Path, set[Path]] = {}   # the copies of a held folder this process was handed (maps)
 
 
 def _forget_holds_in_child() -> None:
@@ -54,6 +55,7 @@ def _forget_holds_in_child() -> None:
     for f in _held.values():
         f.close()
     _held.clear()
+    _mine.clear()
 
 
 os.register_at_fork(after_in_child=_forget_holds_in_child)
@@ -118,22 +120,29 @@ def folder_lock(folder: Path) -> Iterator[None]:
         f.close()
 
 
-def hold(folder: Path) -> None:
-    """Mark `folder` as used by this process until it exits (or release())."""
+def hold(folder: Path, paths=()) -> None:
+    """Mark `folder`, and `paths` in it, as used by this process until it exits (or release())."""
     f = _held.get(folder)
     if f is None:
         f = _held[folder] = open(folder / INUSE, "a")
     fcntl.flock(f, fcntl.LOCK_SH)       # also turns others_hold()'s exclusive lock into a shared one
+    _mine.setdefault(folder, set()).update(paths)
 
 
 def holds(folder: Path) -> bool:
-    return folder in _held
+    return folder in _mine
+
+
+def mine(folder: Path) -> set[Path]:
+    """The copies of `folder` this process was handed earlier (an earlier split, still mapped)."""
+    return set(_mine.get(folder, ()))
 
 
 def release(folder: Path) -> None:
     f = _held.pop(folder, None)
     if f is not None:
         f.close()
+    _mine.pop(folder, None)
 
 
 def release_all() -> None:
@@ -143,9 +152,11 @@ def release_all() -> None:
 
 def others_hold(folder: Path) -> bool:
     """Whether another live process holds `folder`. Called holding its `.lock`, so no process
-    takes a new hold meanwhile; this process's own hold is dropped for the check and, when no
+    takes a new hold meanwhile; this process's own lock is dropped for the check and, when no
     one else holds the folder, kept exclusive until hold() or release()."""
-    release(folder)
+    f = _held.pop(folder, None)
+    if f is not None:
+        f.close()
     f = open(folder / INUSE, "a")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -273,25 +284,27 @@ def _remove(chosen: list[Copy], keep_folder: Path | None = None) -> int:
     return gone
 
 
-def make_room(local: Path, url: str, keep: set[Path], incoming: int, cap: int | None) -> None:
+def make_room(local: Path, url: str, needed: set[Path], incoming: int, cap: int | None) -> None:
     """Before `incoming` bytes are fetched into `local` (its `.lock` held): evict least recently
-    used copies until the cache stays within `cap` (None: no cap), never one of `keep` nor one in
-    a folder another process holds; then record `incoming` as pending. Either enough room is
-    made or nothing is removed and a ConfigError says why."""
+    used copies until the cache stays within `cap` (None: no cap), never one of `needed` (the
+    call's), one this process mapped before, nor one in a folder another process holds; then
+    record `incoming` as pending. Either enough room is made or nothing is removed and a
+    ConfigError says why. Nothing is evicted for a call that fetches nothing."""
     root = local.parent
     with ExitStack() as stack:
         stack.callback(lock_file(root / LOCK, fcntl.LOCK_EX).close)
-        if cap is not None:
+        if cap is not None and incoming:
             total, held, candidates = 0, 0, []
             for folder in cache_folders(root):
                 found = copies(folder)
                 total += _bytes(found)
                 if folder.name == local.name:
-                    spare = [c for c in found if c.path not in keep]
+                    spare, earlier = [c for c in found if c.path not in needed], mine(local)
                     if others_hold(local):
                         held += _bytes(spare)
                     else:
-                        candidates += spare
+                        candidates += [c for c in spare if c.path not in earlier]
+                        held += _bytes([c for c in spare if c.path in earlier])
                 elif _claim(folder, stack):
                     candidates += found
                 else:
