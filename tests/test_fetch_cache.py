@@ -167,6 +167,18 @@ def test_copies_another_process_holds_are_not_evicted(cache, monkeypatch):
         assert _copies(old) == {} and set(_copies(more)) == {"x"}   # the reader gone: old is free again
 
 
+def test_the_split_another_process_reads_stays_while_this_one_fetches_another(cache, monkeypatch):
+    url = _store({"val": KB, "train": KB})
+    _read(url, ["val"])
+    _cap(monkeypatch, 1500)
+    with _Holder(fetch_dir(FsPath(url)), INUSE, "shared"):     # another run reads the val split
+        with pytest.raises(ConfigError, match="to 2.0 kB, over its cap of 1.5 kB .*, and 1.0 kB of it is in use"):
+            local_copies(url, ["train"], progress=False)
+        assert set(_copies(url)) == {"val"}
+    _read(url, ["train"])                                          # that run ended: val goes
+    assert set(_copies(url)) == {"train"}
+
+
 def _cli(capsys, *args) -> tuple[int, str]:
     code = main(["cache", *args])
     out = capsys.readouterr()

@@ -16,8 +16,15 @@ its blob id) and modification time, all read from one listing of the folder, so:
   change meanwhile, then renames it: a killed fetch never leaves a file that looks complete
   (the next fetch removes the dead writer's temporary file);
 - the processes of one machine (torchrun's ranks) take turns through an flock on the folder's
-  `.lock`: the first fetches, the others then find the copies.
-The cache folder can be deleted whenever no run is reading it; nothing else prunes it.
+  `.lock`: the first fetches, the others then find the copies;
+- a process handed copies holds the folder (a shared flock on `.inuse`) until it exits, and the
+  folder's `.used.json` records when each copy was last handed out.
+$LMFORGE_FETCH_MAX_GB caps the cache: before a fetch that would pass the cap, the least recently
+used copies are removed, never one the call returns, one this process mapped earlier, nor one
+in a folder another process holds; when that cannot make room, or the call's own files exceed
+the cap, the call fails with one line before fetching or removing anything
+(lmforge.io.fetchcache has the rules). Without a cap nothing is removed but older versions;
+`lmforge cache ls` lists the folders and `lmforge cache prune --max-gb N | --all` prunes them.
 """
 from __future__ import annotations
 
