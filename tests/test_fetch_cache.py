@@ -13,7 +13,7 @@ from lmforge.cli import main
 from lmforge.cli.errors import EXIT_CONFIG, classify
 from lmforge.config import ConfigError
 from lmforge.io.fetch import fetch_dir, local_copies
-from lmforge.io.fetchcache import INUSE, LOCK, release_all
+from lmforge.io.fetchcache import INUSE, LOCK, PENDING, release_all
 from lmforge.io.fs import FsPath
 
 KB = 1000
@@ -165,6 +165,10 @@ def test_copies_another_process_holds_are_not_evicted(cache, monkeypatch):
     with _Holder(fetch_dir(FsPath(more)), LOCK, "exclusive"):    # a fetch into `more` in progress
         _read(last, ["x"])
         assert _copies(old) == {} and set(_copies(more)) == {"x"}   # the reader gone: old is free again
+        (fetch_dir(FsPath(more)) / PENDING).write_text("1000")   # that fetch brings 1 kB more
+        with pytest.raises(ConfigError, match=r"to 4\.0 kB, over its cap of 2\.5 kB .*, and 2\.0 kB of it is in use"):
+            local_copies(_store({"x": KB}), ["x"], progress=False)
+    assert set(_copies(last)) == set(_copies(more)) == {"x"}
 
 
 def test_the_split_another_process_reads_stays_while_this_one_fetches_another(cache, monkeypatch):
