@@ -86,20 +86,26 @@ def test_a_file_the_call_returns_is_never_evicted(cache, monkeypatch):
     assert out["t2"].read_bytes() == bytes([2]) * KB and out["t3"].read_bytes() == bytes([3]) * KB
 
 
-def test_copies_this_process_mapped_earlier_are_not_evicted(cache, monkeypatch):
+class _Dataset:
+    """What a TokenDataset is to local_copies: the owner of the copies it maps."""
+
+
+def test_copies_this_process_uses_are_not_evicted_until_their_owner_goes(cache, monkeypatch):
     url = _store({"train": KB, "val": KB, "extra": KB})
     _cap(monkeypatch, 2500)
-    local_copies(url, ["train"], progress=False)       # a run maps its train split,
-    local_copies(url, ["val"], progress=False)         # then its val split: 2 kB
+    train, val = _Dataset(), _Dataset()
+    local_copies(url, ["train"], progress=False, owner=train)     # a stage maps its train split,
+    local_copies(url, ["val"], progress=False, owner=val)         # then its val split: 2 kB
     with pytest.raises(ConfigError, match="to 3.0 kB, over its cap of 2.5 kB .*, and 2.0 kB of it is in use"):
-        local_copies(url, ["extra"], progress=False)   # room only by evicting what the run maps
+        local_copies(url, ["extra"], progress=False)   # room only by evicting what the stage maps
     assert set(_copies(url)) == {"train", "val"}
-    release_all()                                      # the run ended: train is the oldest
+    del train                                          # that dataset is gone (the next stage runs)
     _read(url, ["extra"])
     assert set(_copies(url)) == {"val", "extra"}
     _cap(monkeypatch, 1500)                            # over the cap, but nothing to fetch: nothing goes
     _read(url, ["val"])
     assert set(_copies(url)) == {"val", "extra"}
+    assert val
 
 
 def test_a_cap_the_call_alone_exceeds_fails_before_fetching_anything(cache, monkeypatch):

@@ -159,8 +159,7 @@ def test_a_capped_fetch_cache_evicts_the_older_dataset_and_refuses_a_cap_too_sma
     a, b = (make_token_dataset(tmp_path / n, n_docs=8, seed=i) for i, n in enumerate("ab"))
     sizes = [sum(p.stat().st_size for p in d.glob("train-*")) for d in (a, b)]
     a, b = _upload(s3, a, "capped-a"), _upload(s3, b, "capped-b")
-    TokenDataset(a, "train")
-    release_all()                                       # that run ended
+    TokenDataset(a, "train")                            # dropped at once: a stage that ended
     monkeypatch.setenv("LMFORGE_FETCH_MAX_GB", str(sizes[1] / 1e9))    # room for b only
     TokenDataset(b, "train")
     assert not fetch_dir(FsPath(a)).exists() and len(_cached(b)) == 3

@@ -17,8 +17,9 @@ its blob id) and modification time, all read from one listing of the folder, so:
   (the next fetch removes the dead writer's temporary file);
 - the processes of one machine (torchrun's ranks) take turns through an flock on the folder's
   `.lock`: the first fetches, the others then find the copies;
-- a process handed copies holds the folder (a shared flock on `.inuse`) until it exits, and the
-  folder's `.used.json` records when each copy was last handed out.
+- a process handed copies holds the folder (a shared flock on `.inuse`) while `owner` (the
+  TokenDataset or TeacherCache mapping them) lives, or until it exits; the folder's
+  `.used.json` records when each copy was last handed out.
 $LMFORGE_FETCH_MAX_GB caps the cache: before a fetch that would pass the cap, the least recently
 used copies are removed, never one the call returns, one this process mapped earlier, nor one
 in a folder another process holds; when that cannot make room, or the call's own files exceed
@@ -32,14 +33,14 @@ import errno
 import hashlib
 import os
 import sys
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
 
 from lmforge.io.atomic import fsync_dir, sweep_temps
-from lmforge.io.fetchcache import (cap_bytes, check_fits, folder_lock, hold, holds, make_room, mark_used, release,
-                                   set_pending)
+from lmforge.io.fetchcache import cap_bytes, check_fits, folder_lock, hold, let_go, make_room, mark_used, set_pending
 from lmforge.io.fs import FsPath, cache_home, temp_sibling, upath, url_errors
 
 PROGRESS_MIN_BYTES = 64 << 20     # a progress bar only for fetches at least this large
@@ -72,12 +73,14 @@ def _time_text(t) -> str:
     return str(t)
 
 
-def local_copies(folder, names: list[str], listed_in: str = "", progress: bool = True) -> dict[str, Path]:
+def local_copies(folder, names: list[str], listed_in: str = "", progress: bool = True,
+                 owner: object = None) -> dict[str, Path]:
     """{name: local path} of each file `names` under `folder`: the files themselves for a local
-    folder, current cached copies (fetched when missing or changed) for a URL. A file missing
-    on the store is a FileNotFoundError naming its URL (and `listed_in`, what listed it); files
-    that alone exceed the cache's cap, or a cap that other processes' copies keep from being
-    met, a ConfigError before anything is fetched."""
+    folder, current cached copies (fetched when missing or changed) for a URL, held (never
+    evicted) while `owner` lives, or while this process does when None. A file missing on the
+    store is a FileNotFoundError naming its URL (and `listed_in`, what listed it); files that
+    alone exceed the cache's cap, or a cap that copies in use keep from being met, a
+    ConfigError before anything is fetched."""
     folder = upath(folder)
     if not isinstance(folder, FsPath):
         return {n: folder / n for n in names}
@@ -86,16 +89,14 @@ def local_copies(folder, names: list[str], listed_in: str = "", progress: bool =
     cap = cap_bytes()
     local = fetch_dir(folder)
     with folder_lock(local):
-        held, ok = holds(local), False
+        out = None
         try:
             out = _fetch_all(folder, local, names, listed_in, progress, cap)
-            ok = True
-            return out
-        finally:
-            if ok or held:       # the caller maps the copies: no other process removes them now
-                hold(local, out.values() if ok else ())
-            else:
-                release(local)
+        finally:                # the caller maps the copies: no other process removes them now
+            hold(local, out.values() if out else ())
+    if owner is not None:
+        weakref.finalize(owner, let_go, local, list(out.values()))
+    return out
 
 
 def _fetch_all(folder: FsPath, local: Path, names: list[str], listed_in: str, progress: bool,

@@ -6,9 +6,11 @@ by 16 hex digits; its copies are the files `NAME~VERSION`. Beside them each fold
 - `.lock`: flock'ed exclusively by the process fetching into the folder or pruning it (the
   ranks of one machine take turns through it); a waiter whose lock file was removed meanwhile
   (a pruner removed the folder) takes the new one;
-- `.inuse`: flock'ed shared by every live process that got copies from the folder, for the rest
-  of its life (the copies are memory-mapped, and an unlinked mapped file keeps its disk until
-  unmapped); nothing is removed from a folder another process holds;
+- `.inuse`: flock'ed shared by every live process using copies from the folder: while the
+  object they were handed for (a TokenDataset, a TeacherCache) lives, else until the process
+  exits (the copies are memory-mapped, and an unlinked mapped file keeps its disk until
+  unmapped); nothing is removed from a folder another process holds, nor a copy this process
+  still uses;
 - `.used.json`: the folder's URL and when each copy was last handed out, written atomically
   under `.lock` (not atime, which noatime mounts never update, and not the copy's mtime,
   which says when it was fetched);
@@ -31,6 +33,7 @@ import math
 import os
 import re
 import time
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +47,10 @@ LOCK, INUSE, INDEX, PENDING = ".lock", ".inuse", ".used.json", ".pending"
 _FOLDER = re.compile(r"[0-9a-f]{16}")
 _COPY = re.compile(r".+~[0-9a-f]{16}")
 
-_held: dict[Path, IO] = {}      # this process's holds: folder -> its `.inuse`, flock'ed
-_mine: dict[Path, set[Path]] = {}   # the copies of a held folder this process was handed (maps)
+# This process's holds: folder -> its `.inuse`, flock'ed shared while any copy handed out from
+# it is in use here; folder -> those copies, counted (two datasets over one split hold it twice).
+_held: dict[Path, IO] = {}
+_mine: dict[Path, Counter] = {}
 
 
 def _forget_holds_in_child() -> None:
@@ -121,21 +126,37 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def hold(folder: Path, paths=()) -> None:
-    """Mark `folder`, and `paths` in it, as used by this process until it exits (or release())."""
+    """Mark `paths` in `folder` as used by this process until let_go(folder, paths) (or release());
+    the folder stays held while any copy of it is."""
+    mine_ = _mine.setdefault(folder, Counter())
+    mine_.update(paths)
+    if not mine_:                       # nothing of it in use here
+        release(folder)
+        return
     f = _held.get(folder)
     if f is None:
         f = _held[folder] = open(folder / INUSE, "a")
     fcntl.flock(f, fcntl.LOCK_SH)       # also turns others_hold()'s exclusive lock into a shared one
-    _mine.setdefault(folder, set()).update(paths)
+
+
+def let_go(folder: Path, paths) -> None:
+    """Undo hold(folder, paths): their user is gone (a dataset garbage-collected)."""
+    mine_ = _mine.get(folder)
+    if mine_ is not None:
+        mine_.subtract(paths)
+        if not +mine_:
+            release(folder)
+        else:
+            _mine[folder] = +mine_
 
 
 def holds(folder: Path) -> bool:
-    return folder in _mine
+    return bool(_mine.get(folder))
 
 
 def mine(folder: Path) -> set[Path]:
-    """The copies of `folder` this process was handed earlier (an earlier split, still mapped)."""
-    return set(_mine.get(folder, ()))
+    """The copies of `folder` in use in this process (an earlier split, still mapped)."""
+    return set(+_mine.get(folder, Counter()))
 
 
 def release(folder: Path) -> None:
@@ -146,7 +167,7 @@ def release(folder: Path) -> None:
 
 
 def release_all() -> None:
-    for folder in list(_held):
+    for folder in set(_held) | set(_mine):
         release(folder)
 
 
