@@ -62,17 +62,18 @@ def _cached_bytes(root) -> int:
 
 
 def test_least_recently_used_copies_go_first_and_the_cap_holds(cache, monkeypatch):
-    a, b, c = (_store({"x.tokens": KB}) for _ in range(3))
-    _read(a, ["x.tokens"])
-    _read(b, ["x.tokens"])
-    _read(a, ["x.tokens"])               # used again: b is now the least recently used
-    _cap(monkeypatch, 2500)
-    _read(c, ["x.tokens"])
-    assert _copies(b) == {} and not fetch_dir(FsPath(b)).exists()      # evicted, its folder with it
-    assert set(_copies(a)) == set(_copies(c)) == {"x.tokens"}
-    assert _cached_bytes(cache) == 2 * KB <= 2500
-    _read(b, ["x.tokens"])               # now a is the oldest (c fetched after its last use)
-    assert _copies(a) == {} and set(_copies(b)) == set(_copies(c)) == {"x.tokens"}
+    urls = [_store({"x.tokens": KB}) for _ in range(5)]
+    for url in urls:
+        _read(url, ["x.tokens"])
+    order = [3, 0, 4, 1, 2]                 # used again in this order: 3 is now the least recent
+    for i in order:
+        _read(urls[i], ["x.tokens"])
+    _cap(monkeypatch, 5500)
+    for k, i in enumerate(order[:3]):       # each new folder evicts the least recently used one
+        _read(_store({"x.tokens": KB}), ["x.tokens"])
+        assert [j for j, url in enumerate(urls) if not _copies(url)] == sorted(order[:k + 1])
+        assert not fetch_dir(FsPath(urls[i])).exists()                 # its folder went with it
+        assert _cached_bytes(cache) == 5 * KB <= 5500
 
 
 def test_a_file_the_call_returns_is_never_evicted(cache, monkeypatch):
