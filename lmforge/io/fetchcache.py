@@ -16,8 +16,9 @@ by 16 hex digits; its copies are the files `NAME~VERSION`. Beside them each fold
   which says when it was fetched);
 - `.pending`: the bytes a fetch in progress will add, which a cap check elsewhere counts.
 ROOT's own `.lock` serializes the accounting (one cap check at a time on a machine; the
-fetches themselves run side by side). Other folders' locks are only ever tried, never waited
-for, while one is held: no two processes can wait on each other.
+fetches themselves run side by side). It is waited for only by a process holding no lock but
+its own folder's, and its holder only tries other folders' locks, never waits for them: no two
+processes can wait on each other.
 
 The cap ($LMFORGE_FETCH_MAX_GB, GB of 10^9 bytes) is on the copies' bytes under ROOT plus the
 pending fetches. Before a fetch that would pass it, the least recently used copies go first,
