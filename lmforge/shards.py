@@ -164,7 +164,7 @@ class TokenDataset:
         self.shards: list[Shard] = []
         listed = [s for s in self.meta["shards"] if s["split"] == split and s["n_docs"] > 0]
         files = local_copies(self.folder, [s["name"] + ext for s in listed for ext in SHARD_FILES],
-                             listed_in=str(meta_path), progress=progress)
+                             listed_in=str(meta_path), progress=progress, owner=self)
         for s in listed:
             base = self.folder / s["name"]
             tokens = np.memmap(files[s["name"] + ".tokens"], dtype=self.dtype, mode="r", shape=(s["n_tokens"],))

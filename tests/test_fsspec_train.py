@@ -10,6 +10,7 @@ import pytest
 from conftest import make_token_dataset
 from lmforge.cli.errors import EXIT_CONFIG, classify
 from lmforge.io.fetch import fetch_dir
+from lmforge.io.fetchcache import size_text
 from lmforge.io.fs import FsPath
 from lmforge.shards import TokenDataset
 from test_fsspec_io import BUCKET, s3, s3fs, without_credentials  # noqa: F401  (s3: the moto server fixture)
@@ -148,3 +149,23 @@ def test_processes_of_one_machine_take_turns_fetching(tmp_path, s3):
         fcntl.flock(f, fcntl.LOCK_UN)
     rank.join(60)
     assert rank.exitcode == 0 and len(_cached(url)) == 3
+
+
+def test_a_capped_fetch_cache_evicts_the_older_dataset_and_refuses_a_cap_too_small(tmp_path, s3, monkeypatch):
+    """LMFORGE_FETCH_MAX_GB against S3 (tests/test_fetch_cache.py has the rules in detail)."""
+    from lmforge.io.fetchcache import release_all
+    monkeypatch.setenv("LMFORGE_FETCH_DIR", str(tmp_path / "fetched"))
+    release_all()
+    a, b = (make_token_dataset(tmp_path / n, n_docs=8, seed=i) for i, n in enumerate("ab"))
+    sizes = [sum(p.stat().st_size for p in d.glob("train-*")) for d in (a, b)]
+    a, b = _upload(s3, a, "capped-a"), _upload(s3, b, "capped-b")
+    TokenDataset(a, "train")                            # dropped at once: a stage that ended
+    monkeypatch.setenv("LMFORGE_FETCH_MAX_GB", str(sizes[1] / 1e9))    # room for b only
+    TokenDataset(b, "train")
+    assert not fetch_dir(FsPath(a)).exists() and len(_cached(b)) == 3
+    monkeypatch.setenv("LMFORGE_FETCH_MAX_GB", str((sizes[1] - 1) / 1e9))
+    assert _fails(cfg_for(b, tmp_path / "small", "train.steps=1")) == (
+        f"config error: data: {b}: the 3 files read need {size_text(sizes[1])} ({sizes[1]} bytes), more than the "
+        f"fetch cache's cap of {size_text(sizes[1] - 1)} ({sizes[1] - 1} bytes, LMFORGE_FETCH_MAX_GB): raise the "
+        f"cap or point LMFORGE_FETCH_DIR at a larger disk")
+    release_all()

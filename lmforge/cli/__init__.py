@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("lmforge.cli.export", "multi-turn chat in the terminal (the tokenizer's own chat format, else ChatML)"),
     "run": ("lmforge.cli.recipe", "run a recipe: every stage in order, resumable"),
     "config": ("lmforge.cli.configcmd", "the config keys of a stage kind: type, default, meaning"),
+    "cache": ("lmforge.cli.cache", "see and prune the local copies of files read from URLs"),
 }
 STAGE_MODULE = "lmforge.cli.stagecmd"
 

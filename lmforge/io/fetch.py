@@ -16,23 +16,31 @@ its blob id) and modification time, all read from one listing of the folder, so:
   change meanwhile, then renames it: a killed fetch never leaves a file that looks complete
   (the next fetch removes the dead writer's temporary file);
 - the processes of one machine (torchrun's ranks) take turns through an flock on the folder's
-  `.lock`: the first fetches, the others then find the copies.
-The cache folder can be deleted whenever no run is reading it; nothing else prunes it.
+  `.lock`: the first fetches, the others then find the copies;
+- a process handed copies holds the folder (a shared flock on `.inuse`) while `owner` (the
+  TokenDataset or TeacherCache mapping them) lives, or until it exits; the folder's
+  `.used.json` records when each copy was last handed out.
+$LMFORGE_FETCH_MAX_GB caps the cache: before a fetch that would pass the cap, the least recently
+used copies are removed, never one the call returns, one this process mapped earlier, nor one
+in a folder another process holds; when that cannot make room, or the call's own files exceed
+the cap, the call fails with one line before fetching or removing anything
+(lmforge.io.fetchcache has the rules). Without a cap nothing is removed but older versions;
+`lmforge cache ls` lists the folders and `lmforge cache prune --max-gb N | --all` prunes them.
 """
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import sys
-from contextlib import contextmanager
+import weakref
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
 from lmforge.io.atomic import fsync_dir, sweep_temps
+from lmforge.io.fetchcache import cap_bytes, check_fits, folder_lock, hold, let_go, make_room, mark_used, set_pending
 from lmforge.io.fs import FsPath, cache_home, temp_sibling, upath, url_errors
 
 PROGRESS_MIN_BYTES = 64 << 20     # a progress bar only for fetches at least this large
@@ -51,51 +59,73 @@ def fetch_dir(folder: FsPath) -> Path:
 def version(info: dict) -> str:
     """What identifies one state of a remote object: size, ETag (or its like) and time."""
     tag = next((str(info[k]) for k in ("ETag", "etag", "blob_id", "generation", "md5Hash", "sha") if info.get(k)), "")
-    when = next((str(info[k]) for k in ("LastModified", "mtime", "updated", "last_modified", "created")
+    when = next((_time_text(info[k]) for k in ("LastModified", "mtime", "updated", "last_modified", "created")
                  if info.get(k)), "")
     key = f"{int(info.get('size') or 0)}|{tag}|{when}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _machine_lock(folder: Path) -> Iterator[None]:
-    with open(folder / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)    # released when the process dies, however it dies
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _time_text(t) -> str:
+    """A time as text, the same whether the store gave seconds or a datetime: memory:// lists
+    `created` as seconds but its info() gives a datetime (S3's datetimes stay as they were)."""
+    if isinstance(t, (int, float)):
+        return str(datetime.fromtimestamp(t, timezone.utc))
+    return str(t)
 
 
-def local_copies(folder, names: list[str], listed_in: str = "", progress: bool = True) -> dict[str, Path]:
+def local_copies(folder, names: list[str], listed_in: str = "", progress: bool = True,
+                 owner: object = None) -> dict[str, Path]:
     """{name: local path} of each file `names` under `folder`: the files themselves for a local
-    folder, current cached copies (fetched when missing or changed) for a URL. A file missing
-    on the store is a FileNotFoundError naming its URL (and `listed_in`, what listed it)."""
+    folder, current cached copies (fetched when missing or changed) for a URL, held (never
+    evicted) while `owner` lives, or while this process does when None. A file missing on the
+    store is a FileNotFoundError naming its URL (and `listed_in`, what listed it); files that
+    alone exceed the cache's cap, or a cap that copies in use keep from being met, a
+    ConfigError before anything is fetched."""
     folder = upath(folder)
     if not isinstance(folder, FsPath):
         return {n: folder / n for n in names}
     if not names:
         return {}
+    cap = cap_bytes()
     local = fetch_dir(folder)
-    local.mkdir(parents=True, exist_ok=True)
-    with _machine_lock(local):
-        sweep_temps(local)
-        with url_errors(folder):
-            listing = {p["name"].rstrip("/").rsplit("/", 1)[-1]: p
-                       for p in folder.fs.ls(folder.path, detail=True) if p.get("type") != "directory"}
-        missing = [n for n in names if n not in listing]
-        if missing:
-            why = f" (listed in {listed_in})" if listed_in else ""
-            raise FileNotFoundError(f"{folder / missing[0]}: not found{why}")
-        out = {n: local / f"{n}~{version(listing[n])}" for n in names}
-        todo = [n for n in names if not _complete(out[n], int(listing[n].get("size") or 0))]
-        total = sum(int(listing[n].get("size") or 0) for n in todo)
+    with folder_lock(local):
+        out = None
+        try:
+            out = _fetch_all(folder, local, names, listed_in, progress, cap)
+        finally:                # the caller maps the copies: no other process removes them now
+            hold(local, out.values() if out else ())
+    if owner is not None:
+        weakref.finalize(owner, let_go, local, list(out.values()))
+    return out
+
+
+def _fetch_all(folder: FsPath, local: Path, names: list[str], listed_in: str, progress: bool,
+               cap: int | None) -> dict[str, Path]:
+    """local_copies' work, holding the folder's lock."""
+    sweep_temps(local)
+    with url_errors(folder):
+        listing = {p["name"].rstrip("/").rsplit("/", 1)[-1]: p
+                   for p in folder.fs.ls(folder.path, detail=True) if p.get("type") != "directory"}
+    missing = [n for n in names if n not in listing]
+    if missing:
+        why = f" (listed in {listed_in})" if listed_in else ""
+        raise FileNotFoundError(f"{folder / missing[0]}: not found{why}")
+    sizes = {n: int(listing[n].get("size") or 0) for n in names}
+    check_fits(folder.url, len(names), sum(sizes.values()), cap)
+    out = {n: local / f"{n}~{version(listing[n])}" for n in names}
+    todo = [n for n in names if not _complete(out[n], sizes[n])]
+    total = sum(sizes[n] for n in todo)
+    make_room(local, folder.url, set(out.values()), total, cap)
+    try:
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"fetch {folder.url}", file=sys.stderr,
                   disable=not progress or total < PROGRESS_MIN_BYTES) as bar:
             for n in todo:
                 with url_errors(folder / n):
                     out[n] = _fetch(folder / n, local, n, listing[n], bar)
-        return out
+    finally:
+        set_pending(local, 0)
+    mark_used(local, folder.url, out.values())
+    return out
 
 
 def _complete(path: Path, size: int) -> bool:

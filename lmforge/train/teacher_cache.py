@@ -127,7 +127,7 @@ class TeacherCache:
         id_dtype, lp_dtype = token_dtype(self.vocab_size), np.dtype(self.meta["dtype"])
         self.ids, self.logp, bases = [], [], [0]
         names = [s["name"] + ext for s in self.meta["shards"] for ext in (".topk_ids", ".topk_logp")]
-        files = local_copies(self.folder, names, listed_in=str(meta_path), progress=progress)
+        files = local_copies(self.folder, names, listed_in=str(meta_path), progress=progress, owner=self)
         for s in self.meta["shards"]:
             n = int(s["n_tokens"])
             ids_path, logp_path = files[s["name"] + ".topk_ids"], files[s["name"] + ".topk_logp"]
