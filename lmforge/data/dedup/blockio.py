@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import threading
 
 import numpy as np
 
@@ -74,29 +75,47 @@ def _up(n: int) -> int:
 class BlockWriter:
     """Appends rows to a new file from the scratch buffer `name`: room() gives the caller
     the place for its next rows (after the partial block still to write), commit() writes
-    the whole blocks, close() the rest and the exact size. Use as a context manager."""
+    the whole blocks on a thread of its own (the caller goes on, e.g. decoding the next
+    chunk, while the disk works: O_DIRECT waits for it), close() the rest and the exact
+    size. Use as a context manager."""
 
     def __init__(self, path, name: str):
         self.fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        self.path, self.name, self.pos, self.tail = path, name, 0, 0
+        self.path, self.name, self.pos, self.tail = path, name, 0, b""
+        self._thread, self._error = None, None
 
     def room(self, n: int, dtype) -> np.ndarray:
         """Scratch for the next n rows of dtype (valid until the next room() or close())."""
-        size = np.dtype(dtype).itemsize
-        assert self.tail % size == 0, (self.tail, size)
-        keep = bytes(scratch(self.name, self.tail, np.uint8)) if self.tail else b""
-        buf = scratch(self.name, self.tail + n * size + ALIGN, np.uint8)
-        buf[:self.tail] = np.frombuffer(keep, np.uint8)  # kept if the buffer had to grow
-        return buf[self.tail:self.tail + n * size].view(dtype)
+        self._wait()
+        size, t = np.dtype(dtype).itemsize, len(self.tail)
+        assert t % size == 0, (t, size)
+        buf = scratch(self.name, t + n * size + ALIGN, np.uint8)
+        buf[:t] = np.frombuffer(self.tail, np.uint8)
+        return buf[t:t + n * size].view(dtype)
 
     def commit(self, n: int, dtype) -> None:
-        """Write the rows put in room(n, dtype), but the last partial block."""
-        end = self.tail + n * np.dtype(dtype).itemsize
+        """Write the rows put in room(n, dtype), but the last partial block (in the
+        background: the buffer is not touched again before the next room())."""
+        end = len(self.tail) + n * np.dtype(dtype).itemsize
         buf = scratch(self.name, end, np.uint8)
         full = end // ALIGN * ALIGN
-        self._write(buf[:full])
-        buf[:end - full] = buf[full:end]  # less than a block, moved to the front
-        self.tail = end - full
+        self.tail = bytes(buf[full:end])
+        if full:
+            self._thread = threading.Thread(target=self._write_bg, args=(buf[:full],))
+            self._thread.start()
+
+    def _write_bg(self, data: np.ndarray) -> None:
+        try:
+            self._write(data)
+        except BaseException as e:  # raised again by the caller's next room() or close()
+            self._error = e
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
 
     def _write(self, data: np.ndarray) -> None:
         view, done = memoryview(data), 0
@@ -110,12 +129,17 @@ class BlockWriter:
         if self.fd < 0:
             return
         try:
+            self._wait()
             if self.tail:
-                buf = scratch(self.name, _up(self.tail), np.uint8)
-                end = self.pos + self.tail
-                self._write(buf[:_up(self.tail)])  # the last block, padded
+                t = len(self.tail)
+                buf = scratch(self.name, _up(t), np.uint8)
+                buf[:t] = np.frombuffer(self.tail, np.uint8)
+                end = self.pos + t
+                self._write(buf[:_up(t)])  # the last block, padded
                 os.ftruncate(self.fd, end)
         finally:
+            if self._thread is not None:  # an error above: let the write end first
+                self._thread.join()
             os.close(self.fd)
             self.fd = -1
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,13 @@ from .substring_kernels import (SEP, later_from_bits, mark_repeats, n_windows, r
 BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
-GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 1 MB table stays in cache
-TABLE_LOAD = 1 / 2  # rows per slot: 2/3 took 9.5-9.8 ns per row, 1/2 7.8-8.1 (still in cache)
+GROUP_ROWS = 1 << 15  # rows per hash table of a repeat task: a 1 MB table stays in cache
+# rows per slot. ns per row of mark_repeats on 40M rows of real text (2026-12-06): 2^16 rows
+# at 1/2 7.0-7.4, at 1/4 (2 MB) 5.8-6.0; 2^15 at 1/4 5.4-5.5, at 1/5 5.2-5.4, at 1/3 6.1-6.3;
+# 2^14 at 1/4 5.6-5.7 (fewer probes, fewer mispredicted branches; 2/3 took 9.5-9.8)
+TABLE_LOAD = 1 / 4
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
+READ_PARTS = 4  # sub-ranges of a repeat task: the first one's read is not hidden
 
 
 def _join(docs: list[bytes]) -> tuple[bytes, np.ndarray]:
@@ -126,10 +131,10 @@ def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path, tex
             arr = ft.room(len(buf), np.uint8)
             arr[:] = np.frombuffer(buf, np.uint8)
             del buf
+            ft.commit(len(arr), np.uint8)  # written while the kernel reads it
             nw = n_windows(offsets, k)
             off = window_rows(arr, offsets, k, bits, fi.room(nw, np.uint16),
                               fk.room(nw, np.uint64))
-            ft.commit(len(arr), np.uint8)
             fi.commit(nw, np.uint16)
             fk.commit(nw, np.uint64)
             offs.append(off + rows)
@@ -167,40 +172,77 @@ def iter_saved_chunks(text: Path):
 def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_chunks: int,
                 out: Path) -> dict:
     """Stage 2 for buckets [lo, hi), n_rows windows in all: every chunk's rows of the range
-    (8 B each), repeats marked, one bit per row written back per chunk. Each chunk's rows
-    are read as whole blocks straight into the key buffer (no copy; blockio): a chunk's
-    rows start where its first block put them, so up to 2 blocks per chunk lie between
-    chunks, unread by mark_repeats (rel says where each chunk's rows are)."""
-    span = n_rows + n_chunks * (2 * ALIGN // 8)
-    keys = scratch("u64", span, np.uint64)
-    raw = keys.view(np.uint8)
-    rel, at, c, total = np.zeros((n_chunks, hi - lo + 1), np.int64), 0, 0, 0
-    for s in range(n_shards):
-        key_path, off_path = _paths(folder / f"win-{s:05d}")
-        off = np.load(off_path, mmap_mode="r")
-        cols = np.array(off[:, lo:hi + 1])  # this range's columns, not the whole file
-        del off
-        with BlockReader(key_path) as f:
-            for g in range(len(cols)):
-                a, b = int(cols[g, 0]), int(cols[g, -1])
-                first, used = f.read(raw[at:], 8 * a, 8 * b)
-                rel[c] = cols[g] - a + (at + first) // 8
-                at, c, total = at + used, c + 1, total + b - a
-    assert total == n_rows and c == n_chunks, (total, n_rows, c, n_chunks)
-    keys = keys[:at // 8]
-    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD, scratch("u8", len(keys), np.bool_))
-    del keys
+    (8 B each), repeats marked, one bit per row written back per chunk. The range is taken
+    in READ_PARTS sub-ranges (balanced by rows): a thread reads the next one's rows while
+    mark_repeats (nogil) works on this one, so the disk's time hides behind the CPU's."""
+    cols, first_chunk = _range_columns(folder, n_shards, lo, hi)
+    assert len(cols) == n_chunks, (len(cols), n_chunks)
+    counts = (cols[:, 1:] - cols[:, :-1]).sum(axis=0)
+    assert counts.sum() == n_rows, (int(counts.sum()), n_rows)
+    edges = bucket_ranges(counts, READ_PARTS)
+    slack = n_chunks * (2 * ALIGN // 8)  # rows: the blocks that a chunk's read covers beyond it
+    starts, block = [0], ALIGN // 8  # the row where each sub-range's region begins: aligned
+    for u, v in zip(edges[:-1], edges[1:]):
+        rows = int((cols[:, v] - cols[:, u]).sum()) + slack
+        starts.append(starts[-1] + -(-rows // block) * block)
+    keys, later = scratch("u64", starts[-1], np.uint64), scratch("u8", starts[-1], np.bool_)
+
+    def read(q: int) -> np.ndarray:
+        u, v = edges[q], edges[q + 1]
+        return _read_rows(folder, cols[:, u:v + 1], first_chunk,
+                          keys[starts[q]:starts[q + 1]].view(np.uint8))
+
+    found, parts = 0, []
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(read, 0)
+        for q in range(len(edges) - 1):
+            rel = pending.result()
+            if q + 2 < len(edges):
+                pending = pool.submit(read, q + 1)
+            a, b = starts[q], starts[q + 1]
+            _, n = mark_repeats(keys[a:b], rel, GROUP_ROWS, TABLE_LOAD, later[a:b])
+            found, parts = found + int(n), parts + [(a, rel)]
     bits_path, off_out = _paths(out)
     out_off = np.zeros(n_chunks + 1, np.int64)
     tmp = bits_path.with_name(bits_path.name + ".tmp")
     with open(tmp, "wb") as fo:
-        for c in range(n_chunks):
-            packed = np.packbits(later[rel[c, 0]:rel[c, -1]])
+        for c in range(n_chunks):  # the chunk's flags in bucket order: sub-range by sub-range
+            packed = np.packbits(np.concatenate([later[a + rel[c, 0]:a + rel[c, -1]]
+                                                 for a, rel in parts]))
             fo.write(packed.tobytes())
             out_off[c + 1] = out_off[c] + len(packed)
     os.replace(tmp, bits_path)
     save_npy(off_out, out_off)
-    return {"docs": 0, "bytes": 0, "windows": n_rows, "later": int(found)}
+    return {"docs": 0, "bytes": 0, "windows": n_rows, "later": found}
+
+
+def _range_columns(folder: Path, n_shards: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row offsets of buckets lo..hi in every chunk's key file (one row per global chunk),
+    and the first global chunk of each shard (+ the total)."""
+    cols, first = [], [0]
+    for s in range(n_shards):
+        off = np.load(_paths(folder / f"win-{s:05d}")[1], mmap_mode="r")
+        cols.append(np.array(off[:, lo:hi + 1]))  # this range's columns, not the whole file
+        first.append(first[-1] + len(off))
+        del off
+    width = hi - lo + 1
+    return (np.concatenate(cols) if cols else np.zeros((0, width), np.int64)), np.array(first)
+
+
+def _read_rows(folder: Path, cols: np.ndarray, first_chunk: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Every chunk's rows cols[c, 0]..cols[c, -1] of its shard's key file, read as whole
+    blocks straight into raw (bytes of the key buffer; no copy): a chunk's rows start where
+    its first block put them, so up to 2 blocks lie between chunks, never read by
+    mark_repeats. Returns where each chunk's rows of each bucket are (rows of raw)."""
+    rel, at = np.zeros(cols.shape, np.int64), 0
+    for s in range(len(first_chunk) - 1):
+        with BlockReader(_paths(folder / f"win-{s:05d}")[0]) as f:
+            for c in range(first_chunk[s], first_chunk[s + 1]):
+                a, b = int(cols[c, 0]), int(cols[c, -1])
+                skip, used = f.read(raw[at:], 8 * a, 8 * b)
+                rel[c] = cols[c] - a + (at + skip) // 8
+                at += used
+    return rel
 
 
 def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep_layout: bool,
