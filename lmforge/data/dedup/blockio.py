@@ -19,6 +19,7 @@ blocks that cover a byte range and says where in the buffer the range starts.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import threading
@@ -66,6 +67,19 @@ def _open(path, flags: int) -> int:
             if e.errno != errno.EINVAL:  # EINVAL: this filesystem takes no O_DIRECT
                 raise
     return os.open(path, flags, 0o644)
+
+
+def _io(fd: int, call):
+    """call(), once more through the page cache if O_DIRECT refused it (EINVAL: a device
+    whose blocks are larger than ALIGN, or a filesystem that takes the flag at open only)."""
+    try:
+        return call()
+    except OSError as e:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        if e.errno != errno.EINVAL or not DIRECT or not flags & DIRECT:
+            raise
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~DIRECT)
+        return call()
 
 
 def _up(n: int) -> int:
@@ -120,7 +134,7 @@ class BlockWriter:
     def _write(self, data: np.ndarray) -> None:
         view, done = memoryview(data), 0
         while done < len(view):
-            got = os.pwrite(self.fd, view[done:], self.pos)
+            got = _io(self.fd, lambda: os.pwrite(self.fd, view[done:], self.pos))
             if got <= 0:
                 raise OSError(f"{self.path}: write returned {got}")
             done, self.pos = done + got, self.pos + got
@@ -165,7 +179,7 @@ class BlockReader:
         a, b = start // ALIGN * ALIGN, _up(end)
         view, got = memoryview(dst[:b - a]), 0
         while got < end - a:
-            n = os.preadv(self.fd, [view[got:]], a + got)
+            n = _io(self.fd, lambda: os.preadv(self.fd, [view[got:]], a + got))
             if n <= 0:
                 raise RuntimeError(f"{self.path}: shorter than its offsets say; delete the step "
                                    "folder and rerun")

@@ -13,12 +13,15 @@ document order, then byte order); removed_spans turns later windows into spans. 
    positions are not stored (stage 3 recomputes the order from the ids below) ->
    win-SSSSS.bin (uint64) and .off.npy (chunks x (2^bits + 1) row offsets); the chunks'
    joined bytes -> txt-SSSSS.bin and .off.npy (byte start and first document of each
-   chunk); each window's bucket in text order -> txt-SSSSS.ids (uint16). Keys and ids are
-   written through memory maps.
+   chunk); each window's bucket in text order -> txt-SSSSS.ids (uint16). The kernel
+   writes keys and ids into scratch buffers; these three files go to disk in whole blocks
+   with O_DIRECT where the filesystem takes it (blockio.py: no page cache, which cost
+   more CPU than the rest of the stage's system time), written in the background.
 2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
    counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
    at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
-   groups with a cache-sized hash table each. One bit per row goes back, per chunk ->
+   groups with a cache-sized hash table each; the range is read (blockio) in sub-ranges,
+   the next while the current one is marked. One bit per row goes back, per chunk ->
    rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
 3. span_task, one per shard: the shard's bits from every partition (one read each); for
    each chunk (read back from txt-SSSSS.bin, not decoded from the shard again), its rows'
