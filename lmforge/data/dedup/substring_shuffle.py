@@ -64,7 +64,10 @@ GROUP_ROWS = 1 << 15  # rows per hash table of a repeat task: a 1 MB table stays
 # 2^14 at 1/4 5.6-5.7 (fewer probes, fewer mispredicted branches; 2/3 took 9.5-9.8)
 TABLE_LOAD = 1 / 4
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
-READ_PARTS = 4  # sub-ranges of a repeat task: the first one's read is not hidden
+# sub-ranges of a repeat task (the first one's read is not hidden), while a chunk's rows of
+# each stay above READ_MIN bytes on average: at 400 GB a chunk has ~13 KB in a partition,
+# and smaller reads would mostly read the blocks around them (2 x 4 KB per read)
+READ_PARTS, READ_MIN = 4, 1 << 20
 
 
 def _join(docs: list[bytes]) -> tuple[bytes, np.ndarray]:
@@ -177,12 +180,14 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
     """Stage 2 for buckets [lo, hi), n_rows windows in all: every chunk's rows of the range
     (8 B each), repeats marked, one bit per row written back per chunk. The range is taken
     in READ_PARTS sub-ranges (balanced by rows): a thread reads the next one's rows while
-    mark_repeats (nogil) works on this one, so the disk's time hides behind the CPU's."""
+    mark_repeats (nogil) works on this one, so the disk's time hides behind the CPU's (only
+    where a chunk's rows of a sub-range stay large: READ_MIN)."""
     cols, first_chunk = _range_columns(folder, n_shards, lo, hi)
     assert len(cols) == n_chunks, (len(cols), n_chunks)
     counts = (cols[:, 1:] - cols[:, :-1]).sum(axis=0)
     assert counts.sum() == n_rows, (int(counts.sum()), n_rows)
-    edges = bucket_ranges(counts, READ_PARTS)
+    parts = min(READ_PARTS, 8 * n_rows // max(n_chunks * READ_MIN, 1))
+    edges = bucket_ranges(counts, max(parts, 1))
     slack = n_chunks * (2 * ALIGN // 8)  # rows: the blocks that a chunk's read covers beyond it
     starts, block = [0], ALIGN // 8  # the row where each sub-range's region begins: aligned
     for u, v in zip(edges[:-1], edges[1:]):
@@ -232,7 +237,8 @@ def _range_columns(folder: Path, n_shards: int, lo: int, hi: int) -> tuple[np.nd
     return (np.concatenate(cols) if cols else np.zeros((0, width), np.int64)), np.array(first)
 
 
-def _read_rows(folder: Path, cols: np.ndarray, first_chunk: np.ndarray, raw: np.ndarray) -> np.ndarray:
+def _read_rows(folder: Path, cols: np.ndarray, first_chunk: np.ndarray,
+               raw: np.ndarray) -> np.ndarray:
     """Every chunk's rows cols[c, 0]..cols[c, -1] of its shard's key file, read as whole
     blocks straight into raw (bytes of the key buffer; no copy): a chunk's rows start where
     its first block put them, so up to 2 blocks lie between chunks, never read by
