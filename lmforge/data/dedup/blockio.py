@@ -5,9 +5,9 @@ once and read once).
 Files are opened with O_DIRECT where the filesystem takes it: the bytes go between the
 disk and a scratch buffer this process already faulted in, and no page-cache page is
 allocated, zeroed, dirtied or freed for them. On the development machine (ext4 on a
-virtio disk, in a VM) the page cache cost ~0.7-1.3 CPU s per GB written (faults on the
-mapped output, or the copy and allocation of write(); more for large folios, whose fresh
-memory the host has to back) and O_DIRECT ~0.05, at 1.3-1.4 GB/s (bench/RESULTS.md).
+virtio disk, in a VM) keys scattered into a mapped file cost 0.7-1.0 CPU s of system time
+per GB (more when the kernel used large folios), write() 1-3 s per GB, O_DIRECT from a
+faulted-in buffer 0.03-0.05 s, at 1.3-1.4 GB/s (bench/RESULTS.md, third speed-up).
 Where O_DIRECT is refused (tmpfs, some FUSE and network filesystems, no O_DIRECT on the
 platform), the same block reads and writes go through the page cache: same files, slower.
 
