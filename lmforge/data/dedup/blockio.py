@@ -177,6 +177,7 @@ class BlockReader:
         if end <= start:
             return 0, 0
         a, b = start // ALIGN * ALIGN, _up(end)
+        assert len(dst) >= b - a, (len(dst), b - a)
         view, got = memoryview(dst[:b - a]), 0
         while got < end - a:
             n = _io(self.fd, lambda: os.preadv(self.fd, [view[got:]], a + got))
