@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from disk_peak import DiskPeak, fits  # noqa: E402
 
 DISK_PER_BYTE = 12  # the shuffle's derived peak, ~11.1 B per corpus byte (docs/scale.md), rounded up
-BASELINE = "b76d3cf"  # main before the second speed-up (14.0-15.1 MB per CPU s in RESULTS.md)
+BASELINE = "aa92c3e"  # main before the third speed-up (17.8-23.6 MB per CPU s in RESULTS.md)
 _ROW = r"""
 import hashlib, json, resource, sys, time
 from pathlib import Path

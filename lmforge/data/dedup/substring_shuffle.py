@@ -13,12 +13,15 @@ document order, then byte order); removed_spans turns later windows into spans. 
    positions are not stored (stage 3 recomputes the order from the ids below) ->
    win-SSSSS.bin (uint64) and .off.npy (chunks x (2^bits + 1) row offsets); the chunks'
    joined bytes -> txt-SSSSS.bin and .off.npy (byte start and first document of each
-   chunk); each window's bucket in text order -> txt-SSSSS.ids (uint16). Keys and ids are
-   written through memory maps.
+   chunk); each window's bucket in text order -> txt-SSSSS.ids (uint16). The kernel
+   writes keys and ids into scratch buffers; these three files go to disk in whole blocks
+   with O_DIRECT where the filesystem takes it (blockio.py: no page cache, which cost
+   more CPU than the rest of the stage's system time), written in the background.
 2. repeat_task, one per partition (a contiguous range of buckets, balanced by the row
    counts): every chunk's slice of that range, in corpus order (shard, chunk); a key seen
    at an earlier row marks its row. Equal keys share a bucket, so buckets are processed in
-   groups with a cache-sized hash table each. One bit per row goes back, per chunk ->
+   groups with a cache-sized hash table each; the range is read (blockio) in sub-ranges,
+   the next while the current one is marked. One bit per row goes back, per chunk ->
    rep-PPPPP.bin (packed bits) and .off.npy (byte offsets per global chunk).
 3. span_task, one per shard: the shard's bits from every partition (one read each); for
    each chunk (read back from txt-SSSSS.bin, not decoded from the shard again), its rows'
@@ -35,11 +38,9 @@ over a corpus of W distinct windows and P partitions (docs/scale.md; 0.3 windows
 """
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 import shutil
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ import numpy as np
 from lmforge.io.atomic import save_npy
 
 from ..pipeline import iter_shard
+from .blockio import ALIGN, BlockReader, BlockWriter, release_scratch, scratch
 from .substring_kernels import (SEP, later_from_bits, mark_repeats, n_windows, removed_spans,
                                 window_rows)
 
@@ -56,39 +58,16 @@ from .substring_kernels import (SEP, later_from_bits, mark_repeats, n_windows, r
 BITS, BIG_BITS, BIG_STORED = 12, 16, 32 << 30
 CHUNK_BYTES = 32 << 20  # text per chunk: a window task holds ~10 B per chunk byte
 ROWS_PER_PARTITION = 1 << 25  # windows per repeat task: ~9 B each (keys + flags): ~300 MB
-GROUP_ROWS = 1 << 16  # rows per hash table of a repeat task: a 1 MB table stays in cache
-TABLE_LOAD = 1 / 2  # rows per slot: 2/3 took 9.5-9.8 ns per row, 1/2 7.8-8.1 (still in cache)
+GROUP_ROWS = 1 << 15  # rows per hash table of a repeat task: a 1 MB table stays in cache
+# rows per slot. ns per row of mark_repeats on 40M rows of real text (2026-12-06): 2^16 rows
+# at 1/2 7.0-7.4, at 1/4 (2 MB) 5.8-6.0; 2^15 at 1/4 5.4-5.5, at 1/5 5.2-5.4, at 1/3 6.1-6.3;
+# 2^14 at 1/4 5.6-5.7 (fewer probes, fewer mispredicted branches; 2/3 took 9.5-9.8)
+TABLE_LOAD = 1 / 4
 MAX_CHUNK = (1 << 32) - 1  # positions are uint32
-
-
-_SCRATCH: dict[str, np.ndarray] = {}
-
-
-def scratch(name: str, n: int, dtype) -> np.ndarray:
-    """n rows of this process's buffer `name`, which only grows until release_scratch().
-    A task's big arrays (keys, flags) come from here: fresh memory costs a page
-    fault per page on first touch, 0.3-3 CPU s per GB on the development machine (more
-    when the kernel compacts memory for huge pages), paid once per process instead of once
-    per chunk, task and stage (bench/RESULTS.md). The contents are not cleared. Names by
-    width: u64 (the repeat task's keys), u8 (its flags per row, then the span task's `later`)."""
-    dtype = np.dtype(dtype)
-    buf = _SCRATCH.get(name)
-    if buf is None or len(buf) < n * dtype.itemsize:
-        _SCRATCH.pop(name, None)
-        del buf
-        # an anonymous mapping, not np.empty: numpy asks for huge pages, and their first
-        # touch cost ~3 CPU s per GB (the kernel compacting memory) against ~0.3 for 4 KB pages.
-        # A quarter more than asked: the span task's chunk (bytes) is about the size of a
-        # repeat task's partition (rows), and pages never touched cost no memory
-        size = max(n * dtype.itemsize * 5 // 4, 1)
-        buf = _SCRATCH[name] = np.frombuffer(mmap.mmap(-1, size), np.uint8)
-    return buf[:n * dtype.itemsize].view(dtype)
-
-
-def release_scratch() -> None:
-    """Free the scratch buffers (the driver calls this after the shuffle: tasks it ran
-    itself must not leave their buffers in its memory; between stages they are reused)."""
-    _SCRATCH.clear()
+# sub-ranges of a repeat task (the first one's read is not hidden), while a chunk's rows of
+# each stay above READ_MIN bytes on average: at 400 GB a chunk has ~13 KB in a partition,
+# and smaller reads would mostly read the blocks around them (2 x 4 KB per read)
+READ_PARTS, READ_MIN = 4, 1 << 20
 
 
 def _join(docs: list[bytes]) -> tuple[bytes, np.ndarray]:
@@ -124,9 +103,8 @@ def _paths(prefix: Path) -> tuple[Path, Path]:
 
 
 def _mapped(path: Path, dtype) -> np.ndarray:
-    """A stage's raw file as a read-only array, memory-mapped. Copying rows out of the page
-    cache costs ~0.4 CPU s per GB; readinto into fresh memory cost 2.2-3 s per GB on the
-    development machine (the kernel faults the pages in one by one; bench/RESULTS.md)."""
+    """A stage's raw file as a read-only array, memory-mapped (the repeat bits: 1/8 B per
+    window, small beside the files that blockio reads)."""
     if path.stat().st_size == 0:
         return np.zeros(0, dtype)
     return np.asarray(np.memmap(path, dtype, mode="r"))
@@ -142,28 +120,34 @@ def _rows(path: Path, mapped: np.ndarray, a: int, b: int) -> np.ndarray:
 def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path, text: Path) -> dict:
     """Stage 1 for one shard: keys of every window, chunk by chunk, in bucket order; the
     chunks' joined bytes go to `text` for stage 3 (reading them back costs less than
-    decoding the shard again)."""
+    decoding the shard again). The kernel writes keys and ids into scratch buffers, which
+    go to the files in whole blocks (blockio: no page cache where O_DIRECT is taken)."""
     key_path, off_path = _paths(out)
     txt_path, idx_path = _paths(text)
     ids_path = _ids_path(text)
     offs, rows, docs, nbytes, idx = [], 0, 0, 0, [(0, 0)]
     tmp, ttmp, itmp = (p.with_name(p.name + ".tmp") for p in (key_path, txt_path, ids_path))
-    with open(tmp, "w+b") as fk, open(ttmp, "wb") as ft, open(itmp, "w+b") as fi:
+    with BlockWriter(tmp, "u64") as fk, BlockWriter(ttmp, "txt") as ft, \
+            BlockWriter(itmp, "u16") as fi:
         for _, chunk in iter_chunks(shard, chunk_bytes):
             buf, offsets = _join(chunk)
             if len(buf) > MAX_CHUNK:
                 raise ValueError(f"{shard}: a document of {len(buf) - 1} bytes; substring dedup "
                                  f"takes documents below {MAX_CHUNK} bytes (lower max_doc_bytes)")
-            arr = np.frombuffer(buf, np.uint8)
+            arr = ft.room(len(buf), np.uint8)
+            arr[:] = np.frombuffer(buf, np.uint8)
+            del buf
+            ft.commit(len(arr), np.uint8)  # written while the kernel reads it
             nw = n_windows(offsets, k)
-            off = window_rows(arr, offsets, k, bits, _append_rows(fi, rows, nw, np.uint16),
-                              _append_rows(fk, rows, nw, np.uint64))
-            ft.write(buf)
+            off = window_rows(arr, offsets, k, bits, fi.room(nw, np.uint16),
+                              fk.room(nw, np.uint64))
+            fi.commit(nw, np.uint16)
+            fk.commit(nw, np.uint64)
             offs.append(off + rows)
             rows += int(off[-1])
             docs += len(chunk)
-            nbytes += len(buf) - len(chunk)
-            idx.append((idx[-1][0] + len(buf), docs))
+            nbytes += len(arr) - len(chunk)
+            idx.append((idx[-1][0] + len(arr), docs))
     os.replace(tmp, key_path)
     os.replace(ttmp, txt_path)
     os.replace(itmp, ids_path)
@@ -172,86 +156,102 @@ def window_task(shard: Path, k: int, chunk_bytes: int, bits: int, out: Path, tex
     return {"docs": docs, "bytes": nbytes, "chunks": len(offs), "windows": rows}
 
 
-def _append_rows(f, rows: int, n: int, dtype) -> np.ndarray:
-    """Rows [rows, rows + n) of the open raw file f, memory-mapped for writing (the file
-    grows to rows + n): the kernel writes the keys straight into the page cache.
-    write() of a key array cost 2-3 CPU s per GB on the development machine, the mapping
-    ~0.3 (bench/RESULTS.md). Unmapped when dropped; closing f flushes (also on NFS)."""
-    size = np.dtype(dtype).itemsize
-    f.truncate((rows + n) * size)
-    if n == 0:
-        return np.zeros(0, dtype)
-    _allocate(f, rows * size, n * size)
-    return np.memmap(f, dtype, "r+", offset=rows * size, shape=(n,))
-
-
-_LIBC = None
-
-
-def _allocate(f, offset: int, length: int) -> None:
-    """Reserve the file's blocks before the kernel scatters rows into its mapping: on ext4
-    each first write to a page of a sparse file reserves its block on its own, which cost
-    ~0.07 CPU s more per 330 MB of keys and ids (0.21-0.23 s of system time against
-    0.24-0.31). Linux fallocate(2) only: posix_fallocate would write zeros block by block
-    where the filesystem cannot allocate (NFS); there, and off Linux, nothing happens."""
-    global _LIBC
-    if not sys.platform.startswith("linux"):
-        return
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-        _LIBC.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    _LIBC.fallocate(f.fileno(), 0, offset, length)  # a failure leaves the file sparse
-
-
 def iter_saved_chunks(text: Path):
     """(index of the first document, joined bytes, document offsets) of the chunks that
     window_task saved: the chunks of iter_chunks, without decoding the shard again. A
-    document's UTF-8 bytes never hold 0xFF, so the separators give the offsets back."""
+    document's UTF-8 bytes never hold 0xFF, so the separators give the offsets back. The
+    bytes are a view of the scratch buffer `txt`, valid until the next chunk."""
     txt_path, idx_path = _paths(text)
     idx = np.load(idx_path)
-    text = _mapped(txt_path, np.uint8)
-    for g in range(len(idx) - 1):
-        arr = _rows(txt_path, text, int(idx[g, 0]), int(idx[g + 1, 0]))
-        offsets = np.concatenate([[0], np.flatnonzero(arr == SEP) + 1]).astype(np.int64)
-        if len(offsets) - 1 != idx[g + 1, 1] - idx[g, 1]:
-            raise RuntimeError(f"{txt_path}: chunk {g} does not match its index; delete the "
-                               "step folder and rerun")
-        yield int(idx[g, 1]), arr, offsets
+    with BlockReader(txt_path) as f:
+        for g in range(len(idx) - 1):
+            a, b = int(idx[g, 0]), int(idx[g + 1, 0])
+            at, _ = f.read(scratch("txt", b - a + 2 * ALIGN, np.uint8), a, b)
+            arr = scratch("txt", at + b - a, np.uint8)[at:]
+            offsets = np.concatenate([[0], np.flatnonzero(arr == SEP) + 1]).astype(np.int64)
+            if len(offsets) - 1 != idx[g + 1, 1] - idx[g, 1]:
+                raise RuntimeError(f"{txt_path}: chunk {g} does not match its index; delete the "
+                                   "step folder and rerun")
+            yield int(idx[g, 1]), arr, offsets
 
 
 def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_chunks: int,
                 out: Path) -> dict:
     """Stage 2 for buckets [lo, hi), n_rows windows in all: every chunk's rows of the range
-    (8 B each), repeats marked, one bit per row written back per chunk."""
-    keys = scratch("u64", n_rows, np.uint64)
-    rel, at = np.zeros((n_chunks, hi - lo + 1), np.int64), 0
-    c = 0
-    for s in range(n_shards):
-        key_path, off_path = _paths(folder / f"win-{s:05d}")
-        off = np.load(off_path, mmap_mode="r")
-        cols = np.array(off[:, lo:hi + 1])  # this range's columns, not the whole file
-        del off
-        mapped = _mapped(key_path, np.uint64)
-        for g in range(len(cols)):
-            a, b = int(cols[g, 0]), int(cols[g, -1])
-            keys[at:at + b - a] = _rows(key_path, mapped, a, b)
-            rel[c] = cols[g] - a + at
-            at, c = at + b - a, c + 1
-        del mapped
-    assert at == n_rows and c == n_chunks, (at, n_rows, c, n_chunks)
-    later, found = mark_repeats(keys, rel, GROUP_ROWS, TABLE_LOAD, scratch("u8", n_rows, np.bool_))
-    del keys
+    (8 B each), repeats marked, one bit per row written back per chunk. The range is taken
+    in READ_PARTS sub-ranges (balanced by rows): a thread reads the next one's rows while
+    mark_repeats (nogil) works on this one, so the disk's time hides behind the CPU's (only
+    where a chunk's rows of a sub-range stay large: READ_MIN)."""
+    cols, first_chunk = _range_columns(folder, n_shards, lo, hi)
+    assert len(cols) == n_chunks, (len(cols), n_chunks)
+    counts = (cols[:, 1:] - cols[:, :-1]).sum(axis=0)
+    assert counts.sum() == n_rows, (int(counts.sum()), n_rows)
+    parts = min(READ_PARTS, 8 * n_rows // max(n_chunks * READ_MIN, 1))
+    edges = bucket_ranges(counts, max(parts, 1))
+    slack = n_chunks * (2 * ALIGN // 8)  # rows: the blocks that a chunk's read covers beyond it
+    starts, block = [0], ALIGN // 8  # the row where each sub-range's region begins: aligned
+    for u, v in zip(edges[:-1], edges[1:]):
+        rows = int((cols[:, v] - cols[:, u]).sum()) + slack
+        starts.append(starts[-1] + -(-rows // block) * block)
+    keys, later = scratch("u64", starts[-1], np.uint64), scratch("u8", starts[-1], np.bool_)
+
+    def read(q: int) -> np.ndarray:
+        u, v = edges[q], edges[q + 1]
+        return _read_rows(folder, cols[:, u:v + 1], first_chunk,
+                          keys[starts[q]:starts[q + 1]].view(np.uint8))
+
+    found, parts = 0, []
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(read, 0)
+        for q in range(len(edges) - 1):
+            rel = pending.result()
+            if q + 2 < len(edges):
+                pending = pool.submit(read, q + 1)
+            a, b = starts[q], starts[q + 1]
+            _, n = mark_repeats(keys[a:b], rel, GROUP_ROWS, TABLE_LOAD, later[a:b])
+            found, parts = found + int(n), parts + [(a, rel)]
     bits_path, off_out = _paths(out)
     out_off = np.zeros(n_chunks + 1, np.int64)
     tmp = bits_path.with_name(bits_path.name + ".tmp")
     with open(tmp, "wb") as fo:
-        for c in range(n_chunks):
-            packed = np.packbits(later[rel[c, 0]:rel[c, -1]])
+        for c in range(n_chunks):  # the chunk's flags in bucket order: sub-range by sub-range
+            packed = np.packbits(np.concatenate([later[a + rel[c, 0]:a + rel[c, -1]]
+                                                 for a, rel in parts]))
             fo.write(packed.tobytes())
             out_off[c + 1] = out_off[c] + len(packed)
     os.replace(tmp, bits_path)
     save_npy(off_out, out_off)
-    return {"docs": 0, "bytes": 0, "windows": n_rows, "later": int(found)}
+    return {"docs": 0, "bytes": 0, "windows": n_rows, "later": found}
+
+
+def _range_columns(folder: Path, n_shards: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row offsets of buckets lo..hi in every chunk's key file (one row per global chunk),
+    and the first global chunk of each shard (+ the total)."""
+    cols, first = [], [0]
+    for s in range(n_shards):
+        off = np.load(_paths(folder / f"win-{s:05d}")[1], mmap_mode="r")
+        cols.append(np.array(off[:, lo:hi + 1]))  # this range's columns, not the whole file
+        first.append(first[-1] + len(off))
+        del off
+    width = hi - lo + 1
+    return (np.concatenate(cols) if cols else np.zeros((0, width), np.int64)), np.array(first)
+
+
+def _read_rows(folder: Path, cols: np.ndarray, first_chunk: np.ndarray,
+               raw: np.ndarray) -> np.ndarray:
+    """Every chunk's rows cols[c, 0]..cols[c, -1] of its shard's key file, read as whole
+    blocks straight into raw (bytes of the key buffer; no copy): a chunk's rows start where
+    its first block put them, so up to 2 blocks lie between chunks, never read by
+    mark_repeats. Returns where each chunk's rows of each bucket are (rows of raw)."""
+    rel, at = np.zeros(cols.shape, np.int64), 0
+    for s in range(len(first_chunk) - 1):
+        with BlockReader(_paths(folder / f"win-{s:05d}")[0]) as f:
+            for c in range(first_chunk[s], first_chunk[s + 1]):
+                a, b = int(cols[c, 0]), int(cols[c, -1])
+                skip, used = f.read(raw[at:], 8 * a, 8 * b)
+                rel[c] = cols[c] - a + (at + skip) // 8
+                at += used
+    return rel
 
 
 def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep_layout: bool,
@@ -265,31 +265,42 @@ def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep
         at = np.array(np.load(off_path, mmap_mode="r")[chunk0:chunk0 + len(win_off) + 1])
         got = np.array(_rows(bits_path, _mapped(bits_path, np.uint8), int(at[0]), int(at[-1])))
         packed.append((at - at[0], got))
-    ids_path = _ids_path(folder / f"txt-{s:05d}")
-    ids = _mapped(ids_path, np.uint16)
-    for g, (first, arr, offsets) in enumerate(iter_saved_chunks(folder / f"txt-{s:05d}")):
-        off = win_off[g] - win_off[g, 0]
-        # partition p holds this chunk's rows off[edges[p]]... (bucket order): its bits
-        # follow the previous partitions' (each padded to a byte)
-        bits = [got[at[g]:at[g + 1]] for at, got in packed]
-        base = 8 * np.concatenate([[0], np.cumsum([len(x) for x in bits])])
-        start = np.empty(len(off) - 1, np.int64)
-        for p in range(len(edges) - 1):
-            lo, hi = edges[p], edges[p + 1]
-            start[lo:hi] = base[p] + off[lo:hi] - off[lo]
-        later = later_from_bits(len(arr), offsets, k,
-                                _rows(ids_path, ids, int(win_off[g, 0]), int(win_off[g, -1])),
-                                start, np.concatenate(bits), scratch("u8", len(arr), np.bool_))
-        spans, nl, lb = removed_spans(arr, later, offsets, k, keep_layout)
-        spans[:, 0] += first
-        rows.append(spans)
-        docs, nbytes = docs + len(offsets) - 1, nbytes + len(arr) - (len(offsets) - 1)
-        n_layout, layout_bytes = n_layout + int(nl), layout_bytes + int(lb)
+    with BlockReader(_ids_path(folder / f"txt-{s:05d}")) as ids_file:
+        for g, (first, arr, offsets) in enumerate(iter_saved_chunks(folder / f"txt-{s:05d}")):
+            bits = [got[at[g]:at[g + 1]] for at, got in packed]
+            spans, nl, lb = _chunk_spans(arr, offsets, k, keep_layout, win_off[g], edges, bits,
+                                         _saved_ids(ids_file, win_off[g]))
+            spans[:, 0] += first
+            rows.append(spans)
+            docs, nbytes = docs + len(offsets) - 1, nbytes + len(arr) - (len(offsets) - 1)
+            n_layout, layout_bytes = n_layout + int(nl), layout_bytes + int(lb)
     spans = np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)
     save_npy(out, spans)
     return {"docs": docs, "bytes": nbytes, "spans": int(len(spans)),
             "span_bytes": int((spans[:, 2] - spans[:, 1]).sum()) if len(spans) else 0,
             "layout_spans_kept": n_layout, "layout_bytes_kept": layout_bytes}
+
+
+def _saved_ids(f: BlockReader, win_off: np.ndarray) -> np.ndarray:
+    """A chunk's bucket ids (uint16, text order), read into the scratch buffer u16."""
+    a, b = 2 * int(win_off[0]), 2 * int(win_off[-1])
+    at, _ = f.read(scratch("u16", b - a + 2 * ALIGN, np.uint8), a, b)
+    return scratch("u16", at + b - a, np.uint8)[at:].view(np.uint16)
+
+
+def _chunk_spans(arr, offsets, k, keep_layout, win_off, edges, bits, ids):
+    """removed_spans of one chunk from its rows' bits: partition p holds the chunk's rows
+    off[edges[p]]... (bucket order), and its bits follow the previous partitions' (each
+    padded to a byte)."""
+    off = win_off - win_off[0]
+    base = 8 * np.concatenate([[0], np.cumsum([len(x) for x in bits])])
+    start = np.empty(len(off) - 1, np.int64)
+    for p in range(len(edges) - 1):
+        lo, hi = edges[p], edges[p + 1]
+        start[lo:hi] = base[p] + off[lo:hi] - off[lo]
+    later = later_from_bits(len(arr), offsets, k, ids, start, np.concatenate(bits),
+                            scratch("u8", len(arr), np.bool_))
+    return removed_spans(arr, later, offsets, k, keep_layout)
 
 
 def bucket_ranges(counts: np.ndarray, parts: int) -> np.ndarray:
