@@ -2,7 +2,8 @@
 single-process path (substring.removal_spans on the driver), in the same run.
 
     .venv/bin/python bench/substring_scale.py [--mb 100] [--driver-mb 50 200] [--parts 3]
-        [--baseline REF] [--repeats N]
+        [--baseline REF] [--repeats N] [--synthetic-gb 1 2 4 8] [--synthetic-doc-bytes 2000]
+        [--synthetic-per-shard N]
 
 Corpus: bench/dedup.py's real, mostly unique text (stdlib .py files, Python docs if
 installed, then site-packages .py files), whole files as documents, written as shards of
@@ -23,7 +24,12 @@ the warm-up), run alternately with `shuffle` --repeats times (median CPU, range)
 the driver process's own peak RSS above its start (tasks run in worker processes), the
 largest worker process's peak RSS, CPU of the driver and its workers, and the size's folder's
 peak disk (sampled every 2 s; folders under $BENCH_TMP, one size at a time, each deleted
-before the next; a size whose derived need, 13 B per byte plus 5 GB, does not fit is skipped).
+before the next; a size whose derived need does not fit is skipped: disk_per_byte below, from
+the windows per byte of the synthetic documents' length D, ~13 B per byte at D = 2,000 and ~6
+at D = 150, plus a 5 GB margin). Synthetic documents are --synthetic-doc-bytes long (D, 2,000
+by default), in shards of ~40 MB (--synthetic-per-shard documents, 40 MB / D by default), so
+every D gives the driver the same number of shards per GB; a document has D - K + 1 windows,
+so shorter documents need less disk per byte and fewer repeat tasks (partitions) per GB.
 """
 from __future__ import annotations
 
@@ -41,7 +47,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from disk_peak import DiskPeak, fits  # noqa: E402
 
-DISK_PER_BYTE = 12  # the shuffle's derived peak, ~11.1 B per corpus byte (docs/scale.md), rounded up
+K = 100  # window bytes of every row
+SHARD_BYTES = 40_000_000  # synthetic shard size: 20,000 documents of 2 KB, as in the first rows
+
+
+def windows_per_byte(doc_bytes: int, k: int = K) -> float:
+    """Windows per corpus byte with documents of doc_bytes: each has doc_bytes - k + 1."""
+    return max(doc_bytes - k + 1, 0) / doc_bytes
+
+
+def disk_per_byte(doc_bytes: int, k: int = K) -> float:
+    """Upper bound on the disk peak per corpus byte (docs/scale.md): per window 8 B of key,
+    2 B of bucket id and 1 bit, + the joined text ((D + 1) / D B), times 1.15 for slack,
+    + 1 B for the shards (0.6 B measured as jsonl.zst). ~13 at D = 2,000, ~6.1 at D = 150."""
+    return 1.15 * (windows_per_byte(doc_bytes, k) * (8 + 2 + 1 / 8) + (doc_bytes + 1) / doc_bytes) + 1
+
+
 BASELINE = "aa92c3e"  # main before the third speed-up (17.8-23.6 MB per CPU s in RESULTS.md)
 _ROW = r"""
 import hashlib, json, resource, sys, time
@@ -53,20 +74,20 @@ from lmforge.data.dedup import substring, substring_shuffle
 from lmforge.data.executor import LocalExecutor
 mode, shards, work, workers, part_bytes = {mode!r}, {shards!r}, Path({work!r}), {workers}, {part_bytes}
 from lmforge.io.writers import write_documents
-substring.dedup_texts(["x" * 300] * 3, 100)  # load the compiled kernels before timing
+substring.dedup_texts(["x" * 300] * 3, {k})  # load the compiled kernels before timing
 (work / "warm").mkdir(parents=True, exist_ok=True)
 write_documents(work / "warm" / "s.jsonl.zst", ({{"id": str(i), "text": "ab c" * 40 + str(i % 3)}}
                                                 for i in range(20)))
 substring_shuffle.shuffle_spans(SimpleNamespace(inputs=[work / "warm" / "s.jsonl.zst"],
                                 work=work / "warm", dir=work, executor=LocalExecutor(1, False)),
-                                100, True)
+                                {k}, True)
 rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
 ctx = SimpleNamespace(inputs=[Path(s) for s in shards], work=work / "w", dir=work,
                       executor=LocalExecutor(workers, False), data=None)
 ctx.work.mkdir(parents=True, exist_ok=True)
 t, c = time.perf_counter(), time.process_time()
 if mode == "shuffle":
-    st = substring_shuffle.shuffle_spans(ctx, 100, True)
+    st = substring_shuffle.shuffle_spans(ctx, {k}, True)
 else:
     step = substring.SubstringStep(SubstringConfig(part_bytes=part_bytes), None)
     st = step._driver_spans(ctx)
@@ -133,7 +154,7 @@ def baseline_tree(ref: str, dest: Path) -> Path | None:
 def row(mode: str, shards: list[str], work: Path, workers: int = 1, part_bytes=None,
         code_root: Path | None = None) -> dict:
     code = _ROW.format(mode=mode, shards=shards, work=str(work), workers=workers,
-                       part_bytes=part_bytes)
+                       part_bytes=part_bytes, k=K)
     # the code under test: this checkout, or the baseline's tree. The child runs in work's
     # parent folder: `python -c` puts the current folder first on sys.path, and from the
     # repository root that would be this checkout's lmforge/ for the baseline rows too
@@ -156,10 +177,18 @@ def main() -> None:
     ap.add_argument("--driver-mb", type=float, nargs="*", default=[50.0, 200.0])
     ap.add_argument("--synthetic-gb", type=float, nargs="*", default=[],
                     help="more driver-memory rows on random text of this many GB")
+    ap.add_argument("--synthetic-doc-bytes", type=int, default=2000,
+                    help="length D of the synthetic documents (a document has D - 99 windows)")
+    ap.add_argument("--synthetic-per-shard", type=int, default=None,
+                    help="synthetic documents per shard (default: 40 MB / D, ~40 MB shards)")
     ap.add_argument("--baseline", default=BASELINE,
                     help="git commit whose shuffle runs beside this one ('' to skip)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each shuffle row, alternating")
     a = ap.parse_args()
+    if a.synthetic_doc_bytes < 1 or (a.synthetic_per_shard is not None and a.synthetic_per_shard < 1):
+        ap.error("--synthetic-doc-bytes and --synthetic-per-shard must be at least 1")
+    doc_bytes = a.synthetic_doc_bytes
+    per_shard = a.synthetic_per_shard or max(1, round(SHARD_BYTES / doc_bytes))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         tmp = Path(tmp)
         shards, nbytes = write_shards(a.mb, tmp / "shards")
@@ -211,27 +240,36 @@ def main() -> None:
                   "above its start, the largest worker process's peak RSS (it runs several tasks "
                   "in turn: an upper bound on the largest task's), CPU of driver + workers, and "
                   "the work folder's peak disk use (sampled every 2 s; shards included)")
-            print("| corpus MB | shards | partitions | driver peak RSS above start | largest "
-                  "worker peak RSS | wall s | CPU s | disk peak (shards + work) | per corpus byte |")
-            print("|---|---|---|---|---|---|---|---|---|", flush=True)
+            if a.synthetic_gb:
+                print(f"Synthetic documents: D = {doc_bytes:,} B ({windows_per_byte(doc_bytes):.3f} "
+                      f"windows per byte at K = {K}), {per_shard:,} per shard "
+                      f"(~{per_shard * doc_bytes / 1e6:.0f} MB)")
+            print("| corpus MB | doc bytes | windows per byte | shards | partitions | tasks "
+                  "(window + repeat + span) | driver peak RSS above start | largest worker peak "
+                  "RSS | wall s | CPU s | core-s per MB | disk peak (shards + work) | per corpus byte |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         sizes = [(mb, False) for mb in a.driver_mb] + [(gb * 1e3, True) for gb in a.synthetic_gb]
         for size, synthetic in sizes:
             folder = tmp / f"drv{size:g}"
-            need = (DISK_PER_BYTE + 1) * size * 1e6  # the shuffle's peak plus the shards, upper bound
+            # the shuffle's peak plus the shards, an upper bound (real text: ~2 KB per document)
+            need = disk_per_byte(doc_bytes if synthetic else 2000) * size * 1e6
             if not fits(tmp, need):
                 print(f"| {size:g} | skipped: needs ~{need / 1e9:.0f} GB of disk, "
                       f"{shutil.disk_usage(tmp).free / 1e9:.0f} GB free |", flush=True)
                 continue
             if synthetic:
-                sh, nb = synthetic_shards(size / 1e3, folder / "shards")
+                sh, nb = synthetic_shards(size / 1e3, folder / "shards", doc_bytes, per_shard)
             else:
                 sh, nb = write_shards(size, folder / "shards")
             with DiskPeak(folder) as disk:
                 r = row("shuffle", sh, folder, workers=2)
             shutil.rmtree(folder)
-            print(f"| {nb / 1e6:.1f}{' (random words)' if synthetic else ''} | {len(sh)} | "
-                  f"{r['partitions']} | {r['peak_over'] / 1e6:.1f} MB | {r['worker_rss'] / 1e6:.0f} MB | "
-                  f"{r['seconds']:.1f} | {r['cpu'] + r['workers_cpu']:.1f} | "
+            cpu = r["cpu"] + r["workers_cpu"]
+            print(f"| {nb / 1e6:.1f}{' (random words)' if synthetic else ''} | "
+                  f"{doc_bytes if synthetic else 'files'} | {r['windows'] / nb:.3f} | {len(sh)} | "
+                  f"{r['partitions']} | {2 * len(sh) + r['partitions']} | "
+                  f"{r['peak_over'] / 1e6:.1f} MB | {r['worker_rss'] / 1e6:.0f} MB | "
+                  f"{r['seconds']:.1f} | {cpu:.1f} | {cpu / (nb / 1e6):.3f} | "
                   f"{disk.peak / 1e9:.2f} GB | {disk.peak / nb:.2f} |", flush=True)
 
 if __name__ == "__main__":
