@@ -21,7 +21,7 @@ passes, what the driver path does on any corpus above ~1.3 GB on a 24 GB machine
 commit --baseline (its lmforge/ extracted with `git archive`, the kernels compiled in
 the warm-up), run alternately with `shuffle` --repeats times (median CPU, range). Then the shuffle with workers 2 at the sizes of
 --driver-mb (real text) and --synthetic-gb (random words: the real text runs out at ~350 MB):
-the driver process's own peak RSS above its start (tasks run in worker processes), the
+the driver process's RSS at its start and its own peak above that (tasks run in worker processes), the
 largest worker process's peak RSS, CPU of the driver and its workers, and the size's folder's
 peak disk (sampled every 2 s; folders under $BENCH_TMP, one size at a time, each deleted
 before the next; a size whose derived need does not fit is skipped: disk_per_byte below, from
@@ -97,7 +97,7 @@ peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 102
 h = hashlib.sha1()
 for i in range(len(shards)):
     h.update(np.load(ctx.work / f"spans-{{i:05d}}.npy").tobytes())
-print(json.dumps({{"code": substring.__file__, "seconds": dt, "cpu": cpu, "peak_over": peak - rss,
+print(json.dumps({{"code": substring.__file__, "seconds": dt, "cpu": cpu, "peak_over": peak - rss, "rss_start": rss,
                   "spans_sha1": h.hexdigest(), "workers_cpu": kids.ru_utime + kids.ru_stime,
                   "worker_rss": kids.ru_maxrss * 1024,
                   **{{k: v for k, v in st.items() if isinstance(v, (int, float))}}}}))
@@ -245,9 +245,9 @@ def main() -> None:
                       f"windows per byte at K = {K}), {per_shard:,} per shard "
                       f"(~{per_shard * doc_bytes / 1e6:.0f} MB)")
             print("| corpus MB | doc bytes | windows per byte | shards | partitions | tasks "
-                  "(window + repeat + span) | driver peak RSS above start | largest worker peak "
+                  "(window + repeat + span) | driver RSS at start | driver peak RSS above start | largest worker peak "
                   "RSS | wall s | CPU s | core-s per MB | disk peak (shards + work) | per corpus byte |")
-            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         sizes = [(mb, False) for mb in a.driver_mb] + [(gb * 1e3, True) for gb in a.synthetic_gb]
         for size, synthetic in sizes:
             folder = tmp / f"drv{size:g}"
@@ -268,7 +268,8 @@ def main() -> None:
             print(f"| {nb / 1e6:.1f}{' (random words)' if synthetic else ''} | "
                   f"{doc_bytes if synthetic else 'files'} | {r['windows'] / nb:.3f} | {len(sh)} | "
                   f"{r['partitions']} | {2 * len(sh) + r['partitions']} | "
-                  f"{r['peak_over'] / 1e6:.1f} MB | {r['worker_rss'] / 1e6:.0f} MB | "
+                  f"{r['rss_start'] / 1e6:.1f} MB | {r['peak_over'] / 1e6:.1f} MB | "
+                  f"{r['worker_rss'] / 1e6:.0f} MB | "
                   f"{r['seconds']:.1f} | {cpu:.1f} | {cpu / (nb / 1e6):.3f} | "
                   f"{disk.peak / 1e9:.2f} GB | {disk.peak / nb:.2f} |", flush=True)
 
