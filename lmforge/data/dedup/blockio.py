@@ -86,7 +86,17 @@ def _up(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-class BlockWriter:
+class _Closes:
+    """`with` closes it."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class BlockWriter(_Closes):
     """Appends rows to a new file from the scratch buffer `name`: room() gives the caller
     the place for its next rows (after the partial block still to write), commit() writes
     the whole blocks on a thread of its own (the caller goes on, e.g. decoding the next
@@ -157,14 +167,8 @@ class BlockWriter:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class BlockReader:
+class BlockReader(_Closes):
     """Reads byte ranges of a file as whole blocks into page-aligned buffers."""
 
     def __init__(self, path):
@@ -191,9 +195,3 @@ class BlockReader:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
