@@ -191,6 +191,12 @@ class BlockReader(_Closes):
             got += n
         return start - a, b - a
 
+    def read_scratch(self, name: str, start: int, end: int) -> np.ndarray:
+        """Bytes [start, end) of the file as a view of this process's scratch buffer `name`
+        (valid until that buffer is used again)."""
+        at, _ = self.read(scratch(name, end - start + 2 * ALIGN, np.uint8), start, end)
+        return scratch(name, at + end - start, np.uint8)[at:]
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

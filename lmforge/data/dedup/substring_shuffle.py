@@ -165,9 +165,7 @@ def iter_saved_chunks(text: Path):
     idx = np.load(idx_path)
     with BlockReader(txt_path) as f:
         for g in range(len(idx) - 1):
-            a, b = int(idx[g, 0]), int(idx[g + 1, 0])
-            at, _ = f.read(scratch("txt", b - a + 2 * ALIGN, np.uint8), a, b)
-            arr = scratch("txt", at + b - a, np.uint8)[at:]
+            arr = f.read_scratch("txt", int(idx[g, 0]), int(idx[g + 1, 0]))
             offsets = np.concatenate([[0], np.flatnonzero(arr == SEP) + 1]).astype(np.int64)
             if len(offsets) - 1 != idx[g + 1, 1] - idx[g, 1]:
                 raise RuntimeError(f"{txt_path}: chunk {g} does not match its index; delete the "
@@ -200,7 +198,7 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
         return _read_rows(folder, cols[:, u:v + 1], first_chunk,
                           keys[starts[q]:starts[q + 1]].view(np.uint8))
 
-    found, parts = 0, []
+    found, marked = 0, []   # marked: (region start, rel) of each sub-range done
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(read, 0)
         for q in range(len(edges) - 1):
@@ -209,14 +207,14 @@ def repeat_task(folder: Path, n_shards: int, lo: int, hi: int, n_rows: int, n_ch
                 pending = pool.submit(read, q + 1)
             a, b = starts[q], starts[q + 1]
             _, n = mark_repeats(keys[a:b], rel, GROUP_ROWS, TABLE_LOAD, later[a:b])
-            found, parts = found + int(n), parts + [(a, rel)]
+            found, marked = found + int(n), marked + [(a, rel)]
     bits_path, off_out = _paths(out)
     out_off = np.zeros(n_chunks + 1, np.int64)
     tmp = bits_path.with_name(bits_path.name + ".tmp")
     with open(tmp, "wb") as fo:
         for c in range(n_chunks):  # the chunk's flags in bucket order: sub-range by sub-range
             packed = np.packbits(np.concatenate([later[a + rel[c, 0]:a + rel[c, -1]]
-                                                 for a, rel in parts]))
+                                                 for a, rel in marked]))
             fo.write(packed.tobytes())
             out_off[c + 1] = out_off[c] + len(packed)
     os.replace(tmp, bits_path)
@@ -283,9 +281,7 @@ def span_task(s: int, k: int, chunk0: int, folder: Path, edges: np.ndarray, keep
 
 def _saved_ids(f: BlockReader, win_off: np.ndarray) -> np.ndarray:
     """A chunk's bucket ids (uint16, text order), read into the scratch buffer u16."""
-    a, b = 2 * int(win_off[0]), 2 * int(win_off[-1])
-    at, _ = f.read(scratch("u16", b - a + 2 * ALIGN, np.uint8), a, b)
-    return scratch("u16", at + b - a, np.uint8)[at:].view(np.uint16)
+    return f.read_scratch("u16", 2 * int(win_off[0]), 2 * int(win_off[-1])).view(np.uint16)
 
 
 def _chunk_spans(arr, offsets, k, keep_layout, win_off, edges, bits, ids):
