@@ -275,6 +275,10 @@ def main() -> None:
         args.split, root = held[0]
         clean = (manual_docs(root, args.pages, args.seed) if args.split == "manuals"
                  else html_pair_docs(root, args.pages, args.seed, args.split))
+        found = collections.Counter(d["meta"]["lang"] for d in clean)
+        if min(found["en"], found["zh"]) < 20:   # the Markov junk draws 20 clean documents
+            sys.exit(f"--{args.split} {root}: {found['en']} English and {found['zh']} Chinese documents "
+                     "found, at least 20 of each needed: is it the folder the .debs were extracted into?")
         from lmforge.data.quality import shipped_references
         refs = [t for docs in shipped_references().values() for _, t in docs]
         refs += [json.loads(l)["text"] for l in open(positives)]
