@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "lmforge"
 # (layer, module prefixes); a module belongs to the longest prefix that matches it.
 LAYERS = [
     (1, ["lmforge", "lmforge.config", "lmforge.shards", "lmforge.checkpoint", "lmforge.device", "lmforge.workers",
-         "lmforge.truncate", "lmforge.io"]),
+         "lmforge.truncate", "lmforge.io", "lmforge.numfmt"]),
     (2, ["lmforge.model", "lmforge.data", "lmforge.tokenizer", "lmforge.align"]),
     (3, ["lmforge.train", "lmforge.infer", "lmforge.eval", "lmforge.grow", "lmforge.export", "lmforge.report",
          "lmforge.corpus"]),

@@ -97,7 +97,7 @@ def test_copies_this_process_uses_are_not_evicted_until_their_owner_goes(cache, 
     train, val = _Dataset(), _Dataset()
     local_copies(url, ["train"], progress=False, owner=train)     # a stage maps its train split,
     local_copies(url, ["val"], progress=False, owner=val)         # then its val split: 2 kB
-    with pytest.raises(ConfigError, match="to 3.0 kB, over its cap of 2.5 kB .*, and 2.0 kB of it is in use"):
+    with pytest.raises(ConfigError, match="to 3.00 kB, over its cap of 2.50 kB .*, and 2.00 kB of it is in use"):
         local_copies(url, ["extra"], progress=False)   # room only by evicting what the stage maps
     assert set(_copies(url)) == {"train", "val"}
     del train                                          # that dataset is gone (the next stage runs)
@@ -118,8 +118,8 @@ def test_a_cap_the_call_alone_exceeds_fails_before_fetching_anything(cache, monk
         local_copies(url, ["a.tokens", "b.tokens"], progress=False)
     code, line = classify(e.value)
     assert code == EXIT_CONFIG and "\n" not in line
-    assert line == (f"config error: {url}: the 2 files read need 2.0 kB (2000 bytes), more than the fetch "
-                    f"cache's cap of 1.5 kB (1500 bytes, LMFORGE_FETCH_MAX_GB): raise the cap or point "
+    assert line == (f"config error: {url}: the 2 files read need 2.00 kB (2000 bytes), more than the fetch "
+                    f"cache's cap of 1.50 kB (1500 bytes, LMFORGE_FETCH_MAX_GB): raise the cap or point "
                     f"LMFORGE_FETCH_DIR at a larger disk")
     assert _copies(url) == {} and set(_copies(other)) == {"x"}      # nothing fetched, nothing evicted
     monkeypatch.setenv("LMFORGE_FETCH_MAX_GB", "lots")
@@ -164,8 +164,8 @@ def test_copies_another_process_holds_are_not_evicted(cache, monkeypatch):
         last = _store({"x": KB})
         with pytest.raises(ConfigError) as e:                         # only held copies are left
             local_copies(last, ["x"], progress=False)
-        assert str(e.value) == (f"{last}: fetching 1.0 kB would take the fetch cache ({cache}) to 3.0 kB, over "
-                                f"its cap of 2.5 kB (LMFORGE_FETCH_MAX_GB), and 2.0 kB of it is in use by running "
+        assert str(e.value) == (f"{last}: fetching 1.00 kB would take the fetch cache ({cache}) to 3.00 kB, over "
+                                f"its cap of 2.50 kB (LMFORGE_FETCH_MAX_GB), and 2.00 kB of it is in use by running "
                                 f"processes: wait for them, raise the cap, or point LMFORGE_FETCH_DIR at a larger disk")
         assert _copies(last) == {} and set(_copies(old)) == set(_copies(more)) == {"x"}
     release_all()                                                   # both runs have ended
@@ -173,7 +173,7 @@ def test_copies_another_process_holds_are_not_evicted(cache, monkeypatch):
         _read(last, ["x"])
         assert _copies(old) == {} and set(_copies(more)) == {"x"}   # the reader gone: old is free again
         (fetch_dir(FsPath(more)) / PENDING).write_text("1000")   # that fetch brings 1 kB more
-        with pytest.raises(ConfigError, match=r"to 4\.0 kB, over its cap of 2\.5 kB .*, and 2\.0 kB of it is in use"):
+        with pytest.raises(ConfigError, match=r"to 4\.00 kB, over its cap of 2\.50 kB .*, and 2\.00 kB of it is in use"):
             local_copies(_store({"x": KB}), ["x"], progress=False)
     assert set(_copies(last)) == set(_copies(more)) == {"x"}
 
@@ -183,7 +183,7 @@ def test_the_split_another_process_reads_stays_while_this_one_fetches_another(ca
     _read(url, ["val"])
     _cap(monkeypatch, 1500)
     with _Holder(fetch_dir(FsPath(url)), INUSE, "shared"):     # another run reads the val split
-        with pytest.raises(ConfigError, match="to 2.0 kB, over its cap of 1.5 kB .*, and 1.0 kB of it is in use"):
+        with pytest.raises(ConfigError, match="to 2.00 kB, over its cap of 1.50 kB .*, and 1.00 kB of it is in use"):
             local_copies(url, ["train"], progress=False)
         assert set(_copies(url)) == {"val"}
     _read(url, ["train"])                                          # that run ended: val goes
@@ -204,13 +204,13 @@ def test_cli_lists_and_prunes(cache, monkeypatch, capsys):
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["FOLDER", "FILES", "SIZE", "LAST", "USED", "URL"]
     rows = {line.split()[-1]: line.split() for line in lines[1:4]}
-    assert set(rows) == {a, b, c} and all(r[1:4] == ["2", "3.0", "kB"] for r in rows.values())
-    assert lines[4] == f"cache {cache}: 3 folders, 6 files, 9.0 kB; no cap (LMFORGE_FETCH_MAX_GB unset)"
+    assert set(rows) == {a, b, c} and all(r[1:4] == ["2", "3.00", "kB"] for r in rows.values())
+    assert lines[4] == f"cache {cache}: 3 folders, 6 files, 9.00 kB; no cap (LMFORGE_FETCH_MAX_GB unset)"
     assert _cli(capsys, "prune") == (2, "lmforge cache prune: give --max-gb N or --all (or set LMFORGE_FETCH_MAX_GB)\n")
 
     code, out = _cli(capsys, "prune", "--max-gb", "5e-6")     # 9 kB down to 5: a's copies, then b's oldest
-    assert (code, out) == (0, f"cache prune (down to 5.0 kB): removed 3 files, 1 folder, freed 4.0 kB; "
-                              f"left 5.0 kB in 2 folders ({cache})\n")
+    assert (code, out) == (0, f"cache prune (down to 5.00 kB): removed 3 files, 1 folder, freed 4.00 kB; "
+                              f"left 5.00 kB in 2 folders ({cache})\n")
     assert _copies(a) == {} and set(_copies(b)) == {"y"} and set(_copies(c)) == {"x", "y"}
 
     d = _store({"x": KB})
@@ -218,10 +218,10 @@ def test_cli_lists_and_prunes(cache, monkeypatch, capsys):
     with _Holder(fetch_dir(FsPath(c)), INUSE, "shared"):
         code, out = _cli(capsys, "ls")
         assert f"{c}  (in use)" in out and out.splitlines()[-1] == (
-            f"cache {cache}: 3 folders, 4 files, 6.0 kB, 1 in use; no cap (LMFORGE_FETCH_MAX_GB unset)")
+            f"cache {cache}: 3 folders, 4 files, 6.00 kB, 1 in use; no cap (LMFORGE_FETCH_MAX_GB unset)")
         code, out = _cli(capsys, "prune", "--all")
-        assert (code, out) == (0, f"cache prune (all): removed 2 files, 2 folders, freed 3.0 kB; 1 folder in use "
-                                  f"kept; left 3.0 kB in 1 folder ({cache})\n")
+        assert (code, out) == (0, f"cache prune (all): removed 2 files, 2 folders, freed 3.00 kB; 1 folder in use "
+                                  f"kept; left 3.00 kB in 1 folder ({cache})\n")
     assert _copies(b) == _copies(d) == {} and set(_copies(c)) == {"x", "y"}
-    assert _cli(capsys, "prune", "--all")[1].startswith("cache prune (all): removed 2 files, 1 folder, freed 3.0 kB")
+    assert _cli(capsys, "prune", "--all")[1].startswith("cache prune (all): removed 2 files, 1 folder, freed 3.00 kB")
     assert [p.name for p in cache.iterdir()] == [".lock"]

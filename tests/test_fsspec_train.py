@@ -10,7 +10,7 @@ import pytest
 from conftest import make_token_dataset
 from lmforge.cli.errors import EXIT_CONFIG, classify
 from lmforge.io.fetch import fetch_dir
-from lmforge.io.fetchcache import size_text
+from lmforge.numfmt import human_bytes
 from lmforge.io.fs import FsPath
 from lmforge.shards import TokenDataset
 from test_fsspec_io import BUCKET, s3, s3fs, without_credentials  # noqa: F401  (s3: the moto server fixture)
@@ -165,7 +165,7 @@ def test_a_capped_fetch_cache_evicts_the_older_dataset_and_refuses_a_cap_too_sma
     assert not fetch_dir(FsPath(a)).exists() and len(_cached(b)) == 3
     monkeypatch.setenv("LMFORGE_FETCH_MAX_GB", str((sizes[1] - 1) / 1e9))
     assert _fails(cfg_for(b, tmp_path / "small", "train.steps=1")) == (
-        f"config error: data: {b}: the 3 files read need {size_text(sizes[1])} ({sizes[1]} bytes), more than the "
-        f"fetch cache's cap of {size_text(sizes[1] - 1)} ({sizes[1] - 1} bytes, LMFORGE_FETCH_MAX_GB): raise the "
+        f"config error: data: {b}: the 3 files read need {human_bytes(sizes[1])} ({sizes[1]} bytes), more than the "
+        f"fetch cache's cap of {human_bytes(sizes[1] - 1)} ({sizes[1] - 1} bytes, LMFORGE_FETCH_MAX_GB): raise the "
         f"cap or point LMFORGE_FETCH_DIR at a larger disk")
     release_all()

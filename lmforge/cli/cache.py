@@ -5,7 +5,8 @@ import argparse
 import time
 
 from lmforge.io.fetch import fetch_root
-from lmforge.io.fetchcache import ENV_CAP, cap_bytes, listing, prune, size_text
+from lmforge.io.fetchcache import ENV_CAP, cap_bytes, listing, prune
+from lmforge.numfmt import human_bytes
 
 WHAT = ("the local copies of token shards and teacher caches read from URLs (s3://...): "
         f"$LMFORGE_FETCH_DIR, else ~/.cache/lmforge/fetched; ${ENV_CAP} caps it")
@@ -41,13 +42,13 @@ def _ls(args: argparse.Namespace) -> int:
         print(f"{'FOLDER':<16}  {'FILES':>5}  {'SIZE':>9}  {'LAST USED':<16}  URL")
     for r in rows:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["used"])) if r["used"] else "-"
-        print(f"{r['folder']:<16}  {r['files']:>5}  {size_text(r['bytes']):>9}  {used:<16}  {r['url']}"
+        print(f"{r['folder']:<16}  {r['files']:>5}  {human_bytes(r['bytes']):>9}  {used:<16}  {r['url']}"
               + ("  (in use)" if r["in_use"] else ""))
     total = sum(r["bytes"] for r in rows)
     busy = sum(r["in_use"] for r in rows)
-    print(f"cache {root}: {_n(len(rows), 'folder')}, {_n(sum(r['files'] for r in rows), 'file')}, {size_text(total)}"
+    print(f"cache {root}: {_n(len(rows), 'folder')}, {_n(sum(r['files'] for r in rows), 'file')}, {human_bytes(total)}"
           + (f", {busy} in use" if busy else "")
-          + (f"; cap {size_text(cap)} ({ENV_CAP})" if cap is not None else f"; no cap ({ENV_CAP} unset)"))
+          + (f"; cap {human_bytes(cap)} ({ENV_CAP})" if cap is not None else f"; no cap ({ENV_CAP} unset)"))
     return 0
 
 
@@ -60,10 +61,10 @@ def _prune(args: argparse.Namespace) -> int:
         return fail("cache prune", f"give --max-gb N or --all (or set {ENV_CAP})")
     root = fetch_root()
     r = prune(root, cap, everything=args.all)
-    goal = "all" if args.all else f"down to {size_text(cap)}"
+    goal = "all" if args.all else f"down to {human_bytes(cap)}"
     busy = f"; {_n(r['busy'], 'folder')} in use kept" if r["busy"] else ""
-    over = "" if args.all or r["left"] <= cap else f"; still over {size_text(cap)}: the rest is in use"
+    over = "" if args.all or r["left"] <= cap else f"; still over {human_bytes(cap)}: the rest is in use"
     print(f"cache prune ({goal}): removed {_n(r['files'], 'file')}, {_n(r['folders'], 'folder')}, freed "
-          f"{size_text(r['freed'])}{busy}{over}; left {size_text(r['left'])} in {_n(r['left_folders'], 'folder')} "
+          f"{human_bytes(r['freed'])}{busy}{over}; left {human_bytes(r['left'])} in {_n(r['left_folders'], 'folder')} "
           f"({root})")
     return 0

@@ -42,6 +42,7 @@ from typing import IO, Iterator
 
 from lmforge.config import ConfigError
 from lmforge.io.atomic import sweep_temps, write_json
+from lmforge.numfmt import human_bytes
 
 ENV_CAP = "LMFORGE_FETCH_MAX_GB"
 LOCK, INUSE, INDEX, PENDING = ".lock", ".inuse", ".used.json", ".pending"
@@ -79,13 +80,6 @@ def cap_bytes() -> int | None:
     if not (math.isfinite(gb) and gb > 0):
         raise ConfigError(f"{ENV_CAP}={raw!r}: expected a size in GB above 0 (e.g. 200 or 0.5)")
     return int(round(gb * 1e9))
-
-
-def size_text(n: int) -> str:
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def lock_file(path: Path, how: int, create: bool = True) -> IO | None:
@@ -337,9 +331,9 @@ def make_room(local: Path, url: str, needed: set[Path], incoming: int, cap: int 
                 chosen = _oldest(candidates, excess)
                 if _bytes(chosen) < excess:
                     raise ConfigError(
-                        f"{url}: fetching {size_text(incoming)} would take the fetch cache ({root}) to "
-                        f"{size_text(total + incoming)}, over its cap of {size_text(cap)} ({ENV_CAP}), and "
-                        f"{size_text(held)} of it is in use by running processes: wait for them, raise "
+                        f"{url}: fetching {human_bytes(incoming)} would take the fetch cache ({root}) to "
+                        f"{human_bytes(total + incoming)}, over its cap of {human_bytes(cap)} ({ENV_CAP}), and "
+                        f"{human_bytes(held)} of it is in use by running processes: wait for them, raise "
                         f"the cap, or point LMFORGE_FETCH_DIR at a larger disk")
                 _remove(chosen, keep_folder=local)
         set_pending(local, incoming)
@@ -348,8 +342,8 @@ def make_room(local: Path, url: str, needed: set[Path], incoming: int, cap: int 
 def check_fits(url: str, n_files: int, needed: int, cap: int | None) -> None:
     """Refuse a call whose own files exceed the cap, before anything is fetched or removed."""
     if cap is not None and needed > cap:
-        raise ConfigError(f"{url}: the {n_files} files read need {size_text(needed)} ({needed} bytes), more than "
-                          f"the fetch cache's cap of {size_text(cap)} ({cap} bytes, {ENV_CAP}): raise the cap "
+        raise ConfigError(f"{url}: the {n_files} files read need {human_bytes(needed)} ({needed} bytes), more than "
+                          f"the fetch cache's cap of {human_bytes(cap)} ({cap} bytes, {ENV_CAP}): raise the cap "
                           f"or point LMFORGE_FETCH_DIR at a larger disk")
 
 
