@@ -4,6 +4,7 @@ Both models get the same shape (converted config), the same random token batches
 same AdamW step, in the same process, so the table's ratio is meaningful even on a noisy
 machine. Rows:
   - hf-llama (causal):   transformers LlamaForCausalLM, SDPA attention, plain causal mask
+                         (row `hf`; `hf_compiled`: the same model under torch.compile)
   - lmforge (causal):    our model, plain causal mask
   - lmforge (packed):    our model with packed documents (block-diagonal causal mask and
                          per-document positions), loss on full materialised logits
@@ -15,6 +16,14 @@ machine. Rows:
                          default is FlexAttention: causal or document BlockMask, built once per
                          forward and shared by all layers); the packed row then materialises a
                          [B, 1, T, T] boolean mask
+  - lmforge (packed, fused CE, Muon + AdamW) (row `muon`): the optimizer `train.optim.name: muon`
+                         builds, to time Muon's Newton-Schulz step against AdamW's
+  - lmforge (packed, fused CE, fp8 ...) (row `fp8`): a fresh copy with torchao float8 linears, the
+                         layers `train.precision: fp8` converts (the count is printed); on a CPU
+                         torchao's emulation (a code-path check, not a speed)
+Rows run in the order --rows gives them, each printed (and appended to --json) as it is measured,
+so a step stopped by a timeout keeps what it measured; the closing table compares each row with
+the eager transformers row when there is one, else with the first row.
 On CUDA: bf16 autocast, optional torch.compile of our whole model (--compile), activation
 checkpointing per block (--ac), and MFU with FLOPs/token = 6*N_matmul + 12*L*d*T (PaLM,
 appendix B). A row that runs out of memory prints OOM instead of stopping the table.
@@ -22,6 +31,8 @@ appendix B). A row that runs out of memory prints OOM instead of stopping the ta
     python bench/train_throughput.py                       # CPU, tiny preset
     python bench/train_throughput.py --preset small-125m --seq-len 2048 --batch 8 --compile   # GPU
     python bench/train_throughput.py --preset index-1.9b --seq-len 32768 --batch 1 --ac --rows fused   # 32K
+    python bench/train_throughput.py --preset large-1b --seq-len 2048 --batch 8 --compile \
+        --rows fused,hf,hf_compiled,muon,fp8                 # GPU: compiled vs compiled, Muon, FP8
 """
 from __future__ import annotations
 
@@ -36,9 +47,13 @@ from lmforge import config
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.convert import hf_config_dict
 from lmforge.model.flops import flops_per_token, peak_flops
+from lmforge.train import fp8
+from lmforge.train.optim import OptimConfig, build_optimizer
 
 
-ROWS = ["hf", "causal", "causal_sdpa", "packed", "packed_sdpa", "fused", "foreach_adam"]
+ROWS = ["hf", "hf_compiled", "causal", "causal_sdpa", "packed", "packed_sdpa", "fused", "foreach_adam",
+        "muon", "fp8"]
+DEFAULT_ROWS = "hf,causal,causal_sdpa,packed,packed_sdpa,fused,foreach_adam"
 
 
 def packed_doc_ids(batch: int, seq_len: int, mean_doc: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,9 +84,18 @@ def timed_steps(step_fn, warmup: int, steps: int, device: torch.device) -> float
     return (time.perf_counter() - t0) / steps
 
 
-def make_step(model, forward, batch_kwargs, labels, device, vocab, fused=False, fused_adam=True):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
-                            **({"fused": True} if fused_adam and device.type == "cuda" else {"foreach": True}))
+def make_optimizer(model, optim: str, device: torch.device) -> torch.optim.Optimizer:
+    """adamw: AdamW(fused) on CUDA, foreach elsewhere; foreach: AdamW(foreach); muon: what
+    `train.optim.name: muon` builds (Muon on the blocks' matrices, fused AdamW on the rest)."""
+    if optim == "muon":
+        return build_optimizer(model, OptimConfig(name="muon", lr=1e-4))
+    fused = optim == "adamw" and device.type == "cuda"
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
+                             **({"fused": True} if fused else {"foreach": True}))
+
+
+def make_step(model, forward, batch_kwargs, labels, device, vocab, fused=False, optim="adamw"):
+    opt = make_optimizer(model, optim, device)
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
 
     def step():
@@ -89,7 +113,7 @@ def make_step(model, forward, batch_kwargs, labels, device, vocab, fused=False, 
     return step
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seq-len", type=int, default=256)
@@ -98,18 +122,23 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--mean-doc", type=int, default=200, help="mean packed document length")
     ap.add_argument("--compile", action="store_true", help="torch.compile our model")
-    ap.add_argument("--compile-hf", action="store_true",
-                    help="torch.compile the transformers model too (a compiled-vs-compiled hf row)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--ac", action="store_true", help="activation checkpointing per block")
     ap.add_argument("--layers", type=int, default=None, help="override the preset's n_layers (memory)")
-    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
-    ap.add_argument("--json", default=None, help="append one JSON line per row to this file")
+    ap.add_argument("--fp8-recipe", default="tensorwise", choices=fp8.RECIPES, help="torchao scaling of the fp8 row")
+    ap.add_argument("--rows", default=DEFAULT_ROWS,
+                    help=f"comma-separated rows, measured in this order (known: {','.join(ROWS)})")
+    ap.add_argument("--json", default=None, help="append one JSON line per row to this file, as each is measured")
     args = ap.parse_args()
-    rows_wanted = args.rows.split(",")
-    unknown = set(rows_wanted) - set(ROWS)
+    args.rows = args.rows.split(",")
+    unknown = set(args.rows) - set(ROWS)
     if unknown:
         ap.error(f"--rows: unknown {sorted(unknown)} (known: {','.join(ROWS)})")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     overrides = {"n_layers": args.layers} if args.layers else {}
@@ -121,82 +150,127 @@ def main() -> None:
     tokens = args.batch * args.seq_len
     fpt = flops_per_token(cfg, args.seq_len)
     peak = peak_flops(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device={device} ({name}) torch={torch.__version__} preset={args.preset} "
+          f"layers={cfg.n_layers} params={cfg.n_params() / 1e6:.1f}M seq_len={args.seq_len} batch={args.batch} "
+          f"compile={args.compile} ac={args.ac}", flush=True)
+    print(f"FLOPs/token = 6*N_matmul + 12*L*d*T = {fpt / 1e6:.1f} MFLOP"
+          + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else ""), flush=True)
 
     causal = {"input_ids": inputs}
     packed = {"input_ids": inputs, "position_ids": pos, "doc_ids": doc_ids}
-
     rows = []
-    def bench(name, model, forward, kwargs, fused=False, fused_adam=True, backend=None):
+
+    def bench(row, model, forward, kwargs, fused=False, optim="adamw", backend=None):
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        old = cfg.attn_backend
+        old = model.cfg.attn_backend if backend else None
         if backend:
             object.__setattr__(model.cfg, "attn_backend", backend)
         try:
-            s = timed_steps(make_step(model, forward, kwargs, labels, device, cfg.vocab_size, fused, fused_adam),
+            s = timed_steps(make_step(model, forward, kwargs, labels, device, cfg.vocab_size, fused, optim),
                             args.warmup, args.steps, device)
+            mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+            result = (row, tokens / s, tokens / s * fpt / peak if peak else None, mem)
         except torch.OutOfMemoryError:
-            rows.append((name, None, None, None))
-            return
+            result = (row, None, None, None)
         finally:
             if backend:
                 object.__setattr__(model.cfg, "attn_backend", old)
             model.zero_grad(set_to_none=True)
-        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-        rows.append((name, tokens / s, tokens / s * fpt / peak if peak else None, mem))
+        rows.append(result)
+        print_row(*result)          # as measured: a step stopped by its timeout keeps the rows before
+        if args.json:
+            write_json(args, cfg, name, *result)
 
-    if "hf" in rows_wanted:
-        from transformers import LlamaConfig, LlamaForCausalLM
-        hf_cfg = hf_config_dict(cfg)
-        hf_cfg.pop("architectures", None)
+    models = {}
+
+    def hf_model():
+        if "hf" not in models:
+            from transformers import LlamaConfig, LlamaForCausalLM
+            hf_cfg = hf_config_dict(cfg)
+            hf_cfg.pop("architectures", None)
+            torch.manual_seed(0)
+            models["hf"] = LlamaForCausalLM(LlamaConfig(**{**hf_cfg, "attn_implementation": "sdpa"})).to(device)
+        return models["hf"]
+
+    def ours():
+        if "ours" not in models:
+            torch.manual_seed(0)
+            m = Transformer(cfg).to(device)
+            m.activation_checkpointing = args.ac
+            models["ours"] = m, (torch.compile(m) if args.compile else m)
+        return models["ours"]
+
+    def hf_row(compiled: bool):
+        hf = hf_model()
+        fwd = torch.compile(hf) if compiled else hf
+        bench("hf-llama (causal, sdpa" + (", compiled)" if compiled else ")"), hf,
+              lambda input_ids: fwd(input_ids=input_ids).logits, causal)
+
+    def fp8_row():
+        """A fresh copy of our model with torchao's float8 linears (the trainer's plan); on a
+        CPU torchao's emulation runs the same casts with fp32 matmuls (a code-path check, not a speed)."""
+        emulate = device.type != "cuda"
+        if not emulate:
+            fp8.check_supported(device)
         torch.manual_seed(0)
-        hf = LlamaForCausalLM(LlamaConfig(**{**hf_cfg, "attn_implementation": "sdpa"})).to(device)
-        hf_fwd = torch.compile(hf) if args.compile_hf else hf
-        bench("hf-llama (causal, sdpa" + (", compiled)" if args.compile_hf else ")"), hf,
-              lambda input_ids: hf_fwd(input_ids=input_ids).logits, causal)
-        del hf
-    ours = Transformer(cfg).to(device)
-    ours.activation_checkpointing = args.ac
-    fwd = torch.compile(ours) if args.compile else ours
+        m = Transformer(cfg).to(device)
+        m.activation_checkpointing = args.ac
+        decisions = fp8.convert(m, args.fp8_recipe, emulate=emulate)
+        print(fp8.summary(decisions, args.fp8_recipe) + (" (emulated on CPU)" if emulate else ""), flush=True)
+        bench(f"lmforge (packed, fused CE, fp8 {args.fp8_recipe})", m, torch.compile(m) if args.compile else m,
+              packed, fused=True)
+
     table = {
-        "causal": lambda: bench("lmforge (causal)", ours, fwd, causal),
-        "causal_sdpa": lambda: bench("lmforge (causal, sdpa)", ours, fwd, causal, backend="sdpa"),
-        "packed": lambda: bench("lmforge (packed)", ours, fwd, packed),
-        "packed_sdpa": lambda: bench("lmforge (packed, sdpa mask)", ours, fwd, packed, backend="sdpa"),
-        "fused": lambda: bench("lmforge (packed, fused CE)", ours, fwd, packed, fused=True),
-        "foreach_adam": lambda: bench("lmforge (packed, fused CE, foreach AdamW)", ours, fwd, packed, fused=True,
-                                      fused_adam=False),
+        "hf": lambda: hf_row(False),
+        "hf_compiled": lambda: hf_row(True),
+        "causal": lambda: bench("lmforge (causal)", *ours(), causal),
+        "causal_sdpa": lambda: bench("lmforge (causal, sdpa)", *ours(), causal, backend="sdpa"),
+        "packed": lambda: bench("lmforge (packed)", *ours(), packed),
+        "packed_sdpa": lambda: bench("lmforge (packed, sdpa mask)", *ours(), packed, backend="sdpa"),
+        "fused": lambda: bench("lmforge (packed, fused CE)", *ours(), packed, fused=True),
+        "foreach_adam": lambda: bench("lmforge (packed, fused CE, foreach AdamW)", *ours(), packed, fused=True,
+                                      optim="foreach"),
+        "muon": lambda: bench("lmforge (packed, fused CE, Muon + AdamW)", *ours(), packed, fused=True, optim="muon"),
+        "fp8": fp8_row,
     }
-    for key in ROWS[1:]:
-        if key in rows_wanted:
-            table[key]()
-    report(args, cfg, fpt, peak, rows, device)
+    uses = {"hf": {"hf", "hf_compiled"}, "ours": set(ROWS) - {"hf", "hf_compiled", "fp8"}}
+    for i, key in enumerate(args.rows):
+        table[key]()
+        for model, keys in uses.items():      # free a model after its last row (two 2B models need not fit)
+            if model in models and not keys & set(args.rows[i + 1:]):
+                del models[model]
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    report(rows)
 
 
-def report(args, cfg, fpt, peak, rows, device) -> None:
-    base = rows[0][1]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"\ndevice={device} ({name}) torch={torch.__version__} preset={args.preset} "
-          f"layers={cfg.n_layers} params={cfg.n_params() / 1e6:.1f}M seq_len={args.seq_len} batch={args.batch} "
-          f"compile={args.compile} compile_hf={args.compile_hf} ac={args.ac}")
-    print(f"FLOPs/token = 6*N_matmul + 12*L*d*T = {fpt / 1e6:.1f} MFLOP" + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
-    print(f"{'model':<44}{'tokens/s':>12}{'vs first':>9}{'MFU':>8}{'peak GiB':>10}")
-    for row, tps, mfu, mem in rows:
-        if tps is None:
-            print(f"{row:<44}{'OOM':>12}")
-            continue
-        ratio = f"{tps / base:.2f}x" if base else "-"
-        print(f"{row:<44}{tps:>12.0f}{ratio:>9}{(f'{mfu * 100:.1f}%' if mfu is not None else '-'):>8}"
-              f"{(f'{mem:.1f}' if mem is not None else '-'):>10}")
-    if args.json:
-        with open(args.json, "a") as f:
-            for row, tps, mfu, mem in rows:
-                f.write(json.dumps({"device": name, "preset": args.preset, "layers": cfg.n_layers,
-                                    "seq_len": args.seq_len, "batch": args.batch, "compile": args.compile,
-                                    "compile_hf": args.compile_hf, "mean_doc": args.mean_doc,
-                                    "ac": args.ac, "row": row, "tokens_per_s": tps, "mfu": mfu,
-                                    "peak_gib": mem}) + "\n")
+def print_row(row, tps, mfu, mem, base=None) -> None:
+    if tps is None:
+        print(f"{row:<44}{'OOM':>12}", flush=True)
+        return
+    ratio = f"{tps / base:.2f}x" if base else "-"
+    print(f"{row:<44}{tps:>12.0f}{ratio:>9}{(f'{mfu * 100:.1f}%' if mfu is not None else '-'):>8}"
+          f"{(f'{mem:.1f}' if mem is not None else '-'):>10}", flush=True)
+
+
+def report(rows) -> None:
+    """The table again, each row against the eager transformers row where there is one, else the first."""
+    base = next((r[1] for r in rows if r[0] == "hf-llama (causal, sdpa)"), rows[0][1] if rows else None)
+    print(f"\n{'model':<44}{'tokens/s':>12}{'vs base':>9}{'MFU':>8}{'peak GiB':>10}")
+    for r in rows:
+        print_row(*r, base=base)
+
+
+def write_json(args, cfg, device_name, row, tps, mfu, mem) -> None:
+    with open(args.json, "a") as f:
+        f.write(json.dumps({"device": device_name, "preset": args.preset, "layers": cfg.n_layers,
+                            "seq_len": args.seq_len, "batch": args.batch, "compile": args.compile,
+                            "mean_doc": args.mean_doc, "ac": args.ac, "row": row, "tokens_per_s": tps,
+                            "mfu": mfu, "peak_gib": mem}) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ The trainer prints the plan's count on the first line of the run (converted / ke
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -84,16 +85,19 @@ def check_supported(device: torch.device) -> None:
                           f"{torch.cuda.get_device_name(device)} has {cap[0]}.{cap[1]}")
 
 
-def convert(model: nn.Module, recipe: str) -> list[Decision]:
+def convert(model: nn.Module, recipe: str, emulate: bool = False) -> list[Decision]:
     """Swap the planned layers for torchao's Float8Linear; returns the plan. Checks that
     exactly the planned layers were converted (a conversion that did not engage is an error,
-    not a silent bf16 run)."""
+    not a silent bf16 run). `emulate`: torchao's CPU emulation (the same float8 casts, fp32
+    matmuls), for tests and the throughput bench's CPU run; training never sets it."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     from torchao.float8.float8_linear import Float8Linear
     decisions = plan(model, recipe)
     chosen = {d.name for d in decisions if d.convert}
-    convert_to_float8_training(model, module_filter_fn=lambda m, fqn: fqn in chosen,
-                               config=Float8LinearConfig.from_recipe_name(recipe))
+    cfg = Float8LinearConfig.from_recipe_name(recipe)
+    if emulate:
+        cfg = dataclasses.replace(cfg, emulate=True)
+    convert_to_float8_training(model, module_filter_fn=lambda m, fqn: fqn in chosen, config=cfg)
     done = {name for name, m in model.named_modules() if isinstance(m, Float8Linear)}
     if done != chosen:
         raise RuntimeError(f"fp8: torchao converted {len(done)} layers, the plan has {len(chosen)}")
