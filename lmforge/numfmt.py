@@ -31,19 +31,20 @@ def num(x, sig: int = 4) -> str:
     return out
 
 
+def _scaled(n, units, sig: int, sep: str) -> str | None:
+    for scale, unit in units:
+        if abs(n) >= scale:
+            return f"{num(n / scale, sig)}{sep}{unit}"
+    return None
+
+
 def human_bytes(n, sig: int = 3) -> str:
     if not _finite(n):
         return "-"
-    for scale, unit in _BYTE_UNITS:
-        if abs(n) >= scale:
-            return f"{num(n / scale, sig)} {unit}"
-    return f"{int(n)} B"
+    return _scaled(n, _BYTE_UNITS, sig, " ") or f"{int(n)} B"
 
 
 def human_count(n, sig: int = 3) -> str:
     if not _finite(n):
         return "-"
-    for scale, unit in _COUNT_UNITS:
-        if abs(n) >= scale:
-            return f"{num(n / scale, sig)}{unit}"
-    return num(n, sig) if isinstance(n, float) else f"{int(n)}"
+    return _scaled(n, _COUNT_UNITS, sig, "") or (num(n, sig) if isinstance(n, float) else f"{int(n)}")

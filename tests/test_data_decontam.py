@@ -131,10 +131,15 @@ def test_short_items_use_their_length_and_tiny_ones_are_skipped():
     assert ev.ngram_hit(unit_hashes("a too short item here")) == -1
 
 
-def test_item_text_matches_the_eval_reader():
-    for rec in ({"text": "t"}, {"question": " q ", "answer": "a"},
-                {"question": "q", "choices": ["x", "y"], "answer": 1}):
-        assert item_text(rec) == eval_item_text(rec)
+def test_item_text_is_the_eval_readers_rule():
+    assert eval_item_text is item_text
+    cases = [({"text": "t", "question": "q", "answer": "a"}, "t"), ({"question": " q ", "answer": "a"}, "q\nAnswer: a"),
+             ({"question": "q", "choices": ["x", "y"], "answer": 1}, "q\nAnswer: y"),
+             ({"question": "q", "choices": ["x", "y"], "answer": True}, "q\nAnswer: True")]
+    for rec, text in cases:
+        assert item_text(rec) == text
+    with pytest.raises(ValueError, match="neither 'text' nor 'question'"):
+        item_text({"question": "q"})
 
 
 def test_config_refusals(tmp_path):

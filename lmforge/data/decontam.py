@@ -13,7 +13,7 @@ Two rules, each its own reason in stats.json:
   held exactly (8 B + 8 B per shingle) and containment is computed, not estimated.
 
 Eval files: jsonl (an item's text is `text`, else the question and its right answer, as
-lmforge.eval.contamination.item_text reads benchmarks) or txt (one item per line);
+item_text reads benchmarks, here and in lmforge.eval.contamination) or txt (one item per line);
 folders and glob patterns are expanded. Unreadable eval records are counted and listed
 in work/eval_rejects.txt. A removed document's meta gets `contaminated_by` ("file:line"
 of the first item it matched).
@@ -34,8 +34,9 @@ _MUL = np.uint64(0x100000001B3)
 
 
 def item_text(rec) -> str:
-    """The text of one eval record: the rule of lmforge.eval.contamination.item_text (a
-    test keeps the two equal; data/ may not import eval/)."""
+    """The text of one eval record: `text` if present, else the question and its right answer
+    ("question\nAnswer: answer", an MCQ's answer index resolved to its choice). The contamination
+    checks (lmforge/eval/contamination.py) read benchmarks with this same function."""
     if isinstance(rec.get("text"), str):
         return rec["text"]
     q, a = rec.get("question"), rec.get("answer")

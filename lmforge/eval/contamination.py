@@ -27,23 +27,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from lmforge.data.decontam import item_text  # one rule for the eval reader and the data step
 from lmforge.eval.perplexity import Score, score_documents
 from lmforge.io.jsonl import iter_lines, parse_line
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BASE = np.uint64(1099511628211)  # FNV prime: odd, so the polynomial hash mixes all positions
-
-
-def item_text(rec: dict) -> str:
-    """The text of one benchmark record (see module doc)."""
-    if isinstance(rec.get("text"), str):
-        return rec["text"]
-    q, a = rec.get("question"), rec.get("answer")
-    if isinstance(rec.get("choices"), list) and isinstance(a, int) and not isinstance(a, bool):
-        a = rec["choices"][a]
-    if isinstance(q, str) and a is not None:
-        return f"{q.strip()}\nAnswer: {a}"
-    raise ValueError("record has neither 'text' nor 'question' + 'answer'")
 
 
 def load_texts(path: str | Path, max_items: int = 0) -> tuple[list[str], list[str]]:
