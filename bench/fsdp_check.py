@@ -35,19 +35,23 @@ def token_data(folder: Path, vocab: int, n_docs: int, seed: int = 0) -> Path:
     return folder
 
 
-def pretrain(nproc: int, data: Path, out: Path, args) -> float:
+def pretrain(nproc: int, data: Path, out: Path, args, extra: list[str] = ()) -> tuple[float, str]:
+    """One `lmforge pretrain` run (under torchrun when nproc); (wall seconds, stdout). Exits on a
+    failure unless `extra` is given (an arm's failure is reported in the table instead)."""
     sets = [f"data={data}", f"out_dir={out}", f"model.preset={args.preset}", f"model.max_seq_len={args.seq_len}",
             f"train.seq_len={args.seq_len}", f"train.micro_batch_size={args.batch}", f"train.steps={args.steps}",
             f"train.ckpt_every={args.steps}", "train.eval_batches=1", f"train.device={args.device}",
-            "train.schedule.kind=constant", "train.optim.lr=3e-4"]
+            "train.schedule.kind=constant", "train.optim.lr=3e-4", *extra]
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"] if nproc
               else [sys.executable])
     cmd = [*launch, "-m", "lmforge", "pretrain", "--quiet", *sum((["--set", s] for s in sets), [])]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-    if p.returncode:
+    if p.returncode and not extra:
         sys.exit(f"{' '.join(cmd[:6])} ... failed:\n{p.stderr[-4000:]}")
-    return time.perf_counter() - t0
+    if p.returncode:
+        return -1.0, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+    return time.perf_counter() - t0, p.stdout
 
 
 def losses(out: Path) -> list[float]:
@@ -94,14 +98,19 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dcp-preset", default="large-1b", help="model shape for the DCP timing ('' skips it)")
     ap.add_argument("--dcp-only", action="store_true", help=argparse.SUPPRESS)   # the torchrun child
+    ap.add_argument("--arm", action="append", default=[], metavar="NAME:KEY=V[,KEY=V]",
+                    help="instead of FSDP2: a plain run with these --set values beside the plain run "
+                         "(repeatable), e.g. fp8:train.precision=fp8,train.compile=true")
     args = ap.parse_args()
     if args.dcp_only:
         return dcp_timing(args.dcp_preset, args.device)
+    if args.arm:
+        return arms(args)
     with tempfile.TemporaryDirectory() as tmp:
         from lmforge.model.config import PRESETS
         data = token_data(Path(tmp) / "tokens", PRESETS[args.preset]["vocab_size"], 400)
-        t_plain = pretrain(0, data, Path(tmp) / "plain", args)
-        t_fsdp = pretrain(1, data, Path(tmp) / "fsdp", args)
+        t_plain = pretrain(0, data, Path(tmp) / "plain", args)[0]
+        t_fsdp = pretrain(1, data, Path(tmp) / "fsdp", args)[0]
         a, b = losses(Path(tmp) / "plain"), losses(Path(tmp) / "fsdp")
         from lmforge import checkpoint as ckpt
         kinds = [("sharded (DCP)" if ckpt.is_sharded(ckpt.latest(Path(tmp) / r / "checkpoints")) else "safetensors")
@@ -117,6 +126,41 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                         __file__, "--dcp-only", "--dcp-preset", args.dcp_preset, "--device", args.device],
                        check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+def arms(args) -> None:
+    """The trainer's own path with other settings (compile, fp8, Muon) on the same data and seed:
+    each arm's per-step loss beside the plain run's, its wall time, and the lines it printed about
+    fp8 (the converted-layer count) or its one-line refusal."""
+    parsed = []
+    for a in args.arm:
+        name, _, sets = a.partition(":")
+        if not name or "=" not in sets:
+            sys.exit(f"--arm {a!r}: expected NAME:KEY=V[,KEY=V]")
+        parsed.append((name, sets.split(",")))
+    with tempfile.TemporaryDirectory() as tmp:
+        from lmforge.model.config import PRESETS
+        data = token_data(Path(tmp) / "tokens", PRESETS[args.preset]["vocab_size"], 400)
+        base_t = pretrain(0, data, Path(tmp) / "plain", args)[0]
+        curves, notes = {"plain": losses(Path(tmp) / "plain")}, [f"plain: {base_t:.1f} s wall"]
+        for name, sets in parsed:
+            t, out = pretrain(0, data, Path(tmp) / name, args, sets)
+            said = [line for line in out.splitlines() if "fp8" in line.lower()]
+            if t < 0:
+                notes.append(f"{name} ({','.join(sets)}): failed: {out}")
+                continue
+            curves[name] = losses(Path(tmp) / name)
+            notes.append(f"{name} ({','.join(sets)}): {t:.1f} s wall" + (f"; {said[0]}" if said else ""))
+    print(f"\n{args.preset}, seq {args.seq_len}, batch {args.batch}, {args.steps} steps, device {args.device}")
+    print("\n".join(notes))
+    names = list(curves)
+    print(f"{'step':>4}" + "".join(f"{n:>12}" for n in names))
+    for i in range(max(len(c) for c in curves.values())):
+        print(f"{i + 1:>4}" + "".join(f"{c[i]:>12.5f}" if i < len(c) else f"{'-':>12}" for c in curves.values()))
+    for n in names[1:]:
+        a, b = curves["plain"], curves[n]
+        print(f"{n}: max rel diff from plain {max(abs(x - y) / abs(x) for x, y in zip(a, b)):.2e}; "
+              f"loss {b[0]:.3f} -> {b[-1]:.3f} (plain {a[0]:.3f} -> {a[-1]:.3f})")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ OUT=${OUT:-/tmp/gpu}; BUDGET=${BUDGET:-470}; PY=${PY:-python3}; PART=${PART:-res
 mkdir -p "$OUT"; export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 LOG=$OUT/gpu.log; JSON=$OUT/train.jsonl; : >"$LOG"
 FIRST="device 1b-eager 1b-compile-rows index-32k fsdp gen-1 gen-16 125m-eager"
-REST="device 1b-compiled index-2048 1b-4096 350m 125m-compiled 32k-longdocs fp8-1b fp8-index dpo-step0 dcp-1b"
+REST="device 1b-compiled index-2048 1b-4096 350m 125m-compiled 32k-longdocs fp8-1b fp8-index dpo-step0 trainer-arms dcp-1b"
 case $PART in first) STEPS=${STEPS:-$FIRST} ;; rest) STEPS=${STEPS:-$REST} ;; all) STEPS=${STEPS:-$FIRST ${REST#device }} ;;
   *) echo "gpu_suite: PART=$PART: expected first, rest or all" >&2; exit 2 ;; esac
 for id in $STEPS; do
@@ -92,6 +92,9 @@ step fp8-index 130 "FP8 vs bf16 at the Index-1.9B shape seq 2048, compiled" \
   $TT --preset index-1.9b --seq-len 2048 --batch 4 --compile --rows fused,fp8
 step dpo-step0 25 "DPO step-0 margin, bf16 reference vs fp32 reference (issue 17 item 8)" \
   $PY bench/dpo_step0.py --device cuda --preset small-125m
+step trainer-arms 150 "the trainer itself on CUDA: plain bf16 vs compiled, fp8 (compiled) and Muon, 350M, 20 steps" \
+  $PY bench/fsdp_check.py --preset medium-350m --seq-len 1024 --batch 8 --steps 20 --dcp-preset "" --device cuda \
+  --arm compiled:train.compile=true --arm fp8:train.precision=fp8,train.compile=true --arm muon:train.optim.name=muon
 step dcp-1b 200 "DCP timing, large-1b" $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
   bench/fsdp_check.py --dcp-only --dcp-preset large-1b --device cuda
 echo "## total ${SECONDS}s" | tee -a "$LOG"
