@@ -137,114 +137,134 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    overrides = {"n_layers": args.layers} if args.layers else {}
-    cfg = config.from_dict(ModelConfig, {"preset": args.preset, "max_seq_len": max(args.seq_len, 64), **overrides})
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len + 1), generator=gen)
-    inputs, labels = ids[:, :-1].to(device), ids[:, 1:].to(device)
-    doc_ids, pos = (t.to(device) for t in packed_doc_ids(args.batch, args.seq_len, args.mean_doc, gen))
-    tokens = args.batch * args.seq_len
-    fpt = flops_per_token(cfg, args.seq_len)
-    peak = peak_flops(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device={device} ({name}) torch={torch.__version__} preset={args.preset} "
-          f"layers={cfg.n_layers} params={cfg.n_params() / 1e6:.1f}M seq_len={args.seq_len} batch={args.batch} "
-          f"compile={args.compile} ac={args.ac}", flush=True)
-    print(f"FLOPs/token = 6*N_matmul + 12*L*d*T = {fpt / 1e6:.1f} MFLOP"
-          + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else ""), flush=True)
+class Runner:
+    """One shape, one batch of random tokens, and the rows measured on it in --rows order."""
 
-    causal = {"input_ids": inputs}
-    packed = {"input_ids": inputs, "position_ids": pos, "doc_ids": doc_ids}
-    rows = []
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if args.device == "auto" else args.device))
+        overrides = {"n_layers": args.layers} if args.layers else {}
+        self.cfg = config.from_dict(ModelConfig, {"preset": args.preset, "max_seq_len": max(args.seq_len, 64),
+                                                  **overrides})
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, self.cfg.vocab_size, (args.batch, args.seq_len + 1), generator=gen)
+        inputs, self.labels = ids[:, :-1].to(self.device), ids[:, 1:].to(self.device)
+        doc_ids, pos = (t.to(self.device) for t in packed_doc_ids(args.batch, args.seq_len, args.mean_doc, gen))
+        self.causal = {"input_ids": inputs}
+        self.packed = {"input_ids": inputs, "position_ids": pos, "doc_ids": doc_ids}
+        self.tokens = args.batch * args.seq_len
+        self.fpt = flops_per_token(self.cfg, args.seq_len)
+        self.peak = peak_flops(self.device)
+        self.name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.rows: list[tuple] = []
+        self.models: dict = {}
 
-    def bench(row, model, forward, kwargs, fused=False, optim="adamw", backend=None):
-        if device.type == "cuda":
+    def header(self) -> None:
+        a, cfg = self.args, self.cfg
+        print(f"device={self.device} ({self.name}) torch={torch.__version__} preset={a.preset} "
+              f"layers={cfg.n_layers} params={cfg.n_params() / 1e6:.1f}M seq_len={a.seq_len} batch={a.batch} "
+              f"compile={a.compile} ac={a.ac}", flush=True)
+        print(f"FLOPs/token = 6*N_matmul + 12*L*d*T = {self.fpt / 1e6:.1f} MFLOP"
+              + (f", peak {self.peak / 1e12:.0f} TFLOP/s" if self.peak else ""), flush=True)
+
+    def bench(self, row, model, forward, kwargs, fused=False, optim="adamw", backend=None) -> None:
+        cuda = self.device.type == "cuda"
+        if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        old = model.cfg.attn_backend if backend else None
+        old = model.cfg.attn_backend if backend else None     # transformers' model has no .cfg
         if backend:
             object.__setattr__(model.cfg, "attn_backend", backend)
         try:
-            s = timed_steps(make_step(model, forward, kwargs, labels, device, cfg.vocab_size, fused, optim),
-                            args.warmup, args.steps, device)
-            mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-            result = (row, tokens / s, tokens / s * fpt / peak if peak else None, mem)
+            step = make_step(model, forward, kwargs, self.labels, self.device, self.cfg.vocab_size, fused, optim)
+            s = timed_steps(step, self.args.warmup, self.args.steps, self.device)
+            mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+            result = (row, self.tokens / s, self.tokens / s * self.fpt / self.peak if self.peak else None, mem)
         except torch.OutOfMemoryError:
             result = (row, None, None, None)
         finally:
             if backend:
                 object.__setattr__(model.cfg, "attn_backend", old)
             model.zero_grad(set_to_none=True)
-        rows.append(result)
+        self.rows.append(result)
         print_row(*result)          # as measured: a step stopped by its timeout keeps the rows before
-        if args.json:
-            write_json(args, cfg, name, *result)
+        if self.args.json:
+            write_json(self.args, self.cfg, self.name, *result)
 
-    models = {}
-
-    def hf_model():
-        if "hf" not in models:
+    def hf_model(self):
+        if "hf" not in self.models:
             from transformers import LlamaConfig, LlamaForCausalLM
-            hf_cfg = hf_config_dict(cfg)
+            hf_cfg = hf_config_dict(self.cfg)
             hf_cfg.pop("architectures", None)
             torch.manual_seed(0)
-            models["hf"] = LlamaForCausalLM(LlamaConfig(**{**hf_cfg, "attn_implementation": "sdpa"})).to(device)
-        return models["hf"]
+            hf = LlamaForCausalLM(LlamaConfig(**{**hf_cfg, "attn_implementation": "sdpa"}))
+            self.models["hf"] = hf.to(self.device)
+        return self.models["hf"]
 
-    def ours():
-        if "ours" not in models:
+    def ours(self) -> tuple:
+        """(model, forward): our model and what runs it (torch.compile of it with --compile)."""
+        if "ours" not in self.models:
             torch.manual_seed(0)
-            m = Transformer(cfg).to(device)
-            m.activation_checkpointing = args.ac
-            models["ours"] = m, (torch.compile(m) if args.compile else m)
-        return models["ours"]
+            m = Transformer(self.cfg).to(self.device)
+            m.activation_checkpointing = self.args.ac
+            self.models["ours"] = m, (torch.compile(m) if self.args.compile else m)
+        return self.models["ours"]
 
-    def hf_row(compiled: bool):
-        hf = hf_model()
+    def hf_row(self, compiled: bool) -> None:
+        hf = self.hf_model()
         fwd = torch.compile(hf) if compiled else hf
-        bench("hf-llama (causal, sdpa" + (", compiled)" if compiled else ")"), hf,
-              lambda input_ids: fwd(input_ids=input_ids).logits, causal)
+        self.bench("hf-llama (causal, sdpa" + (", compiled)" if compiled else ")"), hf,
+                   lambda input_ids: fwd(input_ids=input_ids).logits, self.causal)
 
-    def fp8_row():
+    def fp8_row(self) -> None:
         """A fresh copy of our model with torchao's float8 linears (the trainer's plan); on a
         CPU torchao's emulation runs the same casts with fp32 matmuls (a code-path check, not a speed)."""
-        emulate = device.type != "cuda"
+        recipe, emulate = self.args.fp8_recipe, self.device.type != "cuda"
         if not emulate:
-            fp8.check_supported(device)
+            fp8.check_supported(self.device)
         torch.manual_seed(0)
-        m = Transformer(cfg).to(device)
-        m.activation_checkpointing = args.ac
-        decisions = fp8.convert(m, args.fp8_recipe, emulate=emulate)
-        print(fp8.summary(decisions, args.fp8_recipe) + (" (emulated on CPU)" if emulate else ""), flush=True)
-        bench(f"lmforge (packed, fused CE, fp8 {args.fp8_recipe})", m, torch.compile(m) if args.compile else m,
-              packed, fused=True)
+        m = Transformer(self.cfg).to(self.device)
+        m.activation_checkpointing = self.args.ac
+        decisions = fp8.convert(m, recipe, emulate=emulate)
+        print(fp8.summary(decisions, recipe) + (" (emulated on CPU)" if emulate else ""), flush=True)
+        self.bench(f"lmforge (packed, fused CE, fp8 {recipe})", m, torch.compile(m) if self.args.compile else m,
+                   self.packed, fused=True)
 
-    table = {
-        "hf": lambda: hf_row(False),
-        "hf_compiled": lambda: hf_row(True),
-        "causal": lambda: bench("lmforge (causal)", *ours(), causal),
-        "causal_sdpa": lambda: bench("lmforge (causal, sdpa)", *ours(), causal, backend="sdpa"),
-        "packed": lambda: bench("lmforge (packed)", *ours(), packed),
-        "packed_sdpa": lambda: bench("lmforge (packed, sdpa mask)", *ours(), packed, backend="sdpa"),
-        "fused": lambda: bench("lmforge (packed, fused CE)", *ours(), packed, fused=True),
-        "foreach_adam": lambda: bench("lmforge (packed, fused CE, foreach AdamW)", *ours(), packed, fused=True,
-                                      optim="foreach"),
-        "muon": lambda: bench("lmforge (packed, fused CE, Muon + AdamW)", *ours(), packed, fused=True, optim="muon"),
-        "fp8": fp8_row,
-    }
-    uses = {"hf": {"hf", "hf_compiled"}, "ours": set(ROWS) - {"hf", "hf_compiled", "fp8"}}
-    for i, key in enumerate(args.rows):
-        table[key]()
-        for model, keys in uses.items():      # free a model after its last row (two 2B models need not fit)
-            if model in models and not keys & set(args.rows[i + 1:]):
-                del models[model]
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-    report(rows)
+    def ours_row(self, row: str, packed: bool, **kw) -> None:
+        self.bench(row, *self.ours(), self.packed if packed else self.causal, **kw)
+
+    def run(self) -> None:
+        table = {
+            "hf": lambda: self.hf_row(False),
+            "hf_compiled": lambda: self.hf_row(True),
+            "causal": lambda: self.ours_row("lmforge (causal)", False),
+            "causal_sdpa": lambda: self.ours_row("lmforge (causal, sdpa)", False, backend="sdpa"),
+            "packed": lambda: self.ours_row("lmforge (packed)", True),
+            "packed_sdpa": lambda: self.ours_row("lmforge (packed, sdpa mask)", True, backend="sdpa"),
+            "fused": lambda: self.ours_row("lmforge (packed, fused CE)", True, fused=True),
+            "foreach_adam": lambda: self.ours_row("lmforge (packed, fused CE, foreach AdamW)", True, fused=True,
+                                                  optim="foreach"),
+            "muon": lambda: self.ours_row("lmforge (packed, fused CE, Muon + AdamW)", True, fused=True,
+                                          optim="muon"),
+            "fp8": self.fp8_row,
+        }
+        uses = {"hf": {"hf", "hf_compiled"}, "ours": set(ROWS) - {"hf", "hf_compiled", "fp8"}}
+        rows = self.args.rows
+        for i, key in enumerate(rows):
+            table[key]()
+            for model, keys in uses.items():      # free a model after its last row (two 2B models need not fit)
+                if model in self.models and not keys & set(rows[i + 1:]):
+                    del self.models[model]
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    runner = Runner(parse_args())
+    runner.header()
+    runner.run()
+    report(runner.rows)
 
 
 def print_row(row, tps, mfu, mem, base=None) -> None:
