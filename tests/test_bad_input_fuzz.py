@@ -15,10 +15,15 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
+def tok_dir(tmp_path_factory):
     from test_align_utils import make_tokenizer
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir):
     from lmforge.tokenizer.train import load_tokenizer
-    return load_tokenizer(make_tokenizer(tmp_path_factory.mktemp("tok")))
+    return load_tokenizer(tok_dir)
 
 
 # ------------------------------------------------------------------ conversation roles
@@ -47,3 +52,35 @@ def test_a_role_that_is_a_list_or_mapping_is_a_malformed_record(tok, tmp_path, r
     with ErrorSink(tmp_path / "rejects2.jsonl") as sink:
         pairs, stats = load_pairs([str(p)], tok, 128, sink)
     assert len(pairs) == 1 and stats["malformed"] == 1
+
+
+# ------------------------------------------------------------------ a tokenizer folder's JSON side files
+
+
+@pytest.mark.parametrize("name,data", [("lmforge_tokenizer.json", b"garbage"), ("tokenizer_config.json", b"{bad"),
+                                       ("tokenizer_config.json", b"[1, 2]"), ("lmforge_tokenizer.json", b"\xff")])
+def test_a_damaged_tokenizer_side_file_is_exit_5_naming_it(tok_dir, tmp_path, capsys, name, data):
+    # was JSONDecodeError, exit 1 ("rerun with --debug"), from encode, export and sft alike
+    import shutil
+    d = tmp_path / "tok"
+    shutil.copytree(tok_dir, d)
+    if name != "lmforge_tokenizer.json":
+        (d / "lmforge_tokenizer.json").unlink()   # else the side file answers first
+    (d / name).write_bytes(data)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"document number {i} about the sky"}) + "\n" for i in range(4)))
+    code, _, err = run_cli(capsys, "tokenizer", "encode", "--quiet", "--set", f"inputs=[{docs}]",
+                           "--set", f"tokenizer={d}", "--set", f"out_dir={tmp_path / 'tokens'}")
+    assert code == 5 and err.count("\n") == 1 and str(d / name) in err and "--debug" not in err, err
+
+
+def test_a_damaged_special_tokens_map_is_a_data_error_naming_it(tok_dir, tmp_path):
+    import shutil
+
+    from lmforge.align.chat_format import special_strings
+    from lmforge.io.account import DataError
+    d = tmp_path / "tok"
+    shutil.copytree(tok_dir, d)
+    (d / "special_tokens_map.json").write_text('{"eos_token": ')
+    with pytest.raises(DataError, match="special_tokens_map.json"):
+        special_strings(d)

@@ -28,7 +28,8 @@ import torch
 from lmforge.io.atomic import copy_file, write_json
 from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, resolve_checkpoint, tokenizer_dir_of
-from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
+from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, read_tokenizer_json, \
+    tokenizer_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DONE = "DONE.json"
@@ -53,7 +54,7 @@ def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = No
     tok = load_tokenizer(tok_dir)
     names = {k: tok.id_to_token(info[f"{k}_id"]) for k in ("bos", "eos", "pad") if info.get(f"{k}_id") is not None}
     cfg_path = tok_dir / "tokenizer_config.json"
-    hf_cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    hf_cfg = read_tokenizer_json(cfg_path)
     hf_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     own = (tok_dir / "chat_template.jinja").is_file() or (
         hf_cfg.get("chat_template") and hf_cfg["chat_template"] != CHATML_TEMPLATE_V1)
