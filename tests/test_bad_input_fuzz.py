@@ -84,3 +84,18 @@ def test_a_damaged_special_tokens_map_is_a_data_error_naming_it(tok_dir, tmp_pat
     (d / "special_tokens_map.json").write_text('{"eos_token": ')
     with pytest.raises(DataError, match="special_tokens_map.json"):
         special_strings(d)
+
+
+# ------------------------------------------------------------------ sampling options
+
+
+@pytest.mark.parametrize("cmd", ["generate", "chat"])
+@pytest.mark.parametrize("option,value,says", [("--temperature", "-1", "temperature"), ("--temperature", "nan", "temperature"),
+                                               ("--top-p", "5", "top_p"), ("--top-k", "-1", "top_k"),
+                                               ("--max-new-tokens", "-3", "max_new_tokens")])
+def test_bad_sampling_options_are_refused_before_a_model_is_loaded(tmp_path, capsys, cmd, option, value, says):
+    # were checked after loading the model, once the prompt was already printed ("hilmforge generate: ...");
+    # a model folder that does not exist shows which check comes first
+    argv = [cmd, str(tmp_path / "no-such-run"), option, value] + (["--prompt", "hi"] if cmd == "generate" else [])
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and says in err and "no-such-run" not in err, err

@@ -106,9 +106,22 @@ def chatml(user: str, system: str | None = None) -> str:
     return render(turns, add_generation_prompt=True)
 
 
+def sampling_refused(command: str, args) -> bool:
+    """Bad sampling options, said in one line before any model is loaded (or prompt printed)."""
+    from lmforge.infer.generate import check_sampling_args
+    try:
+        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        print(f"lmforge {command}: {e}", file=sys.stderr)
+        return True
+    return False
+
+
 def _chat(args) -> int:
     from lmforge.infer.chat import ChatSession, chat_loop, own_chat_format
     from lmforge.infer.generate import load_for_generation
+    if sampling_refused("chat", args):
+        return 2
     path = picked("chat", args.checkpoint)
     model, tok = load_for_generation(path, args.device)
     kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -137,6 +150,8 @@ def _generate(args) -> int:
             prompts += [line.rstrip("\n") for line in f if line.strip()]
     if not prompts:
         print("lmforge generate: give --prompt TEXT (repeatable) or --prompt-file FILE", file=sys.stderr)
+        return 2
+    if sampling_refused("generate", args):
         return 2
     model, tok = load_for_generation(picked("generate", args.checkpoint), args.device)
     if args.character:
