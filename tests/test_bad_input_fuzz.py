@@ -99,3 +99,38 @@ def test_bad_sampling_options_are_refused_before_a_model_is_loaded(tmp_path, cap
     argv = [cmd, str(tmp_path / "no-such-run"), option, value] + (["--prompt", "hi"] if cmd == "generate" else [])
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == "" and err.count("\n") == 1 and says in err and "no-such-run" not in err, err
+
+
+# ------------------------------------------------------------------ export's tokenizer
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from test_align_utils import make_source
+    return make_source(tmp_path_factory.mktemp("src"))[0]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_export_with_a_damaged_tokenizer_writes_nothing(source, tmp_path, capsys, fmt):
+    # the weights were written first, then the tokenizer failed: a folder with config.json and
+    # model.safetensors but no usable tokenizer was left under the output name (hf), and GGUF's
+    # line did not name the file ("Expecting ',' delimiter: line 2 column 1")
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    (run / "tokenizer" / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": 5\n')
+    out = tmp_path / ("out.gguf" if fmt == "gguf" else "out")
+    code, _, err = run_cli(capsys, "export", str(run), str(out), "--format", fmt)
+    assert code == 5 and str(run / "tokenizer" / "tokenizer.json") in err.splitlines()[-1], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_export_names_the_tokenizer_folder_it_was_given(source, tmp_path, capsys, fmt):
+    # it said "no tokenizer folder found beside the checkpoint ...; pass --tokenizer DIR" to a user who had
+    missing = tmp_path / "no-such-tokenizer"
+    code, _, err = run_cli(capsys, "export", str(source), str(tmp_path / "out"), "--format", fmt,
+                           "--tokenizer", str(missing))
+    last = err.splitlines()[-1]
+    assert code == 2 and str(missing) in last and "pass --tokenizer" not in last, err
+    assert not (tmp_path / "out").exists()

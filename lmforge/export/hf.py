@@ -75,6 +75,19 @@ def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = No
             "pad_token_id": info.get("pad_id"), "im_end_id": im_end}
 
 
+def usable_tokenizer_dir(source, tok_dir: Path | None, given: bool) -> Path:
+    """The tokenizer folder an export writes from, read once before anything is written: a
+    missing or damaged one is refused in one line (naming --tokenizer's folder when it was
+    given) instead of leaving weights without a usable tokenizer under the output name."""
+    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
+        if given:
+            raise FileNotFoundError(f"{tok_dir}: no tokenizer.json in the --tokenizer folder")
+        raise FileNotFoundError(f"{source}: no tokenizer folder found beside the checkpoint "
+                                f"(RUN_DIR/tokenizer/tokenizer.json); pass --tokenizer DIR")
+    tokenizer_info(tok_dir, load_tokenizer(tok_dir))   # DataError naming a damaged file
+    return tok_dir
+
+
 def export(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None,
            tokenizer: str | Path | None = None) -> Path:
     """Write the HF folder for a checkpoint (step-N folder or run folder). Returns out_dir.
@@ -95,10 +108,8 @@ def export_info(checkpoint, out_dir, dtype=None, tokenizer=None, model=None) -> 
         model, step_dir = load_checkpoint(checkpoint)
     else:
         step_dir = resolve_checkpoint(checkpoint)
-    tok_dir = Path(tokenizer) if tokenizer else tokenizer_dir_of(step_dir)
-    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{checkpoint}: no tokenizer folder found beside the checkpoint "
-                                f"(RUN_DIR/tokenizer/tokenizer.json); pass --tokenizer DIR")
+    tok_dir = usable_tokenizer_dir(checkpoint, Path(tokenizer) if tokenizer else tokenizer_dir_of(step_dir),
+                                   bool(tokenizer))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for marker in (DONE, "lmforge_export.json"):
