@@ -134,3 +134,26 @@ def test_export_names_the_tokenizer_folder_it_was_given(source, tmp_path, capsys
     last = err.splitlines()[-1]
     assert code == 2 and str(missing) in last and "pass --tokenizer" not in last, err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ why a folder holds no model
+
+
+def test_no_model_found_says_why(source, tmp_path, capsys):
+    # each was the same "no model found: give a step-N folder, ..." whatever the folder held
+    import shutil
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(source, unfinished)
+    (unfinished / "checkpoints" / "step-1" / "meta.json").unlink()      # a save killed before its marker
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    shutil.copy2(unfinished / "checkpoints" / "step-1" / "model.safetensors", weights_only)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    cases = [(tmp_path / "no-such-run", "no such file or folder"), (a_file, "a file, not a folder"),
+             (unfinished, "step-1: no valid meta.json"), (weights_only, "model.safetensors but no config.json")]
+    for path, why in cases:
+        for argv in (["generate", str(path), "--prompt", "hi"], ["import", str(path), str(tmp_path / "imp")],
+                     ["sft", "--quiet", "--set", f"init.from_checkpoint={path}", "--data", str(a_file)]):
+            code, _, err = run_cli(capsys, *argv)
+            assert code == 2 and err.count("\n") == 1 and str(path) in err and why in err, (argv, err)
