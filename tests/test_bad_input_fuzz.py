@@ -157,3 +157,15 @@ def test_no_model_found_says_why(source, tmp_path, capsys):
                      ["sft", "--quiet", "--set", f"init.from_checkpoint={path}", "--data", str(a_file)]):
             code, _, err = run_cli(capsys, *argv)
             assert code == 2 and err.count("\n") == 1 and str(path) in err and why in err, (argv, err)
+
+
+# ------------------------------------------------------------------ recipes and config files
+
+
+def test_an_unterminated_stage_reference_in_a_recipe_is_refused(tmp_path, capsys):
+    # `${data/final` was kept as it is: a folder literally named "${data" at run time
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nstages:\n  - name: data\n    config: {input: [docs]}\n"
+                      "  - name: tokenizer\n    config: {inputs: ['${data/final'], vocab_size: 300}\n")
+    code, out, err = run_cli(capsys, "run", str(recipe), "--check")
+    assert code == 2 and err.count("\n") == 1 and "stages[1].config.inputs[0]" in err and "${data/final" in err, err
