@@ -169,3 +169,10 @@ def test_an_unterminated_stage_reference_in_a_recipe_is_refused(tmp_path, capsys
                       "  - name: tokenizer\n    config: {inputs: ['${data/final'], vocab_size: 300}\n")
     code, out, err = run_cli(capsys, "run", str(recipe), "--check")
     assert code == 2 and err.count("\n") == 1 and "stages[1].config.inputs[0]" in err and "${data/final" in err, err
+
+
+@pytest.mark.parametrize("cmd", [["pretrain"], ["run"], ["data"]])
+def test_a_folder_given_as_the_config_file_is_named_as_a_folder(tmp_path, capsys, cmd):
+    # it said "config file not found" of a folder that is there
+    code, _, err = run_cli(capsys, *cmd, str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and f"{tmp_path}: a folder, not a YAML config file" in err, err
