@@ -176,3 +176,23 @@ def test_a_folder_given_as_the_config_file_is_named_as_a_folder(tmp_path, capsys
     # it said "config file not found" of a folder that is there
     code, _, err = run_cli(capsys, *cmd, str(tmp_path))
     assert code == 2 and err.count("\n") == 1 and f"{tmp_path}: a folder, not a YAML config file" in err, err
+
+
+# ------------------------------------------------------------------ a missing input makes no folders
+
+
+def test_report_of_a_run_folder_that_does_not_exist_is_exit_2_and_makes_nothing(tmp_path, capsys):
+    # a typo'd RUN_DIR was created (RUN_DIR/report/) and given an empty report, exit 0
+    missing = tmp_path / "runs" / "tyny"
+    code, _, err = run_cli(capsys, "report", str(missing))
+    assert code == 2 and err.count("\n") == 1 and f"run_dir: {missing}: no such file or folder" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_input_leaves_no_new_output_folders(tmp_path, capsys):
+    # the stage lock made out_dir's parents before the inputs were checked (an empty folder was left)
+    out = tmp_path / "new" / "sft"
+    code, _, err = run_cli(capsys, "sft", "--quiet", "--set", f"out_dir={out}", "--set", f"init.from_checkpoint={tmp_path}",
+                           "--data", str(tmp_path / "no.jsonl"))
+    assert code == 2 and "no.jsonl: no such file or folder" in err, err
+    assert not (tmp_path / "new").exists()
