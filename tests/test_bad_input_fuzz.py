@@ -196,3 +196,16 @@ def test_a_missing_input_leaves_no_new_output_folders(tmp_path, capsys):
                            "--data", str(tmp_path / "no.jsonl"))
     assert code == 2 and "no.jsonl: no such file or folder" in err, err
     assert not (tmp_path / "new").exists()
+
+
+def test_report_names_the_unreadable_files_of_a_folder_it_could_not_read(tmp_path, capsys):
+    # every file unreadable: the folder had no content, its problems were dropped, and the report
+    # was empty without a word on why
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": \n')
+    (run / "DONE.json").write_text("{bad")
+    code, _, err = run_cli(capsys, "report", str(run))
+    assert code == 0, err
+    md = (run / "report" / "report.md").read_text()
+    assert f"{run / 'metrics.jsonl'}:1: malformed line skipped" in md and f"{run / 'DONE.json'}: unreadable" in md
