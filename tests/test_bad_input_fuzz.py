@@ -209,3 +209,22 @@ def test_report_names_the_unreadable_files_of_a_folder_it_could_not_read(tmp_pat
     assert code == 0, err
     md = (run / "report" / "report.md").read_text()
     assert f"{run / 'metrics.jsonl'}:1: malformed line skipped" in md and f"{run / 'DONE.json'}: unreadable" in md
+
+
+# ------------------------------------------------------------------ sftdata's input account
+
+
+def test_sftdata_counts_an_invalid_utf8_line_and_all_rejected_is_exit_5(tmp_path, capsys):
+    # an invalid UTF-8 line was AssertionError (exit 1): read_items' count left out the reader's reasons;
+    # every record malformed was exit 2 "config error", where the other stages say exit 5
+    from test_align_utils import make_sft_file
+    data = make_sft_file(tmp_path / "sft.jsonl", n=12)
+    with open(data, "ab") as f:
+        f.write(b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n')
+    code, out, err = run_cli(capsys, "sftdata", "--quiet", "--set", f"data=[{data}]", "--set", f"out_dir={tmp_path / 'a'}")
+    assert code == 0, err
+    assert "[sftdata] read 13 records, kept 12, rejected 1 (invalid_utf8 1)" in out.splitlines()[-1], out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "robot", "content": "hi"}]}) + "\n")
+    code, _, err = run_cli(capsys, "sftdata", "--quiet", "--set", f"data=[{bad}]", "--set", f"out_dir={tmp_path / 'b'}")
+    assert code == 5 and err.count("\n") == 1 and "all 1 records" in err and "bad.jsonl:1" in err, err
