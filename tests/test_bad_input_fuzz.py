@@ -228,3 +228,26 @@ def test_sftdata_counts_an_invalid_utf8_line_and_all_rejected_is_exit_5(tmp_path
     bad.write_text(json.dumps({"messages": [{"role": "robot", "content": "hi"}]}) + "\n")
     code, _, err = run_cli(capsys, "sftdata", "--quiet", "--set", f"data=[{bad}]", "--set", f"out_dir={tmp_path / 'b'}")
     assert code == 5 and err.count("\n") == 1 and "all 1 records" in err and "bad.jsonl:1" in err, err
+
+
+# ------------------------------------------------------------------ token datasets
+
+
+@pytest.mark.parametrize("damage,names", [("meta cut", "meta.json: not readable JSON"),
+                                          ("meta a list", "meta.json: damaged (no dtype"),
+                                          ("shard cut", "train-00000.tokens: ")])
+def test_a_damaged_token_dataset_names_the_file(tmp_path, capsys, damage, names):
+    # were "data: Expecting property name ...", KeyError (exit 1) and "data: mmap length is greater
+    # than file size": none named the file
+    from conftest import make_token_dataset
+    from test_reliability_runs import cli_args
+    data = make_token_dataset(tmp_path / "tokens")
+    if damage == "meta cut":
+        (data / "meta.json").write_text('{"format": ')
+    elif damage == "meta a list":
+        (data / "meta.json").write_text('[1]')
+    else:
+        f = data / "train-00000.tokens"
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    code, _, err = run_cli(capsys, *cli_args(data, tmp_path / "run", "train.steps=1"))
+    assert code == 2 and err.count("\n") == 1 and str(data / names.split(":")[0]) in err and names in err, err
