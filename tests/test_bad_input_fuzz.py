@@ -259,3 +259,14 @@ def test_a_folder_given_as_conversation_data_is_named_as_a_folder(tok, tmp_path)
     (tmp_path / "convs").mkdir()
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'convs'}: a folder, not a data file"):
         load_conversations([str(tmp_path / "convs")], tok, 128, 8, ErrorSink(None))
+
+
+def test_a_prompt_file_not_utf8_or_blank_is_named(tmp_path, capsys):
+    # "invalid UTF-8 in the input (...)" named no file; a blank file got "give --prompt TEXT ..."
+    bad, blank = tmp_path / "bad.txt", tmp_path / "blank.txt"
+    bad.write_bytes(b"hello\ncaf\xe9\n")
+    blank.write_text("\n  \n")
+    code, _, err = run_cli(capsys, "generate", str(tmp_path / "no-run"), "--prompt-file", str(bad))
+    assert code == 5 and err.count("\n") == 1 and f"{bad}: not UTF-8 text" in err and "byte 9" in err, err
+    code, _, err = run_cli(capsys, "generate", str(tmp_path / "no-run"), "--prompt-file", str(blank))
+    assert code == 2 and err.count("\n") == 1 and f"{blank}: no prompts" in err, err

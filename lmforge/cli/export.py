@@ -1,6 +1,7 @@
 """`lmforge export`, `lmforge generate` and `lmforge chat`."""
 from __future__ import annotations
 
+import io
 import json
 import sys
 
@@ -146,8 +147,18 @@ def _generate(args) -> int:
     from lmforge.infer.generate import generate, load_for_generation
     prompts = list(args.prompt)
     if args.prompt_file:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompts += [line.rstrip("\n") for line in f if line.strip()]
+        try:   # read whole (a prompt file is small): the byte offset below is the file's
+            with open(args.prompt_file, "rb") as f:
+                text = f.read().decode("utf-8")
+            lines = [line.rstrip("\n") for line in io.StringIO(text, newline=None) if line.strip()]   # as open()
+        except UnicodeDecodeError as e:   # the error boundary's line would not name the file
+            print(f"lmforge generate: {args.prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})",
+                  file=sys.stderr)
+            return 5
+        if not lines:
+            print(f"lmforge generate: {args.prompt_file}: no prompts (every line is blank)", file=sys.stderr)
+            return 2
+        prompts += lines
     if not prompts:
         print("lmforge generate: give --prompt TEXT (repeatable) or --prompt-file FILE", file=sys.stderr)
         return 2
