@@ -270,3 +270,24 @@ def test_a_prompt_file_not_utf8_or_blank_is_named(tmp_path, capsys):
     assert code == 5 and err.count("\n") == 1 and f"{bad}: not UTF-8 text" in err and "byte 9" in err, err
     code, _, err = run_cli(capsys, "generate", str(tmp_path / "no-run"), "--prompt-file", str(blank))
     assert code == 2 and err.count("\n") == 1 and f"{blank}: no prompts" in err, err
+
+
+# ------------------------------------------------------------------ atomic writes
+
+
+def test_a_local_copy_cut_short_leaves_nothing_under_the_final_name(tmp_path, monkeypatch):
+    # io.fs.copy said "through a temporary name" but wrote a local destination in place
+    from lmforge.io import fs
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src.write_bytes(b"x" * 100)
+
+    def cut(f, g, n):
+        g.write(f.read(10))
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(fs.shutil, "copyfileobj", cut)
+    with pytest.raises(OSError):
+        fs.copy(src, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.bin"]
+    monkeypatch.undo()
+    fs.copy(src, dst)
+    assert dst.read_bytes() == src.read_bytes() and sorted(p.name for p in tmp_path.iterdir()) == ["dst.bin", "src.bin"]
