@@ -1,6 +1,7 @@
 """Bad input found by a fuzz pass over the command line: each case is one line naming the file,
 line or key, with the project's exit code (lmforge.cli.errors), never a traceback or exit 1."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -291,3 +292,32 @@ def test_a_local_copy_cut_short_leaves_nothing_under_the_final_name(tmp_path, mo
     monkeypatch.undo()
     fs.copy(src, dst)
     assert dst.read_bytes() == src.read_bytes() and sorted(p.name for p in tmp_path.iterdir()) == ["dst.bin", "src.bin"]
+
+
+# ------------------------------------------------------------------ longsft's input account
+
+
+def test_longsft_keeps_bad_lines_aside_and_accounts_for_them(tok_dir, tmp_path, capsys):
+    # bad lines were only logged (one warning line each, no rejects file), a general record without
+    # `messages` was dropped without a word, and every document rejected was exit 2 "need at least 2
+    # documents"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"Document {i}. " + "The sky is blue and the sea is wide. " * 12})
+                            + "\n" for i in range(4)) + "[1, 2]\n{broken\n")
+    general = tmp_path / "general.jsonl"
+    general.write_text(json.dumps({"messages": msgs("user")}) + "\n" + json.dumps({"text": "no messages"}) + "\n")
+    args = ["longsft", "--quiet", "--set", f"tokenizer={tok_dir}", "--set", "long_count=2",
+            "--set", "length_range=[50,400]"]
+    code, out, err = run_cli(capsys, *args, "--set", f"inputs=[{docs}]", "--set", f"general=[{general}]",
+                             "--set", f"out_dir={tmp_path / 'a'}")
+    assert code == 0 and err == "", err
+    lines = out.splitlines()
+    assert "[longsft] read 6 documents, kept 4, rejected 2" in lines[-2], out
+    assert "[longsft general] read 2 records, kept 1, rejected 1 (malformed 1)" in lines[-1], out
+    rej = [json.loads(l) for l in (tmp_path / "a" / "rejects.jsonl").read_text().splitlines()]
+    assert [(Path(r["file"]).name, r["line"]) for r in rej] == [("docs.jsonl", 5), ("docs.jsonl", 6),
+                                                                ("general.jsonl", 2)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("[1]\n{broken\n")
+    code, _, err = run_cli(capsys, *args, "--set", f"inputs=[{bad}]", "--set", f"out_dir={tmp_path / 'b'}")
+    assert code == 5 and err.count("\n") == 1 and "all 2 documents" in err and "bad.jsonl:1" in err, err
