@@ -266,6 +266,28 @@ def commit(tmp: Path, step: int, trainer_state: dict) -> Path:
 
 # -- finding checkpoints and what they belong to ------------------------------------------------
 
+def why_none(path: str | Path) -> str:
+    """Why `path` gave no checkpoint, for the error line: absent, a file, step folders that are
+    all unfinished or damaged saves (no valid meta.json), or safetensors without a config.json.
+    "" when none of these (an unrelated folder)."""
+    p = Path(path)
+    if not p.exists():
+        return "no such file or folder"
+    if not p.is_dir():
+        return "a file, not a folder"
+    steps = sorted((d for c in (p, p / "checkpoints") if c.is_dir() for d in c.iterdir()
+                    if _STEP.match(d.name) and d.is_dir() and not has_marker(d)),
+                   key=lambda d: int(_STEP.match(d.name).group(1)))
+    if _STEP.match(p.name) and not has_marker(p):
+        steps = [p]
+    if steps:
+        names = ", ".join(d.name for d in steps[-3:])
+        return f"{names}{' ...' if len(steps) > 3 else ''}: no valid meta.json, an unfinished or damaged save"
+    if (p / "model.safetensors").is_file() and not (p / "config.json").is_file():
+        return "model.safetensors but no config.json"
+    return ""
+
+
 def resolve(path: str | Path) -> Path:
     """A step-N folder as given, or the newest usable checkpoint under a run folder.
 
@@ -290,8 +312,9 @@ def resolve(path: str | Path) -> Path:
             return found
         if failures:
             raise CorruptCheckpoint(f"no usable checkpoint in {cand}: {'; '.join(failures)}")
-    raise FileNotFoundError(f"{path}: no complete checkpoint found (a step-N folder with meta.json, "
-                            f"or a run folder holding checkpoints/)")
+    why = why_none(p)
+    raise FileNotFoundError(f"{path}: no complete checkpoint found{f' ({why})' if why else ''} (a step-N folder "
+                            f"with meta.json, or a run folder holding checkpoints/)")
 
 
 def run_dir_of(step_dir: Path) -> Path:

@@ -241,6 +241,8 @@ def load_yaml_text(text: str, source: str) -> Any:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:

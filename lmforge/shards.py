@@ -132,15 +132,28 @@ class Shard:
         return self.tokens[self.starts[i]:self.starts[i + 1]]
 
 
+def _meta_dict(meta_path, text: str) -> dict:
+    """meta.json's object; a damaged one (cut short, not an object, keys missing) is a ValueError
+    naming it, not a bare "Expecting ',' delimiter" or KeyError."""
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{meta_path}: not readable JSON ({e})") from None
+    missing = [k for k in ("dtype", "domains", "shards", "vocab_size") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{meta_path}: damaged (no {', '.join(missing)})")
+    return meta
+
+
 def _read_meta(meta_path) -> dict:
     """meta.json of a token folder; on a store, read at once (a missing bucket or key is "not a
     token dataset", missing credentials or access denied one line naming the URL)."""
     try:
         if isinstance(meta_path, FsPath):
             with url_errors(meta_path):
-                return json.loads(meta_path.read_text())
+                return _meta_dict(meta_path, meta_path.read_text())
         if meta_path.is_file():
-            return json.loads(meta_path.read_text())
+            return _meta_dict(meta_path, meta_path.read_text())
     except FileNotFoundError:
         pass
     raise FileNotFoundError(f"{meta_path.parent}: not a token dataset (no meta.json; "
@@ -167,6 +180,9 @@ class TokenDataset:
                              listed_in=str(meta_path), progress=progress, owner=self)
         for s in listed:
             base = self.folder / s["name"]
+            have, need = Path(files[s["name"] + ".tokens"]).stat().st_size, s["n_tokens"] * self.dtype.itemsize
+            if have < need:   # np.memmap would say only "mmap length is greater than file size"
+                raise ValueError(f"{base}.tokens: {have} bytes, meta.json records {need} (truncated shard?)")
             tokens = np.memmap(files[s["name"] + ".tokens"], dtype=self.dtype, mode="r", shape=(s["n_tokens"],))
             starts = np.fromfile(files[s["name"] + ".docs"], dtype=np.int64)
             domains = np.fromfile(files[s["name"] + ".domains"], dtype=np.uint16)

@@ -54,10 +54,8 @@ def read_template(tok_dir: str | Path) -> str | None:
 
 
 def _json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    from lmforge.tokenizer.train import read_tokenizer_json
+    return read_tokenizer_json(path)   # a damaged file: DataError naming it
 
 
 def special_strings(tok_dir: str | Path) -> dict[str, str]:

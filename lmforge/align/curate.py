@@ -90,6 +90,11 @@ FORMAT_KEYS = ("messages", "conversations", "instruction", "input", "output", "h
                "system", "text", "tools")
 
 
+# Why read_items drops a record: the reader's reasons (a line not UTF-8, over max_record_bytes, lost
+# to damage in a compressed file, not JSON) and its own.
+READ_REJECTS = ("malformed", "invalid_utf8", "too_long", "unreadable", "not_a_conversation", "no_assistant")
+
+
 def read_items(paths: list, errors: ErrorSink, task_key: str = "task",
                source_key: str = "meta.source") -> tuple[list[Item], dict]:
     """Conversations of `paths` (files or DataFile entries, any SFT format of
@@ -98,8 +103,7 @@ def read_items(paths: list, errors: ErrorSink, task_key: str = "task",
     completion) is no conversation to curate ("not_a_conversation"); one without a trained
     assistant reply is dropped ("no_assistant"). A record without a task (source) at its key
     gets its file's stem, counted as task_from_file."""
-    stats: Counter = Counter({k: 0 for k in ("records", "kept", "malformed", "not_a_conversation", "no_assistant",
-                                             "task_from_file", "source_from_file")})
+    stats: Counter = Counter({k: 0 for k in ("records", "kept", *READ_REJECTS, "task_from_file", "source_from_file")})
     ignored: Counter = Counter()
     items: list[Item] = []
     for p, n, rec, spec in iter_data(paths, errors, stats):
@@ -126,8 +130,7 @@ def read_items(paths: list, errors: ErrorSink, task_key: str = "task",
         stats["kept"] += 1
         out = {k: v for k, v in rec.items() if k not in FORMAT_KEYS} | {"messages": msgs}
         items.append(Item(out, f"{p}:{n}", task, source))
-    assert stats["kept"] + stats["malformed"] + stats["not_a_conversation"] + stats["no_assistant"] \
-        == stats["records"], stats
+    assert stats["kept"] + sum(stats[k] for k in READ_REJECTS) == stats["records"], stats
     if ignored:
         stats["ignored_keys"] = dict(ignored)
     return items, dict(stats)

@@ -166,7 +166,7 @@ def normalise_messages(items, fmt: str, tags: dict, ignored: Counter, where: str
         role = m.get(t["role"])
         if role in _TOOL_ROLES or m.get("tool_calls") or m.get("function_call"):
             raise ValueError(f"{at}: tool messages and tool calls are not supported")
-        if role not in roles:
+        if not isinstance(role, str) or role not in roles:   # (a list or mapping: no dict key)
             raise ValueError(f"{at}.{t['role']} {role!r} is not one of {sorted(roles)}")
         msg = {"role": roles[role], "content": _content(m.get(t["content"]), at)}
         if "weight" in m:

@@ -64,6 +64,8 @@ def iter_jsonl(paths: list[str], errors: ErrorSink, stats: Counter, max_record_b
     lost to damage `unreadable`, both with the line."""
     for path in paths:
         p = Path(path)
+        if p.is_dir():   # (a `datasets` save_to_disk folder is read before this: iter_data)
+            raise FileNotFoundError(f"{path}: a folder, not a data file: name its .jsonl / .json / .parquet files")
         if not p.is_file():
             raise FileNotFoundError(f"{path}: no such file")
         for n, raw, rec, reason, detail in iter_records(p, max_record_bytes):

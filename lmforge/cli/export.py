@@ -1,6 +1,7 @@
 """`lmforge export`, `lmforge generate` and `lmforge chat`."""
 from __future__ import annotations
 
+import io
 import json
 import sys
 
@@ -106,9 +107,22 @@ def chatml(user: str, system: str | None = None) -> str:
     return render(turns, add_generation_prompt=True)
 
 
+def sampling_refused(command: str, args) -> bool:
+    """Bad sampling options, said in one line before any model is loaded (or prompt printed)."""
+    from lmforge.infer.generate import check_sampling_args
+    try:
+        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        print(f"lmforge {command}: {e}", file=sys.stderr)
+        return True
+    return False
+
+
 def _chat(args) -> int:
     from lmforge.infer.chat import ChatSession, chat_loop, own_chat_format
     from lmforge.infer.generate import load_for_generation
+    if sampling_refused("chat", args):
+        return 2
     path = picked("chat", args.checkpoint)
     model, tok = load_for_generation(path, args.device)
     kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -133,10 +147,22 @@ def _generate(args) -> int:
     from lmforge.infer.generate import generate, load_for_generation
     prompts = list(args.prompt)
     if args.prompt_file:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompts += [line.rstrip("\n") for line in f if line.strip()]
+        try:   # read whole (a prompt file is small): the byte offset below is the file's
+            with open(args.prompt_file, "rb") as f:
+                text = f.read().decode("utf-8")
+            lines = [line.rstrip("\n") for line in io.StringIO(text, newline=None) if line.strip()]   # as open()
+        except UnicodeDecodeError as e:   # the error boundary's line would not name the file
+            print(f"lmforge generate: {args.prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})",
+                  file=sys.stderr)
+            return 5
+        if not lines:
+            print(f"lmforge generate: {args.prompt_file}: no prompts (every line is blank)", file=sys.stderr)
+            return 2
+        prompts += lines
     if not prompts:
         print("lmforge generate: give --prompt TEXT (repeatable) or --prompt-file FILE", file=sys.stderr)
+        return 2
+    if sampling_refused("generate", args):
         return 2
     model, tok = load_for_generation(picked("generate", args.checkpoint), args.device)
     if args.character:

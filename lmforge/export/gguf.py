@@ -258,6 +258,6 @@ def export_gguf(source: str | Path, out_file: str | Path, file_type: str = "f32"
         model, step_dir = load_checkpoint(src)
         tok_dir = Path(tokenizer) if tokenizer else tokenizer_dir_of(step_dir)
         name = step_dir.parent.parent.name if step_dir.parent.name == "checkpoints" else step_dir.name
-    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{source}: no tokenizer.json found; pass --tokenizer DIR")
+    from lmforge.export.hf import usable_tokenizer_dir
+    tok_dir = usable_tokenizer_dir(source, tok_dir, bool(tokenizer))
     return write_gguf(model, tok_dir, out_file, file_type, name=name)

@@ -28,7 +28,8 @@ import torch
 from lmforge.io.atomic import copy_file, write_json
 from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, resolve_checkpoint, tokenizer_dir_of
-from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
+from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, read_tokenizer_json, \
+    tokenizer_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DONE = "DONE.json"
@@ -53,7 +54,7 @@ def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = No
     tok = load_tokenizer(tok_dir)
     names = {k: tok.id_to_token(info[f"{k}_id"]) for k in ("bos", "eos", "pad") if info.get(f"{k}_id") is not None}
     cfg_path = tok_dir / "tokenizer_config.json"
-    hf_cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    hf_cfg = read_tokenizer_json(cfg_path)
     hf_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     own = (tok_dir / "chat_template.jinja").is_file() or (
         hf_cfg.get("chat_template") and hf_cfg["chat_template"] != CHATML_TEMPLATE_V1)
@@ -72,6 +73,19 @@ def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = No
     im_end = end_of_turn_id(chat_format(out, tok), tok)   # <|im_end|>, <|eot_id|>, <end_of_turn>, ...
     return {"bos_token_id": info.get("bos_id"), "eos_token_id": info.get("eos_id"),
             "pad_token_id": info.get("pad_id"), "im_end_id": im_end}
+
+
+def usable_tokenizer_dir(source, tok_dir: Path | None, given: bool) -> Path:
+    """The tokenizer folder an export writes from, read once before anything is written: a
+    missing or damaged one is refused in one line (naming --tokenizer's folder when it was
+    given) instead of leaving weights without a usable tokenizer under the output name."""
+    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
+        if given:
+            raise FileNotFoundError(f"{tok_dir}: no tokenizer.json in the --tokenizer folder")
+        raise FileNotFoundError(f"{source}: no tokenizer folder found beside the checkpoint "
+                                f"(RUN_DIR/tokenizer/tokenizer.json); pass --tokenizer DIR")
+    tokenizer_info(tok_dir, load_tokenizer(tok_dir))   # DataError naming a damaged file
+    return tok_dir
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None,
@@ -94,10 +108,8 @@ def export_info(checkpoint, out_dir, dtype=None, tokenizer=None, model=None) -> 
         model, step_dir = load_checkpoint(checkpoint)
     else:
         step_dir = resolve_checkpoint(checkpoint)
-    tok_dir = Path(tokenizer) if tokenizer else tokenizer_dir_of(step_dir)
-    if tok_dir is None or not (tok_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{checkpoint}: no tokenizer folder found beside the checkpoint "
-                                f"(RUN_DIR/tokenizer/tokenizer.json); pass --tokenizer DIR")
+    tok_dir = usable_tokenizer_dir(checkpoint, Path(tokenizer) if tokenizer else tokenizer_dir_of(step_dir),
+                                   bool(tokenizer))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for marker in (DONE, "lmforge_export.json"):

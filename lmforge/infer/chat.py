@@ -30,7 +30,7 @@ import torch
 from lmforge.align.chat_template import render
 from lmforge.truncate import truncate_middle
 from lmforge.workers import Terminated
-from lmforge.infer.generate import _check_args, _TextStream, as_tokenizer, default_stop_ids, sample_next
+from lmforge.infer.generate import check_sampling_args, _TextStream, as_tokenizer, default_stop_ids, sample_next
 from lmforge.model.attention import KVCache
 
 
@@ -70,7 +70,7 @@ class ChatSession:
                  temperature: float = 0.7, top_k: int = 0, top_p: float = 0.9, seed: int | None = None,
                  stop: list[str] | None = None, reuse_cache: bool = True, chat=None,
                  stop_ids: list[int] | None = None):
-        _check_args(max_new_tokens, temperature, top_k, top_p)
+        check_sampling_args(max_new_tokens, temperature, top_k, top_p)
         self.model, self.tok = model.eval(), as_tokenizer(tokenizer)
         self.system, self.max_new_tokens = system, max_new_tokens
         self.temperature, self.top_k, self.top_p, self.stop = temperature, top_k, top_p, list(stop or [])

@@ -49,11 +49,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check_args(max_new_tokens, temperature, top_k, top_p):
+def check_sampling_args(max_new_tokens, temperature, top_k, top_p):
+    """ValueError for options no sampler takes (the CLI checks them before loading a model)."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not temperature >= 0 or temperature == float("inf"):   # nan fails >= (it would reach softmax)
+        raise ValueError(f"temperature must be a number >= 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not 0.0 < top_p <= 1.0:
@@ -82,7 +83,7 @@ def generate_ids(model, prompt_ids: list[list[int]], max_new_tokens: int = 64, t
     for each kept token of prompt i as it is produced; should_stop(i, ids_so_far) -> True
     ends prompt i after that token (used for stop strings). seed makes sampling repeatable.
     """
-    _check_args(max_new_tokens, temperature, top_k, top_p)
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ValueError("generate: every prompt needs at least one token")
     window = model.cfg.max_seq_len

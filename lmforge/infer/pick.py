@@ -76,8 +76,9 @@ def pick_model(path: str | Path, hf: bool = True) -> tuple[Path, str | None]:
     except FileNotFoundError:
         if hf and (p / "config.json").is_file():
             return p, None     # a Hugging Face folder (its own problems are the loader's to name)
+        why = ckpt.why_none(p)
         raise FileNotFoundError(
-            f"{path}: no model found: give a step-N folder, a stage's run folder (its newest checkpoint), "
+            f"{path}: no model found{f' ({why})' if why else ''}: give a step-N folder, a stage's run folder (its newest checkpoint), "
             f"a recipe run folder (with recipe.json: its last model){', or a Hugging Face folder' if hf else ''}"
         ) from None
     return step, f"using {step}: the newest complete checkpoint of {p}"

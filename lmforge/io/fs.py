@@ -275,9 +275,15 @@ def copy(src, dst) -> None:
         with open_file(src, "rb") as f, tmp.open("wb") as g:
             shutil.copyfileobj(f, g, 1 << 22)
         replace(tmp, dst)
-    else:
-        with open_file(src, "rb") as f, open(dst, "wb") as g:
-            shutil.copyfileobj(f, g, 1 << 22)
+    else:   # a local destination: through its temporary name too (a cut copy never bears the final name)
+        tmp = temp_sibling(dst)
+        try:
+            with open_file(src, "rb") as f, open(tmp, "wb") as g:
+                shutil.copyfileobj(f, g, 1 << 22)
+            os.replace(tmp, dst)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 # -------------------------------------------------------------------- errors

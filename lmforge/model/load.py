@@ -64,9 +64,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return ckpt.resolve(p)
     except FileNotFoundError:
         if not is_hf_folder(p):
-            raise FileNotFoundError(f"{path}: no complete checkpoint found (a step-N folder with meta.json, a run "
-                                    f"folder holding checkpoints/, or a Hugging Face folder with config.json and "
-                                    f"safetensors weights)") from None
+            why = ckpt.why_none(p)
+            raise FileNotFoundError(f"{path}: no complete checkpoint found{f' ({why})' if why else ''} (a step-N "
+                                    f"folder with meta.json, a run folder holding checkpoints/, or a Hugging Face "
+                                    f"folder with config.json and safetensors weights)") from None
     check_hf_weights(p)
     return p
 

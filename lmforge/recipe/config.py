@@ -118,6 +118,8 @@ def expand(value: Any, dirs: dict[str, str], key: str, source: str, refs: set[st
         if refs is not None:
             refs.add(ref)
         return dirs[ref]
+    if "${" in REF.sub("", value):   # `${data/final`: a typo that would become a folder named "${data"
+        raise ConfigError(f"{source}: {key}: {value!r} has a '${{' without its '}}' (a stage is named as ${{stage}})")
     return REF.sub(sub, value)
 
 

@@ -183,6 +183,8 @@ def discover(run_dir: str | Path) -> tuple[str, list[StageFolder], list[str]]:
     if single.has_content:
         return run_dir.name, [single], problems
     subs = [load_stage(d.name, d) for d in sorted(run_dir.iterdir()) if d.is_dir()]
+    # a stage folder whose every file is unreadable has no content but must not go unmentioned
+    problems += single.problems + [p for s in subs if not s.has_content for p in s.problems]
     return run_dir.name, [s for s in subs if s.has_content], problems
 
 

@@ -93,6 +93,8 @@ class Stage:
     def run(self, cfg, progress: bool = True) -> dict:
         """The stage contract: lock out_dir, skip when finished, else run and write DONE.json last."""
         out = self.out_dir(cfg)
+        if not isinstance(out, FsPath) and not out.exists():
+            check_inputs(cfg, self.inputs)    # nothing to skip yet: refused before out_dir (or its parent) is made
         with _stage_lock(out):
             before = self.done(cfg)
             if before is not None and not self.always:

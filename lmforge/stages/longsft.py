@@ -6,10 +6,13 @@
 
 Writes out_dir/long.jsonl (retrieval conversations over real documents, lmforge.align.long_sft),
 out_dir/general.jsonl (general instructions drawn from `general`: Index mixed ~30K long with
-~50K general ones), stats.json and DONE.json. An `sft` stage then trains on both files.
+~50K general ones), stats.json, rejects.jsonl (the bad lines of `inputs` and `general`, each with
+its file and line; the stage ends with their account) and DONE.json. An `sft` stage then trains
+on both files.
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +21,9 @@ from pathlib import Path
 from lmforge.align.long_sft import TASKS, Doc, build_long_conversations
 from lmforge.config import ConfigError, check
 from lmforge.io.atomic import write_json, write_jsonl
+from lmforge.io.account import Account, DataError, first_rejects
 from lmforge.io.documents import ErrorSink
+from lmforge.stagekit.runner import reject_sink
 from lmforge.io.readers import iter_documents
 from lmforge.stagekit.stage import DONE, Stage
 
@@ -46,8 +51,7 @@ class LongSFTConfig:
             check(t in TASKS, "tasks", f"unknown task {t!r} (known: {', '.join(TASKS)})")
 
 
-def _pool(cfg: LongSFTConfig) -> list[Doc]:
-    errors = ErrorSink()
+def _pool(cfg: LongSFTConfig, errors: ErrorSink) -> list[Doc]:
     docs = []
     for d in iter_documents(cfg.inputs, errors):
         meta = d.get("meta") or {}
@@ -57,15 +61,19 @@ def _pool(cfg: LongSFTConfig) -> list[Doc]:
     return docs
 
 
-def _general(cfg: LongSFTConfig) -> list[dict]:
+def _general(cfg: LongSFTConfig, errors: ErrorSink) -> tuple[list[dict], int]:
+    """(up to general_count conversations drawn, how many were usable)."""
     from lmforge.align.sft_data import iter_jsonl
     rows, stats = [], Counter()
-    for _, _, rec in iter_jsonl(cfg.general, ErrorSink(), stats):
+    for p, n, rec in iter_jsonl(cfg.general, errors, stats):
         if isinstance(rec.get("messages"), list):
             rows.append(rec)
+        else:   # kept aside, not dropped without a word
+            errors.add(p, n, "malformed", raw=json.dumps(rec, ensure_ascii=False, default=str)[:2000],
+                       detail="no `messages` list")
     rng = random.Random(cfg.seed)
     rng.shuffle(rows)
-    return rows[: cfg.general_count]
+    return rows[: cfg.general_count], len(rows)
 
 
 def body(cfg: LongSFTConfig, progress: bool = True) -> dict:
@@ -83,12 +91,31 @@ def body(cfg: LongSFTConfig, progress: bool = True) -> dict:
             cache[key] = len(tok.encode(text, add_special_tokens=False).ids)
         return cache[key]
 
+    errors = reject_sink(out)   # bad lines of inputs and general: rejects.jsonl (they were only logged)
     try:
-        convs, stats = build_long_conversations(_pool(cfg), cfg.long_count, tuple(cfg.length_range), n_tokens,
+        pool = _pool(cfg, errors)
+    except FileNotFoundError as e:
+        raise ConfigError(f"inputs: {e}") from None
+    account = Account.from_stats("longsft", {"kept": len(pool), **errors.counts}, errors.path, unit="documents")
+    account.read = len(pool) + errors.total
+    try:
+        account.require_kept(first_rejects(errors.records), what=", ".join(map(str, cfg.inputs)))   # exit 5
+    except DataError:
+        errors.close()   # the rejects in place for the user to read
+        raise
+    try:
+        convs, stats = build_long_conversations(pool, cfg.long_count, tuple(cfg.length_range), n_tokens,
                                                 cfg.seed, tuple(cfg.tasks))
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"inputs: {e}") from None
-    general = _general(cfg) if cfg.general and cfg.general_count else []
+    before = Counter(errors.counts)
+    general, usable = _general(cfg, errors) if cfg.general and cfg.general_count else ([], 0)
+    errors.close()
+    general_rejects = {k: v - before.get(k, 0) for k, v in errors.counts.items() if v - before.get(k, 0)}
+    lines = [account.line()]
+    if cfg.general and cfg.general_count:
+        lines.append(Account("longsft general", usable + sum(general_rejects.values()), usable,
+                             general_rejects, errors.path).line())
     write_jsonl(out / "long.jsonl", convs)
     write_jsonl(out / "general.jsonl", general)
     stats = {**stats, "general": len(general), "general_asked": cfg.general_count}
@@ -98,7 +125,7 @@ def body(cfg: LongSFTConfig, progress: bool = True) -> dict:
               f"{len(general)} general")
     return ({"long": len(convs), "general": len(general), "files": [str(out / "long.jsonl"),
                                                                                      str(out / "general.jsonl")],
-                            "mean_tokens": round(stats["mean_tokens"], 1)})
+                            "mean_tokens": round(stats["mean_tokens"], 1), "account": "\n".join(lines)})
 
 
 STAGE = Stage(kind="longsft", config=LongSFTConfig, body=body,

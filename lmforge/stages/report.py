@@ -60,7 +60,7 @@ def body(cfg: ReportConfig, progress: bool = True) -> dict:
     return summary
 
 
-STAGE = Stage(kind="report", config=ReportConfig, body=body, out_key="out", finished=up_to_date,
+STAGE = Stage(kind="report", config=ReportConfig, body=body, out_key="out", finished=up_to_date, inputs=("run_dir",),
               help="write report.html / report.md with plots of a run folder", example="out=runs/tiny/report",
               args=(Arg("run_dir", "run_dir", "a recipe run folder (with recipe.json) or one stage's folder"),
                     Arg("--out", "out", "output folder (default RUN_DIR/report)")),

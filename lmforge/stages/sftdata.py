@@ -42,6 +42,7 @@ from lmforge.data.config import MinhashConfig
 from lmforge.data.embed import check_backend
 from lmforge.io.atomic import read_json, write_json, write_jsonl
 from lmforge.io.documents import ErrorSink
+from lmforge.stagekit.runner import data_account
 from lmforge.stagekit.stage import DONE, Arg, Stage
 
 
@@ -410,30 +411,30 @@ STEPS = [  # (name, enabled(cfg), function)
 # ------------------------------------------------------------------ the stage
 
 
-def _read(cfg: SFTDataConfig, out: Path) -> tuple[list[Item], dict]:
+def _read(cfg: SFTDataConfig, out: Path) -> tuple[list[Item], dict, str]:
+    """(conversations, the read step's stats, the one-line account)."""
     (out / "rejects.jsonl").unlink(missing_ok=True)   # rewritten on each read: no duplicates on a rerun
     with ErrorSink(out / "rejects.jsonl") as errors:
         try:
             items, stats = curate.read_items(cfg.data, errors, cfg.task_key, cfg.source_key)
         except FileNotFoundError as e:
             raise ConfigError(f"data: {e}") from None
+    counts = {k: stats[k] for k in ("records", "kept", *curate.READ_REJECTS)}
+    account = data_account("sftdata", counts, errors, cfg.data)   # DataError (exit 5) when none is usable
     nbytes = sum(i.nbytes for i in items)
     read = {"step": "read", "in": {"docs": stats["records"], "bytes": nbytes}, "added": {},
             "kept": {"docs": len(items), "bytes": nbytes},
-            "removed": {k: {"docs": stats[k], "bytes": 0} for k in ("malformed", "not_a_conversation", "no_assistant")
-                        if stats[k]},
+            "removed": {k: {"docs": stats[k], "bytes": 0} for k in curate.READ_REJECTS if stats[k]},
             "details": {**stats, "note": "bytes: UTF-8 bytes of message contents (unreadable lines count 0)",
                         "task_before": curate.by(items, "task"), "source_before": curate.by(items, "source")}}
-    return items, read
+    return items, read, account
 
 
 def body(cfg: SFTDataConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    items, read = _read(cfg, out)
-    if not items:
-        raise ConfigError(f"data: no usable conversations in {cfg.data} (see {out / 'rejects.jsonl'})")
+    items, read, account = _read(cfg, out)
     steps, failed = [read], []
     for name, enabled, fn in STEPS:
         if not enabled(cfg):
@@ -460,7 +461,7 @@ def body(cfg: SFTDataConfig, progress: bool = True) -> dict:
     write_json(out / "sftdata.json", report)
     summary = {"output": str(out / "sft.jsonl"), "conversations_in": read["in"]["docs"],
                "conversations_out": len(items), "steps": [s["step"] for s in steps],
-               "tasks": len(final["task"]), "sources": len(final["source"])}
+               "tasks": len(final["task"]), "sources": len(final["source"]), "account": account}
     return summary
 
 

@@ -240,16 +240,31 @@ def load_tokenizer(path: str | Path):
         raise DataError(f"{f}: cannot be read by the tokenizers library: {str(e).splitlines()[0][:200]}") from None
 
 
+def read_tokenizer_json(path: str | Path) -> dict:
+    """A tokenizer folder's JSON side file (lmforge_tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json), {} when absent. A damaged one (cut short, not UTF-8, not an
+    object) is DataError naming it (exit 5), not a bare JSONDecodeError (exit 1)."""
+    from lmforge.io.account import DataError
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(f"{p}: not a readable JSON file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{p}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def tokenizer_info(path: str | Path, tok=None) -> dict:
     """The side file if present, else what can be read from the HF files (eos/pad/bos ids)."""
     f = tokenizer_file(path)
     side = f.parent / SIDE_FILE
     if side.is_file():
-        return json.loads(side.read_text(encoding="utf-8"))
+        return read_tokenizer_json(side)
     tok = tok or load_tokenizer(f)
-    hf = {}
-    if (f.parent / "tokenizer_config.json").is_file():
-        hf = json.loads((f.parent / "tokenizer_config.json").read_text(encoding="utf-8"))
+    hf = read_tokenizer_json(f.parent / "tokenizer_config.json")
 
     def tid(key):
         v = hf.get(key)
