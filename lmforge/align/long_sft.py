@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 TASKS = ("quote", "locate", "fact")
 _SENTENCE = re.compile(r"[^.!?。！？\n]{20,300}[.!?。！？]")
@@ -96,28 +96,48 @@ def make_conversation(task: str, docs: list[Doc], rng: random.Random) -> dict | 
             "meta": {"source": "long_sft", "task": task, "docs": len(docs)}}
 
 
+def long_pool(docs: Iterable[Doc]) -> list[Doc]:
+    """The documents long enough to draw from (>= 200 characters); at least 2 are needed."""
+    pool = [d for d in docs if len(d.text) >= 200]
+    if len(pool) < 2:
+        raise ValueError(f"need at least 2 documents of >= 200 characters, found {len(pool)}")
+    return pool
+
+
+def iter_long_conversations(pool: list[Doc], count: int, length_range: tuple[int, int],
+                            n_tokens: Callable[[str], int], seed: int = 0, tasks: tuple[str, ...] = TASKS,
+                            stats: dict | None = None) -> Iterator[dict]:
+    """Up to `count` long conversations (tasks in turn), one at a time, so that a stage can write
+    them as they come (30K of 16-32K tokens are gigabytes); `stats` gets the documents, the tries
+    and the kept count per task. At most 10 tries per conversation asked for."""
+    rng = random.Random(seed)
+    st = stats if stats is not None else {}
+    st.update(documents=len(pool), tries=0, kept={t: 0 for t in tasks})
+    lo, hi = length_range
+    made = 0
+    while made < count and st["tries"] < count * 10:
+        task = tasks[st["tries"] % len(tasks)]
+        st["tries"] += 1
+        conv = make_conversation(task, _fill(pool, rng, n_tokens, rng.randint(lo, hi)), rng)
+        if conv is None:
+            continue
+        conv["id"] = f"long-{made}"
+        made += 1
+        st["kept"][task] += 1
+        yield conv
+
+
+def length_stats(lengths: list[int]) -> dict:
+    """conversations, min/max/mean tokens of the contexts as the tokenizer counts them."""
+    return {"conversations": len(lengths), "min_tokens": min(lengths, default=0),
+            "max_tokens": max(lengths, default=0), "mean_tokens": sum(lengths) / len(lengths) if lengths else 0.0}
+
+
 def build_long_conversations(docs: Iterable[Doc], count: int, length_range: tuple[int, int],
                              n_tokens: Callable[[str], int], seed: int = 0,
                              tasks: tuple[str, ...] = TASKS) -> tuple[list[dict], dict]:
     """`count` long conversations (tasks in turn) and stats (tries, kept per task, lengths)."""
-    pool = [d for d in docs if len(d.text) >= 200]
-    if len(pool) < 2:
-        raise ValueError(f"need at least 2 documents of >= 200 characters, found {len(pool)}")
-    rng = random.Random(seed)
-    out: list[dict] = []
-    stats = {"documents": len(pool), "tries": 0, "kept": {t: 0 for t in tasks}, "tokens": []}
-    lo, hi = length_range
-    while len(out) < count and stats["tries"] < count * 10:
-        task = tasks[stats["tries"] % len(tasks)]
-        stats["tries"] += 1
-        conv = make_conversation(task, _fill(pool, rng, n_tokens, rng.randint(lo, hi)), rng)
-        if conv is None:
-            continue
-        conv["id"] = f"long-{len(out)}"
-        out.append(conv)
-        stats["kept"][task] += 1
-        stats["tokens"].append(n_tokens(conv["messages"][0]["content"]))
-    toks = stats.pop("tokens")
-    stats.update(conversations=len(out), min_tokens=min(toks, default=0), max_tokens=max(toks, default=0),
-                 mean_tokens=sum(toks) / len(toks) if toks else 0.0)
+    stats: dict = {}
+    out = list(iter_long_conversations(long_pool(docs), count, length_range, n_tokens, seed, tasks, stats))
+    stats.update(length_stats([n_tokens(c["messages"][0]["content"]) for c in out]))
     return out, stats

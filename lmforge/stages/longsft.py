@@ -18,9 +18,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.align.long_sft import TASKS, Doc, build_long_conversations
+from tqdm import tqdm
+
+from lmforge.align.long_sft import TASKS, Doc, iter_long_conversations, length_stats, long_pool
 from lmforge.config import ConfigError, check
-from lmforge.io.atomic import write_json, write_jsonl
+from lmforge.io.atomic import atomic_open, write_json, write_jsonl
 from lmforge.io.account import Account, DataError, first_rejects
 from lmforge.io.documents import ErrorSink
 from lmforge.stagekit.runner import reject_sink
@@ -76,6 +78,19 @@ def _general(cfg: LongSFTConfig, errors: ErrorSink) -> tuple[list[dict], int]:
     return rows[: cfg.general_count], len(rows)
 
 
+def _write_counted(path: Path, convs, count_tokens, count: int, progress: bool) -> list[int]:
+    """Write the conversations as they are made (through a temporary name, with a progress bar:
+    30K contexts of 16-32K tokens are gigabytes and minutes) and count each context's tokens.
+    Returns the counts."""
+    lengths: list[int] = []
+    with atomic_open(path) as f, tqdm(total=count, desc="longsft", unit="conv", disable=not progress) as bar:
+        for c in convs:
+            lengths.append(count_tokens(c["messages"][0]["content"]))
+            f.write(json.dumps(c, ensure_ascii=False) + "\n")
+            bar.update()
+    return lengths
+
+
 def body(cfg: LongSFTConfig, progress: bool = True) -> dict:
     from lmforge.tokenizer.train import load_tokenizer
     out = Path(cfg.out_dir)
@@ -104,10 +119,15 @@ def body(cfg: LongSFTConfig, progress: bool = True) -> dict:
         errors.close()   # the rejects in place for the user to read
         raise
     try:
-        convs, stats = build_long_conversations(pool, cfg.long_count, tuple(cfg.length_range), n_tokens,
-                                                cfg.seed, tuple(cfg.tasks))
-    except (FileNotFoundError, ValueError) as e:
+        pool = long_pool(pool)
+    except ValueError as e:
         raise ConfigError(f"inputs: {e}") from None
+    stats: dict = {}
+    convs = iter_long_conversations(pool, cfg.long_count, tuple(cfg.length_range), n_tokens, cfg.seed,
+                                    tuple(cfg.tasks), stats)
+    lengths = _write_counted(out / "long.jsonl", convs, lambda t: len(tok.encode(t, add_special_tokens=False).ids),
+                             cfg.long_count, progress)
+    stats.update(length_stats(lengths))
     before = Counter(errors.counts)
     general, usable = _general(cfg, errors) if cfg.general and cfg.general_count else ([], 0)
     errors.close()
@@ -116,14 +136,13 @@ def body(cfg: LongSFTConfig, progress: bool = True) -> dict:
     if cfg.general and cfg.general_count:
         lines.append(Account("longsft general", usable + sum(general_rejects.values()), usable,
                              general_rejects, errors.path).line())
-    write_jsonl(out / "long.jsonl", convs)
     write_jsonl(out / "general.jsonl", general)
     stats = {**stats, "general": len(general), "general_asked": cfg.general_count}
     write_json(out / "stats.json", stats)
     if progress:
-        print(f"longsft: {len(convs)} long conversations ({stats['min_tokens']}-{stats['max_tokens']} tokens), "
+        print(f"longsft: {len(lengths)} long conversations ({stats['min_tokens']}-{stats['max_tokens']} tokens), "
               f"{len(general)} general")
-    return ({"long": len(convs), "general": len(general), "files": [str(out / "long.jsonl"),
+    return ({"long": len(lengths), "general": len(general), "files": [str(out / "long.jsonl"),
                                                                                      str(out / "general.jsonl")],
                             "mean_tokens": round(stats["mean_tokens"], 1), "account": "\n".join(lines)})
 
