@@ -321,3 +321,30 @@ def test_longsft_keeps_bad_lines_aside_and_accounts_for_them(tok_dir, tmp_path, 
     bad.write_text("[1]\n{broken\n")
     code, _, err = run_cli(capsys, *args, "--set", f"inputs=[{bad}]", "--set", f"out_dir={tmp_path / 'b'}")
     assert code == 5 and err.count("\n") == 1 and "all 2 documents" in err and "bad.jsonl:1" in err, err
+
+
+def test_a_skipped_rerun_names_the_settings_it_ignored(tmp_path):
+    """A finished stage rerun with other settings (more steps, another lr) is skipped, and the line
+    says which keys of the saved config.json differ, so a changed setting is not silently ignored."""
+    import dataclasses
+    import json as _json
+
+    from lmforge.cli.common import _changed_since
+
+    @dataclasses.dataclass
+    class Optim:
+        lr: float = 3e-3
+
+    @dataclasses.dataclass
+    class Cfg:
+        out_dir: str = ""
+        steps: int = 48
+        optim: Optim = dataclasses.field(default_factory=Optim)
+
+    out = tmp_path / "run"
+    out.mkdir()
+    assert _changed_since(str(out), Cfg(str(out))) == ""            # no config.json: nothing to compare
+    (out / "config.json").write_text(_json.dumps({"out_dir": str(out), "steps": 48, "optim": {"lr": 3e-3}}))
+    assert _changed_since(str(out), Cfg(str(out))) == ""
+    line = _changed_since(str(out), Cfg(str(out), steps=96, optim=Optim(1e-3)))
+    assert "at steps (48 -> 96), optim.lr (0.003 -> 0.001), and was not used" in line and "delete DONE.json" in line

@@ -62,7 +62,7 @@ def run_stage(name: str, cfg, run, quiet: bool, out: str | None = None, show=Non
     summary = run(cfg, progress=not quiet)
     out = out or getattr(cfg, "out_dir", None)
     if summary.get("skipped"):
-        print(f"{out} already finished (delete {out}/DONE.json to run it again)")
+        print(f"{out} already finished (delete {out}/DONE.json to run it again)" + _changed_since(out, cfg))
     done = f"{out}/DONE.json" if out and Path(out, "DONE.json").is_file() else None
     when = "already done" if summary.get("skipped") else f"done in {time.perf_counter() - t0:.1f}s"
     print(f"[{name}] {when}: {summary_line(summary) or '-'}" + (f" (all numbers: {done})" if done else ""))
@@ -71,6 +71,37 @@ def run_stage(name: str, cfg, run, quiet: bool, out: str | None = None, show=Non
     if summary.get("account"):
         print(summary["account"])   # last: read / kept / rejected by reason, where the rejects are
     return 0
+
+
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _changed_since(out: str | None, cfg, most: int = 4) -> str:
+    """'; its config.json differs at train.steps (100 -> 200) ...' when the finished run's saved
+    config (training stages keep one) differs from this one: a rerun with, say, more steps is
+    otherwise skipped without a word on what it ignored."""
+    saved = Path(out or "", "config.json")
+    if not out or not saved.is_file():
+        return ""
+    try:
+        import json
+        old, new = _flat(json.loads(saved.read_text())), _flat(config.to_dict(cfg))
+    except (ValueError, TypeError, OSError):
+        return ""
+    diff = [k for k in new if k in old and old[k] != new[k]]
+    if not diff:
+        return ""
+    said = ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in diff[:most])
+    more = f" and {len(diff) - most} more" if len(diff) > most else ""
+    return (f"; this config differs from the finished run's ({saved}) at {said}{more}, and was not used "
+            f"(delete DONE.json to continue the finished run with it, or give a new out_dir to start over)")
 
 
 def fail(command: str, message: str, code: int = 2) -> int:
