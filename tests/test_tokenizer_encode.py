@@ -176,8 +176,17 @@ def test_report_counts_and_baseline_ratio(setup, tmp_path):
     table = format_table(rows)
     assert "chars/tok" in table and "web" in table
     cfg = TokenizerReportConfig(tokenizer=str(d / "tok"), inputs=[str(d / "in")], out=str(tmp_path / "r.json"))
-    rows2, path = run_report(cfg)
+    rows2, path, account = run_report(cfg)
     assert json.loads(path.read_text())["rows"][-1]["tokens"] == rows2[-1]["tokens"] == total["tokens"]
+    assert account == f"[tokenizer report] read {len(docs)} documents, kept {len(docs)}, rejected 0"
+    assert not (tmp_path / "r-rejects.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"      # a broken line is counted and kept aside, as every stage does
+    bad.write_text(json.dumps({"text": "one good document"}) + "\n{not json\n" + json.dumps({"txt": "x"}) + "\n")
+    cfg = TokenizerReportConfig(tokenizer=str(d / "tok"), inputs=[str(bad)], out=str(tmp_path / "b.json"))
+    _, _, account = run_report(cfg)
+    assert account.startswith("[tokenizer report] read 3 documents, kept 1, rejected 2 (")
+    assert account.endswith(f"rejects: {tmp_path / 'b-rejects.jsonl'}")
+    assert [r["line"] for r in map(json.loads, (tmp_path / "b-rejects.jsonl").read_text().splitlines())] == [2, 3]
 
 
 def test_cli_train_encode_report(setup, tmp_path, capsys):

@@ -10,9 +10,10 @@ from lmforge.cli.stagecmd import add_stage_command
 def _report(args) -> int:
     from lmforge.tokenizer.report import TokenizerReportConfig, format_table, run_report
     cfg = config.load(TokenizerReportConfig, args.config, args.overrides)
-    rows, path = run_report(cfg)
+    rows, path, account = run_report(cfg)
     print(format_table(rows))
     print(f"saved {path}")
+    print(account)
     return 0
 
 

@@ -110,10 +110,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(l) for l in lines[1:]])
 
 
-def run_report(cfg: TokenizerReportConfig) -> tuple[list[dict], Path]:
-    """Compute the report over `cfg.inputs`, save json, return (rows, json path)."""
+def run_report(cfg: TokenizerReportConfig) -> tuple[list[dict], Path, str]:
+    """Compute the report over `cfg.inputs`, save json, return (rows, json path, the input
+    account line). Bad input lines go to a rejects file beside the json (REPORT-rejects.jsonl),
+    as every stage keeps them, instead of one log warning each."""
     from itertools import islice
 
+    from lmforge.io.account import Account
     from lmforge.io.documents import ErrorSink
     from lmforge.io.readers import iter_documents
 
@@ -122,13 +125,20 @@ def run_report(cfg: TokenizerReportConfig) -> tuple[list[dict], Path]:
     tok_file = tokenizer_file(cfg.tokenizer)
     tok = load_tokenizer(tok_file)
     base = load_tokenizer(cfg.baseline) if cfg.baseline else None
-    errors = ErrorSink()
+    out = Path(cfg.out) if cfg.out else tok_file.parent / "report.json"
+    rejects = out.with_name(out.stem + "-rejects.jsonl")
+    rejects.unlink(missing_ok=True)           # this run's rejects only
+    errors = ErrorSink(rejects)
     docs = iter_documents(cfg.inputs, errors)
     if cfg.max_docs:
         docs = islice(docs, cfg.max_docs)
-    rows = compression_report(tok, docs, base, cfg.batch_docs, cfg.default_domain)
-    out = Path(cfg.out) if cfg.out else tok_file.parent / "report.json"
+    try:
+        rows = compression_report(tok, docs, base, cfg.batch_docs, cfg.default_domain)
+    finally:
+        errors.close()
+    kept = next((r["docs"] for r in rows if (r["domain"], r["lang"]) == ("*", "*")), 0)   # the total row
+    account = Account("tokenizer report", kept + errors.total, kept, dict(errors.counts), errors.path, "documents")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {"tokenizer": str(tok_file), "baseline": cfg.baseline or None,
                      "reader_errors": dict(errors.counts), "rows": rows})
-    return rows, out
+    return rows, out, account.line()
