@@ -100,3 +100,23 @@ def test_character_stage_package_and_cli(source, tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["generate", str(src_run), "--character", str(CARD), "--prompt", "hi",
                               "--max-new-tokens", "3", "--json"])
     assert args.func(args) == 0 and json.loads(capsys.readouterr().out)[0]["prompt"] == "hi"
+
+
+def test_character_stage_keeps_bad_knowledge_records_aside(source, tmp_path):
+    """A knowledge folder's bad lines are counted and written to the package's rejects.jsonl with
+    the stage's one-line account (they were one log warning each, and not counted)."""
+    from lmforge.stages.character import CharacterConfig, run
+
+    src_run, _ = source
+    know = tmp_path / "card" / "knowledge"
+    know.mkdir(parents=True)
+    (know / "notes.jsonl").write_text(json.dumps({"text": "The lamp turns once every twelve seconds."}) + "\n"
+                                      "{broken\n" + json.dumps({"text": "The keeper's house is white."}) + "\n")
+    card = tmp_path / "card" / "lin.yaml"
+    card.write_text(CARD.read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "pkg"
+    info = run(config.load(CharacterConfig, None, [f"card={card}", f"checkpoint={src_run}", f"out_dir={out}"]),
+               progress=False)
+    assert info["passages"] >= 2
+    assert info["account"].startswith("[character knowledge] read 3 documents, kept 2, rejected 1 (")
+    assert [r["line"] for r in map(json.loads, (out / "rejects.jsonl").read_text().splitlines())] == [2]

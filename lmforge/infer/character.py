@@ -115,17 +115,22 @@ class KnowledgeIndex:
             self.retriever.index([bm25_tokens(p["text"]) or ["\u2205"] for p in passages], show_progress=False)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, max_chars: int) -> "KnowledgeIndex":
+    def from_folder(cls, folder: str | Path, max_chars: int, errors=None) -> "KnowledgeIndex":
+        """The folder's documents cut into passages; bad records go to `errors` (an ErrorSink:
+        the `character` stage's rejects file; by default logged). `documents`: how many were read."""
         from lmforge.io.documents import ErrorSink
         from lmforge.io.readers import iter_documents
 
         if not Path(folder).exists():
             raise FileNotFoundError(f"{folder}: knowledge folder not found")
-        passages = []
-        for doc in iter_documents(str(folder), ErrorSink()):
+        passages, n = [], 0
+        for doc in iter_documents(str(folder), errors if errors is not None else ErrorSink()):
             src = str(doc.get("id") or doc.get("source") or "")
             passages += [{"text": t, "source": src} for t in split_passages(doc["text"], max_chars)]
-        return cls(passages)
+            n += 1
+        index = cls(passages)
+        index.documents = n
+        return index
 
     def search(self, query: str, k: int) -> list[dict]:
         q = bm25_tokens(query)
@@ -156,8 +161,9 @@ class Character:
         self.card, self.index = card, index
 
     @classmethod
-    def load(cls, path: str | Path) -> "Character":
-        """A card YAML (knowledge indexed now) or a package folder built by `lmforge character`."""
+    def load(cls, path: str | Path, errors=None) -> "Character":
+        """A card YAML (knowledge indexed now; its bad records to `errors`, an ErrorSink) or a
+        package folder built by `lmforge character`."""
         p = Path(path)
         if p.is_dir():
             if not (p / "card.json").is_file():
@@ -172,7 +178,7 @@ class Character:
         if card.knowledge:
             folder = (p.parent / card.knowledge) if not Path(card.knowledge).is_absolute() else Path(card.knowledge)
             try:
-                index = KnowledgeIndex.from_folder(folder, card.passage_chars)
+                index = KnowledgeIndex.from_folder(folder, card.passage_chars, errors)
             except FileNotFoundError as e:
                 raise ConfigError(f"{p}: knowledge: {e}") from None
         return cls(card, index)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.config import ConfigError, check
+from lmforge.io.account import Account
 from lmforge.io.atomic import write_json
+from lmforge.stagekit.runner import reject_sink
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, load_source
 
@@ -38,10 +40,13 @@ def body(cfg: CharacterConfig, progress: bool = True) -> dict:
 
     out = Path(cfg.out_dir)
     src = load_source(InitConfig(from_checkpoint=cfg.checkpoint), cfg.tokenizer)
+    errors = reject_sink(out)      # the knowledge folder's bad records, each with its file and line
     try:
-        char = Character.load(cfg.card)
+        char = Character.load(cfg.card, errors)
     except FileNotFoundError as e:
         raise ConfigError(f"card: {e}") from None
+    finally:
+        errors.close()
     first = char.card.examples[0]["user"] if char.card.examples else char.card.name
     prompt = src.tok.encode(char.prompt_text(first), add_special_tokens=False).ids
     window = src.model_cfg.max_seq_len
@@ -57,6 +62,10 @@ def body(cfg: CharacterConfig, progress: bool = True) -> dict:
             "example_prompt_tokens": len(prompt), "window": window,
             "fits_window": len(prompt) < window}
     write_json(out / "character.json", info)
+    if char.index is not None:
+        docs = getattr(char.index, "documents", 0)
+        info["account"] = Account("character knowledge", docs + errors.total, docs, dict(errors.counts),
+                                  errors.path, "documents").line()
     if progress and not info["fits_window"]:
         print(f"note: the card's prompt takes {len(prompt)} tokens of a {window}-token window; "
               f"prompts will be middle-truncated")
