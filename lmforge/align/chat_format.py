@@ -31,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lmforge.align import chat_template as chatml
+from lmforge.io.atomic import read_json_object
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # What a {% generation %} block renders around its text: no message holds these (NUL never
@@ -54,8 +55,7 @@ def read_template(tok_dir: str | Path) -> str | None:
 
 
 def _json(path: Path) -> dict:
-    from lmforge.tokenizer.train import read_tokenizer_json
-    return read_tokenizer_json(path)   # a damaged file: DataError naming it
+    return read_json_object(path)   # a damaged file: DataError naming it
 
 
 def special_strings(tok_dir: str | Path) -> dict[str, str]:

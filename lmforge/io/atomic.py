@@ -213,6 +213,23 @@ def read_json(path: str | Path) -> Any:
     return json.loads(upath(path).read_text(encoding="utf-8"))
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A JSON object side file (a tokenizer folder's lmforge_tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json), {} when absent. A damaged one (cut short, not UTF-8, not an object)
+    is DataError naming it (exit 5), not a bare JSONDecodeError (exit 1)."""
+    from lmforge.io.account import DataError
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(f"{p}: not a readable JSON file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{p}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def replace_dir(tmp: str | Path, final: str | Path) -> Path:
     """Move a finished temporary folder into place (an old `final` is removed first)."""
     tmp, final = Path(tmp), Path(final)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from lmforge.config import check, to_dict
-from lmforge.io.atomic import atomic_path, write_json
+from lmforge.io.atomic import atomic_path, read_json_object, write_json
 
 SIDE_FILE = "lmforge_tokenizer.json"
 N_BYTES = 256
@@ -241,20 +241,8 @@ def load_tokenizer(path: str | Path):
 
 
 def read_tokenizer_json(path: str | Path) -> dict:
-    """A tokenizer folder's JSON side file (lmforge_tokenizer.json, tokenizer_config.json,
-    special_tokens_map.json), {} when absent. A damaged one (cut short, not UTF-8, not an
-    object) is DataError naming it (exit 5), not a bare JSONDecodeError (exit 1)."""
-    from lmforge.io.account import DataError
-    p = Path(path)
-    if not p.is_file():
-        return {}
-    try:
-        data = json.loads(p.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise DataError(f"{p}: not a readable JSON file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{p}: expected a JSON object, got {type(data).__name__}")
-    return data
+    """A tokenizer folder's JSON side file, {} when absent; a damaged one is DataError naming it."""
+    return read_json_object(path)
 
 
 def tokenizer_info(path: str | Path, tok=None) -> dict:
