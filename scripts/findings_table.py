@@ -26,8 +26,12 @@ def short_source(source: str) -> str:
 
 
 def table(run_dir: Path) -> str:
+    """The markdown table; FileNotFoundError when run_dir is missing or holds no finished finding
+    (an empty table would wipe README's with --readme)."""
     _, stages, _ = discover(run_dir)
     found = [s for s in stages if isinstance(s.finding, dict) and s.finding.get("comparisons") is not None]
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no finished finding (run `lmforge run recipes/findings.yaml` first)")
     lines = ["| finding | report | claim | comparison | expected | measured (diff ± 2 se) | verdict | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     for st in found:
@@ -44,7 +48,11 @@ def main(argv=None) -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--readme", type=Path, help="replace the table between the findings-table markers")
     a = ap.parse_args(argv)
-    text = table(a.run_dir)
+    try:
+        text = table(a.run_dir)
+    except FileNotFoundError as e:   # one line, not a traceback
+        print(f"findings_table.py: {e}", file=sys.stderr)
+        return 2
     if not a.readme:
         print(text)
         return 0

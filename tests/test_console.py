@@ -103,6 +103,7 @@ def test_summary_line_puts_validation_loss_first():
     line = summary_line(pretrain)
     assert line.startswith("val loss 5.5 (mean of 3 domains)")
     assert "train loss 5.812" in line and "tokens 1.23M" in line and "checkpoint" not in line
+    assert "LM + distill" not in line and "LM loss" not in line    # only a distilled run's loss is mixed
     assert len(line.split(" | ")) <= 5
     assert summary_line({"val/sft_ppl": 10.0, "val/sft_loss": 2.3026, "step": 20}).startswith(
         "val loss 2.303 (val/sft_loss)")

@@ -11,6 +11,7 @@ from lmforge import config
 from lmforge.config import ConfigError
 from lmforge import checkpoint as ckpt
 from lmforge.stages.pretrain import PretrainConfig, build, run
+from lmforge.stagekit.summary import summary_line
 from lmforge.train.objectives.distill import divergence_sum
 
 from conftest import crash_after_checkpoint, make_token_dataset
@@ -107,7 +108,14 @@ def test_distilled_run_resumes_bit_identically(data, teacher, tmp_path):
     token_data = data
     extra = ["train.steps=6", "train.ckpt_every=3", f"distill.teacher={teacher}", "distill.kind=js"]
     straight = tmp_path / "straight"
-    run(cfg(token_data, straight, STUDENT, *extra), progress=False)
+    summary = run(cfg(token_data, straight, STUDENT, *extra), progress=False)
+    # the summary keeps the LM part apart from the mixed loss, and its line says which is which
+    last = [json.loads(l) for l in (straight / "metrics.jsonl").read_text().splitlines() if '"loss"' in l][-1]
+    assert summary["final_loss"] == last["loss"] and summary["final_lm_loss"] == last["ce_sum"]
+    assert summary["final_distill"] == last["distill_sum"] and summary["final_lm_loss"] != summary["final_loss"]
+    line = summary_line(summary)
+    assert f"train loss (LM + distill) {summary['final_loss']:.4g}" in line
+    assert f"train LM loss {summary['final_lm_loss']:.4g}" in line
     split = tmp_path / "split"
     c = cfg(token_data, split, STUDENT, *extra)
     crash_after_checkpoint(build, c, 3, split)

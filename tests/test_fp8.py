@@ -74,6 +74,18 @@ def test_refused_in_one_line_without_a_float8_gpu(token_data, tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+def test_refused_before_the_mixture_plan_prints(token_data, tmp_path, capsys):
+    """With progress on and a curriculum, the refusal still comes first: nothing on stdout."""
+    cfg = config.load(PretrainConfig, None, [f"data={token_data}", f"out_dir={tmp_path / 'r'}", "model.vocab_size=128",
+                                             "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
+                                             "model.max_seq_len=32", "train.seq_len=16",
+                                             "stages=[{name: a, steps: 1}, {name: b, steps: 1}]",
+                                             "train.precision=fp8", "train.device=cpu"])
+    with pytest.raises(ConfigError, match="fp8 needs"):
+        run(cfg, progress=True)
+    assert capsys.readouterr().out == ""
+
+
 def test_refused_without_torchao(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchao.float8", None)
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[fp8\]'"):

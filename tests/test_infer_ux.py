@@ -293,6 +293,21 @@ def test_run_and_recipe_folders_pick_their_last_model(run_dir, tmp_path, capsys,
         pick_model(tmp_path / "runs")
 
 
+def test_export_of_a_hugging_face_folder_says_what_reads_one(run_dir, tmp_path, capsys):
+    """`lmforge export HF_DIR OUT` (HF format) is refused naming what does read it, not as
+    'no model found'; `--format gguf` reads the same folder."""
+    from lmforge.cli import main
+    hf = tmp_path / "hf"
+    assert _cli(capsys, "export", str(run_dir), str(hf))[0] == 0
+    with pytest.raises(FileNotFoundError, match="a Hugging Face folder.*--format gguf.*lmforge import"):
+        pick_model(hf, hf=False)
+    assert main(["export", str(hf), str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no model found" not in err and "--format gguf" in err
+    assert main(["export", str(hf), str(tmp_path / "m.gguf"), "--format", "gguf"]) == 0
+    assert (tmp_path / "m.gguf").stat().st_size > 0
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_weights_get_the_same_permissions_as_other_files(tmp_path, capsys, umask):
     old = os.umask(umask)

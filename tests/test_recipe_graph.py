@@ -176,10 +176,16 @@ def test_target_runs_what_it_needs_and_branches_reuse_it(tmp_path):
     assert pure["final_loss"] != boost["final_loss"]     # two different mixtures from one checkpoint
 
 
-def test_stage_order_error_names_what_to_run_first(tmp_path):
+def test_stage_order_error_names_what_to_run_first(tmp_path, capsys):
     path = write_recipe(tmp_path, branch_stages())
     with pytest.raises(ConfigError, match=r"stage pure needs tokens, which has not finished .*\(--target pure runs"):
         run_recipe(load_recipe(path), only=["pure"], progress=False, log=lambda *a: None)
+    assert not (tmp_path / "run" / "pure").exists()
+    # --check says the same before anything runs (it listed the stage as `run` and said ok)
+    assert run_main([str(path), "--only", "pure", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "stage pure needs tokens, which has not finished" in err and "1 problem(s); nothing was run" in err
+    assert run_main([str(path), "--target", "pure", "--check"]) == 0
     assert not (tmp_path / "run" / "pure").exists()
 
 

@@ -208,6 +208,9 @@ def test_cli_train_encode_report(setup, tmp_path, capsys):
                               f"tokenizer={tmp_path / 'tok'}", "--set", f"baseline={d / 'tok'}"])
     assert args.func(args) == 0
     assert "base tok / ours" in capsys.readouterr().out
+    args = parser.parse_args(["tokenizer", "report", "--set", f"tokenizer={tmp_path / 'tok'}", "--set", "out_dir=x"])
+    with pytest.raises(ConfigError, match=r"^--set out_dir=x: out_dir: unknown key"):   # blamed on --set
+        args.func(args)
     args = parser.parse_args(["tokenizer", "train", "--set", "vocab_size=100", "--set", "inputs=[x]",
                               "--set", "out_dir=o"])
     with pytest.raises(ConfigError, match="vocab_size"):

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
                                       "or the last trained stage), or a Hugging Face folder")
     g.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for a batch)")
     g.add_argument("--prompt-file", default=None, help="a text file, one prompt per line")
-    g.add_argument("--chat", action="store_true", help="wrap each prompt as a ChatML user turn")
+    g.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn in the tokenizer's own "
+                                                       "chat format (ChatML for ours), stopping at its turn end")
     g.add_argument("--system", default=None, help="with --chat: a system message")
     g.add_argument("--character", default=None, metavar="CARD",
                    help="role-play: a character card YAML or a `lmforge character` package (implies --chat)")
@@ -101,10 +102,11 @@ def _export(args) -> int:
     return 0
 
 
-def chatml(user: str, system: str | None = None) -> str:
+def chatml(user: str, system: str | None = None, fmt=None) -> str:
+    """The prompt of one user turn, in ChatML or in chat format `fmt` (lmforge.align.chat_format)."""
     from lmforge.align.chat_template import render
     turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return render(turns, add_generation_prompt=True)
+    return (fmt.render if fmt is not None else render)(turns, add_generation_prompt=True)
 
 
 def sampling_refused(command: str, args) -> bool:
@@ -164,21 +166,34 @@ def _generate(args) -> int:
         return 2
     if sampling_refused("generate", args):
         return 2
-    model, tok = load_for_generation(picked("generate", args.checkpoint), args.device)
+    path = picked("generate", args.checkpoint)
+    model, tok = load_for_generation(path, args.device)
+    stop_ids = None
     if args.character:
         from lmforge.infer.character import Character
         char = Character.load(args.character)
         inputs = [char.prompt_text(p) for p in prompts]
         args.chat = True
+    elif args.chat:   # as `lmforge chat`: a Llama 3 / Gemma HF folder in its own template, stopping at its turn end
+        from lmforge.infer.chat import own_chat_format
+        from lmforge.infer.generate import as_tokenizer, default_stop_ids
+        fmt, stops = own_chat_format(path, tok)
+        try:
+            inputs = [chatml(p, args.system, fmt) for p in prompts]
+        except ValueError as e:   # the template refuses the turns (Gemma: no system role)
+            print(f"lmforge generate: {e}", file=sys.stderr)
+            return 2
+        stop_ids = (default_stop_ids(as_tokenizer(tok)) + stops) if stops else None
     else:
-        inputs = [chatml(p, args.system) if args.chat else p for p in prompts]
+        inputs = prompts
     stream = len(prompts) == 1 and not args.json
     on_token = (lambda i, piece: (sys.stdout.write(piece), sys.stdout.flush())) if stream else None
     if stream and not args.chat:
         sys.stdout.write(prompts[0])
     try:
         outs = generate(model, tok, inputs, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed, on_token=on_token)
+                        top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed, on_token=on_token,
+                        stop_ids=stop_ids)
     except ValueError as e:   # bad sampling options: one line, not a traceback
         print(f"lmforge generate: {e}", file=sys.stderr)
         return 2

@@ -2,14 +2,14 @@
 the stage command handler, lmforge.cli.stagecmd) and the compression report."""
 from __future__ import annotations
 
-from lmforge import config
 from lmforge.cli.common import add_config_args
 from lmforge.cli.stagecmd import add_stage_command
 
 
 def _report(args) -> int:
+    from lmforge.cli.common import load_config
     from lmforge.tokenizer.report import TokenizerReportConfig, format_table, run_report
-    cfg = config.load(TokenizerReportConfig, args.config, args.overrides)
+    cfg = load_config(TokenizerReportConfig, args)   # a bad key is blamed on the file or on --set, as elsewhere
     rows, path, account = run_report(cfg)
     print(format_table(rows))
     print(f"saved {path}")

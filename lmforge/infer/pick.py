@@ -65,7 +65,7 @@ def _from_recipe(run_dir: Path, hf: bool) -> tuple[Path, str]:
 
 def pick_model(path: str | Path, hf: bool = True) -> tuple[Path, str | None]:
     """(the model folder `path` means, a note on what was picked or None). hf=False: only our
-    checkpoints count (what `lmforge export` reads)."""
+    checkpoints count (what `lmforge export` reads; a Hugging Face folder is refused saying so)."""
     p = Path(path)
     if ckpt.is_complete(p):
         return p, None
@@ -74,8 +74,12 @@ def pick_model(path: str | Path, hf: bool = True) -> tuple[Path, str | None]:
     try:
         step = ckpt.resolve(p)
     except FileNotFoundError:
-        if hf and (p / "config.json").is_file():
-            return p, None     # a Hugging Face folder (its own problems are the loader's to name)
+        if (p / "config.json").is_file():
+            if hf:
+                return p, None     # a Hugging Face folder (its own problems are the loader's to name)
+            raise FileNotFoundError(
+                f"{path}: a Hugging Face folder, and `lmforge export` reads lmforge checkpoints: "
+                f"`--format gguf` converts a Hugging Face folder, `lmforge import` makes it a checkpoint") from None
         why = ckpt.why_none(p)
         raise FileNotFoundError(
             f"{path}: no model found{f' ({why})' if why else ''}: give a step-N folder, a stage's run folder (its newest checkpoint), "

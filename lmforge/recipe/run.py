@@ -262,6 +262,10 @@ def command(args: argparse.Namespace) -> int:
     todo = set(select(recipe, args.only, args.start, args.until, args.target))
     problems = check_recipe(recipe)
     if args.check:
+        try:   # a selected stage whose input neither runs nor has finished: what the run would refuse
+            check_order(recipe, sorted(todo), Ledger(recipe, write=False))
+        except ConfigError as e:
+            problems = [*problems, f"{recipe.source}: {e}"]
         print("\n".join(plan(recipe, todo)))
         from . import fidelity
         print(fidelity.describe(recipe) + "\n" + fidelity.describe_languages(recipe))

@@ -12,10 +12,10 @@ import math
 # the stage's validation loss, in order of preference: the LM objectives' mean over domains,
 # SFT / C-RLFT reply loss, DPO's loss on held-out pairs
 VAL_LOSS_KEYS = ("val/mean", "val/sft_loss", "val/loss", "val/dpo_loss")
-LEADING = {"final_loss": "train loss", "val/accuracy": "val acc", "val/margin": "val margin", "ppl": "ppl",
-           "bpb": "bits/byte", "step": "step", "tokens_seen": "tokens", "docs": "docs", "bytes": "bytes",
-           "train_tokens": "train tokens", "val_tokens": "val tokens"}
-HIDDEN = ("skipped", "checkpoint", "bad_steps", "seconds", "cpu_seconds", "account")
+LEADING = {"final_loss": "train loss", "final_lm_loss": "train LM loss", "val/accuracy": "val acc",
+           "val/margin": "val margin", "ppl": "ppl", "bpb": "bits/byte", "step": "step", "tokens_seen": "tokens",
+           "docs": "docs", "bytes": "bytes", "train_tokens": "train tokens", "val_tokens": "val tokens"}
+HIDDEN = ("final_distill", "skipped", "checkpoint", "bad_steps", "seconds", "cpu_seconds", "account")
 
 
 def val_loss(summary: dict) -> tuple[str, float] | None:
@@ -64,7 +64,10 @@ def summary_line(summary: dict, limit: int = 5) -> str:
         where = f"mean of {len(domains)} domain{'' if len(domains) == 1 else 's'}" if key == "val/mean" else key
         items.append(f"val loss {value:.4g} ({where})")
         used.add(key)
+    mixed = _number(summary.get("final_lm_loss"))   # distillation: the loss is LM + distillation terms
     for key, label in LEADING.items():
+        if key == "final_loss" and mixed:
+            label = "train loss (LM + distill)"
         if _number(summary.get(key)) and key not in used:
             items.append(f"{label} {human(summary[key], key)}")
             used.add(key)

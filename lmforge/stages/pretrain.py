@@ -151,6 +151,10 @@ def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
           f"{cfg.train.seq_len} exceeds the model's max_seq_len {cfg.model.max_seq_len}")
     ds = validate_data(cfg)
     train = cfg.effective_train()
+    device = resolve_device(train.device)
+    if train.precision == "fp8":   # refused in one line before the mixture plan prints (the Trainer checks too)
+        from lmforge.train import fp8
+        fp8.check_supported(device)
     stages = cfg.effective_stages()
     if stages and progress:
         tokens_per_step = train.seq_len * train.micro_batch_size * train.grad_accum
@@ -163,7 +167,6 @@ def build(cfg: PretrainConfig, progress: bool = True) -> Trainer:
         model.grown_from = src.path
     objective = LMObjective(cfg.data, train.seq_len, train.micro_batch_size, train.seed,
                             z_loss=cfg.z_loss, eval_batches=train.eval_batches, stages=stages)
-    device = resolve_device(train.device)
     if cfg.distill is not None:
         objective = attach_teacher(objective, cfg.distill, cfg.model, device, tokenizer_path(ds.meta, ds.folder))
     return Trainer(model, objective, train, cfg.out_dir, run_config=to_dict(cfg),

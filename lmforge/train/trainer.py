@@ -376,6 +376,9 @@ class Trainer:
             self._log({"step": self.step, **final_eval})
         summary = {"step": self.step, "tokens_seen": self.tokens_seen, "bad_steps": self.bad_steps,
                    "checkpoint": None, "final_loss": last.get("loss"), **final_eval}
+        if "distill_sum" in last and "ce_sum" in last:   # the loss mixes the LM and distillation terms:
+            summary["final_lm_loss"] = last["ce_sum"]    # the LM part alone compares with a plain run
+            summary["final_distill"] = last["distill_sum"]
         for cb in self.callbacks:           # the final checkpoint fills in "checkpoint"
             cb.on_train_end(self, summary)
         mixture = self.objective.realised_mixture()
