@@ -135,3 +135,9 @@ def test_cli_chat_reads_stdin(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
     args = parser.parse_args(["chat", str(run_dir), "--max-new-tokens", "64"])   # window is 64
     assert args.func(args) == 2 and "window" in capsys.readouterr().err
+
+
+def test_quit_leaves_like_exit():
+    inp = io.StringIO("/quit\nnever read\n")
+    assert chat_loop(None, inp, io.StringIO()) == 0
+    assert inp.readline() == "never read\n"

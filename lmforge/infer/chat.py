@@ -153,7 +153,7 @@ class ChatSession:
 COMMANDS = {
     "/help": "list these commands",
     "/reset": "forget the conversation (the system message and character stay)",
-    "/exit": "quit (so do Ctrl-D and Ctrl-C at the prompt)",
+    "/exit": "quit (so do /quit, Ctrl-D and Ctrl-C at the prompt)",
 }
 HELP = "type a message; /help lists the commands; Ctrl-C stops a reply"
 COMMAND_HELP = "\n".join(f"  {c:7s} {what}" for c, what in COMMANDS.items()) + \
@@ -188,7 +188,7 @@ def chat_loop(session: ChatSession, inp: TextIO = sys.stdin, out: TextIO = sys.s
         cmd = text.strip()
         if not cmd:
             continue
-        if cmd == "/exit":
+        if cmd in ("/exit", "/quit"):    # /quit: what many chat programs use
             return 0
         if cmd == "/help":
             out.write(COMMAND_HELP + "\n")
