@@ -305,10 +305,15 @@ def test_cli_run_and_check(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     path = write_recipe(tmp_path, mini_stages())
-    args = parser.parse_args(["run", str(path), "--check", "--only", "tokenizer,tokens"])
+    args = parser.parse_args(["run", str(path), "--check", "--only", "corpus,data,tokenizer"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "run  tokenizer" in out and "skip corpus" in out and "ok (5 stages" in out
+    assert "run  tokenizer" in out and "skip tokens" in out and "ok (5 stages" in out
+    # a selected stage whose input is neither selected nor finished: refused as the run refuses it
+    args = parser.parse_args(["run", str(path), "--check", "--only", "tokenizer,tokens"])
+    assert args.func(args) == 2
+    cap = capsys.readouterr()
+    assert "stage tokenizer needs data, which has not finished" in cap.out + cap.err, cap
     bad_path = write_recipe(tmp_path, [{"name": "x", "kind": "nope"}], name="bad")
     assert run_main([str(bad_path)]) == 2
     assert "unknown kind 'nope'" in capsys.readouterr().err
