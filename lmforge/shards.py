@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.io.account import DataError
 from lmforge.io.atomic import atomic_path, temp_sibling, write_json
 from lmforge.io.fetch import local_copies
 from lmforge.io.fs import FsPath, is_url, open_file, replace, upath, url_errors
@@ -132,16 +133,22 @@ class Shard:
         return self.tokens[self.starts[i]:self.starts[i + 1]]
 
 
+class DamagedTokens(DataError, ValueError):
+    """A token folder that is there but damaged (meta.json cut or missing keys, a cut shard, a shard
+    index that disagrees with meta.json): bad data (the CLI's exit 5), and still a ValueError for the
+    callers that skip a folder they cannot read (the report, the recipe check)."""
+
+
 def _meta_dict(meta_path, text: str) -> dict:
     """meta.json's object; a damaged one (cut short, not an object, keys missing) is a ValueError
     naming it, not a bare "Expecting ',' delimiter" or KeyError."""
     try:
         meta = json.loads(text)
     except ValueError as e:
-        raise ValueError(f"{meta_path}: not readable JSON ({e})") from None
+        raise DamagedTokens(f"{meta_path}: not readable JSON ({e})") from None
     missing = [k for k in ("dtype", "domains", "shards", "vocab_size") if not isinstance(meta, dict) or k not in meta]
     if missing:
-        raise ValueError(f"{meta_path}: damaged (no {', '.join(missing)})")
+        raise DamagedTokens(f"{meta_path}: damaged (no {', '.join(missing)})")
     return meta
 
 
@@ -182,12 +189,12 @@ class TokenDataset:
             base = self.folder / s["name"]
             have, need = Path(files[s["name"] + ".tokens"]).stat().st_size, s["n_tokens"] * self.dtype.itemsize
             if have < need:   # np.memmap would say only "mmap length is greater than file size"
-                raise ValueError(f"{base}.tokens: {have} bytes, meta.json records {need} (truncated shard?)")
+                raise DamagedTokens(f"{base}.tokens: {have} bytes, meta.json records {need} (truncated shard?)")
             tokens = np.memmap(files[s["name"] + ".tokens"], dtype=self.dtype, mode="r", shape=(s["n_tokens"],))
             starts = np.fromfile(files[s["name"] + ".docs"], dtype=np.int64)
             domains = np.fromfile(files[s["name"] + ".domains"], dtype=np.uint16)
             if len(starts) != s["n_docs"] + 1 or len(domains) != s["n_docs"] or starts[-1] != s["n_tokens"]:
-                raise ValueError(f"{base}: shard index does not match meta.json (truncated shard?)")
+                raise DamagedTokens(f"{base}: shard index does not match meta.json (truncated shard?)")
             self.shards.append(Shard(s["name"], split, tokens, starts, domains))
         # Global document table: (shard index, doc index) for every document, and its domain.
         self.doc_shard = np.concatenate([np.full(s.n_docs, i, dtype=np.int32) for i, s in enumerate(self.shards)]

@@ -251,7 +251,7 @@ def test_a_damaged_token_dataset_names_the_file(tmp_path, capsys, damage, names)
         f = data / "train-00000.tokens"
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     code, _, err = run_cli(capsys, *cli_args(data, tmp_path / "run", "train.steps=1"))
-    assert code == 2 and err.count("\n") == 1 and str(data / names.split(":")[0]) in err and names in err, err
+    assert code == 5 and err.count("\n") == 1 and str(data / names.split(":")[0]) in err and names in err, err
 
 
 def test_a_folder_given_as_conversation_data_is_named_as_a_folder(tok, tmp_path):

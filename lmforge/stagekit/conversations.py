@@ -12,6 +12,7 @@ from lmforge.io.documents import ErrorSink
 from lmforge.stagekit.runner import data_account, reject_sink, start_fresh, steps_for
 from lmforge.stagekit.source import Source, load_source
 from lmforge.stagekit.teacher import attach_teacher
+from lmforge.stagekit.tokendata import open_tokens
 
 # Train defaults of conversation stages (Yi: constant 1e-5), deep-merged under the user's keys.
 CHAT_TRAIN = {"optim": {"lr": 1e-5}, "schedule": {"kind": "constant", "warmup_steps": 0}, "ckpt_every": 200}
@@ -56,13 +57,9 @@ def mix_long(general: list, long: list, share: float | None, seed: int) -> tuple
 
 
 def _mix_loader(cfg, src: Source, T: int):
-    from lmforge.shards import TokenDataset
     from lmforge.train.loader import train_loader
 
-    try:
-        ds = TokenDataset(cfg.mix.data, "train")
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"mix.data: {e}") from None
+    ds = open_tokens(cfg.mix.data, "train", "mix.data")
     if ds.n_docs == 0 or ds.vocab_size > src.model_cfg.vocab_size:
         raise ConfigError(f"mix.data: {cfg.mix.data} is empty or its vocabulary exceeds the model's")
     return ds, train_loader(ds, T, 1, cfg.train.seed + 1)

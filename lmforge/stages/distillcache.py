@@ -23,6 +23,7 @@ from lmforge.config import ConfigError, check, to_dict
 from lmforge.io.atomic import atomic_path, read_json, write_json
 from lmforge.io.fs import upath
 from lmforge.stagekit.stage import Arg, Stage
+from lmforge.stagekit.tokendata import open_tokens
 
 
 @dataclass
@@ -57,16 +58,13 @@ def _settings(cfg: DistillCacheConfig, teacher_path: Path, data, vocab: int, win
 def _open(cfg: DistillCacheConfig):
     """(teacher source, train split, window); every mismatch a one-line ConfigError."""
     from lmforge.model.load import open_source, tokenizer_dir_of
-    from lmforge.shards import TokenDataset, tokenizer_path
+    from lmforge.shards import tokenizer_path
     from lmforge.stagekit.teacher import check_same_tokenizer
     try:
         src = open_source(cfg.teacher)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"teacher: {e}") from None
-    try:
-        data = TokenDataset(cfg.data, "train")
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"data: {e}") from None
+    data = open_tokens(cfg.data, "train")
     vocab = src.model_cfg.vocab_size
     if data.vocab_size != vocab:
         raise ConfigError(f"teacher: {src.path} has {vocab} token ids, the data {cfg.data} {data.vocab_size}; "

@@ -35,6 +35,7 @@ from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.loader import PackedLoader, SequentialDocs
+from lmforge.stagekit.tokendata import open_tokens
 
 
 GROW_SEED = 0   # the RNG state step-0 records (nothing random happens in grow)
@@ -80,10 +81,8 @@ def validate(cfg: GrowConfig) -> tuple[Path, ModelConfig, list[TokenDataset]]:
         raise ConfigError(f"seq_len: {cfg.seq_len} exceeds the model's max_seq_len {mcfg.max_seq_len}")
     sets = []
     if cfg.data:
-        try:   # held-out text first, then the training documents if more calibration is wanted
-            sets = [d for d in (TokenDataset(cfg.data, "val"), TokenDataset(cfg.data, "train")) if d.n_docs]
-        except (FileNotFoundError, ValueError) as e:
-            raise ConfigError(f"data: {e}") from None
+        # held-out text first, then the training documents if more calibration is wanted
+        sets = [d for d in (open_tokens(cfg.data, "val"), open_tokens(cfg.data, "train")) if d.n_docs]
         if not sets:
             raise ConfigError(f"data: {cfg.data} has no documents")
         if sets[0].vocab_size > mcfg.vocab_size:

@@ -49,6 +49,7 @@ from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.train.objectives.lm import LMObjective
 from lmforge.train.seqlen import SeqWarmupConfig
 from lmforge.train.trainer import TrainConfig, Trainer
+from lmforge.stagekit.tokendata import open_tokens
 
 INDEX_32K_TRAIN = {"seq_len": 32768, "optim": {"lr": 1e-5},
                    "schedule": {"kind": "cosine", "warmup_steps": 20, "min_ratio": 0.1}}
@@ -202,10 +203,7 @@ def validate(cfg: LongCtxConfig) -> tuple[Path, ModelConfig, TokenDataset]:
     """Source checkpoint, new model config and data, all checked before any work."""
     src, source_cfg = source_checkpoint(cfg.init.from_checkpoint, load_optimizer=cfg.init.load_optimizer)
     mcfg = long_model_config(cfg, source_cfg)
-    try:
-        ds = TokenDataset(cfg.data, "train")
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"data: {e}") from None
+    ds = open_tokens(cfg.data, "train")
     if ds.vocab_size > mcfg.vocab_size:
         raise ConfigError(f"data: vocabulary {ds.vocab_size} exceeds the model's {mcfg.vocab_size}")
     return src, mcfg, ds

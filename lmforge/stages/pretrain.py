@@ -39,6 +39,7 @@ from lmforge.train.objectives.distill import DistillConfig
 from lmforge.train.objectives.lm import LMObjective
 from lmforge.train.schedules import ScheduleConfig
 from lmforge.train.trainer import TrainConfig, Trainer
+from lmforge.stagekit.tokendata import open_tokens
 
 
 @dataclass
@@ -86,10 +87,7 @@ class PretrainConfig:
 
 
 def validate_data(cfg: PretrainConfig) -> TokenDataset:
-    try:
-        ds = TokenDataset(cfg.data, "train")
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"data: {e}") from None
+    ds = open_tokens(cfg.data, "train")
     if ds.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the data's vocabulary "
                           f"{ds.vocab_size} ({cfg.data}/meta.json)")
