@@ -2,12 +2,11 @@
 the stage command handler, lmforge.cli.stagecmd) and the compression report."""
 from __future__ import annotations
 
-from lmforge.cli.common import add_config_args
+from lmforge.cli.common import add_config_args, load_config
 from lmforge.cli.stagecmd import add_stage_command
 
 
 def _report(args) -> int:
-    from lmforge.cli.common import load_config
     from lmforge.tokenizer.report import TokenizerReportConfig, format_table, run_report
     cfg = load_config(TokenizerReportConfig, args)   # a bad key is blamed on the file or on --set, as elsewhere
     rows, path, account = run_report(cfg)

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 
-from lmforge.io.atomic import copy_file, write_json
+from lmforge.io.atomic import copy_file, read_json_object, write_json
 from lmforge.model.convert import export_arch, hf_max_length, save_hf
 from lmforge.model.load import load_checkpoint, resolve_checkpoint, tokenizer_dir_of
-from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, read_tokenizer_json, \
-    tokenizer_info
+from lmforge.tokenizer.train import CHATML_TEMPLATE, CHATML_TEMPLATE_V1, load_tokenizer, tokenizer_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DONE = "DONE.json"
@@ -54,7 +53,7 @@ def export_tokenizer(tok_dir: Path, out: Path, model_max_length: int | None = No
     tok = load_tokenizer(tok_dir)
     names = {k: tok.id_to_token(info[f"{k}_id"]) for k in ("bos", "eos", "pad") if info.get(f"{k}_id") is not None}
     cfg_path = tok_dir / "tokenizer_config.json"
-    hf_cfg = read_tokenizer_json(cfg_path)
+    hf_cfg = read_json_object(cfg_path)
     hf_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     own = (tok_dir / "chat_template.jinja").is_file() or (
         hf_cfg.get("chat_template") and hf_cfg["chat_template"] != CHATML_TEMPLATE_V1)

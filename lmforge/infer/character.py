@@ -105,10 +105,11 @@ def split_passages(text: str, max_chars: int) -> list[str]:
 class KnowledgeIndex:
     """BM25 over passages (bm25s); saved as passages.jsonl + a bm25s index folder."""
 
-    def __init__(self, passages: list[dict], retriever=None):
+    def __init__(self, passages: list[dict], retriever=None, documents: int = 0):
         import bm25s
 
         self.passages = passages
+        self.documents = documents    # how many documents the passages were cut from (0: not known)
         self.retriever = retriever
         if retriever is None and passages:
             self.retriever = bm25s.BM25()
@@ -128,9 +129,7 @@ class KnowledgeIndex:
             src = str(doc.get("id") or doc.get("source") or "")
             passages += [{"text": t, "source": src} for t in split_passages(doc["text"], max_chars)]
             n += 1
-        index = cls(passages)
-        index.documents = n
-        return index
+        return cls(passages, documents=n)
 
     def search(self, query: str, k: int) -> list[dict]:
         q = bm25_tokens(query)

@@ -63,7 +63,7 @@ def body(cfg: CharacterConfig, progress: bool = True) -> dict:
             "fits_window": len(prompt) < window}
     write_json(out / "character.json", info)
     if char.index is not None:
-        docs = getattr(char.index, "documents", 0)
+        docs = char.index.documents
         info["account"] = Account("character knowledge", docs + errors.total, docs, dict(errors.counts),
                                   errors.path, "documents").line()
     if progress and not info["fits_window"]:

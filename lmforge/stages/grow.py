@@ -33,9 +33,9 @@ from lmforge.stagekit.facts import Facts
 from lmforge.stagekit.lm_effects import grow_effect
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
+from lmforge.stagekit.tokendata import open_tokens
 from lmforge.train.checkpoint import save as save_checkpoint
 from lmforge.train.loader import PackedLoader, SequentialDocs
-from lmforge.stagekit.tokendata import open_tokens
 
 
 GROW_SEED = 0   # the RNG state step-0 records (nothing random happens in grow)

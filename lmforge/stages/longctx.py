@@ -46,10 +46,10 @@ from lmforge.shards import TokenDataset, tokenizer_path
 from lmforge.stagekit.facts import Facts
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
+from lmforge.stagekit.tokendata import open_tokens
 from lmforge.train.objectives.lm import LMObjective
 from lmforge.train.seqlen import SeqWarmupConfig
 from lmforge.train.trainer import TrainConfig, Trainer
-from lmforge.stagekit.tokendata import open_tokens
 
 INDEX_32K_TRAIN = {"seq_len": 32768, "optim": {"lr": 1e-5},
                    "schedule": {"kind": "cosine", "warmup_steps": 20, "min_ratio": 0.1}}

@@ -25,8 +25,8 @@ from lmforge.config import ConfigError, check
 from lmforge.io.atomic import atomic_open, write_json, write_jsonl
 from lmforge.io.account import Account, DataError, first_rejects
 from lmforge.io.documents import ErrorSink
-from lmforge.stagekit.runner import reject_sink
 from lmforge.io.readers import iter_documents
+from lmforge.stagekit.runner import reject_sink
 from lmforge.stagekit.stage import DONE, Stage
 
 

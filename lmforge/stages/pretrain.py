@@ -33,13 +33,13 @@ from lmforge.stagekit.lm_effects import pretrain_effect
 from lmforge.stagekit.stage import DONE, Stage
 from lmforge.stagekit.source import InitConfig, source_checkpoint
 from lmforge.stagekit.teacher import attach_teacher
+from lmforge.stagekit.tokendata import open_tokens
 from lmforge.train import mixture
 from lmforge.train.mixture import MixtureConfig, StageConfig
 from lmforge.train.objectives.distill import DistillConfig
 from lmforge.train.objectives.lm import LMObjective
 from lmforge.train.schedules import ScheduleConfig
 from lmforge.train.trainer import TrainConfig, Trainer
-from lmforge.stagekit.tokendata import open_tokens
 
 
 @dataclass

@@ -150,8 +150,9 @@ def extend_folder(cfg: ExtendConfig, progress: bool = True) -> dict:
     """A tokenizer folder like `train` writes (the `extend` stage, lmforge.stages.extend)."""
     from lmforge.io.documents import ErrorSink
 
-    from .train import iter_texts, load_tokenizer, read_tokenizer_json, save_tokenizer, tokenizer_file, \
-        tokenizer_info, vocab_len
+    from lmforge.io.atomic import read_json_object
+
+    from .train import iter_texts, load_tokenizer, save_tokenizer, tokenizer_file, tokenizer_info, vocab_len
 
     out = Path(cfg.out_dir)
     base_file = tokenizer_file(cfg.base)
@@ -164,7 +165,7 @@ def extend_folder(cfg: ExtendConfig, progress: bool = True) -> dict:
                                   cfg.add_tokens, cfg.min_frequency, show_progress=progress)
     errors.close()
     # keep the base's transformers files (chat template, specials) when it has them
-    hf_cfg = read_tokenizer_json(base_file.parent / "tokenizer_config.json")
+    hf_cfg = read_json_object(base_file.parent / "tokenizer_config.json")
 
     def name(key):
         v = hf_cfg.get(key)

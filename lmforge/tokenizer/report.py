@@ -126,9 +126,7 @@ def run_report(cfg: TokenizerReportConfig) -> tuple[list[dict], Path, str]:
     tok = load_tokenizer(tok_file)
     base = load_tokenizer(cfg.baseline) if cfg.baseline else None
     out = Path(cfg.out) if cfg.out else tok_file.parent / "report.json"
-    rejects = out.with_name(out.stem + "-rejects.jsonl")
-    rejects.unlink(missing_ok=True)           # this run's rejects only
-    errors = ErrorSink(rejects)
+    errors = ErrorSink(out.with_name(out.stem + "-rejects.jsonl"))   # close() replaces or removes an old one
     docs = iter_documents(cfg.inputs, errors)
     if cfg.max_docs:
         docs = islice(docs, cfg.max_docs)

@@ -33,13 +33,15 @@ def add_special_tokens(src_dir: str | Path, tokens: list[str], out_dir: str | Pa
     {token: id} of the tokens that are new."""
     from tokenizers import AddedToken
 
-    from .train import CHATML_TEMPLATE, is_complete, load_tokenizer, read_tokenizer_json, save_tokenizer, \
-        tokenizer_file, tokenizer_info
+    from lmforge.io.atomic import read_json_object
+
+    from .train import CHATML_TEMPLATE, is_complete, load_tokenizer, save_tokenizer, tokenizer_file, \
+        tokenizer_info
 
     src_file = tokenizer_file(src_dir)
     tok = load_tokenizer(src_file)
     info = tokenizer_info(src_file, tok)
-    hf_cfg = read_tokenizer_json(src_file.parent / "tokenizer_config.json")
+    hf_cfg = read_json_object(src_file.parent / "tokenizer_config.json")
     new = [t for t in dict.fromkeys(tokens) if tok.token_to_id(t) is None]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
     specials = list(info.get("special_tokens") or {}) or [

@@ -27,7 +27,6 @@ folder complete.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -240,19 +239,14 @@ def load_tokenizer(path: str | Path):
         raise DataError(f"{f}: cannot be read by the tokenizers library: {str(e).splitlines()[0][:200]}") from None
 
 
-def read_tokenizer_json(path: str | Path) -> dict:
-    """A tokenizer folder's JSON side file, {} when absent; a damaged one is DataError naming it."""
-    return read_json_object(path)
-
-
 def tokenizer_info(path: str | Path, tok=None) -> dict:
     """The side file if present, else what can be read from the HF files (eos/pad/bos ids)."""
     f = tokenizer_file(path)
     side = f.parent / SIDE_FILE
     if side.is_file():
-        return read_tokenizer_json(side)
+        return read_json_object(side)
     tok = tok or load_tokenizer(f)
-    hf = read_tokenizer_json(f.parent / "tokenizer_config.json")
+    hf = read_json_object(f.parent / "tokenizer_config.json")
 
     def tid(key):
         v = hf.get(key)
